@@ -1,0 +1,1 @@
+"""pmemsim's backends, installed as ``pmemsim_backends`` (never as a bare ``backends``)."""

@@ -1,0 +1,19 @@
+"""The cache-line simulator backend (rules: docs/persistency.md)."""
+
+from .backend import SimBackend
+from .images import Atom, CrashImage, CrashState, LineState, Option
+from .lint import Finding, FindingKind
+from .machine import Barrier, Statistics
+
+__all__ = [
+    "Atom",
+    "Barrier",
+    "CrashImage",
+    "CrashState",
+    "Finding",
+    "FindingKind",
+    "LineState",
+    "Option",
+    "SimBackend",
+    "Statistics",
+]

@@ -1,0 +1,494 @@
+"""The simulator as a pmemsim backend: sources become media, maps translate addresses.
+
+Addresses live in a simulated 47-bit address space. A file (or temporary file) has one
+medium per simulator, keyed by its inode, so two sets that map the same file see the same
+cache state, as two processes on one machine would. An anonymous source gives a fresh,
+zeroed medium at every map, as libpmem2's anonymous maps do.
+
+A user's file receives nothing but its persisted media image, and only when its source is
+closed (``Source.close()``, the end of a ``with`` block, or garbage collection): the pages
+that changed are written, holding exactly what was guaranteed durable by then. Stores that
+were never flushed and fenced never reach the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pmemsim.backend import (
+    Backend,
+    BackendMap,
+    BackendReservation,
+    BackendSource,
+    Pmem2Failure,
+)
+from pmemsim.enums import Granularity, MemFlag
+from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code
+
+from .images import CrashState, LineState, collect_units
+from .intervals import IntervalSet
+from .lint import Finding, FindingKind, LintLog
+from .machine import Barrier, Machine, Observer, Statistics
+from .medium import LINE, PAGE, PAGE_SHIFT, Medium
+
+if TYPE_CHECKING:
+    from pmemsim.source import Source
+
+__all__ = ["SimBackend"]
+
+_BASE = 0x10_0000_0000
+_ALIGN = 1 << 30  # new reservations start on 1 GiB boundaries, leaving room to grow
+_TOP = 1 << 47
+_MOVNT = MemFlag.NONTEMPORAL | MemFlag.WC
+_MOV = MemFlag.TEMPORAL | MemFlag.WB
+
+
+class AddressSpace:
+    """Reserved ranges of the simulated address space."""
+
+    def __init__(self) -> None:
+        self._ranges: list[tuple[int, int]] = []
+
+    def is_free(self, start: int, end: int) -> bool:
+        i = bisect_left(self._ranges, (start, start))
+        if i > 0 and self._ranges[i - 1][1] > start:
+            return False
+        return not (i < len(self._ranges) and self._ranges[i][0] < end)
+
+    def take(self, start: int, end: int) -> None:
+        insort(self._ranges, (start, end))
+
+    def release(self, start: int, end: int) -> None:
+        self._ranges.remove((start, end))
+
+    def find(self, size: int) -> int:
+        addr = _BASE
+        for s, e in self._ranges:
+            if addr + size + _ALIGN <= s:
+                return addr
+            addr = max(addr, -(-(e + _ALIGN) // _ALIGN) * _ALIGN)
+        if addr + size > _TOP:
+            raise Pmem2Failure(Pmem2Code.MAP_EXISTS, "simulated address space exhausted")
+        return addr
+
+
+class SimReservation(BackendReservation):
+    def __init__(self, space: AddressSpace, address: int, size: int) -> None:
+        self.space = space
+        self.address = address
+        self.size = size
+        self.maps: list[SimMap] = []
+        self.deleted = False
+
+    def extend(self, size: int) -> None:
+        end = self.address + self.size
+        if not self.space.is_free(end, end + size):
+            raise Pmem2Failure(Pmem2Code.MAP_EXISTS, "the range after the reservation is taken")
+        self.space.release(self.address, end)
+        self.size += size
+        self.space.take(self.address, self.address + self.size)
+
+    def shrink(self, offset: int, size: int) -> None:
+        if not (offset == 0 or offset + size == self.size) or size >= self.size:
+            raise Pmem2Failure(Pmem2Code.OFFSET_OUT_OF_RANGE, "shrink only at either end")
+        lo, hi = self.address + offset, self.address + offset + size
+        if any(m.address < hi and lo < m.address + m.size for m in self.maps):
+            raise Pmem2Failure(Pmem2Code.VM_RESERVATION_NOT_EMPTY, "maps in the shrunk range")
+        self.space.release(self.address, self.address + self.size)
+        if offset == 0:
+            self.address += size
+        self.size -= size
+        self.space.take(self.address, self.address + self.size)
+
+    def delete(self) -> None:
+        if self.maps:
+            raise Pmem2Failure(Pmem2Code.VM_RESERVATION_NOT_EMPTY, "reservation still has maps")
+        if not self.deleted:
+            self.space.release(self.address, self.address + self.size)
+            self.deleted = True
+
+
+class _File:
+    """One file as the simulator holds it: our own descriptor and its medium."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.medium: Medium | None = None
+        self.users = 0
+
+    def load(self, p: int) -> bytes:
+        return os.pread(self.fd, PAGE, p << PAGE_SHIFT)
+
+    def write_back(self) -> None:
+        """Write the persisted media image of the changed pages into the file."""
+        medium = self.medium
+        if medium is None or not medium.changed:
+            return
+        size = os.fstat(self.fd).st_size
+        for p in sorted(medium.changed):
+            start = p << PAGE_SHIFT
+            if start < size:
+                os.pwrite(self.fd, medium.media[p][: min(PAGE, size - start)], start)
+        medium.changed.clear()
+
+
+class SimSource(BackendSource):
+    """A source as the simulator holds it: a shared medium, or a fresh one per map."""
+
+    def __init__(
+        self,
+        backend: SimBackend,
+        source: Source,
+        granularity: Granularity,
+        file: _File | None = None,
+    ) -> None:
+        self.backend = backend
+        self.source = source
+        self.granularity = granularity
+        self.file = file
+        #: The image medium (files keep theirs in ``file``; anonymous memory has none).
+        self.medium: Medium | None = None
+        self.closed = False
+        if file is not None:
+            file.users += 1
+
+    @property
+    def size(self) -> int:
+        if self.file is not None:
+            return os.fstat(self.file.fd).st_size
+        return self.source.size
+
+    def medium_for_map(self) -> Medium:
+        existing = self.file.medium if self.file is not None else self.medium
+        if existing is not None:
+            existing.size = max(existing.size, self.size)
+            return existing
+        b = self.backend
+        snap = self.source.snapshot
+        medium = Medium(
+            b.machine,
+            next(b._idents),
+            self.source.label,
+            self.size,
+            self.granularity,
+            b.unit_for(self.granularity),
+            self.file.load if self.file is not None else snap.loader if snap else None,
+            dict(snap.pages) if snap is not None else None,  # type: ignore[arg-type]
+            self.source.ident,
+        )
+        b._media.append(medium)
+        if self.file is not None:
+            self.file.medium = medium
+        elif self.source.kind != "anonymous":
+            self.medium = medium
+        return medium
+
+    def release(self, medium: Medium) -> None:
+        if self.source.kind == "anonymous":
+            self.backend._forget(medium)
+
+    def close(self) -> None:
+        """Write the persisted media image back to the file; the last user lets go of it."""
+        if self.closed or self.file is None:
+            self.closed = True
+            return
+        self.closed = True
+        f = self.file
+        f.write_back()
+        f.users -= 1
+        if f.users == 0:
+            os.close(f.fd)
+            if f.medium is not None:
+                f.medium.loader = None
+            self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
+
+
+class SimMap(BackendMap):
+    __slots__ = ("_delta", "address", "granularity", "machine", "medium", "owner", "reservation",
+                 "size", "threshold")
+
+    def __init__(
+        self,
+        owner: SimSource,
+        medium: Medium,
+        offset: int,
+        address: int,
+        size: int,
+        reservation: SimReservation,
+    ) -> None:
+        self.owner = owner
+        self.medium = medium
+        self.machine = medium.machine
+        self.address = address
+        self.size = size
+        self.granularity = medium.granularity
+        self.reservation = reservation
+        self.threshold = owner.backend.movnt_threshold
+        self._delta = address - offset
+
+    def offset_of(self, addr: int) -> int:
+        return addr - self._delta
+
+    def read(self, addr: int, length: int) -> bytes:
+        return self.medium.read(addr - self._delta, length)
+
+    def store(self, addr: int, data: bytes, caller: FrameType) -> None:
+        if data:
+            self.medium.store(addr - self._delta, data, (caller.f_code, caller.f_lineno), False)
+
+    def _nontemporal(self, flags: MemFlag, length: int) -> bool:
+        if flags & _MOVNT:
+            return True
+        if flags & _MOV:
+            return False
+        return length >= self.threshold
+
+    def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
+        self._mem(dest, src, flags, caller)
+
+    def memset(
+        self, dest: int, value: int, length: int, flags: MemFlag, caller: FrameType
+    ) -> None:
+        self._mem(dest, bytes([value & 0xFF]) * length, flags, caller)
+
+    def _mem(self, dest: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
+        if not data:
+            return
+        off = dest - self._delta
+        frame = (caller.f_code, caller.f_lineno)
+        if flags & MemFlag.NOFLUSH:
+            # libpmem2: a plain copy, nothing flushed and nothing drained.
+            self.medium.store(off, data, frame, False)
+            return
+        nt = self._nontemporal(flags, len(data))
+        self.medium.store(off, data, frame, nt)
+        if not nt:
+            self.machine.flush(self.medium, off, off + len(data), caller)
+        if not flags & MemFlag.NODRAIN:
+            self.machine.fence(self.granularity, caller)
+
+    def flush(self, addr: int, length: int, caller: FrameType) -> None:
+        off = addr - self._delta
+        self.machine.flush(self.medium, off, off + length, caller)
+
+    def drain(self, caller: FrameType) -> None:
+        self.machine.fence(self.granularity, caller)
+
+    def deep_flush(self, addr: int, length: int, caller: FrameType) -> None:
+        off = addr - self._delta
+        self.machine.deep_flush(self.medium, off, off + length, caller)
+
+    def unmap(self) -> None:
+        self.reservation.maps.remove(self)
+        self.owner.backend._maps.remove(self)
+        self.owner.release(self.medium)
+
+
+class SimBackend(Backend):
+    """A simulated machine: caches, a memory controller and persistent media.
+
+    :param granularity: what the simulated platform offers for files and images: CACHE_LINE
+        (ADR, the default), BYTE (eADR) or PAGE (no DAX: msync).
+    :param anonymous_granularity: the same for anonymous sources (default: ``granularity``;
+        libpmem2 itself gives BYTE there).
+    :param flush_instruction: ``"clwb"`` and ``"clflushopt"`` (the default, conservative
+        semantics: a flush takes effect at the next fence) or ``"clflush"`` (Intel: ordered at
+        its own position). On AMD keep the default.
+    :param movnt_threshold: copies at least this long use non-temporal stores (libpmem2: 256).
+    :param page_tearing: at PAGE granularity, let each 512-byte sector of a page persist
+        separately instead of assuming whole-page writes.
+    :param lint: gather pmemcheck-style findings at every fence.
+    """
+
+    name = "sim"
+    wants_provenance = True
+
+    def __init__(
+        self,
+        granularity: Granularity = Granularity.CACHE_LINE,
+        *,
+        anonymous_granularity: Granularity | None = None,
+        flush_instruction: str = "clwb",
+        movnt_threshold: int = 256,
+        page_tearing: bool = False,
+        lint: bool = True,
+    ) -> None:
+        if flush_instruction not in {"clwb", "clflushopt", "clflush"}:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"flush_instruction must be clwb, clflushopt or clflush, not {flush_instruction!r}",
+            )
+        if not isinstance(movnt_threshold, int) or movnt_threshold < 0:
+            raise InvalidArgumentError(ErrorCode.EINVAL, "movnt_threshold must be an int >= 0")
+        self.granularity = Granularity(granularity)
+        self.anonymous_granularity = Granularity(
+            granularity if anonymous_granularity is None else anonymous_granularity
+        )
+        self.flush_instruction = flush_instruction
+        self.movnt_threshold = movnt_threshold
+        self.page_tearing = page_tearing
+        self.machine = Machine(clflush=flush_instruction == "clflush", lint=lint)
+        self.space = AddressSpace()
+        self._idents = itertools.count(1)
+        self._media: list[Medium] = []
+        self._maps: list[SimMap] = []
+        self._files: dict[tuple[int, int], _File] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"SimBackend({self.granularity.name}, flush={self.flush_instruction}, "
+            f"movnt_threshold={self.movnt_threshold})"
+        )
+
+    def unit_for(self, granularity: Granularity) -> int:
+        if granularity == Granularity.PAGE:
+            return 512 if self.page_tearing else PAGE
+        return LINE
+
+    # -- the backend contract ----------------------------------------------------------
+
+    def open_source(self, source: Source) -> SimSource:
+        if source.kind == "anonymous":
+            return SimSource(self, source, self.anonymous_granularity)
+        if source.fd is None:
+            return SimSource(self, source, self.granularity)
+        st = os.fstat(source.fd)
+        key = (st.st_dev, st.st_ino)
+        f = self._files.get(key)
+        if f is None:
+            # Our own descriptor: the user may close theirs while we still need to load.
+            f = self._files[key] = _File(os.dup(source.fd))
+        return SimSource(self, source, self.granularity, f)
+
+    def reserve(self, size: int, address: int | None = None) -> SimReservation:
+        if size <= 0 or size % PAGE:
+            raise Pmem2Failure(Pmem2Code.LENGTH_UNALIGNED, f"reservation size {size} unaligned")
+        if address is None:
+            address = self.space.find(size)
+        elif address % PAGE:
+            raise Pmem2Failure(Pmem2Code.ADDRESS_UNALIGNED, f"address 0x{address:x} unaligned")
+        elif not self.space.is_free(address, address + size):
+            raise Pmem2Failure(Pmem2Code.MAP_EXISTS, f"range at 0x{address:x} is taken")
+        self.space.take(address, address + size)
+        return SimReservation(self.space, address, size)
+
+    def map(
+        self,
+        source: BackendSource,
+        offset: int,
+        length: int,
+        granularity: Granularity,
+        reservation: BackendReservation,
+        reservation_offset: int,
+    ) -> SimMap:
+        assert isinstance(source, SimSource) and isinstance(reservation, SimReservation)
+        if source.granularity > granularity:
+            raise Pmem2Failure(
+                Pmem2Code.GRANULARITY_NOT_SUPPORTED,
+                f"the simulated platform offers {source.granularity.name} for this source; "
+                f"{granularity.name} was required",
+            )
+        if offset % PAGE:
+            raise Pmem2Failure(Pmem2Code.OFFSET_UNALIGNED, f"offset {offset} is not page aligned")
+        if offset + length > source.size:
+            raise Pmem2Failure(Pmem2Code.MAP_RANGE, "the range is beyond the end of the source")
+        address = reservation.address + reservation_offset
+        if reservation_offset % PAGE or reservation_offset + length > reservation.size:
+            raise Pmem2Failure(Pmem2Code.LENGTH_OUT_OF_RANGE, "map does not fit the reservation")
+        if any(m.address < address + length and address < m.address + m.size
+               for m in reservation.maps):
+            raise Pmem2Failure(Pmem2Code.MAPPING_EXISTS, "range already mapped")
+        medium = source.medium_for_map()
+        m = SimMap(source, medium, offset, address, length, reservation)
+        reservation.maps.append(m)
+        self._maps.append(m)
+        return m
+
+    def _forget(self, medium: Medium) -> None:
+        self._media.remove(medium)
+        self.machine.flushes[:] = [(m, f) for m, f in self.machine.flushes if m is not medium]
+        self.machine.unfenced.discard(medium)
+
+    # -- what the simulator can tell ---------------------------------------------------
+
+    @property
+    def media(self) -> tuple[Medium, ...]:
+        return tuple(self._media)
+
+    def _address(self, medium: Medium, offset: int) -> int | None:
+        for m in self._maps:
+            if m.medium is medium:
+                rel = offset - (m.address - m._delta)
+                if 0 <= rel < m.size:
+                    return m.address + rel
+        return None
+
+    def crash_state(self) -> CrashState:
+        """What a power failure right now could leave behind (a frozen copy)."""
+        return CrashState(self.machine, self._media, self.machine.barriers, self._address)
+
+    def image_count(self) -> int:
+        """How many distinct crash images are possible right now."""
+        return self.crash_state().image_count()
+
+    def lines(self) -> list[LineState]:
+        """Every unit with stores in flight: dirty or flushed-but-not-fenced."""
+        return self.crash_state().lines()
+
+    def statistics(self) -> Statistics:
+        m = self.machine
+        dirty = flushed = persistent = 0
+        for medium in self._media:
+            units = collect_units(m, medium, 0)
+            u = medium.unit
+            durable = IntervalSet()
+            for s, e in medium.durable_ranges():
+                durable.add(s - s % u, -(-e // u) * u)
+            in_flight_durable = 0
+            for unit in units.values():
+                if unit.wb and unit.flushed < len(unit.wb):
+                    dirty += 1
+                else:
+                    flushed += 1
+                if durable.overlaps(unit.offset, unit.offset + u):
+                    in_flight_durable += 1
+            persistent += durable.total() // u - in_flight_durable
+        return Statistics(m.stores, m.store_bytes, m.flush_count, m.fence_count,
+                          m.deep_flush_count, dirty, flushed, persistent)
+
+    def lint(self) -> list[Finding]:
+        """Findings so far, plus every store that is not durable right now."""
+        log = self.machine.lint
+        if log is None:
+            return []
+        found = log.findings()
+        now = LintLog()
+        for medium in self._media:
+            flushes = self.machine.pending_flushes(medium)
+            for rec, covered in medium.classify_pending(flushes):
+                seq, off, data, nt, frame = rec
+                kind = (
+                    FindingKind.UNDRAINED_NT_STORE if nt
+                    else FindingKind.UNFENCED_STORE if covered
+                    else FindingKind.UNFLUSHED_STORE
+                )
+                now.add(kind, medium.label, off, len(data), (frame,))
+        return now.findings() + found
+
+    def on_barrier(self, observer: Observer) -> None:
+        """Call ``observer(barrier)`` just before every barrier takes effect."""
+        self.machine.observers.append(observer)
+
+    def remove_barrier_observer(self, observer: Observer) -> None:
+        self.machine.observers.remove(observer)
+
+    def iter_maps(self) -> Iterator[SimMap]:
+        return iter(tuple(self._maps))
+
+
+__all__ += ["Barrier"]

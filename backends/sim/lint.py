@@ -1,0 +1,122 @@
+"""Findings in the spirit of pmemcheck, each pointing at the user's code.
+
+They are gathered at fences (where the simulator looks at one epoch of stores and flushes
+anyway) and, for stores still not durable, when asked. Findings with the same kind and the
+same code location are merged, so a loop that forgets a flush yields one finding with a count.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from pmemsim.provenance import Provenance, describe
+
+__all__ = ["Finding", "FindingKind", "LintLog"]
+
+
+class FindingKind(enum.Enum):
+    #: A store that no flush has covered (still only in the cache).
+    UNFLUSHED_STORE = "store never flushed"
+    #: A store that was flushed but no fence has ordered the flush yet.
+    UNFENCED_STORE = "store flushed but never fenced"
+    #: A non-temporal store that no fence has drained.
+    UNDRAINED_NT_STORE = "non-temporal store never fenced"
+    #: A flush of lines that hold no store issued since they were last persistent.
+    CLEAN_FLUSH = "flush of clean lines"
+    #: A flush of lines already flushed in the same epoch with no store in between.
+    REDUNDANT_FLUSH = "repeated flush"
+    #: A store to bytes whose previous store was not yet durable.
+    OVERWRITTEN_STORE = "store overwrote a store that was not yet durable"
+    #: A fence with no flush and no non-temporal store before it.
+    EMPTY_FENCE = "fence with nothing to order"
+
+    @property
+    def severity(self) -> str:
+        return "error" if self in _ERRORS else "warning"
+
+
+_ERRORS = {
+    FindingKind.UNFLUSHED_STORE,
+    FindingKind.UNFENCED_STORE,
+    FindingKind.UNDRAINED_NT_STORE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One lint finding: what, where in the source (medium offsets) and where in the code."""
+
+    kind: FindingKind
+    source: str
+    offset: int
+    length: int
+    provenance: Provenance
+    #: For OVERWRITTEN_STORE: where the overwritten store was issued.
+    other: Provenance = ()
+    count: int = 1
+
+    @property
+    def location(self) -> str:
+        return describe(self.provenance)
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.kind.severity}: {self.kind.value} at {self.location}"
+            f" ({self.source} +0x{self.offset:x}, {self.length} bytes"
+        )
+        if self.count > 1:
+            text += f", {self.count} times"
+        text += ")"
+        if self.other:
+            text += f"; earlier store at {describe(self.other)}"
+        return text
+
+
+@dataclass(slots=True)
+class _Entry:
+    kind: FindingKind
+    source: str
+    offset: int
+    end: int
+    provenance: Provenance
+    other: Provenance
+    count: int = 1
+
+
+@dataclass(slots=True)
+class LintLog:
+    """Findings merged by (kind, code location, earlier location)."""
+
+    _entries: dict[tuple[object, ...], _Entry] = field(default_factory=dict)
+
+    def add(
+        self,
+        kind: FindingKind,
+        source: str,
+        offset: int,
+        length: int,
+        provenance: Provenance,
+        other: Provenance = (),
+    ) -> None:
+        key = (kind, source, provenance[:1], other[:1])
+        e = self._entries.get(key)
+        if e is None:
+            self._entries[key] = _Entry(
+                kind, source, offset, offset + length, provenance, other
+            )
+        else:
+            e.count += 1
+            e.offset = min(e.offset, offset)
+            e.end = max(e.end, offset + length)
+
+    def findings(self) -> list[Finding]:
+        out = [
+            Finding(e.kind, e.source, e.offset, e.end - e.offset, e.provenance, e.other, e.count)
+            for e in self._entries.values()
+        ]
+        out.sort(key=lambda f: (f.kind.severity != "error", f.source, f.offset, f.kind.name))
+        return out
+
+    def clear(self) -> None:
+        self._entries.clear()

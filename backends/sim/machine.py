@@ -1,0 +1,143 @@
+"""The simulated CPU side: program order, the flush queue, fences and barriers.
+
+One machine orders every store, flush and fence issued to any of its media (a fence orders
+all earlier flushes, whichever source they touched). Observers hear of every *barrier* (a
+fence, a clflush, an msync, a deep flush) just before it takes effect: that is where a crash
+can reveal something new, and where crash exploration looks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from pmemsim.enums import Granularity
+from pmemsim.provenance import Provenance, capture_stack
+
+from .lint import FindingKind, LintLog
+from .medium import Flush, Medium
+
+__all__ = ["Barrier", "Machine", "Statistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """A point where stores may become guaranteed; a crash just before it is a crash point."""
+
+    #: 0, 1, 2, ... in program order, counting every barrier of the machine.
+    index: int
+    #: "fence", "clflush", "msync" or "deep_flush".
+    kind: str
+    #: Whether any store was issued since the previous barrier (if not, crashing here shows
+    #: nothing that crashing at the previous barrier did not).
+    after_store: bool
+    provenance: Provenance
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """Counters of one simulated machine."""
+
+    stores: int
+    store_bytes: int
+    flushes: int
+    fences: int
+    deep_flushes: int
+    #: Lines (persistence units) holding a store that no flush covers.
+    dirty_lines: int
+    #: Lines whose stores are all flushed but await a fence.
+    flushed_lines: int
+    #: Lines that were written and hold nothing in flight.
+    persistent_lines: int
+
+
+Observer = Callable[[Barrier], None]
+
+
+class Machine:
+    """Program order and persistence state across every medium of one simulator."""
+
+    def __init__(self, *, clflush: bool = False, lint: bool = True) -> None:
+        self.seq = itertools.count(1)
+        #: Flushes awaiting a fence: (medium, (seq, start, end, provenance)).
+        self.flushes: list[tuple[Medium, Flush]] = []
+        #: Media with non-temporal stores or flushes awaiting a fence.
+        self.unfenced: set[Medium] = set()
+        #: clflush takes effect at its own position (Intel) instead of waiting for a fence.
+        self.clflush = clflush
+        self.lint: LintLog | None = LintLog() if lint else None
+        self.observers: list[Observer] = []
+        self.stores = 0
+        self.store_bytes = 0
+        self.flush_count = 0
+        self.fence_count = 0
+        self.deep_flush_count = 0
+        self.barriers = 0
+        self.since_barrier = False
+
+    # -- barriers ----------------------------------------------------------------------
+
+    def _barrier(self, kind: str, caller: FrameType) -> Provenance:
+        prov = capture_stack(caller)
+        if self.observers:
+            b = Barrier(self.barriers, kind, self.since_barrier, prov)
+            for obs in tuple(self.observers):
+                obs(b)
+        self.barriers += 1
+        self.since_barrier = False
+        return prov
+
+    # -- flush and fence ---------------------------------------------------------------
+
+    def flush(self, medium: Medium, start: int, end: int, caller: FrameType) -> None:
+        self.flush_count += 1
+        if medium.wb_durable:
+            return  # eADR: a flush has nothing to do
+        lo, hi = medium.align(start, end)
+        if medium.granularity == Granularity.PAGE or self.clflush:
+            # msync (PAGE) and Intel's clflush guarantee the range by themselves.
+            kind = "msync" if medium.granularity == Granularity.PAGE else "clflush"
+            prov = self._barrier(kind, caller)
+            medium.resolve([(next(self.seq), lo, hi, prov[:1])], False, self.lint)
+            return
+        self.flushes.append((medium, (next(self.seq), lo, hi, ((caller.f_code, caller.f_lineno),))))
+        self.unfenced.add(medium)
+
+    def fence(self, granularity: Granularity, caller: FrameType) -> None:
+        """sfence: every earlier flush and non-temporal store becomes guaranteed."""
+        self.fence_count += 1
+        if granularity == Granularity.PAGE:
+            return  # drain of a PAGE map is a no-op: msync already waited
+        if not self.unfenced and not self.flushes:
+            if self.lint is not None and granularity == Granularity.CACHE_LINE:
+                self.lint.add(FindingKind.EMPTY_FENCE, "-", 0, 0, capture_stack(caller, 1))
+            # Nothing to order: not a barrier that can reveal anything.
+            return
+        self._barrier("fence", caller)
+        self._resolve_all()
+
+    def deep_flush(self, medium: Medium, start: int, end: int, caller: FrameType) -> None:
+        """Flush the range through the memory controller: durable even if ADR fails."""
+        self.deep_flush_count += 1
+        lo, hi = medium.align(start, end)
+        self._barrier("deep_flush", caller)
+        if medium.granularity == Granularity.PAGE:
+            medium.resolve([(next(self.seq), lo, hi, ())], False, None)
+            return
+        # A deep flush flushes and fences; its own flush is not user code for the lint.
+        self.flushes.append((medium, (next(self.seq), lo, hi, ())))
+        self._resolve_all()
+
+    def _resolve_all(self) -> None:
+        by_medium: dict[Medium, list[Flush]] = {m: [] for m in self.unfenced}
+        for medium, fl in self.flushes:
+            by_medium.setdefault(medium, []).append(fl)
+        self.flushes.clear()
+        self.unfenced.clear()
+        for medium in sorted(by_medium, key=lambda m: m.ident):
+            medium.resolve(by_medium[medium], True, self.lint)
+
+    def pending_flushes(self, medium: Medium) -> list[Flush]:
+        return [fl for m, fl in self.flushes if m is medium]

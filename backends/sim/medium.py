@@ -1,0 +1,382 @@
+"""One simulated persistent device region: what the media holds and what is still in flight.
+
+A medium keeps three things:
+
+* ``media``: the bytes that are durable no matter when power fails (4 KiB pages, created on
+  first touch, so a 64 GiB source costs memory only for what was touched);
+* ``visible``: the bytes a load sees (media plus every store issued so far);
+* ``pending``: the stores that are visible but not yet guaranteed, in program order, as
+  records ``(seq, offset, data, nontemporal, frame)``. A record is kept whole (a 1 MiB copy is
+  one record) and cut into cache lines and 8-byte atoms only when crash images are built.
+
+A record leaves ``pending`` when it becomes guaranteed: at a fence for the parts covered by an
+earlier flush of their line (and for every non-temporal record), at once for an msync (PAGE)
+or a clflush. Its bytes are then written into ``media``. Media pages are copy-on-write, so a
+snapshot for crash images costs a dictionary copy, not the pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pmemsim.enums import Granularity
+from pmemsim.provenance import Frame, Provenance
+
+from .intervals import IntervalSet
+from .lint import FindingKind, LintLog
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+__all__ = ["PAGE", "Flush", "Medium", "Rec"]
+
+PAGE_SHIFT = 12
+PAGE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE - 1
+ATOM = 8
+LINE = 64
+
+#: (seq, offset, data, nontemporal, frame)
+Rec = tuple[int, int, bytes, bool, Frame]
+#: (seq, start, end, provenance): a flush awaiting its fence, already unit-aligned.
+Flush = tuple[int, int, int, Provenance]
+
+Loader = Callable[[int], bytes]
+
+_ZERO_PAGE = bytes(PAGE)
+
+
+class Medium:
+    """The content and in-flight stores of one source, as one simulated device holds it."""
+
+    __slots__ = (
+        "_owned",
+        "_touched",
+        "changed",
+        "flush_unit",
+        "granularity",
+        "ident",
+        "label",
+        "loader",
+        "machine",
+        "media",
+        "nt_pending",
+        "pending",
+        "size",
+        "source_ident",
+        "unit",
+        "visible",
+        "wb_durable",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        machine: Machine,
+        ident: int,
+        label: str,
+        size: int,
+        granularity: Granularity,
+        unit: int,
+        loader: Loader | None = None,
+        base_pages: dict[int, bytearray] | None = None,
+        source_ident: int = 0,
+    ) -> None:
+        self.machine = machine
+        #: The pmemsim Source this medium holds the content of (its ``ident``).
+        self.source_ident = source_ident
+        self.ident = ident
+        self.label = label
+        self.size = size
+        self.granularity = granularity
+        #: Persistence unit for the prefix rule: 64 (line), 4096 (page) or 512 (sector).
+        self.unit = unit
+        #: What one flush covers at least: a line, or a page for msync.
+        self.flush_unit = PAGE if granularity == Granularity.PAGE else LINE
+        #: eADR: write-back stores are durable as soon as they are visible.
+        self.wb_durable = granularity == Granularity.BYTE
+        self.loader = loader
+        self.media: dict[int, bytearray] = dict(base_pages) if base_pages else {}
+        # Pages that no snapshot shares and may be changed in place.
+        self._owned: set[int] = set()
+        self.visible: dict[int, bytearray] = {}
+        self.pending: list[Rec] = []
+        self.nt_pending = 0
+        #: Media pages changed since load: what a file receives at write-back.
+        self.changed: set[int] = set()
+        # Ranges that became durable, merged lazily (for the statistics).
+        self._touched: list[tuple[int, int]] = []
+
+    # -- loads -------------------------------------------------------------------------
+
+    def _base_page(self, p: int) -> bytearray:
+        page = self.media.get(p)
+        if page is None:
+            raw = self.loader(p) if self.loader is not None else _ZERO_PAGE
+            page = bytearray(raw)
+            if len(page) < PAGE:
+                page.extend(bytes(PAGE - len(page)))
+            self.media[p] = page
+            self._owned.add(p)
+        return page
+
+    def _visible_page(self, p: int) -> bytearray:
+        page = self.visible.get(p)
+        if page is None:
+            page = bytearray(self._base_page(p))
+            self.visible[p] = page
+        return page
+
+    def read(self, off: int, n: int) -> bytes:
+        p = off >> PAGE_SHIFT
+        o = off & PAGE_MASK
+        if o + n <= PAGE:
+            page = self.visible.get(p)
+            if page is None:
+                page = self._base_page(p)
+            return bytes(page[o : o + n])
+        out = bytearray()
+        end = off + n
+        while off < end:
+            p = off >> PAGE_SHIFT
+            o = off & PAGE_MASK
+            take = min(PAGE - o, end - off)
+            page = self.visible.get(p)
+            if page is None:
+                page = self._base_page(p)
+            out += page[o : o + take]
+            off += take
+        return bytes(out)
+
+    def read_media(self, off: int, n: int) -> bytes:
+        """Durable content only (what survives any crash right now)."""
+        out = bytearray()
+        end = off + n
+        while off < end:
+            p = off >> PAGE_SHIFT
+            o = off & PAGE_MASK
+            take = min(PAGE - o, end - off)
+            out += self._base_page(p)[o : o + take]
+            off += take
+        return bytes(out)
+
+    # -- stores ------------------------------------------------------------------------
+
+    def _write_visible(self, off: int, data: bytes) -> None:
+        pos = 0
+        n = len(data)
+        while pos < n:
+            p = (off + pos) >> PAGE_SHIFT
+            o = (off + pos) & PAGE_MASK
+            take = min(PAGE - o, n - pos)
+            page = self.visible.get(p)
+            if page is None:
+                page = self._visible_page(p)
+            page[o : o + take] = data[pos : pos + take]
+            pos += take
+
+    def write_media(self, off: int, data: bytes | memoryview) -> None:
+        pos = 0
+        n = len(data)
+        while pos < n:
+            p = (off + pos) >> PAGE_SHIFT
+            o = (off + pos) & PAGE_MASK
+            take = min(PAGE - o, n - pos)
+            if p in self._owned:
+                page = self.media[p]
+            else:
+                page = bytearray(self._base_page(p))
+                self.media[p] = page
+                self._owned.add(p)
+            page[o : o + take] = data[pos : pos + take]
+            self.changed.add(p)
+            pos += take
+        self._touched.append((off, off + n))
+
+    def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> None:
+        """A store of ``data`` at ``off``; ``data`` must be immutable."""
+        machine = self.machine
+        machine.stores += 1
+        machine.store_bytes += len(data)
+        machine.since_barrier = True
+        seq = next(machine.seq)
+        # Loads see the store at once, whatever becomes of it on power failure.
+        o = off & PAGE_MASK
+        n = len(data)
+        if o + n <= PAGE:
+            page = self.visible.get(off >> PAGE_SHIFT)
+            if page is None:
+                page = self._visible_page(off >> PAGE_SHIFT)
+            page[o : o + n] = data
+        else:
+            self._write_visible(off, data)
+        if nontemporal and self.granularity != Granularity.PAGE:
+            if self.pending and not self.wb_durable:
+                self._implicit_flush(seq, off, off + n, frame)
+            self.pending.append((seq, off, data, True, frame))
+            self.nt_pending += 1
+            machine.unfenced.add(self)
+        elif self.wb_durable:
+            if self.nt_pending:
+                self._supersede_nt(off, off + n)
+            self.write_media(off, data)
+        else:
+            self.pending.append((seq, off, data, False, frame))
+
+    def _implicit_flush(self, seq: int, start: int, end: int, frame: Frame) -> None:
+        """A non-temporal store evicts the lines it hits: earlier stores to them get flushed.
+
+        Without this a later fence could make the non-temporal data durable underneath an
+        older write-back store to the same bytes, which the hardware never does.
+        """
+        u = self.flush_unit
+        lo, hi = start - start % u, -(-end // u) * u
+        for rseq, roff, rdata, rnt, _ in self.pending:
+            if not rnt and roff < hi and roff + len(rdata) > lo:
+                self.machine.flushes.append((self, (seq, lo, hi, ())))
+                return
+
+    def _supersede_nt(self, start: int, end: int) -> None:
+        """eADR: a newer write-back store wins over older pending non-temporal bytes."""
+        kept: list[Rec] = []
+        for rec in self.pending:
+            seq, off, data, nt, frame = rec
+            rend = off + len(data)
+            if not nt or rend <= start or off >= end:
+                kept.append(rec)
+                continue
+            if off < start:
+                kept.append((seq, off, data[: start - off], True, frame))
+            if rend > end:
+                kept.append((seq, end, data[end - off :], True, frame))
+        self.pending = kept
+        self.nt_pending = sum(1 for r in kept if r[3])
+
+    # -- making stores durable ---------------------------------------------------------
+
+    def align(self, start: int, end: int) -> tuple[int, int]:
+        u = self.flush_unit
+        return start - start % u, min(-(-end // u) * u, max(self.size, end))
+
+    def resolve(self, flushes: list[Flush], fence_nt: bool, lint: LintLog | None) -> None:
+        """Make durable what ``flushes`` (and, if ``fence_nt``, the fence) guarantee.
+
+        A write-back record becomes durable where a flush issued after it covers its line;
+        non-temporal records all become durable at a fence. Durable parts are written to the
+        media in program order; the rest stays pending, cut at the flushed boundaries.
+        """
+        if lint is not None and self.granularity == Granularity.CACHE_LINE:
+            self._lint_epoch(flushes, lint)
+        if not self.pending:
+            return
+        order = sorted(flushes, key=lambda f: f[0], reverse=True)
+        cover = IntervalSet()
+        j = 0
+        keep: list[Rec] = []
+        fold: list[Rec] = []
+        for rec in reversed(self.pending):
+            seq, off, data, nt, frame = rec
+            while j < len(order) and order[j][0] > seq:
+                cover.add(order[j][1], order[j][2])
+                j += 1
+            if nt:
+                if fence_nt:
+                    fold.append(rec)
+                else:
+                    keep.append(rec)
+                continue
+            end = off + len(data)
+            if not cover or not cover.overlaps(off, end):
+                keep.append(rec)
+                continue
+            inside, outside = cover.split(off, end)
+            for s, e in reversed(inside):
+                fold.append((seq, s, data[s - off : e - off], False, frame))
+            for s, e in reversed(outside):
+                keep.append((seq, s, data[s - off : e - off], False, frame))
+        for _, off, data, _, _ in reversed(fold):
+            self.write_media(off, data)
+        keep.reverse()
+        self.pending = keep
+        self.nt_pending = sum(1 for r in keep if r[3])
+
+    def _lint_epoch(self, flushes: list[Flush], lint: LintLog) -> None:
+        """Replay pending stores and this epoch's flushes in program order, noting misuse."""
+        events: list[tuple[int, int, object]] = [(r[0], 0, r) for r in self.pending]
+        events += [(f[0], 1, f) for f in flushes]
+        events.sort(key=lambda e: (e[0], e[1]))
+        dirty = IntervalSet()  # lines with a store no flush has covered yet
+        flushed = IntervalSet()  # lines flushed in this epoch with no store since
+        unsafe = IntervalSet()  # bytes whose latest store is not yet durable
+        owners: list[Rec] = []
+        u = self.flush_unit
+        for _, is_flush, item in events:
+            if is_flush:
+                _, start, end, prov = item  # type: ignore[misc]
+                if not prov:  # implicit (a non-temporal store's eviction): not user code
+                    continue
+                for cs, ce in dirty.split(start, end)[1]:
+                    again, clean = flushed.split(cs, ce)
+                    for rs, re_ in again:
+                        lint.add(FindingKind.REDUNDANT_FLUSH, self.label, rs, re_ - rs, prov)
+                    for rs, re_ in clean:
+                        lint.add(FindingKind.CLEAN_FLUSH, self.label, rs, re_ - rs, prov)
+                dirty.remove(start, end)
+                flushed.add(start, end)
+                continue
+            seq, off, data, nt, frame = item  # type: ignore[misc]
+            end = off + len(data)
+            if unsafe.overlaps(off, end):
+                for prev in reversed(owners):
+                    if prev[1] < end and prev[1] + len(prev[2]) > off:
+                        lint.add(
+                            FindingKind.OVERWRITTEN_STORE,
+                            self.label,
+                            off,
+                            len(data),
+                            (frame,),
+                            (prev[4],),
+                        )
+                        break
+            unsafe.add(off, end)
+            owners.append(item)  # type: ignore[arg-type]
+            lo, hi = off - off % u, -(-end // u) * u
+            if nt:
+                dirty.remove(lo, hi)
+            else:
+                dirty.add(lo, hi)
+            flushed.remove(lo, hi)
+
+    def classify_pending(self, flushes: list[Flush]) -> list[tuple[Rec, bool]]:
+        """Each pending record with whether a pending flush covers all of it."""
+        order = sorted(flushes, key=lambda f: f[0], reverse=True)
+        cover = IntervalSet()
+        j = 0
+        out: list[tuple[Rec, bool]] = []
+        for rec in reversed(self.pending):
+            while j < len(order) and order[j][0] > rec[0]:
+                cover.add(order[j][1], order[j][2])
+                j += 1
+            out.append((rec, not rec[3] and cover.covers(rec[1], rec[1] + len(rec[2]))))
+        out.reverse()
+        return out
+
+    def durable_ranges(self) -> IntervalSet:
+        """Every range that ever became durable (merged on demand)."""
+        merged = IntervalSet(self._touched)
+        self._touched = list(merged)
+        return merged
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def snapshot_pages(self) -> dict[int, bytearray]:
+        """The media pages as of now; later changes copy a page before writing it."""
+        self._owned.clear()
+        return dict(self.media)
+
+    def discard_visible(self) -> None:
+        """Drop the cached view (after a crash only media content survives)."""
+        self.visible.clear()
+        self.pending.clear()
+        self.nt_pending = 0

@@ -1,0 +1,727 @@
+"""The set: parts mapped into part maps, and every data operation on them.
+
+Behaviour follows libpmemset (docs/pmemset.md is the contract): the effective granularity is
+fixed by the first map; parts are placed in their own reservation, coalesced with the
+previous part map, or first-fit into the user's reservation; removing a range removes whole
+parts and may split a part map. Every address is checked against the part maps before a
+backend sees it, so misuse is an exception on every backend, never a stray write.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from bisect import bisect_right, insort
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
+from .config import Config
+from .enums import Coalescing, Granularity, MemFlag
+from .errors import ErrorCode, InvalidArgumentError, PmemError, Pmem2Code, error_for
+from .events import (
+    CopyEvent,
+    Dispatcher,
+    DrainEvent,
+    EventType,
+    FlushEvent,
+    MoveEvent,
+    PartAddEvent,
+    PartRemoveEvent,
+    RemoveRangeEvent,
+    SetEvent,
+    TrackCallback,
+    TrackHandle,
+)
+from .part import Descriptor, MappedPart, Part, PartMap
+from .source import Source
+from .view import View
+
+__all__ = ["Set"]
+
+_getframe = sys._getframe
+_MEM_MASK = MemFlag.valid_mask()
+
+
+class _Res:
+    """A reservation as the set uses it: owned (made for one part map) or the user's."""
+
+    __slots__ = ("owned", "raw", "users")
+
+    def __init__(self, raw: BackendReservation, owned: bool) -> None:
+        self.raw = raw
+        self.owned = owned
+        self.users = 0
+
+    @property
+    def end(self) -> int:
+        return self.raw.address + self.raw.size
+
+
+class _Holder:
+    """The state of one part map: its extent, its parts and its reservation."""
+
+    __slots__ = ("address", "parts", "refs", "removed", "res", "size")
+
+    def __init__(self, address: int, size: int, parts: list[MappedPart], res: _Res) -> None:
+        self.address = address
+        self.size = size
+        self.parts = parts
+        self.res = res
+        self.refs = 0
+        self.removed = False
+
+    @property
+    def end(self) -> int:
+        return self.address + self.size
+
+
+def _teardown(holders: list[_Holder]) -> None:
+    """Unmap everything, without deep flush and without events (deleting a set)."""
+    for h in holders:
+        for p in h.parts:
+            p.map.unmap()
+        h.removed = True
+        h.res.users -= 1
+        if h.res.owned and h.res.users == 0:
+            h.res.raw.delete()
+    holders.clear()
+
+
+def _as_bytes(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidArgumentError(
+        ErrorCode.EINVAL, f"data must be bytes-like, not {type(data).__name__}"
+    )
+
+
+def _check_int(name: str, value: object, minimum: int = 0) -> int:
+    if type(value) is not int or value < minimum:
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid {name} {value!r}")
+    return value
+
+
+def _check_flags(flags: object) -> MemFlag:
+    if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~_MEM_MASK or flags < 0:
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid mem flags {flags!r}")
+    return MemFlag(flags)
+
+
+def _map_error(exc: Pmem2Failure, what: str) -> PmemError:
+    code = (
+        ErrorCode.GRANULARITY_NOT_SUPPORTED
+        if exc.code == Pmem2Code.GRANULARITY_NOT_SUPPORTED
+        else ErrorCode.INVALID_PMEM2_MAP
+    )
+    return error_for(code, f"{what}: {exc.message}", pmem2_code=exc.code, pmem2_message=exc.message)
+
+
+class Set:
+    """Parts of one or more sources mapped as part maps, with their data operations.
+
+    Create it from a :class:`Config` (a required granularity at least). Use it as a context
+    manager or call :meth:`close`; closing unmaps everything without deep flush and without
+    events, as deleting a libpmemset set does.
+    """
+
+    def __init__(self, config: Config) -> None:
+        if not isinstance(config, Config):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{config!r} is not a pmemsim.Config")
+        cfg = config.validated()
+        assert isinstance(cfg.backend, Backend) and cfg.granularity is not None
+        self._cfg = cfg
+        self.backend: Backend = cfg.backend
+        self.required_granularity: Granularity = cfg.granularity
+        self._events = Dispatcher(self, cfg.event_callback, cfg.user_arg)
+        self._coalescing = Coalescing.NONE
+        self._effective: Granularity | None = None
+        self._holders: list[_Holder] = []
+        self._parts: list[MappedPart] = []
+        self._starts: list[int] = []
+        self._last: MappedPart | None = None
+        self._previous: _Holder | None = None
+        self._user_res = _Res(cfg.reservation.raw, owned=False) if cfg.reservation else None
+        self._finalizer = weakref.finalize(self, _teardown, self._holders)
+        #: Fetched-once functions (pmem2_get_*_fn): the same object every time, never missing.
+        self.persist_fn: Callable[[int, int], None] = self.persist
+        self.flush_fn: Callable[[int, int], None] = self.flush
+        self.drain_fn: Callable[[], None] = self.drain
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._holders)} part maps"
+        return f"<Set {self.backend.name} {state}>"
+
+    # -- life cycle --------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Unmap everything (no deep flush, no events)."""
+        self._finalizer()
+        self._parts.clear()
+        self._starts.clear()
+        self._last = None
+        self._previous = None
+
+    def __enter__(self) -> Set:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise error_for(ErrorCode.NO_PART_MAPPED, "the set is closed")
+
+    @property
+    def config(self) -> Config:
+        """The set's own copy of its config."""
+        return self._cfg
+
+    # -- granularity and coalescing ----------------------------------------------------
+
+    @property
+    def granularity(self) -> Granularity:
+        """The effective granularity, fixed by the first successful map."""
+        if self._effective is None:
+            raise error_for(ErrorCode.NO_PART_MAPPED, "no part has been mapped yet")
+        return self._effective
+
+    @property
+    def coalescing(self) -> Coalescing:
+        return self._coalescing
+
+    @coalescing.setter
+    def coalescing(self, value: Coalescing | int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1, 2):
+            raise error_for(
+                ErrorCode.INVALID_COALESCING_VALUE, f"invalid coalescing value {value!r}"
+            )
+        self._coalescing = Coalescing(value)
+
+    # -- mapping -----------------------------------------------------------------------
+
+    def map(self, part: Part) -> Descriptor:
+        """Map ``part`` (consuming it) and return the descriptor of its part map.
+
+        With coalescing the descriptor (and PART_ADD) covers the whole merged part map.
+        """
+        self._check_open()
+        if not isinstance(part, Part):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{part!r} is not a pmemsim.Part")
+        if part.consumed:
+            raise error_for(ErrorCode.PART_NOT_FOUND, f"{part!r} was already mapped")
+        source = part.source
+        if source.closed:
+            raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{source!r} is closed")
+        bsrc = source.handle(self.backend)
+        size = bsrc.size
+        offset, length = part.offset, part.length
+        if length == 0:
+            if size == 0:
+                raise error_for(
+                    ErrorCode.MAP_LENGTH_UNSET, f"length 0 asks for the whole of empty {source!r}"
+                )
+            if offset >= size:
+                raise error_for(
+                    ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {offset} is beyond the end of {source!r}"
+                )
+            length = size - offset
+        align = self.backend.alignment
+        if length % align:
+            raise error_for(
+                ErrorCode.LENGTH_UNALIGNED, f"length {length} is not a multiple of {align}"
+            )
+        grown_from: int | None = None
+        if offset + length > size and source.kind in ("file", "temporary"):
+            if source.flags & source.flags.DO_NOT_GROW:
+                raise error_for(
+                    ErrorCode.SOURCE_FILE_IS_TOO_SMALL,
+                    f"{source!r} is {size} bytes; the part needs {offset + length} "
+                    "and DO_NOT_GROW is set",
+                )
+            source.grow(offset + length)
+            grown_from = size
+        try:
+            holder = self._place(bsrc, source, offset, length)
+        except BaseException:
+            if grown_from is not None:
+                source.grow(grown_from)  # changes nothing on failure
+            raise
+        part.consumed = True
+        self._previous = holder
+        self._reindex()
+        if self._events.listening & EventType.PART_ADD:
+            self._events.fire(PartAddEvent(holder.address, holder.size, source))
+        return Descriptor(holder.address, holder.size)
+
+    def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> _Holder:
+        prev = self._previous
+        if self._coalescing != Coalescing.NONE and prev is not None and not prev.removed:
+            holder = self._coalesce(prev, bsrc, source, offset, length)
+            if holder is not None:
+                return holder
+            if self._coalescing == Coalescing.FULL:
+                raise error_for(
+                    ErrorCode.CANNOT_COALESCE_PARTS,
+                    f"the range after the part map at 0x{prev.address:x} is taken",
+                )
+        if self._user_res is not None:
+            res = self._user_res
+            address = self._first_fit(res, length)
+        else:
+            try:
+                raw = self.backend.reserve(length)
+            except Pmem2Failure as exc:
+                raise _map_error(exc, "cannot reserve address space") from None
+            res = _Res(raw, owned=True)
+            address = raw.address
+        try:
+            bmap = self._map_at(bsrc, offset, length, res, address)
+        except BaseException:
+            if res.owned:
+                res.raw.delete()
+            raise
+        holder = _Holder(address, length, [MappedPart(source, offset, length, address, bmap)], res)
+        res.users += 1
+        insort(self._holders, holder, key=lambda h: h.address)
+        return holder
+
+    def _first_fit(self, res: _Res, length: int) -> int:
+        pos = res.raw.address
+        for h in self._holders:
+            if h.res is not res:
+                continue
+            if h.address - pos >= length:
+                return pos
+            pos = max(pos, h.end)
+        if res.end - pos >= length:
+            return pos
+        raise error_for(
+            ErrorCode.CANNOT_FIT_PART_MAP,
+            f"no free range of {length} bytes in the reservation at 0x{res.raw.address:x}",
+        )
+
+    def _coalesce(
+        self, prev: _Holder, bsrc: BackendSource, source: Source, offset: int, length: int
+    ) -> _Holder | None:
+        res = prev.res
+        start, end = prev.end, prev.end + length
+        if any(h is not prev and h.address < end and start < h.end for h in self._holders):
+            return None
+        grew = max(0, end - res.end)
+        if grew:
+            if not res.owned:
+                return None
+            try:
+                res.raw.extend(grew)
+            except Pmem2Failure:
+                return None
+        try:
+            bmap = self._map_at(bsrc, offset, length, res, start)
+        except BaseException:
+            if grew:
+                res.raw.shrink(res.raw.size - grew, grew)
+            raise
+        prev.parts.append(MappedPart(source, offset, length, start, bmap))
+        prev.size += length
+        return prev
+
+    def _map_at(
+        self, bsrc: BackendSource, offset: int, length: int, res: _Res, address: int
+    ) -> Any:
+        try:
+            bmap = self.backend.map(
+                bsrc, offset, length, self.required_granularity, res.raw, address - res.raw.address
+            )
+        except Pmem2Failure as exc:
+            raise _map_error(exc, "libpmem2 could not map the part") from None
+        if self._effective is not None and bmap.granularity != self._effective:
+            bmap.unmap()
+            raise error_for(
+                ErrorCode.GRANULARITY_MISMATCH,
+                f"this part maps with {bmap.granularity.name} granularity; the set's is "
+                f"{self._effective.name}",
+            )
+        self._effective = bmap.granularity
+        return bmap
+
+    def _reindex(self) -> None:
+        self._parts = sorted((p for h in self._holders for p in h.parts), key=lambda p: p.address)
+        self._starts = [p.address for p in self._parts]
+        self._last = None
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def first_part_map(self) -> PartMap | None:
+        """The part map at the lowest address (a new handle), or None."""
+        self._check_open()
+        return PartMap(self, self._holders[0]) if self._holders else None
+
+    def next_part_map(self, pmap: PartMap) -> PartMap | None:
+        """The part map after ``pmap`` in address order (a new handle), or None."""
+        h = self._own(pmap)
+        i = self._holders.index(h)
+        return PartMap(self, self._holders[i + 1]) if i + 1 < len(self._holders) else None
+
+    def part_map_by_address(self, addr: int) -> PartMap:
+        """The part map containing byte ``addr`` (a new handle)."""
+        self._check_open()
+        _check_int("address", addr)
+        for h in self._holders:
+            if h.address <= addr < h.end:
+                return PartMap(self, h)
+        raise error_for(ErrorCode.CANNOT_FIND_PART_MAP, f"no part map contains 0x{addr:x}")
+
+    def part_maps(self) -> Iterator[Descriptor]:
+        """Descriptors of every part map, in address order."""
+        return iter([Descriptor(h.address, h.size) for h in self._holders])
+
+    def _own(self, pmap: PartMap) -> _Holder:
+        self._check_open()
+        if not isinstance(pmap, PartMap):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{pmap!r} is not a PartMap")
+        h = pmap._live()
+        if pmap._set is not self or h not in self._holders:
+            raise error_for(ErrorCode.CANNOT_FIND_PART_MAP, f"{pmap!r} is not part of this set")
+        return h
+
+    # -- removing ----------------------------------------------------------------------
+
+    def remove_part_map(self, pmap: PartMap) -> None:
+        """Deep-flush, fire PART_REMOVE and unmap the part map; ``pmap`` becomes invalid.
+
+        Fails with PART_MAP_POSSIBLE_USE_AFTER_DROP while another handle to it is alive.
+        """
+        h = self._own(pmap)
+        if h.refs > 1:
+            raise error_for(
+                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                f"{h.refs - 1} other handle(s) to this part map are still alive; drop them first",
+            )
+        caller = _getframe(1)
+        self._deep_flush_range(h.address, h.size, caller)
+        if self._events.listening & EventType.PART_REMOVE:
+            self._events.fire(PartRemoveEvent(h.address, h.size))
+        self._unmap_holder(h)
+        pmap.drop()
+        self._reindex()
+
+    def remove_range(self, addr: int, length: int) -> None:
+        """Remove every part that overlaps ``[addr, addr + length)``, whole.
+
+        Fires REMOVE_RANGE first (always), deep-flushes the range, then removes whole parts:
+        a part map that loses every part fires PART_REMOVE; one that loses parts in the
+        middle is split in two. A range that overlaps nothing succeeds and removes nothing
+        (libpmemset's code; its manual claimed CANNOT_FIND_PART_MAP).
+        """
+        self._check_open()
+        _check_int("address", addr)
+        _check_int("length", length)
+        if self._events.listening & EventType.REMOVE_RANGE:
+            self._events.fire(RemoveRangeEvent(addr, length))
+        end = addr + length
+        caller = _getframe(1)
+        self._deep_flush_range(addr, length, caller)
+        for h in [h for h in self._holders if h.address < end and addr < h.end]:
+            gone = [p for p in h.parts if p.address < end and addr < p.end]
+            if not gone:
+                continue
+            if len(gone) == len(h.parts):
+                if self._events.listening & EventType.PART_REMOVE:
+                    self._events.fire(PartRemoveEvent(h.address, h.size))
+                self._unmap_holder(h)
+                continue
+            for p in gone:
+                p.map.unmap()
+            self._split(h, [p for p in h.parts if p not in gone])
+        self._reindex()
+
+    def _split(self, h: _Holder, remaining: list[MappedPart]) -> None:
+        runs: list[list[MappedPart]] = []
+        for p in remaining:
+            if runs and runs[-1][-1].end == p.address:
+                runs[-1].append(p)
+            else:
+                runs.append([p])
+        first, *rest = runs
+        h.parts = first
+        h.address = first[0].address
+        h.size = first[-1].end - h.address
+        for run in rest:
+            nh = _Holder(run[0].address, run[-1].end - run[0].address, run, h.res)
+            h.res.users += 1
+            insort(self._holders, nh, key=lambda x: x.address)
+        if self._previous is h and rest:
+            self._previous = self._holders[self._holders.index(h) + len(rest)]
+
+    def _unmap_holder(self, h: _Holder) -> None:
+        for p in h.parts:
+            p.map.unmap()
+        h.removed = True
+        self._holders.remove(h)
+        h.res.users -= 1
+        if h.res.owned and h.res.users == 0:
+            h.res.raw.delete()
+        if self._previous is h:
+            self._previous = None
+
+    # -- address checking --------------------------------------------------------------
+
+    def _segments(self, addr: int, length: int) -> list[tuple[MappedPart, int, int]]:
+        """``[addr, addr + length)`` cut at part boundaries; every byte must be mapped."""
+        self._check_open()
+        if type(addr) is not int or addr < 0:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid address {addr!r}")
+        if type(length) is not int or length < 0:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid length {length!r}")
+        i = bisect_right(self._starts, addr) - 1
+        parts = self._parts
+        if i < 0 or not (addr < parts[i].end or (length == 0 and addr == parts[i].end)):
+            raise error_for(ErrorCode.CANNOT_FIND_PART_MAP, f"0x{addr:x} is not in any part map")
+        out = []
+        pos, end = addr, addr + length
+        while True:
+            p = parts[i]
+            take = min(end, p.end) - pos
+            out.append((p, pos, take))
+            pos += take
+            if pos >= end:
+                return out
+            i += 1
+            if i >= len(parts) or parts[i].address != pos:
+                raise error_for(
+                    ErrorCode.LENGTH_OUT_OF_RANGE,
+                    f"[0x{addr:x}, 0x{end:x}) runs past the mapped range at 0x{pos:x}",
+                )
+
+    # -- data --------------------------------------------------------------------------
+
+    def read(self, addr: int, length: int) -> bytes:
+        """What a load of ``length`` bytes at ``addr`` sees."""
+        p = self._last
+        if (
+            p is not None and type(addr) is int and type(length) is int and length >= 0
+            and p.address <= addr and addr + length <= p.address + p.length
+        ):
+            return p.map.read(addr, length)
+        segs = self._segments(addr, length)
+        if len(segs) == 1:
+            self._last = segs[0][0]
+        return b"".join(p.map.read(a, n) for p, a, n in segs)
+
+    def store(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """An ordinary store (cached, not flushed): what assignment through a pointer does."""
+        self._store(addr, data, _getframe(1))
+
+    def _store(self, addr: int, data: object, caller: FrameType) -> None:
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        p = self._last
+        n = len(data)  # type: ignore[arg-type]
+        if (
+            p is None or type(addr) is not int or addr < p.address
+            or addr + n > p.address + p.length
+        ):
+            segs = self._segments(addr, n)
+            if len(segs) > 1:
+                for sp, a, k in segs:
+                    sp.map.store(a, data[a - addr : a - addr + k], caller)  # type: ignore[index]
+                return
+            p = self._last = segs[0][0]
+        p.map.store(addr, data, caller)  # type: ignore[arg-type]
+
+    def memcpy(
+        self, dest: int, src: bytes | bytearray | memoryview | int, length: int | None = None,
+        flags: MemFlag | int = 0,
+    ) -> None:
+        """libpmemset's memcpy: copy, flush and drain as ``flags`` say (fires COPY, DRAIN).
+
+        ``src`` is a buffer, or an address in the set (then ``length`` is required and the
+        ranges must not overlap: use memmove for that).
+        """
+        self._mem(EventType.COPY, dest, src, length, flags, _getframe(1))
+
+    def memmove(
+        self, dest: int, src: bytes | bytearray | memoryview | int, length: int | None = None,
+        flags: MemFlag | int = 0,
+    ) -> None:
+        """Like memcpy, for ranges that may overlap (fires MOVE, DRAIN)."""
+        self._mem(EventType.MOVE, dest, src, length, flags, _getframe(1))
+
+    def _mem(
+        self, kind: EventType, dest: int, src: object, length: int | None, flags: object,
+        caller: FrameType,
+    ) -> None:
+        f = _check_flags(flags)
+        if isinstance(src, int) and not isinstance(src, bool):
+            if length is None:
+                raise InvalidArgumentError(ErrorCode.EINVAL, "copying from an address needs a length")
+            _check_int("length", length)
+            if kind == EventType.COPY and src < dest + length and dest < src + length and length:
+                raise InvalidArgumentError(
+                    ErrorCode.EINVAL, "memcpy ranges overlap; use memmove"
+                )
+            self._segments(src, length)
+            data = self.read(src, length)
+        else:
+            data = _as_bytes(src)
+            if length is not None:
+                _check_int("length", length)
+                if length > len(data):
+                    raise InvalidArgumentError(
+                        ErrorCode.EINVAL, f"length {length} exceeds the {len(data)}-byte buffer"
+                    )
+                data = data[:length]
+        segs = self._segments(dest, len(data))
+        listening = self._events.listening
+        if listening & kind:
+            ev_src = src if isinstance(src, int) else data
+            ev = CopyEvent if kind == EventType.COPY else MoveEvent
+            self._events.fire(ev(ev_src, dest, len(data), f))
+        self._apply(segs, dest, data, f, caller)
+        if not f & MemFlag.NODRAIN and listening & EventType.DRAIN:
+            self._events.fire(DrainEvent())
+
+    def _apply(
+        self, segs: list[tuple[MappedPart, int, int]], dest: int, data: bytes, f: MemFlag,
+        caller: FrameType,
+    ) -> None:
+        if len(segs) == 1:
+            segs[0][0].map.memmove(dest, data, f, caller)
+            return
+        for p, a, n in segs:
+            p.map.memmove(a, data[a - dest : a - dest + n], f | MemFlag.NODRAIN, caller)
+        if not f & (MemFlag.NODRAIN | MemFlag.NOFLUSH):
+            segs[-1][0].map.drain(caller)
+
+    def memset(self, dest: int, value: int, length: int, flags: MemFlag | int = 0) -> None:
+        """Fill ``length`` bytes with ``value`` (fires SET, DRAIN)."""
+        self._memset(dest, value, length, flags, _getframe(1))
+
+    def _memset(
+        self, dest: int, value: int, length: int, flags: object, caller: FrameType
+    ) -> None:
+        f = _check_flags(flags)
+        if type(value) is not int or not 0 <= value <= 255:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"memset value {value!r} is not a byte")
+        _check_int("length", length)
+        segs = self._segments(dest, length)
+        listening = self._events.listening
+        if listening & EventType.SET:
+            self._events.fire(SetEvent(dest, value, length, f))
+        self._apply(segs, dest, bytes([value]) * length, f, caller)
+        if not f & MemFlag.NODRAIN and listening & EventType.DRAIN:
+            self._events.fire(DrainEvent())
+
+    def flush(self, addr: int, length: int) -> None:
+        """Flush ``[addr, addr + length)`` toward persistence; durable only after a drain."""
+        self._flush(addr, length, _getframe(1))
+
+    def _flush(self, addr: int, length: int, caller: FrameType) -> None:
+        segs = self._segments(addr, length)
+        if self._events.listening & EventType.FLUSH:
+            self._events.fire(FlushEvent(addr, length))
+        for p, a, n in segs:
+            if n:
+                p.map.flush(a, n, caller)
+
+    def drain(self) -> None:
+        """Wait for earlier flushes and non-temporal stores (a fence)."""
+        self._drain(_getframe(1))
+
+    def _drain(self, caller: FrameType) -> None:
+        self._check_open()
+        if self._parts:
+            self._parts[0].map.drain(caller)
+        if self._events.listening & EventType.DRAIN:
+            self._events.fire(DrainEvent())
+
+    def persist(self, addr: int, length: int) -> None:
+        """flush then drain: ``[addr, addr + length)`` is durable when this returns."""
+        caller = _getframe(1)
+        self._flush(addr, length, caller)
+        self._drain(caller)
+
+    def deep_flush(self, addr: int, length: int) -> None:
+        """Flush through the memory controller for every part map meeting the range."""
+        self._check_open()
+        _check_int("address", addr)
+        _check_int("length", length)
+        self._deep_flush_range(addr, length, _getframe(1))
+
+    def _deep_flush_range(self, addr: int, length: int, caller: FrameType) -> None:
+        end = addr + length
+        for p in self._parts:
+            lo, hi = max(addr, p.address), min(end, p.end)
+            if lo < hi:
+                try:
+                    p.map.deep_flush(lo, hi - lo, caller)
+                except Pmem2Failure as exc:
+                    raise error_for(
+                        ErrorCode.DEEP_FLUSH_FAIL, f"deep flush of 0x{lo:x} failed: {exc.message}",
+                        pmem2_code=exc.code, pmem2_message=exc.message,
+                    ) from None
+
+    # -- views -------------------------------------------------------------------------
+
+    def view(
+        self, where: Descriptor | PartMap | int | None = None, size: int | None = None
+    ) -> View:
+        """A :class:`View` of a range: a descriptor, a part map, an address and size, or the
+        first part map when nothing is given."""
+        self._check_open()
+        if where is None:
+            if not self._holders:
+                raise error_for(ErrorCode.NO_PART_MAPPED, "no part has been mapped yet")
+            h = self._holders[0]
+            address, length = h.address, h.size
+        elif isinstance(where, (Descriptor, PartMap)):
+            address, length = where.address, where.size
+        else:
+            address = _check_int("address", where)
+            if size is None:
+                raise InvalidArgumentError(ErrorCode.EINVAL, "a view at an address needs a size")
+            length = size
+        if size is not None and not isinstance(where, int):
+            length = size
+        self._segments(address, _check_int("size", length))
+        return View(self, address, length)
+
+    # -- tracking ----------------------------------------------------------------------
+
+    def track(
+        self,
+        kinds: EventType | int,
+        callback: TrackCallback | None,
+        *,
+        address: int | None = None,
+        length: int | None = None,
+        user_data: Any = None,
+    ) -> TrackHandle:
+        """Call ``callback(set, handle, event, user_data)`` for events of ``kinds``.
+
+        With no ``address``: every such event. With ``address`` alone: events whose address
+        is exactly that. With ``address`` and ``length`` (the prefix form): events whose
+        range meets ``[address, address + length)``. Returns a handle for :meth:`untrack`.
+        """
+        self._check_open()
+        return self._events.track(
+            kinds, callback, address=address, length=length, user_data=user_data
+        )
+
+    def untrack(self, handle: TrackHandle) -> None:
+        """Stop a track made by :meth:`track`."""
+        if not isinstance(handle, TrackHandle):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{handle!r} is not a TrackHandle")
+        self._events.untrack(handle)
+
+    @property
+    def tracks(self) -> tuple[TrackHandle, ...]:
+        return self._events.tracks

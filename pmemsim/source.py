@@ -1,0 +1,204 @@
+"""Sources: where a set's data lives (a file, a temporary file, anonymous memory, an image).
+
+Opening and creating files is the same on every backend, so it happens here; a backend gets
+the open descriptor. A source is closed with :meth:`Source.close` (or a ``with`` block, or
+when it is garbage collected): backends then write back what they must (the simulator writes
+the persisted media image into a file) and a temporary file disappears.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import tempfile
+import weakref
+from typing import TYPE_CHECKING, Literal
+
+from .enums import SourceFlag
+from .errors import ErrorCode, InvalidArgumentError, error_for
+from .snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from .backend import Backend, BackendSource
+
+__all__ = ["Source"]
+
+SourceKind = Literal["file", "temporary", "anonymous", "image"]
+_idents = itertools.count(1)
+
+
+def _close_all(fd: int | None, handles: list[BackendSource]) -> None:
+    for h in handles:
+        h.close()
+    handles.clear()
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class Source:
+    """Where data lives. Build one with a ``from_*`` constructor, not directly."""
+
+    def __init__(
+        self,
+        kind: SourceKind,
+        *,
+        label: str,
+        fd: int | None = None,
+        path: str | None = None,
+        size: int = 0,
+        flags: SourceFlag = SourceFlag.NONE,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self.kind: SourceKind = kind
+        self.label = label
+        #: Unique per process; crash images name the source they came from by it.
+        self.ident = next(_idents)
+        self.fd = fd
+        self.path = path
+        self._size = size
+        self.flags = flags
+        self.snapshot = snapshot
+        self._handles: dict[int, BackendSource] = {}
+        self._closers: list[BackendSource] = []
+        self._finalizer = weakref.finalize(self, _close_all, fd, self._closers)
+
+    def __repr__(self) -> str:
+        return f"<Source {self.kind} {self.label}>"
+
+    # -- constructors ------------------------------------------------------------------
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], flags: SourceFlag | int = SourceFlag.NONE,
+        *, mode: int = 0o600,
+    ) -> Source:
+        """A file, opened read-write. ``flags``: CREATE_ALWAYS, CREATE_IF_NEEDED, DO_NOT_GROW."""
+        if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~SourceFlag.valid_mask():
+            raise InvalidArgumentError(
+                ErrorCode.INVALID_SOURCE_FILE_CREATE_FLAGS, f"invalid source flags {flags!r}"
+            )
+        flags = SourceFlag(flags)
+        create = flags & (SourceFlag.CREATE_ALWAYS | SourceFlag.CREATE_IF_NEEDED)
+        if create == SourceFlag.CREATE_ALWAYS | SourceFlag.CREATE_IF_NEEDED:
+            raise InvalidArgumentError(
+                ErrorCode.INVALID_SOURCE_FILE_CREATE_FLAGS,
+                "CREATE_ALWAYS and CREATE_IF_NEEDED exclude each other",
+            )
+        if not isinstance(mode, int) or mode & ~0o777:
+            raise InvalidArgumentError(
+                ErrorCode.INVALID_SOURCE_FILE_CREATE_FLAGS, f"invalid create mode {mode!r}"
+            )
+        p = os.fspath(path)
+        if not p:
+            raise error_for(ErrorCode.INVALID_SOURCE_PATH, "empty path")
+        oflags = os.O_RDWR | os.O_CLOEXEC
+        if flags & SourceFlag.CREATE_ALWAYS:
+            oflags |= os.O_CREAT | os.O_TRUNC
+        elif flags & SourceFlag.CREATE_IF_NEEDED:
+            oflags |= os.O_CREAT
+        try:
+            fd = os.open(p, oflags, mode)
+        except IsADirectoryError:
+            raise error_for(ErrorCode.INVALID_SOURCE_TYPE, f"{p} is a directory") from None
+        except OSError as exc:
+            raise error_for(
+                ErrorCode.INVALID_SOURCE_PATH, f"cannot open {p}: {exc.strerror}"
+            ) from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise error_for(ErrorCode.INVALID_SOURCE_TYPE, f"{p} is not a regular file")
+        return cls("file", label=p, fd=fd, path=p, flags=flags)
+
+    @classmethod
+    def temporary(cls, directory: str | os.PathLike[str]) -> Source:
+        """An unnamed file in ``directory``; it vanishes when the source is closed."""
+        d = os.fspath(directory)
+        try:
+            fd = os.open(d, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise error_for(
+                    ErrorCode.CANNOT_CREATE_TEMP_FILE,
+                    f"cannot create a temporary file in {d}: {exc.strerror}",
+                ) from exc
+            try:  # file systems without O_TMPFILE: create, then unlink at once
+                fd, name = tempfile.mkstemp(dir=d, prefix=".pmemsim-")
+                os.unlink(name)
+            except OSError as exc2:
+                raise error_for(
+                    ErrorCode.CANNOT_CREATE_TEMP_FILE,
+                    f"cannot create a temporary file in {d}: {exc2.strerror}",
+                ) from exc2
+        return cls("temporary", label=f"temporary file in {d}", fd=fd, path=None)
+
+    @classmethod
+    def anonymous(cls, size: int) -> Source:
+        """Anonymous memory of ``size`` bytes; every map of it starts zeroed."""
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid anonymous size {size!r}")
+        return cls("anonymous", label=f"anonymous({size})", size=size)
+
+    @classmethod
+    def from_image(cls, snapshot: Snapshot) -> Source:
+        """A source holding a snapshot's content (e.g. a crash image), for recovery code.
+
+        Mapping it never changes the snapshot: writes go to the new mapping only.
+        """
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{snapshot!r} is not a Snapshot")
+        return cls(
+            "image", label=f"image of {snapshot.label}", size=snapshot.size, snapshot=snapshot
+        )
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    @property
+    def size(self) -> int:
+        """Current size in bytes (a file's size on disk)."""
+        if self.fd is not None:
+            if self.closed:
+                raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{self!r} is closed")
+            return os.fstat(self.fd).st_size
+        return self._size
+
+    def grow(self, size: int) -> None:
+        """Grow a file to ``size`` bytes (sparse)."""
+        assert self.fd is not None
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise error_for(
+                ErrorCode.CANNOT_GROW_SOURCE_FILE, f"cannot grow {self.label}: {exc.strerror}"
+            ) from exc
+
+    def handle(self, backend: Backend) -> BackendSource:
+        """This source as ``backend`` sees it (opened once, closed with the source)."""
+        if self.closed:
+            raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{self!r} is closed")
+        h = self._handles.get(id(backend))
+        if h is None:
+            h = backend.open_source(self)
+            self._handles[id(backend)] = h
+            self._closers.append(h)
+        return h
+
+    def close(self) -> None:
+        """Let go of the source; backends write back (the simulator: persisted media only)."""
+        self._handles.clear()
+        self._finalizer()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
