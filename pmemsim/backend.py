@@ -55,6 +55,7 @@ class BackendSource(ABC):
     def size(self) -> int:
         """Current size in bytes."""
 
+    @abstractmethod
     def close(self) -> None:
         """The source is going away; write back what must be written back."""
 
@@ -94,9 +95,7 @@ class BackendMap(ABC):
         """An ordinary store (no flush): what ``*(T *)addr = v`` or ``memcpy`` does in C."""
 
     @abstractmethod
-    def memmove(
-        self, dest: int, src: bytes, flags: MemFlag, caller: FrameType
-    ) -> None:
+    def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
         """libpmem2's memmove/memcpy with ``flags`` (flushing and draining as they say)."""
 
     @abstractmethod

@@ -47,8 +47,10 @@ class Reservation:
             self.raw: BackendReservation = self.backend.reserve(size, address)
         except Pmem2Failure as exc:
             raise error_for(
-                ErrorCode.CANNOT_FIT_PART_MAP, f"cannot reserve {size} bytes: {exc.message}",
-                pmem2_code=exc.code, pmem2_message=exc.message,
+                ErrorCode.CANNOT_FIT_PART_MAP,
+                f"cannot reserve {size} bytes: {exc.message}",
+                pmem2_code=exc.code,
+                pmem2_message=exc.message,
             ) from None
 
     @property
@@ -65,8 +67,10 @@ class Reservation:
             self.raw.delete()
         except Pmem2Failure as exc:
             raise error_for(
-                ErrorCode.UNKNOWN, f"cannot release the reservation: {exc.message}",
-                pmem2_code=exc.code, pmem2_message=exc.message,
+                ErrorCode.UNKNOWN,
+                f"cannot release the reservation: {exc.message}",
+                pmem2_code=exc.code,
+                pmem2_message=exc.message,
             ) from None
 
     def __repr__(self) -> str:
@@ -103,8 +107,10 @@ class Config:
                 ErrorCode.EINVAL, f"invalid granularity {self.granularity!r}"
             ) from None
         states = self.acceptable_states
-        if isinstance(states, bool) or not isinstance(states, int) or not 0 < states <= (
-            PartState.valid_mask()
+        if (
+            isinstance(states, bool)
+            or not isinstance(states, int)
+            or not 0 < states <= (PartState.valid_mask())
         ):
             raise error_for(
                 ErrorCode.INVALID_PART_STATES, f"invalid acceptable part states {states!r}"
@@ -123,6 +129,10 @@ class Config:
                 ErrorCode.EINVAL, "the reservation belongs to another backend than the set"
             )
         return Config(
-            gran, self.event_callback, self.user_arg, self.reservation, PartState(states),
+            gran,
+            self.event_callback,
+            self.user_arg,
+            self.reservation,
+            PartState(states),
             backend,
         )

@@ -15,7 +15,7 @@ import enum
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .enums import MemFlag, PartState
 from .errors import ErrorCode, InvalidArgumentError
@@ -237,20 +237,20 @@ class BadBlocksClearedEvent:
     len = 0
 
 
-Event = Union[
-    CopyEvent,
-    MoveEvent,
-    SetEvent,
-    FlushEvent,
-    DrainEvent,
-    PersistEvent,
-    PartAddEvent,
-    PartRemoveEvent,
-    RemoveRangeEvent,
-    SdsUpdateEvent,
-    BadBlockEvent,
-    BadBlocksClearedEvent,
-]
+Event = (
+    CopyEvent
+    | MoveEvent
+    | SetEvent
+    | FlushEvent
+    | DrainEvent
+    | PersistEvent
+    | PartAddEvent
+    | PartRemoveEvent
+    | RemoveRangeEvent
+    | SdsUpdateEvent
+    | BadBlockEvent
+    | BadBlocksClearedEvent
+)
 
 #: ``callback(set, event, user_arg) -> int | None``
 ConfigCallback = Callable[["Set", Event, Any], "int | None"]
@@ -340,8 +340,10 @@ class Dispatcher:
     ) -> TrackHandle:
         if callback is None or not callable(callback):
             raise InvalidArgumentError(
-                ErrorCode.EINVAL, "track needs a callable notify callback (got None)"
-                if callback is None else f"track callback {callback!r} is not callable"
+                ErrorCode.EINVAL,
+                "track needs a callable notify callback (got None)"
+                if callback is None
+                else f"track callback {callback!r} is not callable",
             )
         if isinstance(kinds, bool) or not isinstance(kinds, int):
             raise InvalidArgumentError(

@@ -92,7 +92,9 @@ class PartMap:
     def _live(self) -> _Holder:
         h = self._holder
         if h is None or not self._finalizer.alive or h.removed:
-            raise error_for(ErrorCode.CANNOT_FIND_PART_MAP, "this part map handle is no longer valid")
+            raise error_for(
+                ErrorCode.CANNOT_FIND_PART_MAP, "this part map handle is no longer valid"
+            )
         return h
 
     @property

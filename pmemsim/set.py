@@ -19,7 +19,7 @@ from typing import Any
 from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
 from .config import Config
 from .enums import Coalescing, Granularity, MemFlag
-from .errors import ErrorCode, InvalidArgumentError, PmemError, Pmem2Code, error_for
+from .errors import ErrorCode, InvalidArgumentError, Pmem2Code, PmemError, error_for
 from .events import (
     CopyEvent,
     Dispatcher,
@@ -230,7 +230,8 @@ class Set:
                 )
             if offset >= size:
                 raise error_for(
-                    ErrorCode.OFFSET_OUT_OF_RANGE, f"offset {offset} is beyond the end of {source!r}"
+                    ErrorCode.OFFSET_OUT_OF_RANGE,
+                    f"offset {offset} is beyond the end of {source!r}",
                 )
             length = size - offset
         align = self.backend.alignment
@@ -507,8 +508,12 @@ class Set:
         """What a load of ``length`` bytes at ``addr`` sees."""
         p = self._last
         if (
-            p is not None and type(addr) is int and type(length) is int and length >= 0
-            and p.address <= addr and addr + length <= p.address + p.length
+            p is not None
+            and type(addr) is int
+            and type(length) is int
+            and length >= 0
+            and p.address <= addr
+            and addr + length <= p.address + p.length
         ):
             return p.map.read(addr, length)
         segs = self._segments(addr, length)
@@ -524,21 +529,26 @@ class Set:
         if type(data) is not bytes:
             data = _as_bytes(data)
         p = self._last
-        n = len(data)  # type: ignore[arg-type]
+        n = len(data)
         if (
-            p is None or type(addr) is not int or addr < p.address
+            p is None
+            or type(addr) is not int
+            or addr < p.address
             or addr + n > p.address + p.length
         ):
             segs = self._segments(addr, n)
             if len(segs) > 1:
                 for sp, a, k in segs:
-                    sp.map.store(a, data[a - addr : a - addr + k], caller)  # type: ignore[index]
+                    sp.map.store(a, data[a - addr : a - addr + k], caller)
                 return
             p = self._last = segs[0][0]
-        p.map.store(addr, data, caller)  # type: ignore[arg-type]
+        p.map.store(addr, data, caller)
 
     def memcpy(
-        self, dest: int, src: bytes | bytearray | memoryview | int, length: int | None = None,
+        self,
+        dest: int,
+        src: bytes | bytearray | memoryview | int,
+        length: int | None = None,
         flags: MemFlag | int = 0,
     ) -> None:
         """libpmemset's memcpy: copy, flush and drain as ``flags`` say (fires COPY, DRAIN).
@@ -549,25 +559,33 @@ class Set:
         self._mem(EventType.COPY, dest, src, length, flags, _getframe(1))
 
     def memmove(
-        self, dest: int, src: bytes | bytearray | memoryview | int, length: int | None = None,
+        self,
+        dest: int,
+        src: bytes | bytearray | memoryview | int,
+        length: int | None = None,
         flags: MemFlag | int = 0,
     ) -> None:
         """Like memcpy, for ranges that may overlap (fires MOVE, DRAIN)."""
         self._mem(EventType.MOVE, dest, src, length, flags, _getframe(1))
 
     def _mem(
-        self, kind: EventType, dest: int, src: object, length: int | None, flags: object,
+        self,
+        kind: EventType,
+        dest: int,
+        src: object,
+        length: int | None,
+        flags: object,
         caller: FrameType,
     ) -> None:
         f = _check_flags(flags)
         if isinstance(src, int) and not isinstance(src, bool):
             if length is None:
-                raise InvalidArgumentError(ErrorCode.EINVAL, "copying from an address needs a length")
+                raise InvalidArgumentError(
+                    ErrorCode.EINVAL, "copying from an address needs a length"
+                )
             _check_int("length", length)
             if kind == EventType.COPY and src < dest + length and dest < src + length and length:
-                raise InvalidArgumentError(
-                    ErrorCode.EINVAL, "memcpy ranges overlap; use memmove"
-                )
+                raise InvalidArgumentError(ErrorCode.EINVAL, "memcpy ranges overlap; use memmove")
             self._segments(src, length)
             data = self.read(src, length)
         else:
@@ -590,7 +608,11 @@ class Set:
             self._events.fire(DrainEvent())
 
     def _apply(
-        self, segs: list[tuple[MappedPart, int, int]], dest: int, data: bytes, f: MemFlag,
+        self,
+        segs: list[tuple[MappedPart, int, int]],
+        dest: int,
+        data: bytes,
+        f: MemFlag,
         caller: FrameType,
     ) -> None:
         if len(segs) == 1:
@@ -605,9 +627,7 @@ class Set:
         """Fill ``length`` bytes with ``value`` (fires SET, DRAIN)."""
         self._memset(dest, value, length, flags, _getframe(1))
 
-    def _memset(
-        self, dest: int, value: int, length: int, flags: object, caller: FrameType
-    ) -> None:
+    def _memset(self, dest: int, value: int, length: int, flags: object, caller: FrameType) -> None:
         f = _check_flags(flags)
         if type(value) is not int or not 0 <= value <= 255:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"memset value {value!r} is not a byte")
@@ -665,8 +685,10 @@ class Set:
                     p.map.deep_flush(lo, hi - lo, caller)
                 except Pmem2Failure as exc:
                     raise error_for(
-                        ErrorCode.DEEP_FLUSH_FAIL, f"deep flush of 0x{lo:x} failed: {exc.message}",
-                        pmem2_code=exc.code, pmem2_message=exc.message,
+                        ErrorCode.DEEP_FLUSH_FAIL,
+                        f"deep flush of 0x{lo:x} failed: {exc.message}",
+                        pmem2_code=exc.code,
+                        pmem2_message=exc.message,
                     ) from None
 
     # -- views -------------------------------------------------------------------------

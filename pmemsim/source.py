@@ -8,6 +8,7 @@ the persisted media image into a file) and a temporary file disappears.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -34,10 +35,8 @@ def _close_all(fd: int | None, handles: list[BackendSource]) -> None:
         h.close()
     handles.clear()
     if fd is not None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 class Source:
@@ -74,11 +73,18 @@ class Source:
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike[str], flags: SourceFlag | int = SourceFlag.NONE,
-        *, mode: int = 0o600,
+        cls,
+        path: str | os.PathLike[str],
+        flags: SourceFlag | int = SourceFlag.NONE,
+        *,
+        mode: int = 0o600,
     ) -> Source:
         """A file, opened read-write. ``flags``: CREATE_ALWAYS, CREATE_IF_NEEDED, DO_NOT_GROW."""
-        if isinstance(flags, bool) or not isinstance(flags, int) or flags & ~SourceFlag.valid_mask():
+        if (
+            isinstance(flags, bool)
+            or not isinstance(flags, int)
+            or flags & ~SourceFlag.valid_mask()
+        ):
             raise InvalidArgumentError(
                 ErrorCode.INVALID_SOURCE_FILE_CREATE_FLAGS, f"invalid source flags {flags!r}"
             )

@@ -173,7 +173,9 @@ class View:
 
     # -- mem operations and persistence ------------------------------------------------
 
-    def memcpy(self, offset: int, data: bytes | bytearray | memoryview, flags: MemFlag | int = 0) -> None:
+    def memcpy(
+        self, offset: int, data: bytes | bytearray | memoryview, flags: MemFlag | int = 0
+    ) -> None:
         dest = self._range(offset, len(data))
         self.set._mem(_COPY, dest, data, None, flags, _getframe(1))
 
@@ -206,4 +208,3 @@ class View:
     def view(self, offset: int, length: int) -> View:
         """A sub-view ``[offset, offset + length)``."""
         return View(self.set, self._range(offset, length), length)
-

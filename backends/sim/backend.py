@@ -209,8 +209,17 @@ class SimSource(BackendSource):
 
 
 class SimMap(BackendMap):
-    __slots__ = ("_delta", "address", "granularity", "machine", "medium", "owner", "reservation",
-                 "size", "threshold")
+    __slots__ = (
+        "_delta",
+        "address",
+        "granularity",
+        "machine",
+        "medium",
+        "owner",
+        "reservation",
+        "size",
+        "threshold",
+    )
 
     def __init__(
         self,
@@ -251,9 +260,7 @@ class SimMap(BackendMap):
     def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
         self._mem(dest, src, flags, caller)
 
-    def memset(
-        self, dest: int, value: int, length: int, flags: MemFlag, caller: FrameType
-    ) -> None:
+    def memset(self, dest: int, value: int, length: int, flags: MemFlag, caller: FrameType) -> None:
         self._mem(dest, bytes([value & 0xFF]) * length, flags, caller)
 
     def _mem(self, dest: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
@@ -400,8 +407,9 @@ class SimBackend(Backend):
         address = reservation.address + reservation_offset
         if reservation_offset % PAGE or reservation_offset + length > reservation.size:
             raise Pmem2Failure(Pmem2Code.LENGTH_OUT_OF_RANGE, "map does not fit the reservation")
-        if any(m.address < address + length and address < m.address + m.size
-               for m in reservation.maps):
+        if any(
+            m.address < address + length and address < m.address + m.size for m in reservation.maps
+        ):
             raise Pmem2Failure(Pmem2Code.MAPPING_EXISTS, "range already mapped")
         medium = source.medium_for_map()
         m = SimMap(source, medium, offset, address, length, reservation)
@@ -458,8 +466,16 @@ class SimBackend(Backend):
                 if durable.overlaps(unit.offset, unit.offset + u):
                     in_flight_durable += 1
             persistent += durable.total() // u - in_flight_durable
-        return Statistics(m.stores, m.store_bytes, m.flush_count, m.fence_count,
-                          m.deep_flush_count, dirty, flushed, persistent)
+        return Statistics(
+            m.stores,
+            m.store_bytes,
+            m.flush_count,
+            m.fence_count,
+            m.deep_flush_count,
+            dirty,
+            flushed,
+            persistent,
+        )
 
     def lint(self) -> list[Finding]:
         """Findings so far, plus every store that is not durable right now."""
@@ -471,10 +487,12 @@ class SimBackend(Backend):
         for medium in self._media:
             flushes = self.machine.pending_flushes(medium)
             for rec, covered in medium.classify_pending(flushes):
-                seq, off, data, nt, frame = rec
+                _, off, data, nt, frame = rec
                 kind = (
-                    FindingKind.UNDRAINED_NT_STORE if nt
-                    else FindingKind.UNFENCED_STORE if covered
+                    FindingKind.UNDRAINED_NT_STORE
+                    if nt
+                    else FindingKind.UNFENCED_STORE
+                    if covered
                     else FindingKind.UNFLUSHED_STORE
                 )
                 now.add(kind, medium.label, off, len(data), (frame,))

@@ -234,8 +234,9 @@ class CrashState:
             status = "flushed" if u.flushed == len(u.wb) else "dirty"
             addr = self._address_of(m, u.offset) if self._address_of else None
             out.append(
-                LineState(m.label, u.offset, addr, status, len(u.wb), u.flushed, nt,
-                          len(u.options(base)))
+                LineState(
+                    m.label, u.offset, addr, status, len(u.wb), u.flushed, nt, len(u.options(base))
+                )
             )
         return out
 
@@ -314,18 +315,18 @@ class CrashImage:
         """The image of one source as a snapshot a fresh set can map (via Source.from_image)."""
         mi = self._medium_index(which)
         snap = self.state.snapshots[mi]
-        pages = dict(snap.pages)
-        for p, content in self.state._visible[mi].items():
-            pages[p] = bytearray(content)
+        pages: dict[int, bytes | bytearray] = dict(snap.pages)
+        patched: dict[int, bytearray] = {
+            p: bytearray(content) for p, content in self.state._visible[mi].items()
+        }
         for i, o in self.deviations:
             u = self.state.units[i]
             if u.medium_index != mi:
                 continue
             data = u.content(self.state._bases[i], self.state.option(i, o))
-            p = u.offset >> PAGE_SHIFT
-            page = pages[p]
             start = u.offset & PAGE_MASK
-            page[start : start + u.size] = data
+            patched[u.offset >> PAGE_SHIFT][start : start + u.size] = data
+        pages.update(patched)
         return Snapshot(snap.label, snap.size, pages, snap.loader, snap.source_ident)
 
     def read(self, offset: int, length: int, which: object = None) -> bytes:
@@ -356,4 +357,3 @@ def _cut(units: dict[int, Unit], mi: int, unit: int, rec: Rec, flushed: bool) ->
         if flushed and not nt:
             u.flushed += 1
         pos += take
-

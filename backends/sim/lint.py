@@ -102,9 +102,7 @@ class LintLog:
         key = (kind, source, provenance[:1], other[:1])
         e = self._entries.get(key)
         if e is None:
-            self._entries[key] = _Entry(
-                kind, source, offset, offset + length, provenance, other
-            )
+            self._entries[key] = _Entry(kind, source, offset, offset + length, provenance, other)
         else:
             e.count += 1
             e.offset = min(e.offset, offset)

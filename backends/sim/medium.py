@@ -232,7 +232,7 @@ class Medium:
         """
         u = self.flush_unit
         lo, hi = start - start % u, -(-end // u) * u
-        for rseq, roff, rdata, rnt, _ in self.pending:
+        for _, roff, rdata, rnt, _ in self.pending:
             if not rnt and roff < hi and roff + len(rdata) > lo:
                 self.machine.flushes.append((self, (seq, lo, hi, ())))
                 return
@@ -303,17 +303,18 @@ class Medium:
 
     def _lint_epoch(self, flushes: list[Flush], lint: LintLog) -> None:
         """Replay pending stores and this epoch's flushes in program order, noting misuse."""
-        events: list[tuple[int, int, object]] = [(r[0], 0, r) for r in self.pending]
-        events += [(f[0], 1, f) for f in flushes]
-        events.sort(key=lambda e: (e[0], e[1]))
+        # (seq, 0 = store / 1 = flush, index): stores sort before a flush of equal seq.
+        events = [(r[0], 0, i) for i, r in enumerate(self.pending)]
+        events += [(f[0], 1, i) for i, f in enumerate(flushes)]
+        events.sort()
         dirty = IntervalSet()  # lines with a store no flush has covered yet
         flushed = IntervalSet()  # lines flushed in this epoch with no store since
         unsafe = IntervalSet()  # bytes whose latest store is not yet durable
         owners: list[Rec] = []
         u = self.flush_unit
-        for _, is_flush, item in events:
+        for _, is_flush, i in events:
             if is_flush:
-                _, start, end, prov = item  # type: ignore[misc]
+                _, start, end, prov = flushes[i]
                 if not prov:  # implicit (a non-temporal store's eviction): not user code
                     continue
                 for cs, ce in dirty.split(start, end)[1]:
@@ -325,7 +326,8 @@ class Medium:
                 dirty.remove(start, end)
                 flushed.add(start, end)
                 continue
-            seq, off, data, nt, frame = item  # type: ignore[misc]
+            rec = self.pending[i]
+            _, off, data, nt, frame = rec
             end = off + len(data)
             if unsafe.overlaps(off, end):
                 for prev in reversed(owners):
@@ -340,7 +342,7 @@ class Medium:
                         )
                         break
             unsafe.add(off, end)
-            owners.append(item)  # type: ignore[arg-type]
+            owners.append(rec)
             lo, hi = off - off % u, -(-end // u) * u
             if nt:
                 dirty.remove(lo, hi)
