@@ -1,0 +1,39 @@
+"""Shared fixtures: a fresh simulator per test, and sets on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import pmemsim as pm
+from pmemsim_backends.sim import SimBackend
+
+
+@pytest.fixture
+def sim() -> SimBackend:
+    """A fresh simulated ADR machine (CACHE_LINE granularity)."""
+    return SimBackend()
+
+
+@pytest.fixture
+def make_set(sim: SimBackend) -> Iterator[Callable[..., pm.Set]]:
+    """``make_set(granularity=CACHE_LINE, **config)``: a set on the test's simulator."""
+    made: list[pm.Set] = []
+
+    def factory(granularity: pm.Granularity = pm.Granularity.CACHE_LINE, **kw: Any) -> pm.Set:
+        kw.setdefault("backend", sim)
+        s = pm.Set(pm.Config(granularity=granularity, **kw))
+        made.append(s)
+        return s
+
+    yield factory
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def anon() -> Callable[[int], pm.Source]:
+    """``anon(size)``: an anonymous source."""
+    return pm.Source.anonymous
