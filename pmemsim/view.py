@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .enums import MemFlag
 from .errors import ErrorCode, InvalidArgumentError, error_for
@@ -164,7 +164,7 @@ class View:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"pack {fmt!r}: {exc}") from None
         self.set._store(self._range(offset, len(data)), data, _getframe(1))
 
-    def unpack_from(self, fmt: str, offset: int = 0) -> tuple[object, ...]:
+    def unpack_from(self, fmt: str, offset: int = 0) -> tuple[Any, ...]:
         try:
             size = struct.calcsize(fmt)
         except struct.error as exc:
