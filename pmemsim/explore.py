@@ -123,7 +123,7 @@ class CheckResult:
         return min(self.failures, key=lambda f: (f.lines_lost, len(f.lost), f.crash_point))
 
 
-def _run_recovery(c: CrashCheck, snapshot: Any, sim_cls: Any) -> BaseException | None | bool:
+def _run_recovery(c: CrashCheck, snapshot: Any, sim_cls: Any) -> BaseException | bool | None:
     sim = sim_cls(c.granularity)
     with Set(Config(granularity=c.granularity, backend=sim)) as s:
         d = s.map(Part(Source.from_image(snapshot)))

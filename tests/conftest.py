@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pmemsim_backends.sim import SimBackend
 
 import pmemsim as pm
-from pmemsim_backends.sim import SimBackend
 
 
 @pytest.fixture
