@@ -7,7 +7,7 @@ backend may assume its arguments are in range.
 
 Backends are registered by import string and loaded only when asked for, so that
 ``import pmemsim`` never imports cffi or libpmem2 (the pattern Hypothesis uses for its
-providers). :func:`conformance` in ``pmemsim.testing`` checks any backend against the contract.
+providers).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Whether stores should carry the caller's frame (the simulator records provenance).
     wants_provenance: ClassVar[bool] = False
-    #: Whether anonymous sources keep their content across maps (neither backend does).
+    #: Offsets and lengths of maps must be multiples of this.
     alignment: ClassVar[int] = 4096
 
     @abstractmethod
