@@ -8,6 +8,7 @@ the persisted media image into a file) and a temporary file disappears.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import itertools
@@ -39,6 +40,16 @@ def _close_all(fd: int | None, handles: list[BackendSource]) -> None:
             os.close(fd)
 
 
+#: Sources not closed yet; closed at exit, so that files still get their write-back.
+_open_sources: weakref.WeakSet[Source] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sources() -> None:
+    for source in list(_open_sources):
+        source.close()
+
+
 class Source:
     """Where data lives. Build one with a ``from_*`` constructor, not directly."""
 
@@ -64,7 +75,10 @@ class Source:
         self.snapshot = snapshot
         self._handles: dict[int, BackendSource] = {}
         self._closers: list[BackendSource] = []
-        self._finalizer = weakref.finalize(self, _close_all, fd, self._closers)
+        # Not a weakref.finalize: its arguments would hold the backend handles, which refer
+        # back to the source, and keep it alive for ever (a temporary file would never go).
+        self._closed = False
+        _open_sources.add(self)
 
     def __repr__(self) -> str:
         return f"<Source {self.kind} {self.label}>"
@@ -166,7 +180,7 @@ class Source:
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return self._closed
 
     @property
     def size(self) -> int:
@@ -200,8 +214,16 @@ class Source:
 
     def close(self) -> None:
         """Let go of the source; backends write back (the simulator: persisted media only)."""
+        if self._closed:
+            return
+        self._closed = True
+        _open_sources.discard(self)
         self._handles.clear()
-        self._finalizer()
+        _close_all(self.fd, self._closers)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
 
     def __enter__(self) -> Source:
         return self
