@@ -101,6 +101,8 @@ class Config:
                 ErrorCode.GRANULARITY_NOT_SET, "a set needs a required store granularity"
             )
         try:
+            if isinstance(self.granularity, bool) or not isinstance(self.granularity, int):
+                raise ValueError  # Granularity(1.0) or Granularity(True) would pass
             gran = Granularity(self.granularity)
         except ValueError:
             raise InvalidArgumentError(
