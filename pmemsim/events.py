@@ -349,7 +349,7 @@ class Dispatcher:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"track kinds must be EventType flags, not {kinds!r}"
             )
-        if kinds <= 0 or kinds & ~EventType.all():
+        if kinds <= 0 or int(kinds) & ~int(EventType.all()):  # ~EventType.all() is 0
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"invalid event kinds {kinds!r}: use EventType flags"
             )
