@@ -387,7 +387,8 @@ class Dispatcher:
         ret = 0
         if self.callback is not None:
             r = self.callback(self._owner, event, self.user_arg)
-            ret = int(r) if r else 0
+            if r and event.type == EventType.BADBLOCKS_CLEARED:  # every other one is ignored
+                ret = int(r)
         for t in tuple(self._tracks):
             if t.matches(event) and t._dispatcher is not None:
                 t.callback(self._owner, t, event, t.user_data)
