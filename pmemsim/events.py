@@ -67,7 +67,9 @@ class EventType(enum.IntFlag):
         return cls((1 << 12) - 1)
 
 
-@dataclass(frozen=True, slots=True)
+# Payloads are frozen, without slots: on Python 3.11 a frozen slots dataclass raises
+# TypeError instead of FrozenInstanceError when a non-field (e.g. ``type``) is assigned.
+@dataclass(frozen=True)
 class CopyEvent:
     """memcpy is about to copy ``len`` bytes from ``src`` (an address or a buffer)."""
 
@@ -82,7 +84,7 @@ class CopyEvent:
         return self.dest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MoveEvent:
     """memmove is about to move ``len`` bytes from ``src`` to ``dest``."""
 
@@ -97,7 +99,7 @@ class MoveEvent:
         return self.dest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SetEvent:
     """memset is about to fill ``len`` bytes at ``dest`` with ``value``."""
 
@@ -112,7 +114,7 @@ class SetEvent:
         return self.dest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FlushEvent:
     """A flush of ``[addr, addr + len)`` is about to happen."""
 
@@ -125,7 +127,7 @@ class FlushEvent:
         return self.addr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DrainEvent:
     """A drain (fence) happened or was requested by a mem operation."""
 
@@ -134,7 +136,7 @@ class DrainEvent:
     len = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PersistEvent:
     """Declared for completeness; never fired (persist fires FLUSH then DRAIN)."""
 
@@ -147,7 +149,7 @@ class PersistEvent:
         return self.addr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PartAddEvent:
     """A part was mapped; ``addr``/``len`` cover the whole (possibly coalesced) part map."""
 
@@ -161,7 +163,7 @@ class PartAddEvent:
         return self.addr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PartRemoveEvent:
     """A whole part map is about to be unmapped."""
 
@@ -174,7 +176,7 @@ class PartRemoveEvent:
         return self.addr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RemoveRangeEvent:
     """remove_range was called for ``[addr, addr + len)``; fired first, always."""
 
@@ -187,7 +189,7 @@ class RemoveRangeEvent:
         return self.addr
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SdsRecord:
     """A shutdown-data-state record: device id, unsafe-shutdown count, users."""
 
@@ -196,7 +198,7 @@ class SdsRecord:
     refcount: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SdsUpdateEvent:
     """The layer's copy of ``source``'s SDS record changed; persist it somewhere safe."""
 
@@ -208,7 +210,7 @@ class SdsUpdateEvent:
     len = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BadBlock:
     """A bad block of a source: ``offset`` and ``length`` in bytes."""
 
@@ -216,7 +218,7 @@ class BadBlock:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BadBlockEvent:
     """Bad-block detection found ``badblock`` in ``source`` (before mapping)."""
 
@@ -227,7 +229,7 @@ class BadBlockEvent:
     len = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BadBlocksClearedEvent:
     """Every reported bad block of ``source`` is gone; a non-zero return fails the map."""
 
