@@ -31,6 +31,17 @@ _COPY = EventType.COPY
 _MOVE = EventType.MOVE
 
 
+def _bytes(data: object) -> bytes:
+    """``data`` as bytes (its length in bytes, even for a memoryview of wider items)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidArgumentError(
+        ErrorCode.EINVAL, f"data must be bytes-like, not {type(data).__name__}"
+    )
+
+
 class TypedArray:
     """Fixed-width little-endian integers over a view: ``v.u64[i]`` is bytes ``8i..8i+8``."""
 
@@ -135,6 +146,7 @@ class View:
             start, length = self._slice(key)
             if isinstance(value, int):
                 raise InvalidArgumentError(ErrorCode.EINVAL, "assign bytes to a slice")
+            value = _bytes(value)
             if len(value) != length:
                 raise InvalidArgumentError(
                     ErrorCode.EINVAL, f"slice of {length} bytes assigned {len(value)} bytes"
@@ -154,6 +166,7 @@ class View:
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """One ordinary store of ``data`` at ``offset``."""
+        data = _bytes(data)
         self.set._store(self._range(offset, len(data)), data, _getframe(1))
 
     def pack_into(self, fmt: str, offset: int, *values: object) -> None:
@@ -176,6 +189,7 @@ class View:
     def memcpy(
         self, offset: int, data: bytes | bytearray | memoryview, flags: MemFlag | int = 0
     ) -> None:
+        data = _bytes(data)
         dest = self._range(offset, len(data))
         self.set._mem(_COPY, dest, data, None, flags, _getframe(1))
 
