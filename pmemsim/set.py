@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
-from .config import Config
+from .config import Config, Reservation
 from .enums import Coalescing, Granularity, MemFlag
 from .errors import ErrorCode, InvalidArgumentError, Pmem2Code, PmemError, error_for
 from .events import (
@@ -47,12 +47,13 @@ _MEM_MASK = MemFlag.valid_mask()
 class _Res:
     """A reservation as the set uses it: owned (made for one part map) or the user's."""
 
-    __slots__ = ("owned", "raw", "users")
+    __slots__ = ("holders", "owned", "raw")
 
     def __init__(self, raw: BackendReservation, owned: bool) -> None:
         self.raw = raw
         self.owned = owned
-        self.users = 0
+        #: The part maps in it, in address order; of every set using it (a user's).
+        self.holders: list[_Holder] = []
 
     @property
     def end(self) -> int:
@@ -83,10 +84,22 @@ def _teardown(holders: list[_Holder]) -> None:
         for p in h.parts:
             p.map.unmap()
         h.removed = True
-        h.res.users -= 1
-        if h.res.owned and h.res.users == 0:
+        h.res.holders.remove(h)
+        if h.res.owned and not h.res.holders:
             h.res.raw.delete()
     holders.clear()
+
+
+#: One _Res per user reservation, shared by every set configured with it, so that first fit
+#: and coalescing see the part maps of the other sets too.
+_USER_RES: weakref.WeakKeyDictionary[Reservation, _Res] = weakref.WeakKeyDictionary()
+
+
+def _user_res(reservation: Reservation) -> _Res:
+    res = _USER_RES.get(reservation)
+    if res is None:
+        res = _USER_RES[reservation] = _Res(reservation.raw, owned=False)
+    return res
 
 
 def _as_bytes(data: object) -> bytes:
@@ -144,7 +157,7 @@ class Set:
         self._starts: list[int] = []
         self._last: MappedPart | None = None
         self._previous: _Holder | None = None
-        self._user_res = _Res(cfg.reservation.raw, owned=False) if cfg.reservation else None
+        self._user_res = _user_res(cfg.reservation) if cfg.reservation else None
         self._finalizer = weakref.finalize(self, _teardown, self._holders)
         #: Fetched-once functions (pmem2_get_*_fn): the same object every time, never missing.
         self.persist_fn: Callable[[int, int], None] = self.persist
@@ -290,15 +303,13 @@ class Set:
                 res.raw.delete()
             raise
         holder = _Holder(address, length, [MappedPart(source, offset, length, address, bmap)], res)
-        res.users += 1
+        insort(res.holders, holder, key=lambda h: h.address)
         insort(self._holders, holder, key=lambda h: h.address)
         return holder
 
     def _first_fit(self, res: _Res, length: int) -> int:
         pos = res.raw.address
-        for h in self._holders:
-            if h.res is not res:
-                continue
+        for h in res.holders:
             if h.address - pos >= length:
                 return pos
             pos = max(pos, h.end)
@@ -314,7 +325,7 @@ class Set:
     ) -> _Holder | None:
         res = prev.res
         start, end = prev.end, prev.end + length
-        if any(h is not prev and h.address < end and start < h.end for h in self._holders):
+        if any(h is not prev and h.address < end and start < h.end for h in res.holders):
             return None
         grew = max(0, end - res.end)
         if grew:
@@ -457,7 +468,7 @@ class Set:
         h.size = first[-1].end - h.address
         for run in rest:
             nh = _Holder(run[0].address, run[-1].end - run[0].address, run, h.res)
-            h.res.users += 1
+            insort(h.res.holders, nh, key=lambda x: x.address)
             insort(self._holders, nh, key=lambda x: x.address)
         if self._previous is h and rest:
             self._previous = self._holders[self._holders.index(h) + len(rest)]
@@ -467,8 +478,8 @@ class Set:
             p.map.unmap()
         h.removed = True
         self._holders.remove(h)
-        h.res.users -= 1
-        if h.res.owned and h.res.users == 0:
+        h.res.holders.remove(h)
+        if h.res.owned and not h.res.holders:
             h.res.raw.delete()
         if self._previous is h:
             self._previous = None
