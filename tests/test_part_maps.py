@@ -527,6 +527,32 @@ class TestUserReservation:
             pm.Reservation(size, backend=sim)
         assert ei.value.code == ErrorCode[code]
 
+    def test_two_sets_sharing_a_reservation(self, sim: SimBackend) -> None:
+        """First fit sees every part map in the reservation, whichever set made it."""
+        res = pm.Reservation(3 * PAGE, backend=sim)
+        cfg = pm.Config(granularity=CL, backend=sim, reservation=res)
+        with pm.Set(cfg) as s1, pm.Set(cfg) as s2:
+            a = s1.map(anon_part())
+            b = s2.map(anon_part())
+            assert (a.address, b.address) == (res.address, res.address + PAGE)
+            # The range after s1's part map is s2's: FULL cannot coalesce ...
+            s1.coalescing = pm.Coalescing.FULL
+            with pytest.raises(pm.MapError) as ei:
+                s1.map(anon_part())
+            assert ei.value.code == ErrorCode.CANNOT_COALESCE_PARTS
+            # ... OPPORTUNISTIC falls back to the one gap left.
+            s1.coalescing = pm.Coalescing.OPPORTUNISTIC
+            c = s1.map(anon_part())
+            assert c.address == res.address + 2 * PAGE
+            with pytest.raises(pm.MapError) as ei:
+                s2.map(anon_part())
+            assert ei.value.code == ErrorCode.CANNOT_FIT_PART_MAP
+            with s1.part_map_by_address(a.address) as pmap:
+                s1.remove_part_map(pmap)
+            assert s2.map(anon_part()).address == res.address
+            assert descs(s1) == [(c.address, PAGE)]
+            assert descs(s2) == [(res.address, PAGE), (b.address, PAGE)]
+
     def test_reservations_of_two_sets_do_not_mix(self, sim: SimBackend, make_set: MakeSet) -> None:
         r1, r2 = pm.Reservation(PAGE, backend=sim), pm.Reservation(PAGE, backend=sim)
         s1, s2 = make_set(reservation=r1), make_set(reservation=r2)
