@@ -330,6 +330,8 @@ class TestCoalescing:
     def test_previous_removed_behaves_like_none(
         self, sim: SimBackend, make_set: MakeSet, mode: Any
     ) -> None:
+        """pmemsim forgets the previous part map when it is removed (libpmemset's code picked
+        the nearest remaining one); the contract leaves this open."""
         s = make_set()
         a = s.map(anon_part())
         s.coalescing = mode
