@@ -115,6 +115,18 @@ def test_payload_fields(rset: tuple[pm.Set, pm.Descriptor], rec: Recorder) -> No
     assert set(rec.args) == {"ARG"}
 
 
+def test_copy_payload_does_not_alias_the_buffer(
+    rset: tuple[pm.Set, pm.Descriptor], rec: Recorder
+) -> None:
+    s, d = rset
+    buf = bytearray(b"abcd")
+    s.memcpy(d.address, buf)
+    s.memmove(d.address + 8, memoryview(buf))
+    buf[:] = b"XXXX"
+    assert rec.events[0].src == b"abcd" and isinstance(rec.events[0].src, bytes)
+    assert rec.events[2].src == b"abcd" and isinstance(rec.events[2].src, bytes)
+
+
 # -- exact orders --------------------------------------------------------------------------
 
 

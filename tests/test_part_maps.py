@@ -377,6 +377,25 @@ class TestCoalescing:
         assert (d.address, d.size) == (a.address, 3 * PAGE)
         blocker.close()
 
+    @pytest.mark.parametrize("mode", COALESCING)
+    def test_failed_coalesced_map_gives_the_range_back(
+        self, tmp_path: Path, sim: SimBackend, make_set: MakeSet, mode: Any
+    ) -> None:
+        s = make_set()
+        a = s.map(anon_part())
+        s.coalescing = mode
+        (tmp_path / "f").write_bytes(bytes(PAGE))
+        with pm.Source.from_file(tmp_path / "f") as src:
+            part = pm.Part(src, 100, PAGE)  # libpmem2 refuses the unaligned offset
+            with pytest.raises(pm.MapError) as ei:
+                s.map(part)
+            assert ei.value.code == ErrorCode.INVALID_PMEM2_MAP
+            assert not part.consumed
+            assert src.size == PAGE
+        assert descs(s) == [(a.address, PAGE)]
+        # The grown reservation was shrunk back: the range after the part map is free.
+        pm.Reservation(PAGE, address=a.end, backend=sim).close()
+
     def test_opportunistic_falls_back(
         self, sim: SimBackend, make_set: MakeSet, rec: Recorder
     ) -> None:
