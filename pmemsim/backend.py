@@ -22,6 +22,7 @@ from .enums import Granularity, MemFlag
 from .errors import BackendUnavailableError, ErrorCode, InvalidArgumentError, Pmem2Code
 
 if TYPE_CHECKING:
+    from .events import BadBlock
     from .source import Source
 
 __all__ = [
@@ -58,6 +59,24 @@ class BackendSource(ABC):
     @abstractmethod
     def close(self) -> None:
         """The source is going away; write back what must be written back."""
+
+    # Reliability features: "not supported" unless the platform has them.
+
+    def device_id(self) -> bytes:
+        """The id of the device holding the source (for shutdown data state)."""
+        raise Pmem2Failure(Pmem2Code.NOSUPP, "no device id for this source")
+
+    def usc(self) -> int:
+        """The device's unsafe-shutdown count."""
+        raise Pmem2Failure(Pmem2Code.NOSUPP, "no unsafe-shutdown count for this source")
+
+    def badblocks(self) -> list[BadBlock]:
+        """The source's bad blocks, offsets and lengths in bytes."""
+        raise Pmem2Failure(Pmem2Code.NOSUPP, "no bad-block information for this source")
+
+    def clear_badblock(self, badblock: BadBlock) -> None:
+        """Clear a bad block: its content is lost and it reads as zeros afterwards."""
+        raise Pmem2Failure(Pmem2Code.NOSUPP, "bad blocks cannot be cleared for this source")
 
 
 class BackendReservation(ABC):

@@ -67,6 +67,8 @@ class MappedPart:
     length: int
     address: int
     map: BackendMap
+    #: The source's identity when it was mapped ("in use" bookkeeping for SDS).
+    key: tuple[object, ...] = ()
 
     @property
     def end(self) -> int:

@@ -12,15 +12,26 @@ from __future__ import annotations
 import sys
 import weakref
 from bisect import bisect_right, insort
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
 from .config import Config, Reservation
-from .enums import Coalescing, Granularity, MemFlag
-from .errors import ErrorCode, InvalidArgumentError, Pmem2Code, PmemError, error_for
+from .enums import Coalescing, Granularity, MemFlag, PartState
+from .errors import (
+    CallbackError,
+    ErrorCode,
+    InvalidArgumentError,
+    Pmem2Code,
+    PmemError,
+    error_for,
+)
 from .events import (
+    BadBlockEvent,
+    BadBlocksClearedEvent,
     CopyEvent,
     Dispatcher,
     DrainEvent,
@@ -30,11 +41,14 @@ from .events import (
     PartAddEvent,
     PartRemoveEvent,
     RemoveRangeEvent,
+    SdsRecord,
+    SdsUpdateEvent,
     SetEvent,
     TrackCallback,
     TrackHandle,
 )
 from .part import Descriptor, MappedPart, Part, PartMap
+from .sds import compute_state
 from .source import Source
 from .view import View
 
@@ -83,11 +97,25 @@ def _teardown(holders: list[_Holder]) -> None:
     for h in holders:
         for p in h.parts:
             p.map.unmap()
+            _release_part(p)
         h.removed = True
         h.res.holders.remove(h)
         if h.res.owned and not h.res.holders:
             h.res.raw.delete()
     holders.clear()
+
+
+#: Live maps per source identity: "in use in this process" for shutdown data state.
+_in_use: Counter[tuple[object, ...]] = Counter()
+
+
+def _release_part(p: MappedPart) -> None:
+    _in_use[p.key] -= 1
+    if _in_use[p.key] <= 0:
+        del _in_use[p.key]
+    if p.source.sds is not None:
+        rec = p.source.sds
+        p.source._sds = replace(rec, refcount=max(0, rec.refcount - 1))
 
 
 #: One _Res per user reservation, shared by every set configured with it, so that first fit
@@ -234,6 +262,9 @@ class Set:
         if source.closed:
             raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{source!r} is closed")
         bsrc = source.handle(self.backend)
+        sds = self._check_sds(source, bsrc)
+        if source.badblock_detection:
+            self._check_badblocks(source, bsrc)
         size = bsrc.size
         offset, length = part.offset, part.length
         if length == 0:
@@ -271,9 +302,73 @@ class Set:
         part.consumed = True
         self._previous = holder
         self._reindex()
+        _in_use[holder.parts[-1].key] += 1
         if self._events.listening & EventType.PART_ADD:
             self._events.fire(PartAddEvent(holder.address, holder.size, source))
+        if sds is not None:
+            state, record = sds
+            source._sds = replace(record, refcount=record.refcount + 1)
+            if self._events.listening & EventType.SDS_UPDATE:
+                self._events.fire(SdsUpdateEvent(source._sds, source, state))
         return Descriptor(holder.address, holder.size)
+
+    def _check_sds(self, source: Source, bsrc: BackendSource) -> tuple[PartState, SdsRecord] | None:
+        """Steps 1 of a map: the part's shutdown data state (docs: pmemsim.sds)."""
+        if source.sds is None:
+            return None
+        try:
+            device, usc = bsrc.device_id(), bsrc.usc()
+        except Pmem2Failure as exc:
+            raise error_for(
+                ErrorCode.SDS_NOSUPP,
+                f"shutdown data state is not supported for {source!r}",
+                pmem2_code=exc.code,
+                pmem2_message=exc.message,
+            ) from None
+        state, record = compute_state(source.sds, device, usc, _in_use[source.identity] > 0)
+        source.part_state = state
+        if not state & self._cfg.acceptable_states:
+            raise error_for(
+                ErrorCode.UNDESIRABLE_PART_STATE,
+                f"{source!r} is in state {state.name}, which the config does not accept",
+            )
+        return state, record
+
+    def _check_badblocks(self, source: Source, bsrc: BackendSource) -> None:
+        """Step 2 of a map: report bad blocks, let the callback clear them, re-scan."""
+        try:
+            found = bsrc.badblocks()
+        except Pmem2Failure as exc:
+            raise error_for(
+                ErrorCode.BADBLOCK_NOSUPP,
+                f"bad-block detection is not supported for {source!r}",
+                pmem2_code=exc.code,
+                pmem2_message=exc.message,
+            ) from None
+        if not found:
+            return
+        if self._events.listening & EventType.BADBLOCK:
+            for bb in found:
+                self._events.fire(BadBlockEvent(bb, source))
+        remaining = bsrc.badblocks()
+        if remaining:
+            raise error_for(
+                ErrorCode.IO_FAIL,
+                f"{len(remaining)} bad block(s) remain in {source!r}, first {remaining[0]}",
+            )
+        ret = 0
+        if self._events.listening & EventType.BADBLOCKS_CLEARED:
+            ret = self._events.fire(BadBlocksClearedEvent(source))
+        if ret:
+            raise CallbackError(ret, f"the BADBLOCKS_CLEARED callback returned {ret}")
+
+    def _unmapped(self, parts: list[MappedPart]) -> None:
+        """Bookkeeping after parts are unmapped: users, and SDS records with SDS_UPDATE."""
+        for p in parts:
+            _release_part(p)
+            sds = p.source.sds
+            if sds is not None and self._events.listening & EventType.SDS_UPDATE:
+                self._events.fire(SdsUpdateEvent(sds, p.source))
 
     def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> _Holder:
         prev = self._previous
@@ -302,7 +397,12 @@ class Set:
             if res.owned:
                 res.raw.delete()
             raise
-        holder = _Holder(address, length, [MappedPart(source, offset, length, address, bmap)], res)
+        holder = _Holder(
+            address,
+            length,
+            [MappedPart(source, offset, length, address, bmap, source.identity)],
+            res,
+        )
         insort(res.holders, holder, key=lambda h: h.address)
         insort(self._holders, holder, key=lambda h: h.address)
         return holder
@@ -341,7 +441,7 @@ class Set:
             if grew:
                 res.raw.shrink(res.raw.size - grew, grew)
             raise
-        prev.parts.append(MappedPart(source, offset, length, start, bmap))
+        prev.parts.append(MappedPart(source, offset, length, start, bmap, source.identity))
         prev.size += length
         return prev
 
@@ -453,6 +553,7 @@ class Set:
             for p in gone:
                 p.map.unmap()
             self._split(h, [p for p in h.parts if p not in gone])
+            self._unmapped(gone)
         self._reindex()
 
     def _split(self, h: _Holder, remaining: list[MappedPart]) -> None:
@@ -477,6 +578,7 @@ class Set:
         for p in h.parts:
             p.map.unmap()
         h.removed = True
+        self._unmapped(h.parts)
         self._holders.remove(h)
         h.res.holders.remove(h)
         if h.res.owned and not h.res.holders:

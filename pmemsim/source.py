@@ -18,8 +18,11 @@ import tempfile
 import weakref
 from typing import TYPE_CHECKING, Literal
 
-from .enums import SourceFlag
+from .backend import Pmem2Failure
+from .enums import PartState, SourceFlag
 from .errors import ErrorCode, InvalidArgumentError, error_for
+from .events import BadBlock, SdsRecord
+from .sds import DEVICE_ID_MAX, fresh_record
 from .snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -79,6 +82,10 @@ class Source:
         # back to the source, and keep it alive for ever (a temporary file would never go).
         self._closed = False
         _open_sources.add(self)
+        self._sds: SdsRecord | None = None
+        #: The shutdown data state computed at the last map (None before, or without SDS).
+        self.part_state: PartState | None = None
+        self._badblock_detection = False
 
     def __repr__(self) -> str:
         return f"<Source {self.kind} {self.label}>"
@@ -190,6 +197,74 @@ class Source:
                 raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{self!r} is closed")
             return os.fstat(self.fd).st_size
         return self._size
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What makes two sources the same data: the file (device, inode), or this object."""
+        if self.fd is not None and not self._closed:
+            st = os.fstat(self.fd)
+            return ("file", st.st_dev, st.st_ino)
+        return ("source", self.ident)
+
+    # -- shutdown data state and bad blocks ----------------------------------------------
+
+    @property
+    def sds(self) -> SdsRecord | None:
+        """The layer's copy of the SDS record (updated at every map and unmap)."""
+        return self._sds
+
+    def set_sds(self, record: SdsRecord | None = None) -> None:
+        """Enable shutdown data state with the record saved by the last run (None: a new pool).
+
+        Every map then checks it (see :mod:`pmemsim.sds`) and every change fires SDS_UPDATE
+        with the record to save.
+        """
+        if self._sds is not None:
+            raise error_for(ErrorCode.SDS_ALREADY_SET, f"{self!r} already has an SDS record")
+        if record is None:
+            record = fresh_record()
+        if not isinstance(record, SdsRecord):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{record!r} is not an SdsRecord")
+        if not isinstance(record.device_id, bytes):
+            raise InvalidArgumentError(ErrorCode.EINVAL, "the SDS device id must be bytes")
+        if len(record.device_id) > DEVICE_ID_MAX:
+            raise error_for(
+                ErrorCode.SDS_DEVICE_ID_LEN_TOO_BIG,
+                f"device id of {len(record.device_id)} bytes; at most {DEVICE_ID_MAX}",
+            )
+        for name in ("usc", "refcount"):
+            value = getattr(record, name)
+            if type(value) is not int or value < 0:
+                raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid SDS {name} {value!r}")
+        self._sds = record
+
+    @property
+    def badblock_detection(self) -> bool:
+        """Scan for bad blocks at every map (off by default)."""
+        return self._badblock_detection
+
+    @badblock_detection.setter
+    def badblock_detection(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{value!r} is not a bool")
+        self._badblock_detection = value
+
+    def clear_badblock(self, badblock: BadBlock) -> None:
+        """Clear ``badblock`` (typically from a BADBLOCK callback): its content is lost."""
+        if not isinstance(badblock, BadBlock):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{badblock!r} is not a BadBlock")
+        if not self._handles:
+            raise error_for(ErrorCode.BADBLOCK_NOSUPP, f"{self!r} has not been opened yet")
+        for h in self._handles.values():
+            try:
+                h.clear_badblock(badblock)
+            except Pmem2Failure as exc:
+                raise error_for(
+                    ErrorCode.BADBLOCK_NOSUPP,
+                    f"cannot clear {badblock}: {exc.message}",
+                    pmem2_code=exc.code,
+                    pmem2_message=exc.message,
+                ) from None
 
     def grow(self, size: int) -> None:
         """Grow a file to ``size`` bytes (sparse)."""
