@@ -55,6 +55,7 @@ from .view import View
 __all__ = ["Set"]
 
 _getframe = sys._getframe
+StoreFn = Callable[[int, bytes, FrameType], None]
 _MEM_MASK = MemFlag.valid_mask()
 
 
@@ -187,6 +188,8 @@ class Set:
         self._previous: _Holder | None = None
         self._user_res = _user_res(cfg.reservation) if cfg.reservation else None
         self._finalizer = weakref.finalize(self, _teardown, self._holders)
+        #: Bumped by every map and unmap (see _direct_store).
+        self._generation = 0
         #: Fetched-once functions (pmem2_get_*_fn): the same object every time, never missing.
         self.persist_fn: Callable[[int, int], None] = self.persist
         self.flush_fn: Callable[[int, int], None] = self.flush
@@ -205,6 +208,7 @@ class Set:
     def close(self) -> None:
         """Unmap everything (no deep flush, no events)."""
         self._finalizer()
+        self._generation += 1
         self._parts.clear()
         self._starts.clear()
         self._last = None
@@ -468,6 +472,19 @@ class Set:
         self._parts = sorted((p for h in self._holders for p in h.parts), key=lambda p: p.address)
         self._starts = [p.address for p in self._parts]
         self._last = None
+        self._generation += 1
+
+    def _direct_store(self, addr: int, length: int) -> tuple[int, StoreFn | None]:
+        """The backend's store for ``[addr, addr + length)`` if one part holds all of it.
+
+        Views cache it with the generation it belongs to; any map or unmap bumps the
+        generation, so a cached store never outlives the mapping it writes to.
+        """
+        if not self.closed:
+            i = bisect_right(self._starts, addr) - 1
+            if i >= 0 and addr + length <= self._parts[i].end:
+                return self._generation, self._parts[i].map.store
+        return self._generation, None
 
     # -- lookups -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from .errors import ErrorCode, InvalidArgumentError, error_for
 from .events import EventType
 
 if TYPE_CHECKING:
-    from .set import Set
+    from .set import Set, StoreFn
 
 __all__ = ["TypedArray", "View"]
 
@@ -45,10 +45,14 @@ def _bytes(data: object) -> bytes:
 class TypedArray:
     """Fixed-width little-endian integers over a view: ``v.u64[i]`` is bytes ``8i..8i+8``."""
 
-    __slots__ = ("_base", "_count", "_set", "_signed", "_width", "name")
+    __slots__ = ("_base", "_count", "_gen", "_set", "_signed", "_store", "_width", "name")
 
     def __init__(self, view: View, width: int, signed: bool, name: str) -> None:
         self._set = view.set
+        # The backend's store for the view's range, valid while the set's generation holds:
+        # the common case skips the set's own address checks, already done by _offset.
+        self._gen = -1
+        self._store: StoreFn | None = None
         self._base = view.address
         self._width = width
         self._signed = signed
@@ -82,7 +86,14 @@ class TypedArray:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"{value!r} does not fit {self.name}"
             ) from None
-        self._set._store(addr, data, _getframe(1))
+        s = self._set
+        if self._gen != s._generation:
+            self._gen, self._store = s._direct_store(self._base, self._count * self._width)
+        store = self._store
+        if store is None:
+            s._store(addr, data, _getframe(1))
+        else:
+            store(addr, data, _getframe(1))
 
 
 class View:
