@@ -85,7 +85,16 @@ class LineState:
 class Unit:
     """One persistence unit with stores in flight, and its deduplicated crash options."""
 
-    __slots__ = ("_options", "flushed", "medium_index", "nt_groups", "offset", "size", "wb")
+    __slots__ = (
+        "_floor",
+        "_options",
+        "flushed",
+        "medium_index",
+        "nt_groups",
+        "offset",
+        "size",
+        "wb",
+    )
 
     def __init__(self, medium_index: int, offset: int, size: int) -> None:
         self.medium_index = medium_index
@@ -95,6 +104,7 @@ class Unit:
         self.nt_groups: list[list[Atom]] = []
         self.flushed = 0
         self._options: list[Option] | None = None
+        self._floor = 0
 
     def add(self, atom: Atom) -> None:
         if not atom.nontemporal:
@@ -136,10 +146,20 @@ class Unit:
 
     def options(self, base: bytes) -> list[Option]:
         if self._options is None:
-            self._options = self._compute(base)
+            self._options, self._floor = self._compute(base)
         return self._options
 
-    def _compute(self, base: bytes) -> list[Option]:
+    def floor(self, base: bytes) -> int:
+        """Index of the option whose content is ``base``: nothing unguaranteed persisted.
+
+        Usually the last option, but not always: when losing every atom gives the same bytes
+        as a choice that loses fewer (``x = 1; x = 0``), deduplication keeps the latter, which
+        may sort anywhere.
+        """
+        self.options(base)
+        return self._floor
+
+    def _compute(self, base: bytes) -> tuple[list[Option], int]:
         n = len(self.wb)
         if not self.nt_groups:
             return self._prefix_options(base, n)
@@ -159,15 +179,18 @@ class Unit:
                 candidates.append(Option(k, tuple(picks), (n - k) + nt_lost))
         candidates.sort(key=lambda o: o.lost)
         seen: set[bytes] = set()
-        out = []
+        out: list[Option] = []
+        floor = 0
         for opt in candidates:
             c = self.content(base, opt)
             if c not in seen:
                 seen.add(c)
+                if c == base:
+                    floor = len(out)
                 out.append(opt)
-        return out
+        return out, floor
 
-    def _prefix_options(self, base: bytes, n: int) -> list[Option]:
+    def _prefix_options(self, base: bytes, n: int) -> tuple[list[Option], int]:
         # Walk k = 0..n once, keeping a digest per distinct content; large units (pages) use
         # a 128-bit digest so memory stays one entry per option.
         buf = bytearray(base)
@@ -176,13 +199,14 @@ class Unit:
         def key() -> bytes:
             return bytes(buf) if small else hashlib.blake2b(buf, digest_size=16).digest()
 
-        first_k: dict[bytes, int] = {key(): 0}
+        base_key = key()
+        first_k: dict[bytes, int] = {base_key: 0}
         for k, a in enumerate(self.wb, 1):
             o = a.offset - self.offset
             buf[o : o + len(a.data)] = a.data
             first_k[key()] = k  # a later k with equal content wins: it loses fewer atoms
         ks = sorted(set(first_k.values()), reverse=True)
-        return [Option(k, (), n - k) for k in ks]
+        return [Option(k, (), n - k) for k in ks], ks.index(first_k[base_key])
 
 
 class CrashState:
@@ -261,15 +285,9 @@ class CrashState:
         return CrashImage(self, ())
 
     def guaranteed_image(self) -> CrashImage:
-        """Nothing that is not guaranteed persisted."""
-        return CrashImage(
-            self,
-            tuple(
-                (i, len(u.options(b)) - 1)
-                for i, (u, b) in enumerate(zip(self.units, self._bases, strict=True))
-                if len(u.options(b)) > 1
-            ),
-        )
+        """Nothing that is not guaranteed persisted (every unit holds its durable content)."""
+        floors = (u.floor(b) for u, b in zip(self.units, self._bases, strict=True))
+        return CrashImage(self, tuple((i, f) for i, f in enumerate(floors) if f))
 
     def option(self, unit: int, index: int) -> Option:
         return self.units[unit].options(self._bases[unit])[index]
