@@ -354,13 +354,19 @@ class CrashImage:
 def collect_units(machine: Machine, medium: Medium, mi: int) -> dict[int, Unit]:
     """The units of ``medium`` with stores in flight, keyed by unit index."""
     units: dict[int, Unit] = {}
-    for rec, flushed in medium.classify_pending(machine.pending_flushes(medium)):
+    for rec, flushed in medium.flushed_parts(machine.pending_flushes(medium)):
         _cut(units, mi, medium.unit, rec, flushed)
     return units
 
 
-def _cut(units: dict[int, Unit], mi: int, unit: int, rec: Rec, flushed: bool) -> None:
-    """Split one pending record into atoms, filed under their units."""
+def _cut(
+    units: dict[int, Unit], mi: int, unit: int, rec: Rec, flushed: list[tuple[int, int]]
+) -> None:
+    """Split one pending record into atoms, filed under their units.
+
+    ``flushed``: the parts of the record a pending flush covers (whole lines, so an atom is
+    either inside one or outside all of them).
+    """
     seq, off, data, nt, frame = rec
     pos = 0
     n = len(data)
@@ -372,6 +378,6 @@ def _cut(units: dict[int, Unit], mi: int, unit: int, rec: Rec, flushed: bool) ->
         if u is None:
             u = units[idx] = Unit(mi, idx * unit, unit)
         u.add(Atom(seq, a_off, bytes(data[pos : pos + take]), nt, frame))
-        if flushed and not nt:
+        if flushed and not nt and any(s <= a_off < e for s, e in flushed):
             u.flushed += 1
         pos += take

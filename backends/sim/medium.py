@@ -364,6 +364,25 @@ class Medium:
         out.reverse()
         return out
 
+    def flushed_parts(self, flushes: list[Flush]) -> list[tuple[Rec, list[tuple[int, int]]]]:
+        """Each pending record with the parts of it that a pending flush issued later covers.
+
+        A flush may cover only some lines of a record (a 128-byte store, one line flushed):
+        those lines are flushed even though the record as a whole is not.
+        """
+        order = sorted(flushes, key=lambda f: f[0], reverse=True)
+        cover = IntervalSet()
+        j = 0
+        out: list[tuple[Rec, list[tuple[int, int]]]] = []
+        for rec in reversed(self.pending):
+            while j < len(order) and order[j][0] > rec[0]:
+                cover.add(order[j][1], order[j][2])
+                j += 1
+            parts = [] if rec[3] or not cover else cover.intersection(rec[1], rec[1] + len(rec[2]))
+            out.append((rec, parts))
+        out.reverse()
+        return out
+
     def durable_ranges(self) -> IntervalSet:
         """Every range that ever became durable (merged on demand)."""
         merged = IntervalSet(self._touched)
@@ -382,3 +401,4 @@ class Medium:
         self.visible.clear()
         self.pending.clear()
         self.nt_pending = 0
+
