@@ -298,6 +298,8 @@ class Medium:
         for _, off, data, _, _ in reversed(fold):
             self.write_media(off, data)
         keep.reverse()
+        if fold and not fence_nt and self.nt_pending:
+            keep = _drop_older_nt(keep, fold)
         self.pending = keep
         self.nt_pending = sum(1 for r in keep if r[3])
 
@@ -402,3 +404,25 @@ class Medium:
         self.pending.clear()
         self.nt_pending = 0
 
+
+def _drop_older_nt(keep: list[Rec], fold: list[Rec]) -> list[Rec]:
+    """Cut from ``keep`` the non-temporal bytes that a newer, now durable store overwrote.
+
+    Only a clflush or an msync makes write-back stores durable without fencing the pending
+    non-temporal ones. An older non-temporal store to the same bytes can no longer be what
+    the media ends up holding: left pending, the next fence would write it over the newer
+    store that the clflush guaranteed.
+    """
+    out: list[Rec] = []
+    for rec in keep:
+        seq, off, data, nt, frame = rec
+        if not nt:
+            out.append(rec)
+            continue
+        left = IntervalSet([(off, off + len(data))])
+        for fseq, foff, fdata, _, _ in fold:
+            if fseq > seq:
+                left.remove(foff, foff + len(fdata))
+        for s, e in left:
+            out.append((seq, s, data[s - off : e - off], True, frame))
+    return out
