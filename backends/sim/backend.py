@@ -272,7 +272,9 @@ class SimMap(BackendMap):
             # libpmem2: a plain copy, nothing flushed and nothing drained.
             self.medium.store(off, data, frame, False)
             return
-        nt = self._nontemporal(flags, len(data))
+        # At PAGE granularity libpmem2 copies and then msyncs the range (its "nonpmem"
+        # memmove), whatever the flags: non-temporal stores do not make a page durable.
+        nt = self.granularity != Granularity.PAGE and self._nontemporal(flags, len(data))
         self.medium.store(off, data, frame, nt)
         if not nt:
             self.machine.flush(self.medium, off, off + len(data), caller)
