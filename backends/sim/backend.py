@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 from types import FrameType
@@ -113,16 +114,46 @@ class SimReservation(BackendReservation):
             self.deleted = True
 
 
+class _FileLoader:
+    """Reads a file's pages lazily, for a medium and for the crash images taken from it.
+
+    A crash image keeps the loader for the pages it never copied and may outlive the source,
+    so a loader owns a descriptor of its own (closed when the last user of the loader goes
+    away), and before the simulator writes a page into the file it saves the old content in
+    every other loader still alive: an image never shows data written after it was taken.
+    """
+
+    __slots__ = ("__weakref__", "fd", "saved")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = os.dup(fd)
+        self.saved: dict[int, bytes] = {}
+        weakref.finalize(self, os.close, self.fd)
+
+    def __call__(self, p: int) -> bytes:
+        page = self.saved.get(p)
+        return page if page is not None else os.pread(self.fd, PAGE, p << PAGE_SHIFT)
+
+    def preserve(self, p: int) -> None:
+        if p not in self.saved:
+            self.saved[p] = os.pread(self.fd, PAGE, p << PAGE_SHIFT)
+
+
 class _File:
     """One file as the simulator holds it: our own descriptor and its medium."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, loaders: weakref.WeakSet[_FileLoader]) -> None:
         self.fd = fd
         self.medium: Medium | None = None
         self.users = 0
+        #: Every loader of this file that the simulator gave out and that is still alive.
+        self.loaders = loaders
+        self.loader: _FileLoader | None = self._new_loader()
 
-    def load(self, p: int) -> bytes:
-        return os.pread(self.fd, PAGE, p << PAGE_SHIFT)
+    def _new_loader(self) -> _FileLoader:
+        loader = _FileLoader(self.fd)
+        self.loaders.add(loader)
+        return loader
 
     def write_back(self) -> None:
         """Write the persisted media image of the changed pages into the file."""
@@ -130,10 +161,18 @@ class _File:
         if medium is None or not medium.changed:
             return
         size = os.fstat(self.fd).st_size
-        for p in sorted(medium.changed):
+        pages = [p for p in sorted(medium.changed) if p << PAGE_SHIFT < size]
+        # The medium holds every page it changes, so it can move to a fresh loader; the old
+        # one lives on only if crash images still use it, and then keeps the old content.
+        self.loader = self._new_loader()
+        medium.loader = self.loader
+        for loader in list(self.loaders):
+            if loader is not self.loader:
+                for p in pages:
+                    loader.preserve(p)
+        for p in pages:
             start = p << PAGE_SHIFT
-            if start < size:
-                os.pwrite(self.fd, medium.media[p][: min(PAGE, size - start)], start)
+            os.pwrite(self.fd, medium.media[p][: min(PAGE, size - start)], start)
         medium.changed.clear()
 
 
@@ -177,7 +216,7 @@ class SimSource(BackendSource):
             self.size,
             self.granularity,
             b.unit_for(self.granularity),
-            self.file.load if self.file is not None else snap.loader if snap else None,
+            self.file.loader if self.file is not None else snap.loader if snap else None,
             dict(snap.pages) if snap is not None else None,  # type: ignore[arg-type]
             self.source.ident,
         )
@@ -202,7 +241,10 @@ class SimSource(BackendSource):
         f.write_back()
         f.users -= 1
         if f.users == 0:
+            # Let go of every descriptor not held by a crash image (a temporary file must
+            # vanish): the medium no longer loads pages.
             os.close(f.fd)
+            f.loader = None
             if f.medium is not None:
                 f.medium.loader = None
             self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
@@ -347,6 +389,7 @@ class SimBackend(Backend):
         self._media: list[Medium] = []
         self._maps: list[SimMap] = []
         self._files: dict[tuple[int, int], _File] = {}
+        self._loaders: dict[tuple[int, int], weakref.WeakSet[_FileLoader]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -371,7 +414,8 @@ class SimBackend(Backend):
         f = self._files.get(key)
         if f is None:
             # Our own descriptor: the user may close theirs while we still need to load.
-            f = self._files[key] = _File(os.dup(source.fd))
+            loaders = self._loaders.setdefault(key, weakref.WeakSet())
+            f = self._files[key] = _File(os.dup(source.fd), loaders)
         return SimSource(self, source, self.granularity, f)
 
     def reserve(self, size: int, address: int | None = None) -> SimReservation:
