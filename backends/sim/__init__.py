@@ -1,6 +1,7 @@
 """The cache-line simulator backend (rules: docs/persistency.md)."""
 
 from .backend import SimBackend
+from .device import SimDevice
 from .images import Atom, CrashImage, CrashState, LineState, Option
 from .lint import Finding, FindingKind
 from .machine import Barrier, Statistics
@@ -15,5 +16,6 @@ __all__ = [
     "LineState",
     "Option",
     "SimBackend",
+    "SimDevice",
     "Statistics",
 ]

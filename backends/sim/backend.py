@@ -30,7 +30,9 @@ from pmemsim.backend import (
 )
 from pmemsim.enums import Granularity, MemFlag
 from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code
+from pmemsim.events import BadBlock
 
+from .device import SimDevice
 from .images import CrashState, LineState, collect_units
 from .intervals import IntervalSet
 from .lint import Finding, FindingKind, LintLog
@@ -185,11 +187,14 @@ class SimSource(BackendSource):
         source: Source,
         granularity: Granularity,
         file: _File | None = None,
+        key: tuple[int, int] | None = None,
     ) -> None:
         self.backend = backend
         self.source = source
         self.granularity = granularity
         self.file = file
+        #: The file's (st_dev, st_ino): what devices and bad blocks are keyed by.
+        self.key = key
         #: The image medium (files keep theirs in ``file``; anonymous memory has none).
         self.medium: Medium | None = None
         self.closed = False
@@ -231,6 +236,31 @@ class SimSource(BackendSource):
         if self.source.kind == "anonymous":
             self.backend._forget(medium)
 
+    # -- device id, unsafe-shutdown count, bad blocks (files only, as in libpmem2) -------
+
+    def _file_key(self) -> tuple[int, int]:
+        if self.key is None:
+            raise Pmem2Failure(Pmem2Code.NOSUPP, f"{self.source.label} lives on no device")
+        return self.key
+
+    def device_id(self) -> bytes:
+        return self.backend.device_of(self._file_key()).id
+
+    def usc(self) -> int:
+        return self.backend.device_of(self._file_key()).usc
+
+    def badblocks(self) -> list[BadBlock]:
+        return list(self.backend._badblocks.get(self._file_key(), ()))
+
+    def clear_badblock(self, badblock: BadBlock) -> None:
+        blocks = self.backend._badblocks.get(self._file_key(), [])
+        if badblock not in blocks:
+            raise Pmem2Failure(Pmem2Code.NO_BAD_BLOCK_FOUND, f"{badblock} is not a bad block")
+        blocks.remove(badblock)
+        end = min(badblock.offset + badblock.length, self.size)
+        if badblock.offset < end:
+            _erase(self.medium_for_map(), badblock.offset, end)
+
     def close(self) -> None:
         """Write the persisted media image back to the file; the last user lets go of it."""
         if self.closed or self.file is None:
@@ -248,6 +278,26 @@ class SimSource(BackendSource):
             if f.medium is not None:
                 f.medium.loader = None
             self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
+
+
+def _erase(medium: Medium, start: int, end: int) -> None:
+    """A cleared bad block: its content is gone, durable and in flight; it reads as zeros."""
+    kept = []
+    for rec in medium.pending:
+        seq, off, data, nt, frame = rec
+        rend = off + len(data)
+        if rend <= start or off >= end:
+            kept.append(rec)
+            continue
+        if off < start:
+            kept.append((seq, off, data[: start - off], nt, frame))
+        if rend > end:
+            kept.append((seq, end, data[end - off :], nt, frame))
+    medium.pending = kept
+    medium.nt_pending = sum(1 for r in kept if r[3])
+    zeros = bytes(end - start)
+    medium.write_media(start, zeros)
+    medium._write_visible(start, zeros)
 
 
 class SimMap(BackendMap):
@@ -390,6 +440,10 @@ class SimBackend(Backend):
         self._maps: list[SimMap] = []
         self._files: dict[tuple[int, int], _File] = {}
         self._loaders: dict[tuple[int, int], weakref.WeakSet[_FileLoader]] = {}
+        self._devices: dict[bytes, SimDevice] = {}
+        self.default_device = self.device(b"pmemsim-device-0")
+        self._device_of: dict[tuple[int, int], bytes] = {}
+        self._badblocks: dict[tuple[int, int], list[BadBlock]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -416,7 +470,60 @@ class SimBackend(Backend):
             # Our own descriptor: the user may close theirs while we still need to load.
             loaders = self._loaders.setdefault(key, weakref.WeakSet())
             f = self._files[key] = _File(os.dup(source.fd), loaders)
-        return SimSource(self, source, self.granularity, f)
+        return SimSource(self, source, self.granularity, f, key)
+
+    # -- devices and bad blocks --------------------------------------------------------
+
+    def device(self, device_id: bytes) -> SimDevice:
+        """The simulated device with this id (created on first use)."""
+        if not isinstance(device_id, bytes) or not device_id:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid device id {device_id!r}")
+        dev = self._devices.get(device_id)
+        if dev is None:
+            dev = self._devices[device_id] = SimDevice(device_id)
+        return dev
+
+    @staticmethod
+    def _key(where: Source | str | os.PathLike[str] | tuple[int, int]) -> tuple[int, int]:
+        if isinstance(where, tuple):
+            return where
+        fd = getattr(where, "fd", None)
+        if fd is None and not isinstance(where, (str, os.PathLike)):
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"{where!r} is not a file: only files live on devices"
+            )
+        st = os.fstat(fd) if fd is not None else os.stat(where)  # type: ignore[arg-type]
+        return (st.st_dev, st.st_ino)
+
+    def device_of(self, where: Source | str | os.PathLike[str] | tuple[int, int]) -> SimDevice:
+        """The device a file (a file source or a path) lives on: the default one unless
+        :meth:`assign_device` said otherwise."""
+        return self.device(self._device_of.get(self._key(where), self.default_device.id))
+
+    def assign_device(self, where: Source | str | os.PathLike[str], device_id: bytes) -> SimDevice:
+        """Put a file on another device (several files may share one)."""
+        dev = self.device(device_id)
+        self._device_of[self._key(where)] = device_id
+        return dev
+
+    def inject_badblock(
+        self, where: Source | str | os.PathLike[str], offset: int, length: int
+    ) -> BadBlock:
+        """Make ``[offset, offset + length)`` of a file a bad block of its simulated device."""
+        if type(offset) is not int or type(length) is not int or offset < 0 or length <= 0:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"invalid bad block at {offset!r}, {length!r} bytes"
+            )
+        bb = BadBlock(offset, length)
+        blocks = self._badblocks.setdefault(self._key(where), [])
+        if bb not in blocks:
+            blocks.append(bb)
+            blocks.sort(key=lambda b: b.offset)
+        return bb
+
+    def badblocks(self, where: Source | str | os.PathLike[str]) -> list[BadBlock]:
+        """A file's bad blocks, by offset."""
+        return list(self._badblocks.get(self._key(where), ()))
 
     def reserve(self, size: int, address: int | None = None) -> SimReservation:
         if size <= 0 or size % PAGE:
