@@ -79,7 +79,11 @@ class TypedArray:
         return int.from_bytes(raw, "little", signed=self._signed)
 
     def __setitem__(self, index: int, value: int) -> None:
-        addr = self._offset(index)
+        # The common case of _offset inline: this is the hottest path of a workload.
+        if type(index) is int and 0 <= index < self._count:
+            addr = self._base + index * self._width
+        else:
+            addr = self._offset(index)
         try:
             data = value.to_bytes(self._width, "little", signed=self._signed)
         except (OverflowError, AttributeError, TypeError):

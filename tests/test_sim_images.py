@@ -13,7 +13,7 @@ import pytest
 from pmemsim_backends.sim import CrashImage, CrashState, SimBackend
 
 import pmemsim as pm
-from pmemsim.provenance import describe, locations
+from pmemsim.provenance import describe, line_of, locations
 
 PAGE = 4096
 CL = pm.Granularity.CACHE_LINE
@@ -389,7 +389,7 @@ class TestLost:
             (0, 16, b"Y" * 8, False),
             (1, 64, u64(5), True),
         ]
-        lines = [a.frame[1] for _, a in lost]
+        lines = [line_of(*a.frame) for _, a in lost]
         assert lines == [line_x, line_y, line_y, line_nt]
         for _, a in lost:
             [loc] = locations((a.frame,))
@@ -407,7 +407,10 @@ class TestLost:
         line_3 = lineno() - 1
         img = sim.crash_state().image([(0, 2)])  # keeps the first store only
         assert img.read(0, 24) == u64(1) + bytes(16)
-        assert [(a.data, a.frame[1]) for _, a in img.lost()] == [(u64(2), line_2), (u64(3), line_3)]
+        assert [(a.data, line_of(*a.frame)) for _, a in img.lost()] == [
+            (u64(2), line_2),
+            (u64(3), line_3),
+        ]
 
     def test_lost_store_issued_in_a_helper(self, sim: SimBackend, v: pm.View) -> None:
         def helper() -> int:

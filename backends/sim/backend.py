@@ -284,15 +284,15 @@ def _erase(medium: Medium, start: int, end: int) -> None:
     """A cleared bad block: its content is gone, durable and in flight; it reads as zeros."""
     kept = []
     for rec in medium.pending:
-        seq, off, data, nt, frame = rec
+        seq, off, data, nt, code, lasti = rec
         rend = off + len(data)
         if rend <= start or off >= end:
             kept.append(rec)
             continue
         if off < start:
-            kept.append((seq, off, data[: start - off], nt, frame))
+            kept.append((seq, off, data[: start - off], nt, code, lasti))
         if rend > end:
-            kept.append((seq, end, data[end - off :], nt, frame))
+            kept.append((seq, end, data[end - off :], nt, code, lasti))
     medium.pending = kept
     medium.nt_pending = sum(1 for r in kept if r[3])
     zeros = bytes(end - start)
@@ -340,7 +340,11 @@ class SimMap(BackendMap):
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         if data:
-            self.medium.store(addr - self._delta, data, (caller.f_code, caller.f_lineno), False)
+            m = self.medium
+            if m.wb_durable:
+                m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
+            else:
+                m.store_wb(addr - self._delta, data, caller.f_code, caller.f_lasti)
 
     def _nontemporal(self, flags: MemFlag, length: int) -> bool:
         if flags & _MOVNT:
@@ -359,7 +363,7 @@ class SimMap(BackendMap):
         if not data:
             return
         off = dest - self._delta
-        frame = (caller.f_code, caller.f_lineno)
+        frame = (caller.f_code, caller.f_lasti)
         if flags & MemFlag.NOFLUSH:
             # libpmem2: a plain copy, nothing flushed and nothing drained.
             self.medium.store(off, data, frame, False)
@@ -640,7 +644,7 @@ class SimBackend(Backend):
         for medium in self._media:
             flushes = self.machine.pending_flushes(medium)
             for rec, covered in medium.classify_pending(flushes):
-                _, off, data, nt, frame = rec
+                _, off, data, nt, code, lasti = rec
                 kind = (
                     FindingKind.UNDRAINED_NT_STORE
                     if nt
@@ -648,7 +652,7 @@ class SimBackend(Backend):
                     if covered
                     else FindingKind.UNFLUSHED_STORE
                 )
-                now.add(kind, medium.label, off, len(data), (frame,))
+                now.add(kind, medium.label, off, len(data), ((code, lasti),))
         return now.findings() + found
 
     def on_barrier(self, observer: Observer) -> None:

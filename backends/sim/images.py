@@ -233,7 +233,7 @@ class CrashState:
                 Snapshot(medium.label, medium.size, pages, medium.loader, medium.source_ident)
             )
             overlay: dict[int, bytes] = {}
-            for _, off, data, _, _ in medium.pending:
+            for _, off, data, _, _, _ in medium.pending:
                 for p in range(off >> PAGE_SHIFT, ((off + len(data) - 1) >> PAGE_SHIFT) + 1):
                     if p not in overlay:
                         overlay[p] = bytes(medium.visible[p])
@@ -367,7 +367,7 @@ def _cut(
     ``flushed``: the parts of the record a pending flush covers (whole lines, so an atom is
     either inside one or outside all of them).
     """
-    seq, off, data, nt, frame = rec
+    seq, off, data, nt, code, lasti = rec
     pos = 0
     n = len(data)
     while pos < n:
@@ -377,7 +377,7 @@ def _cut(
         u = units.get(idx)
         if u is None:
             u = units[idx] = Unit(mi, idx * unit, unit)
-        u.add(Atom(seq, a_off, bytes(data[pos : pos + take]), nt, frame))
+        u.add(Atom(seq, a_off, bytes(data[pos : pos + take]), nt, (code, lasti)))
         if flushed and not nt and any(s <= a_off < e for s, e in flushed):
             u.flushed += 1
         pos += take

@@ -102,7 +102,7 @@ class Machine:
             prov = self._barrier(kind, caller)
             medium.resolve([(next(self.seq), lo, hi, prov[:1])], False, self.lint)
             return
-        self.flushes.append((medium, (next(self.seq), lo, hi, ((caller.f_code, caller.f_lineno),))))
+        self.flushes.append((medium, (next(self.seq), lo, hi, ((caller.f_code, caller.f_lasti),))))
         self.unfenced.add(medium)
 
     def fence(self, granularity: Granularity, caller: FrameType) -> None:

@@ -6,7 +6,8 @@ A medium keeps three things:
   first touch, so a 64 GiB source costs memory only for what was touched);
 * ``visible``: the bytes a load sees (media plus every store issued so far);
 * ``pending``: the stores that are visible but not yet guaranteed, in program order, as
-  records ``(seq, offset, data, nontemporal, frame)``. A record is kept whole (a 1 MiB copy is
+  records ``(seq, offset, data, nontemporal, code, lasti)`` (the issuing frame kept inline:
+  one tuple less per store). A record is kept whole (a 1 MiB copy is
   one record) and cut into cache lines and 8-byte atoms only when crash images are built.
 
 A record leaves ``pending`` when it becomes guaranteed: at a fence for the parts covered by an
@@ -18,6 +19,7 @@ snapshot for crash images costs a dictionary copy, not the pages.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import CodeType
 from typing import TYPE_CHECKING
 
 from pmemsim.enums import Granularity
@@ -37,8 +39,8 @@ PAGE_MASK = PAGE - 1
 ATOM = 8
 LINE = 64
 
-#: (seq, offset, data, nontemporal, frame)
-Rec = tuple[int, int, bytes, bool, Frame]
+#: (seq, offset, data, nontemporal, code, lasti): ``(code, lasti)`` is the issuing frame.
+Rec = tuple[int, int, bytes, bool, CodeType, int]
 #: (seq, start, end, provenance): a flush awaiting its fence, already unit-aligned.
 Flush = tuple[int, int, int, Provenance]
 
@@ -166,6 +168,7 @@ class Medium:
     def _write_visible(self, off: int, data: bytes) -> None:
         pos = 0
         n = len(data)
+        src = memoryview(data)  # slices without copying
         while pos < n:
             p = (off + pos) >> PAGE_SHIFT
             o = (off + pos) & PAGE_MASK
@@ -173,37 +176,40 @@ class Medium:
             page = self.visible.get(p)
             if page is None:
                 page = self._visible_page(p)
-            page[o : o + take] = data[pos : pos + take]
+            page[o : o + take] = src[pos : pos + take]
             pos += take
 
     def write_media(self, off: int, data: bytes | memoryview) -> None:
         pos = 0
         n = len(data)
+        src = memoryview(data)  # slices without copying
+        media, owned = self.media, self._owned
         while pos < n:
             p = (off + pos) >> PAGE_SHIFT
             o = (off + pos) & PAGE_MASK
             take = min(PAGE - o, n - pos)
-            if p in self._owned:
-                page = self.media[p]
-            else:
-                page = bytearray(self._base_page(p))
-                self.media[p] = page
-                self._owned.add(p)
-            page[o : o + take] = data[pos : pos + take]
+            page = media.get(p)
+            if page is None:
+                page = self._base_page(p)  # fresh, and ours
+            elif p not in owned:  # shared with a snapshot: copy before writing
+                page = media[p] = bytearray(page)
+                owned.add(p)
+            page[o : o + take] = src[pos : pos + take]
             self.changed.add(p)
             pos += take
         self._touched.append((off, off + n))
 
-    def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> None:
-        """A store of ``data`` at ``off``; ``data`` must be immutable."""
+    def store_wb(self, off: int, data: bytes, code: CodeType, lasti: int) -> None:
+        """An ordinary write-back store that is not durable at once (not BYTE): the hot path.
+
+        Loads see it at once; it stays pending, whatever becomes of it on power failure.
+        """
         machine = self.machine
-        machine.stores += 1
-        machine.store_bytes += len(data)
-        machine.since_barrier = True
-        seq = next(machine.seq)
-        # Loads see the store at once, whatever becomes of it on power failure.
-        o = off & PAGE_MASK
         n = len(data)
+        machine.stores += 1
+        machine.store_bytes += n
+        machine.since_barrier = True
+        o = off & PAGE_MASK
         if o + n <= PAGE:
             page = self.visible.get(off >> PAGE_SHIFT)
             if page is None:
@@ -211,18 +217,30 @@ class Medium:
             page[o : o + n] = data
         else:
             self._write_visible(off, data)
+        self.pending.append((next(machine.seq), off, data, False, code, lasti))
+
+    def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> None:
+        """A store of ``data`` at ``off``; ``data`` must be immutable."""
+        if (not nontemporal or self.granularity == Granularity.PAGE) and not self.wb_durable:
+            self.store_wb(off, data, frame[0], frame[1])
+            return
+        machine = self.machine
+        machine.stores += 1
+        machine.store_bytes += len(data)
+        machine.since_barrier = True
+        seq = next(machine.seq)
+        n = len(data)
+        self._write_visible(off, data)
         if nontemporal and self.granularity != Granularity.PAGE:
             if self.pending and not self.wb_durable:
                 self._implicit_flush(seq, off, off + n, frame)
-            self.pending.append((seq, off, data, True, frame))
+            self.pending.append((seq, off, data, True, frame[0], frame[1]))
             self.nt_pending += 1
             machine.unfenced.add(self)
-        elif self.wb_durable:
+        else:  # eADR: durable once visible
             if self.nt_pending:
                 self._supersede_nt(off, off + n)
             self.write_media(off, data)
-        else:
-            self.pending.append((seq, off, data, False, frame))
 
     def _implicit_flush(self, seq: int, start: int, end: int, frame: Frame) -> None:
         """A non-temporal store evicts the lines it hits: earlier stores to them get flushed.
@@ -232,7 +250,7 @@ class Medium:
         """
         u = self.flush_unit
         lo, hi = start - start % u, -(-end // u) * u
-        for _, roff, rdata, rnt, _ in self.pending:
+        for _, roff, rdata, rnt, _, _ in self.pending:
             if not rnt and roff < hi and roff + len(rdata) > lo:
                 self.machine.flushes.append((self, (seq, lo, hi, ())))
                 return
@@ -241,15 +259,15 @@ class Medium:
         """eADR: a newer write-back store wins over older pending non-temporal bytes."""
         kept: list[Rec] = []
         for rec in self.pending:
-            seq, off, data, nt, frame = rec
+            seq, off, data, nt, code, lasti = rec
             rend = off + len(data)
             if not nt or rend <= start or off >= end:
                 kept.append(rec)
                 continue
             if off < start:
-                kept.append((seq, off, data[: start - off], True, frame))
+                kept.append((seq, off, data[: start - off], True, code, lasti))
             if rend > end:
-                kept.append((seq, end, data[end - off :], True, frame))
+                kept.append((seq, end, data[end - off :], True, code, lasti))
         self.pending = kept
         self.nt_pending = sum(1 for r in kept if r[3])
 
@@ -276,7 +294,7 @@ class Medium:
         keep: list[Rec] = []
         fold: list[Rec] = []
         for rec in reversed(self.pending):
-            seq, off, data, nt, frame = rec
+            seq, off, data, nt, code, lasti = rec
             while j < len(order) and order[j][0] > seq:
                 cover.add(order[j][1], order[j][2])
                 j += 1
@@ -292,10 +310,10 @@ class Medium:
                 continue
             inside, outside = cover.split(off, end)
             for s, e in reversed(inside):
-                fold.append((seq, s, data[s - off : e - off], False, frame))
+                fold.append((seq, s, data[s - off : e - off], False, code, lasti))
             for s, e in reversed(outside):
-                keep.append((seq, s, data[s - off : e - off], False, frame))
-        for _, off, data, _, _ in reversed(fold):
+                keep.append((seq, s, data[s - off : e - off], False, code, lasti))
+        for _, off, data, _, _, _ in reversed(fold):
             self.write_media(off, data)
         keep.reverse()
         if fold and not fence_nt and self.nt_pending:
@@ -329,7 +347,7 @@ class Medium:
                 flushed.add(start, end)
                 continue
             rec = self.pending[i]
-            _, off, data, nt, frame = rec
+            _, off, data, nt, code, lasti = rec
             end = off + len(data)
             if unsafe.overlaps(off, end):
                 for prev in reversed(owners):
@@ -339,8 +357,8 @@ class Medium:
                             self.label,
                             off,
                             len(data),
-                            (frame,),
-                            (prev[4],),
+                            ((code, lasti),),
+                            ((prev[4], prev[5]),),
                         )
                         break
             unsafe.add(off, end)
@@ -415,14 +433,14 @@ def _drop_older_nt(keep: list[Rec], fold: list[Rec]) -> list[Rec]:
     """
     out: list[Rec] = []
     for rec in keep:
-        seq, off, data, nt, frame = rec
+        seq, off, data, nt, code, lasti = rec
         if not nt:
             out.append(rec)
             continue
         left = IntervalSet([(off, off + len(data))])
-        for fseq, foff, fdata, _, _ in fold:
+        for fseq, foff, fdata, _, _, _ in fold:
             if fseq > seq:
                 left.remove(foff, foff + len(fdata))
         for s, e in left:
-            out.append((seq, s, data[s - off : e - off], True, frame))
+            out.append((seq, s, data[s - off : e - off], True, code, lasti))
     return out
