@@ -50,7 +50,7 @@ from .events import (
 from .part import Descriptor, MappedPart, Part, PartMap
 from .sds import compute_state
 from .source import Source
-from .view import View
+from .view import View, _bytes
 
 __all__ = ["Set"]
 
@@ -129,16 +129,6 @@ def _user_res(reservation: Reservation) -> _Res:
     if res is None:
         res = _USER_RES[reservation] = _Res(reservation.raw, owned=False)
     return res
-
-
-def _as_bytes(data: object) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    raise InvalidArgumentError(
-        ErrorCode.EINVAL, f"data must be bytes-like, not {type(data).__name__}"
-    )
 
 
 def _check_int(name: str, value: object, minimum: int = 0) -> int:
@@ -657,7 +647,7 @@ class Set:
 
     def _store(self, addr: int, data: object, caller: FrameType) -> None:
         if type(data) is not bytes:
-            data = _as_bytes(data)
+            data = _bytes(data)
         p = self._last
         n = len(data)
         if (
@@ -719,7 +709,7 @@ class Set:
             self._segments(src, length)
             data = self.read(src, length)
         else:
-            data = _as_bytes(src)
+            data = _bytes(src)
             if length is not None:
                 _check_int("length", length)
                 if length > len(data):

@@ -37,3 +37,10 @@ def make_set(sim: SimBackend) -> Iterator[Callable[..., pm.Set]]:
 def anon() -> Callable[[int], pm.Source]:
     """``anon(size)``: an anonymous source."""
     return pm.Source.anonymous
+
+
+@pytest.fixture
+def v(make_set: Callable[..., pm.Set]) -> pm.View:
+    """A view of 4 zeroed pages (16 KiB) on the test's CACHE_LINE simulator."""
+    s = make_set()
+    return s.view(s.map(pm.Part(pm.Source.anonymous(4 * 4096))))

@@ -5,11 +5,11 @@ this file the lost stores were issued)."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import lineno, u64
 from pmemsim_backends.sim import CrashImage, CrashState, SimBackend
 
 import pmemsim as pm
@@ -21,21 +21,6 @@ NT_NODRAIN = pm.MemFlag.NONTEMPORAL | pm.MemFlag.NODRAIN
 THIS_FILE = os.path.abspath(__file__)
 
 MakeSet = Callable[..., pm.Set]
-
-
-def lineno() -> int:
-    """The caller's current line number."""
-    return sys._getframe(1).f_lineno
-
-
-def u64(x: int) -> bytes:
-    return x.to_bytes(8, "little")
-
-
-@pytest.fixture
-def v(make_set: MakeSet) -> pm.View:
-    s = make_set()
-    return s.view(s.map(pm.Part(pm.Source.anonymous(4 * PAGE))))
 
 
 def workload(v: pm.View) -> None:

@@ -4,12 +4,11 @@ memory for huge sources, and what a file receives."""
 from __future__ import annotations
 
 import os
-import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
+from helpers import lineno, u64
 from pmemsim_backends.sim import Barrier, Finding, FindingKind, SimBackend, Statistics
 
 import pmemsim as pm
@@ -22,21 +21,6 @@ THIS_FILE = os.path.abspath(__file__)
 LABEL = f"anonymous({4 * PAGE})"
 
 MakeSet = Callable[..., pm.Set]
-
-
-def lineno() -> int:
-    """The caller's current line number."""
-    return sys._getframe(1).f_lineno
-
-
-def u64(x: int) -> bytes:
-    return x.to_bytes(8, "little")
-
-
-@pytest.fixture
-def v(make_set: MakeSet) -> pm.View:
-    s = make_set()
-    return s.view(s.map(pm.Part(pm.Source.anonymous(4 * PAGE))))
 
 
 def view_on(sim: SimBackend, granularity: pm.Granularity = CL) -> pm.View:

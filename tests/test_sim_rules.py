@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from helpers import u64
 from pmemsim_backends.sim import SimBackend
 
 import pmemsim as pm
@@ -30,17 +31,6 @@ def view_on(
     """A set on ``sim`` with one anonymous part of ``size`` bytes, and a view of it."""
     s = pm.Set(pm.Config(granularity=granularity, backend=sim))
     return s, s.view(s.map(pm.Part(pm.Source.anonymous(size))))
-
-
-@pytest.fixture
-def v(make_set: MakeSet) -> pm.View:
-    """A view of 4 zeroed pages on the test's CACHE_LINE simulator."""
-    s = make_set()
-    return s.view(s.map(pm.Part(pm.Source.anonymous(4 * PAGE))))
-
-
-def u64(x: int) -> bytes:
-    return x.to_bytes(8, "little")
 
 
 def images(sim: SimBackend, offset: int, length: int) -> list[bytes]:
