@@ -260,6 +260,22 @@ ConfigCallback = Callable[["Set", Event, Any], "int | None"]
 TrackCallback = Callable[["Set", "TrackHandle", Event, Any], object]
 
 
+class Kind:
+    """Event kinds as plain ints, for the data path's ``listening & Kind.X`` tests."""
+
+    COPY = int(EventType.COPY)
+    MOVE = int(EventType.MOVE)
+    SET = int(EventType.SET)
+    FLUSH = int(EventType.FLUSH)
+    DRAIN = int(EventType.DRAIN)
+    PART_ADD = int(EventType.PART_ADD)
+    PART_REMOVE = int(EventType.PART_REMOVE)
+    REMOVE_RANGE = int(EventType.REMOVE_RANGE)
+    SDS_UPDATE = int(EventType.SDS_UPDATE)
+    BADBLOCK = int(EventType.BADBLOCK)
+    BADBLOCKS_CLEARED = int(EventType.BADBLOCKS_CLEARED)
+
+
 class TrackHandle:
     """A registered track; pass it to :meth:`pmemsim.Set.untrack` (or call :meth:`delete`)."""
 
@@ -328,8 +344,9 @@ class Dispatcher:
         self.user_arg = user_arg
         self._tracks: list[TrackHandle] = []
         self._ids = itertools.count(1)
-        #: Event kinds somebody listens to; the hot paths test it before building a payload.
-        self.listening = EventType.all() if callback is not None else EventType(0)
+        #: Event kinds somebody listens to, as a plain int (testing an IntFlag goes through
+        #: the enum machinery); the hot paths test it before building a payload.
+        self.listening = int(EventType.all()) if callback is not None else 0
 
     def track(
         self,
@@ -365,7 +382,7 @@ class Dispatcher:
             self, next(self._ids), EventType(kinds), callback, address, length, user_data
         )
         self._tracks.append(handle)
-        self.listening |= handle.kinds
+        self.listening |= int(handle.kinds)
         return handle
 
     def untrack(self, handle: TrackHandle) -> None:
@@ -375,9 +392,9 @@ class Dispatcher:
             )
         self._tracks.remove(handle)
         handle._dispatcher = None
-        listening = EventType.all() if self.callback is not None else EventType(0)
+        listening = int(EventType.all()) if self.callback is not None else 0
         for t in self._tracks:
-            listening |= t.kinds
+            listening |= int(t.kinds)
         self.listening = listening
 
     @property

@@ -37,6 +37,7 @@ from .events import (
     DrainEvent,
     EventType,
     FlushEvent,
+    Kind,
     MoveEvent,
     PartAddEvent,
     PartRemoveEvent,
@@ -297,12 +298,12 @@ class Set:
         self._previous = holder
         self._reindex()
         _in_use[holder.parts[-1].key] += 1
-        if self._events.listening & EventType.PART_ADD:
+        if self._events.listening & Kind.PART_ADD:
             self._events.fire(PartAddEvent(holder.address, holder.size, source))
         if sds is not None:
             state, record = sds
             source._sds = replace(record, refcount=record.refcount + 1)
-            if self._events.listening & EventType.SDS_UPDATE:
+            if self._events.listening & Kind.SDS_UPDATE:
                 self._events.fire(SdsUpdateEvent(source._sds, source, state))
         return Descriptor(holder.address, holder.size)
 
@@ -341,7 +342,7 @@ class Set:
             ) from None
         if not found:
             return
-        if self._events.listening & EventType.BADBLOCK:
+        if self._events.listening & Kind.BADBLOCK:
             for bb in found:
                 self._events.fire(BadBlockEvent(bb, source))
         remaining = bsrc.badblocks()
@@ -351,7 +352,7 @@ class Set:
                 f"{len(remaining)} bad block(s) remain in {source!r}, first {remaining[0]}",
             )
         ret = 0
-        if self._events.listening & EventType.BADBLOCKS_CLEARED:
+        if self._events.listening & Kind.BADBLOCKS_CLEARED:
             ret = self._events.fire(BadBlocksClearedEvent(source))
         if ret:
             raise CallbackError(ret, f"the BADBLOCKS_CLEARED callback returned {ret}")
@@ -361,7 +362,7 @@ class Set:
         for p in parts:
             _release_part(p)
             sds = p.source.sds
-            if sds is not None and self._events.listening & EventType.SDS_UPDATE:
+            if sds is not None and self._events.listening & Kind.SDS_UPDATE:
                 self._events.fire(SdsUpdateEvent(sds, p.source))
 
     def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> _Holder:
@@ -526,7 +527,7 @@ class Set:
             )
         caller = _getframe(1)
         self._deep_flush_range(h.address, h.size, caller)
-        if self._events.listening & EventType.PART_REMOVE:
+        if self._events.listening & Kind.PART_REMOVE:
             self._events.fire(PartRemoveEvent(h.address, h.size))
         self._unmap_holder(h)
         pmap.drop()
@@ -543,7 +544,7 @@ class Set:
         self._check_open()
         _check_int("address", addr)
         _check_int("length", length)
-        if self._events.listening & EventType.REMOVE_RANGE:
+        if self._events.listening & Kind.REMOVE_RANGE:
             self._events.fire(RemoveRangeEvent(addr, length))
         end = addr + length
         caller = _getframe(1)
@@ -553,7 +554,7 @@ class Set:
             if not gone:
                 continue
             if len(gone) == len(h.parts):
-                if self._events.listening & EventType.PART_REMOVE:
+                if self._events.listening & Kind.PART_REMOVE:
                     self._events.fire(PartRemoveEvent(h.address, h.size))
                 self._unmap_holder(h)
                 continue
@@ -676,7 +677,7 @@ class Set:
         ``src`` is a buffer, or an address in the set (then ``length`` is required and the
         ranges must not overlap: use memmove for that).
         """
-        self._mem(EventType.COPY, dest, src, length, flags, _getframe(1))
+        self._mem(Kind.COPY, dest, src, length, flags, _getframe(1))
 
     def memmove(
         self,
@@ -686,11 +687,11 @@ class Set:
         flags: MemFlag | int = 0,
     ) -> None:
         """Like memcpy, for ranges that may overlap (fires MOVE, DRAIN)."""
-        self._mem(EventType.MOVE, dest, src, length, flags, _getframe(1))
+        self._mem(Kind.MOVE, dest, src, length, flags, _getframe(1))
 
     def _mem(
         self,
-        kind: EventType,
+        kind: int,
         dest: int,
         src: object,
         length: int | None,
@@ -704,7 +705,7 @@ class Set:
                     ErrorCode.EINVAL, "copying from an address needs a length"
                 )
             _check_int("length", length)
-            if kind == EventType.COPY and src < dest + length and dest < src + length and length:
+            if kind == Kind.COPY and src < dest + length and dest < src + length and length:
                 raise InvalidArgumentError(ErrorCode.EINVAL, "memcpy ranges overlap; use memmove")
             self._segments(src, length)
             data = self.read(src, length)
@@ -721,10 +722,10 @@ class Set:
         listening = self._events.listening
         if listening & kind:
             ev_src = src if isinstance(src, int) else data
-            ev = CopyEvent if kind == EventType.COPY else MoveEvent
+            ev = CopyEvent if kind == Kind.COPY else MoveEvent
             self._events.fire(ev(ev_src, dest, len(data), f))
         self._apply(segs, dest, data, f, caller)
-        if not f & MemFlag.NODRAIN and listening & EventType.DRAIN:
+        if not f & MemFlag.NODRAIN and listening & Kind.DRAIN:
             self._events.fire(DrainEvent())
 
     def _apply(
@@ -754,10 +755,10 @@ class Set:
         _check_int("length", length)
         segs = self._segments(dest, length)
         listening = self._events.listening
-        if listening & EventType.SET:
+        if listening & Kind.SET:
             self._events.fire(SetEvent(dest, value, length, f))
         self._apply(segs, dest, bytes([value]) * length, f, caller)
-        if not f & MemFlag.NODRAIN and listening & EventType.DRAIN:
+        if not f & MemFlag.NODRAIN and listening & Kind.DRAIN:
             self._events.fire(DrainEvent())
 
     def flush(self, addr: int, length: int) -> None:
@@ -766,7 +767,7 @@ class Set:
 
     def _flush(self, addr: int, length: int, caller: FrameType) -> None:
         segs = self._segments(addr, length)
-        if self._events.listening & EventType.FLUSH:
+        if self._events.listening & Kind.FLUSH:
             self._events.fire(FlushEvent(addr, length))
         for p, a, n in segs:
             if n:
@@ -780,7 +781,7 @@ class Set:
         self._check_open()
         if self._parts:
             self._parts[0].map.drain(caller)
-        if self._events.listening & EventType.DRAIN:
+        if self._events.listening & Kind.DRAIN:
             self._events.fire(DrainEvent())
 
     def persist(self, addr: int, length: int) -> None:

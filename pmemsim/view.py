@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enums import MemFlag
 from .errors import ErrorCode, InvalidArgumentError, error_for
-from .events import EventType
+from .events import Kind
 
 if TYPE_CHECKING:
     from .set import Set, StoreFn
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["TypedArray", "View"]
 
 _getframe = sys._getframe
-_COPY = EventType.COPY
-_MOVE = EventType.MOVE
+_COPY = Kind.COPY
+_MOVE = Kind.MOVE
 
 
 def _bytes(data: object) -> bytes:

@@ -288,6 +288,12 @@ class Medium:
             self._lint_epoch(flushes, lint)
         if not self.pending:
             return
+        if (
+            len(flushes) == 1
+            and (fence_nt or not self.nt_pending)
+            and self._resolve_one(flushes[0])
+        ):
+            return
         order = sorted(flushes, key=lambda f: f[0], reverse=True)
         cover = IntervalSet()
         j = 0
@@ -321,8 +327,46 @@ class Medium:
         self.pending = keep
         self.nt_pending = sum(1 for r in keep if r[3])
 
+    def _resolve_one(self, flush: Flush) -> bool:
+        """The common case of :meth:`resolve` (one flush, as ``persist`` issues), if it applies.
+
+        Applies when every write-back record lies wholly inside or wholly outside the flushed
+        range; returns False (changing nothing) when one would have to be cut. Non-temporal
+        records are only present when the fence makes them durable.
+        """
+        fseq, lo, hi, _ = flush
+        keep: list[Rec] = []
+        fold: list[Rec] = []
+        for rec in self.pending:
+            seq, off, data, nt = rec[0], rec[1], rec[2], rec[3]
+            end = off + len(data)
+            if nt or (seq < fseq and lo <= off and end <= hi):
+                fold.append(rec)
+            elif seq > fseq or end <= lo or off >= hi:
+                keep.append(rec)
+            else:
+                return False
+        for rec in fold:  # pending is in program order, so fold is too
+            self.write_media(rec[1], rec[2])
+        self.pending = keep
+        self.nt_pending = 0
+        return True
+
     def _lint_epoch(self, flushes: list[Flush], lint: LintLog) -> None:
         """Replay pending stores and this epoch's flushes in program order, noting misuse."""
+        u = self.flush_unit
+        if len(flushes) == 1 and len(self.pending) == 1:
+            # One store, one flush (a persist): only a flush of clean lines can be wrong.
+            fseq, start, end, prov = flushes[0]
+            seq, off, data, nt = self.pending[0][:4]
+            if not prov:
+                return
+            unstored = IntervalSet([(start, end)])
+            if not nt and seq < fseq:
+                unstored.remove(off - off % u, -(-(off + len(data)) // u) * u)
+            for s, e in unstored:
+                lint.add(FindingKind.CLEAN_FLUSH, self.label, s, e - s, prov)
+            return
         # (seq, 0 = store / 1 = flush, index): stores sort before a flush of equal seq.
         events = [(r[0], 0, i) for i, r in enumerate(self.pending)]
         events += [(f[0], 1, i) for i, f in enumerate(flushes)]
@@ -331,7 +375,6 @@ class Medium:
         flushed = IntervalSet()  # lines flushed in this epoch with no store since
         unsafe = IntervalSet()  # bytes whose latest store is not yet durable
         owners: list[Rec] = []
-        u = self.flush_unit
         for _, is_flush, i in events:
             if is_flush:
                 _, start, end, prov = flushes[i]
