@@ -472,3 +472,14 @@ class TestFileSource:
         data = path.read_bytes()
         assert data[:8] == bytes(8)
         assert data[PAGE : PAGE + 8] == u64(2)
+
+
+def test_closed_file_leaves_later_crash_states(sim: SimBackend, tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(4096))
+    src = pm.Source.from_file(path)
+    with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=sim)) as s:
+        s.map(pm.Part(src, 0, 4096))
+    assert [m.label for m in sim.crash_state().media] == [str(path)]
+    src.close()
+    assert sim.crash_state().media == []

@@ -275,8 +275,13 @@ class SimSource(BackendSource):
             # vanish): the medium no longer loads pages.
             os.close(f.fd)
             f.loader = None
-            if f.medium is not None:
-                f.medium.loader = None
+            medium = f.medium
+            if medium is not None:
+                medium.loader = None
+                # Nothing maps it and nothing can reopen it through this simulator's state:
+                # later crash states must not show a file that is no longer there.
+                if not any(m.medium is medium for m in self.backend._maps):
+                    self.backend._forget(medium)
             self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
 
 
