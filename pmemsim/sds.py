@@ -18,12 +18,27 @@ each unmap removes one, both firing SDS_UPDATE with the new record.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from .backend import Pmem2Failure
 from .enums import PartState
+from .errors import ErrorCode, error_for
 from .events import SdsRecord
 
-__all__ = ["DEVICE_ID_MAX", "compute_state", "fresh_record"]
+if TYPE_CHECKING:
+    from .backend import BackendSource
+    from .source import Source
+
+__all__ = [
+    "DEVICE_ID_MAX",
+    "acquire_use",
+    "check_sds",
+    "compute_state",
+    "fresh_record",
+    "release_use",
+]
 
 #: Longest device id a record holds (PMEMSET_SDS_DEVICE_ID_LEN).
 DEVICE_ID_MAX = 512
@@ -53,4 +68,46 @@ def compute_state(
         state = PartState.INDETERMINATE
     else:
         record = SdsRecord(device_id, usc, 0)
+    return state, record
+
+
+#: Live maps per source identity: what "in use in this process" means.
+_in_use: Counter[tuple[object, ...]] = Counter()
+
+
+def acquire_use(key: tuple[object, ...]) -> None:
+    _in_use[key] += 1
+
+
+def release_use(key: tuple[object, ...]) -> None:
+    _in_use[key] -= 1
+    if _in_use[key] <= 0:
+        del _in_use[key]
+
+
+def check_sds(
+    source: Source, bsrc: BackendSource, acceptable: PartState | int
+) -> tuple[PartState, SdsRecord] | None:
+    """Step 1 of a map: the part's state, or None when the source has no SDS record.
+
+    Sets ``source.part_state``, then refuses a state ``acceptable`` does not contain.
+    """
+    if source.sds is None:
+        return None
+    try:
+        device, usc = bsrc.device_id(), bsrc.usc()
+    except Pmem2Failure as exc:
+        raise error_for(
+            ErrorCode.SDS_NOSUPP,
+            f"shutdown data state is not supported for {source!r}",
+            pmem2_code=exc.code,
+            pmem2_message=exc.message,
+        ) from None
+    state, record = compute_state(source.sds, device, usc, _in_use[source.identity] > 0)
+    source.part_state = state
+    if not state & acceptable:
+        raise error_for(
+            ErrorCode.UNDESIRABLE_PART_STATE,
+            f"{source!r} is in state {state.name}, which the config does not accept",
+        )
     return state, record

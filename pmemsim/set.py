@@ -12,17 +12,16 @@ from __future__ import annotations
 import sys
 import weakref
 from bisect import bisect_right, insort
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
+from .badblocks import scan_badblocks
 from .config import Config, Reservation
-from .enums import Coalescing, Granularity, MemFlag, PartState
+from .enums import Coalescing, Granularity, MemFlag
 from .errors import (
-    CallbackError,
     ErrorCode,
     InvalidArgumentError,
     Pmem2Code,
@@ -30,8 +29,6 @@ from .errors import (
     error_for,
 )
 from .events import (
-    BadBlockEvent,
-    BadBlocksClearedEvent,
     CopyEvent,
     Dispatcher,
     DrainEvent,
@@ -42,14 +39,13 @@ from .events import (
     PartAddEvent,
     PartRemoveEvent,
     RemoveRangeEvent,
-    SdsRecord,
     SdsUpdateEvent,
     SetEvent,
     TrackCallback,
     TrackHandle,
 )
 from .part import Descriptor, MappedPart, Part, PartMap
-from .sds import compute_state
+from .sds import acquire_use, check_sds, release_use
 from .source import Source
 from .view import View, _bytes
 
@@ -107,14 +103,8 @@ def _teardown(holders: list[_Holder]) -> None:
     holders.clear()
 
 
-#: Live maps per source identity: "in use in this process" for shutdown data state.
-_in_use: Counter[tuple[object, ...]] = Counter()
-
-
 def _release_part(p: MappedPart) -> None:
-    _in_use[p.key] -= 1
-    if _in_use[p.key] <= 0:
-        del _in_use[p.key]
+    release_use(p.key)
     if p.source.sds is not None:
         rec = p.source.sds
         p.source._sds = replace(rec, refcount=max(0, rec.refcount - 1))
@@ -257,9 +247,9 @@ class Set:
         if source.closed:
             raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{source!r} is closed")
         bsrc = source.handle(self.backend)
-        sds = self._check_sds(source, bsrc)
+        sds = check_sds(source, bsrc, self._cfg.acceptable_states)
         if source.badblock_detection:
-            self._check_badblocks(source, bsrc)
+            scan_badblocks(source, bsrc, self._events)
         size = bsrc.size
         offset, length = part.offset, part.length
         if length == 0:
@@ -297,7 +287,7 @@ class Set:
         part.consumed = True
         self._previous = holder
         self._reindex()
-        _in_use[holder.parts[-1].key] += 1
+        acquire_use(holder.parts[-1].key)
         if self._events.listening & Kind.PART_ADD:
             self._events.fire(PartAddEvent(holder.address, holder.size, source))
         if sds is not None:
@@ -306,56 +296,6 @@ class Set:
             if self._events.listening & Kind.SDS_UPDATE:
                 self._events.fire(SdsUpdateEvent(source._sds, source, state))
         return Descriptor(holder.address, holder.size)
-
-    def _check_sds(self, source: Source, bsrc: BackendSource) -> tuple[PartState, SdsRecord] | None:
-        """Steps 1 of a map: the part's shutdown data state (docs: pmemsim.sds)."""
-        if source.sds is None:
-            return None
-        try:
-            device, usc = bsrc.device_id(), bsrc.usc()
-        except Pmem2Failure as exc:
-            raise error_for(
-                ErrorCode.SDS_NOSUPP,
-                f"shutdown data state is not supported for {source!r}",
-                pmem2_code=exc.code,
-                pmem2_message=exc.message,
-            ) from None
-        state, record = compute_state(source.sds, device, usc, _in_use[source.identity] > 0)
-        source.part_state = state
-        if not state & self._cfg.acceptable_states:
-            raise error_for(
-                ErrorCode.UNDESIRABLE_PART_STATE,
-                f"{source!r} is in state {state.name}, which the config does not accept",
-            )
-        return state, record
-
-    def _check_badblocks(self, source: Source, bsrc: BackendSource) -> None:
-        """Step 2 of a map: report bad blocks, let the callback clear them, re-scan."""
-        try:
-            found = bsrc.badblocks()
-        except Pmem2Failure as exc:
-            raise error_for(
-                ErrorCode.BADBLOCK_NOSUPP,
-                f"bad-block detection is not supported for {source!r}",
-                pmem2_code=exc.code,
-                pmem2_message=exc.message,
-            ) from None
-        if not found:
-            return
-        if self._events.listening & Kind.BADBLOCK:
-            for bb in found:
-                self._events.fire(BadBlockEvent(bb, source))
-        remaining = bsrc.badblocks()
-        if remaining:
-            raise error_for(
-                ErrorCode.IO_FAIL,
-                f"{len(remaining)} bad block(s) remain in {source!r}, first {remaining[0]}",
-            )
-        ret = 0
-        if self._events.listening & Kind.BADBLOCKS_CLEARED:
-            ret = self._events.fire(BadBlocksClearedEvent(source))
-        if ret:
-            raise CallbackError(ret, f"the BADBLOCKS_CLEARED callback returned {ret}")
 
     def _unmapped(self, parts: list[MappedPart]) -> None:
         """Bookkeeping after parts are unmapped: users, and SDS records with SDS_UPDATE."""
