@@ -673,3 +673,43 @@ class TestGuarantees:
         v.persist(0, 8)
         assert [img.read(0, 8) for img in st.images()] == [u64(1), u64(0)]
         assert images(sim, 0, 8) == [u64(2)]
+
+
+class TestStoreRuns:
+    """A loop of contiguous stores is kept as one record; crash images must not change."""
+
+    def test_loop_of_u64_stores_gives_every_prefix_per_line(
+        self, sim: SimBackend, v: pm.View
+    ) -> None:
+        for i in range(16):  # two lines, one instruction
+            v.u64[i] = i + 1
+        assert len(sim.media[0].pending) == 1  # one record...
+        st = sim.crash_state()
+        assert st.image_count() == 9 * 9  # ...but every prefix of each line, as 16 stores
+        images = {img.read(0, 128) for img in st.images()}
+        for img in images:
+            line0 = [int.from_bytes(img[8 * i : 8 * i + 8], "little") for i in range(8)]
+            k = sum(1 for x in line0 if x)
+            assert line0 == [i + 1 for i in range(k)] + [0] * (8 - k)
+
+    def test_stores_inside_one_atom_are_not_joined(self, sim: SimBackend, v: pm.View) -> None:
+        for i in range(2):
+            v.u32[i] = 7  # 0..4 then 4..8: one atom, two stores
+        assert len(sim.media[0].pending) == 2
+        assert sim.crash_state().image_count() == 3
+
+    def test_a_flush_in_between_keeps_records_apart(self, sim: SimBackend, v: pm.View) -> None:
+        for i in range(2):
+            v.u64[i] = 5
+            v.flush(8 * i, 8)
+        assert len(sim.media[0].pending) == 2
+        v.drain()
+        assert sim.crash_state().image_count() == 1
+
+    def test_partly_flushed_run_keeps_its_unflushed_tail(self, sim: SimBackend, v: pm.View) -> None:
+        for i in range(16):
+            v.u64[i] = 9
+        v.persist(0, 64)  # line 0 only
+        st = sim.crash_state()
+        assert st.image_count() == 9
+        assert {img.read(0, 64) for img in st.images()} == {u64(9) * 8}

@@ -40,7 +40,8 @@ ATOM = 8
 LINE = 64
 
 #: (seq, offset, data, nontemporal, code, lasti): ``(code, lasti)`` is the issuing frame.
-Rec = tuple[int, int, bytes, bool, CodeType, int]
+#: ``data`` is a bytearray only while store_wb may still extend the record.
+Rec = tuple[int, int, bytes | bytearray, bool, CodeType, int]
 #: (seq, start, end, provenance): a flush awaiting its fence, already unit-aligned.
 Flush = tuple[int, int, int, Provenance]
 
@@ -70,6 +71,8 @@ class Medium:
         "unit",
         "visible",
         "wb_durable",
+        "_tail",
+        "_tail_seq",
         "__weakref__",
     )
 
@@ -104,6 +107,10 @@ class Medium:
         self._owned: set[int] = set()
         self.visible: dict[int, bytearray] = {}
         self.pending: list[Rec] = []
+        # The record the last write-back store made or extended, and that store's sequence
+        # number (see store_wb).
+        self._tail: Rec | None = None
+        self._tail_seq = -2
         self.nt_pending = 0
         #: Media pages changed since load: what a file receives at write-back.
         self.changed: set[int] = set()
@@ -179,7 +186,7 @@ class Medium:
             page[o : o + take] = src[pos : pos + take]
             pos += take
 
-    def write_media(self, off: int, data: bytes | memoryview) -> None:
+    def write_media(self, off: int, data: bytes | bytearray | memoryview) -> None:
         pos = 0
         n = len(data)
         src = memoryview(data)  # slices without copying
@@ -217,7 +224,26 @@ class Medium:
             page[o : o + n] = data
         else:
             self._write_visible(off, data)
-        self.pending.append((next(machine.seq), off, data, False, code, lasti))
+        seq = next(machine.seq)
+        pending = self.pending
+        if seq == self._tail_seq + 1 and not off & 7 and pending and pending[-1] is self._tail:
+            # The previous event of the whole machine was a store to this medium, still the
+            # last record: if it came from the same instruction and ends exactly here, at an
+            # 8-byte boundary, extend it. Its atoms are the same ones in the same (program)
+            # order, so no crash image changes, and a fence resolves one record, not thousands.
+            last = self._tail
+            if last[4] is code and last[5] == lasti and last[1] + len(last[2]) == off:
+                buf = last[2]
+                if type(buf) is not bytearray:
+                    buf = bytearray(buf)
+                    last = pending[-1] = self._tail = (last[0], last[1], buf, False, code, lasti)
+                buf += data
+                self._tail_seq = seq
+                return
+        rec = (seq, off, data, False, code, lasti)
+        pending.append(rec)
+        self._tail = rec
+        self._tail_seq = seq
 
     def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> None:
         """A store of ``data`` at ``off``; ``data`` must be immutable."""
