@@ -288,22 +288,32 @@ class Set:
         self._previous = holder
         self._reindex()
         acquire_use(holder.parts[-1].key)
-        if self._events.listening & Kind.PART_ADD:
-            self._events.fire(PartAddEvent(holder.address, holder.size, source))
+        # The record is updated before any event: a raising callback must not leave a
+        # mapped part without its user on record.
         if sds is not None:
             state, record = sds
             source._sds = replace(record, refcount=record.refcount + 1)
-            if self._events.listening & Kind.SDS_UPDATE:
-                self._events.fire(SdsUpdateEvent(source._sds, source, state))
+        if self._events.listening & Kind.PART_ADD:
+            self._events.fire(PartAddEvent(holder.address, holder.size, source))
+        if sds is not None and self._events.listening & Kind.SDS_UPDATE:
+            assert source._sds is not None
+            self._events.fire(SdsUpdateEvent(source._sds, source, state))
         return Descriptor(holder.address, holder.size)
 
     def _unmapped(self, parts: list[MappedPart]) -> None:
-        """Bookkeeping after parts are unmapped: users, and SDS records with SDS_UPDATE."""
+        """Bookkeeping after parts are unmapped: users, and SDS records with SDS_UPDATE.
+
+        Every part is released before the first event, so a raising callback cannot leave
+        users on record for parts that are gone.
+        """
+        updates = []
         for p in parts:
             _release_part(p)
-            sds = p.source.sds
-            if sds is not None and self._events.listening & Kind.SDS_UPDATE:
-                self._events.fire(SdsUpdateEvent(sds, p.source))
+            if p.source.sds is not None:
+                updates.append(SdsUpdateEvent(p.source.sds, p.source))
+        if self._events.listening & Kind.SDS_UPDATE:
+            for ev in updates:
+                self._events.fire(ev)
 
     def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> _Holder:
         prev = self._previous
@@ -469,9 +479,11 @@ class Set:
         self._deep_flush_range(h.address, h.size, caller)
         if self._events.listening & Kind.PART_REMOVE:
             self._events.fire(PartRemoveEvent(h.address, h.size))
-        self._unmap_holder(h)
-        pmap.drop()
-        self._reindex()
+        try:
+            self._unmap_holder(h)
+        finally:
+            pmap.drop()
+            self._reindex()
 
     def remove_range(self, addr: int, length: int) -> None:
         """Remove every part that overlaps ``[addr, addr + length)``, whole.
@@ -489,20 +501,24 @@ class Set:
         end = addr + length
         caller = _getframe(1)
         self._deep_flush_range(addr, length, caller)
-        for h in [h for h in self._holders if h.address < end and addr < h.end]:
-            gone = [p for p in h.parts if p.address < end and addr < p.end]
-            if not gone:
-                continue
-            if len(gone) == len(h.parts):
-                if self._events.listening & Kind.PART_REMOVE:
-                    self._events.fire(PartRemoveEvent(h.address, h.size))
-                self._unmap_holder(h)
-                continue
-            for p in gone:
-                p.map.unmap()
-            self._split(h, [p for p in h.parts if p not in gone])
-            self._unmapped(gone)
-        self._reindex()
+        if not length:
+            return  # an empty range overlaps nothing
+        try:
+            for h in [h for h in self._holders if h.address < end and addr < h.end]:
+                gone = [p for p in h.parts if p.address < end and addr < p.end]
+                if not gone:
+                    continue
+                if len(gone) == len(h.parts):
+                    if self._events.listening & Kind.PART_REMOVE:
+                        self._events.fire(PartRemoveEvent(h.address, h.size))
+                    self._unmap_holder(h)
+                    continue
+                for p in gone:
+                    p.map.unmap()
+                self._split(h, [p for p in h.parts if p not in gone])
+                self._unmapped(gone)
+        finally:  # a raising callback must not leave the index pointing at unmapped parts
+            self._reindex()
 
     def _split(self, h: _Holder, remaining: list[MappedPart]) -> None:
         runs: list[list[MappedPart]] = []
@@ -526,13 +542,13 @@ class Set:
         for p in h.parts:
             p.map.unmap()
         h.removed = True
-        self._unmapped(h.parts)
         self._holders.remove(h)
         h.res.holders.remove(h)
         if h.res.owned and not h.res.holders:
             h.res.raw.delete()
         if self._previous is h:
             self._previous = None
+        self._unmapped(h.parts)  # last: it fires events
 
     # -- address checking --------------------------------------------------------------
 
