@@ -648,16 +648,24 @@ class SimBackend(Backend):
         now = LintLog()
         for medium in self._media:
             flushes = self.machine.pending_flushes(medium)
-            for rec, covered in medium.classify_pending(flushes):
+            # A record may be a run of stores (see Medium.store_wb) spanning lines that were
+            # flushed and lines that were not: each part is reported for what it is.
+            for rec, parts in medium.flushed_parts(flushes):
                 _, off, data, nt, code, lasti = rec
-                kind = (
-                    FindingKind.UNDRAINED_NT_STORE
-                    if nt
-                    else FindingKind.UNFENCED_STORE
-                    if covered
-                    else FindingKind.UNFLUSHED_STORE
-                )
-                now.add(kind, medium.label, off, len(data), ((code, lasti),))
+                prov = ((code, lasti),)
+                if nt:
+                    now.add(FindingKind.UNDRAINED_NT_STORE, medium.label, off, len(data), prov)
+                    continue
+                pos = off
+                for s, e in parts:
+                    if s > pos:
+                        now.add(FindingKind.UNFLUSHED_STORE, medium.label, pos, s - pos, prov)
+                    now.add(FindingKind.UNFENCED_STORE, medium.label, s, e - s, prov)
+                    pos = e
+                if pos < off + len(data):
+                    now.add(
+                        FindingKind.UNFLUSHED_STORE, medium.label, pos, off + len(data) - pos, prov
+                    )
         return now.findings() + found
 
     def on_barrier(self, observer: Observer) -> None:

@@ -419,16 +419,22 @@ class Medium:
             _, off, data, nt, code, lasti = rec
             end = off + len(data)
             if unsafe.overlaps(off, end):
+                # A record may be a run of stores (see store_wb): report the bytes that were
+                # overwritten, each against the latest store that wrote them.
+                left = IntervalSet(unsafe.intersection(off, end))
                 for prev in reversed(owners):
-                    if prev[1] < end and prev[1] + len(prev[2]) > off:
+                    ps, pe = prev[1], prev[1] + len(prev[2])
+                    for s, e in left.intersection(ps, pe):
                         lint.add(
                             FindingKind.OVERWRITTEN_STORE,
                             self.label,
-                            off,
-                            len(data),
+                            s,
+                            e - s,
                             ((code, lasti),),
                             ((prev[4], prev[5]),),
                         )
+                    left.remove(ps, pe)
+                    if not left:
                         break
             unsafe.add(off, end)
             owners.append(rec)
