@@ -445,20 +445,6 @@ class Medium:
                 dirty.add(lo, hi)
             flushed.remove(lo, hi)
 
-    def classify_pending(self, flushes: list[Flush]) -> list[tuple[Rec, bool]]:
-        """Each pending record with whether a pending flush covers all of it."""
-        order = sorted(flushes, key=lambda f: f[0], reverse=True)
-        cover = IntervalSet()
-        j = 0
-        out: list[tuple[Rec, bool]] = []
-        for rec in reversed(self.pending):
-            while j < len(order) and order[j][0] > rec[0]:
-                cover.add(order[j][1], order[j][2])
-                j += 1
-            out.append((rec, not rec[3] and cover.covers(rec[1], rec[1] + len(rec[2]))))
-        out.reverse()
-        return out
-
     def flushed_parts(self, flushes: list[Flush]) -> list[tuple[Rec, list[tuple[int, int]]]]:
         """Each pending record with the parts of it that a pending flush issued later covers.
 
