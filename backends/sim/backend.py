@@ -235,6 +235,8 @@ class SimSource(BackendSource):
     def release(self, medium: Medium) -> None:
         if self.source.kind == "anonymous":
             self.backend._forget(medium)
+        elif self.closed:
+            self._let_go_if_unused()
 
     # -- device id, unsafe-shutdown count, bad blocks (files only, as in libpmem2) -------
 
@@ -270,19 +272,29 @@ class SimSource(BackendSource):
         f = self.file
         f.write_back()
         f.users -= 1
-        if f.users == 0:
-            # Let go of every descriptor not held by a crash image (a temporary file must
-            # vanish): the medium no longer loads pages.
-            os.close(f.fd)
-            f.loader = None
-            medium = f.medium
-            if medium is not None:
-                medium.loader = None
-                # Nothing maps it and nothing can reopen it through this simulator's state:
-                # later crash states must not show a file that is no longer there.
-                if not any(m.medium is medium for m in self.backend._maps):
-                    self.backend._forget(medium)
-            self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
+        self._let_go_if_unused()
+
+    def _let_go_if_unused(self) -> None:
+        """Close the file once no source uses it and nothing maps it.
+
+        A source closed while a set still maps it keeps the file open until the last map
+        goes: the medium may still need to load pages it never touched.
+        """
+        f = self.file
+        if f is None or f.users > 0:
+            return
+        medium = f.medium
+        if medium is not None and any(m.medium is medium for m in self.backend._maps):
+            return
+        f.write_back()
+        # Let go of every descriptor not held by a crash image (a temporary file must
+        # vanish), and of the medium: later crash states must not show a file that is gone.
+        os.close(f.fd)
+        f.loader = None
+        if medium is not None:
+            medium.loader = None
+            self.backend._forget(medium)
+        self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
 
 
 def _erase(medium: Medium, start: int, end: int) -> None:
