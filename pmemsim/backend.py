@@ -19,7 +19,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, ClassVar
 
 from .enums import Granularity, MemFlag
-from .errors import BackendUnavailableError, ErrorCode, InvalidArgumentError, Pmem2Code
+from .errors import (
+    BackendUnavailableError,
+    ErrorCode,
+    InvalidArgumentError,
+    Pmem2Code,
+    PmemError,
+    error_for,
+)
 
 if TYPE_CHECKING:
     from .events import BadBlock
@@ -46,6 +53,12 @@ class Pmem2Failure(Exception):
         super().__init__(message)
         self.code = int(code)
         self.message = message
+
+    def as_error(self, code: ErrorCode, what: str) -> PmemError:
+        """The set layer's error ``code`` for this failure, keeping libpmem2's code and text."""
+        return error_for(
+            code, f"{what}: {self.message}", pmem2_code=self.code, pmem2_message=self.message
+        )
 
 
 class BackendSource(ABC):

@@ -26,11 +26,8 @@ def scan_badblocks(source: Source, bsrc: BackendSource, events: Dispatcher) -> N
     try:
         found = bsrc.badblocks()
     except Pmem2Failure as exc:
-        raise error_for(
-            ErrorCode.BADBLOCK_NOSUPP,
-            f"bad-block detection is not supported for {source!r}",
-            pmem2_code=exc.code,
-            pmem2_message=exc.message,
+        raise exc.as_error(
+            ErrorCode.BADBLOCK_NOSUPP, f"bad-block detection is not supported for {source!r}"
         ) from None
     if not found:
         return

@@ -46,11 +46,8 @@ class Reservation:
         try:
             self.raw: BackendReservation = self.backend.reserve(size, address)
         except Pmem2Failure as exc:
-            raise error_for(
-                ErrorCode.CANNOT_FIT_PART_MAP,
-                f"cannot reserve {size} bytes: {exc.message}",
-                pmem2_code=exc.code,
-                pmem2_message=exc.message,
+            raise exc.as_error(
+                ErrorCode.CANNOT_FIT_PART_MAP, f"cannot reserve {size} bytes"
             ) from None
 
     @property
@@ -66,12 +63,7 @@ class Reservation:
         try:
             self.raw.delete()
         except Pmem2Failure as exc:
-            raise error_for(
-                ErrorCode.UNKNOWN,
-                f"cannot release the reservation: {exc.message}",
-                pmem2_code=exc.code,
-                pmem2_message=exc.message,
-            ) from None
+            raise exc.as_error(ErrorCode.UNKNOWN, "cannot release the reservation") from None
 
     def __repr__(self) -> str:
         return f"<Reservation 0x{self.address:x} +{self.size}>"

@@ -97,11 +97,8 @@ def check_sds(
     try:
         device, usc = bsrc.device_id(), bsrc.usc()
     except Pmem2Failure as exc:
-        raise error_for(
-            ErrorCode.SDS_NOSUPP,
-            f"shutdown data state is not supported for {source!r}",
-            pmem2_code=exc.code,
-            pmem2_message=exc.message,
+        raise exc.as_error(
+            ErrorCode.SDS_NOSUPP, f"shutdown data state is not supported for {source!r}"
         ) from None
     state, record = compute_state(source.sds, device, usc, _in_use[source.identity] > 0)
     source.part_state = state

@@ -140,7 +140,7 @@ def _map_error(exc: Pmem2Failure, what: str) -> PmemError:
         if exc.code == Pmem2Code.GRANULARITY_NOT_SUPPORTED
         else ErrorCode.INVALID_PMEM2_MAP
     )
-    return error_for(code, f"{what}: {exc.message}", pmem2_code=exc.code, pmem2_message=exc.message)
+    return exc.as_error(code, what)
 
 
 class Set:
@@ -761,11 +761,8 @@ class Set:
                 try:
                     p.map.deep_flush(lo, hi - lo, caller)
                 except Pmem2Failure as exc:
-                    raise error_for(
-                        ErrorCode.DEEP_FLUSH_FAIL,
-                        f"deep flush of 0x{lo:x} failed: {exc.message}",
-                        pmem2_code=exc.code,
-                        pmem2_message=exc.message,
+                    raise exc.as_error(
+                        ErrorCode.DEEP_FLUSH_FAIL, f"deep flush of 0x{lo:x} failed"
                     ) from None
 
     # -- views -------------------------------------------------------------------------

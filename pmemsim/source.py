@@ -259,12 +259,7 @@ class Source:
             try:
                 h.clear_badblock(badblock)
             except Pmem2Failure as exc:
-                raise error_for(
-                    ErrorCode.BADBLOCK_NOSUPP,
-                    f"cannot clear {badblock}: {exc.message}",
-                    pmem2_code=exc.code,
-                    pmem2_message=exc.message,
-                ) from None
+                raise exc.as_error(ErrorCode.BADBLOCK_NOSUPP, f"cannot clear {badblock}") from None
 
     def grow(self, size: int) -> None:
         """Grow a file to ``size`` bytes (sparse)."""

@@ -261,7 +261,7 @@ class SimSource(BackendSource):
         blocks.remove(badblock)
         end = min(badblock.offset + badblock.length, self.size)
         if badblock.offset < end:
-            _erase(self.medium_for_map(), badblock.offset, end)
+            self.medium_for_map().erase(badblock.offset, end)
 
     def close(self) -> None:
         """Write the persisted media image back to the file; the last user lets go of it."""
@@ -295,26 +295,6 @@ class SimSource(BackendSource):
             medium.loader = None
             self.backend._forget(medium)
         self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
-
-
-def _erase(medium: Medium, start: int, end: int) -> None:
-    """A cleared bad block: its content is gone, durable and in flight; it reads as zeros."""
-    kept = []
-    for rec in medium.pending:
-        seq, off, data, nt, code, lasti = rec
-        rend = off + len(data)
-        if rend <= start or off >= end:
-            kept.append(rec)
-            continue
-        if off < start:
-            kept.append((seq, off, data[: start - off], nt, code, lasti))
-        if rend > end:
-            kept.append((seq, end, data[end - off :], nt, code, lasti))
-    medium.pending = kept
-    medium.nt_pending = sum(1 for r in kept if r[3])
-    zeros = bytes(end - start)
-    medium.write_media(start, zeros)
-    medium._write_visible(start, zeros)
 
 
 class SimMap(BackendMap):

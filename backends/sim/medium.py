@@ -283,19 +283,30 @@ class Medium:
 
     def _supersede_nt(self, start: int, end: int) -> None:
         """eADR: a newer write-back store wins over older pending non-temporal bytes."""
+        self._cut_pending(start, end, nontemporal_only=True)
+
+    def _cut_pending(self, start: int, end: int, nontemporal_only: bool) -> None:
+        """Remove ``[start, end)`` from the pending records (only non-temporal ones if asked)."""
         kept: list[Rec] = []
         for rec in self.pending:
             seq, off, data, nt, code, lasti = rec
             rend = off + len(data)
-            if not nt or rend <= start or off >= end:
+            if (nontemporal_only and not nt) or rend <= start or off >= end:
                 kept.append(rec)
                 continue
             if off < start:
-                kept.append((seq, off, data[: start - off], True, code, lasti))
+                kept.append((seq, off, data[: start - off], nt, code, lasti))
             if rend > end:
-                kept.append((seq, end, data[end - off :], True, code, lasti))
+                kept.append((seq, end, data[end - off :], nt, code, lasti))
         self.pending = kept
         self.nt_pending = sum(1 for r in kept if r[3])
+
+    def erase(self, start: int, end: int) -> None:
+        """A cleared bad block: its content is gone, durable and in flight; it reads as zeros."""
+        self._cut_pending(start, end, nontemporal_only=False)
+        zeros = bytes(end - start)
+        self.write_media(start, zeros)
+        self._write_visible(start, zeros)
 
     # -- making stores durable ---------------------------------------------------------
 
