@@ -1,4 +1,4 @@
-"""The ``pmemsim`` command."""
+"""``pmemsim check``: run the CrashChecks of a scenario file or folder."""
 
 from __future__ import annotations
 
@@ -7,23 +7,16 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import PmemError
+from .common import EXIT_FAILED, EXIT_OK, UsageProblem
 
-__all__ = ["load_checks", "main"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageProblem(Exception):
-    """Bad input to the command line: reported with exit status 2."""
+__all__ = ["load_checks", "register"]
 
 
 def load_checks(path: str | os.PathLike[str]) -> list[object]:
     """Every CrashCheck defined at module level in a scenario file, or in a folder's files."""
-    from .explore import CrashCheck
+    from ..explore import CrashCheck
 
     p = Path(path)
     if p.is_dir():
@@ -51,7 +44,7 @@ def load_checks(path: str | os.PathLike[str]) -> list[object]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .explore import CheckResult, check
+    from ..explore import CheckResult, check
 
     checks = load_checks(args.path)
     results: list[CheckResult] = []
@@ -113,12 +106,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if matched == len(results) else EXIT_FAILED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pmemsim",
-        description="Crash-consistency testing for persistent-memory programs.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check",
         help="run the crash-consistency checks of a scenario file or folder on the simulator",
@@ -133,16 +121,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="show every lint finding")
     p.set_defaults(func=_cmd_check)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UsageProblem as exc:
-        print(f"pmemsim: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PmemError as exc:
-        print(f"pmemsim: {exc}", file=sys.stderr)
-        return EXIT_USAGE
