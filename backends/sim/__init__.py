@@ -4,7 +4,7 @@ from .backend import SimBackend
 from .device import SimDevice
 from .images import Atom, CrashImage, CrashState, LineState, Option
 from .lint import Finding, FindingKind
-from .machine import Barrier, Statistics
+from .machine import Barrier, Op, Statistics
 
 __all__ = [
     "Atom",
@@ -14,6 +14,7 @@ __all__ = [
     "Finding",
     "FindingKind",
     "LineState",
+    "Op",
     "Option",
     "SimBackend",
     "SimDevice",

@@ -17,7 +17,7 @@ import itertools
 import os
 import weakref
 from bisect import bisect_left, insort
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,7 @@ from .device import SimDevice
 from .images import CrashState, LineState, collect_units
 from .intervals import IntervalSet
 from .lint import Finding, FindingKind, LintLog
-from .machine import Barrier, Machine, Observer, Statistics
+from .machine import Barrier, Machine, Observer, Statistics, Tap
 from .medium import LINE, PAGE, PAGE_SHIFT, Medium
 
 if TYPE_CHECKING:
@@ -333,6 +333,8 @@ class SimMap(BackendMap):
         return addr - self._delta
 
     def read(self, addr: int, length: int) -> bytes:
+        if self.machine.read_tap is not None:
+            self.machine.read_tap(self.medium, addr - self._delta, length)
         return self.medium.read(addr - self._delta, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
@@ -342,6 +344,10 @@ class SimMap(BackendMap):
                 m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
             else:
                 m.store_wb(addr - self._delta, data, caller.f_code, caller.f_lasti)
+            if self.machine.tap is not None:
+                self.machine._tapped(
+                    "store", m, addr - self._delta, len(data), caller, bytes(data), False
+                )
 
     def _nontemporal(self, flags: MemFlag, length: int) -> bool:
         if flags & _MOVNT:
@@ -361,14 +367,19 @@ class SimMap(BackendMap):
             return
         off = dest - self._delta
         frame = (caller.f_code, caller.f_lasti)
+        tap = self.machine.tap
         if flags & MemFlag.NOFLUSH:
             # libpmem2: a plain copy, nothing flushed and nothing drained.
             self.medium.store(off, data, frame, False)
+            if tap is not None:
+                self.machine._tapped("store", self.medium, off, len(data), caller, data, False)
             return
         # At PAGE granularity libpmem2 copies and then msyncs the range (its "nonpmem"
         # memmove), whatever the flags: non-temporal stores do not make a page durable.
         nt = self.granularity != Granularity.PAGE and self._nontemporal(flags, len(data))
         self.medium.store(off, data, frame, nt)
+        if tap is not None:
+            self.machine._tapped("store", self.medium, off, len(data), caller, data, nt)
         if not nt:
             self.machine.flush(self.medium, off, off + len(data), caller)
         if not flags & MemFlag.NODRAIN:
@@ -666,6 +677,14 @@ class SimBackend(Backend):
 
     def remove_barrier_observer(self, observer: Observer) -> None:
         self.machine.observers.remove(observer)
+
+    def set_tap(self, tap: Tap | None) -> None:
+        """Call ``tap(op)`` for every store, flush, fence and deep flush (None: stop)."""
+        self.machine.tap = tap
+
+    def set_read_tap(self, tap: Callable[[Medium, int, int], None] | None) -> None:
+        """Call ``tap(medium, offset, length)`` for every read (None: stop)."""
+        self.machine.read_tap = tap
 
     def iter_maps(self) -> Iterator[SimMap]:
         return iter(tuple(self._maps))

@@ -19,7 +19,7 @@ from pmemsim.provenance import Provenance, capture_stack
 from .lint import FindingKind, LintLog
 from .medium import Flush, Medium
 
-__all__ = ["Barrier", "Machine", "Statistics"]
+__all__ = ["Barrier", "Machine", "Op", "Statistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,24 @@ class Statistics:
 Observer = Callable[[Barrier], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation as the program issued it, after it took effect (see Machine.tap)."""
+
+    #: "store", "flush", "fence" or "deep_flush".
+    kind: str
+    medium: Medium | None
+    offset: int
+    length: int
+    #: The bytes of a store; empty otherwise.
+    data: bytes
+    nontemporal: bool
+    provenance: Provenance
+
+
+Tap = Callable[[Op], None]
+
+
 class Machine:
     """Program order and persistence state across every medium of one simulator."""
 
@@ -69,6 +87,11 @@ class Machine:
         self.clflush = clflush
         self.lint: LintLog | None = LintLog() if lint else None
         self.observers: list[Observer] = []
+        #: Hears every operation after it took effect (crash points after each operation,
+        #: log export). None keeps the store path free of any cost.
+        self.tap: Tap | None = None
+        #: Hears every read ``(medium, offset, length)`` (read-guided exploration).
+        self.read_tap: Callable[[Medium, int, int], None] | None = None
         self.stores = 0
         self.store_bytes = 0
         self.flush_count = 0
@@ -93,6 +116,8 @@ class Machine:
 
     def flush(self, medium: Medium, start: int, end: int, caller: FrameType) -> None:
         self.flush_count += 1
+        if self.tap is not None:
+            self._tapped("flush", medium, start, end - start, caller)
         if medium.wb_durable:
             return  # eADR: a flush has nothing to do
         lo, hi = medium.align(start, end)
@@ -108,6 +133,8 @@ class Machine:
     def fence(self, granularity: Granularity, caller: FrameType) -> None:
         """sfence: every earlier flush and non-temporal store becomes guaranteed."""
         self.fence_count += 1
+        if self.tap is not None:
+            self._tapped("fence", None, 0, 0, caller)
         if granularity == Granularity.PAGE:
             return  # drain of a PAGE map is a no-op: msync already waited
         if not self.unfenced and not self.flushes:
@@ -123,12 +150,30 @@ class Machine:
         self.deep_flush_count += 1
         lo, hi = medium.align(start, end)
         self._barrier("deep_flush", caller)
+        if self.tap is not None:
+            self._tapped("deep_flush", medium, start, end - start, caller)
         if medium.granularity == Granularity.PAGE:
             medium.resolve([(next(self.seq), lo, hi, ())], False, None)
             return
         # A deep flush flushes and fences; its own flush is not user code for the lint.
         self.flushes.append((medium, (next(self.seq), lo, hi, ())))
         self._resolve_all()
+
+    def _tapped(
+        self,
+        kind: str,
+        medium: Medium | None,
+        offset: int,
+        length: int,
+        caller: FrameType,
+        data: bytes = b"",
+        nontemporal: bool = False,
+    ) -> None:
+        # A flush or fence is reported before it takes effect, so the tap sees the state
+        # the operation found; a store after (see SimMap). Either way the order of taps is
+        # program order.
+        assert self.tap is not None
+        self.tap(Op(kind, medium, offset, length, data, nontemporal, capture_stack(caller)))
 
     def _resolve_all(self) -> None:
         by_medium: dict[Medium, list[Flush]] = {m: [] for m in self.unfenced}
