@@ -545,7 +545,8 @@ class SimBackend(Backend):
         elif address % PAGE:
             raise Pmem2Failure(Pmem2Code.ADDRESS_UNALIGNED, f"address 0x{address:x} unaligned")
         elif not self.space.is_free(address, address + size):
-            raise Pmem2Failure(Pmem2Code.MAP_EXISTS, f"range at 0x{address:x} is taken")
+            # libpmem2: MAP_FIXED_NOREPLACE failing with EEXIST.
+            raise Pmem2Failure(Pmem2Code.MAPPING_EXISTS, f"range at 0x{address:x} is taken")
         self.space.take(address, address + size)
         return SimReservation(self.space, address, size)
 
@@ -559,12 +560,6 @@ class SimBackend(Backend):
         reservation_offset: int,
     ) -> SimMap:
         assert isinstance(source, SimSource) and isinstance(reservation, SimReservation)
-        if source.granularity > granularity:
-            raise Pmem2Failure(
-                Pmem2Code.GRANULARITY_NOT_SUPPORTED,
-                f"the simulated platform offers {source.granularity.name} for this source; "
-                f"{granularity.name} was required",
-            )
         if offset % PAGE:
             raise Pmem2Failure(Pmem2Code.OFFSET_UNALIGNED, f"offset {offset} is not page aligned")
         if offset + length > source.size:
@@ -576,6 +571,14 @@ class SimBackend(Backend):
             m.address < address + length and address < m.address + m.size for m in reservation.maps
         ):
             raise Pmem2Failure(Pmem2Code.MAPPING_EXISTS, "range already mapped")
+        # libpmem2 checks the offset and the range first: the granularity is known only once
+        # it has looked at how the source can be mapped.
+        if source.granularity > granularity:
+            raise Pmem2Failure(
+                Pmem2Code.GRANULARITY_NOT_SUPPORTED,
+                f"the simulated platform offers {source.granularity.name} for this source; "
+                f"{granularity.name} was required",
+            )
         medium = source.medium_for_map()
         m = SimMap(source, medium, offset, address, length, reservation)
         reservation.maps.append(m)
