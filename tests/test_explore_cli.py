@@ -37,11 +37,11 @@ def test_bug_found_with_minimal_failure_pointing_at_the_lost_store() -> None:
     assert r.verdict == "inconsistent" and r.as_expected and r.exact
     m = r.minimal
     assert m is not None
-    assert m.lines_lost == 1 and len(m.lost) == 1
+    assert len(m.lines) == 1 and len(m.lost) == 1
     assert m.lost[0].offset == 64
     (loc,) = locations(m.lost[0].provenance)
     assert loc.filename == __file__ and loc.function == "_flag_then_data"
-    assert locations(m.barrier_stack)[0].function == "_flag_then_data"
+    assert locations(m.point.provenance)[0].function == "_flag_then_data"
 
 
 def test_fixed_version_is_clean_and_every_image_is_checked() -> None:

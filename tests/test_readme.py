@@ -27,7 +27,7 @@ def test_worked_example_output() -> None:
     assert lines[1:3] == ["1 55930", "1 0"]
     assert lines[3].startswith("error: store never flushed at README.md:")
     assert lines[4].startswith("inconsistent ")
-    assert "lost these stores" in "\n".join(lines[5:])
+    assert "stores lost:" in "\n".join(lines[5:])
 
 
 def test_top_commands_are_the_ones_ci_runs() -> None:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .common import EXIT_FAILED, EXIT_OK, UsageProblem
 
 __all__ = ["load_checks", "register"]
 
 
-def load_checks(path: str | os.PathLike[str]) -> list[object]:
-    """Every CrashCheck defined at module level in a scenario file, or in a folder's files."""
+def load_checks(path: str | os.PathLike[str], select: Sequence[str] | None = None) -> list[Any]:
+    """Every CrashCheck defined at module level in a scenario file, or in a folder's files
+    (only those named in ``select``, if given)."""
     from ..explore import CrashCheck
 
     p = Path(path)
@@ -25,7 +29,7 @@ def load_checks(path: str | os.PathLike[str]) -> list[object]:
         files = [p]
     else:
         raise UsageProblem(f"{path}: no such file or folder")
-    checks: list[object] = []
+    checks: list[Any] = []
     for f in files:
         name = f"pmemsim_scenario_{f.stem}"
         spec = importlib.util.spec_from_file_location(name, f)
@@ -37,26 +41,51 @@ def load_checks(path: str | os.PathLike[str]) -> list[object]:
             spec.loader.exec_module(module)
         except Exception as exc:
             raise UsageProblem(f"{f}: importing it failed: {type(exc).__name__}: {exc}") from exc
-        checks += [v for v in vars(module).values() if isinstance(v, CrashCheck)]
+        for v in vars(module).values():
+            if isinstance(v, CrashCheck) and (not select or v.name in select):
+                object.__setattr__(v, "_pmemsim_origin", str(f))
+                checks.append(v)
     if not checks:
-        raise UsageProblem(f"{path}: defines no pmemsim.explore.CrashCheck")
+        what = f"no CrashCheck named {', '.join(select)}" if select else "no CrashCheck"
+        raise UsageProblem(f"{path}: defines {what}")
     return checks
+
+
+def _override(c: Any, args: argparse.Namespace) -> Any:
+    changes: dict[str, Any] = {}
+    if args.crash_points is not None:
+        changes["crash_points"] = args.crash_points
+    if args.recovery_depth is not None:
+        changes["recovery_crash_depth"] = args.recovery_depth
+    if args.max_images is not None:
+        changes["max_images"] = args.max_images
+    return dataclasses.replace(c, **changes) if changes else c
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..explore import CheckResult, check
 
-    checks = load_checks(args.path)
+    checks = [(_override(c, args), _origin(c)) for c in load_checks(args.path, args.select)]
+    seed = args.seed if args.seed is not None else 0
+    print(f"pmemsim check {args.path}: seed {seed}, strategy {args.strategy or 'per check'}")
     results: list[CheckResult] = []
-    width = max(len(c.name) for c in checks)  # type: ignore[attr-defined]
+    width = max(len(c.name) for c, _ in checks)
     head = (
         f"{'check':<{width}}  {'verdict':<12}  {'expected':<8}  {'points':>6}  "
         f"{'images':>7}  {'checked':>7}  {'seconds':>7}"
     )
     print(head)
     print("-" * len(head))
-    for c in checks:
-        r = check(c)  # type: ignore[arg-type]
+    for c, origin in checks:
+        r = check(
+            c,
+            strategy=args.strategy,
+            seed=seed,
+            jobs=args.jobs,
+            name=f"{origin}::{c.name}",
+            progress="auto",
+        )
+        r.name = c.name
         results.append(r)
         ok = "yes" if r.as_expected else "NO"
         print(
@@ -64,49 +93,50 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"{r.images_possible:>7}  {r.images_checked:>7}  {r.seconds:>7.3f}"
         )
     for r in results:
-        if r.minimal is None and r.as_expected and not args.verbose:
+        if not r.failures and r.as_expected and not args.verbose:
             continue
-        print(f"\n== {r.name} ({'exact' if r.exact else f'partial: {r.images_skipped} skipped'})")
-        if r.minimal is not None:
-            print(f"{len(r.failures)} inconsistent image(s); the minimal one:")
-            print(r.minimal.describe())
-        else:
-            print("no inconsistent image")
-        errors = [f for f in r.findings if f.kind.severity == "error"]
-        for finding in errors if not args.verbose else r.findings:
-            print(f"  lint: {finding}")
+        print(f"\n== {r.report(lint='all' if args.verbose else 'errors')}")
     matched = sum(r.as_expected for r in results)
     exact = all(r.exact for r in results)
+    checked = sum(r.images_checked for r in results)
+    seconds = sum(r.seconds for r in results)
     print(
-        f"\n{len(results)} checks, {matched} with the expected verdict, "
-        f"{sum(r.images_checked for r in results)} distinct images checked, "
-        f"{'every crash point exhaustively' if exact else 'some crash points partially'}"
+        f"\n{len(results)} checks, {matched} with the expected verdict, {checked} distinct "
+        f"images checked in {seconds:.2f} s, "
+        f"{'every crash point exhaustively' if exact else 'some crash points heuristically'}"
     )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "verdict": r.verdict,
-                        "expected": r.expect,
-                        "exact": r.exact,
-                        "crash_points": r.crash_points,
-                        "images_possible": r.images_possible,
-                        "images_checked": r.images_checked,
-                        "inconsistent": len(r.failures),
-                        "seconds": round(r.seconds, 4),
-                    }
-                    for r in results
-                ],
-                indent=2,
-            )
-            + "\n"
-        )
+        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     return EXIT_OK if matched == len(results) else EXIT_FAILED
 
 
+def _origin(c: Any) -> str:
+    return str(getattr(c, "_pmemsim_origin", "?"))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from ..explore import replay
+
+    where, sep, rest = args.token.partition("::")
+    name, at, crash = rest.rpartition("@")
+    if not sep or not at or not name:
+        raise UsageProblem(f"{args.token!r} is not a replay token (PATH::CHECK@CRASH)")
+    (c,) = load_checks(where, [name])
+    err = replay(c, crash)
+    if err is None:
+        print(f"{name}: the image of crash {crash} is consistent now")
+        return EXIT_OK
+    import traceback
+
+    traceback.print_exception(err)
+    print(f"{name}: recovery on the image of crash {crash} failed", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..explore.strategy import STRATEGY_NAMES
+    from ..explore.trace import CRASH_POINT_MODES
+
     p = sub.add_parser(
         "check",
         help="run the crash-consistency checks of a scenario file or folder on the simulator",
@@ -118,6 +148,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("path", help="scenario file or folder")
+    p.add_argument("-k", "--select", action="append", metavar="NAME", help="only this check")
+    p.add_argument(
+        "--strategy", metavar="NAME", help=f"override every check's ({', '.join(STRATEGY_NAMES)})"
+    )
+    p.add_argument("--crash-points", choices=CRASH_POINT_MODES, help="override every check's")
+    p.add_argument("--recovery-depth", type=int, metavar="N", help="crash recovery too, N deep")
+    p.add_argument("--max-images", type=int, metavar="N", help="per crash point, for exact runs")
+    p.add_argument("--seed", type=int, help="seed for random strategies (default 0)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes for recovery")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="show every lint finding")
+    p.add_argument("-v", "--verbose", action="store_true", help="report every check in full")
     p.set_defaults(func=_cmd_check)
+    r = sub.add_parser(
+        "replay",
+        help="rerun one crash from its replay token",
+        description=(
+            "Rebuilds the crash image a report's replay token names (PATH::CHECK@CRASH) and "
+            "runs the check's recovery on it; recovery's exception propagates."
+        ),
+    )
+    r.add_argument("token")
+    r.set_defaults(func=_cmd_replay)

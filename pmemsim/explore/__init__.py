@@ -1,0 +1,58 @@
+"""Crash exploration: every crash that matters, checked by the user's recovery.
+
+Record a workload once on the simulator (:func:`record`), choose crash images per crash
+point with a strategy (exact or heuristic, always labelled), run recovery on each distinct
+image, and report the minimal failing crash with a replay token (:func:`check`,
+:class:`CheckResult`). Hypothesis strategies live in :mod:`pmemsim.hypothesis`, the pytest
+plugin in :mod:`pmemsim.pytest_plugin`.
+"""
+
+from ..markers import CrashInfo, current_crash, marker
+from .crash import Crash
+from .engine import CrashCheck, check, replay, run_recovery
+from .report import CheckResult, CrashConsistencyError, Failure, LineOutcome, LostStore
+from .strategy import (
+    Accumulative,
+    Bounded,
+    Exhaustive,
+    Extremes,
+    Nothing,
+    Persisted,
+    RandomSample,
+    ReadGuided,
+    ReverseAccumulative,
+    Strategy,
+    strategy_named,
+)
+from .trace import CrashPoint, MarkerOp, Trace, record
+
+__all__ = [
+    "Accumulative",
+    "Bounded",
+    "CheckResult",
+    "Crash",
+    "CrashCheck",
+    "CrashConsistencyError",
+    "CrashInfo",
+    "CrashPoint",
+    "Exhaustive",
+    "Extremes",
+    "Failure",
+    "LineOutcome",
+    "LostStore",
+    "MarkerOp",
+    "Nothing",
+    "Persisted",
+    "RandomSample",
+    "ReadGuided",
+    "ReverseAccumulative",
+    "Strategy",
+    "Trace",
+    "check",
+    "current_crash",
+    "marker",
+    "record",
+    "replay",
+    "run_recovery",
+    "strategy_named",
+]

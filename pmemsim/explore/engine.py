@@ -1,0 +1,486 @@
+"""Crash exploration: record a workload, pick images per crash point, run recovery on each.
+
+The run is deterministic: crash points come in program order, each strategy orders its
+images, images are deduplicated by content in that order, and random strategies draw from
+a generator derived from the seed and the point. Worker processes only run recovery on
+images the parent already chose, and the parent re-runs the failing ones itself (so the
+report holds the user's live exception), so results do not depend on ``jobs``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..config import Config
+from ..enums import Granularity
+from ..errors import ErrorCode, InvalidArgumentError
+from ..markers import CrashInfo, reset_crash, set_crash
+from ..part import Part
+from ..set import Set
+from ..snapshot import Snapshot
+from ..source import Source
+from ..view import View
+from .crash import Crash
+from .report import CheckResult, CrashConsistencyError, Failure, LineOutcome, LostStore
+from .strategy import PointContext, Strategy, strategy_named
+from .trace import CRASH_POINT_MODES, CrashPoint, Trace, record
+
+if TYPE_CHECKING:
+    from pmemsim_backends.sim import CrashState
+
+__all__ = ["CrashCheck", "check", "replay"]
+
+Workload = Callable[[View], object]
+Recovery = Callable[[View], object]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CrashCheck:
+    """A workload, the recovery check for its crash images, and the expected verdict.
+
+    ``workload(view)`` runs on a fresh pool of ``size`` zero bytes on a simulated platform of
+    ``granularity``. ``recover(view)`` runs on a fresh set mapping one crash image (it may
+    call :func:`pmemsim.current_crash`); returning False or raising means inconsistent.
+    """
+
+    name: str
+    workload: Workload
+    recover: Recovery
+    size: int = 4096
+    granularity: Granularity = Granularity.CACHE_LINE
+    expect: Literal["consistent", "inconsistent"] = "consistent"
+    description: str = ""
+    #: Above this many distinct images at one crash point, an exact strategy falls back
+    #: (and the result says what it skipped).
+    max_images: int = 4096
+    #: "barriers" (exact, the default), "operations" or "markers" (see trace.py).
+    crash_points: str = "barriers"
+    #: The strategy for crash points (a name or a Strategy; see strategy.py).
+    strategy: str | Strategy = "exhaustive"
+    #: Strategy per marker name, for crash points inside that marked operation (the
+    #: innermost marker with an entry wins; "none" skips its crash points).
+    markers: Mapping[str, str | Strategy] = field(default_factory=dict)
+    #: Crash recovery too, to this depth: recovery must survive its own power failures.
+    recovery_crash_depth: int = 0
+    seed: int = 0
+
+
+def _validate(c: CrashCheck) -> None:
+    if not isinstance(c, CrashCheck):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c!r} is not a CrashCheck")
+    if c.expect not in ("consistent", "inconsistent"):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"expect={c.expect!r}")
+    if c.crash_points not in CRASH_POINT_MODES:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"crash_points must be one of {CRASH_POINT_MODES}"
+        )
+    if not isinstance(c.recovery_crash_depth, int) or c.recovery_crash_depth < 0:
+        raise InvalidArgumentError(ErrorCode.EINVAL, "recovery_crash_depth must be an int >= 0")
+    if not isinstance(c.max_images, int) or c.max_images < 2:
+        raise InvalidArgumentError(ErrorCode.EINVAL, "max_images must be an int >= 2")
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+class _Keys:
+    """Content digests of images, page by page: pages shared copy-on-write between images are
+    hashed once, so a key costs what the image changed, not the pool."""
+
+    def __init__(self) -> None:
+        self._pages: dict[int, tuple[object, bytes]] = {}
+
+    def of(self, snap: Snapshot, base: Mapping[int, bytes | bytearray]) -> bytes:
+        """``base``: the crash state's own pages. They are frozen (the simulator copies a
+        page before writing it again), so their digests can be remembered by identity; the
+        pages an image patched are hashed afresh and not remembered."""
+        h = hashlib.blake2b(digest_size=16)
+        for i in sorted(snap.pages):
+            page = snap.pages[i]
+            h.update(i.to_bytes(8, "little"))
+            if base.get(i) is page:
+                hit = self._pages.get(id(page))
+                if hit is None or hit[0] is not page:
+                    hit = (page, hashlib.blake2b(page, digest_size=16).digest())
+                    self._pages[id(page)] = hit
+                h.update(hit[1])
+            else:
+                h.update(hashlib.blake2b(page, digest_size=16).digest())
+        return h.digest()
+
+
+def _lost(
+    state: CrashState, deviations: tuple[tuple[int, int], ...]
+) -> tuple[tuple[LineOutcome, ...], tuple[LostStore, ...]]:
+    lines = []
+    stores = []
+    for i, o in deviations:
+        u = state.units[i]
+        atoms = u.lost_atoms(state.option(i, o))
+        in_flight = len(u.wb) + sum(len(g) for g in u.nt_groups)
+        lines.append(LineOutcome(u.medium_index, u.offset, in_flight, len(atoms)))
+        stores += [LostStore(u.medium_index, a.offset, len(a.data), (a.frame,)) for a in atoms]
+    return tuple(lines), tuple(stores)
+
+
+def crash_for(point: CrashPoint, deviations: tuple[tuple[int, int], ...]) -> Crash:
+    units = point.state.units
+    return Crash(
+        point.index,
+        tuple(sorted((units[i].medium_index, units[i].offset, o) for i, o in deviations)),
+    )
+
+
+def deviations_for(state: CrashState, crash: Crash) -> tuple[tuple[int, int], ...]:
+    """The clamped deviations a crash means at a state (lines not in flight are ignored)."""
+    index = {(u.medium_index, u.offset): i for i, u in enumerate(state.units)}
+    out = []
+    for m, off, alt in crash.lines:
+        i = index.get((m, off))
+        if i is None:
+            continue
+        n = len(state.units[i].options(state._bases[i]))
+        alt = min(max(alt, 0), n - 1)
+        if alt:
+            out.append((i, alt))
+    return tuple(sorted(dict(out).items()))
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+
+def run_recovery(
+    recover: Recovery,
+    snapshot: Snapshot,
+    granularity: Granularity,
+    info: CrashInfo,
+    read_tap: Callable[[Any, int, int], None] | None = None,
+) -> BaseException | None:
+    """Recovery's verdict on one image: None when consistent, else the exception."""
+    from pmemsim_backends.sim import SimBackend
+
+    sim = SimBackend(granularity, lint=False)
+    if read_tap is not None:
+        sim.set_read_tap(read_tap)
+    token = set_crash(info)
+    try:
+        with Set(Config(granularity=granularity, backend=sim)) as s:
+            d = s.map(Part(Source.from_image(snapshot)))
+            try:
+                ok = recover(s.view(d))
+            except Exception as exc:  # the user's recovery failed: that is the verdict
+                return exc
+    finally:
+        reset_crash(token)
+    if ok is False:
+        return CrashConsistencyError("recovery returned False")
+    return None
+
+
+# -- exploration ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    point: CrashPoint
+    deviations: tuple[tuple[int, int], ...]
+    strategy: str
+    snapshot: Snapshot
+
+
+def _strategy_for(
+    point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
+) -> Strategy:
+    for name in reversed(point.markers):
+        s = by_marker.get(name)
+        if s is not None:
+            return s
+    return default
+
+
+def _candidates(
+    c: CrashCheck,
+    trace: Trace,
+    result: CheckResult,
+    probe: Callable[[CrashState], set[int]] | None,
+) -> Iterator[_Candidate]:
+    default = strategy_named(c.strategy)
+    by_marker = {k: strategy_named(v) for k, v in c.markers.items()}
+    keys = _Keys()
+    seen: set[bytes] = set()
+    done: set[tuple[int, str]] = set()
+    for point in trace.points:
+        strategy = _strategy_for(point, default, by_marker)
+        state = point.state
+        # Points sharing a state (nothing happened between them) give the same images.
+        if (id(state), strategy.name) in done:
+            continue
+        first = not any(k[0] == id(state) for k in done)
+        done.add((id(state), strategy.name))
+        if first:
+            result.images_possible += state.image_count()
+        ctx = PointContext(point.index, c.seed, c.max_images, probe)
+        plan = strategy.plan(state, ctx)
+        if plan.skipped:
+            result.images_skipped += plan.skipped
+            result.exact = False
+        elif not strategy.exact:
+            result.exact = False
+        for dev in plan.images:
+            snap = state.image(dev).snapshot()
+            key = keys.of(snap, state.snapshots[0].pages)
+            if key in seen:
+                continue
+            seen.add(key)
+            yield _Candidate(point, dev, strategy.name, snap)
+
+
+def _probe_for(c: CrashCheck) -> Callable[[CrashState], set[int]]:
+    def probe(state: CrashState) -> set[int]:
+        read: set[tuple[int, int]] = set()
+        unit = {u.offset // u.size: u.size for u in state.units}
+        size = next(iter(unit.values()), 64)
+
+        def tap(medium: Any, off: int, n: int) -> None:
+            for idx in range(off // size, (off + n - 1) // size + 1):
+                read.add((0, idx * size))
+
+        run_recovery(
+            c.recover,
+            state.image(()).snapshot(),
+            c.granularity,
+            CrashInfo(-1, "probe", ()),
+            tap,
+        )
+        return {i for i, u in enumerate(state.units) if (u.medium_index, u.offset) in read}
+
+    return probe
+
+
+def _verdicts(
+    c: CrashCheck, cands: Sequence[_Candidate], jobs: int
+) -> list[BaseException | bool | None]:
+    """Recovery's outcome per candidate; with jobs > 1 in forked workers (True = failed,
+    to be re-run in this process for the live exception)."""
+    if jobs <= 1 or len(cands) < 2 * jobs:
+        return [_outcome(c, cand) for cand in cands]
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    global _WORK
+    _WORK = (c, cands)
+    try:
+        with ctx.Pool(jobs) as pool:
+            chunk = max(1, len(cands) // (jobs * 8))
+            failed = pool.map(_worker, range(len(cands)), chunksize=chunk)
+    finally:
+        _WORK = None
+    return [True if f else None for f in failed]
+
+
+_WORK: tuple[CrashCheck, Sequence[_Candidate]] | None = None
+
+
+def _worker(i: int) -> bool:
+    assert _WORK is not None
+    c, cands = _WORK
+    return _outcome(c, cands[i]) is not None
+
+
+def _outcome(c: CrashCheck, cand: _Candidate) -> BaseException | None:
+    info = CrashInfo(cand.point.index, cand.point.kind, cand.point.markers)
+    err = run_recovery(c.recover, cand.snapshot, c.granularity, info)
+    if err is None and c.recovery_crash_depth:
+        return _crash_recovery(c, cand.snapshot, c.recovery_crash_depth, info)
+    return err
+
+
+class _RecoveryCrashFailure(Exception):
+    """Recovery failed on an image that a crash *of recovery* left behind."""
+
+    def __init__(self, chain: tuple[Crash, ...], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.chain = chain
+        self.error = error
+
+
+def _crash_recovery(
+    c: CrashCheck, snapshot: Snapshot, depth: int, info: CrashInfo
+) -> BaseException | None:
+    """Crash recovery itself (running on ``snapshot``) at each of its crash points and run
+    recovery again on every image that leaves, to ``depth`` levels."""
+
+    def workload(view: View) -> None:
+        token = set_crash(info)
+        try:
+            c.recover(view)
+        finally:
+            reset_crash(token)
+
+    trace = record(workload, granularity=c.granularity, base=snapshot)
+    keys = _Keys()
+    seen: set[bytes] = set()
+    strategy = strategy_named(c.strategy)
+    for point in trace.points:
+        plan = strategy.plan(point.state, PointContext(point.index, c.seed, c.max_images))
+        for dev in plan.images:
+            snap = point.state.image(dev).snapshot()
+            key = keys.of(snap, point.state.snapshots[0].pages)
+            if key in seen:
+                continue
+            seen.add(key)
+            inner = CrashInfo(point.index, point.kind, point.markers)
+            err = run_recovery(c.recover, snap, c.granularity, inner)
+            crash = crash_for(point, dev)
+            if err is None and depth > 1:
+                err = _crash_recovery(c, snap, depth - 1, inner)
+                if isinstance(err, _RecoveryCrashFailure):
+                    return _RecoveryCrashFailure((crash, *err.chain), err.error)
+            if err is not None:
+                return _RecoveryCrashFailure((crash,), err)
+    return None
+
+
+def _failure(c: CrashCheck, cand: _Candidate, err: BaseException) -> Failure:
+    chain: tuple[Crash, ...] = ()
+    if isinstance(err, _RecoveryCrashFailure):
+        chain, err = err.chain, err.error
+    lines, lost = _lost(cand.point.state, cand.deviations)
+    return Failure(
+        c.name,
+        crash_for(cand.point, cand.deviations),
+        cand.point,
+        cand.strategy,
+        lines,
+        lost,
+        err,
+        chain,
+    )
+
+
+def _progress_bar() -> Progress | None:
+    if not sys.stderr.isatty():
+        return None
+    started = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images, {rate:,.0f}/s"
+        )
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def check(
+    c: CrashCheck,
+    *,
+    strategy: str | Strategy | None = None,
+    seed: int | None = None,
+    jobs: int = 1,
+    progress: Progress | Literal["auto"] | None = "auto",
+    name: str | None = None,
+) -> CheckResult:
+    """Run ``c`` and return what it found (see :class:`CheckResult`).
+
+    ``strategy`` and ``seed`` override the check's own; ``jobs`` > 1 runs recovery in that
+    many worker processes (the result is the same); ``progress`` is called with
+    ``(done, total)`` per batch ("auto": a bar on stderr when it is a terminal); ``name`` is
+    the check's name in replay tokens (the command line uses ``path::name``).
+    """
+    _validate(c)
+    overrides: dict[str, Any] = {}
+    if strategy is not None:
+        overrides["strategy"] = strategy
+    if seed is not None:
+        overrides["seed"] = seed
+    if name is not None:
+        overrides["name"] = name
+    if overrides:
+        import dataclasses
+
+        c = dataclasses.replace(c, **overrides)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
+    started = time.perf_counter()
+    trace = record(c.workload, size=c.size, granularity=c.granularity, crash_points=c.crash_points)
+    result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed)
+    result.findings = trace.findings
+    result.crash_points = len(trace.points)
+    probe = _probe_for(c)
+    bar = _progress_bar() if progress == "auto" else progress
+    batch: list[_Candidate] = []
+    done = 0
+
+    def flush_batch() -> None:
+        nonlocal done
+        outcomes = _verdicts(c, batch, jobs)
+        for cand, out in zip(batch, outcomes, strict=True):
+            if out is True:  # failed in a worker: re-run here for the live exception
+                out = _outcome(c, cand)
+            if isinstance(out, BaseException):
+                result.failures.append(_failure(c, cand, out))
+        done += len(batch)
+        batch.clear()
+
+    for cand in _candidates(c, trace, result, probe):
+        batch.append(cand)
+        result.images_checked += 1
+        if len(batch) >= 512:
+            flush_batch()
+            if bar is not None:
+                bar(done, result.images_checked)
+    flush_batch()
+    if bar is not None and done:
+        bar(done, done)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def replay(c: CrashCheck, token: str) -> BaseException | None:
+    """Rebuild the image a replay token names and run recovery on it again.
+
+    ``token`` is a failure's token (``name@crash[>recovery crash...]``) or just the crash
+    part. Returns recovery's exception (None if the image is consistent now).
+    """
+    _validate(c)
+    crash_part = token.rsplit("@", 1)[-1]
+    first, *chain = crash_part.split(">")
+    crash = Crash.parse(first)
+    trace = record(c.workload, size=c.size, granularity=c.granularity, crash_points=c.crash_points)
+    if not trace.points:
+        raise InvalidArgumentError(ErrorCode.EINVAL, "the workload has no crash points")
+    point = trace.points[min(crash.point, len(trace.points) - 1)]
+    snap = point.state.image(deviations_for(point.state, crash)).snapshot()
+    info = CrashInfo(point.index, point.kind, point.markers)
+    for link in chain:
+        inner = Crash.parse(link)
+
+        def workload(view: View, info: CrashInfo = info) -> None:
+            token = set_crash(info)
+            try:
+                c.recover(view)
+            finally:
+                reset_crash(token)
+
+        t = record(workload, granularity=c.granularity, base=snap)
+        p = t.points[min(inner.point, len(t.points) - 1)]
+        snap = p.state.image(deviations_for(p.state, inner)).snapshot()
+        info = CrashInfo(p.index, p.kind, p.markers)
+    return run_recovery(c.recover, snap, c.granularity, info)
+
+
+def default_jobs() -> int:
+    return max(1, (os.cpu_count() or 1))

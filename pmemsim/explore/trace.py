@@ -1,0 +1,236 @@
+"""Recording a workload once on the simulator: its crash points, each with a frozen crash state.
+
+Crash points (persistency.md, rule 6):
+
+* ``"barriers"`` (the default): just before every barrier (fence, clflush, msync, deep flush)
+  that follows a store, and at the end of the run. Between two such barriers nothing
+  becomes guaranteed and stores only add choices, so this covers every reachable state at
+  CACHE_LINE and PAGE granularity. At BYTE granularity (eADR) a store is durable once
+  visible, so there a crash point also follows every store.
+* ``"operations"``: after every store and before every flush, fence and deep flush (a
+  superset, for people who want to see it).
+* ``"markers"``: at every boundary of a marked operation (:func:`pmemsim.marker`), and at
+  the end.
+
+Consecutive crash points with nothing in between share one state object, so the explorer
+can skip them without re-deriving images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..config import Config
+from ..enums import Granularity
+from ..errors import ErrorCode, InvalidArgumentError
+from ..markers import reset_sink, set_sink
+from ..part import Part
+from ..provenance import Provenance, capture_stack, locations
+from ..set import Set
+from ..snapshot import Snapshot
+from ..source import Source
+from ..view import View
+
+if TYPE_CHECKING:
+    from pmemsim_backends.sim import CrashState, Finding, Op, SimBackend
+
+__all__ = ["CRASH_POINT_MODES", "CrashPoint", "MarkerOp", "Trace", "record"]
+
+CrashPointMode = Literal["barriers", "operations", "markers"]
+CRASH_POINT_MODES: tuple[str, ...] = ("barriers", "operations", "markers")
+
+Workload = Callable[[View], object]
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerOp:
+    """A marker boundary as it appears among the recorded operations."""
+
+    name: str
+    begin: bool
+    provenance: Provenance
+    kind: str = "marker"
+
+
+@dataclass(frozen=True, slots=True)
+class CrashPoint:
+    """A moment at which the run may lose power, with what a crash there could leave."""
+
+    index: int
+    #: What the crash is next to: a barrier kind ("fence", "clflush", "msync",
+    #: "deep_flush"), an operation ("store", "flush"), "marker" or "end".
+    kind: str
+    #: "before" or "after" that operation.
+    position: str
+    #: How many operations (stores, flushes, fences, deep flushes) ran before the crash.
+    operation: int
+    #: Marked operations under way, outermost first.
+    markers: tuple[str, ...]
+    #: The user's stack at the operation (innermost first); empty at the end of the run.
+    provenance: Provenance
+    state: CrashState = field(repr=False, compare=False)
+
+    def describe(self) -> str:
+        where = locations(self.provenance)
+        if self.kind == "end":
+            text = "at the end of the run"
+        elif self.kind == "marker":
+            text = f"at a marker boundary{f' at {where[0]}' if where else ''}"
+        else:
+            text = f"{self.position} the {self.kind}{f' at {where[0]}' if where else ''}"
+        inside = f" (inside {' > '.join(self.markers)})" if self.markers else ""
+        return f"crash point {self.index}, {text}{inside}"
+
+
+@dataclass
+class Trace:
+    """One recorded run: its crash points and, when asked for, its operations."""
+
+    size: int
+    granularity: Granularity
+    mode: str
+    points: list[CrashPoint]
+    #: Stores, flushes, fences, deep flushes and marker boundaries in program order
+    #: (only when recorded with ``keep_ops=True``).
+    ops: list[Op | MarkerOp]
+    findings: list[Finding]
+    #: Every persistence unit that had something in flight at some crash point, as
+    #: ``(medium index, unit offset)``, sorted: the alphabet of a crash's lost lines.
+    lines: list[tuple[int, int]]
+    #: The simulator the run used (for its media; keep it for as long as the trace).
+    backend: SimBackend = field(repr=False)
+
+
+class _Recorder:
+    def __init__(self, sim: SimBackend, mode: str, keep_ops: bool) -> None:
+        self.sim = sim
+        self.mode = mode
+        self.keep_ops = keep_ops
+        self.points: list[CrashPoint] = []
+        self.ops: list[Any] = []
+        self.markers: list[str] = []
+        self.operations = 0
+        #: Whether anything that can change a crash state happened since the last capture.
+        self.changed = True
+        self.byte = sim.granularity == Granularity.BYTE
+
+    def capture(self, kind: str, position: str, provenance: Provenance) -> None:
+        fresh = self.changed or not self.points
+        state = self.sim.crash_state() if fresh else self.points[-1].state
+        self.changed = False
+        self.points.append(
+            CrashPoint(
+                len(self.points),
+                kind,
+                position,
+                self.operations,
+                tuple(self.markers),
+                provenance,
+                state,
+            )
+        )
+
+    def on_barrier(self, barrier: Any) -> None:
+        if self.mode == "markers":
+            self.changed = True
+            return
+        if barrier.after_store or self.mode == "operations":
+            self.capture(barrier.kind, "before", barrier.provenance)
+        self.changed = True  # the barrier is about to make something guaranteed
+
+    def on_op(self, op: Any) -> None:
+        self.operations += 1
+        if self.keep_ops:
+            self.ops.append(op)
+        if op.kind == "store":
+            self.changed = True
+            if self.mode == "operations" or (self.mode == "barriers" and self.byte):
+                self.capture("store", "after", op.provenance)
+        elif self.mode == "operations" and op.kind == "flush":
+            self.capture("flush", "before", op.provenance)
+
+    def on_marker(self, name: str, begin: bool, caller: FrameType) -> None:
+        prov = capture_stack(caller)
+        if self.keep_ops:
+            self.ops.append(MarkerOp(name, begin, prov))
+        if begin:
+            self.markers.append(name)
+        if self.mode == "markers":
+            self.capture("marker", "at", prov)
+        if not begin:
+            if not self.markers or self.markers[-1] != name:
+                raise InvalidArgumentError(
+                    ErrorCode.EINVAL, f"marker {name!r} ends while {self.markers} are open"
+                )
+            self.markers.pop()
+
+
+def record(
+    workload: Workload,
+    *,
+    size: int = 4096,
+    granularity: Granularity = Granularity.CACHE_LINE,
+    crash_points: str = "barriers",
+    base: Snapshot | bytes | None = None,
+    keep_ops: bool = False,
+    backend: SimBackend | None = None,
+) -> Trace:
+    """Run ``workload(view)`` once on a fresh simulated pool and record its crash points.
+
+    The pool is ``size`` zero bytes, or ``base`` (bytes or a Snapshot, e.g. a crash image:
+    that is how recovery itself is crashed). ``backend`` lets a caller configure the
+    simulator (clflush mode, page tearing, ...); it must be fresh.
+    """
+    from pmemsim_backends.sim import SimBackend
+
+    if crash_points not in CRASH_POINT_MODES:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"crash_points must be one of {', '.join(CRASH_POINT_MODES)}, not {crash_points!r}",
+        )
+    if isinstance(base, bytes | bytearray):
+        from ..snapshot import _PAGE
+
+        data = bytes(base)
+        pages = {i // _PAGE: data[i : i + _PAGE] for i in range(0, len(data), _PAGE)}
+        base = Snapshot("pool", len(data), pages)
+    sim = backend if backend is not None else SimBackend(granularity)
+    rec = _Recorder(sim, crash_points, keep_ops)
+    sim.on_barrier(rec.on_barrier)
+    sim.set_tap(rec.on_op)
+    token = set_sink(rec.on_marker)
+    try:
+        with Set(Config(granularity=granularity, backend=sim)) as s:
+            source = Source.anonymous(size) if base is None else Source.from_image(base)
+            d = s.map(Part(source))
+            workload(s.view(d))
+            if rec.markers:
+                raise InvalidArgumentError(
+                    ErrorCode.EINVAL, f"the workload ended with markers open: {rec.markers}"
+                )
+            rec.capture("end", "at", ())
+            findings = sim.lint()
+    finally:
+        reset_sink(token)
+        sim.set_tap(None)
+        sim.remove_barrier_observer(rec.on_barrier)
+    lines = sorted(
+        {
+            (u.medium_index, u.offset)
+            for st in {id(p.state): p.state for p in rec.points}.values()
+            for u in st.units
+        }
+    )
+    return Trace(
+        size if base is None else base.size,
+        granularity,
+        crash_points,
+        rec.points,
+        rec.ops,
+        findings,
+        lines,
+        sim,
+    )
