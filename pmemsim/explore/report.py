@@ -79,10 +79,10 @@ class Failure:
         return (len(self.lines), len(self.lost), self.crash.point, len(self.recovery_crashes))
 
     @property
-    def signature(self) -> tuple[str, str, frozenset[str]]:
-        """Failures with one signature are one bug seen through several images."""
-        sites = frozenset(describe(s.provenance) for s in self.lost)
-        return (type(self.error).__name__, str(self.error).split("\n", 1)[0], sites)
+    def signature(self) -> tuple[str, str]:
+        """Failures with one signature (exception type and message) are taken for one bug
+        seen through several images."""
+        return (type(self.error).__name__, str(self.error).split("\n", 1)[0])
 
     def describe(self) -> str:
         out = [self.point.describe() + ":"]
@@ -152,7 +152,7 @@ class CheckResult:
 
     def distinct(self) -> list[Failure]:
         """The minimal failure of each distinct bug (see :attr:`Failure.signature`)."""
-        best: dict[tuple[str, str, frozenset[str]], Failure] = {}
+        best: dict[tuple[str, str], Failure] = {}
         for f in self.failures:
             cur = best.get(f.signature)
             if cur is None or f.size_key < cur.size_key:

@@ -33,6 +33,7 @@ from ..set import Set
 from ..snapshot import Snapshot
 from ..source import Source
 from ..view import View
+from .durability import DurabilityModel
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState, Finding, Op, SimBackend
@@ -116,10 +117,15 @@ class _Recorder:
         #: Whether anything that can change a crash state happened since the last capture.
         self.changed = True
         self.byte = sim.granularity == Granularity.BYTE
+        self.model = DurabilityModel(sim.granularity, clflush=sim.flush_instruction == "clflush")
 
     def capture(self, kind: str, position: str, provenance: Provenance) -> None:
         fresh = self.changed or not self.points
         state = self.sim.crash_state() if fresh else self.points[-1].state
+        if fresh:
+            self.model.verify(
+                state, f"crash point {len(self.points)}", before_barrier=position == "before"
+            )
         self.changed = False
         self.points.append(
             CrashPoint(
@@ -142,6 +148,7 @@ class _Recorder:
         self.changed = True  # the barrier is about to make something guaranteed
 
     def on_op(self, op: Any) -> None:
+        self.model.on_op(op)
         self.operations += 1
         if self.keep_ops:
             self.ops.append(op)
