@@ -34,7 +34,8 @@ def offered(kind: str) -> pm.Granularity:
     """What libpmem2 gives a source of ``kind`` on a machine without persistent memory."""
     if kind == "anonymous":
         return G.BYTE
-    return forced_granularity() or G.PAGE
+    forced = forced_granularity()
+    return G.PAGE if forced is None else forced  # not ``or``: BYTE is 0
 
 
 def real_unavailable_reason() -> str | None:

@@ -166,6 +166,74 @@ class TestSources:
         s.memcpy(a.address, b"only in a")
         assert s.read(b.address, 9) == bytes(9)
 
+    @pytest.mark.parametrize("fs", FS)
+    def test_source_closed_while_mapped(self, rig: Rig, fs: str) -> None:
+        s = rig.set()
+        src = rig.file(fs=fs, content=b"x" * PAGE)
+        d = s.map(pm.Part(src))
+        src.close()
+        s.memcpy(d.address, b"after close")
+        assert s.read(d.address, 12) == b"after closex"
+        with fails(pm.SourceError, E.INVALID_PMEM2_SOURCE):
+            s.map(pm.Part(src))
+        s.close()  # the last map going lets go of the file, with what was persisted
+        assert rig.path(fs=fs).read_bytes()[:12] == b"after closex"
+
+    @pytest.mark.parametrize("fs", FS)
+    def test_touching_what_a_shrunk_file_lost(
+        self, rig: Rig, fs: str, request: pytest.FixtureRequest
+    ) -> None:
+        # In C, touching a page the file no longer covers is SIGBUS; here it must be an
+        # error that changes nothing, on every backend.
+        if rig.name == "sim":
+            request.applymarker(
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="the simulator does not notice a file shrinking under its mapping",
+                )
+            )
+        s = rig.set()
+        d = s.map(pm.Part(rig.file(fs=fs, content=pattern(2 * PAGE))))
+        os.truncate(rig.path(fs=fs), PAGE)
+        assert s.read(d.address, 8) == pattern(8)  # what the file still covers works
+        for call in (
+            lambda: s.read(d.address + PAGE, 4),
+            lambda: s.store(d.address + PAGE, b"lost"),
+            lambda: s.memcpy(d.address + PAGE - 2, b"lost"),
+            lambda: s.memset(d.address + PAGE, 0, 1),
+            lambda: s.persist(d.address, 2 * PAGE),
+        ):
+            with fails(pm.SourceError, E.SOURCE_FILE_IS_TOO_SMALL):
+                call()
+        assert s.read(d.address, PAGE) == pattern(PAGE)
+
+    @pytest.mark.parametrize("required", list(G))
+    def test_image_source(
+        self, rig: Rig, required: pm.Granularity, request: pytest.FixtureRequest
+    ) -> None:
+        # docs/simulator.md: an image gets what the platform offers files (it stands for a
+        # crashed file on the same device).
+        if rig.name == "real" and offered("file") != G.BYTE:
+            request.applymarker(
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="the real backend puts images in anonymous memory, which is BYTE",
+                )
+            )
+        snap = pm.Snapshot("image", 2 * PAGE, {1: b"a" * PAGE})
+        s = rig.set(required)
+        part = pm.Part(rig.keep(pm.Source.from_image(snap)))
+        if offered("file") > required:
+            with fails(pm.MapError, E.GRANULARITY_NOT_SUPPORTED, P2.GRANULARITY_NOT_SUPPORTED):
+                s.map(part)
+            return
+        d = s.map(part)
+        assert s.granularity == offered("file")
+        assert s.read(d.address + PAGE - 1, 2) == b"\0a"
+        s.memcpy(d.address + PAGE, b"b")
+        assert s.read(d.address + PAGE, 2) == b"ba"
+        assert snap.read(PAGE, 2) == b"aa"  # mapping an image never changes it
+
 
 # -- granularity -----------------------------------------------------------------------
 
