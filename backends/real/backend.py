@@ -130,7 +130,7 @@ class RealBackend(Backend):
         if source.own_fd is not None:
             m = RealFileMap(b, source, box, reservation, offset, source.own_fd)
         else:
-            m = RealMap(b, source, box, reservation)
+            m = RealMap(b, source, box, reservation, offset)
         if source.snapshot is not None:
             _fill(m, source, offset, length)
         return m

@@ -160,7 +160,10 @@ def find_library() -> str:
     forced = os.environ.get(ENV_LIBRARY)
     if forced:
         if not os.path.isfile(forced):
-            raise LibraryNotFound(f"{ENV_LIBRARY}={forced} is not a file")
+            raise LibraryNotFound(
+                f"{ENV_LIBRARY}={forced} is not a file (unset it to use the system's "
+                "libpmem2, installed with `apt-get install libpmem2` on Debian/Ubuntu)"
+            )
         return forced
     candidates = _ldconfig_paths()
     extra = os.environ.get("LD_LIBRARY_PATH", "")

@@ -60,6 +60,7 @@ class RealMap(BackendMap):
     __slots__ = (
         "_b",
         "_box",
+        "_delta",
         "_drain",
         "_finalizer",
         "_flush",
@@ -75,7 +76,7 @@ class RealMap(BackendMap):
     )
 
     def __init__(
-        self, b: Binding, owner: RealSource, box: Any, reservation: RealReservation
+        self, b: Binding, owner: RealSource, box: Any, reservation: RealReservation, offset: int
     ) -> None:
         lib = b.lib
         ptr = box[0]
@@ -88,6 +89,8 @@ class RealMap(BackendMap):
         self.address: int = int(lib.pmem2_map_get_address(ptr))
         self.size: int = int(lib.pmem2_map_get_size(ptr))
         self.granularity = Granularity(lib.pmem2_map_get_store_granularity(ptr))
+        #: address - source offset
+        self._delta = self.address - offset
         self._mv: Any = memoryview(b.ffi.buffer(b.ffi.cast("char *", self.address), self.size))
         self._memmove: Callable[[int, bytes, int, int], None] = lib.pmem2_get_memmove_fn(ptr)
         self._memset: Callable[[int, int, int, int], None] = lib.pmem2_get_memset_fn(ptr)
@@ -101,6 +104,13 @@ class RealMap(BackendMap):
     def read(self, addr: int, length: int) -> bytes:
         o = addr - self.address
         return bytes(self._mv[o : o + length])
+
+    def read_mcsafe(self, addr: int, length: int) -> bytes:
+        """libpmem2's machine-check-safe read of the source behind ``[addr, addr + length)``
+        (anonymous memory: PMEM2_E_SOURCE_TYPE_NOT_SUPPORTED, as libpmem2 answers)."""
+        if not self._finalizer.alive:
+            _unmapped()
+        return self.owner.pread_mcsafe(addr - self._delta, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         o = addr - self.address
@@ -147,7 +157,7 @@ class RealMap(BackendMap):
 class RealFileMap(RealMap):
     """A map of a file: every access first checks that the file still covers it."""
 
-    __slots__ = ("_delta", "_fd", "_size")
+    __slots__ = ("_fd", "_size")
 
     def __init__(
         self,
@@ -158,9 +168,7 @@ class RealFileMap(RealMap):
         offset: int,
         fd: OwnFd,
     ) -> None:
-        super().__init__(b, owner, box, reservation)
-        #: address - file offset
-        self._delta = self.address - offset
+        super().__init__(b, owner, box, reservation, offset)
         fd.acquire()
         self._fd = fd
         self._size = fd.size
@@ -181,6 +189,10 @@ class RealFileMap(RealMap):
         self._check(addr, length)
         o = addr - self.address
         return bytes(self._mv[o : o + length])
+
+    def read_mcsafe(self, addr: int, length: int) -> bytes:
+        self._check(addr, length)
+        return super().read_mcsafe(addr, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         self._check(addr, len(data))

@@ -21,7 +21,7 @@ from pmemsim.backend import BackendSource, Pmem2Failure
 from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code, error_for
 from pmemsim.events import BadBlock
 
-from .errors import check, direct_error, failure, missing, not_supported
+from .errors import check, direct_error, failure, missing
 
 if TYPE_CHECKING:
     from pmemsim.snapshot import Snapshot
@@ -211,27 +211,25 @@ class RealSource(BackendSource):
     # -- machine-check-safe I/O ----------------------------------------------------------
 
     def pread_mcsafe(self, offset: int, length: int) -> bytes:
-        """Read through libpmem2's machine-check-safe path (a poisoned line is an error,
-        not a SIGBUS)."""
+        """Read through libpmem2's machine-check-safe path (poisoned media is a
+        Pmem2Failure(IO_FAIL), not a SIGBUS); Pmem2Failure for what libpmem2 refuses."""
         b = self.b
         if not b.capabilities.mcsafe_read:
-            raise not_supported("mcsafe reads", "pmem2_source_pread_mcsafe", b.info.path)
+            raise missing("mcsafe reads", "pmem2_source_pread_mcsafe", b.info.path)
         self._check_io(offset, length)
         buf = b.ffi.new("char[]", max(1, length))
-        ret = b.lib.pmem2_source_pread_mcsafe(self.ptr, buf, length, offset)
-        if ret:
-            raise direct_error(failure(b, ret, "pmem2_source_pread_mcsafe"), "mcsafe read failed")
+        check(b, b.lib.pmem2_source_pread_mcsafe(self.ptr, buf, length, offset), "mcsafe read")
         return bytes(b.ffi.buffer(buf, length))
 
     def pwrite_mcsafe(self, offset: int, data: bytes) -> None:
+        """Write through libpmem2's machine-check-safe path; failures as pread_mcsafe."""
         b = self.b
         if not b.capabilities.mcsafe_write:
-            raise not_supported("mcsafe writes", "pmem2_source_pwrite_mcsafe", b.info.path)
+            raise missing("mcsafe writes", "pmem2_source_pwrite_mcsafe", b.info.path)
         self._check_io(offset, len(data))
         buf = b.ffi.from_buffer(bytearray(data) or bytearray(1))
         ret = b.lib.pmem2_source_pwrite_mcsafe(self.ptr, buf, len(data), offset)
-        if ret:
-            raise direct_error(failure(b, ret, "pmem2_source_pwrite_mcsafe"), "mcsafe write failed")
+        check(b, ret, "mcsafe write")
 
     def _check_io(self, offset: int, length: int) -> None:
         if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
