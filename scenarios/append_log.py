@@ -33,6 +33,7 @@ def checksum(index: int, value: int) -> int:
 def write_record(log: View, index: int, value: int) -> int:
     """Write record ``index`` (not yet durable); returns its offset."""
     off = RECORDS + index * RECORD
+    # pmemsim: lost-store one_fence no_fence
     log.pack_into("<QQQ", off, index, value, checksum(index, value))
     return off
 
