@@ -27,6 +27,7 @@ from .errors import (
     PartStateError,
     Pmem2Code,
     PmemError,
+    PoisonError,
     RangeError,
     SourceError,
     StateError,
@@ -51,7 +52,7 @@ from .events import (
     TrackHandle,
 )
 from .part import Descriptor, Part, PartMap
-from .set import Set
+from .set import SafeRead, Set
 from .snapshot import Snapshot
 from .source import Source
 from .view import TypedArray, View
@@ -91,9 +92,11 @@ __all__ = [
     "PersistEvent",
     "Pmem2Code",
     "PmemError",
+    "PoisonError",
     "RangeError",
     "RemoveRangeEvent",
     "Reservation",
+    "SafeRead",
     "SdsRecord",
     "SdsUpdateEvent",
     "Set",

@@ -120,7 +120,20 @@ class BackendMap(ABC):
     granularity: Granularity
 
     @abstractmethod
-    def read(self, addr: int, length: int) -> bytes: ...
+    def read(self, addr: int, length: int) -> bytes:
+        """A load. A range touching a bad block raises :class:`pmemsim.errors.PoisonError`
+        with the faulting address (a backend that cannot catch the machine check may die
+        instead, as a C program would)."""
+
+    def read_mcsafe(self, addr: int, length: int) -> bytes:
+        """A machine-check-safe read (libpmem2's ``pmem2_source_pread_mcsafe`` of the map's
+        source at the matching offset).
+
+        A poisoned range raises PoisonError (with the address if the backend knows it) or
+        Pmem2Failure(IO_FAIL); a source that cannot do it raises Pmem2Failure with NOSUPP or
+        SOURCE_TYPE_NOT_SUPPORTED (anonymous memory, as in libpmem2).
+        """
+        raise Pmem2Failure(Pmem2Code.NOSUPP, "machine-check-safe reads are not supported")
 
     @abstractmethod
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:

@@ -12,7 +12,10 @@ tests hold them to it.
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .events import BadBlock
 
 __all__ = [
     "BackendUnavailableError",
@@ -26,6 +29,7 @@ __all__ = [
     "PartStateError",
     "PmemError",
     "Pmem2Code",
+    "PoisonError",
     "RangeError",
     "SourceError",
     "StateError",
@@ -270,6 +274,82 @@ class MediaError(PmemError):
     """The media failed: poisoned data, or data that cannot be made durable."""
 
     codes = frozenset({ErrorCode.IO_FAIL, ErrorCode.DEEP_FLUSH_FAIL})
+
+
+class PoisonError(MediaError):
+    """A load touched a bad block: the machine check (SIGBUS, BUS_MCEERR_AR) of real hardware.
+
+    ``code`` is IO_FAIL. ``address`` is the first poisoned byte the load touched (None when
+    only the source offset is known, e.g. from libpmem2's ``pread_mcsafe``), ``offset`` that
+    byte's offset in the source (None when unknown), ``source`` the source's label and
+    ``badblock`` the :class:`~pmemsim.BadBlock` hit (None when unknown).
+    """
+
+    codes = frozenset({ErrorCode.IO_FAIL})
+
+    def __init__(
+        self,
+        code: ErrorCode | int = ErrorCode.IO_FAIL,
+        message: str = "",
+        *,
+        address: int | None = None,
+        offset: int | None = None,
+        source: str = "",
+        badblock: BadBlock | None = None,
+        pmem2_code: int | None = None,
+        pmem2_message: str | None = None,
+    ) -> None:
+        self.address = address
+        self.offset = offset
+        self.source = source
+        self.badblock = badblock
+        if not message:
+            where = [f"0x{address:x}"] if address is not None else []
+            if offset is not None:
+                where.append(f"+0x{offset:x} in {source or 'the source'}")
+            message = "poisoned read (media error)" + (f" at {', '.join(where)}" if where else "")
+            if badblock is not None:
+                message += f": bad block at +0x{badblock.offset:x}, {badblock.length} bytes"
+        super().__init__(code, message, pmem2_code=pmem2_code, pmem2_message=pmem2_message)
+
+    def at(self, address: int | None) -> PoisonError:
+        """The same error with the faulting ``address`` filled in (a new object)."""
+        return PoisonError(
+            self.code,
+            address=address,
+            offset=self.offset,
+            source=self.source,
+            badblock=self.badblock,
+            pmem2_code=self.pmem2_code,
+            pmem2_message=self.pmem2_message,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        fields = (self.address, self.offset, self.source, self.badblock)
+        return (
+            _rebuild_poison,
+            (self.code, self.message, fields, self.pmem2_code, self.pmem2_message),
+        )
+
+
+def _rebuild_poison(
+    code: int,
+    message: str,
+    fields: tuple[int | None, int | None, str, BadBlock | None],
+    p2: int | None,
+    p2m: str | None,
+) -> PoisonError:
+    address, offset, source, bb = fields
+    return PoisonError(
+        code,
+        message,
+        address=address,
+        offset=offset,
+        source=source,
+        badblock=bb,
+        pmem2_code=p2,
+        pmem2_message=p2m,
+    )
 
 
 class NotSupportedError(PmemError):

@@ -15,7 +15,7 @@ from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
 from .badblocks import scan_badblocks
@@ -24,8 +24,10 @@ from .enums import Coalescing, Granularity, MemFlag
 from .errors import (
     ErrorCode,
     InvalidArgumentError,
+    MediaError,
     Pmem2Code,
     PmemError,
+    PoisonError,
     error_for,
 )
 from .events import (
@@ -49,7 +51,7 @@ from .sds import acquire_use, check_sds, release_use
 from .source import Source
 from .view import View, _bytes
 
-__all__ = ["Set"]
+__all__ = ["SafeRead", "Set"]
 
 _getframe = sys._getframe
 StoreFn = Callable[[int, bytes, FrameType], None]
@@ -57,6 +59,22 @@ _MEM_MASK = MemFlag.valid_mask()
 #: Every valid flag combination, built once: constructing an IntFlag costs about 0.8 us.
 _MEM_FLAGS = tuple(MemFlag(i) for i in range(_MEM_MASK + 1))
 _COPY_OR_DRAIN = Kind.COPY | Kind.DRAIN
+
+
+class SafeRead(NamedTuple):
+    """What a machine-check-safe read returns instead of raising on poisoned data.
+
+    ``data`` is the bytes read, or None when the range touched a bad block; ``error`` is then
+    the :class:`~pmemsim.errors.MediaError` (a PoisonError) saying where. Unpacks as
+    ``data, error = s.read_mcsafe(addr, n)``.
+    """
+
+    data: bytes | None
+    error: MediaError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 class _Res:
@@ -585,7 +603,11 @@ class Set:
     # -- data --------------------------------------------------------------------------
 
     def read(self, addr: int, length: int) -> bytes:
-        """What a load of ``length`` bytes at ``addr`` sees."""
+        """What a load of ``length`` bytes at ``addr`` sees.
+
+        A range touching a bad block raises :class:`~pmemsim.errors.PoisonError` with the
+        faulting address (the SIGBUS of real hardware); see :meth:`read_mcsafe`.
+        """
         p = self._last
         if (
             p is not None
@@ -600,6 +622,37 @@ class Set:
         if len(segs) == 1:
             self._last = segs[0][0]
         return b"".join(p.map.read(a, n) for p, a, n in segs)
+
+    def read_mcsafe(self, addr: int, length: int) -> SafeRead:
+        """Read like :meth:`read`, but a poisoned range is returned as an error, not raised.
+
+        libpmem2's ``pmem2_source_pread_mcsafe`` on each part's source: ``SafeRead(data,
+        None)``, or ``SafeRead(None, error)`` with the faulting address when the backend
+        knows it. Bad arguments still raise, and so does a source that cannot do it
+        (anonymous memory: NotSupportedError, as libpmem2 answers).
+        """
+        out = []
+        for p, a, n in self._segments(addr, length):
+            if not n:
+                continue
+            try:
+                out.append(p.map.read_mcsafe(a, n))
+            except PoisonError as poisoned:
+                return SafeRead(None, poisoned)
+            except Pmem2Failure as exc:
+                if exc.code == Pmem2Code.IO_FAIL:
+                    err = PoisonError(
+                        ErrorCode.IO_FAIL,
+                        f"poisoned read (media error) in [0x{a:x}, 0x{a + n:x})",
+                        source=p.source.label,
+                        pmem2_code=exc.code,
+                        pmem2_message=exc.message,
+                    )
+                    return SafeRead(None, err)
+                raise exc.as_error(
+                    ErrorCode.NOSUPP, f"machine-check-safe read of {p.source!r}"
+                ) from None
+        return SafeRead(b"".join(out), None)
 
     def store(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """An ordinary store (cached, not flushed): what assignment through a pointer does."""

@@ -22,7 +22,7 @@ from .errors import ErrorCode, InvalidArgumentError, error_for
 from .events import Kind
 
 if TYPE_CHECKING:
-    from .set import Set, StoreFn
+    from .set import SafeRead, Set, StoreFn
 
 __all__ = ["TypedArray", "View"]
 
@@ -178,6 +178,10 @@ class View:
 
     def read(self, offset: int, length: int) -> bytes:
         return self.set.read(self._range(offset, length), length)
+
+    def read_mcsafe(self, offset: int, length: int) -> SafeRead:
+        """:meth:`pmemsim.Set.read_mcsafe` at ``offset`` of this view."""
+        return self.set.read_mcsafe(self._range(offset, length), length)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """One ordinary store of ``data`` at ``offset``."""
