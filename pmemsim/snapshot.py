@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .events import BadBlock
+
 __all__ = ["Snapshot"]
 
 _PAGE_SHIFT = 12
@@ -17,6 +19,12 @@ class Snapshot:
 
     The pages are shared copy-on-write with whoever made the snapshot: treat them as
     read-only. Map one with ``Set.map(Part(Source.from_image(snapshot)))``.
+
+    A snapshot of a source that lived on a (simulated) device carries what the restarted
+    machine reads from that device: its id and unsafe-shutdown count (after an unsafe
+    shutdown, one more than before the crash), so that shutdown data state works on the
+    image; and the source's bad blocks, which survive a crash. ``read`` returns the stored
+    bytes whatever the bad blocks: only loads through a mapping fault.
     """
 
     label: str
@@ -24,6 +32,14 @@ class Snapshot:
     pages: Mapping[int, bytes | bytearray]
     loader: Callable[[int], bytes] | None = None
     source_ident: int = 0
+    #: The device holding the source (None: none, e.g. anonymous memory).
+    device_id: bytes | None = None
+    #: The device's unsafe-shutdown count as the machine reads it after the crash.
+    usc: int | None = None
+    #: Bad blocks of the source, by offset.
+    badblocks: tuple[BadBlock, ...] = ()
+    #: Taken by an unsafe shutdown (ADR failed) rather than a clean power failure.
+    unsafe_shutdown: bool = False
 
     def page(self, index: int) -> bytes:
         p = self.pages.get(index)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
+import sys
 import weakref
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
@@ -32,8 +34,8 @@ from pmemsim.enums import Granularity, MemFlag
 from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code
 from pmemsim.events import BadBlock
 
-from .device import SimDevice
-from .images import CrashState, LineState, collect_units
+from .device import InjectedBadBlocks, SimDevice
+from .images import CrashImage, CrashMode, CrashState, LineState, collect_units
 from .intervals import IntervalSet
 from .lint import Finding, FindingKind, LintLog
 from .machine import Barrier, Machine, Observer, Statistics, Tap
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
     from pmemsim.source import Source
 
 __all__ = ["SimBackend"]
+
+#: What devices and bad blocks are filed under: a file's (st_dev, st_ino), or an image
+#: source's ("image", ident).
+Key = tuple[object, ...]
 
 _BASE = 0x10_0000_0000
 _ALIGN = 1 << 30  # new reservations start on 1 GiB boundaries, leaving room to grow
@@ -187,13 +193,14 @@ class SimSource(BackendSource):
         source: Source,
         granularity: Granularity,
         file: _File | None = None,
-        key: tuple[int, int] | None = None,
+        key: Key | None = None,
     ) -> None:
         self.backend = backend
         self.source = source
         self.granularity = granularity
         self.file = file
-        #: The file's (st_dev, st_ino): what devices and bad blocks are keyed by.
+        #: What devices and bad blocks are keyed by: a file's (st_dev, st_ino), an image
+        #: source's ("image", ident); None for anonymous memory (it has neither).
         self.key = key
         #: The image medium (files keep theirs in ``file``; anonymous memory has none).
         self.medium: Medium | None = None
@@ -224,6 +231,8 @@ class SimSource(BackendSource):
             self.file.loader if self.file is not None else snap.loader if snap else None,
             dict(snap.pages) if snap is not None else None,  # type: ignore[arg-type]
             self.source.ident,
+            b._badblocks.setdefault(self.key, []) if self.key is not None else None,
+            self.key,
         )
         b._media.append(medium)
         if self.file is not None:
@@ -238,24 +247,24 @@ class SimSource(BackendSource):
         elif self.closed:
             self._let_go_if_unused()
 
-    # -- device id, unsafe-shutdown count, bad blocks (files only, as in libpmem2) -------
+    # -- device id, unsafe-shutdown count, bad blocks (files and images, as in libpmem2) ---
 
-    def _file_key(self) -> tuple[int, int]:
+    def _fault_key(self) -> Key:
         if self.key is None:
             raise Pmem2Failure(Pmem2Code.NOSUPP, f"{self.source.label} lives on no device")
         return self.key
 
     def device_id(self) -> bytes:
-        return self.backend.device_of(self._file_key()).id
+        return self.backend._device_for(self._fault_key()).id
 
     def usc(self) -> int:
-        return self.backend.device_of(self._file_key()).usc
+        return self.backend._device_for(self._fault_key()).usc
 
     def badblocks(self) -> list[BadBlock]:
-        return list(self.backend._badblocks.get(self._file_key(), ()))
+        return list(self.backend._badblocks.get(self._fault_key(), ()))
 
     def clear_badblock(self, badblock: BadBlock) -> None:
-        blocks = self.backend._badblocks.get(self._file_key(), [])
+        blocks = self.backend._badblocks.get(self._fault_key(), [])
         if badblock not in blocks:
             raise Pmem2Failure(Pmem2Code.NO_BAD_BLOCK_FOUND, f"{badblock} is not a bad block")
         blocks.remove(badblock)
@@ -333,9 +342,22 @@ class SimMap(BackendMap):
         return addr - self._delta
 
     def read(self, addr: int, length: int) -> bytes:
+        m = self.medium
         if self.machine.read_tap is not None:
-            self.machine.read_tap(self.medium, addr - self._delta, length)
-        return self.medium.read(addr - self._delta, length)
+            self.machine.read_tap(m, addr - self._delta, length)
+        if m.badblocks:  # the one check a medium without bad blocks pays
+            err = m.poisoned(addr - self._delta, length)
+            if err is not None:
+                raise err.at(err.offset + self._delta if err.offset is not None else None)
+        return m.read(addr - self._delta, length)
+
+    def read_mcsafe(self, addr: int, length: int) -> bytes:
+        if self.owner.key is None:
+            raise Pmem2Failure(
+                Pmem2Code.SOURCE_TYPE_NOT_SUPPORTED,
+                "anonymous memory has no source to read machine-check-safely",
+            )
+        return self.read(addr, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         if data:
@@ -454,8 +476,12 @@ class SimBackend(Backend):
         self._loaders: dict[tuple[int, int], weakref.WeakSet[_FileLoader]] = {}
         self._devices: dict[bytes, SimDevice] = {}
         self.default_device = self.device(b"pmemsim-device-0")
-        self._device_of: dict[tuple[int, int], bytes] = {}
-        self._badblocks: dict[tuple[int, int], list[BadBlock]] = {}
+        self._device_of: dict[Key, bytes] = {}
+        #: Bad blocks per key; a medium holds its key's list itself (shared, sorted in place).
+        self._badblocks: dict[Key, list[BadBlock]] = {}
+        #: Keys of the image sources this simulator opened, and the devices they carry.
+        self._images: set[Key] = set()
+        self._image_devices: dict[Key, SimDevice] = {}
 
     def __repr__(self) -> str:
         return (
@@ -474,7 +500,7 @@ class SimBackend(Backend):
         if source.kind == "anonymous":
             return SimSource(self, source, self.anonymous_granularity)
         if source.fd is None:
-            return SimSource(self, source, self.granularity)
+            return SimSource(self, source, self.granularity, key=self._image_key(source))
         st = os.fstat(source.fd)
         key = (st.st_dev, st.st_ino)
         f = self._files.get(key)
@@ -495,33 +521,77 @@ class SimBackend(Backend):
             dev = self._devices[device_id] = SimDevice(device_id)
         return dev
 
-    @staticmethod
-    def _key(where: Source | str | os.PathLike[str] | tuple[int, int]) -> tuple[int, int]:
+    def _image_key(self, source: Source) -> Key:
+        """An image source's key; the first time, it takes the device reading and the bad
+        blocks its snapshot carries (a private device: the image's world, not this machine's)."""
+        key: Key = ("image", source.ident)
+        if key not in self._images:
+            self._images.add(key)
+            snap = source.snapshot
+            assert snap is not None
+            blocks = self._badblocks.setdefault(key, [])
+            blocks.extend(bb for bb in snap.badblocks if bb not in blocks)
+            blocks.sort(key=lambda b: b.offset)
+            if snap.device_id is not None:
+                self._image_devices[key] = SimDevice(snap.device_id, snap.usc or 0)
+        return key
+
+    def _key(self, where: Source | str | os.PathLike[str] | Key) -> Key:
         if isinstance(where, tuple):
             return where
+        if getattr(where, "kind", None) == "image":
+            return self._image_key(where)  # type: ignore[arg-type]
         fd = getattr(where, "fd", None)
         if fd is None and not isinstance(where, (str, os.PathLike)):
             raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"{where!r} is not a file: only files live on devices"
+                ErrorCode.EINVAL,
+                f"{where!r} is not a file or an image: anonymous memory has no device",
             )
         st = os.fstat(fd) if fd is not None else os.stat(where)  # type: ignore[arg-type]
         return (st.st_dev, st.st_ino)
 
-    def device_of(self, where: Source | str | os.PathLike[str] | tuple[int, int]) -> SimDevice:
+    def _device_for(self, key: Key) -> SimDevice:
+        if key in self._images:
+            dev = self._image_devices.get(key)
+            if dev is None:
+                raise Pmem2Failure(Pmem2Code.NOSUPP, "this image carries no device")
+            return dev
+        return self.device(self._device_of.get(key, self.default_device.id))
+
+    def _medium_device(self, medium: Medium) -> SimDevice | None:
+        if medium.key is None:
+            return None
+        try:
+            return self._device_for(medium.key)
+        except Pmem2Failure:
+            return None
+
+    def device_of(self, where: Source | str | os.PathLike[str] | Key) -> SimDevice:
         """The device a file (a file source or a path) lives on: the default one unless
-        :meth:`assign_device` said otherwise."""
-        return self.device(self._device_of.get(self._key(where), self.default_device.id))
+        :meth:`assign_device` said otherwise. For an image source, the device its snapshot
+        carries (a private copy: raising its count changes no file's device)."""
+        try:
+            return self._device_for(self._key(where))
+        except Pmem2Failure as exc:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{where!r}: {exc.message}") from None
 
     def assign_device(self, where: Source | str | os.PathLike[str], device_id: bytes) -> SimDevice:
         """Put a file on another device (several files may share one)."""
         dev = self.device(device_id)
-        self._device_of[self._key(where)] = device_id
+        key = self._key(where)
+        if key in self._images:
+            raise InvalidArgumentError(ErrorCode.EINVAL, "an image keeps the device it came from")
+        self._device_of[key] = device_id
         return dev
 
     def inject_badblock(
         self, where: Source | str | os.PathLike[str], offset: int, length: int
     ) -> BadBlock:
-        """Make ``[offset, offset + length)`` of a file a bad block of its simulated device."""
+        """Make ``[offset, offset + length)`` of a file or an image source a bad block.
+
+        Loads through any map that touch it raise :class:`pmemsim.errors.PoisonError` until
+        it is cleared; bad-block detection at map time reports it.
+        """
         if type(offset) is not int or type(length) is not int or offset < 0 or length <= 0:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"invalid bad block at {offset!r}, {length!r} bytes"
@@ -530,11 +600,61 @@ class SimBackend(Backend):
         blocks = self._badblocks.setdefault(self._key(where), [])
         if bb not in blocks:
             blocks.append(bb)
-            blocks.sort(key=lambda b: b.offset)
+            blocks.sort(key=lambda b: b.offset)  # in place: media share this list
         return bb
 
+    def inject_random_badblocks(
+        self,
+        where: Source | str | os.PathLike[str],
+        count: int,
+        *,
+        seed: int | None = None,
+        length: int = 512,
+        start: int = 0,
+        end: int | None = None,
+    ) -> InjectedBadBlocks:
+        """``count`` distinct bad blocks of ``length`` bytes (512: Linux's sectors), aligned
+        to ``length``, chosen at random in ``[start, end)`` (default: the whole source).
+
+        The same seed and arguments give the same blocks on a source of the same size. With
+        no seed one is drawn and printed to stderr; it is returned with the blocks either way.
+        """
+        for name, value, low in (("count", count, 0), ("length", length, 1), ("start", start, 0)):
+            if type(value) is not int or value < low:
+                raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid {name} {value!r}")
+        if seed is not None and type(seed) is not int:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"the seed must be an int, not {seed!r}")
+        size = self._size_of(where)
+        stop = size if end is None else end
+        if type(stop) is not int or stop > size or stop < start:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"invalid end {end!r} for a source of {size} bytes"
+            )
+        first, last = -(-start // length), stop // length
+        if count > max(0, last - first):
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"{count} blocks of {length} bytes do not fit in [{start}, {stop})",
+            )
+        if seed is None:
+            seed = random.SystemRandom().randrange(1 << 32)
+            print(f"pmemsim: inject_random_badblocks seed={seed}", file=sys.stderr)
+        picks = sorted(random.Random(seed).sample(range(first, last), count))
+        blocks = tuple(self.inject_badblock(where, i * length, length) for i in picks)
+        return InjectedBadBlocks(seed, blocks)
+
+    def _size_of(self, where: Source | str | os.PathLike[str]) -> int:
+        snap = getattr(where, "snapshot", None)
+        if snap is not None:
+            return int(snap.size)
+        fd = getattr(where, "fd", None)
+        if fd is None and not isinstance(where, (str, os.PathLike)):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{where!r} is not a file or an image")
+        st = os.fstat(fd) if fd is not None else os.stat(where)  # type: ignore[arg-type]
+        return st.st_size
+
     def badblocks(self, where: Source | str | os.PathLike[str]) -> list[BadBlock]:
-        """A file's bad blocks, by offset."""
+        """A file's or an image source's bad blocks, by offset."""
         return list(self._badblocks.get(self._key(where), ()))
 
     def reserve(self, size: int, address: int | None = None) -> SimReservation:
@@ -604,9 +724,57 @@ class SimBackend(Backend):
                     return m.address + rel
         return None
 
-    def crash_state(self) -> CrashState:
-        """What a power failure right now could leave behind (a frozen copy)."""
-        return CrashState(self.machine, self._media, self.machine.barriers, self._address)
+    def crash_state(self, mode: CrashMode | str = CrashMode.POWER_FAILURE) -> CrashState:
+        """What a crash right now could leave behind (a frozen copy).
+
+        ``mode="power_failure"`` (the default): ADR works, so whatever was fenced survives.
+        ``mode="unsafe_shutdown"``: ADR fails too; data fenced but not deep-flushed may be
+        lost as well and the images carry every device's unsafe-shutdown count plus one.
+        """
+        return CrashState(
+            self.machine,
+            self._media,
+            self.machine.barriers,
+            self._address,
+            mode=mode,
+            device_of=self._medium_device,
+        )
+
+    def materialise(
+        self, image: CrashImage, path: str | os.PathLike[str], which: object = None
+    ) -> None:
+        """Write one source's crash image into the file at ``path`` (created if needed), as
+        the machine finds it after the restart; after an unsafe shutdown the device the
+        source lived on counts one more unsafe shutdown (once, however many images of the
+        crash are written). The simulator must not hold the file: close its sources first.
+        """
+        snap = image.snapshot(which)
+        p = os.fspath(path)
+        if os.path.exists(p) and self._key(p) in self._files:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"the simulator still holds {p}: close its sources first"
+            )
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if snap.loader is None:
+                # Every byte is in the pages (the rest reads as zeros): start from a hole.
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, snap.size)
+                for page_no in sorted(snap.pages):
+                    start = page_no << PAGE_SHIFT
+                    if start < snap.size:
+                        os.pwrite(fd, snap.page(page_no)[: snap.size - start], start)
+            else:
+                # The loader may read this very file: overwrite page by page, never truncate.
+                os.ftruncate(fd, snap.size)
+                for page_no in range(-(-snap.size // PAGE)):
+                    start = page_no << PAGE_SHIFT
+                    os.pwrite(fd, snap.page(page_no)[: snap.size - start], start)
+        finally:
+            os.close(fd)
+        if snap.unsafe_shutdown and snap.device_id is not None and snap.usc is not None:
+            dev = self.device(snap.device_id)
+            dev.usc = max(dev.usc, snap.usc)
 
     def image_count(self) -> int:
         """How many distinct crash images are possible right now."""

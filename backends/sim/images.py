@@ -11,27 +11,55 @@ Each unit's *options* are those choices deduplicated by the bytes they produce, 
 "everything persisted" to "nothing unguaranteed persisted" by how many atoms are lost. Units
 are independent, so the number of distinct crash images is the product of the option counts
 and an image is one option per unit. Option 0 of every unit is the all-persisted image.
+
+An *unsafe shutdown* (ADR fails) may also lose what was fenced but never deep-flushed: in that
+mode every unit written since its last deep flush has one more option, *reverted*, holding its
+content as of that deep flush (and none of its pending stores). Only the two ends are offered
+(everything fenced kept, or all of it lost), not each intermediate drain of the controller's
+queue: memory then stays proportional to the pages written, not to the stores.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pmemsim.errors import ErrorCode, InvalidArgumentError
 from pmemsim.provenance import Frame
 from pmemsim.snapshot import Snapshot
 
-from .medium import ATOM, PAGE_MASK, PAGE_SHIFT, Medium, Rec
+from .medium import ATOM, PAGE, PAGE_MASK, PAGE_SHIFT, Medium, Rec
 
 if TYPE_CHECKING:
+    from .device import SimDevice
     from .machine import Machine
 
-__all__ = ["Atom", "CrashImage", "CrashState", "LineState", "Option", "Unit", "collect_units"]
+__all__ = [
+    "Atom",
+    "CrashImage",
+    "CrashMode",
+    "CrashState",
+    "LineState",
+    "Option",
+    "Unit",
+    "collect_units",
+]
+
+
+class CrashMode(enum.Enum):
+    """What kind of crash a :class:`CrashState` describes."""
+
+    #: Power fails and ADR works: whatever was fenced (reached the memory controller) survives.
+    POWER_FAILURE = "power_failure"
+    #: ADR fails too: data fenced but not deep-flushed may be lost, and every device's
+    #: unsafe-shutdown count is one higher after the crash.
+    UNSAFE_SHUTDOWN = "unsafe_shutdown"
+
 
 #: Above this many candidate choices in one unit, enumeration refuses rather than stall.
 MAX_UNIT_CHOICES = 1 << 20
@@ -59,6 +87,9 @@ class Option:
     nt: tuple[int, ...]
     #: Atoms lost relative to "everything persisted".
     lost: int
+    #: Unsafe shutdown only: the unit lost everything since its last deep flush, fenced data
+    #: included (``kept`` is 0 and no non-temporal atom landed).
+    reverted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +100,8 @@ class LineState:
     offset: int
     #: Address in the simulator's address space, if the unit is mapped.
     address: int | None
-    #: "dirty" (some store not flushed), "flushed" (all flushed, fence pending).
+    #: "dirty" (some store not flushed), "flushed" (all flushed, fence pending), or, in an
+    #: unsafe-shutdown state only, "fenced" (nothing pending, fenced data not deep-flushed).
     status: str
     #: Write-back atoms not yet guaranteed. In persistency.md terms: guaranteed stores are
     #: folded into the media, so lo is 0 and hi is this number.
@@ -80,6 +112,9 @@ class LineState:
     nontemporal: int
     #: Distinct contents this unit can have after a crash now.
     images: int
+    #: Unsafe-shutdown states only: the unit holds fenced data that no deep flush covered,
+    #: so the crash may revert it to its last deep-flushed content.
+    reverts: bool = False
 
 
 class Unit:
@@ -88,6 +123,7 @@ class Unit:
     __slots__ = (
         "_floor",
         "_options",
+        "deep",
         "flushed",
         "medium_index",
         "nt_groups",
@@ -103,6 +139,8 @@ class Unit:
         self.wb: list[Atom] = []
         self.nt_groups: list[list[Atom]] = []
         self.flushed = 0
+        #: Unsafe shutdown: the content as of the last deep flush, if fenced data came since.
+        self.deep: bytes | None = None
         self._options: list[Option] | None = None
         self._floor = 0
 
@@ -130,7 +168,12 @@ class Unit:
         return chosen
 
     def lost_atoms(self, option: Option) -> list[Atom]:
-        """The atoms an option loses: the write-back suffix and each group's later atoms."""
+        """The atoms an option loses: the write-back suffix and each group's later atoms.
+
+        A reverted option loses every pending atom (and fenced data, which has no atoms).
+        """
+        if option.reverted:
+            return sorted(self.wb + [a for g in self.nt_groups for a in g], key=lambda a: a.seq)
         lost = list(self.wb[option.kept :])
         for g, pick in zip(self.nt_groups, option.nt, strict=True):
             lost.extend(g[pick + 1 :])
@@ -138,6 +181,9 @@ class Unit:
         return lost
 
     def content(self, base: bytes, option: Option) -> bytes:
+        if option.reverted:
+            assert self.deep is not None
+            return self.deep
         buf = bytearray(base)
         for a in self.applied(option):
             o = a.offset - self.offset
@@ -147,14 +193,29 @@ class Unit:
     def options(self, base: bytes) -> list[Option]:
         if self._options is None:
             self._options, self._floor = self._compute(base)
+            if self.deep is not None:
+                self._add_reverted(base)
         return self._options
+
+    def _add_reverted(self, base: bytes) -> None:
+        """Unsafe shutdown: the deep-flushed content is one more option, and the floor."""
+        assert self._options is not None and self.deep is not None
+        contents = [self.content(base, o) for o in self._options]
+        if self.deep in contents:  # e.g. fenced stores that put the old bytes back
+            self._floor = contents.index(self.deep)
+            return
+        nt = sum(len(g) for g in self.nt_groups)
+        rev = Option(0, (-1,) * len(self.nt_groups), len(self.wb) + nt, True)
+        self._options.append(rev)
+        self._floor = len(self._options) - 1
 
     def floor(self, base: bytes) -> int:
         """Index of the option whose content is ``base``: nothing unguaranteed persisted.
 
         Usually the last option, but not always: when losing every atom gives the same bytes
         as a choice that loses fewer (``x = 1; x = 0``), deduplication keeps the latter, which
-        may sort anywhere.
+        may sort anywhere. After an unsafe shutdown only deep-flushed data is guaranteed: the
+        floor of a unit with fenced data since is its deep-flushed content.
         """
         self.options(base)
         return self._floor
@@ -210,7 +271,12 @@ class Unit:
 
 
 class CrashState:
-    """The crash images possible at one moment; a frozen copy, safe to keep."""
+    """The crash images possible at one moment; a frozen copy, safe to keep.
+
+    ``mode`` says which crash: a power failure (the default) or an unsafe shutdown, where
+    data fenced but not deep-flushed may be lost too and every device's unsafe-shutdown count
+    goes up by one (the images' snapshots carry the new count, see :meth:`CrashImage.snapshot`).
+    """
 
     def __init__(
         self,
@@ -218,19 +284,45 @@ class CrashState:
         media: Sequence[Medium],
         barrier: int,
         address_of: Callable[[Medium, int], int | None] | None = None,
+        *,
+        mode: CrashMode | str = CrashMode.POWER_FAILURE,
+        device_of: Callable[[Medium], SimDevice | None] | None = None,
     ) -> None:
+        try:
+            self.mode = CrashMode(mode)
+        except ValueError:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"crash mode must be one of {[m.value for m in CrashMode]}, not {mode!r}",
+            ) from None
         self.barrier = barrier
         self.media = list(media)
         self._address_of = address_of
         self.snapshots: list[Snapshot] = []
+        #: Device id -> its unsafe-shutdown count as the restarted machine reads it.
+        self.usc: dict[bytes, int] = {}
         # Pages holding pending stores, as loads see them: the all-persisted overlay.
         self._visible: list[dict[int, bytes]] = []
         self.units: list[Unit] = []
         self._bases: list[bytes] = []
+        unsafe = self.mode is CrashMode.UNSAFE_SHUTDOWN
         for mi, medium in enumerate(self.media):
             pages = medium.snapshot_pages()
+            dev = device_of(medium) if device_of is not None else None
+            if dev is not None:
+                self.usc[dev.id] = dev.usc + 1 if unsafe else dev.usc
             self.snapshots.append(
-                Snapshot(medium.label, medium.size, pages, medium.loader, medium.source_ident)
+                Snapshot(
+                    medium.label,
+                    medium.size,
+                    pages,
+                    medium.loader,
+                    medium.source_ident,
+                    device_id=None if dev is None else dev.id,
+                    usc=None if dev is None else self.usc[dev.id],
+                    badblocks=tuple(medium.badblocks),
+                    unsafe_shutdown=unsafe,
+                )
             )
             overlay: dict[int, bytes] = {}
             for _, off, data, _, _, _ in medium.pending:
@@ -239,10 +331,16 @@ class CrashState:
                         overlay[p] = bytes(medium.visible[p])
             self._visible.append(overlay)
             units = collect_units(machine, medium, mi)
+            if unsafe:
+                _mark_reverts(medium, mi, units, pages)
             for idx in sorted(units):
                 u = units[idx]
                 self.units.append(u)
                 self._bases.append(medium.read_media(u.offset, u.size))
+
+    @property
+    def unsafe_shutdown(self) -> bool:
+        return self.mode is CrashMode.UNSAFE_SHUTDOWN
 
     # -- questions ---------------------------------------------------------------------
 
@@ -257,9 +355,19 @@ class CrashState:
             nt = sum(len(g) for g in u.nt_groups)
             status = "flushed" if u.flushed == len(u.wb) else "dirty"
             addr = self._address_of(m, u.offset) if self._address_of else None
+            if not u.wb and not nt:
+                status = "fenced"  # only fenced data, which an unsafe shutdown may revert
             out.append(
                 LineState(
-                    m.label, u.offset, addr, status, len(u.wb), u.flushed, nt, len(u.options(base))
+                    m.label,
+                    u.offset,
+                    addr,
+                    status,
+                    len(u.wb),
+                    u.flushed,
+                    nt,
+                    len(u.options(base)),
+                    u.deep is not None,
                 )
             )
         return out
@@ -306,8 +414,14 @@ class CrashImage:
     def __repr__(self) -> str:
         return f"<CrashImage barrier={self.state.barrier} deviations={self.deviations}>"
 
+    def reverted(self) -> list[int]:
+        """Units this image reverts to their last deep-flushed content (unsafe shutdown only):
+        they lose fenced data as well as every pending atom."""
+        return [i for i, o in self.deviations if self.state.option(i, o).reverted]
+
     def lost(self) -> list[tuple[int, Atom]]:
-        """``(unit index, atom)`` for every atom this image loses."""
+        """``(unit index, atom)`` for every atom this image loses (for a reverted unit, its
+        pending atoms: the fenced data it lost is in :meth:`reverted`)."""
         out = []
         for i, o in self.deviations:
             u = self.state.units[i]
@@ -343,12 +457,39 @@ class CrashImage:
                 continue
             data = u.content(self.state._bases[i], self.state.option(i, o))
             start = u.offset & PAGE_MASK
-            patched[u.offset >> PAGE_SHIFT][start : start + u.size] = data
+            p = u.offset >> PAGE_SHIFT
+            page = patched.get(p)
+            if page is None:  # a reverted unit in a page without pending stores
+                page = patched[p] = bytearray(snap.page(p))
+            page[start : start + u.size] = data
         pages.update(patched)
-        return Snapshot(snap.label, snap.size, pages, snap.loader, snap.source_ident)
+        return replace(snap, pages=pages)
 
     def read(self, offset: int, length: int, which: object = None) -> bytes:
         return self.snapshot(which).read(offset, length)
+
+
+def _mark_reverts(
+    medium: Medium, mi: int, units: dict[int, Unit], pages: dict[int, bytearray]
+) -> None:
+    """Unsafe shutdown: give every unit whose media content changed since its last deep flush
+    that content, adding the units that have nothing pending."""
+    if not medium.deep:
+        return
+    size = medium.unit
+    for p, old in medium.deep.items():
+        cur = pages.get(p)
+        if cur is None or cur == old:
+            continue
+        base = p << PAGE_SHIFT
+        for o in range(0, PAGE, size):
+            was = old[o : o + size]
+            if cur[o : o + size] != was:
+                idx = (base + o) // size
+                u = units.get(idx)
+                if u is None:
+                    u = units[idx] = Unit(mi, idx * size, size)
+                u.deep = bytes(was)
 
 
 def collect_units(machine: Machine, medium: Medium, mi: int) -> dict[int, Unit]:

@@ -146,7 +146,10 @@ class Machine:
         self._resolve_all()
 
     def deep_flush(self, medium: Medium, start: int, end: int, caller: FrameType) -> None:
-        """Flush the range through the memory controller: durable even if ADR fails."""
+        """Flush the range through the memory controller: durable even if ADR fails.
+
+        At PAGE granularity this is an msync, which already reaches the device.
+        """
         self.deep_flush_count += 1
         lo, hi = medium.align(start, end)
         self._barrier("deep_flush", caller)
@@ -158,6 +161,10 @@ class Machine:
         # A deep flush flushes and fences; its own flush is not user code for the lint.
         self.flushes.append((medium, (next(self.seq), lo, hi, ())))
         self._resolve_all()
+        # ... and pushes the range out of the memory controller's queues: an unsafe shutdown
+        # can no longer lose it. Only the range: libpmem2 promises no more (the hardware
+        # flushes a whole region's queues, but a program must not count on that).
+        medium.deep_clean(lo, hi)
 
     def _tapped(
         self,

@@ -14,6 +14,15 @@ A record leaves ``pending`` when it becomes guaranteed: at a fence for the parts
 earlier flush of their line (and for every non-temporal record), at once for an msync (PAGE)
 or a clflush. Its bytes are then written into ``media``. Media pages are copy-on-write, so a
 snapshot for crash images costs a dictionary copy, not the pages.
+
+Guaranteed is not deep-flushed: a fence only brings data to the memory controller's queues,
+which an unsafe shutdown (ADR failure) may lose. ``deep`` keeps, for every page written since
+its last deep flush, the page as the last deep flush left it (saved copy-on-write at the first
+write after it), so an unsafe-shutdown crash can revert a unit to it. At PAGE granularity an
+msync already reaches the device, so nothing is kept.
+
+``badblocks`` is the source's list of bad blocks, shared with the backend (injected and
+cleared there): loads through a map check it, and it is empty on the fast path.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from types import CodeType
 from typing import TYPE_CHECKING
 
 from pmemsim.enums import Granularity
+from pmemsim.errors import PoisonError
+from pmemsim.events import BadBlock
 from pmemsim.provenance import Frame, Provenance
 
 from .intervals import IntervalSet
@@ -56,10 +67,13 @@ class Medium:
     __slots__ = (
         "_owned",
         "_touched",
+        "badblocks",
         "changed",
+        "deep",
         "flush_unit",
         "granularity",
         "ident",
+        "key",
         "label",
         "loader",
         "machine",
@@ -87,6 +101,8 @@ class Medium:
         loader: Loader | None = None,
         base_pages: dict[int, bytearray] | None = None,
         source_ident: int = 0,
+        badblocks: list[BadBlock] | None = None,
+        key: tuple[object, ...] | None = None,
     ) -> None:
         self.machine = machine
         #: The pmemsim Source this medium holds the content of (its ``ident``).
@@ -116,6 +132,15 @@ class Medium:
         self.changed: set[int] = set()
         # Ranges that became durable, merged lazily (for the statistics).
         self._touched: list[tuple[int, int]] = []
+        #: Pages written since their last deep flush -> their content as of it (never changed
+        #: in place once stored: crash states share them). None at PAGE (msync is deep).
+        self.deep: dict[int, bytes | bytearray] | None = (
+            None if granularity == Granularity.PAGE else {}
+        )
+        #: The source's bad blocks (the backend's list, shared); empty for most media.
+        self.badblocks: list[BadBlock] = badblocks if badblocks is not None else []
+        #: What the backend files devices and bad blocks under (None: anonymous memory).
+        self.key = key
 
     # -- loads -------------------------------------------------------------------------
 
@@ -158,6 +183,14 @@ class Medium:
             off += take
         return bytes(out)
 
+    def poisoned(self, off: int, n: int) -> PoisonError | None:
+        """The error a load of ``[off, off + n)`` raises, if it touches a bad block."""
+        end = off + n
+        for bb in self.badblocks:  # sorted by offset: the first hit is the lowest byte
+            if bb.offset < end and off < bb.offset + bb.length:
+                return PoisonError(offset=max(off, bb.offset), source=self.label, badblock=bb)
+        return None
+
     def read_media(self, off: int, n: int) -> bytes:
         """Durable content only (what survives any crash right now)."""
         out = bytearray()
@@ -190,7 +223,7 @@ class Medium:
         pos = 0
         n = len(data)
         src = memoryview(data)  # slices without copying
-        media, owned = self.media, self._owned
+        media, owned, deep = self.media, self._owned, self.deep
         while pos < n:
             p = (off + pos) >> PAGE_SHIFT
             o = (off + pos) & PAGE_MASK
@@ -199,12 +232,54 @@ class Medium:
             if page is None:
                 page = self._base_page(p)  # fresh, and ours
             elif p not in owned:  # shared with a snapshot: copy before writing
+                if deep is not None and p not in deep:
+                    deep[p] = page  # the shared page is the deep content: no extra copy
                 page = media[p] = bytearray(page)
                 owned.add(p)
+            if deep is not None and p not in deep:
+                page = self._keep_deep(p, page)
             page[o : o + take] = src[pos : pos + take]
             self.changed.add(p)
             pos += take
         self._touched.append((off, off + n))
+
+    def _keep_deep(self, p: int, page: bytearray) -> bytearray:
+        """First write to page ``p`` since its last deep flush: keep what the flush left.
+
+        Returns the page to write into (a copy when the old one must stay as it is).
+        """
+        assert self.deep is not None
+        if self.loader is None and p not in self.changed:
+            # Never written and loaded from nothing: all zeros, no copy needed.
+            self.deep[p] = _ZERO_PAGE
+            return page
+        self.deep[p] = page
+        page = self.media[p] = bytearray(page)
+        return page
+
+    def deep_clean(self, start: int, end: int) -> None:
+        """``[start, end)`` reached the media through a deep flush: no unsafe shutdown loses it."""
+        deep = self.deep
+        if not deep or start >= end:
+            return
+        first, last = start >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        if last - first + 1 <= len(deep):
+            pages = [p for p in range(first, last + 1) if p in deep]
+        else:  # a deep flush of a huge range (a whole part map): walk the kept pages instead
+            pages = [p for p in deep if first <= p <= last]
+        for p in pages:
+            lo = max(start, p << PAGE_SHIFT) & PAGE_MASK
+            hi = min(end, (p + 1) << PAGE_SHIFT) - (p << PAGE_SHIFT)
+            current = self._base_page(p)
+            if lo == 0 and hi == PAGE:
+                del deep[p]
+                continue
+            kept = bytearray(deep[p])  # never in place: crash states may share the old one
+            kept[lo:hi] = current[lo:hi]
+            if kept == current:
+                del deep[p]
+            else:
+                deep[p] = kept
 
     def store_wb(self, off: int, data: bytes, code: CodeType, lasti: int) -> None:
         """An ordinary write-back store that is not durable at once (not BYTE): the hot path.
@@ -307,6 +382,8 @@ class Medium:
         zeros = bytes(end - start)
         self.write_media(start, zeros)
         self._write_visible(start, zeros)
+        # The kernel clears a block synchronously, through the device: no queue can lose it.
+        self.deep_clean(start, end)
 
     # -- making stores durable ---------------------------------------------------------
 
