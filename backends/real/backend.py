@@ -29,10 +29,13 @@ from .source import RealSource
 if TYPE_CHECKING:
     from pmemsim.source import Source
 
-__all__ = ["FORCE_GRANULARITY", "GranularityProbe", "RealBackend"]
+__all__ = ["FORCE_GRANULARITY", "HEADROOM", "GranularityProbe", "RealBackend"]
 
 #: The environment variable that makes libpmem2 pretend a granularity (read at every map).
 FORCE_GRANULARITY = "PMEM2_FORCE_GRANULARITY"
+#: Free address space left after each new reservation, so that it can grow (as the
+#: simulator leaves 1 GiB).
+HEADROOM = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,14 @@ class RealBackend(Backend):
         if not b.capabilities.vm_reservations:
             raise not_supported("vm reservations", "pmem2_vm_reservation_new", b.info.path)
         box = b.ffi.new("struct pmem2_vm_reservation **")
+        if address is None and b.lib.pmem2_vm_reservation_new(box, 0, size + HEADROOM) == 0:
+            # The kernel places new mappings just below the last one, so a reservation
+            # would have no room to grow (coalescing) beyond libpmem2's 2 MiB alignment.
+            # Reserving more and giving the tail back leaves a hole after it; later mappings
+            # fill holes from the top, so the room next to the reservation goes last.
+            if b.lib.pmem2_vm_reservation_shrink(box[0], size, HEADROOM) == 0:
+                return RealReservation(b, box)
+            b.lib.pmem2_vm_reservation_delete(box)
         ret = b.lib.pmem2_vm_reservation_new(box, address or 0, size)
         check(b, ret, "pmem2_vm_reservation_new")
         return RealReservation(b, box)
