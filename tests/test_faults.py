@@ -4,6 +4,7 @@ blocks (docs/faults.md)."""
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from helpers import u64
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pmemsim_backends.sim import CrashMode, SimBackend
 
 import pmemsim as pm
@@ -852,3 +855,58 @@ def test_bad_blocks_of_the_file_survive_into_its_crash_images(
     rv = s2.view(s2.map(pm.Part(img_src)))
     assert rv.read(PAGE, 512) == bytes(512) and rv.u64[0] == 5
     assert sim.badblocks(src) == [pm.BadBlock(PAGE, 512)]  # the file keeps its block
+
+
+# -- the unsafe-shutdown model, checked against a line-by-line oracle ---------------------
+
+LINES = (0, 1, 63, 64, 65)  # line indexes: three in page 0 (one its last), two in page 1
+Op = tuple[str, int, int]
+ops_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["store", "store", "persist", "deep", "nt", "fence"]),
+        st.sampled_from(LINES),
+        st.integers(1, 3),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(ops_strategy)
+def test_unsafe_images_are_every_line_power_failure_or_deep_flushed(ops: list[Op]) -> None:
+    """Per line, an unsafe shutdown leaves what a power failure may leave or the line as its
+    last deep flush left it; lines are independent; nothing else."""
+    sim = SimBackend()
+    with pm.Set(pm.Config(granularity=CL, backend=sim)) as s:
+        v = s.view(s.map(pm.Part(pm.Source.anonymous(2 * PAGE))))
+        visible = bytearray(2 * PAGE)
+        deep = {line: bytes(64) for line in LINES}  # what the last deep flush left
+        for kind, line, value in ops:
+            off = line * 64 + 8 * value
+            if kind == "store":
+                v.u64[off // 8] = value
+                visible[off : off + 8] = u64(value)
+            elif kind == "nt":
+                v.memcpy(off, u64(value + 10), pm.MemFlag.NONTEMPORAL | pm.MemFlag.NODRAIN)
+                visible[off : off + 8] = u64(value + 10)
+            elif kind == "persist":
+                v.persist(line * 64, 64)
+            elif kind == "fence":
+                v.drain()
+            else:
+                v.deep_flush(line * 64, 64)
+                deep[line] = bytes(visible[line * 64 : line * 64 + 64])
+        assert v.read(0, 2 * PAGE) == visible
+
+        def per_line(images: list[bytes]) -> dict[int, set[bytes]]:
+            return {ln: {img[ln * 64 : ln * 64 + 64] for img in images} for ln in LINES}
+
+        pf = [img.read(0, 2 * PAGE) for img in sim.crash_state().images()]
+        us_state = sim.crash_state(UNSAFE)
+        us = [img.read(0, 2 * PAGE) for img in us_state.images()]
+        assert len(set(us)) == len(us) == us_state.image_count()
+        expected = {ln: opts | {deep[ln]} for ln, opts in per_line(pf).items()}
+        assert per_line(us) == expected
+        assert len(us) == math.prod(len(o) for o in expected.values())
+        guaranteed = us_state.guaranteed_image().read(0, 2 * PAGE)
+        assert all(guaranteed[ln * 64 : ln * 64 + 64] == deep[ln] for ln in LINES)
