@@ -41,6 +41,7 @@ OPS: tuple[tuple[str, int, int], ...] = (
     ("insert", 19, 190),
     ("insert", 5, 50),
     ("delete", 3, 0),
+    ("insert", 5, 55),  # an update in place
     ("insert", 35, 350),
     ("delete", 19, 0),
 )

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 #: Written before the naming convention; its check names are pinned by the README's tests.
 LEGACY = {"append_log"}
+#: Data structure only: their checks need fault injection (unsafe shutdown) in CrashCheck.
+PENDING = {"sds_pool"}
 SUFFIXES = {"_cache_line": pm.Granularity.CACHE_LINE, "_byte": pm.Granularity.BYTE}
 PIN = re.compile(r"#\s*pmemsim:\s*(lost-store|crash-at)\s+([\w ]+?)\s*$")
 
@@ -95,6 +97,9 @@ def test_catalogue_is_whole() -> None:
     assert len(MODULES) >= 7
     for stem, module in MODULES.items():
         checks = {a: c for s, a, c in CHECKS if s == stem}
+        if stem in PENDING:
+            assert not checks, f"{stem} has checks now: take it off PENDING"
+            continue
         if stem in LEGACY:
             assert checks
             continue
@@ -357,3 +362,50 @@ def test_cmap_open_finishes_an_interrupted_modify(cmap_pool: pm.View) -> None:
     assert again.get("totem.token").decode() == 2
     assert cmap_pool.u64[old // 8] == 0
     assert cm.Cmap(cmap_pool).names() == ["totem.token"]
+
+
+# -- the SDS pool (its crash checks wait for the unsafe-shutdown crash mode) -----------------
+
+
+def test_sds_pool_opens_after_clean_and_ordinary_ends_refuses_after_unsafe_shutdown(
+    sim: Any, tmp_path: Path
+) -> None:
+    sp = MODULES["sds_pool"]
+    data, state = tmp_path / "pool", tmp_path / "pool.sds"
+    pool = sp.Pool(data, state, backend=sim)
+    assert pool.state == pm.PartState.OK
+    pool.view.u64[0] = 42
+    pool.view.persist(0, 8)
+    pool.close()
+
+    pool = sp.Pool(data, state, backend=sim)  # a clean end: nobody was using it
+    assert pool.state == pm.PartState.OK and pool.view.u64[0] == 42
+    assert pool.store.load().refcount == 1
+    pool._close_all()  # the process dies: nothing is unmapped, the record keeps its user
+
+    pool = sp.Pool(data, state, backend=sim)  # an ordinary crash: ADR kept the queues
+    assert pool.state == pm.PartState.OK_BUT_INTERRUPTED
+    pool._close_all()
+
+    sim.device_of(data).usc += 1  # this time ADR failed too
+    with pytest.raises(sp.PoolRefused) as exc:
+        sp.Pool(data, state, backend=sim)
+    assert exc.value.state == pm.PartState.CORRUPTED
+
+
+def test_sds_pool_usc_change_while_closed_is_harmless_and_torn_save_keeps_the_last(
+    sim: Any, tmp_path: Path
+) -> None:
+    sp = MODULES["sds_pool"]
+    data, state = tmp_path / "pool", tmp_path / "pool.sds"
+    sp.Pool(data, state, backend=sim).close()
+    sim.device_of(data).usc += 1
+    pool = sp.Pool(data, state, backend=sim)
+    assert pool.state == pm.PartState.OK
+    dev = sim.device_of(data)
+    assert pool.store.load() == pm.SdsRecord(dev.id, dev.usc, 1)
+    # A save torn by a crash: the newest slot fails its checksum, the previous one stands.
+    newest = max((0, 1), key=lambda i: pool.store.state.u64[i * sp.SLOT // 8])
+    pool.store.state.u8[newest * sp.SLOT + sp.SLOT_HEADER.size] ^= 0xFF
+    assert pool.store.load() == pm.SdsRecord(dev.id, dev.usc - 1, 0)  # the clean close
+    pool.close()
