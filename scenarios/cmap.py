@@ -110,6 +110,7 @@ _TRACK_BITS = TRACK_DELETE | TRACK_MODIFY | TRACK_ADD | TRACK_PREFIX
 KEY_MIN = 3
 KEY_MAX = 48
 VALUE_MAX = 64
+_TYPES = frozenset(ValueType)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:")
 
 
@@ -230,7 +231,7 @@ class Cmap:
 
     def _key(self, i: int) -> str:
         vtype, key_len, value_len = self.pool.unpack_from(HEADER.format, self._slot(i) + 8)
-        if vtype not in ValueType.__members__.values() or not KEY_MIN <= key_len <= KEY_MAX:
+        if vtype not in _TYPES or not KEY_MIN <= key_len <= KEY_MAX:
             raise CmapError(CsError.ERR_LIBRARY, f"slot {i} is live but holds no whole record")
         if value_len > VALUE_MAX:
             raise CmapError(CsError.ERR_LIBRARY, f"slot {i} has a value of {value_len} bytes")
@@ -312,8 +313,9 @@ class Cmap:
             KEY_MIN <= len(key.encode()) <= KEY_MAX and set(key) <= _NAME_CHARS
         ):
             raise CmapError(CsError.ERR_NAME_TOO_LONG, f"invalid key name {key!r}")
-        if not self._free:
-            raise CmapError(CsError.ERR_NO_MEMORY, f"all {SLOTS} records are in use")
+        # An update needs a free slot for its new record, so an add leaves one for it.
+        if len(self._free) < (2 if old_slot is None else 1):
+            raise CmapError(CsError.ERR_NO_MEMORY, f"the map holds at most {SLOTS - 1} keys")
         i = self._free.pop(0)
         self._pending.append((TRACK_ADD if old_slot is None else TRACK_MODIFY, key, new, old))
         self._write(i, key, new)
@@ -390,6 +392,8 @@ class ChangeLog:
         pool, n = self.pool, self.count()
         at = CHANGES_AT + CHANGE * (1 + n)
         raw = key.encode()
+        if n == CHANGES_MAX or len(raw) > 24 or new.len > 32:
+            raise ValueError(f"the change log has no room for {key!r} = {new}")
         pool.pack_into(CHANGE_HEADER.format, at, event, len(raw), new.type, new.len)
         pool.write(at + 8, raw)
         pool.write(at + 32, new.data)

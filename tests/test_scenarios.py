@@ -245,8 +245,13 @@ def test_cmap_typed_values_round_trip_and_persist(cmap_pool: pm.View) -> None:
         cm.ValueType.STRING: "hello",
         cm.ValueType.BINARY: b"\x00\x01",
     }
+    binary = values.pop(cm.ValueType.BINARY)  # the map holds 11 keys: this one comes later
     for t, v in values.items():
         m.set(f"key.{t.name.lower()}", v, t)
+    m.delete("key.int8")
+    del values[cm.ValueType.INT8]
+    values[cm.ValueType.BINARY] = binary
+    m.set("key.binary", binary, cm.ValueType.BINARY)
     again = cm.Cmap(cmap_pool)  # reopened: everything was durable
     for t, v in values.items():
         got = again.get(f"key.{t.name.lower()}")
@@ -280,11 +285,13 @@ def test_cmap_errors_are_cs_codes_and_change_nothing(cmap_pool: pm.View) -> None
             call()
         assert _cs(exc) == code
     assert cmap_pool.read(0, 4096) == before
-    for i in range(cm.SLOTS - 1):
+    for i in range(cm.SLOTS - 2):  # one key is there; one slot stays free for updates
         m.set(f"fill.{i:02}", i, cm.ValueType.UINT8)
     with pytest.raises(cm.CmapError) as exc:
         m.set("fill.last", 1, cm.ValueType.UINT8)
     assert _cs(exc) == cm.CsError.ERR_NO_MEMORY
+    m.set("totem.token", 4000, cm.ValueType.UINT32)  # a full map still takes updates
+    assert cm.Cmap(cmap_pool).get("totem.token").decode() == 4000
 
 
 def test_cmap_tracking_exact_prefix_events_and_handles(cmap_pool: pm.View) -> None:
