@@ -1,0 +1,285 @@
+"""pytest plugin (entry point ``pytest11: pmemsim``): a set on the chosen backend, the seed,
+and crash-consistency checks that fail with the minimal crash.
+
+Options (group "pmemsim"):
+
+* ``--pmemsim-backend {sim,real}``: the backend :func:`pmem_set` and :func:`pmemsim_backend`
+  use. Precedence: the command line, then the ``pmemsim_backend`` ini key, then ``sim``.
+* ``--pmemsim-seed N|last|random``: the seed of the session (default 0). ``random`` chooses
+  one; every run saves its seed in the pytest cache and ``last`` reuses it. The report
+  header says ``pmemsim: backend=NAME seed=N``.
+
+Fixtures: :func:`pmemsim_seed`, :func:`pmemsim_backend`, :func:`pmem_set`,
+:func:`crash_check`. Marker: ``@pytest.mark.crash_consistency(**options)`` configures
+``crash_check`` (see :data:`MARKER_OPTIONS`). docs/hypothesis-pytest.md has examples.
+
+Loading the plugin imports only pytest and the light ``pmemsim`` package: the explorer,
+the backends, cffi and Hypothesis are imported by the fixtures that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pmemsim import Backend, Set, View
+    from pmemsim.explore import CheckResult
+
+__all__ = ["BACKENDS", "MARKER_OPTIONS", "PMEM_SET_SIZE", "CrashChecker"]
+
+BACKENDS = ("sim", "real")
+#: Bytes of anonymous memory mapped in :func:`pmem_set`.
+PMEM_SET_SIZE = 64 * 1024
+#: What ``@pytest.mark.crash_consistency(...)`` and ``crash_check(...)`` accept: the fields
+#: of :class:`pmemsim.explore.CrashCheck` a test may choose, plus ``jobs``.
+MARKER_OPTIONS = (
+    "strategy",
+    "size",
+    "granularity",
+    "crash_points",
+    "max_images",
+    "markers",
+    "recovery_crash_depth",
+    "expect",
+    "seed",
+    "jobs",
+)
+
+_CACHE_KEY = "pmemsim/seed"
+
+
+@dataclass(frozen=True)
+class _Session:
+    backend: str
+    seed: int
+
+
+_SESSION = pytest.StashKey[_Session]()
+
+Workload = Callable[["View"], object]
+CrashChecker = Callable[..., "CheckResult"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pmemsim", "pmemsim: persistent-memory crash testing")
+    group.addoption(
+        "--pmemsim-backend",
+        dest="pmemsim_backend",
+        choices=BACKENDS,
+        default=None,
+        help="backend of the pmem_set and pmemsim_backend fixtures: sim (the simulator) or "
+        "real (libpmem2). Overrides the pmemsim_backend ini key; default sim.",
+    )
+    group.addoption(
+        "--pmemsim-seed",
+        dest="pmemsim_seed",
+        default=None,
+        metavar="N|last|random",
+        help="seed of pmemsim's random choices (default 0): an integer, 'random' to choose "
+        "one, or 'last' for the seed of the previous run (kept in the pytest cache).",
+    )
+    parser.addini(
+        "pmemsim_backend",
+        "backend of the pmem_set fixture when --pmemsim-backend is not given (sim, real)",
+        default="sim",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "crash_consistency(**options): options of the crash_check fixture "
+        f"({', '.join(MARKER_OPTIONS)})",
+    )
+    config.stash[_SESSION] = _Session(_backend_name(config), _session_seed(config))
+
+
+def _backend_name(config: pytest.Config) -> str:
+    name = config.getoption("pmemsim_backend")
+    if name is None:
+        name = str(config.getini("pmemsim_backend")).strip() or "sim"
+        if name not in BACKENDS:
+            raise pytest.UsageError(
+                f"pmemsim_backend = {name!r} in the ini file: expected one of {', '.join(BACKENDS)}"
+            )
+    return str(name)
+
+
+def _session_seed(config: pytest.Config) -> int:
+    text = config.getoption("pmemsim_seed")
+    cache = getattr(config, "cache", None)
+    if text is None:
+        seed = 0
+    elif text.strip() == "last":
+        saved = cache.get(_CACHE_KEY, None) if cache is not None else None
+        if not isinstance(saved, int):
+            raise pytest.UsageError(
+                "--pmemsim-seed=last: no seed saved yet"
+                + ("" if cache is not None else " (the cacheprovider plugin is disabled)")
+            )
+        seed = saved
+    elif text.strip() == "random":
+        from pmemsim.explore.seeding import fresh_seed
+
+        seed = fresh_seed()
+    else:
+        from pmemsim.errors import InvalidArgumentError
+        from pmemsim.explore.seeding import SEED_LIMIT, parse_seed
+
+        try:
+            seed = parse_seed(text)
+        except InvalidArgumentError:
+            raise pytest.UsageError(
+                f"--pmemsim-seed={text}: expected an integer in [0, {SEED_LIMIT}), "
+                "'last' or 'random'"
+            ) from None
+    if cache is not None:
+        cache.set(_CACHE_KEY, seed)
+    return seed
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    s = config.stash[_SESSION]
+    return f"pmemsim: backend={s.backend} seed={s.seed}"
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pmemsim_seed(pytestconfig: pytest.Config) -> int:
+    """The session's seed (``--pmemsim-seed``; printed in the report header)."""
+    return pytestconfig.stash[_SESSION].seed
+
+
+@pytest.fixture
+def pmemsim_backend(pytestconfig: pytest.Config) -> Backend:
+    """A fresh backend of the chosen kind: a CACHE_LINE simulator, or libpmem2. The test is
+    skipped, with the reason, when the backend cannot run here."""
+    import pmemsim
+
+    name = pytestconfig.stash[_SESSION].backend
+    try:
+        cls = pmemsim.load_backend(name)
+    except pmemsim.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+    return cls()
+
+
+@pytest.fixture
+def pmem_set(pmemsim_backend: Backend) -> Iterator[Set]:
+    """An open :class:`pmemsim.Set` on :func:`pmemsim_backend` with one part mapped:
+    :data:`PMEM_SET_SIZE` bytes of zeroed anonymous memory (``pmem_set.view()`` is a View of
+    it). The set requires PAGE granularity, so it maps on every platform; the granularity
+    it got is ``pmem_set.granularity`` (CACHE_LINE on the simulator, BYTE for anonymous
+    memory on libpmem2). Closed after the test."""
+    import pmemsim
+
+    s = pmemsim.Set(pmemsim.Config(granularity=pmemsim.Granularity.PAGE, backend=pmemsim_backend))
+    source = pmemsim.Source.anonymous(PMEM_SET_SIZE)
+    try:
+        s.map(pmemsim.Part(source))
+        yield s
+    finally:
+        s.close()
+        source.close()
+
+
+def _options(where: str, options: dict[str, Any]) -> dict[str, Any]:
+    from pmemsim.enums import Granularity
+    from pmemsim.errors import ErrorCode, InvalidArgumentError
+
+    unknown = sorted(set(options) - set(MARKER_OPTIONS))
+    if unknown:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(MARKER_OPTIONS)}",
+        )
+    gran = options.get("granularity")
+    if isinstance(gran, str):
+        try:
+            options["granularity"] = Granularity[gran.upper()]
+        except KeyError:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"{where}: granularity {gran!r} is not one of "
+                f"{', '.join(g.name for g in Granularity)}",
+            ) from None
+    return options
+
+
+@pytest.fixture
+def crash_check(request: pytest.FixtureRequest, pmemsim_seed: int) -> CrashChecker:
+    """``crash_check(workload, recover, **options) -> CheckResult``: explore every crash of
+    ``workload`` (on the simulator, whatever the backend option) with ``recover`` as the
+    check, through :func:`pmemsim.explore.check`.
+
+    Options come from the call, then ``@pytest.mark.crash_consistency(...)``, then the
+    defaults of :class:`pmemsim.explore.CrashCheck`; the seed is the session's unless one of
+    them sets it. With ``expect="consistent"`` (the default) an inconsistent result raises
+    the user's exception of the minimal crash of each distinct failure, with the crash,
+    the lost stores and a rerun command as notes (several: an ExceptionGroup). With
+    ``expect="inconsistent"`` a consistent result fails the test instead.
+    """
+    marker = request.node.get_closest_marker("crash_consistency")
+    where = "@pytest.mark.crash_consistency"
+    from_marker: dict[str, Any] = {}
+    if marker is not None:
+        if marker.args:
+            from pmemsim.errors import ErrorCode, InvalidArgumentError
+
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"{where} takes keyword options only, not {marker.args!r}"
+            )
+        from_marker = _options(where, dict(marker.kwargs))
+    nodeid = request.node.nodeid
+
+    def run(workload: Workload, recover: Workload, **options: Any) -> CheckResult:
+        from pmemsim.explore import CrashCheck, check
+
+        chosen = {**from_marker, **_options("crash_check()", options)}
+        chosen.setdefault("seed", pmemsim_seed)
+        jobs = chosen.pop("jobs", 1)
+        c = CrashCheck(request.node.name, workload, recover, **chosen)
+        result = check(c, jobs=jobs, progress=None)
+        rerun = f"pmemsim: rerun with: pytest '{nodeid}' --pmemsim-seed={c.seed}"
+        if c.expect == "inconsistent":
+            if not result.failures:
+                raise AssertionError(
+                    f"expected an inconsistent crash, found none: {result.summary()}"
+                )
+            return result
+        try:
+            result.raise_failures()
+        except Exception as exc:
+            _replay_through_pytest(exc, rerun)
+            raise
+        return result
+
+    return run
+
+
+def _replay_through_pytest(exc: BaseException, rerun: str) -> None:
+    """The command line cannot find a check defined in a test, so each failure's
+    ``pmemsim replay`` line is replaced by its crash token and the test gets a rerun line."""
+    errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+    for err in errors:
+        notes = getattr(err, "__notes__", None)
+        if not notes:
+            continue
+        err.__notes__ = [_token_line(note) for note in notes]
+    exc.add_note(rerun)
+
+
+def _token_line(note: str) -> str:
+    prefix = "  replay: pmemsim replay '"
+    lines = []
+    for line in note.splitlines():
+        if line.startswith(prefix) and line.endswith("'") and "@" in line:
+            line = f"  crash token: {line[len(prefix) : -1].rsplit('@', 1)[1]}"
+        lines.append(line)
+    return "\n".join(lines)
