@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from importlib.metadata import entry_points
+from pathlib import Path
 
 # Imported here once: pytester drops what an inner session imports, and Hypothesis'
 # plugin and the crash check would otherwise import (and assertion-rewrite) them afresh in
@@ -410,3 +411,31 @@ def test_this_suite_runs_with_the_plugin_loaded(pytestconfig: pytest.Config) -> 
     assert textwrap.dedent(plugin.pytest_report_header(pytestconfig)).startswith(
         "pmemsim: backend="
     )
+
+
+def test_the_documented_examples_behave_as_documented(pytester: pytest.Pytester) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "hypothesis-pytest.md").read_text()
+    log, counter, publish = re.findall(r"```python\n(.*?)```", doc, re.S)
+    pytester.makeconftest(
+        """
+from hypothesis import Phase, settings
+
+settings.register_profile(
+    "fast",
+    database=None,
+    derandomize=True,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
+settings.load_profile("fast")
+"""
+    )
+    pytester.makepyfile(test_log=log, test_counter=counter, test_publish=publish)
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    assert "AssertionError: entry 0 of 1 is missing" in out and "Draw 1: [1]" in out
+    assert "Draw 2: Crash(point=0, lines=((0, 64, 1),), faults=())" in out
+    assert "Crash.parse('0:0.40=1')" in out
+    assert "pmemsim: rerun with: pytest 'test_publish.py::test_publish' --pmemsim-seed=0" in out
+    assert "crash token: 0:0.40=1" in out
