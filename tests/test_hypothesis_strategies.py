@@ -15,9 +15,10 @@ from hypothesis.errors import NoSuchExample
 
 import pmemsim as pm
 from pmemsim.explore import Crash, CrashCheck, CrashConsistencyError, Trace, check, record
+from pmemsim.explore.engine import crash_for
 from pmemsim.explore.replaying import check_crash, crash_snapshot, normalize
 from pmemsim.explore.seeding import fresh_seed, parse_seed
-from pmemsim.hypothesis import crashes
+from pmemsim.hypothesis import _alternatives_bound, crashes
 
 # No explain phase: it re-runs every example under coverage and costs seconds.
 FAST = settings(
@@ -84,6 +85,22 @@ def test_every_draw_is_a_legal_crash_in_normal_form(data: st.DataObject) -> None
     assert keys == sorted(set(keys))
     for m, off, alt in crash.lines:
         assert 1 <= alt < options[(m, off)]
+
+
+def test_every_distinct_image_has_a_crash_the_encoding_can_draw(trace: Trace) -> None:
+    """Surjectivity: each image of each point is a normal-form crash whose lines are in the
+    alphabet and whose alternatives are within the drawn range."""
+    bound = _alternatives_bound(trace)
+    count = 0
+    for point in trace.points:
+        for image in point.state.images():
+            crash = crash_for(point, image.deviations)
+            assert normalize(trace, crash) == crash
+            for m, off, alt in crash.lines:
+                assert (m, off) in trace.lines and 1 <= alt <= bound
+            assert crash_snapshot(trace, crash).pages == image.snapshot().pages
+            count += 1
+    assert count == sum(p.state.image_count() for p in trace.points) > len(trace.points)
 
 
 def test_normalize_clamps_instead_of_rejecting(trace: Trace) -> None:

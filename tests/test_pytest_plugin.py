@@ -408,8 +408,8 @@ def test_the_replay_line_rewrite_keeps_other_notes() -> None:
 
 def test_this_suite_runs_with_the_plugin_loaded(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.hasplugin("pmemsim")
-    assert textwrap.dedent(plugin.pytest_report_header(pytestconfig)).startswith(
-        "pmemsim: backend="
+    assert re.fullmatch(
+        r"pmemsim: backend=(sim|real) seed=\d+", plugin.pytest_report_header(pytestconfig)
     )
 
 
