@@ -413,3 +413,15 @@ def test_durability_self_check_agrees_with_the_simulator(
     for mode in ("barriers", "operations"):
         trace = record(workload, granularity=granularity, crash_points=mode)
         assert trace.points[-1].kind == "end"
+
+
+def test_flushed_only_is_pmreorders_blind_spot() -> None:
+    def workload(v: pm.View) -> None:
+        v.u64[8] = 7
+        v.u64[0] = 1  # flag line may be evicted before the data is flushed
+        v.persist(64, 8)
+        v.persist(0, 8)
+
+    c = CrashCheck("evict", workload, flag_implies_data)
+    assert check(c).verdict == "inconsistent"
+    assert check(c, strategy="flushed-only").verdict == "consistent"

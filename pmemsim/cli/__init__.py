@@ -32,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: not an error of ours.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except UsageProblem as exc:
         print(f"pmemsim: {exc}", file=sys.stderr)
         return EXIT_USAGE

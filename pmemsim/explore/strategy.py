@@ -8,7 +8,8 @@ deviations from the all-persisted image: ``((unit index, alternative), ...)``, a
 images, so nothing here hashes content.
 
 By name (CLI, markers): ``exhaustive``, ``extremes``, ``persisted``, ``bounded:K``,
-``random:N``, ``read-guided``, ``accumulative``, ``reverse-accumulative``, ``none``, and
+``random:N``, ``read-guided``, ``accumulative``, ``reverse-accumulative``, ``flushed-only``,
+``none``, and
 pmreorder's engine names (``ReorderFull`` and friends), mapped to their closest legal
 equivalent.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "Bounded",
     "Exhaustive",
     "Extremes",
+    "FlushedOnly",
     "Nothing",
     "Persisted",
     "Plan",
@@ -281,6 +283,28 @@ class ReverseAccumulative(Strategy):
         return tuple((i, low[i]) for i, k in enumerate(keeps) if not k and i in low)
 
 
+class FlushedOnly(Strategy):
+    """pmreorder's model, for side-by-side comparison: stores never flushed never persist
+    (no eviction); flushed ones persist in any legal combination. It misses real bugs."""
+
+    name = "flushed-only"
+
+    def plan(self, state: CrashState, ctx: PointContext) -> Plan:
+        per_unit = []
+        for i, u in enumerate(state.units):
+            alts = set()
+            for kept in range(u.flushed + 1):
+                for picks in itertools.product(*[range(-1, len(g)) for g in u.nt_groups]):
+                    alts.add(_alternative_of(state, i, kept, tuple(picks)))
+            per_unit.append(sorted(alts))
+        images = []
+        for combo in itertools.product(*per_unit):
+            images.append(tuple((i, o) for i, o in enumerate(combo) if o))
+            if len(images) >= ctx.max_images:
+                break
+        return _finish(state, images)
+
+
 _PMREORDER = {
     "NoReorderNoCheck": "none",
     "NoReorderDoCheck": "persisted",
@@ -299,6 +323,7 @@ STRATEGY_NAMES = (
     "read-guided",
     "accumulative",
     "reverse-accumulative",
+    "flushed-only",
     "none",
     *_PMREORDER,
 )
@@ -318,6 +343,7 @@ def strategy_named(spec: str | Strategy) -> Strategy:
         "read-guided": ReadGuided,
         "accumulative": Accumulative,
         "reverse-accumulative": ReverseAccumulative,
+        "flushed-only": FlushedOnly,
     }
     try:
         if base in simple and not arg:
