@@ -14,7 +14,7 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageProblem
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks", "main"]
 
 #: Subcommand modules, in the order ``pmemsim --help`` lists them.
-COMMANDS = ("check", "info", "validate")
+COMMANDS = ("check", "info", "validate", "log")
 
 
 def build_parser() -> argparse.ArgumentParser:

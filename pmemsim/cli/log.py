@@ -1,0 +1,295 @@
+"""``pmemsim check-log`` and ``pmemsim export-log``: pmemcheck / pmreorder store logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import EXIT_FAILED, EXIT_OK, UsageProblem
+
+__all__ = ["register"]
+
+
+def _marker_engines(specs: list[str] | None) -> dict[str, str]:
+    """``-x MARKER=ENGINE,...`` (repeatable), or a JSON file mapping markers to engines, as
+    pmreorder takes them."""
+    out: dict[str, str] = {}
+    for spec in specs or ():
+        if spec.endswith(".json") and os.path.isfile(spec):
+            try:
+                table = json.loads(Path(spec).read_text())
+            except (OSError, ValueError) as exc:
+                raise UsageProblem(f"{spec}: not a JSON object of MARKER: ENGINE: {exc}") from None
+            if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+            ):
+                raise UsageProblem(f"{spec}: not a JSON object of MARKER: ENGINE")
+            out.update(table)
+            continue
+        for item in filter(None, spec.split(",")):
+            marker, sep, engine = item.partition("=")
+            if not sep or not marker or not engine:
+                raise UsageProblem(f"-x {spec!r}: expected MARKER=ENGINE[,MARKER=ENGINE...]")
+            out[marker] = engine
+    return out
+
+
+def _checker(args: argparse.Namespace) -> Any:
+    from ..pmlog import FunctionChecker, ProgramChecker, load_function, recovery_checker
+
+    given = [bool(args.checker), bool(args.checker_py), bool(args.recovery)]
+    if sum(given) != 1:
+        raise UsageProblem(
+            "name one checker: a program after '--', --checker-py MODULE:FUNCTION or "
+            "--recovery PATH::CHECK"
+        )
+    if args.checker:
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageProblem("--timeout must be positive")
+        return ProgramChecker(tuple(args.checker), args.timeout)
+    if args.checker_py:
+        return FunctionChecker(load_function(args.checker_py), args.checker_py)
+    from .check import load_checks
+
+    where, sep, name = args.recovery.partition("::")
+    if not sep or not name:
+        raise UsageProblem(f"--recovery {args.recovery!r}: expected PATH::CHECK")
+    (c,) = load_checks(where, [name])[:1]
+    return FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
+
+
+def _command(args: argparse.Namespace, extra: list[str]) -> str:
+    """The command line that reruns this check with ``extra`` options."""
+    out = ["pmemsim", "check-log", args.log, *extra]
+    if args.crash_points != "barriers":
+        out += ["--crash-points", args.crash_points]
+    if args.base_image:
+        out += ["--base-image", args.base_image]
+    if args.checker_py:
+        out += ["--checker-py", args.checker_py]
+    elif args.recovery:
+        out += ["--recovery", args.recovery]
+    else:
+        out += ["--", *args.checker]
+    return shlex.join(out)
+
+
+def _cmd_check_log(args: argparse.Namespace) -> int:
+    from ..explore.engine import _progress_bar
+    from ..pmlog import LogPool, Replay, check_log, read_log, replay_crash
+
+    if not os.path.isfile(args.log):
+        raise UsageProblem(f"{args.log}: no such log file")
+    log = read_log(args.log)
+    pool = LogPool.from_log(log, args.base_image)
+    replay = Replay.of(log, pool)
+    checker = _checker(args)
+    if args.replay is not None:
+        failure, _ = replay_crash(
+            replay,
+            checker,
+            args.replay,
+            crash_points=args.crash_points,
+            image_out=args.image_out,
+        )
+        if args.image_out:
+            print(f"wrote the image of crash {args.replay} to {args.image_out}")
+        if failure is None:
+            print(f"the image of crash {args.replay} is consistent")
+            return EXIT_OK
+        print(f"the image of crash {args.replay} is inconsistent:\n{failure.describe()}")
+        return EXIT_FAILED
+    if args.image_out:
+        raise UsageProblem("--image-out goes with --replay TOKEN")
+    origin = (
+        "its content"
+        if pool.base_image is not None
+        else ("zeros" if args.base_image or os.path.exists(pool.resolved) else "zeros: no file")
+    )
+    engines = _marker_engines(args.marker_engine)
+    print(
+        f"pmemsim check-log {args.log}: {log.records} records, {len(log.operations)} "
+        f"operations; file {pool.path} ({pool.size} bytes, base image: {origin}); engine "
+        f"{args.engine}{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
+        f"; seed {args.seed}; checker {checker.label}"
+    )
+    result = check_log(
+        replay,
+        checker,
+        engine=args.engine,
+        markers=engines,
+        seed=args.seed,
+        jobs=args.jobs,
+        crash_points=args.crash_points,
+        max_images=args.max_images,
+        progress=_progress_bar(),
+        name=args.log,
+    )
+    print(result.report())
+    if result.minimal is not None:
+        print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
+    print(
+        f"{result.images_checked} distinct image(s) checked in {result.seconds:.2f} s "
+        f"({result.images_per_second:,.0f} images/s)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    return EXIT_FAILED if result.inconsistent else EXIT_OK
+
+
+def _cmd_export_log(args: argparse.Namespace) -> int:
+    from ..pmlog import export_log
+    from .check import load_checks
+
+    if args.scenario:
+        if args.path or args.select:
+            raise UsageProblem("give --scenario PATH::CHECK or PATH [-k NAME], not both")
+        where, sep, name = args.scenario.partition("::")
+        if not sep or not name:
+            raise UsageProblem(f"--scenario {args.scenario!r}: expected PATH::CHECK")
+        checks = load_checks(where, [name])
+    elif args.path:
+        checks = load_checks(args.path, [args.select] if args.select else None)
+    else:
+        raise UsageProblem("name a check: --scenario PATH::CHECK or PATH -k NAME")
+    if len(checks) != 1:
+        names = ", ".join(c.name for c in checks)
+        raise UsageProblem(f"{len(checks)} checks match ({names}); pick one with -k NAME")
+    (c,) = checks
+    text = export_log(c, args.pool, base=args.base, frames=not args.no_frames)
+    Path(args.output).write_text(text)
+    records = text.count("|") + 1
+    pool = os.path.abspath(args.pool)
+    print(f"{c.name}: {records} records written to {args.output} (pool {pool}, {c.size} bytes)")
+    if args.write_pool:
+        if os.path.exists(pool):
+            print(f"{pool} exists; left as it is", file=sys.stderr)
+        else:
+            with open(pool, "xb") as f:
+                f.truncate(c.size)
+            print(f"wrote {c.size} zero bytes to {pool}")
+    elif os.path.exists(pool):
+        print(
+            f"note: {pool} exists; check-log and pmreorder start from its content",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ..explore.strategy import STRATEGY_NAMES
+    from ..explore.trace import CRASH_POINT_MODES
+
+    p = sub.add_parser(
+        "check-log",
+        help="check every crash image a pmemcheck / pmreorder store log allows",
+        usage="pmemsim check-log LOG [options] (-- CHECKER [ARGS...] | --checker-py "
+        "MODULE:FUNCTION | --recovery PATH::CHECK)",
+        description=(
+            "Replays a pmemcheck / pmreorder store log on the simulator, crashes it before "
+            "every barrier that follows a store and at the end, and judges every distinct "
+            "crash image the x86 rules allow (a dirty line may be evicted at any time, a "
+            "line's stores persist in order, stores tear at 8-byte boundaries). The base "
+            "image is the registered file's content (zeros if it does not exist); the file "
+            "is never modified. A checker program gets an image file's path as its last "
+            "argument and PMREORDER_MARKERS in its environment, and exits 0 for consistent. "
+            "Exit status: 0 when every image is consistent, 1 when one is not, 2 for bad "
+            "input."
+        ),
+    )
+    p.add_argument("log", help="the store log")
+    # "+" rather than "*": a "*" positional would be matched (empty) together with LOG, and
+    # the program after "--" would then be left over. Not required: --checker-py may stand
+    # in for it.
+    checker = p.add_argument("checker", nargs="+", default=[], help=argparse.SUPPRESS)
+    checker.required = False
+    p.add_argument(
+        "--checker-py",
+        metavar="MODULE:FUNCTION",
+        help="judge images in this process: FUNCTION(image) gets a read-only memoryview; "
+        "False or an exception means inconsistent (MODULE may be FILE.py)",
+    )
+    p.add_argument(
+        "--recovery",
+        metavar="PATH::CHECK",
+        help="judge images with a scenario CrashCheck's recovery (run on the simulator)",
+    )
+    p.add_argument(
+        "--engine",
+        default="exhaustive",
+        metavar="NAME",
+        help=f"strategy per crash point (default exhaustive): {', '.join(STRATEGY_NAMES)}",
+    )
+    p.add_argument(
+        "-x",
+        "--marker-engine",
+        action="append",
+        metavar="MARKER=ENGINE,...",
+        help="strategy for crash points inside a marker (the innermost marker with one "
+        "wins; 'none' or NoReorderNoCheck skips them); or a JSON file of them",
+    )
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="checkers at once")
+    p.add_argument("--seed", type=int, default=0, help="seed for random strategies (0)")
+    p.add_argument(
+        "--crash-points",
+        choices=CRASH_POINT_MODES,
+        default="barriers",
+        help="where to crash (default barriers: exact)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="per crash point; above it an exact engine falls back and says so (4096)",
+    )
+    p.add_argument("--base-image", metavar="FILE", help="initial content instead of the file's")
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="a checker run taking longer fails"
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    p.add_argument("--replay", metavar="TOKEN", help="judge only the image of this crash")
+    p.add_argument("--image-out", metavar="FILE", help="with --replay: write the image here")
+    p.set_defaults(func=_cmd_check_log)
+
+    e = sub.add_parser(
+        "export-log",
+        help="write a scenario check's workload as a pmemcheck / pmreorder store log",
+        description=(
+            "Records the workload of one CrashCheck on the simulator and writes its stores "
+            "(cut into parts of at most 8 bytes at 8-byte boundaries), flushes, fences, deep "
+            "flushes and markers as a store log, with the pool registered as one file, so "
+            "that check-log or pmreorder can check it."
+        ),
+    )
+    e.add_argument("path", nargs="?", help="scenario file or folder")
+    e.add_argument("-k", "--select", metavar="NAME", help="the check to export")
+    e.add_argument("--scenario", metavar="PATH::CHECK", help="the check to export")
+    e.add_argument("-o", "--output", required=True, metavar="LOG", help="where to write the log")
+    e.add_argument(
+        "--pool", default="pool.bin", metavar="PATH", help="the file to register (pool.bin)"
+    )
+    e.add_argument(
+        "--base",
+        type=_int,
+        default=0x10000000,
+        metavar="ADDRESS",
+        help="address the file is registered at (0x10000000)",
+    )
+    e.add_argument("--no-frames", action="store_true", help="no stack frame on STORE records")
+    e.add_argument(
+        "--write-pool", action="store_true", help="create the pool file (zeros) if missing"
+    )
+    e.set_defaults(func=_cmd_export_log)

@@ -1,0 +1,56 @@
+"""The pmemcheck / pmreorder store log: read it, check it, write it.
+
+* :func:`parse_log` / :func:`read_log`: the log as records (:class:`LogFormatError` names
+  the record and its position when it is malformed).
+* :class:`Replay` / :func:`check_log`: replay a log on the simulator and judge every
+  distinct crash image with a program (:class:`ProgramChecker`, as pmreorder runs one) or a
+  Python function (:class:`FunctionChecker`).
+* :func:`export_log`: a recorded workload written as a log, for pmreorder or check-log.
+
+``pmemsim check-log`` and ``pmemsim export-log`` are the command-line faces of these; see
+docs/check-log.md.
+"""
+
+from .check import LogCheckResult, LogFailure, LostPiece, check_log, replay_crash
+from .checkers import FunctionChecker, ProgramChecker, load_function, recovery_checker
+from .export import DEFAULT_BASE, export_log, format_log
+from .grammar import (
+    DeepSync,
+    Fence,
+    Flush,
+    Log,
+    LogFormatError,
+    Marker,
+    RegisterFile,
+    Store,
+    parse_log,
+    read_log,
+)
+from .replay import LogPool, Replay
+
+__all__ = [
+    "DEFAULT_BASE",
+    "DeepSync",
+    "Fence",
+    "Flush",
+    "FunctionChecker",
+    "Log",
+    "LogCheckResult",
+    "LogFailure",
+    "LogFormatError",
+    "LogPool",
+    "LostPiece",
+    "Marker",
+    "ProgramChecker",
+    "RegisterFile",
+    "Replay",
+    "Store",
+    "check_log",
+    "export_log",
+    "format_log",
+    "load_function",
+    "parse_log",
+    "read_log",
+    "recovery_checker",
+    "replay_crash",
+]
