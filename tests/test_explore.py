@@ -20,6 +20,7 @@ from pmemsim.explore import (
     strategy_named,
 )
 from pmemsim.explore.durability import DurabilityViolation
+from pmemsim.explore.engine import Workload
 from pmemsim.provenance import locations
 
 BYTE, LINE = pm.Granularity.BYTE, pm.Granularity.CACHE_LINE
@@ -425,3 +426,93 @@ def test_flushed_only_is_pmreorders_blind_spot() -> None:
     c = CrashCheck("evict", workload, flag_implies_data)
     assert check(c).verdict == "inconsistent"
     assert check(c, strategy="flushed-only").verdict == "consistent"
+
+
+# -- faults combined with crashes --------------------------------------------------------------
+
+
+def _commit(deep: bool) -> Workload:
+    def workload(v: pm.View) -> None:
+        v.u64[8] = 7
+        v.persist(64, 8)
+        if deep:
+            v.deep_flush(64, 8)  # the data must survive an unsafe shutdown before commit
+        v.u64[0] = 1
+        v.persist(0, 8)
+        v.deep_flush(0, 8)
+
+    return workload
+
+
+def test_unsafe_shutdown_loses_fenced_data_that_was_not_deep_flushed() -> None:
+    faults: list[tuple[str, ...]] = []
+
+    def recover(v: pm.View) -> bool:
+        info = current_crash()
+        assert info is not None
+        faults.append(info.faults)
+        return flag_implies_data(v)
+
+    shallow = CrashCheck("c", _commit(deep=False), recover)
+    assert check(shallow).verdict == "consistent"
+    r = check(dataclasses.replace(shallow, faults=("unsafe_shutdown",)))
+    assert r.verdict == "inconsistent"
+    m = r.minimal
+    assert m is not None and m.crash.faults == ("unsafe_shutdown",)
+    assert "unsafe_shutdown" in m.describe() and "/unsafe_shutdown:" in m.token
+    assert ("unsafe_shutdown",) in faults and () in faults
+    assert type(replay(shallow, m.token)) is CrashConsistencyError
+    deep = CrashCheck("c", _commit(deep=True), flag_implies_data, faults=("unsafe_shutdown",))
+    assert check(deep).verdict == "consistent"
+
+
+def _record_with_checksum(v: pm.View) -> None:
+    payload = b"pmem" * 16
+    v.write(512, payload)
+    v.u64[1] = sum(payload)  # checksum
+    v.persist(512, 64)
+    v.persist(8, 8)
+    v.u64[0] = len(payload)  # the length publishes the record
+    v.persist(0, 8)
+
+
+def _trusting(v: pm.View) -> bool:
+    n = v.u64[0]
+    return n == 0 or v.read(512, n) == b"pmem" * 16
+
+
+def _checking(v: pm.View) -> bool:
+    n = v.u64[0]
+    if n and sum(v.read(512, n)) != v.u64[1]:
+        return True  # a damaged record is detected and dropped (truncated)
+    return n == 0 or v.read(512, n) == b"pmem" * 16
+
+
+def test_bad_block_in_a_sector_recovery_reads() -> None:
+    trusting = CrashCheck("bb", _record_with_checksum, _trusting, faults=("badblock",))
+    r = check(trusting)
+    assert r.verdict == "inconsistent"
+    m = r.minimal
+    assert m is not None and m.crash.faults == ("badblock.200",) and not m.lines
+    assert type(replay(trusting, m.token)) is CrashConsistencyError
+    assert check(dataclasses.replace(trusting, recover=_checking)).verdict == "consistent"
+    kept = check(dataclasses.replace(trusting, recover=_checking, badblock_policy="keep"))
+    assert kept.verdict == "inconsistent"
+    assert isinstance(kept.minimal.error, pm.MediaError)  # type: ignore[union-attr]
+
+
+def test_unknown_faults_are_refused() -> None:
+    with pytest.raises(pm.InvalidArgumentError, match="faults"):
+        check(CrashCheck("x", _data_then_flag, flag_implies_data, faults=("flood",)))
+    with pytest.raises(pm.InvalidArgumentError, match="faults"):
+        check(CrashCheck("x", _data_then_flag, flag_implies_data, faults="badblock"))
+
+
+def test_lint_findings_come_with_the_result_even_when_no_check_failed() -> None:
+    def workload(v: pm.View) -> None:
+        v.u64[0] = 1  # never flushed
+
+    r = check(CrashCheck("lint", workload, lambda v: True))
+    assert r.verdict == "consistent"
+    assert [f.kind.name for f in r.findings] == ["UNFLUSHED_STORE"]
+    assert "lint: error: store never flushed" in r.report()

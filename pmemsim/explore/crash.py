@@ -23,7 +23,7 @@ from ..errors import ErrorCode, InvalidArgumentError
 __all__ = ["Crash"]
 
 _TOKEN = re.compile(
-    r"^(?P<point>\d+)(?:/(?P<faults>[a-z_+]+))?:"
+    r"^(?P<point>\d+)(?:/(?P<faults>[a-z0-9_.+]+))?:"
     r"(?P<lines>(?:\d+\.[0-9a-f]+=\d+(?:,\d+\.[0-9a-f]+=\d+)*)?)$"
 )
 

@@ -9,6 +9,7 @@ report holds the user's live exception), so results do not depend on ``jobs``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Config
 from ..enums import Granularity
-from ..errors import ErrorCode, InvalidArgumentError
+from ..errors import ErrorCode, InvalidArgumentError, PmemError
+from ..events import BadBlock
 from ..markers import CrashInfo, reset_crash, set_crash
 from ..part import Part
 from ..set import Set
@@ -70,6 +72,14 @@ class CrashCheck:
     #: Crash recovery too, to this depth: recovery must survive its own power failures.
     recovery_crash_depth: int = 0
     seed: int = 0
+    #: Faults to combine with power failures (docs/faults.md): "unsafe_shutdown" (ADR
+    #: fails too: data fenced but not deep-flushed may be lost), "badblock" (a 512-byte
+    #: bad block in each sector that recovery reads of each crash point's image).
+    faults: Sequence[str] = ()
+    #: What recovery's set does with a bad block at map time: "clear" it (its content
+    #: reads as zeros, as after the kernel reallocates it) or "keep" it (loads of it raise
+    #: PoisonError; the map itself refuses with IO_FAIL when detection is on).
+    badblock_policy: Literal["clear", "keep"] = "clear"
 
 
 def _validate(c: CrashCheck) -> None:
@@ -85,6 +95,18 @@ def _validate(c: CrashCheck) -> None:
         raise InvalidArgumentError(ErrorCode.EINVAL, "recovery_crash_depth must be an int >= 0")
     if not isinstance(c.max_images, int) or c.max_images < 2:
         raise InvalidArgumentError(ErrorCode.EINVAL, "max_images must be an int >= 2")
+    unknown = set(c.faults) - set(FAULTS)
+    if unknown or isinstance(c.faults, str):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"faults are a sequence of {', '.join(FAULTS)}; not {c.faults!r}"
+        )
+    if c.badblock_policy not in ("clear", "keep"):
+        raise InvalidArgumentError(ErrorCode.EINVAL, "badblock_policy is 'clear' or 'keep'")
+
+
+FAULTS = ("unsafe_shutdown", "badblock")
+#: Bad blocks are injected in sectors, the unit Linux reports them in.
+SECTOR = 512
 
 
 # -- images --------------------------------------------------------------------------------
@@ -116,22 +138,27 @@ class _Keys:
         return h.digest()
 
 
-def _lost(
+def lost_of(
     state: CrashState, deviations: tuple[tuple[int, int], ...]
 ) -> tuple[tuple[LineOutcome, ...], tuple[LostStore, ...]]:
     lines = []
     stores = []
     for i, o in deviations:
         u = state.units[i]
-        atoms = u.lost_atoms(state.option(i, o))
+        option = state.option(i, o)
+        atoms = u.lost_atoms(option)
         in_flight = len(u.wb) + sum(len(g) for g in u.nt_groups)
-        lines.append(LineOutcome(u.medium_index, u.offset, in_flight, len(atoms)))
+        lines.append(LineOutcome(u.medium_index, u.offset, in_flight, len(atoms), option.reverted))
         stores += [LostStore(u.medium_index, a.offset, len(a.data), (a.frame,)) for a in atoms]
     return tuple(lines), tuple(stores)
 
 
-def crash_for(point: CrashPoint, deviations: tuple[tuple[int, int], ...]) -> Crash:
-    units = point.state.units
+def crash_for(
+    point: CrashPoint,
+    deviations: tuple[tuple[int, int], ...],
+    state: CrashState | None = None,
+) -> Crash:
+    units = (state or point.state).units
     return Crash(
         point.index,
         tuple(sorted((units[i].medium_index, units[i].offset, o) for i, o in deviations)),
@@ -156,23 +183,43 @@ def deviations_for(state: CrashState, crash: Crash) -> tuple[tuple[int, int], ..
 # -- recovery ------------------------------------------------------------------------------
 
 
+def _clear_badblocks(s: Set, event: object, arg: object) -> None:
+    from ..events import BadBlockEvent
+
+    if isinstance(event, BadBlockEvent):
+        event.source.clear_badblock(event.badblock)
+
+
 def run_recovery(
     recover: Recovery,
     snapshot: Snapshot,
     granularity: Granularity,
     info: CrashInfo,
     read_tap: Callable[[Any, int, int], None] | None = None,
+    badblock_policy: str = "clear",
 ) -> BaseException | None:
-    """Recovery's verdict on one image: None when consistent, else the exception."""
+    """Recovery's verdict on one image: None when consistent, else the exception.
+
+    An image with bad blocks is mapped with bad-block detection on; ``badblock_policy``
+    "clear" clears each block from the BADBLOCK event (its content is lost), "keep" leaves
+    them (the map fails with IO_FAIL, which is then recovery's verdict).
+    """
     from pmemsim_backends.sim import SimBackend
 
     sim = SimBackend(granularity, lint=False)
     if read_tap is not None:
         sim.set_read_tap(read_tap)
     token = set_crash(info)
+    callback = _clear_badblocks if snapshot.badblocks and badblock_policy == "clear" else None
     try:
-        with Set(Config(granularity=granularity, backend=sim)) as s:
-            d = s.map(Part(Source.from_image(snapshot)))
+        with Set(Config(granularity=granularity, backend=sim, event_callback=callback)) as s:
+            source = Source.from_image(snapshot)
+            if snapshot.badblocks:
+                source.badblock_detection = True
+            try:
+                d = s.map(Part(source))
+            except PmemError as exc:  # e.g. IO_FAIL: bad blocks left in the pool
+                return exc
             try:
                 ok = recover(s.view(d))
             except Exception as exc:  # the user's recovery failed: that is the verdict
@@ -190,9 +237,11 @@ def run_recovery(
 @dataclass
 class _Candidate:
     point: CrashPoint
+    state: CrashState
     deviations: tuple[tuple[int, int], ...]
     strategy: str
     snapshot: Snapshot
+    faults: tuple[str, ...] = ()
 
 
 def _strategy_for(
@@ -210,6 +259,7 @@ def _candidates(
     trace: Trace,
     result: CheckResult,
     probe: Callable[[CrashState], set[int]] | None,
+    sector_probe: Callable[[Snapshot], list[int]],
 ) -> Iterator[_Candidate]:
     default = strategy_named(c.strategy)
     by_marker = {k: strategy_named(v) for k, v in c.markers.items()}
@@ -218,28 +268,47 @@ def _candidates(
     done: set[tuple[int, str]] = set()
     for point in trace.points:
         strategy = _strategy_for(point, default, by_marker)
-        state = point.state
-        # Points sharing a state (nothing happened between them) give the same images.
-        if (id(state), strategy.name) in done:
-            continue
-        first = not any(k[0] == id(state) for k in done)
-        done.add((id(state), strategy.name))
-        if first:
-            result.images_possible += state.image_count()
-        ctx = PointContext(point.index, c.seed, c.max_images, probe)
-        plan = strategy.plan(state, ctx)
-        if plan.skipped:
-            result.images_skipped += plan.skipped
-            result.exact = False
-        elif not strategy.exact:
-            result.exact = False
-        for dev in plan.images:
-            snap = state.image(dev).snapshot()
-            key = keys.of(snap, state.snapshots[0].pages)
-            if key in seen:
+        states: list[tuple[CrashState, tuple[str, ...]]] = [(point.state, ())]
+        if point.unsafe_state is not None:
+            states.append((point.unsafe_state, ("unsafe_shutdown",)))
+        for state, faults in states:
+            # Points sharing a state (nothing happened between them) give the same images.
+            if (id(state), strategy.name) in done:
                 continue
-            seen.add(key)
-            yield _Candidate(point, dev, strategy.name, snap)
+            first = not any(k[0] == id(state) for k in done)
+            done.add((id(state), strategy.name))
+            if first:
+                result.images_possible += state.image_count()
+            ctx = PointContext(point.index, c.seed, c.max_images, probe)
+            plan = strategy.plan(state, ctx)
+            if plan.skipped:
+                result.images_skipped += plan.skipped
+                result.exact = False
+            elif not strategy.exact:
+                result.exact = False
+            tag = b"U" if faults else b"P"
+            for dev in plan.images:
+                snap = state.image(dev).snapshot()
+                key = keys.of(snap, state.snapshots[0].pages) + tag
+                if key in seen:
+                    continue
+                seen.add(key)
+                yield _Candidate(point, state, dev, strategy.name, snap, faults)
+            if "badblock" in c.faults and plan.images:
+                # A bad block in each sector recovery reads of this point's first image.
+                dev = plan.images[0]
+                snap = state.image(dev).snapshot()
+                for sector in sector_probe(snap):
+                    bad = dataclasses.replace(
+                        snap, badblocks=(*snap.badblocks, BadBlock(sector, SECTOR))
+                    )
+                    key = keys.of(bad, state.snapshots[0].pages) + tag + b"B%d" % sector
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    result.images_possible += 1
+                    fault = f"badblock.{sector:x}"
+                    yield _Candidate(point, state, dev, strategy.name, bad, (*faults, fault))
 
 
 def _probe_for(c: CrashCheck) -> Callable[[CrashState], set[int]]:
@@ -260,6 +329,19 @@ def _probe_for(c: CrashCheck) -> Callable[[CrashState], set[int]]:
             tap,
         )
         return {i for i, u in enumerate(state.units) if (u.medium_index, u.offset) in read}
+
+    return probe
+
+
+def _sector_probe_for(c: CrashCheck) -> Callable[[Snapshot], list[int]]:
+    def probe(snap: Snapshot) -> list[int]:
+        sectors: set[int] = set()
+
+        def tap(medium: Any, off: int, n: int) -> None:
+            sectors.update(range(off - off % SECTOR, off + n, SECTOR))
+
+        run_recovery(c.recover, snap, c.granularity, CrashInfo(-1, "probe", ()), tap)
+        return sorted(s for s in sectors if s < snap.size)
 
     return probe
 
@@ -295,8 +377,8 @@ def _worker(i: int) -> bool:
 
 
 def _outcome(c: CrashCheck, cand: _Candidate) -> BaseException | None:
-    info = CrashInfo(cand.point.index, cand.point.kind, cand.point.markers)
-    err = run_recovery(c.recover, cand.snapshot, c.granularity, info)
+    info = CrashInfo(cand.point.index, cand.point.kind, cand.point.markers, cand.faults)
+    err = run_recovery(c.recover, cand.snapshot, c.granularity, info, None, c.badblock_policy)
     if err is None and c.recovery_crash_depth:
         return _crash_recovery(c, cand.snapshot, c.recovery_crash_depth, info)
     return err
@@ -352,10 +434,11 @@ def _failure(c: CrashCheck, cand: _Candidate, err: BaseException) -> Failure:
     chain: tuple[Crash, ...] = ()
     if isinstance(err, _RecoveryCrashFailure):
         chain, err = err.chain, err.error
-    lines, lost = _lost(cand.point.state, cand.deviations)
+    lines, lost = lost_of(cand.state, cand.deviations)
+    crash = crash_for(cand.point, cand.deviations, cand.state)
     return Failure(
         c.name,
-        crash_for(cand.point, cand.deviations),
+        dataclasses.replace(crash, faults=cand.faults),
         cand.point,
         cand.strategy,
         lines,
@@ -409,13 +492,17 @@ def check(
     if name is not None:
         overrides["name"] = name
     if overrides:
-        import dataclasses
-
         c = dataclasses.replace(c, **overrides)
     if not isinstance(jobs, int) or jobs < 1:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
     started = time.perf_counter()
-    trace = record(c.workload, size=c.size, granularity=c.granularity, crash_points=c.crash_points)
+    trace = record(
+        c.workload,
+        size=c.size,
+        granularity=c.granularity,
+        crash_points=c.crash_points,
+        unsafe_shutdown="unsafe_shutdown" in c.faults,
+    )
     result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed)
     result.findings = trace.findings
     result.crash_points = len(trace.points)
@@ -435,7 +522,7 @@ def check(
         done += len(batch)
         batch.clear()
 
-    for cand in _candidates(c, trace, result, probe):
+    for cand in _candidates(c, trace, result, probe, _sector_probe_for(c)):
         batch.append(cand)
         result.images_checked += 1
         if len(batch) >= 512:
@@ -449,6 +536,26 @@ def check(
     return result
 
 
+def _fault_image(c: CrashCheck, trace: Trace, crash: Crash) -> tuple[Snapshot, CrashInfo]:
+    """The image a crash names in a recorded trace, with its faults applied."""
+    if not trace.points:
+        raise InvalidArgumentError(ErrorCode.EINVAL, "the workload has no crash points")
+    point = trace.points[min(crash.point, len(trace.points) - 1)]
+    state = point.state
+    if "unsafe_shutdown" in crash.faults:
+        if point.unsafe_state is None:
+            raise InvalidArgumentError(ErrorCode.EINVAL, "no unsafe-shutdown state recorded")
+        state = point.unsafe_state
+    snap = state.image(deviations_for(state, crash)).snapshot()
+    for fault in crash.faults:
+        if fault.startswith("badblock."):
+            sector = int(fault.split(".", 1)[1], 16)
+            snap = dataclasses.replace(snap, badblocks=(*snap.badblocks, BadBlock(sector, SECTOR)))
+        elif fault != "unsafe_shutdown":
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"unknown fault {fault!r} in the crash")
+    return snap, CrashInfo(point.index, point.kind, point.markers, crash.faults)
+
+
 def replay(c: CrashCheck, token: str) -> BaseException | None:
     """Rebuild the image a replay token names and run recovery on it again.
 
@@ -459,12 +566,14 @@ def replay(c: CrashCheck, token: str) -> BaseException | None:
     crash_part = token.rsplit("@", 1)[-1]
     first, *chain = crash_part.split(">")
     crash = Crash.parse(first)
-    trace = record(c.workload, size=c.size, granularity=c.granularity, crash_points=c.crash_points)
-    if not trace.points:
-        raise InvalidArgumentError(ErrorCode.EINVAL, "the workload has no crash points")
-    point = trace.points[min(crash.point, len(trace.points) - 1)]
-    snap = point.state.image(deviations_for(point.state, crash)).snapshot()
-    info = CrashInfo(point.index, point.kind, point.markers)
+    trace = record(
+        c.workload,
+        size=c.size,
+        granularity=c.granularity,
+        crash_points=c.crash_points,
+        unsafe_shutdown="unsafe_shutdown" in crash.faults,
+    )
+    snap, info = _fault_image(c, trace, crash)
     for link in chain:
         inner = Crash.parse(link)
 
@@ -476,10 +585,8 @@ def replay(c: CrashCheck, token: str) -> BaseException | None:
                 reset_crash(token)
 
         t = record(workload, granularity=c.granularity, base=snap)
-        p = t.points[min(inner.point, len(t.points) - 1)]
-        snap = p.state.image(deviations_for(p.state, inner)).snapshot()
-        info = CrashInfo(p.index, p.kind, p.markers)
-    return run_recovery(c.recover, snap, c.granularity, info)
+        snap, info = _fault_image(c, t, inner)
+    return run_recovery(c.recover, snap, c.granularity, info, None, c.badblock_policy)
 
 
 def default_jobs() -> int:

@@ -15,7 +15,7 @@ from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
 from ..snapshot import Snapshot
 from .crash import Crash
-from .engine import Recovery, _lost, crash_for, deviations_for, run_recovery
+from .engine import Recovery, crash_for, deviations_for, lost_of, run_recovery
 from .report import Failure
 from .trace import CrashPoint, Trace
 
@@ -82,7 +82,7 @@ def check_crash(trace: Trace, crash: Crash, recover: Recovery, *, name: str = "t
     err = run_recovery(recover, snapshot, trace.granularity, info)
     if err is None:
         return
-    lines, lost = _lost(point.state, deviations)
+    lines, lost = lost_of(point.state, deviations)
     exact = crash_for(point, deviations)
     failure = Failure(name, exact, point, "given", lines, lost, err)
     # The command line cannot rebuild a trace recorded inside a test; the token can.

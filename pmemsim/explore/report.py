@@ -50,6 +50,8 @@ class LineOutcome:
     offset: int
     in_flight: int
     lost: int
+    #: An unsafe shutdown took the line back to its last deep-flushed content.
+    reverted: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,19 @@ class Failure:
             out.append(f"  faults on top of the power failure: {', '.join(self.crash.faults)}")
         if self.lines:
             for line in self.lines:
-                out.append(
-                    f"  line +0x{line.offset:x}"
-                    f"{f' of source {line.medium}' if line.medium else ''}: "
-                    f"{line.in_flight} store(s) in flight, lost {line.lost}"
+                where = (
+                    f"  line +0x{line.offset:x}{f' of source {line.medium}' if line.medium else ''}"
                 )
-            out.append("  stores lost:")
-            out += [f"    {s}" for s in self.lost]
+                if line.reverted:
+                    out.append(
+                        f"{where}: back to its last deep-flushed content (its fenced data was "
+                        f"lost with ADR; {line.in_flight} store(s) in flight lost too)"
+                    )
+                else:
+                    out.append(f"{where}: {line.in_flight} store(s) in flight, lost {line.lost}")
+            if self.lost:
+                out.append("  stores lost:")
+                out += [f"    {s}" for s in self.lost]
         else:
             out.append("  every visible store persisted (nothing was lost)")
         for depth, c in enumerate(self.recovery_crashes, 1):

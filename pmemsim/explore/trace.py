@@ -73,6 +73,8 @@ class CrashPoint:
     #: The user's stack at the operation (innermost first); empty at the end of the run.
     provenance: Provenance
     state: CrashState = field(repr=False, compare=False)
+    #: The same moment with ADR failing too (recorded only when asked for).
+    unsafe_state: CrashState | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         where = locations(self.provenance)
@@ -106,8 +108,9 @@ class Trace:
 
 
 class _Recorder:
-    def __init__(self, sim: SimBackend, mode: str, keep_ops: bool) -> None:
+    def __init__(self, sim: SimBackend, mode: str, keep_ops: bool, unsafe: bool) -> None:
         self.sim = sim
+        self.unsafe = unsafe
         self.mode = mode
         self.keep_ops = keep_ops
         self.points: list[CrashPoint] = []
@@ -122,6 +125,13 @@ class _Recorder:
     def capture(self, kind: str, position: str, provenance: Provenance) -> None:
         fresh = self.changed or not self.points
         state = self.sim.crash_state() if fresh else self.points[-1].state
+        unsafe = None
+        if self.unsafe:
+            unsafe = (
+                self.sim.crash_state(mode="unsafe_shutdown")
+                if fresh
+                else self.points[-1].unsafe_state
+            )
         if fresh:
             self.model.verify(
                 state, f"crash point {len(self.points)}", before_barrier=position == "before"
@@ -136,6 +146,7 @@ class _Recorder:
                 tuple(self.markers),
                 provenance,
                 state,
+                unsafe,
             )
         )
 
@@ -175,6 +186,56 @@ class _Recorder:
             self.markers.pop()
 
 
+def record_run(
+    run: Callable[[SimBackend, Callable[[], None]], object],
+    sim: SimBackend,
+    *,
+    crash_points: str = "barriers",
+    keep_ops: bool = False,
+    unsafe_shutdown: bool = False,
+    size: int = 0,
+) -> Trace:
+    """Record ``run(sim, end)``: anything a program does on the simulator ``sim`` (which must
+    be fresh), over any number of sets and sources. ``run`` calls ``end()`` where its run
+    ends, before it unmaps what it mapped (otherwise the end is where it returns).
+    :func:`record` is the one-pool case."""
+    if crash_points not in CRASH_POINT_MODES:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"crash_points must be one of {', '.join(CRASH_POINT_MODES)}, not {crash_points!r}",
+        )
+    rec = _Recorder(sim, crash_points, keep_ops, unsafe_shutdown)
+    sim.on_barrier(rec.on_barrier)
+    sim.set_tap(rec.on_op)
+    token = set_sink(rec.on_marker)
+    ended: list[bool] = []
+    findings: list[Finding] = []
+
+    def end() -> None:
+        if ended:
+            raise InvalidArgumentError(ErrorCode.EINVAL, "the run ended twice")
+        if rec.markers:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"the workload ended with markers open: {rec.markers}"
+            )
+        rec.capture("end", "at", ())
+        # Before the run unmaps anything: stores still in flight are findings too.
+        findings.extend(sim.lint())
+        ended.append(True)
+
+    try:
+        run(sim, end)
+        if not ended:
+            end()
+    finally:
+        reset_sink(token)
+        sim.set_tap(None)
+        sim.remove_barrier_observer(rec.on_barrier)
+    states = {id(st): st for p in rec.points for st in (p.state, p.unsafe_state) if st}
+    lines = sorted({(u.medium_index, u.offset) for st in states.values() for u in st.units})
+    return Trace(size, sim.granularity, crash_points, rec.points, rec.ops, findings, lines, sim)
+
+
 def record(
     workload: Workload,
     *,
@@ -184,20 +245,17 @@ def record(
     base: Snapshot | bytes | None = None,
     keep_ops: bool = False,
     backend: SimBackend | None = None,
+    unsafe_shutdown: bool = False,
 ) -> Trace:
     """Run ``workload(view)`` once on a fresh simulated pool and record its crash points.
 
     The pool is ``size`` zero bytes, or ``base`` (bytes or a Snapshot, e.g. a crash image:
     that is how recovery itself is crashed). ``backend`` lets a caller configure the
-    simulator (clflush mode, page tearing, ...); it must be fresh.
+    simulator (clflush mode, page tearing, ...); it must be fresh. ``unsafe_shutdown``
+    also records, at every crash point, the state an unsafe shutdown would leave.
     """
     from pmemsim_backends.sim import SimBackend
 
-    if crash_points not in CRASH_POINT_MODES:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL,
-            f"crash_points must be one of {', '.join(CRASH_POINT_MODES)}, not {crash_points!r}",
-        )
     if isinstance(base, bytes | bytearray):
         from ..snapshot import _PAGE
 
@@ -205,39 +263,20 @@ def record(
         pages = {i // _PAGE: data[i : i + _PAGE] for i in range(0, len(data), _PAGE)}
         base = Snapshot("pool", len(data), pages)
     sim = backend if backend is not None else SimBackend(granularity)
-    rec = _Recorder(sim, crash_points, keep_ops)
-    sim.on_barrier(rec.on_barrier)
-    sim.set_tap(rec.on_op)
-    token = set_sink(rec.on_marker)
-    try:
+    pool = base
+
+    def run(sim: SimBackend, end: Callable[[], None]) -> None:
         with Set(Config(granularity=granularity, backend=sim)) as s:
-            source = Source.anonymous(size) if base is None else Source.from_image(base)
+            source = Source.anonymous(size) if pool is None else Source.from_image(pool)
             d = s.map(Part(source))
             workload(s.view(d))
-            if rec.markers:
-                raise InvalidArgumentError(
-                    ErrorCode.EINVAL, f"the workload ended with markers open: {rec.markers}"
-                )
-            rec.capture("end", "at", ())
-            findings = sim.lint()
-    finally:
-        reset_sink(token)
-        sim.set_tap(None)
-        sim.remove_barrier_observer(rec.on_barrier)
-    lines = sorted(
-        {
-            (u.medium_index, u.offset)
-            for st in {id(p.state): p.state for p in rec.points}.values()
-            for u in st.units
-        }
-    )
-    return Trace(
-        size if base is None else base.size,
-        granularity,
-        crash_points,
-        rec.points,
-        rec.ops,
-        findings,
-        lines,
+            end()
+
+    return record_run(
+        run,
         sim,
+        crash_points=crash_points,
+        keep_ops=keep_ops,
+        unsafe_shutdown=unsafe_shutdown,
+        size=size if base is None else base.size,
     )
