@@ -82,9 +82,14 @@ class Failure:
 
     @property
     def signature(self) -> tuple[str, str]:
-        """Failures with one signature (exception type and message) are taken for one bug
-        seen through several images."""
-        return (type(self.error).__name__, str(self.error).split("\n", 1)[0])
+        """Failures with one signature are taken for one bug seen through several images: the
+        exception's type and where it was raised (as Hypothesis tells failures apart)."""
+        tb = self.error.__traceback__
+        origin = ""
+        while tb is not None:
+            origin = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        return (type(self.error).__name__, origin)
 
     def describe(self) -> str:
         out = [self.point.describe() + ":"]
