@@ -155,7 +155,11 @@ class RealMap(BackendMap):
 
 
 class RealFileMap(RealMap):
-    """A map of a file: every access first checks that the file still covers it."""
+    """A map of a file: every access first checks that the file still covers it.
+
+    The check is one ``lseek`` (a C-level call, no Python frame) and one comparison on the
+    common path; only a range past the current end takes the precise, slower look.
+    """
 
     __slots__ = ("_fd", "_size")
 
@@ -171,7 +175,7 @@ class RealFileMap(RealMap):
         super().__init__(b, owner, box, reservation, offset)
         fd.acquire()
         self._fd = fd
-        self._size = fd.size
+        self._size: Callable[[], int] = fd.size
 
     def _check(self, addr: int, length: int) -> None:
         # Pages wholly past the end of the file raise SIGBUS when touched (the page that
@@ -186,7 +190,8 @@ class RealFileMap(RealMap):
             )
 
     def read(self, addr: int, length: int) -> bytes:
-        self._check(addr, length)
+        if addr - self._delta + length > self._size():
+            self._check(addr, length)
         o = addr - self.address
         return bytes(self._mv[o : o + length])
 
@@ -195,22 +200,28 @@ class RealFileMap(RealMap):
         return super().read_mcsafe(addr, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
-        self._check(addr, len(data))
+        n = len(data)
+        if addr - self._delta + n > self._size():
+            self._check(addr, n)
         o = addr - self.address
-        self._mv[o : o + len(data)] = data
+        self._mv[o : o + n] = data
 
     def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
-        self._check(dest, len(src))
-        self._memmove(dest, src, len(src), flags)
+        n = len(src)
+        if dest - self._delta + n > self._size():
+            self._check(dest, n)
+        self._memmove(dest, src, n, flags)
 
     def memset(self, dest: int, value: int, length: int, flags: MemFlag, caller: FrameType) -> None:
-        self._check(dest, length)
+        if dest - self._delta + length > self._size():
+            self._check(dest, length)
         self._memset(dest, value, length, flags)
 
     def flush(self, addr: int, length: int, caller: FrameType) -> None:
         # A cache-line flush faults on a lost page like a load does (msync does not, but a
         # map's flush may be either).
-        self._check(addr, length)
+        if addr - self._delta + length > self._size():
+            self._check(addr, length)
         self._flush(addr, length)
 
     def persist(self, addr: int, length: int) -> None:
@@ -229,4 +240,6 @@ class RealFileMap(RealMap):
             raise failure(b, ret, "pmem2_deep_flush")
 
     def _released(self) -> None:
+        # The descriptor may be closed (and its number reused) from now on.
+        self._size = _unmapped
         self._fd.release()

@@ -15,6 +15,8 @@ import contextlib
 import fcntl
 import os
 import weakref
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pmemsim.backend import BackendSource, Pmem2Failure
@@ -48,11 +50,11 @@ class OwnFd:
         self._users = 1
         self._finalizer = weakref.finalize(self, _close_quietly, self.fd)
         self._finalizer.atexit = False  # the process exit closes it; maps may still ask
-        #: The file's current size in bytes (a system call; see the module docstring).
-        self.size = self._seek_size if self.private else self._stat_size
-
-    def _seek_size(self) -> int:
-        return os.lseek(self.fd, 0, os.SEEK_END)
+        #: The file's current size in bytes: one system call, and no Python frame on the
+        #: usual path (maps call it before every access).
+        self.size: Callable[[], int] = (
+            partial(os.lseek, self.fd, 0, os.SEEK_END) if self.private else self._stat_size
+        )
 
     def _stat_size(self) -> int:
         return os.fstat(self.fd).st_size
