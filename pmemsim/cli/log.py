@@ -106,11 +106,12 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.image_out:
         raise UsageProblem("--image-out goes with --replay TOKEN")
-    origin = (
-        "its content"
-        if pool.base_image is not None
-        else ("zeros" if args.base_image or os.path.exists(pool.resolved) else "zeros: no file")
-    )
+    if args.base_image:
+        origin = f"from {args.base_image}"
+    elif os.path.exists(pool.resolved):
+        origin = "the file's content"
+    else:
+        origin = "zeros, no such file"
     engines = _marker_engines(args.marker_engine)
     print(
         f"pmemsim check-log {args.log}: {log.records} records, {len(log.operations)} "

@@ -15,7 +15,6 @@ for); a record that straddles the edge of a registered range is cut to the part 
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import os
 import sys
@@ -65,7 +64,6 @@ class LogPool:
     size: int
     #: The pool's content when the log starts (None: zeros).
     base_image: bytes | None = field(repr=False)
-    _bases: list[int] = field(init=False, repr=False)
 
     @property
     def base(self) -> int:
@@ -75,12 +73,9 @@ class LogPool:
     def locate(self, address: int, size: int) -> tuple[int, int, int] | None:
         """``(file offset, bytes skipped at the front, length)`` of the part of
         ``[address, address + size)`` inside a registered range, or None if none is."""
-        ms = self.mappings
-        i = bisect.bisect_right(self._bases, address) - 1
-        for m in ms[max(i, 0) :]:
-            if m.base >= address + size:
-                break
-            lo, hi = max(address, m.base), min(address + size, m.end)
+        end = address + size
+        for m in self.mappings:  # one or a few: a registration per mapping of the file
+            lo, hi = max(address, m.base), min(end, m.end)
             if lo < hi:
                 return lo - m.base + m.offset, lo - address, hi - lo
         return None
@@ -91,9 +86,6 @@ class LogPool:
             if m.offset <= offset < m.offset + m.size:
                 return m.base + offset - m.offset
         return self.base + offset - self.mappings[0].offset
-
-    def __post_init__(self) -> None:
-        self._bases = [m.base for m in self.mappings]
 
     @classmethod
     def from_log(cls, log: Log, base_image: str | None = None) -> LogPool:
