@@ -225,20 +225,23 @@ def measure_set(s: pm.Set, addr: int, repeat: int, quick: bool) -> dict[int, flo
 
 
 def measure_layers(m: Mapping, repeat: int, quick: bool) -> dict[str, float]:
-    """At 256 B: the bare cffi call, the backend map's memmove, and the set's memcpy."""
+    """At 256 B: the bare cffi call, the file-size check (file maps), the backend map's
+    memmove (both), and the set's memcpy."""
     data = random.Random(2).randbytes(256)
     addr = m.desc.address
     bmap: Any = m.set._parts[0].map
     raw = bmap._memmove
     caller = sys._getframe()
     n = iterations(256, quick)
-    return {
-        "cffi_call_ns": time_calls(lambda: raw(addr, data, 256, 0), n, repeat),
-        "backend_memmove_ns": time_calls(
-            lambda: bmap.memmove(addr, data, pm.MemFlag.NONE, caller), n, repeat
-        ),
-        "set_memcpy_ns": time_calls(lambda: m.set.memcpy(addr, data), n, repeat),
-    }
+    out = {"cffi_call_ns": time_calls(lambda: raw(addr, data, 256, 0), n, repeat)}
+    size_check = getattr(bmap, "_size", None)
+    if size_check is not None:
+        out["size_check_ns"] = time_calls(size_check, n, repeat)
+    out["backend_memmove_ns"] = time_calls(
+        lambda: bmap.memmove(addr, data, pm.MemFlag.NONE, caller), n, repeat
+    )
+    out["set_memcpy_ns"] = time_calls(lambda: m.set.memcpy(addr, data), n, repeat)
+    return out
 
 
 def measure_api_mode(folder: str, repeat: int, quick: bool) -> dict[str, Any]:
@@ -393,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = _real_backend()
         python: dict[str, dict[int, float]] = {}
         c: dict[str, dict[int, float]] | None = {} if exe else None
-        layers: dict[str, float] = {}
+        layers: dict[str, dict[str, float]] = {}
         for kind in ("anonymous", "tmpfs file"):
             print(f"{kind}: set.memcpy and the C reference, in turns ...", flush=True)
             m = Mapping("anonymous" if kind == "anonymous" else "file", backend, args.dir)
@@ -405,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                     python[kind] = _best(python.get(kind), py)
                     if exe is not None and c is not None:
                         c[kind] = _best(c.get(kind), run_reference(exe, m.path, 1, args.quick))
-                if kind == "anonymous":
-                    layers = measure_layers(m, repeat, args.quick)
+                layers[kind] = measure_layers(m, repeat, args.quick)
             finally:
                 m.close()
                 if m.path:
@@ -425,11 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print()
     print(f"C reference: {note}")
-    print(
-        "where 256 B goes (anonymous): bare cffi call "
-        f"{_fmt_ns(layers['cffi_call_ns'])}, backend map.memmove "
-        f"{_fmt_ns(layers['backend_memmove_ns'])}, set.memcpy {_fmt_ns(layers['set_memcpy_ns'])}"
-    )
+    for kind, lay in layers.items():
+        check = lay.get("size_check_ns")
+        print(
+            f"where 256 B goes ({kind}): bare cffi call {_fmt_ns(lay['cffi_call_ns'])}"
+            + ("" if check is None else f", file-size check (lseek) {_fmt_ns(check)}")
+            + f", backend map.memmove {_fmt_ns(lay['backend_memmove_ns'])}"
+            + f", set.memcpy {_fmt_ns(lay['set_memcpy_ns'])}"
+        )
     if api:
         print(f"API mode: {api}")
     checked = [r for r in rows if r["status"] != "info"]
