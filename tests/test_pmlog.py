@@ -673,3 +673,29 @@ def test_cli_export_then_check_log_agrees_with_pmemsim_check(
     assert "pick one with -k NAME" in capsys.readouterr().err
     assert main(["export-log", str(scenario), "-k", name, "-o", str(out), "--no-frames"]) == 0
     assert ";write_record" not in out.read_text()
+
+
+def test_an_empty_log_has_one_crash_point_and_one_image() -> None:
+    r = run(log_text(), lambda i: True)
+    assert (r.crash_points, r.images_checked, r.verdict) == (1, 1, "consistent")
+
+
+def test_marker_engines_from_a_json_file_and_a_checker_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "m.log"
+    log.write_text(
+        log_text("op.BEGIN", store(0, 1), store(64, 1), flush(0, 128), "FENCE", "op.END")
+    )
+    table = tmp_path / "engines.json"
+    table.write_text(json.dumps({"op": "NoReorderNoCheck"}))
+    out = tmp_path / "r.json"
+    argv = ["check-log", str(log), "-x", str(table), "--json", str(out), "--", "true"]
+    assert main(argv) == 0
+    got = json.loads(out.read_text())
+    assert got["images_checked"] == 1 and not got["exact"]  # only the end was checked
+    table.write_text("[1, 2]")
+    assert main(argv) == 2 and "MARKER: ENGINE" in capsys.readouterr().err
+    slow = ["check-log", str(log), "--timeout", "0.2", "--", sys.executable, "-c"]
+    assert main([*slow, "import time; time.sleep(30)"]) == 1
+    assert "timed out after 0.2 s" in capsys.readouterr().out

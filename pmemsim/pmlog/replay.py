@@ -26,6 +26,7 @@ from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError, NotSupportedError
 from ..explore.trace import Trace, record
 from ..markers import _sink
+from ..snapshot import Snapshot
 from ..view import View
 from .grammar import DeepSync, Fence, Flush, Log, LogFormatError, Marker, RegisterFile, Store
 
@@ -33,6 +34,8 @@ __all__ = ["LogPool", "Replay", "Step"]
 
 #: Step kinds (small ints: the replay loop dispatches on them for every record).
 STORE, FLUSH, FENCE, DEEP, BEGIN, END = range(6)
+
+_PAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +236,20 @@ class Replay:
         """Run the replay once on a fresh simulator and record its crash points."""
         from pmemsim_backends.sim import SimBackend
 
+        base: Snapshot | None = None
+        content = self.pool.base_image
+        if content is not None:
+            # Pages load on first touch: a crash state then holds the pages the log touched,
+            # not every page of a large file.
+            def load(p: int, content: bytes = content) -> bytes:
+                return content[p * _PAGE : (p + 1) * _PAGE]
+
+            base = Snapshot(self.pool.resolved, self.pool.size, {}, load)
         return record(
             self.workload,
             size=self.pool.size,
             granularity=Granularity.CACHE_LINE,
             crash_points=crash_points,
-            base=self.pool.base_image,
+            base=base,
             backend=SimBackend(Granularity.CACHE_LINE, lint=False),
         )
