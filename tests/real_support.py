@@ -23,11 +23,13 @@ RunPython = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @pytest.fixture
-def real() -> RealBackend:
-    """The real backend (the test skips where libpmem2 is missing)."""
+def real(monkeypatch: pytest.MonkeyPatch) -> RealBackend:
+    """The real backend on the platform as it is: the test skips where libpmem2 is missing,
+    and an inherited PMEM2_FORCE_GRANULARITY is removed (tests that want it set it)."""
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
+    monkeypatch.delenv("PMEM2_FORCE_GRANULARITY", raising=False)
     return RealBackend()
 
 
