@@ -335,3 +335,13 @@ def test_coalescing_grows_a_reservation_in_place(make_real_set: MakeSet, size: i
     d2 = s.map(pm.Part(pm.Source.anonymous(size)))
     assert (d2.address, d2.size) == (d1.address, 2 * size)
     del ballast
+
+
+def test_one_real_platform_per_process(real: RealBackend) -> None:
+    assert RealBackend() is real is pm.load_backend("real")()
+    res = pm.Reservation(2 * PAGE, backend="real")
+    s = pm.Set(pm.Config(granularity=G.BYTE, backend="real", reservation=res))
+    d = s.map(pm.Part(pm.Source.anonymous(PAGE)))
+    assert d.address == res.address
+    s.close()
+    res.close()

@@ -154,7 +154,13 @@ _NO_LIBRARY = """
         raised = None
     except pmemsim.PmemError as exc:
         raised = [type(exc).__name__, exc.code_name, str(exc)]
-    print(json.dumps({"light": light, "reason": reason, "raised": raised}))
+    try:
+        from pmemsim_backends.real import RealBackend
+        RealBackend()
+        direct = None
+    except pmemsim.BackendUnavailableError as exc:
+        direct = exc.code_name
+    print(json.dumps({"light": light, "reason": reason, "raised": raised, "direct": direct}))
 """
 
 
@@ -167,6 +173,7 @@ def test_without_libpmem2_the_backend_says_what_to_install(run_python: RunPython
     name, code, text = out["raised"]
     assert (name, code) == ("BackendUnavailableError", "PMEMSET_E_NOSUPP")
     assert "apt-get install libpmem2" in text
+    assert out["direct"] == "PMEMSET_E_NOSUPP"
 
 
 def test_import_pmemsim_stays_light(run_python: RunPython) -> None:

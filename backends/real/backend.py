@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pmemsim.backend import Backend, BackendReservation, BackendSource, Pmem2Failure
 from pmemsim.enums import Granularity
@@ -36,6 +37,7 @@ FORCE_GRANULARITY = "PMEM2_FORCE_GRANULARITY"
 #: Free address space left after each new reservation, so that it can grow (as the
 #: simulator leaves 1 GiB).
 HEADROOM = 1 << 30
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +54,36 @@ class GranularityProbe:
 class RealBackend(Backend):
     """The platform this process runs on, through libpmem2.
 
+    There is one such platform per process, so ``RealBackend()`` always returns the same
+    object: ``Config(backend="real")`` and ``Reservation(..., backend="real")`` then agree.
+
     :param binding: an opened library (default: the process-wide one); tests pass one with
-        functions hidden to check that a missing feature fails cleanly.
+        functions hidden to check that a missing feature fails cleanly (a separate object).
     """
 
     name = "real"
+    binding: _ffi.Binding
+    _shared: ClassVar[RealBackend | None] = None
+
+    def __new__(cls, *, binding: _ffi.Binding | None = None) -> RealBackend:
+        if binding is not None:
+            return super().__new__(cls)
+        with _lock:
+            if cls._shared is None:
+                try:
+                    shared = _ffi.binding()
+                except _ffi.LibraryUnavailable as exc:
+                    raise BackendUnavailableError(
+                        ErrorCode.NOSUPP, f"backend 'real': {exc}"
+                    ) from None
+                made = super().__new__(cls)
+                made.binding = shared
+                cls._shared = made
+            return cls._shared
 
     def __init__(self, *, binding: _ffi.Binding | None = None) -> None:
-        if binding is None:
-            try:
-                binding = _ffi.binding()
-            except _ffi.LibraryUnavailable as exc:
-                raise BackendUnavailableError(ErrorCode.NOSUPP, f"backend 'real': {exc}") from None
-        self.binding = binding
+        if binding is not None:
+            self.binding = binding
 
     def __repr__(self) -> str:
         return f"RealBackend({self.binding.info.path})"
