@@ -235,3 +235,15 @@ def test_source_closed_while_mapped_keeps_working(
     assert s.read(d.address, 11) == b"after close"
     with pytest.raises(pm.SourceError):
         s.map(pm.Part(src, 0, PAGE))
+
+
+def test_mcsafe_reads_of_a_source_closed_while_mapped(
+    make_real_set: Callable[..., pm.Set], tmp_path: Path
+) -> None:
+    src = pm.Source.from_file(tmp_path / "pool", pm.SourceFlag.CREATE_ALWAYS)
+    s = make_real_set()
+    d = s.map(pm.Part(src, 0, PAGE))
+    s.memcpy(d.address, b"kept")
+    src.close()
+    assert s.read_mcsafe(d.address, 4) == (b"kept", None)
+    s.close()

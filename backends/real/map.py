@@ -85,6 +85,7 @@ class RealMap(BackendMap):
         self._finalizer = weakref.finalize(self, _delete_map, lib, box)
         self._finalizer.atexit = False  # see reservation.py
         self.owner = owner
+        owner.map_made()
         self.reservation = reservation
         self.address: int = int(lib.pmem2_map_get_address(ptr))
         self.size: int = int(lib.pmem2_map_get_size(ptr))
@@ -147,6 +148,7 @@ class RealMap(BackendMap):
         self._drain = _unmapped
         ret = self._finalizer()
         self._released()
+        self.owner.map_gone()
         if ret:
             raise direct_error(failure(self._b, ret, "pmem2_map_delete"), "cannot unmap")
 

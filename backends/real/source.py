@@ -97,6 +97,8 @@ class RealSource(BackendSource):
         self.snapshot: Snapshot | None = source.snapshot
         self.own_fd: OwnFd | None = None
         self.closed = False
+        #: Live maps of this source.
+        self.maps = 0
         box = b.ffi.new("struct pmem2_source **")
         if source.fd is not None:
             own = OwnFd(source.fd)
@@ -132,13 +134,23 @@ class RealSource(BackendSource):
         return self.source.size
 
     def close(self) -> None:
-        """Let go of the pmem2 source; the descriptor stays while maps still use it."""
+        """The source is closed; the pmem2 source and the descriptor stay while maps still
+        use them (machine-check-safe reads go through the source)."""
         if self.closed:
             return
         self.closed = True
-        self._finalizer()
+        if not self.maps:
+            self._finalizer()
         if self.own_fd is not None:
             self.own_fd.release()
+
+    def map_made(self) -> None:
+        self.maps += 1
+
+    def map_gone(self) -> None:
+        self.maps -= 1
+        if self.closed and not self.maps:
+            self._finalizer()
 
     def _live(self) -> None:
         if self.closed:
@@ -238,7 +250,7 @@ class RealSource(BackendSource):
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"invalid offset/length {offset!r}, {length!r}"
             )
-        if self.closed:
+        if not self._finalizer.alive:
             raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{self.label} is closed")
         if offset + length > self.size:
             raise error_for(
