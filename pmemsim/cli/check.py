@@ -1,4 +1,4 @@
-"""``pmemsim check``: run the CrashChecks of a scenario file or folder."""
+"""``pmemsim check``: run the CrashChecks (and FileCrashChecks) of a scenario file or folder."""
 
 from __future__ import annotations
 
@@ -17,20 +17,26 @@ from .common import EXIT_FAILED, EXIT_OK, UsageProblem
 __all__ = ["load_checks", "register"]
 
 
-def load_checks(path: str | os.PathLike[str], select: Sequence[str] | None = None) -> list[Any]:
+def load_checks(
+    path: str | os.PathLike[str], select: Sequence[str] | None = None, *, files: bool = False
+) -> list[Any]:
     """Every CrashCheck defined at module level in a scenario file, or in a folder's files
-    (only those named in ``select``, if given)."""
-    from ..explore import CrashCheck
+    (only those named in ``select``, if given); with ``files``, FileCrashChecks too."""
+    from ..explore import CrashCheck, FileCrashCheck
+
+    kinds: tuple[type[CrashCheck | FileCrashCheck], ...] = (
+        (CrashCheck, FileCrashCheck) if files else (CrashCheck,)
+    )
 
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.glob("*.py") if not f.name.startswith("_"))
+        modules = sorted(f for f in p.glob("*.py") if not f.name.startswith("_"))
     elif p.is_file():
-        files = [p]
+        modules = [p]
     else:
         raise UsageProblem(f"{path}: no such file or folder")
     checks: list[Any] = []
-    for f in files:
+    for f in modules:
         name = f"pmemsim_scenario_{f.stem}"
         spec = importlib.util.spec_from_file_location(name, f)
         if spec is None or spec.loader is None:
@@ -42,7 +48,7 @@ def load_checks(path: str | os.PathLike[str], select: Sequence[str] | None = Non
         except Exception as exc:
             raise UsageProblem(f"{f}: importing it failed: {type(exc).__name__}: {exc}") from exc
         for v in vars(module).values():
-            if isinstance(v, CrashCheck) and (not select or v.name in select):
+            if isinstance(v, kinds) and (not select or v.name in select):
                 object.__setattr__(v, "_pmemsim_origin", str(f))
                 checks.append(v)
     if not checks:
@@ -55,7 +61,7 @@ def _override(c: Any, args: argparse.Namespace) -> Any:
     changes: dict[str, Any] = {}
     if args.crash_points is not None:
         changes["crash_points"] = args.crash_points
-    if args.recovery_depth is not None:
+    if args.recovery_depth is not None and hasattr(c, "recovery_crash_depth"):
         changes["recovery_crash_depth"] = args.recovery_depth
     if args.max_images is not None:
         changes["max_images"] = args.max_images
@@ -65,7 +71,8 @@ def _override(c: Any, args: argparse.Namespace) -> Any:
 def _cmd_check(args: argparse.Namespace) -> int:
     from ..explore import CheckResult, check
 
-    checks = [(_override(c, args), _origin(c)) for c in load_checks(args.path, args.select)]
+    found = load_checks(args.path, args.select, files=True)
+    checks = [(_override(c, args), _origin(c)) for c in found]
     seed = args.seed if args.seed is not None else 0
     print(f"pmemsim check {args.path}: seed {seed}, strategy {args.strategy or 'per check'}")
     results: list[CheckResult] = []
@@ -121,7 +128,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     name, at, crash = rest.rpartition("@")
     if not sep or not at or not name:
         raise UsageProblem(f"{args.token!r} is not a replay token (PATH::CHECK@CRASH)")
-    (c,) = load_checks(where, [name])
+    (c,) = load_checks(where, [name], files=True)
     err = replay(c, crash)
     if err is None:
         print(f"{name}: the image of crash {crash} is consistent now")
@@ -141,10 +148,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check",
         help="run the crash-consistency checks of a scenario file or folder on the simulator",
         description=(
-            "Runs every CrashCheck defined in PATH (a .py file, or a folder of them): the "
-            "workload on the simulator, crashed before every barrier that follows a store "
-            "and at the end; recovery on every distinct crash image. Exit status: 0 when "
-            "every check has its expected verdict, 1 otherwise, 2 for bad input."
+            "Runs every CrashCheck and FileCrashCheck defined in PATH (a .py file, or a "
+            "folder of them): the workload on the simulator, crashed before every barrier "
+            "that follows a store and at the end; recovery on every distinct crash image. "
+            "Exit status: 0 when every check has its expected verdict, 1 otherwise, 2 for "
+            "bad input."
         ),
     )
     p.add_argument("path", help="scenario file or folder")
@@ -153,7 +161,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--strategy", metavar="NAME", help=f"override every check's ({', '.join(STRATEGY_NAMES)})"
     )
     p.add_argument("--crash-points", choices=CRASH_POINT_MODES, help="override every check's")
-    p.add_argument("--recovery-depth", type=int, metavar="N", help="crash recovery too, N deep")
+    p.add_argument(
+        "--recovery-depth", type=int, metavar="N", help="crash recovery too, N deep (CrashChecks)"
+    )
     p.add_argument("--max-images", type=int, metavar="N", help="per crash point, for exact runs")
     p.add_argument("--seed", type=int, help="seed for random strategies (default 0)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes for recovery")

@@ -1,6 +1,7 @@
 """Crash exploration: every crash that matters, checked by the user's recovery.
 
-Record a workload once on the simulator (:func:`record`), choose crash images per crash
+Record a workload once on the simulator (:func:`record`; a program over files of its own:
+:class:`FileCrashCheck`), choose crash images per crash
 point with a strategy (exact or heuristic, always labelled), run recovery on each distinct
 image, and report the minimal failing crash with a replay token (:func:`check`,
 :class:`CheckResult`). Hypothesis strategies live in :mod:`pmemsim.hypothesis`, the pytest
@@ -10,6 +11,7 @@ plugin in :mod:`pmemsim.pytest_plugin`.
 from ..markers import CrashInfo, current_crash, marker
 from .crash import Crash
 from .engine import CrashCheck, check, replay, run_recovery
+from .files import FileCrashCheck
 from .report import CheckResult, CrashConsistencyError, Failure, LineOutcome, LostStore
 from .strategy import (
     Accumulative,
@@ -38,6 +40,7 @@ __all__ = [
     "CrashPoint",
     "Exhaustive",
     "Extremes",
+    "FileCrashCheck",
     "FlushedOnly",
     "Failure",
     "LineOutcome",

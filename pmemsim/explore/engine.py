@@ -15,8 +15,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..config import Config
 from ..enums import Granularity
@@ -35,6 +36,8 @@ from .trace import CRASH_POINT_MODES, CrashPoint, Trace, record
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
+
+    from .files import FileCrashCheck
 
 __all__ = ["CrashCheck", "check", "replay"]
 
@@ -85,14 +88,21 @@ class CrashCheck:
 def _validate(c: CrashCheck) -> None:
     if not isinstance(c, CrashCheck):
         raise InvalidArgumentError(ErrorCode.EINVAL, f"{c!r} is not a CrashCheck")
+    validate_common(c)
+    if not isinstance(c.recovery_crash_depth, int) or c.recovery_crash_depth < 0:
+        raise InvalidArgumentError(ErrorCode.EINVAL, "recovery_crash_depth must be an int >= 0")
+    if c.badblock_policy not in ("clear", "keep"):
+        raise InvalidArgumentError(ErrorCode.EINVAL, "badblock_policy is 'clear' or 'keep'")
+
+
+def validate_common(c: Any) -> None:
+    """The fields every kind of check has (CrashCheck, FileCrashCheck)."""
     if c.expect not in ("consistent", "inconsistent"):
         raise InvalidArgumentError(ErrorCode.EINVAL, f"expect={c.expect!r}")
     if c.crash_points not in CRASH_POINT_MODES:
         raise InvalidArgumentError(
             ErrorCode.EINVAL, f"crash_points must be one of {CRASH_POINT_MODES}"
         )
-    if not isinstance(c.recovery_crash_depth, int) or c.recovery_crash_depth < 0:
-        raise InvalidArgumentError(ErrorCode.EINVAL, "recovery_crash_depth must be an int >= 0")
     if not isinstance(c.max_images, int) or c.max_images < 2:
         raise InvalidArgumentError(ErrorCode.EINVAL, "max_images must be an int >= 2")
     unknown = set(c.faults) - set(FAULTS)
@@ -100,8 +110,6 @@ def _validate(c: CrashCheck) -> None:
         raise InvalidArgumentError(
             ErrorCode.EINVAL, f"faults are a sequence of {', '.join(FAULTS)}; not {c.faults!r}"
         )
-    if c.badblock_policy not in ("clear", "keep"):
-        raise InvalidArgumentError(ErrorCode.EINVAL, "badblock_policy is 'clear' or 'keep'")
 
 
 FAULTS = ("unsafe_shutdown", "badblock")
@@ -233,15 +241,47 @@ def run_recovery(
 
 # -- exploration ---------------------------------------------------------------------------
 
+Deviations = tuple[tuple[int, int], ...]
+
+
+class Judge(Protocol):
+    """What one kind of check does with crash states: build the thing its recovery runs on
+    (a pool snapshot for CrashCheck, a directory of files for FileCrashCheck), key it by
+    content, add bad blocks, and run recovery. The exploration itself is shared."""
+
+    def image(self, state: CrashState, deviations: Deviations) -> Any:
+        """What recovery gets for one crash image of ``state``."""
+
+    def key(self, image: Any, state: CrashState) -> bytes:
+        """A digest of the image's content (equal content, equal key)."""
+
+    def badblocks(self, image: Any) -> list[tuple[str, Any]]:
+        """``(fault, image with it)``: a bad block in each sector recovery reads."""
+
+    def with_badblock(self, image: Any, fault: str) -> Any:
+        """The image with the bad block a ``badblock...`` fault names (from a token)."""
+
+    def verdict(self, image: Any, info: CrashInfo) -> BaseException | None:
+        """Recovery's outcome on the image: None when consistent."""
+
+    def probe(self, state: CrashState) -> set[int]:
+        """Units of ``state`` that recovery reads on its all-persisted image."""
+
+    def sources(self, state: CrashState) -> tuple[str, ...]:
+        """Names of the state's media, by index, for reports (empty: one anonymous pool)."""
+
 
 @dataclass
 class _Candidate:
     point: CrashPoint
     state: CrashState
-    deviations: tuple[tuple[int, int], ...]
+    deviations: Deviations
     strategy: str
-    snapshot: Snapshot
+    image: Any
     faults: tuple[str, ...] = ()
+
+    def info(self) -> CrashInfo:
+        return CrashInfo(self.point.index, self.point.kind, self.point.markers, self.faults)
 
 
 def _strategy_for(
@@ -254,16 +294,9 @@ def _strategy_for(
     return default
 
 
-def _candidates(
-    c: CrashCheck,
-    trace: Trace,
-    result: CheckResult,
-    probe: Callable[[CrashState], set[int]] | None,
-    sector_probe: Callable[[Snapshot], list[int]],
-) -> Iterator[_Candidate]:
+def _candidates(c: Any, trace: Trace, result: CheckResult, judge: Judge) -> Iterator[_Candidate]:
     default = strategy_named(c.strategy)
     by_marker = {k: strategy_named(v) for k, v in c.markers.items()}
-    keys = _Keys()
     seen: set[bytes] = set()
     done: set[tuple[int, str]] = set()
     for point in trace.points:
@@ -279,7 +312,7 @@ def _candidates(
             done.add((id(state), strategy.name))
             if first:
                 result.images_possible += state.image_count()
-            ctx = PointContext(point.index, c.seed, c.max_images, probe)
+            ctx = PointContext(point.index, c.seed, c.max_images, judge.probe)
             plan = strategy.plan(state, ctx)
             if plan.skipped:
                 result.images_skipped += plan.skipped
@@ -288,31 +321,68 @@ def _candidates(
                 result.exact = False
             tag = b"U" if faults else b"P"
             for dev in plan.images:
-                snap = state.image(dev).snapshot()
-                key = keys.of(snap, state.snapshots[0].pages) + tag
+                image = judge.image(state, dev)
+                key = judge.key(image, state) + tag
                 if key in seen:
                     continue
                 seen.add(key)
-                yield _Candidate(point, state, dev, strategy.name, snap, faults)
+                yield _Candidate(point, state, dev, strategy.name, image, faults)
             if "badblock" in c.faults and plan.images:
                 # A bad block in each sector recovery reads of this point's first image.
                 dev = plan.images[0]
-                snap = state.image(dev).snapshot()
-                for sector in sector_probe(snap):
-                    bad = dataclasses.replace(
-                        snap, badblocks=(*snap.badblocks, BadBlock(sector, SECTOR))
-                    )
-                    key = keys.of(bad, state.snapshots[0].pages) + tag + b"B%d" % sector
+                image = judge.image(state, dev)
+                base = judge.key(image, state) + tag
+                for fault, bad in judge.badblocks(image):
+                    key = base + fault.encode()
                     if key in seen:
                         continue
                     seen.add(key)
                     result.images_possible += 1
-                    fault = f"badblock.{sector:x}"
                     yield _Candidate(point, state, dev, strategy.name, bad, (*faults, fault))
 
 
-def _probe_for(c: CrashCheck) -> Callable[[CrashState], set[int]]:
-    def probe(state: CrashState) -> set[int]:
+class _PoolJudge:
+    """CrashCheck's judge: recovery maps a snapshot of the one pool."""
+
+    def __init__(self, c: CrashCheck) -> None:
+        self.c = c
+        self.keys = _Keys()
+
+    def image(self, state: CrashState, deviations: Deviations) -> Snapshot:
+        snap: Snapshot = state.image(deviations).snapshot()
+        return snap
+
+    def key(self, image: Snapshot, state: CrashState) -> bytes:
+        return self.keys.of(image, state.snapshots[0].pages)
+
+    def badblocks(self, image: Snapshot) -> list[tuple[str, Snapshot]]:
+        sectors: set[int] = set()
+
+        def tap(medium: Any, off: int, n: int) -> None:
+            sectors.update(range(off - off % SECTOR, off + n, SECTOR))
+
+        run_recovery(self.c.recover, image, self.c.granularity, CrashInfo(-1, "probe", ()), tap)
+        return [
+            (f"badblock.{s:x}", self.with_badblock(image, f"badblock.{s:x}"))
+            for s in sorted(sectors)
+            if s < image.size
+        ]
+
+    def with_badblock(self, image: Snapshot, fault: str) -> Snapshot:
+        try:
+            sector = int(fault.split(".", 1)[1], 16)
+        except ValueError:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"malformed fault {fault!r}") from None
+        return dataclasses.replace(image, badblocks=(*image.badblocks, BadBlock(sector, SECTOR)))
+
+    def verdict(self, image: Snapshot, info: CrashInfo) -> BaseException | None:
+        c = self.c
+        err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy)
+        if err is None and c.recovery_crash_depth:
+            return _crash_recovery(c, image, c.recovery_crash_depth, info)
+        return err
+
+    def probe(self, state: CrashState) -> set[int]:
         read: set[tuple[int, int]] = set()
         unit = {u.offset // u.size: u.size for u in state.units}
         size = next(iter(unit.values()), 64)
@@ -322,42 +392,30 @@ def _probe_for(c: CrashCheck) -> Callable[[CrashState], set[int]]:
                 read.add((0, idx * size))
 
         run_recovery(
-            c.recover,
+            self.c.recover,
             state.image(()).snapshot(),
-            c.granularity,
+            self.c.granularity,
             CrashInfo(-1, "probe", ()),
             tap,
         )
         return {i for i, u in enumerate(state.units) if (u.medium_index, u.offset) in read}
 
-    return probe
-
-
-def _sector_probe_for(c: CrashCheck) -> Callable[[Snapshot], list[int]]:
-    def probe(snap: Snapshot) -> list[int]:
-        sectors: set[int] = set()
-
-        def tap(medium: Any, off: int, n: int) -> None:
-            sectors.update(range(off - off % SECTOR, off + n, SECTOR))
-
-        run_recovery(c.recover, snap, c.granularity, CrashInfo(-1, "probe", ()), tap)
-        return sorted(s for s in sectors if s < snap.size)
-
-    return probe
+    def sources(self, state: CrashState) -> tuple[str, ...]:
+        return ()
 
 
 def _verdicts(
-    c: CrashCheck, cands: Sequence[_Candidate], jobs: int
+    judge: Judge, cands: Sequence[_Candidate], jobs: int
 ) -> list[BaseException | bool | None]:
     """Recovery's outcome per candidate; with jobs > 1 in forked workers (True = failed,
     to be re-run in this process for the live exception)."""
     if jobs <= 1 or len(cands) < 2 * jobs:
-        return [_outcome(c, cand) for cand in cands]
+        return [judge.verdict(cand.image, cand.info()) for cand in cands]
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
     global _WORK
-    _WORK = (c, cands)
+    _WORK = (judge, cands)
     try:
         with ctx.Pool(jobs) as pool:
             chunk = max(1, len(cands) // (jobs * 8))
@@ -367,21 +425,13 @@ def _verdicts(
     return [True if f else None for f in failed]
 
 
-_WORK: tuple[CrashCheck, Sequence[_Candidate]] | None = None
+_WORK: tuple[Judge, Sequence[_Candidate]] | None = None
 
 
 def _worker(i: int) -> bool:
     assert _WORK is not None
-    c, cands = _WORK
-    return _outcome(c, cands[i]) is not None
-
-
-def _outcome(c: CrashCheck, cand: _Candidate) -> BaseException | None:
-    info = CrashInfo(cand.point.index, cand.point.kind, cand.point.markers, cand.faults)
-    err = run_recovery(c.recover, cand.snapshot, c.granularity, info, None, c.badblock_policy)
-    if err is None and c.recovery_crash_depth:
-        return _crash_recovery(c, cand.snapshot, c.recovery_crash_depth, info)
-    return err
+    judge, cands = _WORK
+    return judge.verdict(cands[i].image, cands[i].info()) is not None
 
 
 class _RecoveryCrashFailure(Exception):
@@ -430,14 +480,14 @@ def _crash_recovery(
     return None
 
 
-def _failure(c: CrashCheck, cand: _Candidate, err: BaseException) -> Failure:
+def _failure(name: str, judge: Judge, cand: _Candidate, err: BaseException) -> Failure:
     chain: tuple[Crash, ...] = ()
     if isinstance(err, _RecoveryCrashFailure):
         chain, err = err.chain, err.error
     lines, lost = lost_of(cand.state, cand.deviations)
     crash = crash_for(cand.point, cand.deviations, cand.state)
     return Failure(
-        c.name,
+        name,
         dataclasses.replace(crash, faults=cand.faults),
         cand.point,
         cand.strategy,
@@ -445,6 +495,7 @@ def _failure(c: CrashCheck, cand: _Candidate, err: BaseException) -> Failure:
         lost,
         err,
         chain,
+        judge.sources(cand.state),
     )
 
 
@@ -467,8 +518,36 @@ def _progress_bar() -> Progress | None:
     return show
 
 
+def _validate_any(c: Any) -> None:
+    from .files import FileCrashCheck, validate_files
+
+    if isinstance(c, FileCrashCheck):
+        validate_files(c)
+    else:
+        _validate(c)
+
+
+@contextmanager
+def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
+    """The check's workload recorded once, and the judge of its crash images."""
+    from .files import FileCrashCheck, recorded_files
+
+    if isinstance(c, FileCrashCheck):
+        with recorded_files(c, unsafe_shutdown) as recorded:
+            yield recorded
+        return
+    trace = record(
+        c.workload,
+        size=c.size,
+        granularity=c.granularity,
+        crash_points=c.crash_points,
+        unsafe_shutdown=unsafe_shutdown,
+    )
+    yield trace, _PoolJudge(c)
+
+
 def check(
-    c: CrashCheck,
+    c: CrashCheck | FileCrashCheck,
     *,
     strategy: str | Strategy | None = None,
     seed: int | None = None,
@@ -476,14 +555,15 @@ def check(
     progress: Progress | Literal["auto"] | None = "auto",
     name: str | None = None,
 ) -> CheckResult:
-    """Run ``c`` and return what it found (see :class:`CheckResult`).
+    """Run ``c`` (a CrashCheck or a FileCrashCheck) and return what it found (see
+    :class:`CheckResult`).
 
     ``strategy`` and ``seed`` override the check's own; ``jobs`` > 1 runs recovery in that
     many worker processes (the result is the same); ``progress`` is called with
     ``(done, total)`` per batch ("auto": a bar on stderr when it is a terminal); ``name`` is
     the check's name in replay tokens (the command line uses ``path::name``).
     """
-    _validate(c)
+    _validate_any(c)
     overrides: dict[str, Any] = {}
     if strategy is not None:
         overrides["strategy"] = strategy
@@ -496,47 +576,40 @@ def check(
     if not isinstance(jobs, int) or jobs < 1:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
     started = time.perf_counter()
-    trace = record(
-        c.workload,
-        size=c.size,
-        granularity=c.granularity,
-        crash_points=c.crash_points,
-        unsafe_shutdown="unsafe_shutdown" in c.faults,
-    )
     result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed)
-    result.findings = trace.findings
-    result.crash_points = len(trace.points)
-    probe = _probe_for(c)
     bar = _progress_bar() if progress == "auto" else progress
     batch: list[_Candidate] = []
     done = 0
+    with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
+        result.findings = trace.findings
+        result.crash_points = len(trace.points)
 
-    def flush_batch() -> None:
-        nonlocal done
-        outcomes = _verdicts(c, batch, jobs)
-        for cand, out in zip(batch, outcomes, strict=True):
-            if out is True:  # failed in a worker: re-run here for the live exception
-                out = _outcome(c, cand)
-            if isinstance(out, BaseException):
-                result.failures.append(_failure(c, cand, out))
-        done += len(batch)
-        batch.clear()
+        def flush_batch() -> None:
+            nonlocal done
+            outcomes = _verdicts(judge, batch, jobs)
+            for cand, out in zip(batch, outcomes, strict=True):
+                if out is True:  # failed in a worker: re-run here for the live exception
+                    out = judge.verdict(cand.image, cand.info())
+                if isinstance(out, BaseException):
+                    result.failures.append(_failure(c.name, judge, cand, out))
+            done += len(batch)
+            batch.clear()
 
-    for cand in _candidates(c, trace, result, probe, _sector_probe_for(c)):
-        batch.append(cand)
-        result.images_checked += 1
-        if len(batch) >= 512:
-            flush_batch()
-            if bar is not None:
-                bar(done, result.images_checked)
-    flush_batch()
+        for cand in _candidates(c, trace, result, judge):
+            batch.append(cand)
+            result.images_checked += 1
+            if len(batch) >= 512:
+                flush_batch()
+                if bar is not None:
+                    bar(done, result.images_checked)
+        flush_batch()
     if bar is not None and done:
         bar(done, done)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _fault_image(c: CrashCheck, trace: Trace, crash: Crash) -> tuple[Snapshot, CrashInfo]:
+def _fault_image(trace: Trace, judge: Judge, crash: Crash) -> tuple[Any, CrashInfo]:
     """The image a crash names in a recorded trace, with its faults applied."""
     if not trace.points:
         raise InvalidArgumentError(ErrorCode.EINVAL, "the workload has no crash points")
@@ -546,34 +619,31 @@ def _fault_image(c: CrashCheck, trace: Trace, crash: Crash) -> tuple[Snapshot, C
         if point.unsafe_state is None:
             raise InvalidArgumentError(ErrorCode.EINVAL, "no unsafe-shutdown state recorded")
         state = point.unsafe_state
-    snap = state.image(deviations_for(state, crash)).snapshot()
+    image = judge.image(state, deviations_for(state, crash))
     for fault in crash.faults:
         if fault.startswith("badblock."):
-            sector = int(fault.split(".", 1)[1], 16)
-            snap = dataclasses.replace(snap, badblocks=(*snap.badblocks, BadBlock(sector, SECTOR)))
+            image = judge.with_badblock(image, fault)
         elif fault != "unsafe_shutdown":
             raise InvalidArgumentError(ErrorCode.EINVAL, f"unknown fault {fault!r} in the crash")
-    return snap, CrashInfo(point.index, point.kind, point.markers, crash.faults)
+    return image, CrashInfo(point.index, point.kind, point.markers, crash.faults)
 
 
-def replay(c: CrashCheck, token: str) -> BaseException | None:
+def replay(c: CrashCheck | FileCrashCheck, token: str) -> BaseException | None:
     """Rebuild the image a replay token names and run recovery on it again.
 
     ``token`` is a failure's token (``name@crash[>recovery crash...]``) or just the crash
     part. Returns recovery's exception (None if the image is consistent now).
     """
-    _validate(c)
+    _validate_any(c)
     crash_part = token.rsplit("@", 1)[-1]
     first, *chain = crash_part.split(">")
     crash = Crash.parse(first)
-    trace = record(
-        c.workload,
-        size=c.size,
-        granularity=c.granularity,
-        crash_points=c.crash_points,
-        unsafe_shutdown="unsafe_shutdown" in crash.faults,
-    )
-    snap, info = _fault_image(c, trace, crash)
+    if chain and not isinstance(c, CrashCheck):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c.name}: recovery is never crashed")
+    with _recorded(c, "unsafe_shutdown" in crash.faults) as (trace, judge):
+        image, info = _fault_image(trace, judge, crash)
+        if not isinstance(c, CrashCheck):
+            return judge.verdict(image, info)
     for link in chain:
         inner = Crash.parse(link)
 
@@ -584,9 +654,9 @@ def replay(c: CrashCheck, token: str) -> BaseException | None:
             finally:
                 reset_crash(token)
 
-        t = record(workload, granularity=c.granularity, base=snap)
-        snap, info = _fault_image(c, t, inner)
-    return run_recovery(c.recover, snap, c.granularity, info, None, c.badblock_policy)
+        t = record(workload, granularity=c.granularity, base=image)
+        image, info = _fault_image(t, _PoolJudge(c), inner)
+    return run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy)
 
 
 def default_jobs() -> int:

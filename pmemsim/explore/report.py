@@ -69,6 +69,17 @@ class Failure:
     #: When recovery itself was crashed: the crashes of recovery, outermost first, that led
     #: to the image on which recovery finally failed.
     recovery_crashes: tuple[Crash, ...] = ()
+    #: Names of the crash's sources by medium index (the files of a FileCrashCheck); empty
+    #: for the one pool of a CrashCheck.
+    sources: tuple[str, ...] = ()
+
+    def _source(self, medium: int) -> str:
+        if medium < len(self.sources):
+            return f" of {self.sources[medium]}"
+        return f" of source {medium}" if medium else ""
+
+    def _file(self, medium: int) -> str:
+        return f"{self.sources[medium]} " if medium < len(self.sources) else ""
 
     @property
     def token(self) -> str:
@@ -93,13 +104,13 @@ class Failure:
 
     def describe(self) -> str:
         out = [self.point.describe() + ":"]
+        if self.sources:
+            out.append(f"  files: {', '.join(f'{i} {n}' for i, n in enumerate(self.sources))}")
         if self.crash.faults:
             out.append(f"  faults on top of the power failure: {', '.join(self.crash.faults)}")
         if self.lines:
             for line in self.lines:
-                where = (
-                    f"  line +0x{line.offset:x}{f' of source {line.medium}' if line.medium else ''}"
-                )
+                where = f"  line +0x{line.offset:x}{self._source(line.medium)}"
                 if line.reverted:
                     out.append(
                         f"{where}: back to its last deep-flushed content (its fenced data was "
@@ -109,7 +120,7 @@ class Failure:
                     out.append(f"{where}: {line.in_flight} store(s) in flight, lost {line.lost}")
             if self.lost:
                 out.append("  stores lost:")
-                out += [f"    {s}" for s in self.lost]
+                out += [f"    {self._file(s.medium)}{s}" for s in self.lost]
         else:
             out.append("  every visible store persisted (nothing was lost)")
         for depth, c in enumerate(self.recovery_crashes, 1):

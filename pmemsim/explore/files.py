@@ -1,0 +1,314 @@
+"""Crash checks for programs that work on files: every file of a directory crashes at once.
+
+:class:`FileCrashCheck` is :class:`~pmemsim.explore.CrashCheck` for a program that opens its
+own files (a pool and its metadata, a log next to a heap) instead of one anonymous pool.
+``workload(backend, directory)`` runs once on a fresh simulator in a fresh temporary
+directory. At each crash point every file of the directory is part of the image:
+
+* a file the simulator holds (a source is open on it) is that medium's crash image, so the
+  lines in flight in all files vary together, exactly as in one pool;
+* a file it does not hold (never mapped, or closed before the crash point) is what the disk
+  held then: the simulator wrote its durable content back when the last source closed.
+
+For recovery each file is materialised (:meth:`SimBackend.materialise`) into a fresh
+directory at the same relative path, on the device it lived on with the unsafe-shutdown
+count the restarted machine reads, and ``recover(backend, directory)`` runs on a fresh
+simulator. Images are deduplicated by the content of all files together.
+
+Faults work as for CrashCheck. ``unsafe_shutdown`` raises the devices' counts, so shutdown
+data state sees the crash. ``badblock`` injects a 512-byte bad block into each sector that
+recovery reads of each file, on the recovery simulator: the recovery is the program's own,
+so its own handling (bad-block detection and clearing at map time, ``read_mcsafe``) is what
+is checked; a load of the block raises :class:`pmemsim.PoisonError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ..enums import Granularity
+from ..errors import ErrorCode, InvalidArgumentError
+from ..events import BadBlock
+from ..markers import CrashInfo, reset_crash, set_crash
+from .engine import SECTOR, Deviations, _Keys, validate_common
+from .report import CrashConsistencyError
+from .strategy import Strategy
+from .trace import Trace, record_run
+
+if TYPE_CHECKING:
+    from pmemsim_backends.sim import CrashState, SimBackend
+
+__all__ = ["FileCrashCheck"]
+
+FileWorkload = Callable[["SimBackend", Path], object]
+FileRecovery = Callable[["SimBackend", Path], object]
+#: Called with (file number or None, offset, length) for every read recovery makes.
+_Tap = Callable[[int | None, int, int], None]
+
+
+@dataclass(frozen=True)
+class FileCrashCheck:
+    """A program over files, the recovery check for its crash images, the expected verdict.
+
+    ``workload(backend, directory)`` runs once on a fresh simulated platform of
+    ``granularity`` in a fresh empty directory; ``recover(backend, directory)`` runs on a
+    fresh simulator and a fresh directory holding every file of one crash image (it may call
+    :func:`pmemsim.current_crash`); returning False or raising means inconsistent. The other
+    fields mean what they mean for :class:`~pmemsim.explore.CrashCheck`.
+    """
+
+    name: str
+    workload: FileWorkload
+    recover: FileRecovery
+    granularity: Granularity = Granularity.CACHE_LINE
+    expect: Literal["consistent", "inconsistent"] = "consistent"
+    description: str = ""
+    max_images: int = 4096
+    crash_points: str = "barriers"
+    strategy: str | Strategy = "exhaustive"
+    markers: Mapping[str, str | Strategy] = field(default_factory=dict)
+    seed: int = 0
+    #: "unsafe_shutdown" and/or "badblock" (see the module's documentation).
+    faults: Sequence[str] = ()
+
+
+def validate_files(c: FileCrashCheck) -> None:
+    if not isinstance(c, FileCrashCheck):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c!r} is not a FileCrashCheck")
+    validate_common(c)
+
+
+# -- where each file is at a crash point -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _File:
+    """One file of the directory at a crash point."""
+
+    #: Relative to the directory.
+    path: str
+    #: Its number in tokens and reports: the crash state's medium index when the simulator
+    #: holds it, else one past the media, in path order.
+    number: int
+    #: Whether ``number`` is a medium of the crash state (else ``data`` is the content).
+    held: bool
+    data: bytes = b""
+    device: bytes | None = None
+    usc: int | None = None
+    badblocks: tuple[BadBlock, ...] = ()
+
+
+def _layout(sim: SimBackend, state: CrashState, root: Path) -> tuple[_File, ...]:
+    held = {m.key: i for i, m in enumerate(state.media) if m.key is not None}
+    files: list[_File] = []
+    loose: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            rel = os.path.relpath(full, root)
+            i = held.get((st.st_dev, st.st_ino))
+            if i is not None:
+                files.append(_File(rel, i, True))
+            else:
+                loose.append((rel, full))
+    n = len(state.media)
+    for k, (rel, full) in enumerate(sorted(loose)):
+        dev = sim.device_of(full)
+        usc = dev.usc + 1 if state.unsafe_shutdown else dev.usc
+        data = Path(full).read_bytes()
+        files.append(_File(rel, n + k, False, data, dev.id, usc, tuple(sim.badblocks(full))))
+    return tuple(sorted(files, key=lambda f: f.number))
+
+
+def _recording_sim(
+    granularity: Granularity, root: Path
+) -> tuple[SimBackend, dict[int, tuple[_File, ...]]]:
+    """A fresh simulator that notes, with every crash state it takes, where each file of
+    ``root`` is (the states are kept by the trace, so their ids stay theirs)."""
+    from pmemsim_backends.sim import CrashMode, SimBackend
+
+    layouts: dict[int, tuple[_File, ...]] = {}
+
+    # mypy sees the installed backends as Any (pyproject.toml): the subclass is fine.
+    class RecordingSim(SimBackend):  # type: ignore[misc]
+        def crash_state(self, mode: CrashMode | str = CrashMode.POWER_FAILURE) -> CrashState:
+            state = super().crash_state(mode)
+            layouts[id(state)] = _layout(self, state, root)
+            return state
+
+    return RecordingSim(granularity), layouts
+
+
+# -- images of a directory ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Files:
+    """Every file of one crash image, and the bad blocks a fault adds: (file, sector)."""
+
+    state: CrashState
+    deviations: Deviations
+    files: tuple[_File, ...]
+    badblocks: tuple[tuple[int, int], ...] = ()
+
+    def size(self, f: _File) -> int:
+        return self.state.snapshots[f.number].size if f.held else len(f.data)
+
+
+class _FilesJudge:
+    """FileCrashCheck's judge (see engine.Judge): recovery runs on a directory."""
+
+    def __init__(self, c: FileCrashCheck, layouts: dict[int, tuple[_File, ...]]) -> None:
+        self.c = c
+        self.layouts = layouts
+        self.keys = _Keys()
+
+    def image(self, state: CrashState, deviations: Deviations) -> _Files:
+        return _Files(state, deviations, self.layouts[id(state)])
+
+    def key(self, image: _Files, state: CrashState) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        crash = state.image(image.deviations)
+        for f in image.files:
+            h.update(f.path.encode() + b"\0")
+            if f.held:
+                snap = crash.snapshot(state.media[f.number])
+                h.update(self.keys.of(snap, state.snapshots[f.number].pages))
+                h.update(repr((snap.device_id, snap.usc, snap.badblocks)).encode())
+            else:
+                h.update(hashlib.blake2b(f.data, digest_size=16).digest())
+                h.update(repr((f.device, f.usc, f.badblocks)).encode())
+        return h.digest()
+
+    def badblocks(self, image: _Files) -> list[tuple[str, _Files]]:
+        read: set[tuple[int, int]] = set()
+
+        def tap(number: int | None, off: int, n: int) -> None:
+            if number is not None:
+                read.update((number, s) for s in range(off - off % SECTOR, off + n, SECTOR))
+
+        self._run(image, CrashInfo(-1, "probe", ()), tap)
+        sizes = {f.number: image.size(f) for f in image.files}
+        return [
+            (f"badblock.{n}.{s:x}", self.with_badblock(image, f"badblock.{n}.{s:x}"))
+            for n, s in sorted(read)
+            if s < sizes.get(n, 0)
+        ]
+
+    def with_badblock(self, image: _Files, fault: str) -> _Files:
+        parts = fault.split(".")
+        try:
+            number, sector = int(parts[1]), int(parts[2], 16)
+        except (IndexError, ValueError):
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"malformed fault {fault!r}: badblock.FILE.SECTOR for files"
+            ) from None
+        if len(parts) != 3 or number not in {f.number for f in image.files}:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{fault!r}: no such file in the crash")
+        return dataclasses.replace(image, badblocks=(*image.badblocks, (number, sector)))
+
+    def verdict(self, image: _Files, info: CrashInfo) -> BaseException | None:
+        return self._run(image, info, None)
+
+    def probe(self, state: CrashState) -> set[int]:
+        read: set[tuple[int, int]] = set()
+
+        def tap(number: int | None, off: int, n: int) -> None:
+            if number is None or number >= len(state.media):
+                return
+            size = state.media[number].unit
+            read.update((number, i * size) for i in range(off // size, (off + n - 1) // size + 1))
+
+        self._run(self.image(state, ()), CrashInfo(-1, "probe", ()), tap)
+        return {i for i, u in enumerate(state.units) if (u.medium_index, u.offset) in read}
+
+    def sources(self, state: CrashState) -> tuple[str, ...]:
+        names = [m.label for m in state.media]
+        for f in self.layouts[id(state)]:
+            if f.held:
+                names[f.number] = f.path
+            else:
+                names.append(f.path)
+        return tuple(names)
+
+    # -- recovery on a directory -----------------------------------------------------------
+
+    def _materialise(self, image: _Files, sim: SimBackend, root: Path) -> dict[object, int]:
+        """Write every file of the image under ``root`` on ``sim``'s devices; returns the
+        file numbers by the simulator's key of each file."""
+        crash = image.state.image(image.deviations)
+        numbers: dict[object, int] = {}
+        paths: dict[int, Path] = {}
+        for f in image.files:
+            path = root / f.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if f.held:
+                sim.materialise(crash, path, image.state.media[f.number])
+                snap = image.state.snapshots[f.number]
+                device, usc, blocks = snap.device_id, snap.usc, snap.badblocks
+            else:
+                path.write_bytes(f.data)
+                device, usc, blocks = f.device, f.usc, f.badblocks
+            if device is not None:
+                # The same device (id and count) the file was on: SDS compares both.
+                dev = sim.assign_device(path, device)
+                dev.usc = max(dev.usc, usc or 0)
+            for bb in blocks:
+                sim.inject_badblock(path, bb.offset, bb.length)
+            st = path.stat()
+            numbers[(st.st_dev, st.st_ino)] = f.number
+            paths[f.number] = path
+        for number, sector in image.badblocks:
+            sim.inject_badblock(paths[number], sector, SECTOR)
+        return numbers
+
+    def _run(self, image: _Files, info: CrashInfo, tap: _Tap | None) -> BaseException | None:
+        from pmemsim_backends.sim import SimBackend
+
+        sim = SimBackend(self.c.granularity, lint=False)
+        root = Path(tempfile.mkdtemp(prefix="pmemsim-recovery-"))
+        token = set_crash(info)
+        try:
+            numbers = self._materialise(image, sim, root)
+            if tap is not None:
+                sim.set_read_tap(lambda medium, off, n: tap(numbers.get(medium.key), off, n))
+            try:
+                ok = self.c.recover(sim, root)
+            except Exception as exc:  # the user's recovery failed: that is the verdict
+                return exc
+        finally:
+            reset_crash(token)
+            shutil.rmtree(root, ignore_errors=True)
+        if ok is False:
+            return CrashConsistencyError("recovery returned False")
+        return None
+
+
+@contextmanager
+def recorded_files(c: FileCrashCheck, unsafe_shutdown: bool) -> Iterator[tuple[Trace, _FilesJudge]]:
+    """Run the workload once in a temporary directory (removed afterwards) and record it."""
+    root = Path(tempfile.mkdtemp(prefix="pmemsim-files-"))
+    try:
+        sim, layouts = _recording_sim(c.granularity, root)
+
+        def run(sim: SimBackend, end: Callable[[], None]) -> None:
+            c.workload(sim, root)
+
+        trace = record_run(run, sim, crash_points=c.crash_points, unsafe_shutdown=unsafe_shutdown)
+        yield trace, _FilesJudge(c, layouts)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
