@@ -8,48 +8,89 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def _run_blocks() -> str:
+def _blocks(lang: str) -> list[tuple[int, str]]:
+    """(first line number, text) of every fenced block in ``lang``."""
+    out = []
+    for m in re.finditer(rf"```{lang}\n(.*?)```", README, re.S):
+        out.append((README.count("\n", 0, m.start(1)) + 1, m.group(1)))
+    return out
+
+
+def _run(index: int, namespace: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Run python block ``index`` with README line numbers, as a user pasting it would."""
+    line, text = _blocks("python")[index]
+    ns: dict[str, Any] = {} if namespace is None else namespace
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        for block in re.findall(r"```python\n(.*?)```", README, re.S):
-            exec(compile(block, "README.md", "exec"), {})
-    return out.getvalue()
+        exec(compile("\n" * (line - 1) + text, "README.md", "exec"), ns)
+    return out.getvalue(), ns
 
 
-def test_worked_example_output() -> None:
-    lines = _run_blocks().splitlines()
-    assert lines[0] == "2"
-    assert lines[1:3] == ["1 55930", "1 0"]
-    assert lines[3].startswith("error: store never flushed at README.md:")
-    assert lines[4].startswith("inconsistent ")
-    assert "stores lost:" in "\n".join(lines[5:])
+def _shown_after(index: int) -> str:
+    """The output the README shows right after python block ``index``."""
+    line, text = _blocks("python")[index]
+    rest = README.split(text, 1)[1][3:]  # past the block's closing fence
+    shown = re.search(r"```\n(.*?)```", rest, re.S)
+    assert shown is not None
+    return shown.group(1)
+
+
+def test_tutorial_report_is_what_the_readme_shows() -> None:
+    out, ns = _run(0)
+    assert out == _shown_after(0)
+    fixed, _ = _run(1, ns)
+    assert fixed == _shown_after(1)
+    assert "CONSISTENT (exact)" in fixed and "INCONSISTENT" not in fixed
+
+
+def test_tutorial_report_points_at_the_store_it_says() -> None:
+    out, _ = _run(0)
+    lost = re.search(r"stored at README.md:(\d+) in append", out)
+    assert lost is not None
+    assert "v.u64[slot + 1] = ~value & MASK" in README.splitlines()[int(lost.group(1)) - 1]
+
+
+def test_fault_injection_example_prints_what_the_readme_says() -> None:
+    out, _ = _run(2)
+    assert out.splitlines() == ["poisoned load at +0x1a00", "False", "[42, 0]", "[42]"]
+    assert "This prints `poisoned load at +0x1a00`, `False`, `[42, 0]` and `[42]`." in README
+
+
+def test_hypothesis_example_finds_and_shrinks_the_bug() -> None:
+    _, ns = _run(3)
+    with pytest.raises(AssertionError, match="entry 0 of 1 is missing") as info:
+        ns["test_log_survives_every_crash"]()
+    assert any("0:0.40=1" in note for note in info.value.__notes__)
 
 
 def test_top_commands_are_the_ones_ci_runs() -> None:
-    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
-    assert first_block is not None
-    commands = [c for c in first_block.group(1).splitlines() if c and not c.startswith("#")]
+    _, first = _blocks("sh")[0]
+    commands = [c for c in first.splitlines() if c and not c.startswith("#")]
     assert len(commands) == 2
-    assert "pmemsim check scenarios/append_log.py" in commands[0]
-    assert "python -m pytest" in commands[1]
+    assert commands[0].endswith("pmemsim check scenarios/")
+    assert commands[1].endswith("python -m pytest")
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "pmemsim check scenarios/append_log.py" in ci
+    assert "pmemsim check scenarios/" in ci
     assert "python -m pytest" in ci
 
 
-def test_main_job_finds_the_bugs_and_passes_the_correct_log() -> None:
+def test_main_job_runs_the_catalogue_with_every_expected_verdict() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pmemsim", "check", str(ROOT / "scenarios" / "append_log.py")],
+        [sys.executable, "-m", "pmemsim", "check", str(ROOT / "scenarios")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = re.search(r"(\d+) checks, (\d+) with the expected verdict", proc.stdout)
+    assert summary is not None and summary.group(1) == summary.group(2)
     assert re.search(r"append_log: correct\s+consistent\s+yes", proc.stdout)
     assert re.search(r"under one fence\s+inconsistent\s+yes", proc.stdout)
-    assert "3 checks, 3 with the expected verdict" in proc.stdout
