@@ -36,7 +36,7 @@ def _run(index: int, namespace: dict[str, Any] | None = None) -> tuple[str, dict
 
 def _shown_after(index: int) -> str:
     """The output the README shows right after python block ``index``."""
-    line, text = _blocks("python")[index]
+    _, text = _blocks("python")[index]
     rest = README.split(text, 1)[1][3:]  # past the block's closing fence
     shown = re.search(r"```\n(.*?)```", rest, re.S)
     assert shown is not None
