@@ -17,10 +17,20 @@ number, keep a torn save from destroying the previous record.
 Layout of the state file (4 KiB): two slots of 640 bytes, each
     u64 sequence, u64 USC, u64 users, u32 device id length, u32 CRC-32, device id bytes
 
-This module is the data structure only. Its crash checks (correct: refused after an unsafe
-shutdown; bug: the record saved with persist instead of deep flush, so the "in use" count
-can be lost with the queues and a damaged pool opens as OK) need the simulator's
-unsafe-shutdown crash mode, which is being added.
+The pool's content here is a small journal (line 0: the number of entries; one checksummed
+entry per line after it), appended with the usual order: entry persisted, then the count.
+That order survives any power failure, not an unsafe shutdown: there the count's line may
+keep its fenced store while the entry's line loses its own.
+
+The checks crash the program's two files together (FileCrashCheck) with unsafe shutdowns
+on top of power failures. Recovery accepts a refusal only after an unsafe shutdown;
+otherwise the pool must open and its journal be whole. Bugs:
+* ``no_deep_flush``: the record is saved with persist, not deep flush: the unsafe shutdown
+  it exists to report can take the "in use" record back with the queues, the pool opens as
+  a pool nobody was using, and its journal has lost an entry below the count.
+* ``ignores_corrupted``: the pool accepts CORRUPTED (SDS treated as advisory): it opens
+  after the unsafe shutdown and trusts a journal that lost an entry.
+Both survive eADR: an unsafe shutdown is the persistence domain failing, whatever its size.
 """
 
 from __future__ import annotations
@@ -28,6 +38,9 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
 
 from pmemsim import (
     Backend,
@@ -44,6 +57,9 @@ from pmemsim import (
     SourceFlag,
     View,
 )
+from pmemsim.explore import FileCrashCheck, current_crash
+
+Verdict = Literal["consistent", "inconsistent"]
 
 STATE_SIZE = 4096
 DATA_SIZE = 4096
@@ -100,6 +116,11 @@ class SdsStore:
 class Pool:
     """An open pool: ``view`` is the data file's content. Raises PoolRefused if unsafe."""
 
+    #: Where the SDS record is kept.
+    Store: type[SdsStore] = SdsStore
+    #: The shutdown data states in which the pool opens.
+    acceptable = ACCEPTABLE
+
     def __init__(
         self,
         data_path: str | os.PathLike[str],
@@ -111,7 +132,7 @@ class Pool:
         self._state_set = Set(Config(granularity=cl, backend=backend))
         self._state_src = Source.from_file(state_path, SourceFlag.CREATE_IF_NEEDED)
         part = Part(self._state_src, 0, STATE_SIZE)
-        self.store = SdsStore(self._state_set.view(self._state_set.map(part)))
+        self.store = self.Store(self._state_set.view(self._state_set.map(part)))
         self._data_src = Source.from_file(data_path, SourceFlag.CREATE_IF_NEEDED)
         self._data_src.set_sds(self.store.load())
         self._data_set = Set(
@@ -119,7 +140,7 @@ class Pool:
                 granularity=cl,
                 backend=backend,
                 event_callback=self._on_event,
-                acceptable_states=ACCEPTABLE,
+                acceptable_states=self.acceptable,
             )
         )
         try:
@@ -149,3 +170,157 @@ class Pool:
             self._data_set.remove_part_map(pmap)
             del pmap
         self._close_all()
+
+
+# -- the pool's content: a journal ---------------------------------------------------------
+
+COUNT = 0
+ENTRIES = 64
+ENTRY = struct.Struct("<QQQ")
+VALUES = (11, 22, 33)
+
+
+class DamagedPool(Exception):
+    """An entry below the count fails its checksum: the pool lost data it had made durable."""
+
+
+def entry_checksum(index: int, value: int) -> int:
+    # Never 0, so that an entry line lost back to zeros cannot pass.
+    return zlib.crc32(struct.pack("<QQ", index, value)) | 1 << 32
+
+
+def append(journal: View, value: int) -> None:
+    """The entry durable before the count that publishes it: safe against power failures."""
+    n = journal.u64[COUNT // 8]
+    off = ENTRIES + n * 64
+    journal.pack_into(ENTRY.format, off, n, value, entry_checksum(n, value))
+    journal.persist(off, ENTRY.size)
+    # Both bugs show here: an unsafe shutdown can keep this count and lose the entry's line.
+    # pmemsim: crash-at no_deep_flush ignores_corrupted
+    journal.u64[COUNT // 8] = n + 1
+    # pmemsim: crash-at no_deep_flush ignores_corrupted
+    journal.persist(COUNT, 8)
+
+
+def entries(journal: View) -> list[int]:
+    n = journal.u64[COUNT // 8]
+    if n > len(VALUES):
+        raise DamagedPool(f"count {n}")
+    out = []
+    for i in range(n):
+        index, value, check = journal.unpack_from(ENTRY.format, ENTRIES + i * 64)
+        if index != i or check != entry_checksum(i, value):
+            raise DamagedPool(f"entry {i} of {n} is not whole")
+        out.append(value)
+    return out
+
+
+# -- the variants ----------------------------------------------------------------------------
+
+
+class PersistedStore(SdsStore):
+    """Bug: the record is persisted, not deep-flushed: it survives power failures only."""
+
+    def save(self, record: SdsRecord) -> None:
+        slots = [s for s in (self._slot(0), self._slot(1)) if s is not None]
+        seq = 1 + max((s[0] for s in slots), default=0)
+        at = (seq % 2) * SLOT
+        head = SLOT_HEADER.pack(
+            seq, record.usc, record.refcount, len(record.device_id), _crc(seq, record)
+        )
+        self.state.write(at, head + record.device_id)
+        self.state.persist(at, SLOT)
+
+
+class NoDeepFlushPool(Pool):
+    Store = PersistedStore
+
+
+class IgnoresCorruptedPool(Pool):
+    """Bug: SDS taken as advice: the pool opens whatever the state."""
+
+    acceptable = ACCEPTABLE | PartState.CORRUPTED | PartState.INDETERMINATE
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def _paths(directory: Path) -> tuple[Path, Path]:
+    return directory / "pool", directory / "pool.sds"
+
+
+def sessions(kind: type[Pool]) -> Callable[[Backend, Path], None]:
+    """Two runs of the program: two entries and a clean close, then one more entry."""
+
+    def workload(backend: Backend, directory: Path) -> None:
+        pool = kind(*_paths(directory), backend=backend)
+        for v in VALUES[:2]:
+            append(pool.view, v)
+        pool.close()
+        pool = kind(*_paths(directory), backend=backend)
+        append(pool.view, VALUES[2])
+        pool.close()
+
+    return workload
+
+
+def opening(kind: type[Pool]) -> Callable[[Backend, Path], bool]:
+    """Recovery is the program opening its pool: refused only when ADR may have failed
+    (an unsafe shutdown); otherwise open, with a whole journal."""
+
+    def recover(backend: Backend, directory: Path) -> bool:
+        crash = current_crash()
+        unsafe = crash is not None and "unsafe_shutdown" in crash.faults
+        try:
+            pool = kind(*_paths(directory), backend=backend)
+        except PoolRefused:
+            if unsafe:
+                return True  # the right answer: the content may have lost fenced data
+            raise
+        try:
+            found = entries(pool.view)
+            return found == list(VALUES[: len(found)])
+        finally:
+            pool.close()
+
+    return recover
+
+
+def both_granularities(
+    variant: str, kind: type[Pool], cache_line: Verdict, byte: Verdict, description: str
+) -> tuple[FileCrashCheck, FileCrashCheck]:
+    def at(granularity: Granularity, expect: Verdict) -> FileCrashCheck:
+        return FileCrashCheck(
+            f"sds_pool.{variant}[{granularity.name.lower()}]",
+            sessions(kind),
+            opening(kind),
+            granularity=granularity,
+            expect=expect,
+            description=description,
+            faults=("unsafe_shutdown",),
+        )
+
+    return at(Granularity.CACHE_LINE, cache_line), at(Granularity.BYTE, byte)
+
+
+correct_cache_line, correct_byte = both_granularities(
+    "correct",
+    Pool,
+    "consistent",
+    "consistent",
+    "SDS record deep-flushed; refused after an unsafe shutdown in use, opened otherwise",
+)
+no_deep_flush_cache_line, no_deep_flush_byte = both_granularities(
+    "no_deep_flush",
+    NoDeepFlushPool,
+    "inconsistent",
+    "inconsistent",
+    "the SDS record persisted without deep flush: ADR failing takes it back too",
+)
+ignores_corrupted_cache_line, ignores_corrupted_byte = both_granularities(
+    "ignores_corrupted",
+    IgnoresCorruptedPool,
+    "inconsistent",
+    "inconsistent",
+    "CORRUPTED accepted: the pool opens after an unsafe shutdown while in use",
+)

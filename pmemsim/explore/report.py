@@ -112,9 +112,12 @@ class Failure:
             for line in self.lines:
                 where = f"  line +0x{line.offset:x}{self._source(line.medium)}"
                 if line.reverted:
+                    also = (
+                        f"; {line.in_flight} store(s) in flight lost too" if line.in_flight else ""
+                    )
                     out.append(
                         f"{where}: back to its last deep-flushed content (its fenced data was "
-                        f"lost with ADR; {line.in_flight} store(s) in flight lost too)"
+                        f"lost with ADR{also})"
                     )
                 else:
                     out.append(f"{where}: {line.in_flight} store(s) in flight, lost {line.lost}")
