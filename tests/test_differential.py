@@ -180,18 +180,9 @@ class TestSources:
         assert rig.path(fs=fs).read_bytes()[:12] == b"after closex"
 
     @pytest.mark.parametrize("fs", FS)
-    def test_touching_what_a_shrunk_file_lost(
-        self, rig: Rig, fs: str, request: pytest.FixtureRequest
-    ) -> None:
+    def test_touching_what_a_shrunk_file_lost(self, rig: Rig, fs: str) -> None:
         # In C, touching a page the file no longer covers is SIGBUS; here it must be an
         # error that changes nothing, on every backend.
-        if rig.name == "sim":
-            request.applymarker(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="the simulator does not notice a file shrinking under its mapping",
-                )
-            )
         s = rig.set()
         d = s.map(pm.Part(rig.file(fs=fs, content=pattern(2 * PAGE))))
         os.truncate(rig.path(fs=fs), PAGE)

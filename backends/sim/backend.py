@@ -31,7 +31,7 @@ from pmemsim.backend import (
     Pmem2Failure,
 )
 from pmemsim.enums import Granularity, MemFlag
-from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code
+from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code, error_for
 from pmemsim.events import BadBlock
 
 from .device import InjectedBadBlocks, SimDevice
@@ -424,6 +424,66 @@ class SimMap(BackendMap):
         self.owner.release(self.medium)
 
 
+class SimFileMap(SimMap):
+    """A map of a file: every access first checks that the file still covers it.
+
+    On real hardware touching a page that a truncation took away is SIGBUS; libpmem2's
+    backend here raises SOURCE_FILE_IS_TOO_SMALL instead, and so must the simulator, or
+    the two would disagree on the same misuse. One ``lseek`` per access, files only.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(
+        self,
+        owner: SimSource,
+        medium: Medium,
+        offset: int,
+        address: int,
+        size: int,
+        reservation: SimReservation,
+    ) -> None:
+        super().__init__(owner, medium, offset, address, size, reservation)
+        assert owner.file is not None
+        self._fd = owner.file.fd
+
+    def _check(self, addr: int, length: int) -> None:
+        # The page holding the file's end is still there; pages wholly past it are not.
+        end = addr - self._delta + length
+        if length and end > os.lseek(self._fd, 0, os.SEEK_END):
+            size = os.lseek(self._fd, 0, os.SEEK_END)
+            if end > -(-size // PAGE) * PAGE:
+                raise error_for(
+                    ErrorCode.SOURCE_FILE_IS_TOO_SMALL,
+                    f"{self.owner.source.label} shrank to {size} bytes under its mapping; "
+                    f"[{addr - self._delta}, {end}) of it is gone",
+                )
+
+    def read(self, addr: int, length: int) -> bytes:
+        self._check(addr, length)
+        return super().read(addr, length)
+
+    def read_mcsafe(self, addr: int, length: int) -> bytes:
+        self._check(addr, length)
+        return super().read_mcsafe(addr, length)
+
+    def store(self, addr: int, data: bytes, caller: FrameType) -> None:
+        self._check(addr, len(data))
+        super().store(addr, data, caller)
+
+    def _mem(self, dest: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
+        self._check(dest, len(data))
+        super()._mem(dest, data, flags, caller)
+
+    def flush(self, addr: int, length: int, caller: FrameType) -> None:
+        self._check(addr, length)
+        super().flush(addr, length, caller)
+
+    def deep_flush(self, addr: int, length: int, caller: FrameType) -> None:
+        self._check(addr, length)
+        super().deep_flush(addr, length, caller)
+
+
 class SimBackend(Backend):
     """A simulated machine: caches, a memory controller and persistent media.
 
@@ -700,7 +760,8 @@ class SimBackend(Backend):
                 f"{granularity.name} was required",
             )
         medium = source.medium_for_map()
-        m = SimMap(source, medium, offset, address, length, reservation)
+        cls = SimFileMap if source.file is not None else SimMap
+        m = cls(source, medium, offset, address, length, reservation)
         reservation.maps.append(m)
         self._maps.append(m)
         return m
