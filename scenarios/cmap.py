@@ -42,8 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pmemsim import Granularity, View
-from pmemsim.explore import CrashCheck
+from pmemsim import View
+from pmemsim.explore import CrashCheck, per_granularity
 
 Verdict = Literal["consistent", "inconsistent"]
 
@@ -517,17 +517,8 @@ class LostNotification(Inconsistent):
 def both_granularities(
     variant: str, kind: type[Cmap], cache_line: Verdict, byte: Verdict, description: str
 ) -> tuple[CrashCheck, CrashCheck]:
-    def at(granularity: Granularity, expect: Verdict) -> CrashCheck:
-        return CrashCheck(
-            f"cmap.{variant}[{granularity.name.lower()}]",
-            run_script(kind),
-            recover,
-            granularity=granularity,
-            expect=expect,
-            description=description,
-        )
-
-    return at(Granularity.CACHE_LINE, cache_line), at(Granularity.BYTE, byte)
+    check = CrashCheck(f"cmap.{variant}", run_script(kind), recover, description=description)
+    return per_granularity(check, cache_line=cache_line, byte=byte)
 
 
 correct_cache_line, correct_byte = both_granularities(

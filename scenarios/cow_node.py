@@ -27,8 +27,8 @@ import struct
 from collections.abc import Callable
 from typing import Literal
 
-from pmemsim import Granularity, View
-from pmemsim.explore import CrashCheck
+from pmemsim import View
+from pmemsim.explore import CrashCheck, per_granularity
 
 Verdict = Literal["consistent", "inconsistent"]
 
@@ -163,17 +163,8 @@ def both_granularities(
     byte: Verdict,
     description: str,
 ) -> tuple[CrashCheck, CrashCheck]:
-    def at(granularity: Granularity, expect: Verdict) -> CrashCheck:
-        return CrashCheck(
-            f"cow_node.{variant}[{granularity.name.lower()}]",
-            updates(kind),
-            recover,
-            granularity=granularity,
-            expect=expect,
-            description=description,
-        )
-
-    return at(Granularity.CACHE_LINE, cache_line), at(Granularity.BYTE, byte)
+    check = CrashCheck(f"cow_node.{variant}", updates(kind), recover, description=description)
+    return per_granularity(check, cache_line=cache_line, byte=byte)
 
 
 correct_cache_line, correct_byte = both_granularities(

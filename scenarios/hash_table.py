@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from pmemsim import Granularity, View
-from pmemsim.explore import CrashCheck
+from pmemsim import View
+from pmemsim.explore import CrashCheck, per_granularity
 
 Verdict = Literal["consistent", "inconsistent"]
 
@@ -191,17 +191,8 @@ def operations(kind: type[HashTable]) -> Callable[[View], None]:
 def both_granularities(
     variant: str, kind: type[HashTable], cache_line: Verdict, byte: Verdict, description: str
 ) -> tuple[CrashCheck, CrashCheck]:
-    def at(granularity: Granularity, expect: Verdict) -> CrashCheck:
-        return CrashCheck(
-            f"hash_table.{variant}[{granularity.name.lower()}]",
-            operations(kind),
-            recover,
-            granularity=granularity,
-            expect=expect,
-            description=description,
-        )
-
-    return at(Granularity.CACHE_LINE, cache_line), at(Granularity.BYTE, byte)
+    check = CrashCheck(f"hash_table.{variant}", operations(kind), recover, description=description)
+    return per_granularity(check, cache_line=cache_line, byte=byte)
 
 
 correct_cache_line, correct_byte = both_granularities(

@@ -31,8 +31,8 @@ import zlib
 from collections.abc import Callable
 from typing import Literal
 
-from pmemsim import Granularity, View
-from pmemsim.explore import CrashCheck
+from pmemsim import View
+from pmemsim.explore import CrashCheck, per_granularity
 
 Verdict = Literal["consistent", "inconsistent"]
 
@@ -205,17 +205,10 @@ def transfers(log_type: type[RedoLog]) -> Callable[[View], None]:
 def both_granularities(
     variant: str, log_type: type[RedoLog], cache_line: Verdict, byte: Verdict, description: str
 ) -> tuple[CrashCheck, CrashCheck]:
-    def at(granularity: Granularity, expect: Verdict) -> CrashCheck:
-        return CrashCheck(
-            f"redo_log.{variant}[{granularity.name.lower()}]",
-            transfers(log_type),
-            recovery(log_type),
-            granularity=granularity,
-            expect=expect,
-            description=description,
-        )
-
-    return at(Granularity.CACHE_LINE, cache_line), at(Granularity.BYTE, byte)
+    check = CrashCheck(
+        f"redo_log.{variant}", transfers(log_type), recovery(log_type), description=description
+    )
+    return per_granularity(check, cache_line=cache_line, byte=byte)
 
 
 correct_cache_line, correct_byte = both_granularities(

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from pmemsim import Granularity, View
-from pmemsim.explore import CrashCheck
+from pmemsim import View
+from pmemsim.explore import CrashCheck, per_granularity
 
 Verdict = Literal["consistent", "inconsistent"]
 
@@ -194,17 +194,8 @@ def transfers(log_type: type[UndoLog]) -> Callable[[View], None]:
 def both_granularities(
     variant: str, log_type: type[UndoLog], cache_line: Verdict, byte: Verdict, description: str
 ) -> tuple[CrashCheck, CrashCheck]:
-    def at(granularity: Granularity, expect: Verdict) -> CrashCheck:
-        return CrashCheck(
-            f"undo_log.{variant}[{granularity.name.lower()}]",
-            transfers(log_type),
-            recover,
-            granularity=granularity,
-            expect=expect,
-            description=description,
-        )
-
-    return at(Granularity.CACHE_LINE, cache_line), at(Granularity.BYTE, byte)
+    check = CrashCheck(f"undo_log.{variant}", transfers(log_type), recover, description=description)
+    return per_granularity(check, cache_line=cache_line, byte=byte)
 
 
 correct_cache_line, correct_byte = both_granularities(

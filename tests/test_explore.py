@@ -516,3 +516,15 @@ def test_lint_findings_come_with_the_result_even_when_no_check_failed() -> None:
     assert r.verdict == "consistent"
     assert [f.kind.name for f in r.findings] == ["UNFLUSHED_STORE"]
     assert "lint: error: store never flushed" in r.report()
+
+
+def test_per_granularity_names_each_platform_and_its_verdict() -> None:
+    from pmemsim.explore import per_granularity
+
+    adr, eadr = per_granularity(
+        CrashCheck("evict", _data_then_flag, flag_implies_data),
+        cache_line="inconsistent",
+        byte="consistent",
+    )
+    assert (adr.name, adr.granularity, adr.expect) == ("evict[cache_line]", LINE, "inconsistent")
+    assert (eadr.name, eadr.granularity, eadr.expect) == ("evict[byte]", BYTE, "consistent")

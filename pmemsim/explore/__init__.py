@@ -28,6 +28,7 @@ from .strategy import (
     strategy_named,
 )
 from .trace import CrashPoint, MarkerOp, Trace, record
+from .variants import per_granularity
 
 __all__ = [
     "Accumulative",
@@ -56,6 +57,7 @@ __all__ = [
     "check",
     "current_crash",
     "marker",
+    "per_granularity",
     "record",
     "replay",
     "run_recovery",
