@@ -284,7 +284,7 @@ class _Candidate:
         return CrashInfo(self.point.index, self.point.kind, self.point.markers, self.faults)
 
 
-def _strategy_for(
+def strategy_for(
     point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
 ) -> Strategy:
     for name in reversed(point.markers):
@@ -300,7 +300,7 @@ def _candidates(c: Any, trace: Trace, result: CheckResult, judge: Judge) -> Iter
     seen: set[bytes] = set()
     done: set[tuple[int, str]] = set()
     for point in trace.points:
-        strategy = _strategy_for(point, default, by_marker)
+        strategy = strategy_for(point, default, by_marker)
         states: list[tuple[CrashState, tuple[str, ...]]] = [(point.state, ())]
         if point.unsafe_state is not None:
             states.append((point.unsafe_state, ("unsafe_shutdown",)))

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
-from ..explore.engine import crash_for, deviations_for
+from ..explore.engine import crash_for, deviations_for, strategy_for
 from ..explore.strategy import PointContext, Strategy, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, Trace
 from ..markers import CrashInfo, reset_crash, set_crash
@@ -293,16 +293,6 @@ class _Describer:
 # -- exploration -------------------------------------------------------------------------------
 
 
-def _strategy_for(
-    point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
-) -> Strategy:
-    for name in reversed(point.markers):
-        s = by_marker.get(name)
-        if s is not None:
-            return s
-    return default
-
-
 def _candidates(
     trace: Trace,
     img: PoolImage,
@@ -317,7 +307,7 @@ def _candidates(
     done: set[tuple[int, str]] = set()
     states: set[int] = set()
     for point in trace.points:
-        strategy = _strategy_for(point, default, by_marker)
+        strategy = strategy_for(point, default, by_marker)
         state = point.state
         if (id(state), strategy.name) in done:
             continue
