@@ -40,7 +40,8 @@ from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo, reset_crash, set_crash
-from .engine import SECTOR, Deviations, _Keys, validate_common
+from ..snapshot import Snapshot
+from .engine import SECTOR, Deviations, validate_common
 from .report import CrashConsistencyError
 from .strategy import Strategy
 from .trace import Trace, record_run
@@ -108,12 +109,21 @@ class _File:
     badblocks: tuple[BadBlock, ...] = ()
 
 
-def _layout(sim: SimBackend, state: CrashState, root: Path) -> tuple[_File, ...]:
+@dataclass(frozen=True)
+class _Layout:
+    """The directory at a crash point: its files, by number, and its subdirectories."""
+
+    files: tuple[_File, ...]
+    dirs: tuple[str, ...]
+
+
+def _layout(sim: SimBackend, state: CrashState, root: Path) -> _Layout:
     held = {m.key: i for i, m in enumerate(state.media) if m.key is not None}
     files: list[_File] = []
+    dirs: list[str] = []
     loose: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirs += [os.path.relpath(os.path.join(dirpath, d), root) for d in dirnames]
         for name in filenames:
             full = os.path.join(dirpath, name)
             st = os.lstat(full)
@@ -131,17 +141,15 @@ def _layout(sim: SimBackend, state: CrashState, root: Path) -> tuple[_File, ...]
         usc = dev.usc + 1 if state.unsafe_shutdown else dev.usc
         data = Path(full).read_bytes()
         files.append(_File(rel, n + k, False, data, dev.id, usc, tuple(sim.badblocks(full))))
-    return tuple(sorted(files, key=lambda f: f.number))
+    return _Layout(tuple(sorted(files, key=lambda f: f.number)), tuple(sorted(dirs)))
 
 
-def _recording_sim(
-    granularity: Granularity, root: Path
-) -> tuple[SimBackend, dict[int, tuple[_File, ...]]]:
+def _recording_sim(granularity: Granularity, root: Path) -> tuple[SimBackend, dict[int, _Layout]]:
     """A fresh simulator that notes, with every crash state it takes, where each file of
     ``root`` is (the states are kept by the trace, so their ids stay theirs)."""
     from pmemsim_backends.sim import CrashMode, SimBackend
 
-    layouts: dict[int, tuple[_File, ...]] = {}
+    layouts: dict[int, _Layout] = {}
 
     # mypy sees the installed backends as Any (pyproject.toml): the subclass is fine.
     class RecordingSim(SimBackend):  # type: ignore[misc]
@@ -162,20 +170,73 @@ class _Files:
 
     state: CrashState
     deviations: Deviations
-    files: tuple[_File, ...]
+    layout: _Layout
     badblocks: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def files(self) -> tuple[_File, ...]:
+        return self.layout.files
 
     def size(self, f: _File) -> int:
         return self.state.snapshots[f.number].size if f.held else len(f.data)
 
 
+_PAGE = 4096
+
+
+def _hash(data: bytes | bytearray) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class _ContentKeys:
+    """Digests of a file's content, page by page, equal exactly when the bytes are: whether a
+    page sits in a snapshot, comes from the file through the snapshot's loader, or was read
+    from the disk. (A key by the pages a snapshot happens to hold would tell apart images
+    that are the same, and could take a page from another loader for the same.) Frozen pages
+    (a crash state's own, a loader's) are hashed once."""
+
+    def __init__(self) -> None:
+        self._frozen: dict[int, tuple[object, bytes]] = {}
+        self._loaded: dict[tuple[int, int], tuple[object, bytes]] = {}
+
+    def snapshot(self, snap: Snapshot, base: Mapping[int, bytes | bytearray]) -> bytes:
+        h = hashlib.blake2b(snap.size.to_bytes(8, "little"), digest_size=16)
+        loader = snap.loader
+        for p in range(-(-snap.size // _PAGE)):
+            page = snap.pages.get(p)
+            if page is None and loader is None:
+                h.update(_ZERO_PAGE)
+            elif page is None:
+                hit = self._loaded.get((id(loader), p))
+                if hit is None or hit[0] is not loader:  # an id is reused once its owner is gone
+                    hit = self._loaded[(id(loader), p)] = (loader, _hash(snap.page(p)))
+                h.update(hit[1])
+            elif base.get(p) is page:
+                hit = self._frozen.get(id(page))
+                if hit is None or hit[0] is not page:
+                    hit = self._frozen[id(page)] = (page, _hash(page))
+                h.update(hit[1])
+            else:
+                h.update(_hash(page))
+        return h.digest()
+
+    def data(self, data: bytes) -> bytes:
+        h = hashlib.blake2b(len(data).to_bytes(8, "little"), digest_size=16)
+        for off in range(0, len(data), _PAGE):
+            h.update(_hash(data[off : off + _PAGE].ljust(_PAGE, b"\0")))
+        return h.digest()
+
+
+_ZERO_PAGE = _hash(bytes(_PAGE))
+
+
 class _FilesJudge:
     """FileCrashCheck's judge (see engine.Judge): recovery runs on a directory."""
 
-    def __init__(self, c: FileCrashCheck, layouts: dict[int, tuple[_File, ...]]) -> None:
+    def __init__(self, c: FileCrashCheck, layouts: dict[int, _Layout]) -> None:
         self.c = c
         self.layouts = layouts
-        self.keys = _Keys()
+        self.keys = _ContentKeys()
 
     def image(self, state: CrashState, deviations: Deviations) -> _Files:
         return _Files(state, deviations, self.layouts[id(state)])
@@ -183,14 +244,15 @@ class _FilesJudge:
     def key(self, image: _Files, state: CrashState) -> bytes:
         h = hashlib.blake2b(digest_size=16)
         crash = state.image(image.deviations)
+        h.update("\0".join(image.layout.dirs).encode() + b"\1")
         for f in image.files:
             h.update(f.path.encode() + b"\0")
             if f.held:
                 snap = crash.snapshot(state.media[f.number])
-                h.update(self.keys.of(snap, state.snapshots[f.number].pages))
+                h.update(self.keys.snapshot(snap, state.snapshots[f.number].pages))
                 h.update(repr((snap.device_id, snap.usc, snap.badblocks)).encode())
             else:
-                h.update(hashlib.blake2b(f.data, digest_size=16).digest())
+                h.update(self.keys.data(f.data))
                 h.update(repr((f.device, f.usc, f.badblocks)).encode())
         return h.digest()
 
@@ -238,7 +300,7 @@ class _FilesJudge:
 
     def sources(self, state: CrashState) -> tuple[str, ...]:
         names = [m.label for m in state.media]
-        for f in self.layouts[id(state)]:
+        for f in self.layouts[id(state)].files:
             if f.held:
                 names[f.number] = f.path
             else:
@@ -253,6 +315,8 @@ class _FilesJudge:
         crash = image.state.image(image.deviations)
         numbers: dict[object, int] = {}
         paths: dict[int, Path] = {}
+        for d in image.layout.dirs:
+            (root / d).mkdir(parents=True, exist_ok=True)
         for f in image.files:
             path = root / f.path
             path.parent.mkdir(parents=True, exist_ok=True)
