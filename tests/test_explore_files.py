@@ -355,3 +355,18 @@ def test_check_refuses_what_is_not_a_check() -> None:
         check("not a check", progress=None)  # type: ignore[arg-type]
     pool = CrashCheck("pool", lambda v: None, lambda v: True)
     assert check(pool, progress=None).verdict == "consistent"
+
+
+def test_the_example_in_the_docs_prints_what_the_docs_show() -> None:
+    import contextlib
+    import io
+    import re
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "explore.md").read_text()
+    section = docs[docs.index("## Programs over files") :]
+    found = re.search(r"```python\n(.*?)```\n\n```\n(.*?)```", section, re.S)
+    assert found is not None
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(found.group(1), "example.py", "exec"), {})
+    assert out.getvalue() == found.group(2)
