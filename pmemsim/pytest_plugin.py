@@ -253,33 +253,13 @@ def crash_check(request: pytest.FixtureRequest, pmemsim_seed: int) -> CrashCheck
                     f"expected an inconsistent crash, found none: {result.summary()}"
                 )
             return result
+        # The command line cannot find a check defined in a test: the crash token and the
+        # pytest command that reruns the test replay it instead.
         try:
-            result.raise_failures()
+            result.raise_failures(replay=lambda f: f"crash token: {f.crash_token}")
         except Exception as exc:
-            _replay_through_pytest(exc, rerun)
+            exc.add_note(rerun)
             raise
         return result
 
     return run
-
-
-def _replay_through_pytest(exc: BaseException, rerun: str) -> None:
-    """The command line cannot find a check defined in a test, so each failure's
-    ``pmemsim replay`` line is replaced by its crash token and the test gets a rerun line."""
-    errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
-    for err in errors:
-        notes = getattr(err, "__notes__", None)
-        if not notes:
-            continue
-        err.__notes__ = [_token_line(note) for note in notes]
-    exc.add_note(rerun)
-
-
-def _token_line(note: str) -> str:
-    prefix = "  replay: pmemsim replay '"
-    lines = []
-    for line in note.splitlines():
-        if line.startswith(prefix) and line.endswith("'") and "@" in line:
-            line = f"  crash token: {line[len(prefix) : -1].rsplit('@', 1)[1]}"
-        lines.append(line)
-    return "\n".join(lines)

@@ -396,16 +396,6 @@ def test_group(crash_check):
     assert "pmemsim: rerun with: pytest 'test_group.py::test_group' --pmemsim-seed=0" in out
 
 
-def test_the_replay_line_rewrite_keeps_other_notes() -> None:
-    note = "crash point 1:\n  lost 1\n  replay: pmemsim replay 'name@1:0.40=1>0:0.0=2'"
-    assert plugin._token_line(note).splitlines() == [
-        "crash point 1:",
-        "  lost 1",
-        "  crash token: 1:0.40=1>0:0.0=2",
-    ]
-    assert plugin._token_line("  replay: something else") == "  replay: something else"
-
-
 def test_this_suite_runs_with_the_plugin_loaded(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.hasplugin("pmemsim")
     assert re.fullmatch(

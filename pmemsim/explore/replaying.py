@@ -86,13 +86,10 @@ def check_crash(trace: Trace, crash: Crash, recover: Recovery, *, name: str = "t
     exact = crash_for(point, deviations)
     failure = Failure(name, exact, point, "given", lines, lost, err)
     # The command line cannot rebuild a trace recorded inside a test; the token can.
-    text = "\n".join(
-        line for line in failure.describe().splitlines() if not line.startswith("  replay:")
-    )
-    err.add_note(f"pmemsim: {name} is inconsistent after this crash:")
-    err.add_note(text)
-    err.add_note(
-        "  replay: pmemsim.explore.replaying.check_crash("
+    replay = (
+        "replay: pmemsim.explore.replaying.check_crash("
         f"trace, Crash.parse({str(exact)!r}), recover)"
     )
+    err.add_note(f"pmemsim: {name} is inconsistent after this crash:")
+    err.add_note(failure.describe(replay))
     raise err

@@ -7,6 +7,7 @@ several distinct failures together as one exception group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,9 +83,14 @@ class Failure:
         return f"{self.sources[medium]} " if medium < len(self.sources) else ""
 
     @property
+    def crash_token(self) -> str:
+        """The crash, and the crashes of recovery that led to the failure, if any."""
+        return f"{self.crash}{''.join(f'>{c}' for c in self.recovery_crashes)}"
+
+    @property
     def token(self) -> str:
-        chain = "".join(f">{c}" for c in self.recovery_crashes)
-        return f"{self.check}@{self.crash}{chain}"
+        """The replay token: the check's name and the crash token."""
+        return f"{self.check}@{self.crash_token}"
 
     @property
     def size_key(self) -> tuple[int, int, int, int]:
@@ -102,7 +108,9 @@ class Failure:
             tb = tb.tb_next
         return (type(self.error).__name__, origin)
 
-    def describe(self) -> str:
+    def describe(self, replay: str | None = None) -> str:
+        """The crash, what it lost and what recovery said; ``replay`` is the last line, telling
+        how to replay it (default: ``replay: pmemsim replay 'TOKEN'``)."""
         out = [self.point.describe() + ":"]
         if self.sources:
             out.append(f"  files: {', '.join(f'{i} {n}' for i, n in enumerate(self.sources))}")
@@ -133,7 +141,7 @@ class Failure:
             out.append("  recovery returned False")
         else:
             out.append(f"  recovery raised {type(self.error).__name__}: {msg}")
-        out.append(f"  replay: pmemsim replay '{self.token}'")
+        out.append(f"  {replay or f'replay: pmemsim replay {self.token!r}'}")
         return "\n".join(out)
 
 
@@ -236,10 +244,11 @@ class CheckResult:
             "images_per_second": round(self.images_per_second, 1),
         }
 
-    def raise_failures(self) -> None:
+    def raise_failures(self, replay: Callable[[Failure], str] | None = None) -> None:
         """Re-raise the user's exception of each distinct failure, with the crash as notes.
 
-        One distinct failure: its exception. Several: an ExceptionGroup of them.
+        One distinct failure: its exception. Several: an ExceptionGroup of them. ``replay``
+        words each failure's replay line (default: the ``pmemsim replay`` command).
         """
         errors: list[Exception] = []
         for f in self.distinct():
@@ -247,7 +256,7 @@ class CheckResult:
             if not isinstance(err, Exception):  # pragma: no cover - recovery catches Exception
                 raise err
             err.add_note(f"pmemsim: {self.name} is inconsistent after this crash:")
-            err.add_note(f.describe())
+            err.add_note(f.describe(replay(f) if replay is not None else None))
             errors.append(err)
         if len(errors) == 1:
             raise errors[0]
