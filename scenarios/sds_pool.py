@@ -31,6 +31,22 @@ otherwise the pool must open and its journal be whole. Bugs:
 * ``ignores_corrupted``: the pool accepts CORRUPTED (SDS treated as advisory): it opens
   after the unsafe shutdown and trusts a journal that lost an entry.
 Both survive eADR: an unsafe shutdown is the persistence domain failing, whatever its size.
+
+On a real platform (``pmemsim validate``) the pool behaves as a pool meant for any file:
+* It requires PAGE granularity, the coarsest: the journal's ordering is all persist and deep
+  flush, which msync serves on a file without DAX, and persistent memory still gives its
+  finer granularity (the crash checks run on simulated CACHE_LINE and BYTE platforms, whose
+  maps get exactly what they got when CACHE_LINE was required).
+* Where the platform has no shutdown data state (libpmem2 answers NOSUPP for a file without
+  DAX, so the layer refuses an SDS map with SDS_NOSUPP), there is nothing to check: no
+  device counts unsafe shutdowns there, and a pool that refused to open would be a pool
+  nobody could use on an ordinary file system. The pool then maps its data file without an
+  SDS record (``Pool.state`` is None, ``Pool.sds`` False) and leaves the state file alone.
+  PMDK 1.x pools (Debian's 1.12) do the same in effect: a count or id libpmem2 does not
+  support counts as zero, so the check always passes on such a file (PMDK 2.1 refuses
+  instead unless SDS was switched off when the pool was created). Only SDS_NOSUPP means
+  that: every other failure, and every state the pool does not accept, still refuses it.
+  The simulator's files always sit on a device, so its crash checks never take this path.
 """
 
 from __future__ import annotations
@@ -45,8 +61,10 @@ from typing import Literal
 from pmemsim import (
     Backend,
     Config,
+    ErrorCode,
     Event,
     Granularity,
+    NotSupportedError,
     Part,
     PartState,
     PartStateError,
@@ -128,8 +146,9 @@ class Pool:
         *,
         backend: Backend | str | None = None,
     ) -> None:
-        cl = Granularity.CACHE_LINE
-        self._state_set = Set(Config(granularity=cl, backend=backend))
+        # The coarsest: persist and deep flush are all the pool needs (see the module's doc).
+        page = Granularity.PAGE
+        self._state_set = Set(Config(granularity=page, backend=backend))
         self._state_src = Source.from_file(state_path, SourceFlag.CREATE_IF_NEEDED)
         part = Part(self._state_src, 0, STATE_SIZE)
         self.store = self.Store(self._state_set.view(self._state_set.map(part)))
@@ -137,18 +156,34 @@ class Pool:
         self._data_src.set_sds(self.store.load())
         self._data_set = Set(
             Config(
-                granularity=cl,
+                granularity=page,
                 backend=backend,
                 event_callback=self._on_event,
                 acceptable_states=self.acceptable,
             )
         )
+        #: Whether the platform keeps shutdown data state for the data file.
+        self.sds = True
         try:
             desc = self._data_set.map(Part(self._data_src, 0, DATA_SIZE))
         except PartStateError:
             state = self._data_src.part_state
             self._close_all()
             raise PoolRefused(state) from None
+        except NotSupportedError as exc:
+            if exc.code != ErrorCode.SDS_NOSUPP:
+                self._close_all()
+                raise
+            # No device counts unsafe shutdowns here: nothing to check (module doc). A source
+            # keeps its SDS record for life, so the file is opened again without one.
+            self._data_src.close()
+            self._data_src = Source.from_file(data_path, SourceFlag.CREATE_IF_NEEDED)
+            self.sds = False
+            try:
+                desc = self._data_set.map(Part(self._data_src, 0, DATA_SIZE))
+            except Exception:
+                self._close_all()
+                raise
         self.view = self._data_set.view(desc)
         #: How the last run ended, as the layer judged it.
         self.state = self._data_src.part_state
