@@ -1,13 +1,17 @@
 """Validation runs: every scenario's workload on a real platform, verified by a new process.
 
-For each CrashCheck that expects a consistent verdict (the correct variants), in a directory
-of the user's choice and without any crash injection:
+For each check that expects a consistent verdict (the correct variants), in a directory of
+the user's choice and without any crash injection:
 
-1. this process creates a file, maps it, runs the workload, persists and deep-flushes the
-   whole pool, notes a digest of its content, unmaps it and closes the file;
-2. a new Python process (``python -m pmemsim.validate``) maps the file again, checks that
-   it holds exactly what the writer saw, and runs the check's recovery on it, which must
-   accept it.
+1. this process runs the workload. A CrashCheck gets a fresh pool file, mapped by this
+   module; the whole pool is then persisted and deep-flushed and a digest of its content
+   noted before the file is closed. A FileCrashCheck (a program that opens its own files)
+   gets a fresh subdirectory and a fresh backend, and a digest of every file the program
+   left there (relative path and content) is noted once the workload returns;
+2. a new Python process (``python -m pmemsim.validate``) checks that the pool, or every
+   file of the directory, holds exactly what the writer saw, then runs the check's recovery
+   on it (``recover(view)``, or ``recover(backend, directory)`` on a fresh backend), which
+   must accept it.
 
 This exercises the real store, flush and copy paths and the round trip through the file; it
 cannot show durability across a power failure (that is what crash exploration on the
@@ -23,19 +27,22 @@ the persisted image into the file when the source closes.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .backend import Backend, load_backend
+from .backend import Backend, BackendMap, load_backend
 from .config import Config
 from .enums import Granularity, SourceFlag
 from .errors import ErrorCode, InvalidArgumentError, PmemError
@@ -58,6 +65,8 @@ FORCE_GRANULARITY = "PMEM2_FORCE_GRANULARITY"
 VERIFY_TIMEOUT = 300.0
 
 Status = Literal["passed", "FAILED", "error", "skipped"]
+#: What a check validates: a pool this module maps, or the files a program opens itself.
+Kind = Literal["pool", "files"]
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,16 @@ class ValidationResult:
     status: Status
     #: Where the check is defined.
     origin: str
-    #: The granularity the map got (None if it never mapped).
+    #: The granularity the map got; for a program over files, the coarsest any of its maps
+    #: got (None if it never mapped).
     granularity: str | None = None
     write_seconds: float = 0.0
     verify_seconds: float = 0.0
     #: Why it failed, errored or was skipped.
     detail: str = ""
-    #: The pool file, kept when the run did not pass.
+    #: The pool file (or a program's directory), kept when the run did not pass.
     path: str | None = None
+    kind: Kind = "pool"
 
     @property
     def ok(self) -> bool:
@@ -162,6 +173,56 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def file_digests(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """A digest of every regular file under ``directory``, by its path relative to it."""
+    out: dict[str, str] = {}
+    for dirpath, _, filenames in os.walk(directory):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if not stat.S_ISREG(os.lstat(full).st_mode):
+                continue
+            h = hashlib.blake2b(digest_size=16)
+            with open(full, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            out[Path(os.path.relpath(full, directory)).as_posix()] = h.hexdigest()
+    return dict(sorted(out.items()))
+
+
+def _files_digest(files: dict[str, str]) -> str:
+    return _digest(json.dumps(files, sort_keys=True).encode())
+
+
+def _differences(expected: dict[str, str], found: dict[str, str]) -> str:
+    """Which files changed, went or appeared, for a report."""
+    changed = [p for p in expected if p in found and found[p] != expected[p]]
+    gone = [p for p in expected if p not in found]
+    new = [p for p in found if p not in expected]
+    parts = [
+        f"{what}: {', '.join(paths)}"
+        for what, paths in (("changed", changed), ("missing", gone), ("new", new))
+        if paths
+    ]
+    return "; ".join(parts)
+
+
+def _watch_maps(backend: Backend) -> list[Granularity]:
+    """The granularity of every map ``backend`` makes from now on (a program over files
+    creates its own sets, so its maps are seen only where the backend makes them)."""
+    seen: list[Granularity] = []
+    inner = backend.map
+
+    def map_and_note(*args: Any, **kwargs: Any) -> BackendMap:
+        m = inner(*args, **kwargs)
+        seen.append(Granularity(m.granularity))
+        return m
+
+    # On this one instance, which the program's sets call; setattr because mypy refuses
+    # assigning to a method.
+    setattr(backend, "map", map_and_note)  # noqa: B010
+    return seen
+
+
 class _WorkloadFailed(Exception):
     """The user's workload raised (a finding, not a problem of the run)."""
 
@@ -185,9 +246,39 @@ def _write(
         src.close()
 
 
+class _PlatformLacks(Exception):
+    """A program's own map asked for a granularity the directory cannot give."""
+
+
+def _write_files(
+    check: Any, folder: Path, backend: str
+) -> tuple[dict[str, str], list[Granularity]]:
+    """Run a program's workload in a fresh ``folder``; the digests of the files it left and
+    the granularity of every map it made."""
+    if folder.exists():  # left by an earlier run that did not pass (or --keep)
+        shutil.rmtree(folder)
+    folder.mkdir()
+    be = make_backend(backend)
+    seen = _watch_maps(be)
+    try:
+        check.workload(be, folder)
+    except PmemError as exc:
+        if exc.code == ErrorCode.GRANULARITY_NOT_SUPPORTED:
+            raise _PlatformLacks(_describe(exc)) from exc
+        raise _WorkloadFailed(_describe(exc)) from exc
+    except Exception as exc:
+        raise _WorkloadFailed(_describe(exc)) from exc
+    del be
+    # A source the program dropped in a reference cycle writes back when it is collected:
+    # now, not after the digest.
+    gc.collect()
+    return file_digests(folder), seen
+
+
 @dataclass(frozen=True)
 class _Job:
-    """One pool for the verifying process: where it is and which check recovers it."""
+    """One pool or directory for the verifying process: where it is, which check recovers
+    it, and what it must hold."""
 
     origin: str
     name: str
@@ -195,6 +286,9 @@ class _Job:
     path: str
     size: int
     digest: str
+    kind: Kind = "pool"
+    #: For a program's directory: the digest of every file, by relative path.
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def validate(
@@ -210,16 +304,20 @@ def validate(
 ) -> list[ValidationResult]:
     """Validate every check of ``scenarios`` (a file or folder) in ``directory``.
 
-    ``granularity`` is the required (coarsest acceptable) granularity; ``force`` sets
-    ``PMEM2_FORCE_GRANULARITY`` for both processes. Every pool is written first, then one
-    new process verifies them all. Pool files are removed after a pass (kept, with their path
-    in the result, otherwise, or always with ``keep``).
+    CrashChecks get a pool file each, FileCrashChecks a subdirectory each (their program
+    opens its own files there, on a fresh backend). ``granularity`` is the required
+    (coarsest acceptable) granularity: a CrashCheck's pool is mapped with it, and a
+    program's maps must have got a granularity at least that fine; ``force`` sets
+    ``PMEM2_FORCE_GRANULARITY`` for both processes. Every pool and directory is written
+    first, then one new process verifies them all. They are removed after a pass (kept, with
+    their path in the result, otherwise, or always with ``keep``).
 
     Raises :class:`pmemsim.cli.UsageProblem` for bad input and ``BackendUnavailableError``
     when the backend cannot run here.
     """
     from .cli.check import load_checks
     from .cli.common import UsageProblem
+    from .explore import FileCrashCheck
 
     required = parse_granularity(granularity)
     forced = None if force is None else parse_granularity(force)
@@ -228,35 +326,67 @@ def validate(
         raise UsageProblem(f"{directory}: no such directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageProblem(f"{directory}: not writable")
-    checks = load_checks(scenarios, select)
+    checks = load_checks(scenarios, select, files=True)
     env = dict(os.environ)
     if forced is not None:
         env[FORCE_GRANULARITY] = forced.name
     results: list[ValidationResult] = []
     jobs: dict[int, _Job] = {}
-    seen: dict[tuple[str, str], int] = {}
-    with _forcing(forced):
+    seen: dict[tuple[str, str, Kind], int] = {}
+    with _forcing(forced), _cleaned_on(UsageProblem, results):
         be = make_backend(backend)
         for index, c in enumerate(checks):
             origin = str(getattr(c, "_pmemsim_origin", scenarios))
-            occurrence = seen.get((origin, c.name), 0)
-            seen[(origin, c.name)] = occurrence + 1
+            kind: Kind = "files" if isinstance(c, FileCrashCheck) else "pool"
+            occurrence = seen.get((origin, c.name, kind), 0)
+            seen[(origin, c.name, kind)] = occurrence + 1
             if c.expect != "consistent":
                 detail = "a buggy variant (expects inconsistent)"
-                results.append(ValidationResult(c.name, "skipped", origin, detail=detail))
+                results.append(
+                    ValidationResult(c.name, "skipped", origin, detail=detail, kind=kind)
+                )
                 continue
-            path = folder / f"pmemsim-validate-{index:03d}-{_slug(c.name)}.pool"
-            r, digest = _write_one(c, origin, path, be, required)
-            if digest is not None:
-                jobs[len(results)] = _Job(origin, c.name, occurrence, str(path), c.size, digest)
+            stem = folder / f"pmemsim-validate-{index:03d}-{_slug(c.name)}"
+            job: _Job | None
+            if kind == "files":
+                r, job = _write_program(c, origin, occurrence, stem, backend, required)
+            else:
+                path = stem.with_name(stem.name + ".pool")
+                r, digest = _write_one(c, origin, path, be, required)
+                job = None
+                if digest is not None:
+                    job = _Job(origin, c.name, occurrence, str(path), c.size, digest)
+            if job is not None:
+                jobs[len(results)] = job
             results.append(r)
     if jobs:
         _verify_all(jobs, results, backend, required, env, timeout)
     for i, r in enumerate(results):
         if r.path is not None and r.status == "passed" and not keep:
-            Path(r.path).unlink(missing_ok=True)
+            _remove(r)
             results[i] = replace(r, path=None)
     return results
+
+
+@contextmanager
+def _cleaned_on(problem: type[Exception], results: list[ValidationResult]) -> Any:
+    """Remove what ``results`` wrote if the run stops with ``problem`` (a platform that
+    cannot run it: nothing will verify them)."""
+    try:
+        yield
+    except problem:
+        for r in results:
+            if r.path is not None:
+                _remove(r)
+        raise
+
+
+def _remove(r: ValidationResult) -> None:
+    assert r.path is not None
+    if r.kind == "files":
+        shutil.rmtree(r.path, ignore_errors=True)
+    else:
+        Path(r.path).unlink(missing_ok=True)
 
 
 def _write_one(
@@ -286,6 +416,47 @@ def _write_one(
         return ValidationResult(c.name, "error", origin, detail=detail, path=str(path)), None
     took = time.perf_counter() - started
     return ValidationResult(c.name, "passed", origin, effective.name, took, path=str(path)), digest
+
+
+def _write_program(
+    c: Any, origin: str, occurrence: int, folder: Path, backend: str, required: Granularity
+) -> tuple[ValidationResult, _Job | None]:
+    """The writing half for a program over files: its result so far, and the job to verify."""
+    from .cli.common import UsageProblem
+
+    def result(status: Status, detail: str = "", **more: Any) -> ValidationResult:
+        return ValidationResult(
+            c.name, status, origin, detail=detail, path=str(folder), kind="files", **more
+        )
+
+    where = f"{folder.parent} ({filesystem_of(folder.parent)})"
+    started = time.perf_counter()
+    try:
+        files, seen = _write_files(c, folder, backend)
+    except _WorkloadFailed as exc:
+        return result("FAILED", f"the workload raised {exc}"), None
+    except _PlatformLacks as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UsageProblem(
+            f"{c.name} requires a granularity {where} cannot give: {exc}. Make libpmem2 "
+            "pretend (--force-granularity)"
+        ) from None
+    except OSError as exc:
+        return result("error", f"writing: {_describe(exc)}"), None
+    took = time.perf_counter() - started
+    coarsest = max(seen, default=None)
+    if coarsest is not None and coarsest > required:
+        # What a CrashCheck's map would have refused: the same answer.
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UsageProblem(
+            f"{where} gave the maps of {c.name} {coarsest.name} granularity, coarser than the "
+            f"required {required.name}. Require a coarser one (--granularity page) or make "
+            "libpmem2 pretend (--force-granularity)"
+        )
+    got = None if coarsest is None else coarsest.name
+    digest = _files_digest(files)
+    job = _Job(origin, c.name, occurrence, str(folder), 0, digest, "files", files)
+    return result("passed", granularity=got, write_seconds=took), job
 
 
 def _verify_all(
@@ -348,14 +519,27 @@ def _verify_all(
 # -- the verifying process -------------------------------------------------------------
 
 
-def verify(job: _Job, backend: Backend, granularity: Granularity) -> dict[str, Any]:
-    """Map the job's pool again, compare its content with the digest, run recovery."""
+def _check_of(job: _Job) -> Any:
+    """The check the job came from (None if the scenario no longer defines it)."""
     from .cli.check import load_checks
+    from .explore import FileCrashCheck
 
-    matches = [c for c in load_checks(job.origin, [job.name]) if c.name == job.name]
-    if job.occurrence >= len(matches):
+    matches = [
+        c
+        for c in load_checks(job.origin, [job.name], files=True)
+        if c.name == job.name and isinstance(c, FileCrashCheck) == (job.kind == "files")
+    ]
+    return matches[job.occurrence] if job.occurrence < len(matches) else None
+
+
+def verify(job: _Job, backend: Backend, granularity: Granularity) -> dict[str, Any]:
+    """Map the job's pool again, compare its content with the digest, run recovery; for a
+    program's directory, see :func:`verify_files`."""
+    c = _check_of(job)
+    if c is None:
         return {"passed": False, "stage": "load", "detail": f"no check {job.name!r}"}
-    c = matches[job.occurrence]
+    if job.kind == "files":
+        return verify_files(job, c, make_backend(backend.name))
     src = Source.from_file(job.path, SourceFlag.DO_NOT_GROW)
     try:
         with Set(Config(granularity=granularity, backend=backend)) as s:
@@ -378,6 +562,34 @@ def verify(job: _Job, backend: Backend, granularity: Granularity) -> dict[str, A
             return out
     finally:
         src.close()
+
+
+def verify_files(job: _Job, c: Any, backend: Backend) -> dict[str, Any]:
+    """Compare every file of the job's directory with the digests, then run the program's
+    recovery there on ``backend`` (a fresh one)."""
+    root = Path(job.path)
+    if not root.is_dir():
+        return {"passed": False, "stage": "load", "detail": f"{root}: no such directory"}
+    # Before recovery, which may well write (a pool that opens saves its SDS record).
+    found = file_digests(root)
+    seen = _watch_maps(backend)
+    out: dict[str, Any] = {"stage": "recover"}
+    try:
+        ok = c.recover(backend, root)
+    except Exception as exc:
+        out.update(passed=False, detail=f"recovery raised {_describe(exc)}")
+        return out
+    finally:
+        coarsest = max(seen, default=None)
+        out["granularity"] = None if coarsest is None else coarsest.name
+    out["passed"] = ok is not False and found == job.files
+    if ok is False:
+        out["detail"] = "recovery returned False"
+    elif found != job.files:
+        out["detail"] = "the files do not hold what the writer left: " + _differences(
+            job.files, found
+        )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

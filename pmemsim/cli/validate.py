@@ -1,4 +1,6 @@
-"""``pmemsim validate``: run every scenario's workload on the real platform, verify it anew."""
+"""``pmemsim validate``: run every scenario's workload on the real platform, verify it anew.
+
+CrashChecks and FileCrashChecks (programs over files) alike; see pmemsim.validate."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if r.status in ("FAILED", "error"):
             print(f"\n== {r.name} ({r.origin}): {r.status}\n  {r.detail}")
             if r.path:
-                print(f"  pool kept at {r.path}")
+                print(f"  kept at {r.path}")
     counts = {s: sum(r.status == s for r in results) for s in ("passed", "FAILED", "error")}
     skipped = sum(r.status == "skipped" for r in results)
     print(
@@ -88,13 +90,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "For every CrashCheck of the scenarios that expects a consistent verdict: create a "
             "pool file in DIR, run the workload on it (no crash injection), persist and "
-            "deep-flush everything, close it; then a new process maps it again, checks that "
-            "it holds what was written and runs the recovery, which must accept it. Buggy "
-            "variants are listed as skipped. Exit status: 0 when every run passed, 1 "
-            "otherwise, 2 for bad input or a platform that cannot run it."
+            "deep-flush everything, close it. For every such FileCrashCheck (a program that "
+            "opens its own files): run its workload in a fresh subdirectory of DIR and note "
+            "every file it leaves. Then a new process checks that each pool or file holds "
+            "what was written and runs the recovery, which must accept it. Buggy variants are "
+            "listed as skipped. Exit status: 0 when every run passed, 1 otherwise, 2 for bad "
+            "input or a platform that cannot run it."
         ),
     )
-    p.add_argument("dir", help="directory for the pool files (e.g. a DAX mount, /dev/shm)")
+    p.add_argument(
+        "dir", help="directory for the pool files and folders (e.g. a DAX mount, /dev/shm)"
+    )
     p.add_argument(
         "--scenarios",
         default="scenarios",
@@ -105,7 +111,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--granularity",
         default="page",
         metavar="G",
-        help="the coarsest granularity to accept: page (default), cache_line or byte",
+        help=(
+            "the coarsest granularity to accept: page (default), cache_line or byte; programs "
+            "over files choose their own, and their maps must get one at least this fine"
+        ),
     )
     p.add_argument(
         "--force-granularity",
@@ -122,5 +131,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="real (libpmem2, the default) or sim (a simulator shaped like this machine)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--keep", action="store_true", help="keep the pool files of passing runs")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the pool files and folders of passing runs"
+    )
     p.set_defaults(func=_cmd_validate)
