@@ -113,12 +113,7 @@ class DurabilityModel:
             if g == Granularity.BYTE:
                 return
             m = self._medium(op.medium)
-            unit = PAGE if g == Granularity.PAGE else LINE
-            lo = op.offset - op.offset % unit
-            hi = -(-(op.offset + op.length) // unit) * unit
-            for p in m.pending:
-                if not p.nontemporal and lo <= p.offset < hi:
-                    p.flushed = True
+            self._mark_flushed(m, op)
             if g == Granularity.PAGE or self.clflush:
                 self._apply(m, lambda p: p.flushed)
         elif op.kind == "fence":
@@ -128,16 +123,20 @@ class DurabilityModel:
         elif op.kind == "deep_flush":
             self._deep_flush(self._medium(op.medium), op)
 
+    def _mark_flushed(self, m: _Medium, op: Any) -> None:
+        """Write-back stores issued so far in the lines (pages) the flush covers."""
+        unit = PAGE if self.granularity == Granularity.PAGE else LINE
+        lo = op.offset - op.offset % unit
+        hi = -(-(op.offset + op.length) // unit) * unit
+        for p in m.pending:
+            if not p.nontemporal and lo <= p.offset < hi:
+                p.flushed = True
+
     def _deep_flush(self, m: _Medium, op: Any) -> None:
         # A deep flush flushes its range and fences (the whole machine's flushes).
         g = self.granularity
         if g != Granularity.BYTE:
-            unit = PAGE if g == Granularity.PAGE else LINE
-            lo = op.offset - op.offset % unit
-            hi = -(-(op.offset + op.length) // unit) * unit
-            for p in m.pending:
-                if not p.nontemporal and lo <= p.offset < hi:
-                    p.flushed = True
+            self._mark_flushed(m, op)
         if g == Granularity.PAGE:
             self._apply(m, lambda p: p.flushed)
         else:
