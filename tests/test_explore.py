@@ -528,3 +528,35 @@ def test_per_granularity_names_each_platform_and_its_verdict() -> None:
     )
     assert (adr.name, adr.granularity, adr.expect) == ("evict[cache_line]", LINE, "inconsistent")
     assert (eadr.name, eadr.granularity, eadr.expect) == ("evict[byte]", BYTE, "consistent")
+
+
+@pytest.mark.parametrize("granularity", list(pm.Granularity))
+def test_durability_self_check_agrees_on_seeded_random_programs(
+    granularity: pm.Granularity,
+) -> None:
+    import random
+
+    flag_sets = [0, pm.MemFlag.NONTEMPORAL, pm.MemFlag.TEMPORAL, pm.MemFlag.NOFLUSH]
+    for seed in range(60):
+        rng = random.Random(seed)
+
+        def workload(v: pm.View, rng: random.Random = rng) -> None:
+            for _ in range(25):
+                op = rng.randrange(6)
+                off = rng.randrange(0, 4096 - 300)
+                if op == 0:
+                    v.write(off, bytes([rng.randrange(1, 256)]) * rng.randrange(1, 20))
+                elif op == 1:
+                    flags = rng.choice(flag_sets) | rng.choice([0, pm.MemFlag.NODRAIN])
+                    v.memcpy(off, bytes([rng.randrange(256)]) * rng.randrange(1, 300), flags)
+                elif op == 2:
+                    v.flush(off, rng.randrange(1, 200))
+                elif op == 3:
+                    v.drain()
+                elif op == 4:
+                    v.deep_flush(off, rng.randrange(1, 200))
+                else:
+                    v.persist(off, rng.randrange(1, 200))
+
+        # record() raises DurabilityViolation at the first point the two models disagree.
+        record(workload, granularity=granularity, crash_points=("operations", "barriers")[seed % 2])

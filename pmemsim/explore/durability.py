@@ -43,6 +43,20 @@ class _Medium:
     #: page -> (content of guaranteed bytes, mask: 0xFF where a guaranteed store wrote)
     pages: dict[int, tuple[bytearray, bytearray]] = field(default_factory=dict)
 
+    def cut(self, start: int, end: int) -> None:
+        """Drop ``[start, end)`` from every pending store."""
+        keep = []
+        for p in self.pending:
+            lo, hi = p.offset, p.offset + len(p.data)
+            if hi <= start or end <= lo:
+                keep.append(p)
+                continue
+            if lo < start:
+                keep.append(_Pending(p.seq, lo, p.data[: start - lo], p.nontemporal, p.flushed))
+            if end < hi:
+                keep.append(_Pending(p.seq, end, p.data[end - lo :], p.nontemporal, p.flushed))
+        self.pending = sorted(keep, key=lambda p: (p.seq, p.offset))
+
     def make_durable(self, p: _Pending) -> None:
         off, data = p.offset, p.data
         pos = 0
@@ -92,6 +106,9 @@ class DurabilityModel:
         if op.kind == "store":
             m = self._medium(op.medium)
             if g == Granularity.BYTE and not op.nontemporal:
+                # Durable at once; an older store still in flight to the same bytes can never
+                # land over it (a core's stores to one address stay in program order).
+                m.cut(op.offset, op.offset + op.length)
                 m.make_durable(_Pending(self.seq, op.offset, op.data, False))
                 return
             # Split at line boundaries: a flush covers whole lines.
@@ -156,10 +173,13 @@ class DurabilityModel:
     def verify(self, state: CrashState, where: str, *, before_barrier: bool) -> None:
         """Raise DurabilityViolation if ``state``'s guaranteed image lacks a durable byte.
 
-        ``before_barrier``: the state was captured just before the last operation tapped
-        took effect (see on_op)."""
+        ``before_barrier``: the state was captured just before the barrier tapped last takes
+        effect (see on_op); the caller settles it once the barrier has taken effect."""
         if not before_barrier:
             self.settle()
+        self._compare(state, where)
+
+    def _compare(self, state: CrashState, where: str) -> None:
         image = state.guaranteed_image()
         for medium in state.media:
             hit = self.media.get(id(medium))

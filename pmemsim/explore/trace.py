@@ -151,12 +151,10 @@ class _Recorder:
         )
 
     def on_barrier(self, barrier: Any) -> None:
-        if self.mode == "markers":
-            self.changed = True
-            return
-        if barrier.after_store or self.mode == "operations":
+        if self.mode != "markers" and (barrier.after_store or self.mode == "operations"):
             self.capture(barrier.kind, "before", barrier.provenance)
         self.changed = True  # the barrier is about to make something guaranteed
+        self.model.settle()
 
     def on_op(self, op: Any) -> None:
         self.model.on_op(op)
