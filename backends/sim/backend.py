@@ -432,26 +432,14 @@ class SimFileMap(SimMap):
     the two would disagree on the same misuse. One ``lseek`` per access, files only.
     """
 
-    __slots__ = ("_fd",)
-
-    def __init__(
-        self,
-        owner: SimSource,
-        medium: Medium,
-        offset: int,
-        address: int,
-        size: int,
-        reservation: SimReservation,
-    ) -> None:
-        super().__init__(owner, medium, offset, address, size, reservation)
-        assert owner.file is not None
-        self._fd = owner.file.fd
+    __slots__ = ()
 
     def _check(self, addr: int, length: int) -> None:
         # The page holding the file's end is still there; pages wholly past it are not.
         end = addr - self._delta + length
-        if length and end > os.lseek(self._fd, 0, os.SEEK_END):
-            size = os.lseek(self._fd, 0, os.SEEK_END)
+        fd = self.owner.file.fd  # type: ignore[union-attr]  # a file map has a file
+        if length and end > os.lseek(fd, 0, os.SEEK_END):
+            size = os.lseek(fd, 0, os.SEEK_END)
             if end > -(-size // PAGE) * PAGE:
                 raise error_for(
                     ErrorCode.SOURCE_FILE_IS_TOO_SMALL,

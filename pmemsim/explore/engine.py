@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -384,8 +383,7 @@ class _PoolJudge:
 
     def probe(self, state: CrashState) -> set[int]:
         read: set[tuple[int, int]] = set()
-        unit = {u.offset // u.size: u.size for u in state.units}
-        size = next(iter(unit.values()), 64)
+        size = state.units[0].size if state.units else 64  # one pool: one unit size
 
         def tap(medium: Any, off: int, n: int) -> None:
             for idx in range(off // size, (off + n - 1) // size + 1):
@@ -443,11 +441,8 @@ class _RecoveryCrashFailure(Exception):
         self.error = error
 
 
-def _crash_recovery(
-    c: CrashCheck, snapshot: Snapshot, depth: int, info: CrashInfo
-) -> BaseException | None:
-    """Crash recovery itself (running on ``snapshot``) at each of its crash points and run
-    recovery again on every image that leaves, to ``depth`` levels."""
+def _recovery_as_workload(c: CrashCheck, info: CrashInfo) -> Workload:
+    """Recovery, run as a workload to be crashed, seeing the crash it recovers from."""
 
     def workload(view: View) -> None:
         token = set_crash(info)
@@ -456,7 +451,15 @@ def _crash_recovery(
         finally:
             reset_crash(token)
 
-    trace = record(workload, granularity=c.granularity, base=snapshot)
+    return workload
+
+
+def _crash_recovery(
+    c: CrashCheck, snapshot: Snapshot, depth: int, info: CrashInfo
+) -> BaseException | None:
+    """Crash recovery itself (running on ``snapshot``) at each of its crash points and run
+    recovery again on every image that leaves, to ``depth`` levels."""
+    trace = record(_recovery_as_workload(c, info), granularity=c.granularity, base=snapshot)
     keys = _Keys()
     seen: set[bytes] = set()
     strategy = strategy_named(c.strategy)
@@ -645,19 +648,6 @@ def replay(c: CrashCheck | FileCrashCheck, token: str) -> BaseException | None:
         if not isinstance(c, CrashCheck):
             return judge.verdict(image, info)
     for link in chain:
-        inner = Crash.parse(link)
-
-        def workload(view: View, info: CrashInfo = info) -> None:
-            token = set_crash(info)
-            try:
-                c.recover(view)
-            finally:
-                reset_crash(token)
-
-        t = record(workload, granularity=c.granularity, base=image)
-        image, info = _fault_image(t, _PoolJudge(c), inner)
+        t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
+        image, info = _fault_image(t, _PoolJudge(c), Crash.parse(link))
     return run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy)
-
-
-def default_jobs() -> int:
-    return max(1, (os.cpu_count() or 1))
