@@ -57,6 +57,17 @@ def load_checks(
     return checks
 
 
+def load_check(ref: str, what: str, *, files: bool = False) -> Any:
+    """The one check that ``ref`` (``PATH::CHECK``) names; ``what`` says where it came from."""
+    where, sep, name = ref.partition("::")
+    if not sep or not name:
+        raise UsageProblem(f"{what} {ref!r}: expected PATH::CHECK")
+    checks = load_checks(where, [name], files=files)
+    if len(checks) != 1:
+        raise UsageProblem(f"{what} {ref!r}: {len(checks)} checks of {where} have that name")
+    return checks[0]
+
+
 def _override(c: Any, args: argparse.Namespace) -> Any:
     changes: dict[str, Any] = {}
     if args.crash_points is not None:
@@ -124,11 +135,11 @@ def _origin(c: Any) -> str:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ..explore import replay
 
-    where, sep, rest = args.token.partition("::")
-    name, at, crash = rest.rpartition("@")
-    if not sep or not at or not name:
+    ref, at, crash = args.token.rpartition("@")
+    if not at or "::" not in ref:
         raise UsageProblem(f"{args.token!r} is not a replay token (PATH::CHECK@CRASH)")
-    (c,) = load_checks(where, [name], files=True)
+    c = load_check(ref, "replay token", files=True)
+    name = c.name
     err = replay(c, crash)
     if err is None:
         print(f"{name}: the image of crash {crash} is consistent now")

@@ -54,12 +54,9 @@ def _checker(args: argparse.Namespace) -> Any:
         return ProgramChecker(tuple(args.checker), args.timeout)
     if args.checker_py:
         return FunctionChecker(load_function(args.checker_py), args.checker_py)
-    from .check import load_checks
+    from .check import load_check
 
-    where, sep, name = args.recovery.partition("::")
-    if not sep or not name:
-        raise UsageProblem(f"--recovery {args.recovery!r}: expected PATH::CHECK")
-    (c,) = load_checks(where, [name])[:1]
+    c = load_check(args.recovery, "--recovery")
     return FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
 
 
@@ -145,15 +142,12 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
 
 def _cmd_export_log(args: argparse.Namespace) -> int:
     from ..pmlog import export_log
-    from .check import load_checks
+    from .check import load_check, load_checks
 
     if args.scenario:
         if args.path or args.select:
             raise UsageProblem("give --scenario PATH::CHECK or PATH [-k NAME], not both")
-        where, sep, name = args.scenario.partition("::")
-        if not sep or not name:
-            raise UsageProblem(f"--scenario {args.scenario!r}: expected PATH::CHECK")
-        checks = load_checks(where, [name])
+        checks = [load_check(args.scenario, "--scenario")]
     elif args.path:
         checks = load_checks(args.path, [args.select] if args.select else None)
     else:
