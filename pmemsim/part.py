@@ -11,7 +11,8 @@ from .source import Source
 
 if TYPE_CHECKING:
     from .backend import BackendMap
-    from .set import Set, _Holder
+    from .placement import Holder
+    from .set import Set
 
 __all__ = ["Descriptor", "Part", "PartMap"]
 
@@ -85,13 +86,13 @@ class PartMap:
 
     __slots__ = ("__weakref__", "_finalizer", "_holder", "_set")
 
-    def __init__(self, owner: Set, holder: _Holder) -> None:
+    def __init__(self, owner: Set, holder: Holder) -> None:
         self._set = owner
-        self._holder: _Holder | None = holder
+        self._holder: Holder | None = holder
         holder.refs += 1
         self._finalizer = weakref.finalize(self, _release, holder)
 
-    def _live(self) -> _Holder:
+    def _live(self) -> Holder:
         h = self._holder
         if h is None or not self._finalizer.alive or h.removed:
             raise error_for(
@@ -140,5 +141,5 @@ class PartMap:
         return f"<PartMap 0x{self.address:x} +{self.size}>"
 
 
-def _release(holder: _Holder) -> None:
+def _release(holder: Holder) -> None:
     holder.refs -= 1

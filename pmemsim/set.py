@@ -1,25 +1,26 @@
 """The set: parts mapped into part maps, and every data operation on them.
 
 Behaviour follows libpmemset (docs/pmemset.md is the contract): the effective granularity is
-fixed by the first map; parts are placed in their own reservation, coalesced with the
-previous part map, or first-fit into the user's reservation; removing a range removes whole
-parts and may split a part map. Every address is checked against the part maps before a
-backend sees it, so misuse is an exception on every backend, never a stray write.
+fixed by the first map; where a part goes (its own reservation, coalesced with the previous
+part map, or first fit in the user's reservation) is pmemsim.placement's choice; removing a
+range removes whole parts and may split a part map. Every address is checked against the
+part maps before a backend sees it, so misuse is an exception on every backend, never a
+stray write.
 """
 
 from __future__ import annotations
 
 import sys
 import weakref
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import FrameType
 from typing import Any, NamedTuple
 
-from .backend import Backend, BackendReservation, BackendSource, Pmem2Failure
+from .backend import Backend, BackendMap, BackendSource, Pmem2Failure
 from .badblocks import scan_badblocks
-from .config import Config, Reservation
+from .config import Config
 from .enums import Coalescing, Granularity, MemFlag
 from .errors import (
     ErrorCode,
@@ -47,6 +48,7 @@ from .events import (
     TrackHandle,
 )
 from .part import Descriptor, MappedPart, Part, PartMap
+from .placement import Holder, Slot, attach, choose, detach, split, teardown, user_region
 from .sds import acquire_use, check_sds, release_use
 from .source import Source
 from .view import View, _bytes
@@ -77,51 +79,10 @@ class SafeRead(NamedTuple):
         return self.error is None
 
 
-class _Res:
-    """A reservation as the set uses it: owned (made for one part map) or the user's."""
-
-    __slots__ = ("holders", "owned", "raw")
-
-    def __init__(self, raw: BackendReservation, owned: bool) -> None:
-        self.raw = raw
-        self.owned = owned
-        #: The part maps in it, in address order; of every set using it (a user's).
-        self.holders: list[_Holder] = []
-
-    @property
-    def end(self) -> int:
-        return self.raw.address + self.raw.size
-
-
-class _Holder:
-    """The state of one part map: its extent, its parts and its reservation."""
-
-    __slots__ = ("address", "parts", "refs", "removed", "res", "size")
-
-    def __init__(self, address: int, size: int, parts: list[MappedPart], res: _Res) -> None:
-        self.address = address
-        self.size = size
-        self.parts = parts
-        self.res = res
-        self.refs = 0
-        self.removed = False
-
-    @property
-    def end(self) -> int:
-        return self.address + self.size
-
-
-def _teardown(holders: list[_Holder]) -> None:
+def _teardown(holders: list[Holder]) -> None:
     """Unmap everything, without deep flush and without events (deleting a set)."""
-    for h in holders:
-        for p in h.parts:
-            p.map.unmap()
-            _release_part(p)
-        h.removed = True
-        h.res.holders.remove(h)
-        if h.res.owned and not h.res.holders:
-            h.res.raw.delete()
-    holders.clear()
+    for p in teardown(holders):
+        _release_part(p)
 
 
 def _release_part(p: MappedPart) -> None:
@@ -129,18 +90,6 @@ def _release_part(p: MappedPart) -> None:
     if p.source.sds is not None:
         rec = p.source.sds
         p.source._sds = replace(rec, refcount=max(0, rec.refcount - 1))
-
-
-#: One _Res per user reservation, shared by every set configured with it, so that first fit
-#: and coalescing see the part maps of the other sets too.
-_USER_RES: weakref.WeakKeyDictionary[Reservation, _Res] = weakref.WeakKeyDictionary()
-
-
-def _user_res(reservation: Reservation) -> _Res:
-    res = _USER_RES.get(reservation)
-    if res is None:
-        res = _USER_RES[reservation] = _Res(reservation.raw, owned=False)
-    return res
 
 
 def _check_int(name: str, value: object, minimum: int = 0) -> int:
@@ -183,12 +132,12 @@ class Set:
         self._events = Dispatcher(self, cfg.event_callback, cfg.user_arg)
         self._coalescing = Coalescing.NONE
         self._effective: Granularity | None = None
-        self._holders: list[_Holder] = []
+        self._holders: list[Holder] = []
         self._parts: list[MappedPart] = []
         self._starts: list[int] = []
         self._last: MappedPart | None = None
-        self._previous: _Holder | None = None
-        self._user_res = _user_res(cfg.reservation) if cfg.reservation else None
+        self._previous: Holder | None = None
+        self._user_region = user_region(cfg.reservation) if cfg.reservation else None
         self._finalizer = weakref.finalize(self, _teardown, self._holders)
         #: Bumped by every map and unmap (see _direct_store).
         self._generation = 0
@@ -336,87 +285,21 @@ class Set:
             for ev in updates:
                 self._events.fire(ev)
 
-    def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> _Holder:
-        prev = self._previous
-        if self._coalescing != Coalescing.NONE and prev is not None and not prev.removed:
-            holder = self._coalesce(prev, bsrc, source, offset, length)
-            if holder is not None:
-                return holder
-            if self._coalescing == Coalescing.FULL:
-                raise error_for(
-                    ErrorCode.CANNOT_COALESCE_PARTS,
-                    f"the range after the part map at 0x{prev.address:x} is taken",
-                )
-        if self._user_res is not None:
-            res = self._user_res
-            address = self._first_fit(res, length)
-        else:
-            try:
-                raw = self.backend.reserve(length)
-            except Pmem2Failure as exc:
-                raise _map_error(exc, "cannot reserve address space") from None
-            res = _Res(raw, owned=True)
-            address = raw.address
+    def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> Holder:
+        slot = choose(self.backend, self._coalescing, self._previous, self._user_region, length)
         try:
-            bmap = self._map_at(bsrc, offset, length, res, address)
+            bmap = self._map_at(bsrc, offset, length, slot)
         except BaseException:
-            if res.owned:
-                res.raw.delete()
+            slot.undo()
             raise
-        holder = _Holder(
-            address,
-            length,
-            [MappedPart(source, offset, length, address, bmap, source.identity)],
-            res,
-        )
-        insort(res.holders, holder, key=lambda h: h.address)
-        insort(self._holders, holder, key=lambda h: h.address)
-        return holder
+        part = MappedPart(source, offset, length, slot.address, bmap, source.identity)
+        return attach(slot, part, self._holders)
 
-    def _first_fit(self, res: _Res, length: int) -> int:
-        pos = res.raw.address
-        for h in res.holders:
-            if h.address - pos >= length:
-                return pos
-            pos = max(pos, h.end)
-        if res.end - pos >= length:
-            return pos
-        raise error_for(
-            ErrorCode.CANNOT_FIT_PART_MAP,
-            f"no free range of {length} bytes in the reservation at 0x{res.raw.address:x}",
-        )
-
-    def _coalesce(
-        self, prev: _Holder, bsrc: BackendSource, source: Source, offset: int, length: int
-    ) -> _Holder | None:
-        res = prev.res
-        start, end = prev.end, prev.end + length
-        if any(h is not prev and h.address < end and start < h.end for h in res.holders):
-            return None
-        grew = max(0, end - res.end)
-        if grew:
-            if not res.owned:
-                return None
-            try:
-                res.raw.extend(grew)
-            except Pmem2Failure:
-                return None
-        try:
-            bmap = self._map_at(bsrc, offset, length, res, start)
-        except BaseException:
-            if grew:
-                res.raw.shrink(res.raw.size - grew, grew)
-            raise
-        prev.parts.append(MappedPart(source, offset, length, start, bmap, source.identity))
-        prev.size += length
-        return prev
-
-    def _map_at(
-        self, bsrc: BackendSource, offset: int, length: int, res: _Res, address: int
-    ) -> Any:
+    def _map_at(self, bsrc: BackendSource, offset: int, length: int, slot: Slot) -> BackendMap:
+        raw = slot.region.raw
         try:
             bmap = self.backend.map(
-                bsrc, offset, length, self.required_granularity, res.raw, address - res.raw.address
+                bsrc, offset, length, self.required_granularity, raw, slot.address - raw.address
             )
         except Pmem2Failure as exc:
             raise _map_error(exc, "libpmem2 could not map the part") from None
@@ -474,7 +357,7 @@ class Set:
         """Descriptors of every part map, in address order."""
         return iter([Descriptor(h.address, h.size) for h in self._holders])
 
-    def _own(self, pmap: PartMap) -> _Holder:
+    def _own(self, pmap: PartMap) -> Holder:
         self._check_open()
         if not isinstance(pmap, PartMap):
             raise InvalidArgumentError(ErrorCode.EINVAL, f"{pmap!r} is not a PartMap")
@@ -536,37 +419,17 @@ class Set:
                     continue
                 for p in gone:
                     p.map.unmap()
-                self._split(h, [p for p in h.parts if p not in gone])
+                made = split(h, [p for p in h.parts if p not in gone], self._holders)
+                if self._previous is h and made:
+                    self._previous = made[-1]
                 self._unmapped(gone)
         finally:  # a raising callback must not leave the index pointing at unmapped parts
             self._reindex()
 
-    def _split(self, h: _Holder, remaining: list[MappedPart]) -> None:
-        runs: list[list[MappedPart]] = []
-        for p in remaining:
-            if runs and runs[-1][-1].end == p.address:
-                runs[-1].append(p)
-            else:
-                runs.append([p])
-        first, *rest = runs
-        h.parts = first
-        h.address = first[0].address
-        h.size = first[-1].end - h.address
-        for run in rest:
-            nh = _Holder(run[0].address, run[-1].end - run[0].address, run, h.res)
-            insort(h.res.holders, nh, key=lambda x: x.address)
-            insort(self._holders, nh, key=lambda x: x.address)
-        if self._previous is h and rest:
-            self._previous = self._holders[self._holders.index(h) + len(rest)]
-
-    def _unmap_holder(self, h: _Holder) -> None:
+    def _unmap_holder(self, h: Holder) -> None:
         for p in h.parts:
             p.map.unmap()
-        h.removed = True
-        self._holders.remove(h)
-        h.res.holders.remove(h)
-        if h.res.owned and not h.res.holders:
-            h.res.raw.delete()
+        detach(h, self._holders)
         if self._previous is h:
             self._previous = None
         self._unmapped(h.parts)  # last: it fires events
