@@ -25,7 +25,7 @@ import enum
 import hashlib
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from pmemsim.provenance import Frame
 from pmemsim.snapshot import Snapshot
 
 from .medium import ATOM, PAGE, PAGE_MASK, PAGE_SHIFT, Medium, Rec
+from .pagemap import PageMap
 
 if TYPE_CHECKING:
     from .device import SimDevice
@@ -298,13 +299,19 @@ class CrashState:
         self.barrier = barrier
         self.media = list(media)
         self._address_of = address_of
+        #: One per medium; the pages are a PageMap shared with the states before and after.
         self.snapshots: list[Snapshot] = []
         #: Device id -> its unsafe-shutdown count as the restarted machine reads it.
         self.usc: dict[bytes, int] = {}
-        # Pages holding pending stores, as loads see them: the all-persisted overlay.
-        self._visible: list[dict[int, bytes]] = []
         self.units: list[Unit] = []
         self._bases: list[bytes] = []
+        #: Per medium: page number -> indexes of the units in it (the pages with something
+        #: in flight, whose all-persisted content is not the media's).
+        self._unit_pages: list[dict[int, list[int]]] = []
+        # Built on first use: per (medium, page), its all-persisted content; per medium, the
+        # media with those pages in (what every image of this state starts from).
+        self._persisted: dict[tuple[int, int], bytes] = {}
+        self._persisted_maps: dict[int, PageMap[bytes | bytearray]] = {}
         unsafe = self.mode is CrashMode.UNSAFE_SHUTDOWN
         for mi, medium in enumerate(self.media):
             pages = medium.snapshot_pages()
@@ -324,19 +331,16 @@ class CrashState:
                     unsafe_shutdown=unsafe,
                 )
             )
-            overlay: dict[int, bytes] = {}
-            for _, off, data, _, _, _ in medium.pending:
-                for p in range(off >> PAGE_SHIFT, ((off + len(data) - 1) >> PAGE_SHIFT) + 1):
-                    if p not in overlay:
-                        overlay[p] = bytes(medium.visible[p])
-            self._visible.append(overlay)
             units = collect_units(machine, medium, mi)
             if unsafe:
                 _mark_reverts(medium, mi, units, pages)
+            by_page: dict[int, list[int]] = {}
             for idx in sorted(units):
                 u = units[idx]
+                by_page.setdefault(u.offset >> PAGE_SHIFT, []).append(len(self.units))
                 self.units.append(u)
                 self._bases.append(medium.read_media(u.offset, u.size))
+            self._unit_pages.append(by_page)
 
     @property
     def unsafe_shutdown(self) -> bool:
@@ -400,6 +404,74 @@ class CrashState:
     def option(self, unit: int, index: int) -> Option:
         return self.units[unit].options(self._bases[unit])[index]
 
+    def base(self, unit: int) -> bytes:
+        """Unit ``unit``'s durable content (what it holds if it loses everything in flight)."""
+        return self._bases[unit]
+
+    # -- pages ---------------------------------------------------------------------------
+
+    def units_in_page(self, page: int, medium: int = 0) -> list[int]:
+        """Indexes of the units with something in flight in page ``page`` of a medium."""
+        return self._unit_pages[medium].get(page, [])
+
+    def persisted_page(self, page: int, medium: int = 0) -> bytes | bytearray | None:
+        """Page ``page`` of the all-persisted image, or None where the page was never
+        written (it holds the medium's base content: its loader's, or zeros).
+
+        Frozen: the same object for as long as the page does not change, in this state and
+        the ones after it, so caching by identity is sound."""
+        units = self._unit_pages[medium].get(page)
+        frozen = self.snapshots[medium].pages.get(page)
+        if not units:
+            return frozen
+        key = (medium, page)
+        hit = self._persisted.get(key)
+        if hit is None:
+            buf = bytearray(self.snapshots[medium].page(page) if frozen is None else frozen)
+            for i in units:
+                u, base = self.units[i], self._bases[i]
+                o = u.offset & PAGE_MASK
+                buf[o : o + u.size] = u.content(base, u.options(base)[0])
+            hit = self._persisted[key] = bytes(buf)
+        return hit
+
+    def changed_pages(self, since: CrashState | None, medium: int = 0) -> list[int]:
+        """Pages whose all-persisted content may differ between ``since`` and this state
+        (a superset: media pages compared by identity, plus the pages either state has
+        stores in flight in), ascending. ``since=None``: every page this state holds.
+
+        Costs what changed between the two states, not the pool."""
+        m = self.media[medium]
+        pages = self.snapshots[medium].pages
+        j = None
+        if since is not None:
+            j = next((k for k, other in enumerate(since.media) if other is m), None)
+        if since is None or j is None:
+            out = set(pages)
+        else:
+            before = since.snapshots[j].pages
+            out = set(PageMap.of(pages).diff(PageMap.of(before)))
+            out.update(since._unit_pages[j])
+        out.update(self._unit_pages[medium])
+        return sorted(out)
+
+    def _persisted_map(self, medium: int) -> PageMap[bytes | bytearray]:
+        hit = self._persisted_maps.get(medium)
+        if hit is None:
+            changes = {p: self.persisted_page(p, medium) for p in self._unit_pages[medium]}
+            pages = PageMap.of(self.snapshots[medium].pages)
+            hit = self._persisted_maps[medium] = pages.updated(changes)
+        return hit
+
+    @property
+    def _visible(self) -> list[dict[int, bytes | bytearray | None]]:
+        # Compatibility for callers written before persisted_page(): per medium, the
+        # all-persisted content of the pages with something in flight.
+        return [
+            {p: self.persisted_page(p, mi) for p in by_page}
+            for mi, by_page in enumerate(self._unit_pages)
+        ]
+
 
 class CrashImage:
     """One crash image: each deviating unit's chosen option; every other unit persisted."""
@@ -444,33 +516,50 @@ class CrashImage:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"{which!r} is not in this crash state")
 
     def snapshot(self, which: object = None) -> Snapshot:
-        """The image of one source as a snapshot a fresh set can map (via Source.from_image)."""
+        """The image of one source as a snapshot a fresh set can map (via Source.from_image).
+
+        Its pages share everything but the deviating ones with the crash state's."""
         mi = self._medium_index(which)
-        snap = self.state.snapshots[mi]
-        pages: dict[int, bytes | bytearray] = dict(snap.pages)
-        patched: dict[int, bytearray] = {
-            p: bytearray(content) for p, content in self.state._visible[mi].items()
-        }
+        state = self.state
+        pages = state._persisted_map(mi)
+        if self.deviations:
+            pages = pages.updated(self._patched(mi))
+        return replace(state.snapshots[mi], pages=pages)
+
+    def page(self, page: int, which: object = None) -> bytes:
+        """One page of the image (cheap: the deviations in that page only)."""
+        mi = self._medium_index(which)
+        patched = self._patched(mi, page)
+        if page in patched:
+            return bytes(patched[page])
+        content = self.state.persisted_page(page, mi)
+        return self.state.snapshots[mi].page(page) if content is None else bytes(content)
+
+    def _patched(self, mi: int, only: int | None = None) -> dict[int, bytearray]:
+        """The pages of medium ``mi`` (or just page ``only``) that deviations change."""
+        state = self.state
+        out: dict[int, bytearray] = {}
         for i, o in self.deviations:
-            u = self.state.units[i]
-            if u.medium_index != mi:
-                continue
-            data = u.content(self.state._bases[i], self.state.option(i, o))
-            start = u.offset & PAGE_MASK
+            u = state.units[i]
             p = u.offset >> PAGE_SHIFT
-            page = patched.get(p)
-            if page is None:  # a reverted unit in a page without pending stores
-                page = patched[p] = bytearray(snap.page(p))
-            page[start : start + u.size] = data
-        pages.update(patched)
-        return replace(snap, pages=pages)
+            if u.medium_index != mi or (only is not None and p != only):
+                continue
+            page = out.get(p)
+            if page is None:
+                start = state.persisted_page(p, mi)
+                if start is None:
+                    start = state.snapshots[mi].page(p)
+                page = out[p] = bytearray(start)
+            at = u.offset & PAGE_MASK
+            page[at : at + u.size] = u.content(state._bases[i], state.option(i, o))
+        return out
 
     def read(self, offset: int, length: int, which: object = None) -> bytes:
         return self.snapshot(which).read(offset, length)
 
 
 def _mark_reverts(
-    medium: Medium, mi: int, units: dict[int, Unit], pages: dict[int, bytearray]
+    medium: Medium, mi: int, units: dict[int, Unit], pages: Mapping[int, bytes | bytearray]
 ) -> None:
     """Unsafe shutdown: give every unit whose media content changed since its last deep flush
     that content, adding the units that have nothing pending."""

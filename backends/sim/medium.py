@@ -13,7 +13,9 @@ A medium keeps three things:
 A record leaves ``pending`` when it becomes guaranteed: at a fence for the parts covered by an
 earlier flush of their line (and for every non-temporal record), at once for an msync (PAGE)
 or a clflush. Its bytes are then written into ``media``. Media pages are copy-on-write, so a
-snapshot for crash images costs a dictionary copy, not the pages.
+snapshot for crash images costs the pages changed since the previous one: the media as of
+each snapshot is a persistent map (pagemap.py) that shares everything unchanged with the
+one before, and the pages it holds are frozen into ``bytes`` so nothing can change them.
 
 Guaranteed is not deep-flushed: a fence only brings data to the memory controller's queues,
 which an unsafe shutdown (ADR failure) may lose. ``deep`` keeps, for every page written since
@@ -27,7 +29,7 @@ cleared there): loads through a map check it, and it is empty on the fast path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,7 @@ from pmemsim.provenance import Frame, Provenance
 
 from .intervals import IntervalSet
 from .lint import FindingKind, LintLog
+from .pagemap import PageMap
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -65,6 +68,7 @@ class Medium:
     """The content and in-flight stores of one source, as one simulated device holds it."""
 
     __slots__ = (
+        "_frozen",
         "_owned",
         "_touched",
         "badblocks",
@@ -99,7 +103,7 @@ class Medium:
         granularity: Granularity,
         unit: int,
         loader: Loader | None = None,
-        base_pages: dict[int, bytearray] | None = None,
+        base_pages: Mapping[int, bytes | bytearray] | None = None,
         source_ident: int = 0,
         badblocks: list[BadBlock] | None = None,
         key: tuple[object, ...] | None = None,
@@ -118,8 +122,12 @@ class Medium:
         #: eADR: write-back stores are durable as soon as they are visible.
         self.wb_durable = granularity == Granularity.BYTE
         self.loader = loader
-        self.media: dict[int, bytearray] = dict(base_pages) if base_pages else {}
-        # Pages that no snapshot shares and may be changed in place.
+        #: Pages touched so far (a page of the base is fetched from ``_frozen`` on first use).
+        #: A page that ``_owned`` lacks is shared with a snapshot: copy it before writing.
+        self.media: dict[int, bytes | bytearray] = {}
+        # The media as of the last snapshot (at first: the base).
+        self._frozen: PageMap[bytes | bytearray] = PageMap.of(base_pages or {})
+        # Pages created or copied since the last snapshot: no snapshot shares them.
         self._owned: set[int] = set()
         self.visible: dict[int, bytearray] = {}
         self.pending: list[Rec] = []
@@ -144,9 +152,13 @@ class Medium:
 
     # -- loads -------------------------------------------------------------------------
 
-    def _base_page(self, p: int) -> bytearray:
+    def _base_page(self, p: int) -> bytes | bytearray:
         page = self.media.get(p)
         if page is None:
+            page = self._frozen.get(p)
+            if page is not None:  # from the base: shared, never written in place
+                self.media[p] = page
+                return page
             raw = self.loader(p) if self.loader is not None else _ZERO_PAGE
             page = bytearray(raw)
             if len(page) < PAGE:
@@ -166,20 +178,16 @@ class Medium:
         p = off >> PAGE_SHIFT
         o = off & PAGE_MASK
         if o + n <= PAGE:
-            page = self.visible.get(p)
-            if page is None:
-                page = self._base_page(p)
-            return bytes(page[o : o + n])
+            seen = self.visible.get(p)
+            return bytes((self._base_page(p) if seen is None else seen)[o : o + n])
         out = bytearray()
         end = off + n
         while off < end:
             p = off >> PAGE_SHIFT
             o = off & PAGE_MASK
             take = min(PAGE - o, end - off)
-            page = self.visible.get(p)
-            if page is None:
-                page = self._base_page(p)
-            out += page[o : o + take]
+            seen = self.visible.get(p)
+            out += (self._base_page(p) if seen is None else seen)[o : o + take]
             off += take
         return bytes(out)
 
@@ -228,13 +236,15 @@ class Medium:
             p = (off + pos) >> PAGE_SHIFT
             o = (off + pos) & PAGE_MASK
             take = min(PAGE - o, n - pos)
-            page = media.get(p)
-            if page is None:
-                page = self._base_page(p)  # fresh, and ours
-            elif p not in owned:  # shared with a snapshot: copy before writing
+            held = media.get(p)
+            if held is None:
+                held = self._base_page(p)  # fresh and ours, or shared with the base
+            if p in owned:
+                page: bytearray = held  # type: ignore[assignment]  # owned pages are bytearrays
+            else:  # shared with a snapshot: copy before writing
                 if deep is not None and p not in deep:
-                    deep[p] = page  # the shared page is the deep content: no extra copy
-                page = media[p] = bytearray(page)
+                    deep[p] = held  # the shared page is the deep content: no extra copy
+                page = media[p] = bytearray(held)
                 owned.add(p)
             if deep is not None and p not in deep:
                 page = self._keep_deep(p, page)
@@ -243,7 +253,7 @@ class Medium:
             pos += take
         self._touched.append((off, off + n))
 
-    def _keep_deep(self, p: int, page: bytearray) -> bytearray:
+    def _keep_deep(self, p: int, page: bytearray) -> bytearray:  # page: owned, so mutable
         """First write to page ``p`` since its last deep flush: keep what the flush left.
 
         Returns the page to write into (a copy when the old one must stay as it is).
@@ -560,10 +570,22 @@ class Medium:
 
     # -- snapshots ---------------------------------------------------------------------
 
-    def snapshot_pages(self) -> dict[int, bytearray]:
-        """The media pages as of now; later changes copy a page before writing it."""
-        self._owned.clear()
-        return dict(self.media)
+    def snapshot_pages(self) -> PageMap[bytes | bytearray]:
+        """The media pages as of now, frozen; later changes copy a page before writing it.
+
+        Costs the pages created or changed since the previous snapshot, not the pool."""
+        owned = self._owned
+        if owned:
+            media = self.media
+            changes: dict[int, bytes | bytearray | None] = {}
+            for p in owned:
+                page = media[p]
+                if type(page) is bytearray:
+                    page = media[p] = bytes(page)
+                changes[p] = page
+            self._frozen = self._frozen.updated(changes)
+            owned.clear()
+        return self._frozen
 
     def discard_visible(self) -> None:
         """Drop the cached view (after a crash only media content survives)."""
