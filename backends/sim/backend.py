@@ -229,7 +229,7 @@ class SimSource(BackendSource):
             self.granularity,
             b.unit_for(self.granularity),
             self.file.loader if self.file is not None else snap.loader if snap else None,
-            dict(snap.pages) if snap is not None else None,  # type: ignore[arg-type]
+            snap.pages if snap is not None else None,
             self.source.ident,
             b._badblocks.setdefault(self.key, []) if self.key is not None else None,
             self.key,
