@@ -6,6 +6,14 @@ bytes must be durable at each crash point, and compares them with the crash stat
 "nothing unguaranteed persisted" image. Every other image of a point only adds stores on
 top of that one, so if it holds, data persisted before the crash point is in every image.
 A disagreement is a bug in pmemsim, reported as :class:`DurabilityViolation`.
+
+The comparison is incremental, and as strict as comparing every durable byte at every point:
+at the previous point the two sides agreed on every byte; since then a byte can have come to
+differ only where one side changed. So each point compares the pages where this model made
+something durable, and the pages where the crash state's guaranteed image may have changed
+(``CrashState.changed_pages``: media pages replaced since, by identity, which the simulator
+must do because it freezes the pages a state holds; and the pages with stores in flight
+then or now). Work per point follows what changed, not the pool.
 """
 
 from __future__ import annotations
@@ -22,15 +30,17 @@ __all__ = ["DurabilityModel", "DurabilityViolation"]
 
 LINE = 64
 PAGE = 4096
+PAGE_LINES = PAGE // LINE
 
 
 class DurabilityViolation(AssertionError):
     """The simulator lost data that was guaranteed durable (a bug in pmemsim: please report)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    seq: int
+    """A piece of a store inside one line, not yet durable."""
+
     offset: int
     data: bytes
     nontemporal: bool
@@ -39,34 +49,72 @@ class _Pending:
 
 @dataclass
 class _Medium:
-    pending: list[_Pending] = field(default_factory=list)
+    #: line index -> its pieces not yet durable, in program order (pieces never span lines,
+    #: and stores to different lines never overlap, so per-line order is all that matters).
+    lines: dict[int, list[_Pending]] = field(default_factory=dict)
+    #: Lines holding a flushed or non-temporal piece: what the next fence makes durable.
+    ready: set[int] = field(default_factory=set)
     #: page -> (content of guaranteed bytes, mask: 0xFF where a guaranteed store wrote)
     pages: dict[int, tuple[bytearray, bytearray]] = field(default_factory=dict)
+    #: Pages whose guaranteed bytes changed since the last comparison.
+    touched: set[int] = field(default_factory=set)
+
+    def lines_in(self, lo: int, hi: int) -> list[int]:
+        """Lines in ``[lo, hi)`` (line indexes) holding something in flight."""
+        if hi - lo <= len(self.lines):
+            return [n for n in range(lo, hi) if n in self.lines]
+        return [n for n in self.lines if lo <= n < hi]
 
     def cut(self, start: int, end: int) -> None:
-        """Drop ``[start, end)`` from every pending store."""
-        keep = []
-        for p in self.pending:
-            lo, hi = p.offset, p.offset + len(p.data)
-            if hi <= start or end <= lo:
-                keep.append(p)
-                continue
-            if lo < start:
-                keep.append(_Pending(p.seq, lo, p.data[: start - lo], p.nontemporal, p.flushed))
-            if end < hi:
-                keep.append(_Pending(p.seq, end, p.data[end - lo :], p.nontemporal, p.flushed))
-        self.pending = sorted(keep, key=lambda p: (p.seq, p.offset))
+        """Drop ``[start, end)`` from every pending piece."""
+        for n in self.lines_in(start // LINE, -(-end // LINE)):
+            keep = []
+            for p in self.lines[n]:
+                lo, hi = p.offset, p.offset + len(p.data)
+                if hi <= start or end <= lo:
+                    keep.append(p)
+                    continue
+                if lo < start:
+                    keep.append(_Pending(lo, p.data[: start - lo], p.nontemporal, p.flushed))
+                if end < hi:
+                    keep.append(_Pending(end, p.data[end - lo :], p.nontemporal, p.flushed))
+            self._set(n, keep)
+
+    def add(self, p: _Pending) -> None:
+        self.lines.setdefault(p.offset // LINE, []).append(p)
+
+    def _set(self, n: int, pieces: list[_Pending]) -> None:
+        if pieces:
+            self.lines[n] = pieces
+        else:
+            self.lines.pop(n, None)
+            self.ready.discard(n)
 
     def make_durable(self, p: _Pending) -> None:
-        off, data = p.offset, p.data
-        pos = 0
-        while pos < len(data):
-            page, o = divmod(off + pos, PAGE)
-            take = min(PAGE - o, len(data) - pos)
-            content, mask = self.pages.setdefault(page, (bytearray(PAGE), bytearray(PAGE)))
-            content[o : o + take] = data[pos : pos + take]
-            mask[o : o + take] = b"\xff" * take
-            pos += take
+        off, data = p.offset, p.data  # inside one line, so inside one page
+        page, o = divmod(off, PAGE)
+        content, mask = self.pages.setdefault(page, (bytearray(PAGE), bytearray(PAGE)))
+        content[o : o + len(data)] = data
+        mask[o : o + len(data)] = b"\xff" * len(data)
+        self.touched.add(page)
+
+    def apply(self, n: int, durable: Any) -> None:
+        """Make line ``n``'s pieces that ``durable`` accepts durable, in program order."""
+        keep = []
+        for p in self.lines.get(n, ()):  # program order: later stores to the same bytes win
+            if durable(p):
+                self.make_durable(p)
+            else:
+                keep.append(p)
+        self._set(n, keep)
+
+
+def _flushed(p: _Pending) -> bool:
+    return p.flushed
+
+
+def _fenced(p: _Pending) -> bool:
+    return p.flushed or p.nontemporal
 
 
 class DurabilityModel:
@@ -76,10 +124,11 @@ class DurabilityModel:
         self.granularity = granularity
         self.clflush = clflush
         self.media: dict[int, tuple[Any, _Medium]] = {}
-        self.seq = 0
         # A fence or an msync is tapped before it takes effect, and a crash point "before"
         # it is captured in between: its effect waits until the run moves on.
         self._deferred: Any = None
+        # The state compared last: the two sides agreed on every durable byte there.
+        self._last: CrashState | None = None
 
     def _medium(self, medium: Any) -> _Medium:
         hit = self.media.get(id(medium))
@@ -101,7 +150,6 @@ class DurabilityModel:
             self._effect(op)
 
     def _effect(self, op: Any) -> None:
-        self.seq += 1
         g = self.granularity
         if op.kind == "store":
             m = self._medium(op.medium)
@@ -109,90 +157,105 @@ class DurabilityModel:
                 # Durable at once; an older store still in flight to the same bytes can never
                 # land over it (a core's stores to one address stay in program order).
                 m.cut(op.offset, op.offset + op.length)
-                m.make_durable(_Pending(self.seq, op.offset, op.data, False))
+                _split(op.offset, op.data, m.make_durable, False)
                 return
             # Split at line boundaries: a flush covers whole lines.
-            off, data = op.offset, op.data
-            pos = 0
-            while pos < len(data):
-                take = min(LINE - (off + pos) % LINE, len(data) - pos)
-                m.pending.append(_Pending(self.seq, off + pos, data[pos : pos + take], False))
-                pos += take
+            _split(op.offset, op.data, m.add, op.nontemporal)
             if op.nontemporal:
-                lines = {(op.offset + i) // LINE for i in range(0, op.length, LINE)}
-                lines.add((op.offset + op.length - 1) // LINE)
-                for p in m.pending[: len(m.pending)]:
-                    if p.seq == self.seq:
-                        p.nontemporal = True
-                    elif p.offset // LINE in lines:
-                        p.flushed = True  # a non-temporal store evicts the line first
+                # A non-temporal store evicts the lines it hits first: what is pending there
+                # gets flushed.
+                for n in range(op.offset // LINE, (op.offset + op.length - 1) // LINE + 1):
+                    for p in m.lines[n]:
+                        if not p.nontemporal:
+                            p.flushed = True
+                    m.ready.add(n)
         elif op.kind == "flush":
             if g == Granularity.BYTE:
                 return
             m = self._medium(op.medium)
-            self._mark_flushed(m, op)
+            lines = self._mark_flushed(m, op)
             if g == Granularity.PAGE or self.clflush:
-                self._apply(m, lambda p: p.flushed)
+                for n in lines:
+                    m.apply(n, _flushed)
         elif op.kind == "fence":
             if g != Granularity.PAGE:
-                for m in (mm for _, mm in self.media.values()):
-                    self._apply(m, lambda p: p.flushed or p.nontemporal)
+                self._fence_all()
         elif op.kind == "deep_flush":
             self._deep_flush(self._medium(op.medium), op)
 
-    def _mark_flushed(self, m: _Medium, op: Any) -> None:
-        """Write-back stores issued so far in the lines (pages) the flush covers."""
+    def _mark_flushed(self, m: _Medium, op: Any) -> list[int]:
+        """Flush the lines (pages) the flush covers: their write-back pieces issued so far."""
         unit = PAGE if self.granularity == Granularity.PAGE else LINE
-        lo = op.offset - op.offset % unit
-        hi = -(-(op.offset + op.length) // unit) * unit
-        for p in m.pending:
-            if not p.nontemporal and lo <= p.offset < hi:
-                p.flushed = True
+        lo = (op.offset - op.offset % unit) // LINE
+        hi = -(-(op.offset + op.length) // unit) * unit // LINE
+        lines = m.lines_in(lo, hi)
+        for n in lines:
+            for p in m.lines[n]:
+                if not p.nontemporal:
+                    p.flushed = True
+            m.ready.add(n)
+        return lines
+
+    def _fence_all(self) -> None:
+        for _, m in self.media.values():
+            ready, m.ready = m.ready, set()
+            for n in ready:
+                m.apply(n, _fenced)
 
     def _deep_flush(self, m: _Medium, op: Any) -> None:
         # A deep flush flushes its range and fences (the whole machine's flushes).
         g = self.granularity
-        if g != Granularity.BYTE:
-            self._mark_flushed(m, op)
+        lines = self._mark_flushed(m, op) if g != Granularity.BYTE else []
         if g == Granularity.PAGE:
-            self._apply(m, lambda p: p.flushed)
+            for n in lines:
+                m.apply(n, _flushed)
         else:
-            for _, mm in self.media.values():
-                self._apply(mm, lambda p: p.flushed or p.nontemporal)
-
-    @staticmethod
-    def _apply(m: _Medium, durable: Any) -> None:
-        keep = []
-        for p in m.pending:  # program order: later stores to the same bytes win
-            if durable(p):
-                m.make_durable(p)
-            else:
-                keep.append(p)
-        m.pending = keep
+            self._fence_all()
 
     def verify(self, state: CrashState, where: str, *, before_barrier: bool) -> None:
         """Raise DurabilityViolation if ``state``'s guaranteed image lacks a durable byte.
 
         ``before_barrier``: the state was captured just before the barrier tapped last takes
-        effect (see on_op); the caller settles it once the barrier has taken effect."""
+        effect (see on_op); the caller settles it once the barrier has taken effect.
+        States must come in program order, all from the run this model follows."""
         if not before_barrier:
             self.settle()
-        self._compare(state, where)
-
-    def _compare(self, state: CrashState, where: str) -> None:
-        image = state.guaranteed_image()
-        for medium in state.media:
+        last, self._last = self._last, state
+        for mi, medium in enumerate(state.media):
             hit = self.media.get(id(medium))
             if hit is None or hit[0] is not medium:
                 continue
-            snap = image.snapshot(medium)
-            for page, (content, mask) in hit[1].pages.items():
-                got = snap.page(page)
-                m = int.from_bytes(mask, "little")
-                if int.from_bytes(got, "little") & m != int.from_bytes(content, "little") & m:
-                    bad = next(i for i in range(PAGE) if mask[i] and got[i] != content[i])
-                    raise DurabilityViolation(
-                        f"{where}: byte +0x{page * PAGE + bad:x} of {medium.label} was made "
-                        f"durable as 0x{content[bad]:02x} but a crash image can hold "
-                        f"0x{got[bad]:02x}; this is a pmemsim bug"
-                    )
+            m = hit[1]
+            pages = set(state.changed_pages(last, mi))
+            pages.update(m.touched)
+            m.touched.clear()
+            for p in sorted(pages):
+                if p in m.pages:
+                    self._compare(state, mi, p, m.pages[p], where)
+
+    @staticmethod
+    def _compare(
+        state: CrashState, mi: int, page: int, held: tuple[bytearray, bytearray], where: str
+    ) -> None:
+        content, mask = held
+        floors = [(i, state.units[i].floor(state.base(i))) for i in state.units_in_page(page, mi)]
+        medium = state.media[mi]
+        got = state.image(floors).page(page, medium)
+        m = int.from_bytes(mask, "little")
+        if int.from_bytes(got, "little") & m != int.from_bytes(content, "little") & m:
+            bad = next(i for i in range(PAGE) if mask[i] and got[i] != content[i])
+            raise DurabilityViolation(
+                f"{where}: byte +0x{page * PAGE + bad:x} of {medium.label} was made "
+                f"durable as 0x{content[bad]:02x} but a crash image can hold "
+                f"0x{got[bad]:02x}; this is a pmemsim bug"
+            )
+
+
+def _split(offset: int, data: bytes, put: Any, nontemporal: bool) -> None:
+    """Hand ``put`` the store's pieces, cut at line boundaries."""
+    pos = 0
+    n = len(data)
+    while pos < n:
+        take = min(LINE - (offset + pos) % LINE, n - pos)
+        put(_Pending(offset + pos, data[pos : pos + take], nontemporal))
+        pos += take
