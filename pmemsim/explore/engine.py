@@ -579,7 +579,7 @@ def check(
     if not isinstance(jobs, int) or jobs < 1:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
     started = time.perf_counter()
-    result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed)
+    result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed, check=c)
     bar = _progress_bar() if progress == "auto" else progress
     batch: list[_Candidate] = []
     done = 0

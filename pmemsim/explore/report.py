@@ -163,6 +163,8 @@ class CheckResult:
     failures: list[Failure] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)
     seconds: float = 0.0
+    #: The check that produced this result (the HTML report records it again).
+    check: Any = field(default=None, repr=False, compare=False)
 
     @property
     def verdict(self) -> str:
@@ -243,6 +245,18 @@ class CheckResult:
             "seconds": round(self.seconds, 4),
             "images_per_second": round(self.images_per_second, 1),
         }
+
+    def to_html(
+        self, path: str | None = None, *, replay: Callable[[Failure], str] | None = None
+    ) -> str:
+        """This result as a self-contained HTML page (docs/html-report.md); also written to
+        ``path`` if given."""
+        from ..html import check_report, write_report
+
+        text = check_report(self, replay=replay)
+        if path is not None:
+            write_report(path, text)
+        return text
 
     def raise_failures(self, replay: Callable[[Failure], str] | None = None) -> None:
         """Re-raise the user's exception of each distinct failure, with the crash as notes.
