@@ -290,3 +290,40 @@ def test_log_report_shows_c_source_from_the_frames(tmp_path: Path) -> None:
     assert [a["id"] for a in lost] == ["c0f1-s0-5"]
     assert "p-&gt;c = 1;" in text or "p->c = 1;" in page.text_by_id["c0f1-s0-5"]
     assert re.search(r'class="g-s lost"[^>]*data-op="3"', text)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_html_for_check_replay_and_check_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pmemsim.cli import main
+
+    path = str(SCENARIOS / "append_log.py")
+    name = "append_log: record and tail under one fence"
+    out = tmp_path / "check.html"
+    assert main(["check", path, "-k", name, "--html", str(out)]) == 0
+    assert f"HTML report: {out}" in capsys.readouterr().out
+    assert 'class="tl-body"' in out.read_text()
+
+    token = f"{path}::{name}@0:0.40=1"
+    rep = tmp_path / "replay.html"
+    assert main(["replay", token, "--html", str(rep)]) == 1
+    text = rep.read_text()
+    assert "crash point 0" in text and 'class="g-s torn"' in text and "0:0.40=1" in text
+
+    log = tmp_path / "bug.log"
+    pool = tmp_path / "pool.bin"
+    assert main(["export-log", path, "-k", name, "-o", str(log), "--pool", str(pool)]) == 0
+    html_log = tmp_path / "log.html"
+    args = ["check-log", str(log), "--recovery", f"{path}::{name}", "--html", str(html_log)]
+    assert main(args) == 1
+    text = html_log.read_text()
+    assert "STORE #4" in text and "--replay 0:0.40=1" in text
+    # The frames name append_log.py; run from elsewhere, the code is looked for beside the
+    # log and here, and said to be missing rather than guessed.
+    assert "source not found here" in text
+    capsys.readouterr()
+    assert main(["check", path, "-k", name, "--html", str(tmp_path / "no" / "x.html")]) == 2
+    assert "--html" in capsys.readouterr().err

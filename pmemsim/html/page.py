@@ -231,11 +231,11 @@ def _folds(run: Run, columns: list[Column]) -> str:
 
 def _check(cp: CheckPage, ci: int) -> str:
     s = cp.summary
-    status = "as expected" if s.as_expected else "NOT as expected"
+    status = "" if s.expected is None else "as expected" if s.as_expected else "NOT as expected"
     out = [
         f'<section class="check" id="check-{ci}">',
         f'<h2>{escape(s.name)}: <span class="v-{s.verdict}">{s.verdict.upper()}</span> '
-        f'<span class="muted">({status})</span></h2>',
+        f'<span class="muted">{f"({status})" if status else ""}</span></h2>',
     ]
     out += [f"<p class=muted>{escape(d)}</p>" for d in s.details if d]
     out.append(_summary_facts(s))

@@ -88,7 +88,8 @@ def draw(
         x += FOLD if c.fold else COL
     width = x + 12
     depth = _marker_depth(run)
-    mark_h = MARK * max(depth, 1)
+    # A band for the crash's label, then one for each level of nested markers.
+    mark_h = MARK * max(depth, 1) + 16
     top = mark_h + HEAD
     ys: list[int] = []
     y = top
@@ -246,14 +247,14 @@ def draw(
     if crash is not None:
         cx_crash = col_of(crash.position)
         add(
-            f'<line class="crash" x1="{_f(cx_crash)}" y1="{mark_h + 2}" x2="{_f(cx_crash)}" '
+            f'<line class="crash" x1="{_f(cx_crash)}" y1="2" x2="{_f(cx_crash)}" '
             f'y2="{bottom + 4}"/>'
         )
         label = f"\u26a1 crash point {crash.point}"
         anchor = "end" if cx_crash > width - 140 else "start"
         dx = -4 if anchor == "end" else 4
         add(
-            f'<text class="crash-t" x="{_f(cx_crash + dx)}" y="{mark_h + 12}" '
+            f'<text class="crash-t" x="{_f(cx_crash + dx)}" y="12" '
             f'text-anchor="{anchor}">'
             f"{escape(label)}<title>{escape(crash.text)}</title></text>"
         )
@@ -324,7 +325,7 @@ def _markers(run: Run, cols: list[Any], xs: list[int], add: Any, mark_h: int, bo
         if level >= 4:
             continue
         x1, x2 = x_of.get(b, 0), x_of.get(i, 0)
-        y = level * MARK + 1
+        y = 16 + level * MARK + 1
         add(
             f'<g class="mk"><rect x="{_f(x1)}" y="{y}" width="{_f(max(x2 - x1, 4))}" '
             f'height="{MARK - 3}" rx="3"/><text x="{_f(x1 + 3)}" y="{y + MARK - 6}">'
