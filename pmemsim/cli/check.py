@@ -125,7 +125,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
     )
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    if args.html:
+        from ..html import checks_report
+
+        pairs = [(r, r.check) for r in results]
+        write_html(args.html, checks_report(pairs, subtitle=f"pmemsim check {args.path}"))
     return EXIT_OK if matched == len(results) else EXIT_FAILED
+
+
+def write_html(path: str, text: str) -> None:
+    """Write an HTML report (``--html FILE``) and say where; a path that cannot be written
+    is the user's mistake."""
+    from ..html import write_report
+
+    try:
+        written = write_report(path, text)
+    except OSError as exc:
+        raise UsageProblem(f"--html {path}: {exc.strerror or exc}") from None
+    print(f"HTML report: {written}")
 
 
 def _origin(c: Any) -> str:
@@ -141,6 +158,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     c = load_check(ref, "replay token", files=True)
     name = c.name
     err = replay(c, crash)
+    if args.html:
+        from ..html import replay_report
+
+        write_html(args.html, replay_report(c, args.token, err, name=name))
     if err is None:
         print(f"{name}: the image of crash {crash} is consistent now")
         return EXIT_OK
@@ -180,6 +201,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes for recovery")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="report every check in full")
+    p.add_argument(
+        "--html", metavar="FILE", help="also write an HTML report with each failure's timeline"
+    )
     p.set_defaults(func=_cmd_check)
     r = sub.add_parser(
         "replay",
@@ -190,4 +214,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     r.add_argument("token")
+    r.add_argument("--html", metavar="FILE", help="also write the crash's HTML report")
     r.set_defaults(func=_cmd_replay)
