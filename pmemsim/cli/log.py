@@ -96,6 +96,12 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         )
         if args.image_out:
             print(f"wrote the image of crash {args.replay} to {args.image_out}")
+        if args.html:
+            from ..pmlog import LogCheckResult
+
+            one = LogCheckResult(args.log, f"replay of {args.replay}", 0, checker.label, 1, 1, 1)
+            one.inconsistent, one.minimal = int(failure is not None), failure
+            _html(args, replay, one)
         if failure is None:
             print(f"the image of crash {args.replay} is consistent")
             return EXIT_OK
@@ -137,7 +143,25 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    if args.html:
+        _html(args, replay, result)
     return EXIT_FAILED if result.inconsistent else EXIT_OK
+
+
+def _html(args: argparse.Namespace, replay: Any, result: Any) -> None:
+    """``--html FILE``: the report, with C source found beside the log or here."""
+    from ..html import log_report
+    from .check import write_html
+
+    token = result.minimal.token if result.minimal is not None else ""
+    text = log_report(
+        result,
+        replay,
+        command=_command(args, ["--replay", token]) if token else "",
+        search=[os.path.dirname(os.path.abspath(args.log)), os.getcwd()],
+        crash_points=args.crash_points,
+    )
+    write_html(args.html, text)
 
 
 def _cmd_export_log(args: argparse.Namespace) -> int:
@@ -255,6 +279,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--timeout", type=float, metavar="SECONDS", help="a checker run taking longer fails"
     )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    p.add_argument(
+        "--html", metavar="FILE", help="also write an HTML report (the minimal crash's timeline)"
+    )
     p.add_argument("--replay", metavar="TOKEN", help="judge only the image of this crash")
     p.add_argument("--image-out", metavar="FILE", help="with --replay: write the image here")
     p.set_defaults(func=_cmd_check_log)
