@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -415,7 +416,7 @@ def _verdicts(
     global _WORK
     _WORK = (judge, cands)
     try:
-        with ctx.Pool(jobs) as pool:
+        with _pool(ctx, jobs) as pool:
             chunk = max(1, len(cands) // (jobs * 8))
             failed = pool.map(_worker, range(len(cands)), chunksize=chunk)
     finally:
@@ -424,6 +425,34 @@ def _verdicts(
 
 
 _WORK: tuple[Judge, Sequence[_Candidate]] | None = None
+
+
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+def _pool(ctx: Any, jobs: int) -> Any:
+    """A pool of ``jobs`` forked workers. Ctrl-C and SIGTERM wait while it is built: one
+    arriving halfway would leave workers running that nobody terminates (Pool's own cleanup
+    catches Exception only). The workers start with them blocked too, until they have
+    their own handlers."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        return ctx.Pool(jobs, initializer=_worker_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _worker_signals() -> None:
+    """In a worker: Ctrl-C is the parent's to handle (it terminates the pool), and the
+    pool's SIGTERM exits through every ``finally`` (a recovery's temporary folder) instead
+    of killing the worker where it stands."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
 
 
 def _worker(i: int) -> bool:
