@@ -282,7 +282,6 @@ class _Job:
 
     origin: str
     name: str
-    occurrence: int
     path: str
     size: int
     digest: str
@@ -315,8 +314,8 @@ def validate(
     Raises :class:`pmemsim.cli.UsageProblem` for bad input and ``BackendUnavailableError``
     when the backend cannot run here.
     """
-    from .cli.check import load_checks
     from .cli.common import UsageProblem
+    from .cli.discover import Broken, discover, restored_imports
     from .explore import FileCrashCheck
 
     required = parse_granularity(granularity)
@@ -326,20 +325,20 @@ def validate(
         raise UsageProblem(f"{directory}: no such directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageProblem(f"{directory}: not writable")
-    checks = load_checks(scenarios, select, files=True)
     env = dict(os.environ)
     if forced is not None:
         env[FORCE_GRANULARITY] = forced.name
     results: list[ValidationResult] = []
     jobs: dict[int, _Job] = {}
-    seen: dict[tuple[str, str, Kind], int] = {}
-    with _forcing(forced), _cleaned_on(UsageProblem, results):
+    with restored_imports(), _forcing(forced), _cleaned_on(UsageProblem, results):
+        entries = discover(scenarios, select, files=True)
         be = make_backend(backend)
-        for index, c in enumerate(checks):
-            origin = str(getattr(c, "_pmemsim_origin", scenarios))
+        for index, entry in enumerate(entries):
+            if isinstance(entry, Broken):
+                results.append(_broken(entry))
+                continue
+            c, origin = entry.check, entry.origin
             kind: Kind = "files" if isinstance(c, FileCrashCheck) else "pool"
-            occurrence = seen.get((origin, c.name, kind), 0)
-            seen[(origin, c.name, kind)] = occurrence + 1
             if c.expect != "consistent":
                 detail = "a buggy variant (expects inconsistent)"
                 results.append(
@@ -349,13 +348,13 @@ def validate(
             stem = folder / f"pmemsim-validate-{index:03d}-{_slug(c.name)}"
             job: _Job | None
             if kind == "files":
-                r, job = _write_program(c, origin, occurrence, stem, backend, required)
+                r, job = _write_program(c, origin, stem, backend, required)
             else:
                 path = stem.with_name(stem.name + ".pool")
                 r, digest = _write_one(c, origin, path, be, required)
                 job = None
                 if digest is not None:
-                    job = _Job(origin, c.name, occurrence, str(path), c.size, digest)
+                    job = _Job(origin, c.name, str(path), c.size, digest)
             if job is not None:
                 jobs[len(results)] = job
             results.append(r)
@@ -366,6 +365,17 @@ def validate(
             _remove(r)
             results[i] = replace(r, path=None)
     return results
+
+
+def _broken(b: Any) -> ValidationResult:
+    """A file or check that cannot run (see pmemsim.cli.discover): an error row."""
+    from .cli.common import describe_error, user_frame
+
+    detail = b.what
+    if b.error is not None:
+        where = user_frame(b.error)
+        detail += f": {describe_error(b.error)}" + (f" at {where}" if where else "")
+    return ValidationResult(b.name, "error", b.origin, detail=detail)
 
 
 @contextmanager
@@ -419,7 +429,7 @@ def _write_one(
 
 
 def _write_program(
-    c: Any, origin: str, occurrence: int, folder: Path, backend: str, required: Granularity
+    c: Any, origin: str, folder: Path, backend: str, required: Granularity
 ) -> tuple[ValidationResult, _Job | None]:
     """The writing half for a program over files: its result so far, and the job to verify."""
     from .cli.common import UsageProblem
@@ -455,7 +465,7 @@ def _write_program(
         )
     got = None if coarsest is None else coarsest.name
     digest = _files_digest(files)
-    job = _Job(origin, c.name, occurrence, str(folder), 0, digest, "files", files)
+    job = _Job(origin, c.name, str(folder), 0, digest, "files", files)
     return result("passed", granularity=got, write_seconds=took), job
 
 
@@ -521,15 +531,17 @@ def _verify_all(
 
 def _check_of(job: _Job) -> Any:
     """The check the job came from (None if the scenario no longer defines it)."""
-    from .cli.check import load_checks
+    from .cli.discover import Found, discover
     from .explore import FileCrashCheck
 
-    matches = [
-        c
-        for c in load_checks(job.origin, [job.name], files=True)
-        if c.name == job.name and isinstance(c, FileCrashCheck) == (job.kind == "files")
-    ]
-    return matches[job.occurrence] if job.occurrence < len(matches) else None
+    for e in discover(job.origin, [job.name], files=True):
+        if (
+            isinstance(e, Found)
+            and e.check.name == job.name
+            and isinstance(e.check, FileCrashCheck) == (job.kind == "files")
+        ):
+            return e.check
+    return None
 
 
 def verify(job: _Job, backend: Backend, granularity: Granularity) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def test_main_job_runs_the_catalogue_with_every_expected_verdict() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    summary = re.search(r"(\d+) checks, (\d+) with the expected verdict", proc.stdout)
+    summary = re.search(r"(\d+) checks: (\d+) passed, 0 failed, 0 errored", proc.stdout)
     assert summary is not None and summary.group(1) == summary.group(2)
     assert re.search(r"append_log: correct\s+consistent\s+yes", proc.stdout)
     assert re.search(r"under one fence\s+inconsistent\s+yes", proc.stdout)

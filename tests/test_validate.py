@@ -186,7 +186,6 @@ class TestOnTheSimulator:
             "job": 0,
             "origin": str(s),
             "name": "c",
-            "occurrence": 0,
             "path": r.path,
             "size": 4096,
             "digest": "0" * 32,
@@ -279,7 +278,6 @@ class TestProgramsOverFiles:
             "job": 0,
             "origin": str(s),
             "name": "c",
-            "occurrence": 0,
             "path": r.path,
             "size": 0,
             "digest": "",
@@ -324,7 +322,7 @@ class TestProgramsOverFiles:
         [r] = validate(s, pools, backend="sim", force="byte")
         assert (r.status, r.granularity) == ("passed", "BYTE")
 
-    def test_a_crash_check_and_a_program_of_the_same_name(
+    def test_two_checks_of_one_name_are_an_error_as_in_check_and_replay(
         self, tmp_path: Path, pools: Path
     ) -> None:
         s = scenario(
@@ -332,11 +330,13 @@ class TestProgramsOverFiles:
             """
             pool = CrashCheck("same", write_pid, other_process)
             files = FileCrashCheck("same", write_files, read_files)
+            other = FileCrashCheck("other", write_files, read_files)
             """,
             files=True,
         )
         rs = validate(s, pools, backend="sim")
-        assert sorted((r.kind, r.status) for r in rs) == [("files", "passed"), ("pool", "passed")]
+        assert [(r.name, r.status) for r in rs] == [("same", "error"), ("other", "passed")]
+        assert "(`pool` and `files`)" in rs[0].detail
 
     def test_maps_coarser_than_required(self, tmp_path: Path, pools: Path) -> None:
         if os.environ.get("PMEM2_FORCE_GRANULARITY"):

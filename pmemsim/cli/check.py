@@ -1,71 +1,113 @@
-"""``pmemsim check``: run the CrashChecks (and FileCrashChecks) of a scenario file or folder."""
+"""``pmemsim check`` and ``pmemsim replay``: run the checks of a file or folder, rerun a crash.
+
+Every check runs, one row each, even when others fail: a check whose file does not import
+or whose workload raises is an ERROR row with the exception and the user's line. Options
+are checked (and output files opened for writing) before the header prints.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
-import json
 import os
+import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, UsageProblem
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageProblem,
+    count,
+    describe_error,
+    plural,
+    user_frame,
+    writable_file,
+)
+from .discover import Broken, Found, Selector, discover
+from .reports import Outcome, write_json, write_junit
+from .terminal import Terminal
 
-__all__ = ["load_checks", "register"]
+__all__ = ["CheckFileError", "load_check", "load_checks", "register"]
+
+
+class CheckFileError(Exception):
+    """A check file that cannot give the check asked for (it raised on import, or defines
+    two checks of that name): an error of the user's code, exit status 1."""
+
+
+def _raise_broken(b: Broken) -> None:
+    where = f" at {user_frame(b.error)}" if b.error is not None and user_frame(b.error) else ""
+    err = f": {describe_error(b.error)}{where}" if b.error is not None else ""
+    raise CheckFileError(f"{b.name} ({b.origin}): {b.what}{err}")
 
 
 def load_checks(
     path: str | os.PathLike[str], select: Sequence[str] | None = None, *, files: bool = False
 ) -> list[Any]:
-    """Every CrashCheck defined at module level in a scenario file, or in a folder's files
-    (only those named in ``select``, if given); with ``files``, FileCrashChecks too."""
-    from ..explore import CrashCheck, FileCrashCheck
-
-    kinds: tuple[type[CrashCheck | FileCrashCheck], ...] = (
-        (CrashCheck, FileCrashCheck) if files else (CrashCheck,)
-    )
-
-    p = Path(path)
-    if p.is_dir():
-        modules = sorted(f for f in p.glob("*.py") if not f.name.startswith("_"))
-    elif p.is_file():
-        modules = [p]
-    else:
-        raise UsageProblem(f"{path}: no such file or folder")
-    checks: list[Any] = []
-    for f in modules:
-        name = f"pmemsim_scenario_{f.stem}"
-        spec = importlib.util.spec_from_file_location(name, f)
-        if spec is None or spec.loader is None:
-            raise UsageProblem(f"{f}: cannot be loaded as Python")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            raise UsageProblem(f"{f}: importing it failed: {type(exc).__name__}: {exc}") from exc
-        for v in vars(module).values():
-            if isinstance(v, kinds) and (not select or v.name in select):
-                object.__setattr__(v, "_pmemsim_origin", str(f))
-                checks.append(v)
-    if not checks:
-        what = f"no CrashCheck named {', '.join(select)}" if select else "no CrashCheck"
-        raise UsageProblem(f"{path}: defines {what}")
+    """Every check of a file or folder (``select``: ``-k`` expressions); with ``files``,
+    FileCrashChecks too. Each gets ``_pmemsim_origin``, its file. Raises UsageProblem for
+    a path without checks, CheckFileError for a file that cannot be used."""
+    checks = []
+    for entry in discover(path, select, files=files):
+        if isinstance(entry, Broken):
+            _raise_broken(entry)
+        else:
+            object.__setattr__(entry.check, "_pmemsim_origin", entry.origin)
+            checks.append(entry.check)
     return checks
 
 
 def load_check(ref: str, what: str, *, files: bool = False) -> Any:
-    """The one check that ``ref`` (``PATH::CHECK``) names; ``what`` says where it came from."""
+    """The one check that ``ref`` (``PATH::CHECK``, the exact name) names; ``what`` says where
+    the reference came from, for messages."""
     where, sep, name = ref.partition("::")
     if not sep or not name:
         raise UsageProblem(f"{what} {ref!r}: expected PATH::CHECK")
-    checks = load_checks(where, [name], files=files)
-    if len(checks) != 1:
-        raise UsageProblem(f"{what} {ref!r}: {len(checks)} checks of {where} have that name")
-    return checks[0]
+    if not Path(where).is_file():
+        raise UsageProblem(f"{what} {ref!r}: {where}: no such file")
+    entries = discover(where, None, files=files)
+    for e in entries:
+        if isinstance(e, Broken) and e.name in (name, e.origin):
+            _raise_broken(e)
+    found = [e for e in entries if isinstance(e, Found) and e.check.name == name]
+    if not found:
+        names = ", ".join(repr(e.check.name) for e in entries if isinstance(e, Found))
+        raise UsageProblem(f"{what} {ref!r}: {where} has no check named {name!r} (it has {names})")
+    check = found[0].check
+    object.__setattr__(check, "_pmemsim_origin", found[0].origin)
+    return check
+
+
+# -- pmemsim check -------------------------------------------------------------------------
+
+
+def _strategy(text: str | None) -> str | None:
+    if text is None:
+        return None
+    from ..errors import InvalidArgumentError
+    from ..explore import strategy_named
+
+    try:
+        strategy_named(text)
+    except InvalidArgumentError as exc:
+        raise UsageProblem(f"--strategy {text}: {exc.message}") from None
+    return text
+
+
+def _seed(text: str | None) -> int:
+    from ..errors import InvalidArgumentError
+    from ..explore.seeding import SEED_LIMIT, parse_seed
+
+    if text is None:
+        return 0
+    try:
+        return parse_seed(text)
+    except InvalidArgumentError:
+        raise UsageProblem(f"--seed {text}: expected an integer in [0, {SEED_LIMIT})") from None
 
 
 def _override(c: Any, args: argparse.Namespace) -> Any:
@@ -79,61 +121,152 @@ def _override(c: Any, args: argparse.Namespace) -> Any:
     return dataclasses.replace(c, **changes) if changes else c
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    from ..explore import CheckResult, check
+class _Table:
+    """The table of rows, one per check, as they finish."""
 
-    found = load_checks(args.path, args.select, files=True)
-    checks = [(_override(c, args), _origin(c)) for c in found]
-    seed = args.seed if args.seed is not None else 0
-    print(f"pmemsim check {args.path}: seed {seed}, strategy {args.strategy or 'per check'}")
-    results: list[CheckResult] = []
-    width = max(len(c.name) for c, _ in checks)
-    head = (
-        f"{'check':<{width}}  {'verdict':<12}  {'expected':<8}  {'points':>6}  "
-        f"{'images':>7}  {'checked':>7}  {'seconds':>7}"
-    )
-    print(head)
-    print("-" * len(head))
-    for c, origin in checks:
+    def __init__(self, out: Terminal, width: int, quiet: bool) -> None:
+        self.out = out
+        self.width = width
+        self.quiet = quiet
+
+    def head(self) -> None:
+        if self.quiet:
+            return
+        head = (
+            f"{'check':<{self.width}}  {'verdict':<12}  {'expected':<8}  {'points':>6}  "
+            f"{'images':>7}  {'checked':>7}  {'seconds':>7}"
+        )
+        self.out.print(head)
+        self.out.print("-" * len(head))
+
+    def row(self, o: Outcome) -> None:
+        if self.quiet:
+            self.out.clear()
+            return
+        r = o.result
+        name = f"{o.name:<{self.width}}"
+        if r is None:
+            verdict = self.out.paint(f"{'ERROR':<12}", "red bold")
+            self.out.print(f"{name}  {verdict}  {'-':<8}  {'-':>6}  {'-':>7}  {'-':>7}  {'-':>7}")
+            return
+        style = "green" if r.as_expected else "red bold"
+        verdict = self.out.paint(f"{r.verdict:<12}", style)
+        ok = self.out.paint(f"{'yes' if r.as_expected else 'NO':<8}", style)
+        if not r.exact:
+            verdict = self.out.paint(f"{r.verdict + '*':<12}", "yellow" if r.as_expected else style)
+        self.out.print(
+            f"{name}  {verdict}  {ok}  {r.crash_points:>6}  {r.images_possible:>7}  "
+            f"{r.images_checked:>7}  {r.seconds:>7.3f}"
+        )
+
+
+def _run_one(found: Found, args: argparse.Namespace, seed: int, out: Terminal) -> Outcome:
+    from ..explore import check
+
+    c = found.check
+    started = time.perf_counter()
+    out.status(f"{c.name}: recording the workload", force=True)
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        out.status(f"{c.name}: {done:,}/{total:,} images checked, {rate:,.0f} images/s")
+
+    try:
         r = check(
-            c,
+            _override(c, args),
             strategy=args.strategy,
             seed=seed,
             jobs=args.jobs,
-            name=f"{origin}::{c.name}",
-            progress="auto",
+            name=found.ref,
+            progress=progress,
         )
-        r.name = c.name
-        results.append(r)
-        ok = "yes" if r.as_expected else "NO"
-        print(
-            f"{r.name:<{width}}  {r.verdict:<12}  {ok:<8}  {r.crash_points:>6}  "
-            f"{r.images_possible:>7}  {r.images_checked:>7}  {r.seconds:>7.3f}"
+    except (Exception, SystemExit) as exc:
+        return Outcome(c.name, found.origin, None, f"running `{found.variable}` raised", exc)
+    r.name = c.name
+    return Outcome(c.name, found.origin, r)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    args.strategy = _strategy(args.strategy)
+    seed = _seed(args.seed)
+    json_path = writable_file(args.json, "--json") if args.json else None
+    junit_path = writable_file(args.junit_xml, "--junit-xml") if args.junit_xml else None
+    html_path = writable_file(args.html, "--html") if args.html else None
+    entries = discover(args.path, Selector(args.select), files=True)
+    out = Terminal(args.color, live=None if not args.quiet else False)
+    strategy = args.strategy or "per check"
+    if not args.quiet:
+        files = len({e.origin for e in entries})
+        out.print(
+            f"pmemsim check {args.path}: {plural(len(entries), 'check')} in "
+            f"{plural(files, 'file')}; seed {seed}, strategy {strategy}"
         )
-    for r in results:
-        if not r.failures and r.as_expected and not args.verbose:
-            continue
-        print(f"\n== {r.report(lint='all' if args.verbose else 'errors')}")
-    matched = sum(r.as_expected for r in results)
-    exact = all(r.exact for r in results)
-    checked = sum(r.images_checked for r in results)
-    seconds = sum(r.seconds for r in results)
-    print(
-        f"\n{len(results)} checks, {matched} with the expected verdict, {checked} distinct "
-        f"images checked in {seconds:.2f} s, "
-        f"{'every crash point exhaustively' if exact else 'some crash points heuristically'}"
+    table = _Table(
+        out,
+        max(len(e.name) if isinstance(e, Broken) else len(e.check.name) for e in entries),
+        args.quiet,
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
-    if args.html:
+    table.head()
+    outcomes: list[Outcome] = []
+    for e in entries:
+        if isinstance(e, Broken):
+            o = Outcome(e.name, e.origin, None, e.what, e.error)
+        else:
+            o = _run_one(e, args, seed, out)
+        outcomes.append(o)
+        table.row(o)
+    lint = "all" if args.verbose else "errors"
+    for o in outcomes:
+        if o.result is None:
+            out.print(f"\n== {out.paint('ERROR', 'red bold')} {o.problem(verbose=args.verbose)}")
+        elif o.result.failures or not o.result.as_expected or args.verbose:
+            if args.quiet and o.status == "passed":
+                continue
+            out.print(f"\n== {o.result.report(lint=lint)}")
+    out.print(_summary(outcomes, out))
+    header = {
+        "command": shlex.join(["pmemsim", *sys.argv[1:]]) if sys.argv else "pmemsim check",
+        "path": str(args.path),
+        "seed": seed,
+        "strategy": args.strategy,
+    }
+    if json_path is not None:
+        write_json(json_path, outcomes, header)
+    if junit_path is not None:
+        write_junit(
+            junit_path,
+            outcomes,
+            f"pmemsim check {args.path}",
+            {"seed": str(seed), "strategy": strategy},
+            lambda r: r.report(lint="errors"),
+        )
+    if html_path is not None:
         from ..html import checks_report
 
-        pairs = [(r, r.check) for r in results]
-        write_html(args.html, checks_report(pairs, subtitle=f"pmemsim check {args.path}"))
-    return EXIT_OK if matched == len(results) else EXIT_FAILED
+        pairs = [(o.result, o.result.check) for o in outcomes if o.result is not None]
+        write_html(html_path, checks_report(pairs, subtitle=f"pmemsim check {args.path}"))
+    return EXIT_OK if all(o.status == "passed" for o in outcomes) else EXIT_FAILED
 
 
-def write_html(path: str, text: str) -> None:
+def _summary(outcomes: list[Outcome], out: Terminal) -> str:
+    passed = sum(o.status == "passed" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes)
+    errored = sum(o.status == "error" for o in outcomes)
+    results = [o.result for o in outcomes if o.result is not None]
+    checked = sum(r.images_checked for r in results)
+    seconds = sum(r.seconds for r in results)
+    exact = all(r.exact for r in results)
+    counts = (
+        f"{plural(len(outcomes), 'check')}: {passed} passed, {failed} failed, {errored} errored"
+    )
+    style = "green" if passed == len(outcomes) else "red bold"
+    return (
+        f"\n{out.paint(counts, style)}; {checked:,} distinct images checked in {seconds:.2f} s, "
+        f"{'every crash point exhaustively' if exact else 'some crash points heuristically (*)'}"
+    )
+
+
+def write_html(path: str | Path, text: str) -> None:
     """Write an HTML report (``--html FILE``) and say where; a path that cannot be written
     is the user's mistake."""
     from ..html import write_report
@@ -145,31 +278,65 @@ def write_html(path: str, text: str) -> None:
     print(f"HTML report: {written}")
 
 
-def _origin(c: Any) -> str:
-    return str(getattr(c, "_pmemsim_origin", "?"))
+# -- pmemsim replay ------------------------------------------------------------------------
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from ..errors import InvalidArgumentError
     from ..explore import replay
 
     ref, at, crash = args.token.rpartition("@")
-    if not at or "::" not in ref:
-        raise UsageProblem(f"{args.token!r} is not a replay token (PATH::CHECK@CRASH)")
-    c = load_check(ref, "replay token", files=True)
-    name = c.name
-    err = replay(c, crash)
-    if args.html:
+    if not at or not crash:
+        raise UsageProblem(f"{args.token!r} is not a replay token (FILE::CHECK@CRASH)")
+    if "::" not in ref:
+        raise UsageProblem(
+            f"{args.token!r} names no file: `pmemsim replay` finds checks defined in files "
+            "(FILE::CHECK@CRASH). A check made in Python replays there: "
+            f"pmemsim.explore.replay(CHECK, {crash!r})"
+        )
+    html_path = writable_file(args.html, "--html") if args.html else None
+    try:
+        c = load_check(ref, "replay token", files=True)
+    except CheckFileError as exc:
+        print(f"pmemsim: ERROR {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        err = replay(c, crash)
+    except InvalidArgumentError as exc:
+        raise UsageProblem(f"replay token {args.token!r}: {exc.message}") from None
+    except (Exception, SystemExit) as exc:
+        o = Outcome(c.name, ref.partition("::")[0], None, "running it raised", exc)
+        print(f"pmemsim: ERROR {o.problem(verbose=True)}", file=sys.stderr)
+        return EXIT_FAILED
+    if html_path is not None:
         from ..html import replay_report
 
-        write_html(args.html, replay_report(c, args.token, err, name=name))
+        write_html(html_path, replay_report(c, args.token, err, name=c.name))
     if err is None:
-        print(f"{name}: the image of crash {crash} is consistent now")
+        print(f"{c.name}: the image of crash {crash} is consistent now")
         return EXIT_OK
     import traceback
 
     traceback.print_exception(err)
-    print(f"{name}: recovery on the image of crash {crash} failed", file=sys.stderr)
+    print(f"{c.name}: recovery on the image of crash {crash} failed", file=sys.stderr)
     return EXIT_FAILED
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour verdicts (auto: on a terminal, unless NO_COLOR is set)",
+    )
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("-q", "--quiet", action="store_true", help="only problems and the summary")
+    level.add_argument(
+        "-v", "--verbose", action="store_true", help="every check in full, tracebacks of errors"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -181,38 +348,58 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the crash-consistency checks of a scenario file or folder on the simulator",
         description=(
             "Runs every CrashCheck and FileCrashCheck defined in PATH (a .py file, or a "
-            "folder of them): the workload on the simulator, crashed before every barrier "
-            "that follows a store and at the end; recovery on every distinct crash image. "
-            "Exit status: 0 when every check has its expected verdict, 1 otherwise, 2 for "
-            "bad input."
+            "folder searched recursively): the workload on the simulator, crashed before every "
+            "barrier that follows a store and at the end; recovery on every distinct crash "
+            "image. A check file can import modules next to it, in the project's rootdir or "
+            "in the current folder. Exit status: 0 when every check has its expected "
+            "verdict, 1 when a verdict differs or a check errored, 2 for bad input."
         ),
     )
     p.add_argument("path", help="scenario file or folder")
-    p.add_argument("-k", "--select", action="append", metavar="NAME", help="only this check")
+    p.add_argument(
+        "-k",
+        "--select",
+        action="append",
+        metavar="EXPR",
+        help="only matching checks: an exact name, or substrings of names and files with "
+        "and/or/not, e.g. -k 'cmap and not byte' (repeatable: any of them)",
+    )
     p.add_argument(
         "--strategy", metavar="NAME", help=f"override every check's ({', '.join(STRATEGY_NAMES)})"
     )
     p.add_argument("--crash-points", choices=CRASH_POINT_MODES, help="override every check's")
     p.add_argument(
-        "--recovery-depth", type=int, metavar="N", help="crash recovery too, N deep (CrashChecks)"
+        "--recovery-depth",
+        type=count(0),
+        metavar="N",
+        help="crash recovery too, N deep (CrashChecks)",
     )
-    p.add_argument("--max-images", type=int, metavar="N", help="per crash point, for exact runs")
-    p.add_argument("--seed", type=int, help="seed for random strategies (default 0)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes for recovery")
+    p.add_argument(
+        "--max-images", type=count(2), metavar="N", help="per crash point, for exact runs"
+    )
+    p.add_argument("--seed", metavar="N", help="seed for random strategies (default 0)")
+    p.add_argument(
+        "--jobs", type=count(1), default=1, metavar="N", help="worker processes for recovery"
+    )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="report every check in full")
+    p.add_argument(
+        "--junit-xml", metavar="FILE", help="also write JUnit XML, one test case per check"
+    )
     p.add_argument(
         "--html", metavar="FILE", help="also write an HTML report with each failure's timeline"
     )
+    _output_options(p)
     p.set_defaults(func=_cmd_check)
     r = sub.add_parser(
         "replay",
         help="rerun one crash from its replay token",
         description=(
-            "Rebuilds the crash image a report's replay token names (PATH::CHECK@CRASH) and "
-            "runs the check's recovery on it; recovery's exception propagates."
+            "Rebuilds the crash image a report's replay token names (FILE::CHECK@CRASH) and "
+            "runs the check's recovery on it, showing recovery's exception. Exit status: 0 "
+            "when recovery accepts the image, 1 when it fails (or the check cannot run), 2 "
+            "for a token that names no such file, check or crash."
         ),
     )
-    r.add_argument("token")
+    r.add_argument("token", help="FILE::CHECK@CRASH, as a report prints it")
     r.add_argument("--html", metavar="FILE", help="also write the crash's HTML report")
     r.set_defaults(func=_cmd_replay)

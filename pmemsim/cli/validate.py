@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .common import EXIT_FAILED, EXIT_OK, UsageProblem
+from .common import EXIT_FAILED, EXIT_OK, UsageProblem, writable_file
 
 __all__ = ["register"]
 
@@ -30,6 +30,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         raise UsageProblem(exc.message) from None
     if not Path(args.dir).is_dir():
         raise UsageProblem(f"{args.dir}: no such directory")
+    json_path = writable_file(args.json, "--json") if args.json else None
     # Not ``force or ...``: Granularity.BYTE is 0.
     forced = force.name if force is not None else os.environ.get(FORCE_GRANULARITY) or None
     where = f"{args.dir} ({filesystem_of(args.dir)})"
@@ -41,6 +42,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         backend=args.backend,
         granularity=required,
         force=force,
+        select=args.select,
         keep=args.keep,
     )
     width = max(len(r.name) for r in results)
@@ -65,8 +67,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"\n{counts['passed']} passed, {counts['FAILED']} failed, {counts['error']} errors, "
         f"{skipped} skipped (buggy variants)"
     )
-    if args.json:
-        Path(args.json).write_text(
+    if json_path is not None:
+        json_path.write_text(
             json.dumps(
                 {
                     "dir": str(args.dir),
@@ -129,6 +131,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="real",
         choices=["real", "sim"],
         help="real (libpmem2, the default) or sim (a simulator shaped like this machine)",
+    )
+    p.add_argument(
+        "-k",
+        "--select",
+        action="append",
+        metavar="EXPR",
+        help="only matching checks (as for pmemsim check)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument(
