@@ -54,6 +54,7 @@ def test_the_live_line_is_labelled_and_leaves_no_line_behind() -> None:
     ).stdout
     # The live line showed, with the check's name...
     assert "\r\x1b[Kbtree_leaf.correct[cache_line]: " in raw
+
     # ...and the screen ends up as the plain output, without one extra line.
     def timeless(lines: list[str]) -> list[str]:
         return [re.sub(r"\d+\.\d+( s)?\b", "T", ln) for ln in lines if ln]

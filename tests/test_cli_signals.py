@@ -86,9 +86,9 @@ def test_a_signal_stops_the_run_and_leaves_nothing(
     temp.mkdir()
     mark = tmp_path / "recovery-started"
     env = {**os.environ, "TMPDIR": str(temp), "PMEMSIM_TEST_MARK": str(mark)}
+    command = ["check", str(tmp_path / "c.py"), "-k", check, "--jobs", str(jobs)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pmemsim", "check", str(tmp_path / "c.py"), "-k", check]
-        + ["--jobs", str(jobs)],
+        [sys.executable, "-m", "pmemsim", *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -105,11 +105,11 @@ def test_a_signal_stops_the_run_and_leaves_nothing(
             os.killpg(proc.pid, sig)
         else:
             proc.send_signal(sig)
-        _, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 128 + sig, err
+    assert proc.returncode == 128 + sig, out + err
     assert "Traceback" not in err and err.strip().endswith(
         "terminated" if sig == signal.SIGTERM else "interrupted"
     )
