@@ -117,7 +117,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         origin = "zeros, no such file"
     engines = _marker_engines(args.marker_engine)
     print(
-        f"pmemsim check-log {args.log}: {log.records} records, {len(log.operations)} "
+        f"pmemsim check-log {args.log}: {log.records} records, {len(log)} "
         f"operations; file {pool.path} ({pool.size} bytes, base image: {origin}); engine "
         f"{args.engine}{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
         f"; seed {args.seed}; checker {checker.label}"

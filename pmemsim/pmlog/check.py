@@ -33,7 +33,7 @@ from ..markers import CrashInfo, reset_crash, set_crash
 from .checkers import FunctionChecker, ProgramChecker
 from .grammar import Marker, Store
 from .images import PoolImage
-from .replay import DEEP, FENCE, FLUSH, STORE, Replay
+from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
 
 __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_crash"]
 
@@ -205,89 +205,119 @@ class LogCheckResult:
 # -- describing crashes in the log's terms ---------------------------------------------------
 
 
-class _Describer:
-    def __init__(self, replay: Replay, trace: Trace) -> None:
-        self.replay = replay
-        self.trace = trace
-        self.kind = {s.record: s.kind for s in replay.steps}
-        self.step = {s.record: s for s in replay.steps}
+#: One 8-byte piece of a store: its pool offset, its address, the store.
+_Piece = tuple[int, int, Store]
 
-    def where(self, point: CrashPoint) -> str:
-        issued = self.replay.issued
+
+class _Describer:
+    """Names a crash in the log's terms: one pass over the log's operations per crash."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+
+    def _scan(
+        self, point: CrashPoint, marker: int, lines: Mapping[tuple[int, int], int]
+    ) -> tuple[dict[int, Step], int | None, dict[tuple[int, int], deque[_Piece]]]:
+        """The steps at operation positions ``point.operation - 1`` and ``point.operation``,
+        the record of the ``marker``-th marker boundary, and per line the ``lines[line]``
+        last 8-byte pieces ``(offset, step, store)`` stored to it before the crash."""
+        n = point.operation
+        at: dict[int, Step] = {}
+        marker_record: int | None = None
+        pieces: dict[tuple[int, int], deque[_Piece]] = {
+            k: deque(maxlen=v) for k, v in lines.items()
+        }
+        pos = seen = 0
+        for op, step, skip in self.replay.conversions():
+            if step is None:
+                continue
+            if step.kind in (BEGIN, END):
+                if seen == marker:
+                    marker_record = step.record
+                seen += 1
+                continue
+            if pos in (n - 1, n):
+                at[pos] = step
+            if step.kind == STORE and pos < n and pieces:
+                assert isinstance(op, Store)
+                off = step.offset
+                end = off + len(step.arg)  # type: ignore[arg-type]
+                while off < end:
+                    line = pieces.get((step.pool, off - off % 64))
+                    if line is not None:
+                        # The piece's own address: where the store put it (an alias maps
+                        # the same file bytes at another address).
+                        line.append((off, op.address + skip + off - step.offset, op))
+                    off += min(8 - off % 8, end - off)
+            pos += 1
+            if pos > n and seen > marker:
+                break
+        return at, marker_record, pieces
+
+    def where(self, point: CrashPoint, marker: int = -1) -> str:
+        """Where a crash point is, by log record (``marker``: how many marker crash points
+        came before it, for one at a marker)."""
+        return self._where(point, *self._scan(point, marker, {})[:2])
+
+    def _where(self, point: CrashPoint, at: dict[int, Step], marker_record: int | None) -> str:
         n = point.operation
         if point.kind == "end":
-            last = f" (after record #{issued[-1]})" if issued else ""
-            return f"crash point {point.index}, at the end of the log{last}"
-        if point.kind == "marker":
-            j = sum(1 for p in self.trace.points[: point.index] if p.kind == "marker")
-            rec = self.replay.markers[j]
-            m = self.replay.log.record(rec)
+            last = at.get(n - 1)
+            return f"crash point {point.index}, at the end of the log" + (
+                f" (after record #{last.record})" if last is not None else ""
+            )
+        if point.kind == "marker" and marker_record is not None:
+            m = self.replay.log.record(marker_record)
             edge = f" {m.name}.{'BEGIN' if m.begin else 'END'}" if isinstance(m, Marker) else ""
-            return f"crash point {point.index}, at marker{edge} (record #{rec})"
+            return f"crash point {point.index}, at marker{edge} (record #{marker_record})"
         want = _POINT_KIND.get(point.kind)
         for i in (n - 1, n) if point.position == "before" else (n - 1,):
-            if want is not None and 0 <= i < len(issued) and self.kind.get(issued[i]) == want:
+            step = at.get(i)
+            if want is not None and step is not None and step.kind == want:
                 return (
                     f"crash point {point.index}, {point.position} the "
-                    f"{_KIND_NAME[want]} (record #{issued[i]})"
+                    f"{_KIND_NAME[want]} (record #{step.record})"
                 )
         return f"crash point {point.index}, {point.position} a {point.kind}"
 
-    def failure(self, point: CrashPoint, dev: Deviations, verdict: str) -> LogFailure:
+    def failure(
+        self, point: CrashPoint, dev: Deviations, verdict: str, marker: int = -1
+    ) -> LogFailure:
         state = point.state
-        pool = self.replay.pool
-        wanted = {state.units[i].offset for i, _ in dev}
-        pieces = self._pieces(wanted, point.operation)
+        pools = self.replay.pools
+        units = [state.units[i] for i, _ in dev]
+        at, marker_record, pieces = self._scan(
+            point, marker, {(u.medium_index, u.offset): len(u.wb) for u in units if u.wb}
+        )
         lines = []
         lost: list[LostPiece] = []
         for i, o in dev:
             u = state.units[i]
+            pool = pools[u.medium_index]
             opt = state.option(i, o)
             atoms = u.lost_atoms(opt)
             lines.append((u.offset, pool.address_of(u.offset), len(u.wb), len(atoms)))
-            mine = pieces.get(u.offset, [])[-len(u.wb) :] if u.wb else []
+            mine = list(pieces.get((u.medium_index, u.offset), ()))
             exact = len(mine) == len(u.wb) and all(
                 p[0] == a.offset for p, a in zip(mine, u.wb, strict=True)
             )
             for k, a in enumerate(u.wb[opt.kept :], opt.kept):
                 if exact:
-                    lost.append(self._piece(mine[k][1], a.offset, a.data))
+                    _, address, store = mine[k]
+                    lost.append(
+                        LostPiece(
+                            store.index,
+                            address,
+                            len(a.data),
+                            int.from_bytes(a.data, "little"),
+                            len(a.data) == store.size,
+                            store.frames,
+                        )
+                    )
                 else:  # cannot happen for a replayed log; keep the report honest anyway
                     lost.append(LostPiece(-1, pool.address_of(a.offset), len(a.data), 0, False))
-        return LogFailure(
-            crash_for(point, dev), point, self.where(point), tuple(lines), tuple(lost), verdict
-        )
-
-    def _pieces(self, units: set[int], operations: int) -> dict[int, list[tuple[int, int]]]:
-        """Per line: ``(offset, record)`` of each 8-byte piece of the stores issued to it
-        before the crash, in program order. The line's stores in flight are the last ones
-        (a line's stores become guaranteed oldest first)."""
-        out: dict[int, list[tuple[int, int]]] = {}
-        for rec in self.replay.issued[:operations]:
-            step = self.step[rec]
-            if step.kind != STORE:
-                continue
-            off = step.offset
-            end = off + len(step.arg)  # type: ignore[arg-type]
-            while off < end:
-                take = min(8 - off % 8, end - off)
-                line = off - off % 64
-                if line in units:
-                    out.setdefault(line, []).append((off, rec))
-                off += take
-        return out
-
-    def _piece(self, record: int, offset: int, data: bytes) -> LostPiece:
-        op = self.replay.log.record(record)
-        step = self.step[record]
-        assert isinstance(op, Store)
-        where = self.replay.pool.locate(op.address, op.size)
-        skip = where[1] if where else 0
-        address = op.address + skip + (offset - step.offset)
-        whole = len(data) == op.size
-        return LostPiece(
-            record, address, len(data), int.from_bytes(data, "little"), whole, op.frames
-        )
+        where = self._where(point, at, marker_record)
+        return LogFailure(crash_for(point, dev), point, where, tuple(lines), tuple(lost), verdict)
 
 
 # -- exploration -------------------------------------------------------------------------------
@@ -413,13 +443,13 @@ def check_log(
     if isinstance(engine, str) and engine != default.name:
         result.engine = f"{engine} (= {default.name})"
     result.crash_points = len(trace.points)
-    result.operations = len(replay.issued)
-    result.stores = sum(1 for s in replay.steps if s.kind == STORE)
+    result.operations = replay.operations
+    result.stores = replay.stores
     result.ignored = dict(replay.ignored)
     result.clipped = replay.clipped
     result.file = replay.pool.resolved
     result.pool_size = replay.pool.size
-    img = PoolImage(replay.pool.size, replay.pool.base_image)
+    img = _image(replay)
     try:
         cands = _candidates(trace, img, result, default, by_marker, seed, max_images)
         if isinstance(checker, ProgramChecker):
@@ -445,7 +475,8 @@ def check_log(
                     verdict = _judge(checker, img, dev) or "inconsistent in a worker only"
                 finally:
                     marks.close()
-            result.minimal = _Describer(replay, trace).failure(point, dev, verdict)
+            marker = _marker_ordinal(trace, point)
+            result.minimal = _Describer(replay).failure(point, dev, verdict, marker)
     finally:
         img.close()
     result.seconds = time.perf_counter() - started
@@ -453,6 +484,16 @@ def check_log(
 
 
 Failures = list[tuple[CrashPoint, Deviations, str]]
+
+
+def _image(replay: Replay) -> PoolImage:
+    pool = replay.pool
+    return PoolImage(pool.size, pool.source, pool.source_size)
+
+
+def _marker_ordinal(trace: Trace, point: CrashPoint) -> int:
+    """How many crash points at markers come before ``point``."""
+    return sum(1 for p in trace.points[: point.index] if p.kind == "marker")
 
 
 def _run_inline(
@@ -597,7 +638,7 @@ def replay_crash(
     trace = replay.record(crash_points)
     point = trace.points[min(crash.point, len(trace.points) - 1)]
     dev = deviations_for(point.state, crash)
-    img = PoolImage(replay.pool.size, replay.pool.base_image)
+    img = _image(replay)
     marks = _Markers()
     try:
         img.move_to(point.state)
@@ -624,7 +665,8 @@ def replay_crash(
             verdict = _judge(checker, img, dev)
         if verdict is None:
             return None, point
-        return _Describer(replay, trace).failure(point, dev, verdict), point
+        marker = _marker_ordinal(trace, point)
+        return _Describer(replay).failure(point, dev, verdict, marker), point
     finally:
         marks.close()
         img.close()

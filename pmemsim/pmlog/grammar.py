@@ -1,25 +1,40 @@
 """Reading the pmemcheck / pmreorder store log: records, their positions, and typed errors.
 
-The log is one line of records separated by ``|`` (see docs/check-log.md)::
+The records are ``|``-separated (see docs/check-log.md)::
 
     START|REGISTER_FILE;/pool.bin;0x10000000;0x1000;0x0|STORE;0x10000000;0x1;0x8|
     FLUSH;0x10000000;0x40|FENCE|STOP
 
-Records are numbered from 0 in the order they appear (``START`` is usually #0) and each one
-remembers the character offset at which it starts, so that an error, and a report of a lost
-store, can point into the file. Newlines also separate records, so that a log that pmemcheck
-appended to several times still reads; empty records are skipped.
+The log is read exactly as pmemcheck writes it. pmemcheck prints through valgrind's message
+printer, which starts every line with ``==PID== `` (``-q`` or not), so a log may open with a
+banner, break its record line where valgrind flushed a message (``...|FENCE`` then
+``==PID== |STOP``) and end with a summary. So:
 
-Only the operations between the last ``START`` and the last ``STOP`` count. Registrations
-describe mappings rather than operations, so every ``REGISTER_FILE`` of the log counts,
-wherever it is.
+* a ``==PID== `` prefix (with ``--time-stamp=yes`` too) is removed from every line; lines of
+  valgrind's other messages (``--PID--``, ``**PID**``) are skipped;
+* newlines, like ``|``, separate records; blanks around a record and empty records are skipped;
+* records count from the first ``START`` (#0). The operations are those between the last
+  ``START`` and the last ``STOP`` (a stray ``STOP`` in between does not end them); every
+  ``REGISTER_FILE`` of any START..STOP counts. Text before the first ``START``, after the last
+  ``STOP`` and between a ``STOP`` and the next ``START`` (a banner, a summary, another run's
+  messages) is ignored, unread;
+* a record inside a START..STOP that does not follow the grammar is a :class:`LogFormatError`
+  naming its number, line, column and text; so is a byte that is not UTF-8 there.
+
+A log is read in pieces, never whole, and its operations are streamed
+(:meth:`Log.iter_operations`), so a 100 MB log costs the memory of one piece. A first pass finds
+where each START and STOP is, a second validates every record and collects the registrations
+(:func:`read_log` and :func:`parse_log` do both before returning); each replay streams again.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import ErrorCode, InvalidArgumentError
 
@@ -39,30 +54,53 @@ __all__ = [
 
 #: Widest store one STORE record carries (pmemcheck splits wider stores into 8-byte parts).
 MAX_STORE = 8
+#: Sizes and file offsets must stay below this; addresses below 2**64.
+_LIMIT = 1 << 63
+_ADDRESS_LIMIT = 1 << 64
 
-_TOKEN = re.compile(r"[^|\r\n]+")
-_HEX = re.compile(r"0[xX][0-9a-fA-F]+")
+#: How much of a line is read at once (a ``-q`` log is one line, however long).
+_PIECE = 1 << 20
+
+#: Valgrind's line prefix: ``==PID== `` for the tool's messages (pmemcheck's log among them),
+#: ``--PID--`` and ``**PID**`` for others; a time stamp when ``--time-stamp=yes``; one ``>``
+#: per level of valgrind running valgrind.
+_PREFIX = re.compile(r">*(==|--|\*\*)(?:\d\d:\d\d:\d\d:\d\d\.\d+ )?\d+\1(?: |(?=[\r\n])|$)")
+#: Undecodable bytes, as ``errors="surrogateescape"`` keeps them.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+#: Where one stack frame of a STORE ends and the next begins: valgrind separates frames with
+#: ';' but writes the inlined frames of one address back to back
+#: (``0x10927C: put (inl.c:7)0x10927C: outer (inl.c:8)``).
+_INLINED = re.compile(r"(?<=\))(?=0x[0-9A-Fa-f]+: )")
 
 
 class LogFormatError(InvalidArgumentError):
     """A store log that does not follow the grammar; names the record and where it starts.
 
-    ``record`` is the record's number (0 for the first), ``offset`` the character offset of
-    its first character in the text, ``text`` the record itself (cut short if long).
+    ``record`` is the record's number (0 for the first START), ``offset`` the character offset
+    of its first character in the text, ``line`` and ``column`` the same place counted from 1,
+    ``text`` the record itself (cut short if long).
     """
 
-    def __init__(self, record: int, offset: int, text: str, problem: str) -> None:
+    def __init__(
+        self, record: int, offset: int, text: str, problem: str, line: int = 0, column: int = 0
+    ) -> None:
         self.record = record
         self.offset = offset
+        self.line = line
+        self.column = column
         self.text = text if len(text) <= 80 else text[:77] + "..."
         self.problem = problem
         where = f"record #{record} at character {offset}"
-        super().__init__(
-            ErrorCode.EINVAL, f"malformed store log: {where} ({self.text!r}): {problem}"
-        )
+        if line:
+            where += f" (line {line}, column {column})"
+        shown = _BAD_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", self.text)
+        super().__init__(ErrorCode.EINVAL, f"malformed store log: {where} ({shown!r}): {problem}")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.record, self.offset, self.text, self.problem))
+        return (
+            type(self),
+            (self.record, self.offset, self.text, self.problem, self.line, self.column),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +116,7 @@ class RegisterFile:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Store:
     """``STORE;0xaddr;0xvalue;0xsize[;frame...]``: ``size`` bytes of ``value``,
     little-endian, stored at ``address``."""
@@ -88,7 +126,8 @@ class Store:
     address: int
     value: int
     size: int
-    #: Stack frames pmemcheck logged with the store, innermost first (often none).
+    #: Stack frames pmemcheck logged with the store, innermost first (often none), e.g.
+    #: ``0x109557: main (t.c:17)`` or ``0x484E91B: ??? (in /usr/lib/libpmem2.so.1)``.
     frames: tuple[str, ...] = ()
 
     @property
@@ -96,10 +135,10 @@ class Store:
         return self.value.to_bytes(self.size, "little")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Flush:
-    """``FLUSH;0xaddr;0xsize``: the cache lines of the range are written back (a clwb or
-    clflushopt: guaranteed only at the next fence)."""
+    """``FLUSH;0xaddr;0xsize``: cache lines written back (guaranteed at the next fence).
+    Which lines: see :meth:`pmemsim.pmlog.replay.Replay` (an instruction flushes one line)."""
 
     index: int
     pos: int
@@ -107,7 +146,7 @@ class Flush:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fence:
     """``FENCE``: earlier flushes take effect."""
 
@@ -115,7 +154,7 @@ class Fence:
     pos: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeepSync:
     """``DEEP_SYNC;0xaddr;0xsize``: the range is flushed through the memory controller."""
 
@@ -125,7 +164,7 @@ class DeepSync:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Marker:
     """``NAME.BEGIN`` or ``NAME.END``: a marked operation starts or ends (they nest)."""
 
@@ -138,64 +177,241 @@ class Marker:
 Operation = Store | Flush | Fence | DeepSync | Marker
 
 
-@dataclass
-class Log:
-    """A parsed store log."""
-
-    #: The operations between the last START and the last STOP, in order.
-    operations: list[Operation]
-    #: Every REGISTER_FILE of the log, in order.
-    files: list[RegisterFile]
-    #: How many records the text holds in all (START and STOP included).
-    records: int
-    #: Number and character offset of the START and STOP that bound the operations.
-    start: tuple[int, int]
-    stop: tuple[int, int]
-
-    def count(self, kind: type) -> int:
-        return sum(1 for op in self.operations if type(op) is kind)
-
-    def record(self, index: int) -> Operation | None:
-        """The operation numbered ``index`` (None if it is not one of the operations)."""
-        ops = self.operations
-        lo, hi = 0, len(ops)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ops[mid].index < index:
-                lo = mid + 1
-            else:
-                hi = mid
-        return ops[lo] if lo < len(ops) and ops[lo].index == index else None
+# -- the text, in pieces -------------------------------------------------------------------
 
 
-def _tokens(text: str) -> Iterator[tuple[int, int, str]]:
-    """``(number, offset, record)`` for every non-empty record, surrounding blanks removed."""
-    n = 0
-    for m in _TOKEN.finditer(text):
-        raw = m.group()
-        body = raw.strip()
-        if not body:
+class _Token(NamedTuple):
+    #: Number among every record of the text (also those before the first START).
+    n: int
+    pos: int
+    line: int
+    column: int
+    text: str
+    #: Whether its line started with valgrind's ``==PID==``.
+    prefixed: bool = False
+
+
+Pieces = Callable[[], Iterator[str]]
+
+
+def _text_pieces(text: str) -> Pieces:
+    def pieces() -> Iterator[str]:
+        stream = io.StringIO(text, newline="\n")
+        while piece := stream.readline(_PIECE):
+            yield piece
+
+    return pieces
+
+
+def _file_pieces(path: str) -> Pieces:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"cannot read the log {path}: {exc.strerror}"
+        ) from None
+    stamp = (st.st_size, st.st_mtime_ns)
+
+    def pieces() -> Iterator[str]:
+        try:
+            # Undecodable bytes are kept (as surrogates) and refused only inside the log:
+            # a program's own output around it may be in any encoding.
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as f:
+                now = os.fstat(f.fileno())
+                if (now.st_size, now.st_mtime_ns) != stamp:
+                    raise InvalidArgumentError(
+                        ErrorCode.EINVAL, f"the log {path} changed while it was being read"
+                    )
+                while piece := f.readline(_PIECE):
+                    yield piece
+        except OSError as exc:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"cannot read the log {path}: {exc.strerror}"
+            ) from None
+
+    return pieces
+
+
+class _Seg(NamedTuple):
+    """A piece of one line of the text, valgrind's prefix and the newline removed."""
+
+    text: str
+    #: Character offset of ``text`` in the whole text.
+    pos: int
+    line: int
+    #: Character offset where the line starts (for columns).
+    line_start: int
+    #: Whether the line starts / ends with this piece.
+    first: bool
+    last: bool
+    #: Whether the line started with valgrind's ``==PID==``.
+    prefixed: bool
+
+
+def _segments(pieces: Pieces) -> Iterator[_Seg]:
+    pos = 0
+    line = 1
+    line_start = 0
+    first = True
+    prefixed = skip = False
+    for piece in pieces():
+        start = 0
+        if first:
+            prefixed = skip = False
+            if piece[:1] in ("=", "-", "*", ">"):
+                m = _PREFIX.match(piece)
+                if m is not None:
+                    # Another kind of valgrind message (--PID--, **PID**) is not the log.
+                    skip = m.group(1) != "=="
+                    prefixed = not skip
+                    start = m.end()
+        last = piece.endswith("\n")
+        if not skip:
+            body = piece[start : len(piece) - 1] if last else piece[start:]
+            yield _Seg(body, pos + start, line, line_start, first, last, prefixed)
+        pos += len(piece)
+        first = last
+        if last:
+            line += 1
+            line_start = pos
+
+
+#: valgrind writes its messages through a buffer that it hands to the output whenever 512
+#: characters have piled up (or when a message ends a line).
+_CHUNK = 512
+
+
+def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
+    """pmemcheck's own text, with what the program wrote into the same stream taken out.
+
+    A program writing to the stream pmemcheck logs to (``2>&1`` captures) lands between two
+    of valgrind's 512-character chunks, so in the middle of a record, and the record line
+    goes on after the program's newline without a prefix. Once a line with valgrind's prefix
+    has been seen (before that, and in a log without prefixes, every line is kept), a line
+    without the prefix is therefore either the rest of the previous log line, when that line
+    passed a chunk boundary and has text after the last one (the program's: dropped), or
+    another line of the program's (dropped).
+    """
+    valgrind = False
+    in_log = False  # the current line is pmemcheck's (prefixed, or its continuation)
+    held: list[_Seg] = []  # the current log line after its last chunk boundary
+    count = 0  # characters of the current log line since the last boundary
+    crossed = False  # the current log line passed a chunk boundary
+    ended = False  # the last log line ended; its tail waits for the next line's start
+    for s in segs:
+        if s.first:
+            if s.prefixed:
+                valgrind = True
+            if ended:
+                ended = False
+                if not s.prefixed and crossed and any(h.text for h in held):
+                    # Cut at the boundary: resume the record line on this one.
+                    held.clear()
+                    in_log, count, crossed = True, 0, False
+                    s = s._replace(first=False)
+                else:
+                    yield from held
+                    held.clear()
+                    in_log = False
+            if s.prefixed:
+                in_log, crossed = True, False
+                count = s.pos - s.line_start  # the prefix fills the chunk too
+        if not valgrind:
+            yield s
             continue
-        yield n, m.start() + (len(raw) - len(raw.lstrip())), body
-        n += 1
+        if not in_log:
+            continue
+        text = s.text
+        cut = 0
+        while count + len(text) - cut >= _CHUNK:
+            nxt = cut + _CHUNK - count
+            piece = s._replace(text=text[cut:nxt], pos=s.pos + cut, first=s.first and not cut)
+            yield from held
+            held.clear()
+            yield piece._replace(last=False)
+            cut, count, crossed = nxt, 0, True
+        count += len(text) - cut
+        tail = s._replace(text=text[cut:], pos=s.pos + cut, first=s.first and not cut)
+        if s.last:
+            # Held back (with the line's end) until the next line shows whether it was the
+            # program's text.
+            held.append(tail)
+            ended = True
+        else:
+            held.append(tail)
+    yield from held
 
 
-def _hex(field: str, what: str, err: _Err) -> int:
-    if _HEX.fullmatch(field) is None:
-        raise err(f"{what} {field!r} is not a hexadecimal number written 0x...")
-    return int(field, 16)
+#: A record as read: ``(number, position, line, column, text, prefixed)`` (see
+#: :class:`_Token`; a plain tuple, as there is one per record).
+Tok = tuple[int, int, int, int, str, bool]
+
+
+def _tokens(pieces: Pieces) -> Iterator[Tok]:
+    """Every non-empty record of the text, blanks around it removed, prefixes skipped."""
+    n = 0
+    # A record cut by the end of a piece: its text so far, and where it starts.
+    carry = ""
+    c_pos = c_line = c_start = 0
+    c_prefixed = False
+    for s in _valgrind_stream(_segments(pieces)):
+        body = s.text
+        if "\r" in body:
+            body = body.replace("\r", "|")  # same length: positions hold
+        parts = body.split("|")
+        off = s.pos
+        end = len(parts) - 1
+        for i, raw in enumerate(parts):
+            pos, line, start, prefixed = off, s.line, s.line_start, s.prefixed
+            off += len(raw) + 1
+            if i == 0 and carry:
+                raw = carry + raw
+                pos, line, start, prefixed = c_pos, c_line, c_start, c_prefixed
+                carry = ""
+            if i == end and not s.last:
+                if raw.strip():
+                    carry, c_pos, c_line, c_start, c_prefixed = raw, pos, line, start, prefixed
+                break
+            text = raw.strip()
+            if text:
+                p = pos + len(raw) - len(raw.lstrip())
+                yield (n, p, line, p - start + 1, text, prefixed)
+                n += 1
+    text = carry.strip()
+    if text:
+        p = c_pos + len(carry) - len(carry.lstrip())
+        yield (n, p, c_line, p - c_start + 1, text, c_prefixed)
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+def _hex(field: str, what: str, err: _Err, limit: int = _ADDRESS_LIMIT) -> int:
+    digits = field[2:]
+    # isalnum: int() would also take "_", "+", "-" and blanks.
+    if field[:2] in ("0x", "0X") and digits.isalnum() and digits.isascii():
+        try:
+            value = int(digits, 16)
+        except ValueError:
+            pass
+        else:
+            if value >= limit:
+                raise err(f"{what} {field} is too large (at most 0x{limit - 1:x})")
+            return value
+    raise err(f"{what} {field!r} is not a hexadecimal number written 0x...")
 
 
 class _Err:
     """Builds the error for the record being parsed."""
 
-    __slots__ = ("index", "pos", "text")
+    __slots__ = ("tok", "number")
 
-    def __init__(self, index: int, pos: int, text: str) -> None:
-        self.index, self.pos, self.text = index, pos, text
+    def __init__(self, number: int, tok: Tok) -> None:
+        self.number, self.tok = number, _Token._make(tok)
 
     def __call__(self, problem: str) -> LogFormatError:
-        return LogFormatError(self.index, self.pos, self.text, problem)
+        t = self.tok
+        return LogFormatError(self.number, t.pos, t.text, problem, t.line, t.column)
 
 
 def _fields(fields: list[str], want: int, usage: str, err: _Err) -> None:
@@ -203,117 +419,363 @@ def _fields(fields: list[str], want: int, usage: str, err: _Err) -> None:
         raise err(f"expected {usage}")
 
 
-def _parse_record(index: int, pos: int, text: str) -> Operation | RegisterFile | str:
+def _range(address: int, size: int, what: str, err: _Err) -> None:
+    if address + size > _ADDRESS_LIMIT:
+        raise err(f"the {what} 0x{address:x} + 0x{size:x} goes past the end of the address space")
+
+
+_frame_cache: dict[str, tuple[str, ...]] = {}
+
+
+def _frames(text: str) -> tuple[str, ...]:
+    """A STORE's stack frames (innermost first); the same tuple for the same text, so that a
+    long log's repeated frames cost memory once."""
+    hit = _frame_cache.get(text)
+    if hit is not None:
+        return hit
+    out: list[str] = []
+    for part in text.split(";"):
+        out.extend(f.strip() for f in _INLINED.split(part))
+    frames = tuple(f for f in out if f)
+    if len(_frame_cache) < 100_000:
+        _frame_cache[text] = frames
+    return frames
+
+
+Parsed = Operation | RegisterFile | str
+
+
+def _parse_record(number: int, tok: Tok) -> Parsed:
     """One record: an operation, a registration, or "START" / "STOP"."""
+    text = tok[4]
+    if text == "FENCE":
+        return Fence(number, tok[1])
+    if text.isascii():
+        # The common records, read without a check that could fail: anything unusual is
+        # read (and named, if wrong) by the careful path below.
+        if text.startswith("STORE;0x"):
+            f = text.split(";", 4)
+            if len(f) >= 4:
+                a, v, z = f[1], f[2], f[3]
+                if v[:2] == z[:2] == "0x" and a.isalnum() and v.isalnum() and z.isalnum():
+                    try:
+                        addr, value, size = int(a, 16), int(v, 16), int(z, 16)
+                    except ValueError:
+                        pass
+                    else:
+                        fits = 0 < size <= MAX_STORE and not value >> (8 * size)
+                        if fits and addr + size <= _ADDRESS_LIMIT:
+                            frames = _frames(f[4]) if len(f) == 5 else ()
+                            return Store(number, tok[1], addr, value, size, frames)
+        elif text.startswith("FLUSH;0x"):
+            f = text.split(";")
+            if len(f) == 3 and f[2][:2] == "0x" and f[1].isalnum() and f[2].isalnum():
+                try:
+                    addr, size = int(f[1], 16), int(f[2], 16)
+                except ValueError:
+                    pass
+                else:
+                    if size < _LIMIT and addr + size <= _ADDRESS_LIMIT:
+                        return Flush(number, tok[1], addr, size)
+    return _parse_carefully(number, tok)
+
+
+def _parse_carefully(number: int, tok: Tok) -> Parsed:
+    t = _Token._make(tok)
+    text = t.text
     if text in ("START", "STOP"):
         return text
-    if text == "FENCE":
-        return Fence(index, pos)
-    err = _Err(index, pos, text)
-    head, sep, _ = text.partition(";")
+    bad = None if text.isascii() else _BAD_BYTE.search(text)
+    if bad is not None:
+        byte = ord(bad.group()) - 0xDC00
+        column = t.column + bad.start()
+        raise LogFormatError(
+            number,
+            t.pos + bad.start(),
+            text,
+            f"byte 0x{byte:02x} at line {t.line}, column {column} is not UTF-8 text",
+            t.line,
+            column,
+        )
+    err = _Err(number, tok)
+    head, sep, rest = text.partition(";")
+    if head == "STORE":
+        fields = rest.split(";", 3)
+        if len(fields) < 3:
+            raise err("expected STORE;0xADDRESS;0xVALUE;0xSIZE[;FRAME...]")
+        addr = _hex(fields[0], "address", err)
+        value = _hex(fields[1], "value", err)
+        size = _hex(fields[2], "size", err)
+        if not 1 <= size <= MAX_STORE:
+            raise err(f"a STORE carries 1 to {MAX_STORE} bytes, not {size}")
+        if value >> (8 * size):
+            raise err(f"value 0x{value:x} does not fit in {size} byte(s)")
+        _range(addr, size, "store", err)
+        frames = _frames(fields[3]) if len(fields) == 4 else ()
+        return Store(number, t.pos, addr, value, size, frames)
+    if head == "FLUSH":
+        fields = rest.split(";")
+        _fields(fields, 2, "FLUSH;0xADDRESS;0xSIZE", err)
+        addr = _hex(fields[0], "address", err)
+        size = _hex(fields[1], "size", err, _LIMIT)
+        _range(addr, size, "flushed range", err)
+        return Flush(number, t.pos, addr, size)
+    if head == "DEEP_SYNC":
+        fields = rest.split(";")
+        _fields(fields, 2, "DEEP_SYNC;0xADDRESS;0xSIZE", err)
+        addr = _hex(fields[0], "address", err)
+        size = _hex(fields[1], "size", err, _LIMIT)
+        _range(addr, size, "synced range", err)
+        return DeepSync(number, t.pos, addr, size)
+    if head == "REGISTER_FILE":
+        fields = rest.split(";")
+        if len(fields) < 4:
+            raise err("expected REGISTER_FILE;PATH;0xBASE;0xSIZE;0xOFFSET")
+        # Read the numbers from the right, so that a path holding ';' still reads.
+        path = ";".join(fields[:-3])
+        if not path:
+            raise err("the registered file has an empty path")
+        base = _hex(fields[-3], "base address", err)
+        size = _hex(fields[-2], "size", err, _LIMIT)
+        offset = _hex(fields[-1], "file offset", err, _LIMIT)
+        if size == 0:
+            raise err("a registered file maps 0 bytes")
+        _range(base, size, "registered range", err)
+        if offset + size > _LIMIT:
+            raise err(f"file offset 0x{offset:x} + size 0x{size:x} is too large")
+        return RegisterFile(number, t.pos, path, base, size, offset)
     if sep and head in ("START", "STOP", "FENCE"):
         raise err(f"{head} takes no fields")
     if not sep:
         name, dot, edge = text.rpartition(".")
         if dot and name and edge in ("BEGIN", "END"):
-            return Marker(index, pos, name, edge == "BEGIN")
+            return Marker(number, t.pos, name, edge == "BEGIN")
         raise err(
             "not a record of the store log (START, STOP, REGISTER_FILE, STORE, FLUSH, "
             "FENCE, DEEP_SYNC, NAME.BEGIN or NAME.END)"
         )
-    fields = text.split(";")
-    if head == "STORE":
-        if len(fields) < 4:
-            raise err("expected STORE;0xADDRESS;0xVALUE;0xSIZE[;FRAME...]")
-        addr = _hex(fields[1], "address", err)
-        value = _hex(fields[2], "value", err)
-        size = _hex(fields[3], "size", err)
-        if not 1 <= size <= MAX_STORE:
-            raise err(f"a STORE carries 1 to {MAX_STORE} bytes, not {size}")
-        if value >> (8 * size):
-            raise err(f"value 0x{value:x} does not fit in {size} byte(s)")
-        return Store(index, pos, addr, value, size, tuple(fields[4:]))
-    if head == "FLUSH":
-        _fields(fields, 3, "FLUSH;0xADDRESS;0xSIZE", err)
-        return Flush(index, pos, _hex(fields[1], "address", err), _hex(fields[2], "size", err))
-    if head == "DEEP_SYNC":
-        _fields(fields, 3, "DEEP_SYNC;0xADDRESS;0xSIZE", err)
-        return DeepSync(index, pos, _hex(fields[1], "address", err), _hex(fields[2], "size", err))
-    if head == "REGISTER_FILE":
-        if len(fields) < 5:
-            raise err("expected REGISTER_FILE;PATH;0xBASE;0xSIZE;0xOFFSET")
-        # Read the numbers from the right, so that a path holding ';' still reads.
-        path = ";".join(fields[1:-3])
-        if not path:
-            raise err("the registered file has an empty path")
-        base = _hex(fields[-3], "base address", err)
-        size = _hex(fields[-2], "size", err)
-        offset = _hex(fields[-1], "file offset", err)
-        if size == 0:
-            raise err("a registered file maps 0 bytes")
-        return RegisterFile(index, pos, path, base, size, offset)
     raise err(f"unknown record type {head!r}")
 
 
-def parse_log(text: str) -> Log:
-    """Parse a store log; raises :class:`LogFormatError` on the first malformed record.
+# -- the log ---------------------------------------------------------------------------------
 
-    Every record is checked, inside the START/STOP range or not; markers between the last
-    START and the last STOP must nest, and every marker begun there must end there.
-    """
-    if not isinstance(text, str):
-        raise InvalidArgumentError(ErrorCode.EINVAL, "a store log is text (str)")
-    parsed: list[tuple[int, int, str, Operation | RegisterFile | str]] = []
-    for index, pos, body in _tokens(text):
-        parsed.append((index, pos, body, _parse_record(index, pos, body)))
-    starts = [i for i, p in enumerate(parsed) if p[3] == "START"]
-    stops = [i for i, p in enumerate(parsed) if p[3] == "STOP"]
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the parts of the log are, as token numbers (see :func:`_tokens`)."""
+
+    #: The first START: record numbers count from it.
+    first: int
+    #: The operations' START and STOP, as tokens.
+    start: _Token
+    stop: _Token
+    #: Earlier START..STOP ranges (exclusive ends): read for registrations and checked.
+    earlier: tuple[tuple[int, int], ...]
+
+
+def _find_layout(pieces: Pieces) -> _Layout:
+    starts: list[Tok] = []
+    stops: list[Tok] = []
+    first_token: Tok | None = None
+    for tok in _tokens(pieces):
+        if first_token is None:
+            first_token = tok
+        word = tok[4]
+        if word == "START":
+            starts.append(tok)
+        elif word == "STOP" and starts:
+            stops.append(tok)
     if not starts:
-        where = parsed[0] if parsed else (0, 0, "", "")
-        raise LogFormatError(where[0], where[1], where[2], "the log has no START record")
-    first, last = starts[-1], stops[-1] if stops else -1
-    if last < first:
-        index, pos, body, _ = parsed[first]
-        raise LogFormatError(index, pos, body, "no STOP record follows the last START")
-    ops: list[Operation] = []
+        t0 = _Token._make(first_token or (0, 0, 1, 1, "", False))
+        raise LogFormatError(0, t0.pos, t0.text, "the log has no START record", t0.line, t0.column)
+    first = starts[0][0]
+    start = _Token._make(starts[-1])
+    if not stops or stops[-1][0] < start.n:
+        raise LogFormatError(
+            start.n - first,
+            start.pos,
+            start.text,
+            "no STOP record follows the last START (was pmemcheck or the program stopped "
+            "before the end?)",
+            start.line,
+            start.column,
+        )
+    earlier: list[tuple[int, int]] = []
+    stop_ns = [t[0] for t in stops]
+    j = 0
+    for i, begin in enumerate(starts[:-1]):
+        while j < len(stop_ns) and stop_ns[j] < begin[0]:
+            j += 1
+        nxt = starts[i + 1][0]
+        earlier.append((begin[0], min(nxt, stop_ns[j]) if j < len(stop_ns) else nxt))
+    return _Layout(first, start, _Token._make(stops[-1]), tuple(earlier))
+
+
+@dataclass
+class Log:
+    """A store log: where its operations are, its registrations and counts.
+
+    The operations are read from the text again on every :meth:`iter_operations` (a long
+    log is never held whole); :attr:`operations` is them as a list, for small logs.
+    """
+
+    #: Every REGISTER_FILE of every START..STOP, in order.
+    files: list[RegisterFile]
+    #: Records from the first START to the last STOP, both included.
+    records: int
+    #: Number and character offset of the START and STOP that bound the operations.
+    start: tuple[int, int]
+    stop: tuple[int, int]
+    #: Operations by record type ("STORE", "FLUSH", "FENCE", "DEEP_SYNC", "MARKER").
+    counts: dict[str, int]
+    #: Where the text comes from (a file's path, or "<text>").
+    name: str
+    #: Reads the text again, piece by piece, and where its parts are.
+    pieces: Pieces = field(repr=False)
+    layout: _Layout = field(repr=False)
+    _ops: list[Operation] | None = field(default=None, repr=False)
+
+    def iter_operations(self) -> Iterator[Operation]:
+        """The operations between the last START and the last STOP, in order."""
+        if self._ops is not None:
+            yield from self._ops
+            return
+        lay = self.layout
+        lo, hi, first = lay.start.n, lay.stop.n, lay.first
+        for tok in _tokens(self.pieces):
+            n = tok[0]
+            if n <= lo:
+                continue
+            if n >= hi:
+                break
+            rec = _parse_record(n - first, tok)
+            if not isinstance(rec, str | RegisterFile):
+                yield rec
+
+    @property
+    def operations(self) -> list[Operation]:
+        """Every operation, as a list (read once and kept: for small logs)."""
+        if self._ops is None:
+            self._ops = list(self.iter_operations())
+        return self._ops
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def count(self, kind: type) -> int:
+        name = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
+        return self.counts.get(name.get(kind, "MARKER"), 0)
+
+    def record(self, index: int) -> Operation | None:
+        """The operation numbered ``index`` (None if it is not one of the operations)."""
+        return self.records_at({index}).get(index)
+
+    def records_at(self, indexes: Iterable[int]) -> dict[int, Operation]:
+        """The operations with these numbers (one pass over the text at most)."""
+        wanted = set(indexes)
+        if not wanted:
+            return {}
+        out: dict[int, Operation] = {}
+        if self._ops is not None:
+            ops = self._ops
+            for i in wanted:
+                lo, hi = 0, len(ops)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ops[mid].index < i:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < len(ops) and ops[lo].index == i:
+                    out[i] = ops[lo]
+            return out
+        top = max(wanted)
+        for op in self.iter_operations():
+            if op.index in wanted:
+                out[op.index] = op
+            if op.index >= top:
+                break
+        return out
+
+
+def _read(pieces: Pieces, name: str) -> Log:
+    lay = _find_layout(pieces)
+    first = lay.first
+    files: list[RegisterFile] = []
+    counts = {"STORE": 0, "FLUSH": 0, "FENCE": 0, "DEEP_SYNC": 0, "MARKER": 0}
+    kinds = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
     open_markers: list[Marker] = []
-    for index, pos, body, rec in parsed[first + 1 : last]:
-        if isinstance(rec, str | RegisterFile):
-            # Registrations are read separately; a STOP before the last one does not end
-            # the range (everything from the last START to the last STOP counts).
+    ranges = [*lay.earlier, (lay.start.n, lay.stop.n)]
+    r = 0
+    lo, hi = ranges[0]
+    for tok in _tokens(pieces):
+        n = tok[0]
+        while n >= hi and r + 1 < len(ranges):
+            r += 1
+            lo, hi = ranges[r]
+        if n <= lo or n >= hi:
+            if n >= lay.stop.n:
+                break
             continue
+        try:
+            rec = _parse_record(n - first, tok)
+        except LogFormatError as exc:
+            if lay.start.prefixed:
+                raise LogFormatError(
+                    exc.record,
+                    exc.offset,
+                    tok[4],
+                    f"{exc.problem} (if the program wrote to the stream pmemcheck logged to, "
+                    "record with --log-file instead)",
+                    exc.line,
+                    exc.column,
+                ) from None
+            raise
+        if isinstance(rec, RegisterFile):
+            files.append(rec)
+            continue
+        if r + 1 < len(ranges) or isinstance(rec, str):
+            continue  # an earlier run's operations, or a stray START / STOP
+        counts[kinds.get(type(rec), "MARKER")] += 1
         if isinstance(rec, Marker):
             if rec.begin:
                 open_markers.append(rec)
             elif not open_markers or open_markers[-1].name != rec.name:
                 inner = f"{open_markers[-1].name!r} is open" if open_markers else "none is open"
-                raise LogFormatError(
-                    index, pos, body, f"marker {rec.name!r} ends but {inner} (markers nest)"
-                )
+                raise _Err(rec.index, tok)(f"marker {rec.name!r} ends but {inner} (markers nest)")
             else:
                 open_markers.pop()
-        ops.append(rec)
+    stop = lay.stop
     if open_markers:
         m = open_markers[-1]
-        index, pos, body, _ = parsed[last]
-        raise LogFormatError(
-            index, pos, body, f"marker {m.name!r} begun at record #{m.index} never ends"
+        raise _Err(stop.n - first, tuple(stop))(  # type: ignore[arg-type]
+            f"marker {m.name!r} begun at record #{m.index} never ends"
         )
-    files = [p[3] for p in parsed if isinstance(p[3], RegisterFile)]
+    start = lay.start
     return Log(
-        ops,
         files,
-        len(parsed),
-        (parsed[first][0], parsed[first][1]),
-        (parsed[last][0], parsed[last][1]),
+        stop.n - first + 1,
+        (start.n - first, start.pos),
+        (stop.n - first, stop.pos),
+        counts,
+        name,
+        pieces,
+        lay,
     )
 
 
+def parse_log(text: str) -> Log:
+    """Parse a store log; raises :class:`LogFormatError` on the first malformed record.
+
+    Every record inside a START..STOP is checked; markers between the last START and the
+    last STOP must nest, and every marker begun there must end there.
+    """
+    if not isinstance(text, str):
+        raise InvalidArgumentError(ErrorCode.EINVAL, "a store log is text (str)")
+    return _read(_text_pieces(text), "<text>")
+
+
 def read_log(path: str) -> Log:
-    """Parse the store log in the file at ``path``."""
-    try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            text = f.read()
-    except UnicodeDecodeError as exc:
-        raise LogFormatError(0, exc.start, "", "the log is not UTF-8 text") from None
-    return parse_log(text)
+    """The store log in the file at ``path``, checked as :func:`parse_log` checks text; its
+    operations are read from the file again whenever they are needed."""
+    return _read(_file_pieces(path), path)

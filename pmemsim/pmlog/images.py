@@ -30,6 +30,10 @@ _PAGE = 4096
 _LINE = 64
 _MASK = (1 << 128) - 1
 _ZERO_LINE = bytes(_LINE)
+#: Linux's MAP_NORESERVE (Python's mmap module does not name it before 3.13).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+_CHUNK = 1 << 20
+_ZERO_CHUNK = bytes(_CHUNK)
 
 Deviations = Sequence[tuple[int, int]]
 
@@ -42,15 +46,33 @@ def _line_key(offset: int, content: bytes) -> int:
 class PoolImage:
     """The crash images of one pool, one at a time, in one reusable buffer."""
 
-    def __init__(self, size: int, initial: bytes | None) -> None:
+    def __init__(self, size: int, source: str | None = None, source_size: int = 0) -> None:
+        """A pool of ``size`` bytes whose initial content is the first ``source_size``
+        bytes of the file ``source`` (zeros after them; all zeros without a source)."""
         if size <= 0:
             raise ValueError("a pool image needs at least one byte")
         self.size = size
-        # Private: forked workers each patch their own copy.
-        self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
-        if initial is not None:
-            self.buf[:] = initial
-        self._initial = initial
+        self._initial: memoryview | None = None
+        self._initial_map: mmap.mmap | None = None
+        if source is not None and source_size > 0:
+            n = min(size, source_size)
+            with open(source, "rb") as f:
+                # Private and read-only: the file's pages, shared with the page cache.
+                self._initial_map = mmap.mmap(f.fileno(), n, mmap.MAP_PRIVATE, mmap.PROT_READ)
+                if n == size:
+                    # The buffer too: pages copied on write, so a large file costs the
+                    # pages the images change.
+                    self.buf = mmap.mmap(f.fileno(), size, mmap.MAP_PRIVATE)
+            self._initial = memoryview(self._initial_map)
+        if self._initial is None or len(self._initial) < size:
+            # Private (forked workers each patch their own copy) and not reserved: a pool
+            # of a terabyte costs the pages an image touches, not its size.
+            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
+            init = self._initial
+            for start in range(0, 0 if init is None else len(init), _CHUNK):
+                chunk = init[start : start + _CHUNK]  # type: ignore[index]
+                if chunk != _ZERO_CHUNK[: len(chunk)]:  # zeros are there already
+                    self.buf[start : start + len(chunk)] = chunk
         self._ro = memoryview(self.buf).toreadonly()
         #: Page index -> the page object whose content the buffer shows (absent: initial).
         self._shown: dict[int, object] = {}
@@ -69,13 +91,26 @@ class PoolImage:
         self._ro.release()
         with contextlib.suppress(BufferError):  # a checker kept a view: the GC frees it
             self.buf.close()
+        if self._initial is not None:
+            self._initial.release()
+            assert self._initial_map is not None
+            self._initial_map.close()
 
     # -- keys --------------------------------------------------------------------------
 
     def _initial_line(self, offset: int, n: int) -> bytes:
-        if self._initial is None:
+        init = self._initial
+        if init is None or offset >= len(init):
             return _ZERO_LINE[:n]
-        return self._initial[offset : offset + n]
+        chunk = bytes(init[offset : offset + n])
+        return chunk + _ZERO_LINE[: n - len(chunk)]
+
+    def _initial_range(self, start: int, end: int) -> bytes:
+        init = self._initial
+        if init is None or start >= len(init):
+            return bytes(end - start)
+        chunk = bytes(init[start:end])
+        return chunk + bytes(end - start - len(chunk))
 
     def _line(self, offset: int, content: bytes) -> int:
         """The key contribution of one line's content (0 when it is the initial content)."""
@@ -119,10 +154,7 @@ class PoolImage:
             return
         end = min(start + _PAGE, self.size)
         if page is None:
-            if self._initial is None:
-                self.buf[start:end] = bytes(end - start)
-            else:
-                self.buf[start:end] = self._initial[start:end]
+            self.buf[start:end] = self._initial_range(start, end)
             self._shown.pop(p, None)
             new = 0
         else:

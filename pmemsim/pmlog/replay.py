@@ -1,34 +1,60 @@
-"""A parsed store log as a workload on the simulator.
+"""A store log's operations as a workload on the simulator.
 
-The registered file is laid out as one simulated pool: file offset = address - base +
-the registration's file offset. Its initial content is the file's content when the file
-exists (read once, never written), zeros otherwise. Each operation becomes the matching
-call on a view of that pool: a STORE an ordinary (write-back) store, FLUSH a flush, FENCE a
-drain, DEEP_SYNC a deep flush, markers the recorder's marker boundaries. The replay notes
-which log record each simulated operation came from, so that reports name records, not
-Python lines.
+Each registered file is one simulated pool: file offset = address - base + the
+registration's file offset. Its initial content is the file's content when the file exists
+(read a page at a time, as the replay touches it; never written), zeros otherwise. Each
+operation becomes the matching call on a view of its pool: a STORE an ordinary (write-back)
+store, FLUSH a flush, FENCE a drain (of every pool: one machine), DEEP_SYNC a deep flush,
+markers the recorder's marker boundaries.
+
+**Which lines a FLUSH flushes.** pmemcheck logs a flush *instruction* (clflush, clflushopt,
+clwb) as ``FLUSH;<its operand>;0x40``: the operand's address, not the line's, unless
+``--flush-align=yes``; the instruction flushes the one line holding that address, although
+the logged range reaches into the next line when the address is not aligned. So a FLUSH of
+exactly one line's size (64 bytes) flushes the line holding its address. Any other size is a
+range flush (an msync, a ``VALGRIND_PMC_DO_FLUSH`` request): it flushes every line the range
+covers. See docs/check-log.md for the measurements behind this rule.
 
 Stores, flushes and deep syncs outside every registered range are ignored and counted
 (pmemcheck logs every store to persistent memory, also to regions no file was registered
 for); a record that straddles the edge of a registered range is cut to the part inside.
+
+The operations are streamed from the log on every pass (:meth:`Replay.steps`): the replay
+keeps no list of them.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
+import stat
 import sys
+import weakref
+from collections.abc import Callable, Iterator
+from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError, NotSupportedError
-from ..explore.trace import Trace, record
 from ..markers import _sink
 from ..snapshot import Snapshot
 from ..view import View
-from .grammar import DeepSync, Fence, Flush, Log, LogFormatError, Marker, RegisterFile, Store
+from .grammar import (
+    DeepSync,
+    Fence,
+    Flush,
+    Log,
+    LogFormatError,
+    Marker,
+    Operation,
+    RegisterFile,
+    Store,
+)
+
+if TYPE_CHECKING:
+    from ..explore.trace import CrashPoint, Trace
 
 __all__ = ["LogPool", "Replay", "Step"]
 
@@ -36,6 +62,7 @@ __all__ = ["LogPool", "Replay", "Step"]
 STORE, FLUSH, FENCE, DEEP, BEGIN, END = range(6)
 
 _PAGE = 4096
+_LINE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +80,9 @@ class Mapping:
         return self.base + self.size
 
 
-@dataclass
+@dataclass(eq=False)
 class LogPool:
-    """The registered file as the simulator sees it."""
+    """One registered file as the simulator sees it."""
 
     #: The path as the log registers it, and as this process opens it.
     path: str
@@ -65,23 +92,51 @@ class LogPool:
     #: Bytes of the simulated pool: the file's size or the end of the furthest registered
     #: range, whichever is larger.
     size: int
-    #: The pool's content when the log starts (None: zeros).
-    base_image: bytes | None = field(repr=False)
+    #: Where the initial content comes from (None: zeros), and how many of its bytes there
+    #: are (the rest reads as zeros).
+    source: str | None = None
+    source_size: int = 0
+    _fd: int | None = field(default=None, repr=False)
 
     @property
     def base(self) -> int:
         """The lowest registered address."""
         return self.mappings[0].base
 
-    def locate(self, address: int, size: int) -> tuple[int, int, int] | None:
-        """``(file offset, bytes skipped at the front, length)`` of the part of
-        ``[address, address + size)`` inside a registered range, or None if none is."""
-        end = address + size
-        for m in self.mappings:  # one or a few: a registration per mapping of the file
-            lo, hi = max(address, m.base), min(end, m.end)
-            if lo < hi:
-                return lo - m.base + m.offset, lo - address, hi - lo
-        return None
+    @property
+    def base_image(self) -> bool:
+        """Whether the pool starts from a file's content (else from zeros)."""
+        return self.source is not None
+
+    def page(self, p: int) -> bytes:
+        """Initial content of page ``p`` (short at the end of the source; empty past it)."""
+        start = p * _PAGE
+        if self.source is None or start >= self.source_size:
+            return b""
+        if self._fd is None:
+            fd = os.open(self.source, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd = fd
+            weakref.finalize(self, os.close, fd)
+        n = min(_PAGE, self.source_size - start)
+        return os.pread(self._fd, n, start)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Initial content of ``[offset, offset + length)`` (zeros past the source's end)."""
+        out = bytearray()
+        end = offset + length
+        while offset < end:
+            p, o = divmod(offset, _PAGE)
+            take = min(_PAGE - o, end - offset)
+            chunk = self.page(p)[o : o + take]
+            out += chunk + bytes(take - len(chunk))
+            offset += take
+        return bytes(out)
+
+    def snapshot(self) -> Snapshot | None:
+        """The initial content as the simulator maps it (None: zeros)."""
+        if self.source is None:
+            return None
+        return Snapshot(self.resolved, self.size, {}, self.page)
 
     def address_of(self, offset: int) -> int:
         """An address at which the pool's ``offset`` is mapped (the lowest one)."""
@@ -92,27 +147,54 @@ class LogPool:
 
     @classmethod
     def from_log(cls, log: Log, base_image: str | None = None) -> LogPool:
-        """The pool a log's registrations describe.
-
-        ``base_image``: read the initial content from this file instead of the registered
-        one. One file only; registering it more than once is fine (identical records count
-        once; other ranges of the same file add mappings), as long as no address maps to
-        two different file offsets.
-        """
-        if not log.files:
-            raise LogFormatError(
-                log.start[0], log.start[1], "START", "the log registers no file (REGISTER_FILE)"
-            )
-        paths = {_identity(f.path): f.path for f in log.files}
-        if len(paths) > 1:
+        """The pool of a log that registers one file (see :meth:`Replay.of` for several)."""
+        pools = _pools(log, {None: base_image} if base_image else {})
+        if len(pools) > 1:
             raise NotSupportedError(
                 ErrorCode.NOSUPP,
-                f"the log registers {len(paths)} different files "
-                f"({', '.join(sorted(paths.values()))}); check-log handles one",
+                f"the log registers {len(pools)} different files "
+                f"({', '.join(sorted(p.path for p in pools))}); use Replay.of for several",
             )
-        first = log.files[0]
+        return pools[0]
+
+
+def _identity(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def _pools(log: Log, base_images: MappingOf[str | None, str]) -> list[LogPool]:
+    """One pool per registered file, in the order the log first registers them.
+
+    ``base_images`` maps a registered path (or None: the only file) to the file to read
+    the initial content from instead.
+    """
+    if not log.files:
+        raise LogFormatError(
+            log.start[0], log.start[1], "START", "the log registers no file (REGISTER_FILE)"
+        )
+    by_file: dict[str, list[RegisterFile]] = {}
+    for f in log.files:
+        by_file.setdefault(_identity(f.path), []).append(f)
+    given: dict[str | None, str] = dict(base_images)
+    if None in given:
+        if len(by_file) > 1:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"the log registers {len(by_file)} files: give each base image as "
+                "REGISTERED_PATH=FILE",
+            )
+        given = {log.files[0].path: given[None]}
+    wanted = {_identity(k): v for k, v in given.items() if k is not None}
+    unknown = [k for k in given if k is not None and _identity(k) not in by_file]
+    if unknown:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"the log registers no file {unknown[0]} (--base-image)"
+        )
+    pools: list[LogPool] = []
+    claimed: list[tuple[Mapping, int]] = []  # every mapping, with its pool's number
+    for ident, regs in by_file.items():
         seen: dict[tuple[int, int, int], RegisterFile] = {}
-        for f in log.files:
+        for f in regs:
             seen.setdefault((f.base, f.size, f.offset), f)
         mappings = sorted(
             (Mapping(f.base, f.size, f.offset, f.index) for f in seen.values()),
@@ -120,39 +202,77 @@ class LogPool:
         )
         for a, b in itertools.combinations(mappings, 2):
             if b.base < a.end and b.base - b.offset != a.base - a.offset:
-                bad = next(f for f in log.files if f.index == b.record)
-                raise LogFormatError(
-                    bad.index,
-                    bad.pos,
-                    f"REGISTER_FILE;{bad.path}",
-                    f"maps addresses that record #{a.record} maps to other file offsets",
-                )
-        resolved = os.path.abspath(first.path)
-        source = base_image if base_image is not None else resolved
-        content: bytes | None = None
-        if base_image is not None or os.path.exists(resolved):
-            try:
-                content = Path(source).read_bytes()
-            except OSError as exc:
-                raise InvalidArgumentError(
-                    ErrorCode.EINVAL, f"cannot read the base image {source}: {exc.strerror}"
-                ) from None
-        size = max(max(m.offset + m.size for m in mappings), len(content or b""))
-        if content is not None:
-            content = content + bytes(size - len(content)) if len(content) < size else content
-            if not any(content):
-                content = None  # zeros: the simulator's default, and cheaper
-        return cls(first.path, resolved, mappings, size, content)
+                _clash(log, b, f"maps addresses that record #{a.record} maps to other file offsets")
+        claimed += [(m, len(pools)) for m in mappings]
+        first = regs[0]
+        source = wanted.get(ident)
+        origin = source if source is not None else ident
+        source_size = _source_size(origin, first.path, explicit=source is not None)
+        size = max(max(m.offset + m.size for m in mappings), source_size or 0)
+        pools.append(
+            LogPool(
+                first.path,
+                os.path.abspath(first.path),
+                mappings,
+                size,
+                None if source_size is None else origin,
+                source_size or 0,
+            )
+        )
+    claimed.sort(key=lambda c: c[0].base)
+    for (a, pa), (b, pb) in itertools.pairwise(claimed):
+        if b.base < a.end and pa != pb:
+            _clash(log, b, f"maps addresses that record #{a.record} registers for another file")
+    return pools
 
 
-def _identity(path: str) -> str:
-    return os.path.realpath(path)
+def _clash(log: Log, m: Mapping, problem: str) -> None:
+    bad = next(f for f in log.files if f.index == m.record)
+    raise LogFormatError(bad.index, bad.pos, f"REGISTER_FILE;{bad.path}", problem)
+
+
+def _source_size(path: str, registered: str, *, explicit: bool) -> int | None:
+    """Bytes of initial content at ``path`` (None: no such file, the pool starts as zeros).
+
+    Only a regular file gives content: a FIFO would block the read and a device has no
+    content to copy, so both are refused (give the content with --base-image).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if explicit:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"cannot read the base image {path}: no such file"
+            ) from None
+        return None
+    except OSError as exc:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"cannot read the base image {path}: {exc.strerror}"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
+        hint = "" if explicit else f" (give its content with --base-image {registered}=FILE)"
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"the base image {path} is {kind}: cannot read it{hint}"
+        )
+    if not os.access(path, os.R_OK):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"cannot read the base image {path}: permission denied"
+        )
+    return st.st_size
 
 
 class Step(NamedTuple):
-    """One operation the replay issues: kind, pool offset, data or length, log record."""
+    """One operation the replay issues: kind, pool, offset, data or length, log record."""
 
     kind: int
+    pool: int
     offset: int
     arg: bytes | int | str
     record: int
@@ -160,96 +280,166 @@ class Step(NamedTuple):
 
 @dataclass
 class Replay:
-    """A log's operations as a workload on its pool."""
+    """A log's operations as a workload on its pools."""
 
     log: Log
-    pool: LogPool
-    steps: list[Step]
-    #: Records outside every registered range, by type, that the replay left out.
-    ignored: dict[str, int]
-    #: Records cut to the part inside a registered range.
-    clipped: int
-    #: After a run: the log record of each operation the simulator saw, in order (the
-    #: ``operation`` count of a crash point indexes it), and of each marker boundary.
-    issued: list[int] = field(default_factory=list)
-    markers: list[int] = field(default_factory=list)
+    pools: list[LogPool]
+    #: Records outside every registered range, by type, that the replay left out, and
+    #: records cut to the part inside one; counted by each pass over the steps.
+    ignored: dict[str, int] = field(default_factory=dict)
+    clipped: int = 0
+    #: After a run: operations the simulator saw (the ``operation`` count of a crash point
+    #: counts them), and the stores among them.
+    operations: int = 0
+    stores: int = 0
 
     @classmethod
-    def of(cls, log: Log, pool: LogPool | None = None) -> Replay:
-        pool = pool if pool is not None else LogPool.from_log(log)
-        steps: list[Step] = []
-        ignored = {"STORE": 0, "FLUSH": 0, "DEEP_SYNC": 0}
-        clipped = 0
-        for op in log.operations:
-            if isinstance(op, Fence):
-                steps.append(Step(FENCE, 0, 0, op.index))
-                continue
-            if isinstance(op, Marker):
-                steps.append(Step(BEGIN if op.begin else END, 0, op.name, op.index))
-                continue
-            where = pool.locate(op.address, op.size)
-            name = "STORE" if isinstance(op, Store) else type(op).__name__.upper()
-            if isinstance(op, DeepSync):
-                name = "DEEP_SYNC"
-            if where is None:
-                if op.size:
-                    ignored[name] += 1
-                continue
-            off, skip, n = where
-            clipped += n != op.size
-            if isinstance(op, Store):
-                steps.append(Step(STORE, off, op.data[skip : skip + n], op.index))
-            elif isinstance(op, Flush):
-                steps.append(Step(FLUSH, off, n, op.index))
-            else:
-                steps.append(Step(DEEP, off, n, op.index))
-        return cls(log, pool, steps, ignored, clipped)
+    def of(
+        cls, log: Log, pool: LogPool | None = None, *, base_images: dict[str, str] | None = None
+    ) -> Replay:
+        """The replay of ``log``; ``base_images`` maps a registered path to the file holding
+        its initial content (``pool``: the one pool, already built)."""
+        given: dict[str | None, str] = {}
+        given.update(base_images or {})
+        pools = [pool] if pool is not None else _pools(log, given)
+        if len(pools) > 1:
+            raise NotSupportedError(
+                ErrorCode.NOSUPP,
+                f"the log registers {len(pools)} different files "
+                f"({', '.join(sorted(p.path for p in pools))}); check-log handles one",
+            )
+        return cls(log, pools)
 
-    def workload(self, view: View) -> None:
-        """Issue every step on ``view`` (the whole pool), noting the records issued."""
-        issued: list[int] = []
-        markers: list[int] = []
-        self.issued, self.markers = issued, markers
-        write, flush, drain, deep = view.write, view.flush, view.drain, view.deep_flush
-        note = issued.append
+    @property
+    def pool(self) -> LogPool:
+        """The first registered file's pool."""
+        return self.pools[0]
+
+    def _locator(self) -> Callable[[int, int], tuple[int, int, int, int] | None]:
+        spans = sorted(
+            ((m.base, m.end, m.offset, i) for i, p in enumerate(self.pools) for m in p.mappings)
+        )
+        bases = [s[0] for s in spans]
+        ends = list(itertools.accumulate((s[1] for s in spans), max))
+
+        def locate(address: int, size: int) -> tuple[int, int, int, int] | None:
+            """``(pool, offset, bytes skipped at the front, length)`` of the part of
+            ``[address, address + size)`` inside the first registered range (by address)
+            that it meets."""
+            end = address + size
+            j = bisect.bisect_right(bases, address) - 1
+            k = bisect.bisect_right(ends, address)  # the first range reaching past address
+            if k > j:  # none that starts at or before it: one starting inside the record?
+                k = j + 1
+                if k >= len(spans) or bases[k] >= end:
+                    return None
+            base, mend, off, i = spans[k]
+            lo, hi = max(address, base), min(end, mend)
+            return i, lo - base + off, lo - address, hi - lo
+
+        return locate
+
+    def steps(self) -> Iterator[Step]:
+        """The operations as the simulator gets them, streamed from the log."""
+        for _, step, _ in self.conversions():
+            if step is not None:
+                yield step
+
+    def conversions(self) -> Iterator[tuple[Operation, Step | None, int]]:
+        """Every operation, its step (None: outside every registered file) and how many
+        bytes at its front were cut off."""
+        ignored = {"STORE": 0, "FLUSH": 0, "DEEP_SYNC": 0}
+        self.ignored = ignored
+        self.clipped = 0
+        locate = self._locator()
+        for op in self.log.iter_operations():
+            kind = type(op)
+            if kind is Fence:
+                yield op, Step(FENCE, 0, 0, 0, op.index), 0
+                continue
+            if kind is Marker:
+                assert isinstance(op, Marker)
+                yield op, Step(BEGIN if op.begin else END, 0, 0, op.name, op.index), 0
+                continue
+            assert isinstance(op, Store | Flush | DeepSync)
+            address, size = op.address, op.size
+            if kind is Flush and size == _LINE:
+                address -= address % _LINE  # an instruction: the line holding its operand
+            where = locate(address, size)
+            if where is None:
+                if size:
+                    name = "STORE" if kind is Store else "FLUSH" if kind is Flush else "DEEP_SYNC"
+                    ignored[name] += 1
+                yield op, None, 0
+                continue
+            pool, off, skip, n = where
+            if n != size:
+                self.clipped += 1
+            if kind is Store:
+                assert isinstance(op, Store)
+                data = op.data
+                data = data[skip : skip + n] if n != size else data
+                yield op, Step(STORE, pool, off, data, op.index), skip
+            elif kind is Flush:
+                yield op, Step(FLUSH, pool, off, n, op.index), skip
+            else:
+                yield op, Step(DEEP, pool, off, n, op.index), skip
+
+    def workload(self, views: list[View]) -> None:
+        """Issue every step on ``views`` (one per pool, each the whole pool)."""
+        writes = [v.write for v in views]
+        flushes = [v.flush for v in views]
+        deeps = [v.deep_flush for v in views]
+        drain = views[0].drain  # one machine: a fence orders every pool
         # The recorder's sink directly: a log's marker names may hold characters that
         # pmemsim.marker refuses for names written in Python (a '.', say).
         sink = _sink.get()
         here = sys._getframe()
-        for kind, off, arg, rec in self.steps:
-            if kind == STORE:
-                write(off, arg)  # type: ignore[arg-type]
-            elif kind == FLUSH:
-                flush(off, arg)  # type: ignore[arg-type]
-            elif kind == FENCE:
-                drain()
-            elif kind == DEEP:
-                deep(off, arg)  # type: ignore[arg-type]
-            else:
-                markers.append(rec)
-                if sink is not None:
-                    sink(arg, kind == BEGIN, here)  # type: ignore[arg-type]
-                continue
-            note(rec)
+        operations = stores = 0
+        try:
+            for kind, pool, off, arg, _ in self.steps():
+                if kind == STORE:
+                    writes[pool](off, arg)  # type: ignore[arg-type]
+                    stores += 1
+                elif kind == FLUSH:
+                    flushes[pool](off, arg)  # type: ignore[arg-type]
+                elif kind == FENCE:
+                    drain()
+                elif kind == DEEP:
+                    deeps[pool](off, arg)  # type: ignore[arg-type]
+                else:
+                    if sink is not None:
+                        sink(arg, kind == BEGIN, here)  # type: ignore[arg-type]
+                    continue
+                operations += 1
+        finally:
+            self.operations, self.stores = operations, stores
 
-    def record(self, crash_points: str = "barriers") -> Trace:
+    def record(
+        self, crash_points: str = "barriers", on_point: Callable[[CrashPoint], None] | None = None
+    ) -> Trace:
         """Run the replay once on a fresh simulator and record its crash points."""
         from pmemsim_backends.sim import SimBackend
 
-        base: Snapshot | None = None
-        content = self.pool.base_image
-        if content is not None:
-            # Pages load on first touch: a crash state then holds the pages the log touched,
-            # not every page of a large file.
-            def load(p: int, content: bytes = content) -> bytes:
-                return content[p * _PAGE : (p + 1) * _PAGE]
+        from ..config import Config
+        from ..explore.trace import record_run
+        from ..part import Part
+        from ..set import Set
+        from ..source import Source
 
-            base = Snapshot(self.pool.resolved, self.pool.size, {}, load)
-        return record(
-            self.workload,
-            size=self.pool.size,
-            granularity=Granularity.CACHE_LINE,
-            crash_points=crash_points,
-            base=base,
-            backend=SimBackend(Granularity.CACHE_LINE, lint=False),
-        )
+        sim = SimBackend(Granularity.CACHE_LINE, lint=False)
+
+        def run(sim: SimBackend, end: Callable[[], None]) -> None:
+            with Set(Config(granularity=Granularity.CACHE_LINE, backend=sim)) as s:
+                views = []
+                for p in self.pools:
+                    snap = p.snapshot()
+                    # Pages load on first touch: a crash state holds the pages the log
+                    # touched, not every page of a large file.
+                    src = Source.anonymous(p.size) if snap is None else Source.from_image(snap)
+                    views.append(s.view(s.map(Part(src))))
+                self.workload(views)
+                end()
+
+        kw: dict[str, Any] = {} if on_point is None else {"on_point": on_point}
+        return record_run(run, sim, crash_points=crash_points, size=self.pool.size, **kw)
