@@ -25,11 +25,13 @@ _RECORD = {0: "STORE", 1: "FLUSH", 2: "FENCE", 3: "DEEP_SYNC"}
 def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
     """The log's operations (inside the registered file), each named by its record."""
     ops: list[Operation] = []
-    for kind, off, arg, rec in replay.steps:
+    for record, step, _ in replay.conversions():
+        if step is None:  # outside every registered file
+            continue
+        kind, _, off, arg, rec = step
         if kind >= 4:  # a marker's BEGIN or END
             ops.append(Operation("marker", marker=str(arg), begin=kind == 4, label=""))
             continue
-        record = replay.log.record(rec)
         frames: tuple[str, ...] = tuple(getattr(record, "frames", ()))
         stack = tuple(w for w in (parse_frame(f, search) for f in frames) if w is not None)
         data = arg if isinstance(arg, bytes) else b""
