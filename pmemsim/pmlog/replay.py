@@ -30,7 +30,6 @@ import itertools
 import os
 import stat
 import sys
-import weakref
 from collections.abc import Callable, Iterator
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
@@ -96,7 +95,6 @@ class LogPool:
     #: are (the rest reads as zeros).
     source: str | None = None
     source_size: int = 0
-    _fd: int | None = field(default=None, repr=False)
 
     @property
     def base(self) -> int:
@@ -113,12 +111,13 @@ class LogPool:
         start = p * _PAGE
         if self.source is None or start >= self.source_size:
             return b""
-        if self._fd is None:
-            fd = os.open(self.source, os.O_RDONLY | os.O_CLOEXEC)
-            self._fd = fd
-            weakref.finalize(self, os.close, fd)
-        n = min(_PAGE, self.source_size - start)
-        return os.pread(self._fd, n, start)
+        # Opened per page (only pages the log touches are read): no descriptor outlives
+        # the call, however long the pool is kept.
+        fd = os.open(self.source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, min(_PAGE, self.source_size - start), start)
+        finally:
+            os.close(fd)
 
     def read(self, offset: int, length: int) -> bytes:
         """Initial content of ``[offset, offset + length)`` (zeros past the source's end)."""
