@@ -1,0 +1,324 @@
+"""Real C programs and the store logs pmemcheck recorded from them (tests/c, tests/data/pmemcheck).
+
+The corpus is checked for what it claims to be (every output mode the issue lists, files and
+lost-store lines as the manifest says), the checkers are shown to tell a whole pool from a
+damaged one (so a CONSISTENT verdict means something), and, where pmemcheck is installed,
+freshly recorded logs are compared with the committed ones.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pmemsim.pmlog.pmemcheck import (
+    PmemcheckNotFound,
+    find_pmemcheck,
+    include_dir,
+    pmemcheck_available,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+C_DIR = ROOT / "tests" / "c"
+CORPUS = ROOT / "tests" / "data" / "pmemcheck"
+MANIFEST: dict[str, Any] = json.loads((CORPUS / "MANIFEST.json").read_text())
+LOGS: list[dict[str, Any]] = MANIFEST["logs"]
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, C_DIR / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+build_mod = _module("build")
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+
+
+@pytest.fixture(scope="session")
+def bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every program and checker, built once (no pmemcheck client requests: native runs)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    made: dict[str, Path] = build_mod.build(tmp_path_factory.mktemp("cbin"))
+    return made
+
+
+def _lib_check(lib: Path, function: str = "check") -> Callable[..., int]:
+    fn = getattr(ctypes.CDLL(str(lib)), function)
+    fn.restype = ctypes.c_int
+    return lambda *paths: int(fn(*(os.fsencode(p) for p in paths)))
+
+
+# --- finding pmemcheck ---------------------------------------------------------------------
+
+
+def _fake_valgrind(folder: Path, has_pmemcheck: bool) -> Path:
+    """A stand-in valgrind: succeeds for ``--tool=pmemcheck --version`` or refuses it."""
+    folder.mkdir(parents=True)
+    fake = folder / "valgrind"
+    fake.write_text(f"#!/bin/sh\nexit {0 if has_pmemcheck else 1}\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_pmemcheck_lookup_order(tmp_path: Path) -> None:
+    good = _fake_valgrind(tmp_path / "good" / "bin", True)
+    plain = _fake_valgrind(tmp_path / "plain", False)
+    env = {"PATH": str(plain.parent), "PMEMSIM_VALGRIND": str(good)}
+    assert find_pmemcheck(None, env) == str(good)
+    # a build's prefix folder names its bin/valgrind
+    assert find_pmemcheck(str(tmp_path / "good"), {}) == str(good)
+    # PATH only when nothing is given, and a valgrind without pmemcheck does not count
+    with pytest.raises(PmemcheckNotFound, match="without the pmemcheck tool") as info:
+        find_pmemcheck(None, {"PATH": str(plain.parent)})
+    assert "github.com/pmem/valgrind" in info.value.message
+    assert pmemcheck_available({"PATH": str(plain.parent)}) is None
+    assert find_pmemcheck(None, {"PATH": str(good.parent)}) == str(good)
+    # what the user named is not passed over for another
+    with pytest.raises(PmemcheckNotFound, match="no such file"):
+        find_pmemcheck(str(tmp_path / "missing"), env)
+    with pytest.raises(PmemcheckNotFound, match="PMEMSIM_VALGRIND"):
+        find_pmemcheck(None, {"PATH": str(good.parent), "PMEMSIM_VALGRIND": str(plain)})
+    with pytest.raises(PmemcheckNotFound, match="PATH: no valgrind"):
+        find_pmemcheck(None, {"PATH": str(tmp_path / "empty")})
+
+
+# --- the corpus is what it says ----------------------------------------------------------
+
+
+def test_manifest_and_logs_match_one_for_one() -> None:
+    on_disk = {p.name for p in CORPUS.glob("*.log")}
+    assert on_disk == {e["log"] for e in LOGS}
+    for e in LOGS:
+        assert e["verdict"] in ("CONSISTENT", "INCONSISTENT")
+        assert (e["verdict"] == "INCONSISTENT") == bool(e["lost_lines"]), e["log"]
+        assert {c["kind"] for c in e["checkers"]} == {"program", "library"}
+
+
+def test_expected_verdicts_are_the_record_scripts_reasoning() -> None:
+    """The manifest is written by record_corpus.py from its hand-derived table: an edit to
+    one without the other fails here."""
+    rec = _module("record_corpus")
+    for e in LOGS:
+        variant = rec.PROGRAMS[e["program"]].variants[e["variant"]]
+        assert e["verdict"] == variant.verdict, e["log"]
+        assert e["why"] == variant.why, e["log"]
+        for c in e["checkers"]:
+            assert c["expected"] == variant.per_checker.get(c["name"], variant.verdict)
+
+
+def test_lost_lines_point_at_the_tagged_stores() -> None:
+    for e in LOGS:
+        for where in e["lost_lines"]:
+            src, line = where.split(":")
+            text = (C_DIR / src).read_text().splitlines()[int(line) - 1]
+            assert "/* LOST: " in text, f"{e['log']}: {where} is {text!r}"
+
+
+def _records(text: str) -> list[str]:
+    """The records between START and STOP, with valgrind's prefixes and line breaks gone
+    (a test helper for facts about the corpus, not a log reader)."""
+    body = re.sub(r"(?m)^==\d+== ?", "", text)
+    body = body[body.index("START") : body.rindex("STOP") + 4]
+    return [r for r in body.replace("\n", "").split("|")]
+
+
+def test_corpus_covers_every_output_mode_the_issue_lists() -> None:
+    flags = [set(e["pmemcheck_flags"]) for e in LOGS]
+    assert any("-q" in f for f in flags) and any("-q" not in f for f in flags)
+    assert {e["stack_depth"] for e in LOGS} >= {0, 1, 8}
+    for opt in ("--flush-align", "--expect-fence-after-clflush"):
+        assert {f"{opt}=yes", f"{opt}=no"} <= set().union(*flags)
+    assert {e["capture"] for e in LOGS} == {"log-file", "stderr"}
+    assert {e["granularity"] for e in LOGS} >= {"PAGE", "CACHE_LINE"}
+    texts = {e["log"]: (CORPUS / e["log"]).read_text() for e in LOGS}
+    records = {name: _records(t) for name, t in texts.items()}
+    every = [r for rs in records.values() for r in rs]
+    assert any(r.startswith("DEEP_SYNC;") for r in every)
+    assert any(r == "pmem2_memmove.BEGIN" for r in every)
+    assert any(r == "transfer.BEGIN" for r in every)
+    assert sum(r.startswith("STORE;") for r in records["hashtab-bug-q.log"]) >= 200
+    assert sum(r.startswith("REGISTER_FILE;") for r in records["two_files-bug-q.log"]) == 2
+    for name, text in texts.items():
+        assert re.match(r"==\d+== ", text), name  # every line carries valgrind's prefix
+        assert "|FENCE|FENCE|FENCE" in text, name  # start-up CPUIDs, logged as fences
+    verbose = [e["log"] for e in LOGS if "-q" not in e["pmemcheck_flags"]]
+    assert verbose and all("Copyright" in texts[n] for n in verbose)
+    assert all(re.search(r"\n==\d+== \|STOP", texts[n]) for n in verbose)
+
+
+def test_unaligned_flush_trap_is_in_the_corpus() -> None:
+    """raw_tail's clwb(&h->tail) is logged at its operand (offset 8) reaching into the
+    records' line, unless --flush-align=yes."""
+    for name, offsets in (("raw_tail-bug-q.log", {0, 0x8, 0x10}), ("raw_tail-bug-align.log", {0})):
+        recs = _records((CORPUS / name).read_text())
+        base = int(next(r for r in recs if r.startswith("REGISTER_FILE;")).split(";")[2], 16)
+        flushes = {int(r.split(";")[1], 16) - base for r in recs if r.startswith("FLUSH;")}
+        assert flushes == offsets, name
+
+
+def test_logged_files_are_the_manifests() -> None:
+    for e in LOGS:
+        recs = _records((CORPUS / e["log"]).read_text())
+        regs = [r.split(";") for r in recs if r.startswith("REGISTER_FILE;")]
+        assert [(r[1], int(r[3], 16)) for r in regs] == [
+            (f["path"], f["size"]) for f in e["files"]
+        ], e["log"]
+
+
+# --- the checkers tell a whole pool from a damaged one ------------------------------------
+
+#: program -> (variant args, file offset to damage so that the invariant breaks)
+DAMAGE = {
+    "raw_tail": 0x50,  # record 0's checksum
+    "raw_flag": 0x40,  # the first byte of the text
+    "raw_deep": 0x58,  # record 0's checksum
+    "undo_tx": 0x80,  # account 0's balance
+    "pmem2_kv": 0x1010,  # slot 0's checksum
+}
+
+
+def _run_native(bins: dict[str, Path], program: str, variant: str, paths: list[Path]) -> None:
+    done = subprocess.run(
+        [str(bins[program]), variant, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PMEM2_FORCE_GRANULARITY"},
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x5A]))
+
+
+@pytest.mark.parametrize("variant", ["bug", "fixed"])
+@pytest.mark.parametrize("program", sorted(DAMAGE))
+def test_checkers_accept_a_finished_run_and_reject_damage(
+    bins: dict[str, Path], tmp_path: Path, program: str, variant: str
+) -> None:
+    if program not in bins:
+        pytest.skip("libpmem2-dev is not installed (the program links libpmem2)")
+    pool = tmp_path / "pool"
+    _run_native(bins, program, variant, [pool])
+    lib = _lib_check(bins[f"libcheck_{program}.so"])
+    exe = [str(bins[f"check_{program}"]), "some-arg"]  # the image is the last argument
+    assert subprocess.run([*exe, str(pool)]).returncode == 0
+    assert lib(pool) == 1
+    _flip(pool, DAMAGE[program])
+    assert subprocess.run([*exe, str(pool)], capture_output=True).returncode == 1
+    assert lib(pool) == 0
+
+
+def test_hashtab_checker_rejects_a_valid_slot_that_is_not_whole(
+    bins: dict[str, Path], tmp_path: Path
+) -> None:
+    lib = _lib_check(bins["libcheck_hashtab.so"])
+    for variant, slot in (("bug", 128), ("oneline", 64)):
+        pool = tmp_path / variant
+        _run_native(bins, "hashtab", variant, [pool])
+        assert lib(pool) == 1
+        image = bytearray(pool.read_bytes())
+        flag = 0 if slot == 128 else 56
+        valid = next(
+            i
+            for i in range(64, 8192 - slot + 1, slot)
+            if image[i + flag : i + flag + 8] == b"\x01" + bytes(7)
+        )
+        image[valid + 8 * (8 if slot == 128 else 1)] ^= 0xFF  # a value word
+        pool.write_bytes(bytes(image))
+        assert lib(pool) == 0
+        assert subprocess.run([str(bins["check_hashtab"]), str(pool)]).returncode == 1
+
+
+def test_two_files_checkers_see_one_file_or_the_pool(bins: dict[str, Path], tmp_path: Path) -> None:
+    data, meta = tmp_path / "data", tmp_path / "meta"
+    _run_native(bins, "two_files", "bug", [data, meta])
+    exe = str(bins["check_two_files"])
+    pair = _lib_check(bins["libcheck_two_files.so"], "check_pair")
+    one = _lib_check(bins["libcheck_two_files.so"])
+    assert pair(data, meta) == pair(meta, data) == 1
+    assert one(data) == one(meta) == 1
+    assert subprocess.run([exe, "--pair", str(meta), str(data)]).returncode == 0
+    _flip(data, 0x10)  # record 0's checksum: committed but torn
+    assert pair(data, meta) == 0
+    assert subprocess.run([exe, "--pair", str(data), str(meta)], capture_output=True).returncode
+    assert one(data) == 1  # alone, the data file cannot tell a torn record from an unfinished one
+    with open(meta, "r+b") as f:
+        f.seek(8)
+        f.write((99).to_bytes(8, "little"))  # a count out of range: wrong on its own
+    assert one(meta) == 0
+
+
+# --- fresh recordings agree with the corpus -----------------------------------------------
+
+
+def _normalised(text: str) -> list[str]:
+    """Records with addresses made relative to the first registered file and frames cut to
+    the test programs' own ``function (file.c:line)``: what must not change between two
+    recordings of the same source."""
+    recs = _records(text)
+    base = int(next(r for r in recs if r.startswith("REGISTER_FILE;")).split(";")[2], 16)
+    out = []
+    for r in recs:
+        fields = r.split(";")
+        if fields[0] in ("STORE", "FLUSH", "DEEP_SYNC"):
+            fields[1] = hex(int(fields[1], 16) - base)
+            if fields[0] == "STORE":
+                frames = [re.sub(r"^0x[0-9A-Fa-f]+: ", "", f) for f in fields[4:]]
+                fields[4:] = [f for f in frames if re.search(r"\(\w+\.c:\d+\)$", f)]
+        elif fields[0] == "REGISTER_FILE":
+            fields[2] = hex(int(fields[2], 16) - base)
+        out.append(";".join(fields))
+    return out
+
+
+@pytest.mark.parametrize("log", ["raw_tail-bug-q.log", "undo_tx-bug-verbose.log"])
+def test_fresh_recording_matches_the_corpus(tmp_path: Path, log: str) -> None:
+    valgrind = pmemcheck_available()
+    if valgrind is None:
+        pytest.skip("pmemcheck is not installed (set PMEMSIM_VALGRIND to a valgrind with it)")
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    if gcc.splitlines()[0] != MANIFEST["recorded_with"]["gcc"]:
+        pytest.skip("another gcc than the corpus was recorded with: line numbers may differ")
+    e = next(e for e in LOGS if e["log"] == log)
+    made = build_mod.build(tmp_path / "bin", include_dir(valgrind), programs=(e["program"],))
+    pools = tmp_path / "pools"
+    pools.mkdir()
+    paths = [str(pools / Path(f["path"]).name) for f in e["files"]]
+    out = tmp_path / "fresh.log"
+    flags = [f for f in e["pmemcheck_flags"]]
+    cmd = [valgrind, "--tool=pmemcheck", *flags, str(made[e["program"]]), e["variant"], *paths]
+    with open(out, "wb") as err:
+        if e["capture"] == "log-file":
+            cmd.insert(2, f"--log-file={out}")
+            err = None  # type: ignore[assignment]
+        done = subprocess.run(cmd, env={**os.environ, **e["env"]}, stderr=err)
+    assert done.returncode == 0
+    fresh, committed = out.read_text(), (CORPUS / log).read_text()
+    for f in e["files"]:  # the files live elsewhere this time
+        committed = committed.replace(f["path"], str(pools / Path(f["path"]).name))
+    assert _normalised(fresh) == _normalised(committed)
