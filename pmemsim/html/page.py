@@ -3,7 +3,6 @@ crash, its timeline, the code beside it and what to run to replay it."""
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from html import escape
 
@@ -299,10 +298,9 @@ def page(title: str, checks: list[CheckPage], subtitle: str = "") -> str:
         v = version("pmemsim")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         v = "?"
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     body = [
         f"<header><h1>{escape(title)}</h1>",
-        f'<p class="muted">{escape(subtitle)}{" - " if subtitle else ""}pmemsim {v}, {when}. '
+        f'<p class="muted">{escape(subtitle)}{" - " if subtitle else ""}pmemsim {v}. '
         "A self-contained file: it works offline, and without JavaScript.</p>",
         '<div class="toolbar js-only"><button data-open="1">open all</button>'
         '<button data-open="0">close all</button></div></header>',

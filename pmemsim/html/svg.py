@@ -225,12 +225,24 @@ def draw(
             )
         elif c.start % 5 == 0 or n == 0 or n == len(cols) - 1:
             add(f'<text class="ax" x="{cx + COL / 2}" y="{bottom + 12}">{c.start}</text>')
+    # Crash points: a triangle each where operations are shown; a folded stretch counts its
+    # own (a long run has thousands).
+    folded: dict[int, int] = {}
     for p in run.points:
+        fold = next((n for n, c in enumerate(cols) if c.fold and c.start < p.position < c.end), -1)
+        if fold >= 0:
+            folded[fold] = folded.get(fold, 0) + 1
+            continue
         px = col_of(p.position)
         cls = "pt fail" if crash is not None and p.index == crash.point else "pt"
         add(
             f'<path class="{cls}" d="M{_f(px)} {bottom + 16}l-4 7h8z">'
             f"<title>{escape(p.text)}</title></path>"
+        )
+    for n, count in folded.items():
+        add(
+            f'<text class="ax" x="{xs[n] + FOLD / 2}" y="{bottom + 24}">\u25b3{count}'
+            f"<title>{count} crash points in these operations</title></text>"
         )
     x_of_op = {c.start: cx for c, cx in zip(cols, xs, strict=True) if not c.fold}
     for f in run.findings:
