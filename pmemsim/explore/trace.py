@@ -14,6 +14,15 @@ Crash points (persistency.md, rule 6):
 
 Consecutive crash points with nothing in between share one state object, so the explorer
 can skip them without re-deriving images.
+
+Recording keeps every point (``Trace.points``) unless the caller streams them: with
+``on_point=fn`` each point goes to ``fn`` as soon as it is captured and the recorder keeps
+only the last one, so memory follows the pool's touched pages and what is in flight, not the
+length of the run. ``fn`` runs inside the workload (at the barrier, before it takes effect);
+the recorder's marker sink is suspended meanwhile, so recovery run there may use markers.
+Raising :class:`StopRecording` in ``fn`` ends the recording early; any other exception
+aborts it and comes out of :func:`record` (carried through the workload as a
+``BaseException``, so the workload's own ``except Exception`` cannot swallow it).
 """
 
 from __future__ import annotations
@@ -38,12 +47,31 @@ from .durability import DurabilityModel
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState, Finding, Op, SimBackend
 
-__all__ = ["CRASH_POINT_MODES", "CrashPoint", "MarkerOp", "Trace", "record"]
+__all__ = [
+    "CRASH_POINT_MODES",
+    "CrashPoint",
+    "MarkerOp",
+    "OnPoint",
+    "StopRecording",
+    "Trace",
+    "record",
+    "record_run",
+]
 
 CrashPointMode = Literal["barriers", "operations", "markers"]
 CRASH_POINT_MODES: tuple[str, ...] = ("barriers", "operations", "markers")
 
 Workload = Callable[[View], object]
+#: Hears each crash point as it is captured (see the module docstring).
+OnPoint = Callable[["CrashPoint"], object]
+
+
+class StopRecording(Exception):
+    """Raise in an ``on_point`` callback to end the recording at that point."""
+
+
+class _Unwind(BaseException):
+    """Carries a stop or a callback's exception out through the user's workload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +123,7 @@ class Trace:
     size: int
     granularity: Granularity
     mode: str
+    #: Every crash point, in order; empty when they were streamed (``on_point``).
     points: list[CrashPoint]
     #: Stores, flushes, fences, deep flushes and marker boundaries in program order
     #: (only when recorded with ``keep_ops=True``).
@@ -105,15 +134,27 @@ class Trace:
     lines: list[tuple[int, int]]
     #: The simulator the run used (for its media; keep it for as long as the trace).
     backend: SimBackend = field(repr=False)
+    #: How many crash points the run had (streamed or kept).
+    point_count: int = 0
+    #: Whether an ``on_point`` callback stopped the recording (StopRecording).
+    stopped: bool = False
 
 
 class _Recorder:
-    def __init__(self, sim: SimBackend, mode: str, keep_ops: bool, unsafe: bool) -> None:
+    def __init__(
+        self, sim: SimBackend, mode: str, keep_ops: bool, unsafe: bool, on_point: OnPoint | None
+    ) -> None:
         self.sim = sim
         self.unsafe = unsafe
         self.mode = mode
         self.keep_ops = keep_ops
+        self.on_point = on_point
+        #: Every point, unless they are streamed to ``on_point``.
         self.points: list[CrashPoint] = []
+        self.last: CrashPoint | None = None
+        self.count = 0
+        #: ``(medium index, unit offset)`` of every unit in flight at some point.
+        self.lines: set[tuple[int, int]] = set()
         self.ops: list[Any] = []
         self.markers: list[str] = []
         self.operations = 0
@@ -121,34 +162,55 @@ class _Recorder:
         self.changed = True
         self.byte = sim.granularity == Granularity.BYTE
         self.model = DurabilityModel(sim.granularity, clflush=sim.flush_instruction == "clflush")
+        #: Set once the callback stopped the run (True) or raised (its exception).
+        self.stopped = False
+        self.error: BaseException | None = None
 
     def capture(self, kind: str, position: str, provenance: Provenance) -> None:
-        fresh = self.changed or not self.points
-        state = self.sim.crash_state() if fresh else self.points[-1].state
-        unsafe = None
-        if self.unsafe:
-            unsafe = (
-                self.sim.crash_state(mode="unsafe_shutdown")
-                if fresh
-                else self.points[-1].unsafe_state
-            )
+        if self.stopped:
+            return  # the run is unwinding: whatever it still does is not recorded
+        last = self.last
+        fresh = self.changed or last is None
         if fresh:
+            state = self.sim.crash_state()
+            unsafe = self.sim.crash_state(mode="unsafe_shutdown") if self.unsafe else None
             self.model.verify(
-                state, f"crash point {len(self.points)}", before_barrier=position == "before"
+                state, f"crash point {self.count}", before_barrier=position == "before"
             )
+            for st in (state, unsafe):
+                if st is not None:
+                    self.lines.update((u.medium_index, u.offset) for u in st.units)
+        else:
+            assert last is not None
+            state, unsafe = last.state, last.unsafe_state
         self.changed = False
-        self.points.append(
-            CrashPoint(
-                len(self.points),
-                kind,
-                position,
-                self.operations,
-                tuple(self.markers),
-                provenance,
-                state,
-                unsafe,
-            )
+        point = CrashPoint(
+            self.count,
+            kind,
+            position,
+            self.operations,
+            tuple(self.markers),
+            provenance,
+            state,
+            unsafe,
         )
+        self.count += 1
+        self.last = point
+        if self.on_point is None:
+            self.points.append(point)
+            return
+        token = set_sink(None)
+        try:
+            self.on_point(point)
+        except StopRecording:
+            self.stopped = True
+            raise _Unwind() from None
+        except BaseException as exc:
+            self.stopped = True
+            self.error = exc
+            raise _Unwind() from exc
+        finally:
+            reset_sink(token)
 
     def on_barrier(self, barrier: Any) -> None:
         if self.mode != "markers" and (barrier.after_store or self.mode == "operations"):
@@ -192,17 +254,19 @@ def record_run(
     keep_ops: bool = False,
     unsafe_shutdown: bool = False,
     size: int = 0,
+    on_point: OnPoint | None = None,
 ) -> Trace:
     """Record ``run(sim, end)``: anything a program does on the simulator ``sim`` (which must
     be fresh), over any number of sets and sources. ``run`` calls ``end()`` where its run
     ends, before it unmaps what it mapped (otherwise the end is where it returns).
+    ``on_point`` streams the crash points instead of keeping them (module docstring).
     :func:`record` is the one-pool case."""
     if crash_points not in CRASH_POINT_MODES:
         raise InvalidArgumentError(
             ErrorCode.EINVAL,
             f"crash_points must be one of {', '.join(CRASH_POINT_MODES)}, not {crash_points!r}",
         )
-    rec = _Recorder(sim, crash_points, keep_ops, unsafe_shutdown)
+    rec = _Recorder(sim, crash_points, keep_ops, unsafe_shutdown, on_point)
     sim.on_barrier(rec.on_barrier)
     sim.set_tap(rec.on_op)
     token = set_sink(rec.on_marker)
@@ -212,26 +276,43 @@ def record_run(
     def end() -> None:
         if ended:
             raise InvalidArgumentError(ErrorCode.EINVAL, "the run ended twice")
+        if rec.stopped:
+            ended.append(True)
+            return
         if rec.markers:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"the workload ended with markers open: {rec.markers}"
             )
-        rec.capture("end", "at", ())
         # Before the run unmaps anything: stores still in flight are findings too.
         findings.extend(sim.lint())
         ended.append(True)
+        rec.capture("end", "at", ())
 
     try:
-        run(sim, end)
-        if not ended:
-            end()
+        try:
+            run(sim, end)
+            if not ended:
+                end()
+        except _Unwind:
+            pass
     finally:
         reset_sink(token)
         sim.set_tap(None)
         sim.remove_barrier_observer(rec.on_barrier)
-    states = {id(st): st for p in rec.points for st in (p.state, p.unsafe_state) if st}
-    lines = sorted({(u.medium_index, u.offset) for st in states.values() for u in st.units})
-    return Trace(size, sim.granularity, crash_points, rec.points, rec.ops, findings, lines, sim)
+    if rec.error is not None:  # even if the workload swallowed the unwinding
+        raise rec.error
+    return Trace(
+        size,
+        sim.granularity,
+        crash_points,
+        rec.points,
+        rec.ops,
+        findings,
+        sorted(rec.lines),
+        sim,
+        rec.count,
+        rec.stopped,
+    )
 
 
 def record(
@@ -244,6 +325,7 @@ def record(
     keep_ops: bool = False,
     backend: SimBackend | None = None,
     unsafe_shutdown: bool = False,
+    on_point: OnPoint | None = None,
 ) -> Trace:
     """Run ``workload(view)`` once on a fresh simulated pool and record its crash points.
 
@@ -251,6 +333,7 @@ def record(
     that is how recovery itself is crashed). ``backend`` lets a caller configure the
     simulator (clflush mode, page tearing, ...); it must be fresh. ``unsafe_shutdown``
     also records, at every crash point, the state an unsafe shutdown would leave.
+    ``on_point`` streams the points instead of keeping them (see the module docstring).
     """
     from pmemsim_backends.sim import SimBackend
 
@@ -277,4 +360,5 @@ def record(
         keep_ops=keep_ops,
         unsafe_shutdown=unsafe_shutdown,
         size=size if base is None else base.size,
+        on_point=on_point,
     )
