@@ -253,17 +253,17 @@ def test_full_coalescing_makes_one_contiguous_part_map(make_real_set: MakeSet) -
 
 def test_coalescing_into_a_taken_range(make_real_set: MakeSet, real: RealBackend) -> None:
     s = make_real_set(G.BYTE)
-    # libpmem2 reserves in 2 MiB steps: only past a 2 MiB boundary is the range ours to take
-    # (free thanks to the backend's HEADROOM).
+    # libpmem2 maps a reservation with 2 MiB of padding after its 2 MiB-aligned end: only
+    # past it is the range another mapping can take (free thanks to the backend's HEADROOM).
     d1 = s.map(pm.Part(pm.Source.anonymous(2 << 20)))
-    blocker = pm.Reservation(PAGE, address=d1.end, backend=real)
+    blocker = pm.Reservation(PAGE, address=d1.end + (2 << 20), backend=real)
     try:
         s.coalescing = pm.Coalescing.FULL
         with pytest.raises(pm.MapError) as info:
-            s.map(pm.Part(pm.Source.anonymous(PAGE)))
+            s.map(pm.Part(pm.Source.anonymous((2 << 20) + PAGE)))
         assert info.value.code == pm.ErrorCode.CANNOT_COALESCE_PARTS
         s.coalescing = pm.Coalescing.OPPORTUNISTIC
-        d2 = s.map(pm.Part(pm.Source.anonymous(PAGE)))
+        d2 = s.map(pm.Part(pm.Source.anonymous((2 << 20) + PAGE)))
         assert d2.address != d1.end
         assert len(list(s.part_maps())) == 2
     finally:

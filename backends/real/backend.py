@@ -20,7 +20,7 @@ from pmemsim.backend import Backend, BackendReservation, BackendSource, Pmem2Fai
 from pmemsim.enums import Granularity
 from pmemsim.errors import BackendUnavailableError, ErrorCode, Pmem2Code
 
-from . import _ffi
+from . import _ffi, address_space
 from .capabilities import Capabilities, LibraryInfo
 from .errors import check, failure, not_supported
 from .map import RealFileMap, RealMap
@@ -111,16 +111,25 @@ class RealBackend(Backend):
         if not b.capabilities.vm_reservations:
             raise not_supported("vm reservations", "pmem2_vm_reservation_new", b.info.path)
         box = b.ffi.new("struct pmem2_vm_reservation **")
-        if address is None and b.lib.pmem2_vm_reservation_new(box, 0, size + HEADROOM) == 0:
-            # The kernel places new mappings just below the last one, so a reservation
-            # would have no room to grow (coalescing) beyond libpmem2's 2 MiB alignment.
-            # Reserving more and giving the tail back leaves a hole after it; later mappings
-            # fill holes from the top, so the room next to the reservation goes last.
-            if b.lib.pmem2_vm_reservation_shrink(box[0], size, HEADROOM) == 0:
-                return RealReservation(b, box)
-            b.lib.pmem2_vm_reservation_delete(box)
-        ret = b.lib.pmem2_vm_reservation_new(box, address or 0, size)
-        check(b, ret, "pmem2_vm_reservation_new")
+        known = address_space.padding_is_predictable(b)
+        if address is not None:
+            check(b, b.lib.pmem2_vm_reservation_new(box, address, size), "pmem2_vm_reservation_new")
+            end = address_space.padded_end(address, size) if known else None
+            return RealReservation(b, box, end)
+        if known:
+            end = address_space.padded_end(0, size)
+            for _ in range(3):  # another thread may take the range first
+                # Free room after the padding lets the reservation grow when parts coalesce
+                # (the kernel fills a hole from its top, so that room goes last).
+                at = address_space.free_address(end + HEADROOM, address_space.alignment(size))
+                if at is None:
+                    break
+                ret = b.lib.pmem2_vm_reservation_new(box, at, size)
+                if ret == 0:
+                    return RealReservation(b, box, at + end)
+                if ret != Pmem2Code.MAPPING_EXISTS:
+                    check(b, ret, "pmem2_vm_reservation_new")
+        check(b, b.lib.pmem2_vm_reservation_new(box, 0, size), "pmem2_vm_reservation_new")
         return RealReservation(b, box)
 
     def map(
@@ -138,6 +147,7 @@ class RealBackend(Backend):
             )
         if source.closed:
             raise Pmem2Failure(Pmem2Code.FILE_HANDLE_NOT_SET, f"{source.label} is closed")
+        reservation._live()  # a deleted one is freed memory to libpmem2
         b = self.binding
         lib, ffi = b.lib, b.ffi
         cfg = ffi.new("struct pmem2_config **")

@@ -3,6 +3,10 @@
 The set layer gives each part map a reservation of its own, or places it first-fit in a
 user's reservation; coalescing extends the reservation in place, which libpmem2 does only
 if the range after it is free (PMEM2_E_MAP_EXISTS otherwise), as on a real machine.
+
+libpmem2 maps more than it is asked for and unmaps only what it was asked for
+(address_space.py): a reservation whose padding is known (``padded_end``) gives that back
+itself after libpmem2's delete.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pmemsim.backend import BackendReservation, Pmem2Failure
 from pmemsim.errors import Pmem2Code
 
+from . import address_space
 from .errors import check
 
 if TYPE_CHECKING:
@@ -21,22 +26,49 @@ if TYPE_CHECKING:
 __all__ = ["RealReservation"]
 
 
-def _delete_reservation(lib: Any, box: Any) -> None:
+class _Extent:
+    """What libpmem2 really has mapped for a reservation: up to ``end`` (None: unknown, so
+    nothing is unmapped beyond what libpmem2 unmaps itself), growing and shrinking in steps
+    of ``align`` (libpmem2 fixes it when it creates the reservation)."""
+
+    __slots__ = ("align", "end")
+
+    def __init__(self, end: int | None, align: int) -> None:
+        self.end = end
+        self.align = align
+
+    def round(self, address: int) -> int:
+        return -(-address // self.align) * self.align
+
+
+def _delete_reservation(lib: Any, box: Any, extent: _Extent) -> int:
     # Fails harmlessly (VM_RESERVATION_NOT_EMPTY) if maps are somehow left: the range then
     # stays reserved, which is safe.
-    lib.pmem2_vm_reservation_delete(box)
+    rsv = box[0]
+    stop = int(lib.pmem2_vm_reservation_get_address(rsv)) + int(
+        lib.pmem2_vm_reservation_get_size(rsv)
+    )
+    ret = int(lib.pmem2_vm_reservation_delete(box))
+    if ret == 0 and extent.end is not None:
+        address_space.unmap(stop, extent.end - stop)
+    return ret
 
 
 class RealReservation(BackendReservation):
-    def __init__(self, b: Binding, box: Any) -> None:
+    """A pmem2 vm reservation; ``padded_end`` is where libpmem2's mapping of it ends, when
+    the backend knows (it placed the reservation itself)."""
+
+    def __init__(self, b: Binding, box: Any, padded_end: int | None = None) -> None:
         self.b = b
         self.ptr = box[0]
         self.deleted = False
-        self._finalizer = weakref.finalize(self, _delete_reservation, b.lib, box)
+        self._box = box
+        size = int(b.lib.pmem2_vm_reservation_get_size(self.ptr))
+        self._extent = _Extent(padded_end, address_space.alignment(size))
+        self._finalizer = weakref.finalize(self, _delete_reservation, b.lib, box, self._extent)
         # At exit the set layer deletes what it still holds; nothing else needs releasing,
         # and a late delete from here would leave the set layer a dangling pointer.
         self._finalizer.atexit = False
-        self._box = box
         self._refresh()
 
     def __repr__(self) -> str:
@@ -49,13 +81,20 @@ class RealReservation(BackendReservation):
 
     def _live(self) -> None:
         if self.deleted or not self._finalizer.alive:
-            raise Pmem2Failure(Pmem2Code.INVALID_ADDRESS_REQUEST_TYPE, "reservation deleted")
+            raise Pmem2Failure(
+                Pmem2Code.INVALID_ADDRESS_REQUEST_TYPE, "the reservation was deleted"
+            )
 
     def extend(self, size: int) -> None:
         self._live()
         b = self.b
         check(b, b.lib.pmem2_vm_reservation_extend(self.ptr, size), "pmem2_vm_reservation_extend")
         self._refresh()
+        ext = self._extent
+        if ext.end is not None:
+            # libpmem2 maps up to the next alignment boundary when the new end passes its
+            # mapping's end.
+            ext.end = max(ext.end, ext.round(self.address + self.size))
 
     def shrink(self, offset: int, size: int) -> None:
         self._live()
@@ -63,11 +102,20 @@ class RealReservation(BackendReservation):
         ret = b.lib.pmem2_vm_reservation_shrink(self.ptr, offset, size)
         check(b, ret, "pmem2_vm_reservation_shrink")
         self._refresh()
+        ext = self._extent
+        if ext.end is not None:
+            if offset == 0:
+                # From the front libpmem2 forgets part of its own tail; what it still has
+                # mapped is no longer certain, so leave it be.
+                ext.end = None
+            else:
+                ext.end = min(ext.end, ext.round(self.address + self.size))
 
     def delete(self) -> None:
         if self.deleted or not self._finalizer.alive:
             return
         b = self.b
-        check(b, b.lib.pmem2_vm_reservation_delete(self._box), "pmem2_vm_reservation_delete")
+        ret = _delete_reservation(b.lib, self._box, self._extent)
+        check(b, ret, "pmem2_vm_reservation_delete")
         self.deleted = True
         self._finalizer.detach()
