@@ -12,6 +12,7 @@ providers).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import threading
 from abc import ABC, abstractmethod
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
     from .source import Source
 
 __all__ = [
+    "ADDRESS_LIMIT",
     "Backend",
     "BackendMap",
     "BackendReservation",
     "BackendSource",
     "Pmem2Failure",
     "available_backends",
+    "beyond_address_space",
     "default_backend",
     "load_backend",
     "register_backend",
@@ -59,6 +62,16 @@ class Pmem2Failure(Exception):
         return error_for(
             code, f"{what}: {self.message}", pmem2_code=self.code, pmem2_message=self.message
         )
+
+
+#: No size, length or address at or beyond this reaches a backend: nothing that large fits
+#: in any address space (and C's 64-bit integers could not even hold some of them).
+ADDRESS_LIMIT = 1 << 63
+
+
+def beyond_address_space(size: int) -> Pmem2Failure:
+    """What a backend says for a range no address space can hold: the kernel's ENOMEM."""
+    return Pmem2Failure(-errno.ENOMEM, f"{size} bytes do not fit in the address space")
 
 
 class BackendSource(ABC):
@@ -97,6 +110,8 @@ class BackendReservation(ABC):
 
     address: int
     size: int
+    #: Set by :meth:`delete`; nothing may be mapped into a deleted reservation.
+    deleted: bool = False
 
     @abstractmethod
     def extend(self, size: int) -> None:

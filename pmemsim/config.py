@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import Backend, BackendReservation, Pmem2Failure, default_backend, load_backend
+from .backend import (
+    ADDRESS_LIMIT,
+    Backend,
+    BackendReservation,
+    Pmem2Failure,
+    beyond_address_space,
+    default_backend,
+    load_backend,
+)
 from .enums import Granularity, PartState
-from .errors import ErrorCode, InvalidArgumentError, error_for
+from .errors import ErrorCode, InvalidArgumentError, Pmem2Code, error_for
 from .events import ConfigCallback
 
 __all__ = ["Config", "Reservation", "resolve_backend"]
@@ -29,7 +37,8 @@ class Reservation:
     """A range of virtual address space that part maps are placed into (first fit).
 
     Give it to :class:`Config` as ``reservation``; the set then places every part map inside
-    it and fails with CANNOT_FIT_PART_MAP when no gap is large enough.
+    it and fails with CANNOT_FIT_PART_MAP when no gap is large enough. Close it (or leave a
+    ``with`` block) once no part map is left in it; a closed reservation cannot be used again.
     """
 
     def __init__(
@@ -37,6 +46,13 @@ class Reservation:
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid reservation size {size!r}")
+        if address is not None and (
+            isinstance(address, bool) or not isinstance(address, int) or address <= 0
+        ):
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"invalid reservation address {address!r} (None places it anywhere)",
+            )
         self.backend = resolve_backend(backend)
         if size % self.backend.alignment:
             raise InvalidArgumentError(
@@ -44,6 +60,8 @@ class Reservation:
                 f"reservation size {size} is not a multiple of {self.backend.alignment}",
             )
         try:
+            if (address or 0) + size > ADDRESS_LIMIT:
+                raise beyond_address_space(size)
             self.raw: BackendReservation = self.backend.reserve(size, address)
         except Pmem2Failure as exc:
             raise exc.as_error(
@@ -58,14 +76,41 @@ class Reservation:
     def size(self) -> int:
         return self.raw.size
 
+    @property
+    def closed(self) -> bool:
+        return self.raw.deleted
+
     def close(self) -> None:
-        """Release the range; fails while part maps remain in it."""
+        """Release the range (again: nothing).
+
+        Fails with PART_MAP_POSSIBLE_USE_AFTER_DROP (libpmem2: VM_RESERVATION_NOT_EMPTY)
+        while part maps of any set remain in it: remove them, or close their sets, first.
+        """
+        if self.raw.deleted:
+            return
+        from .placement import user_region
+
+        held = len(user_region(self).holders)
+        if held:
+            raise error_for(
+                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                f"{held} part map(s) are still in {self!r}; remove them or close their sets first",
+                pmem2_code=Pmem2Code.VM_RESERVATION_NOT_EMPTY,
+            )
         try:
             self.raw.delete()
         except Pmem2Failure as exc:
             raise exc.as_error(ErrorCode.UNKNOWN, "cannot release the reservation") from None
 
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
+        if self.closed:
+            return f"<Reservation 0x{self.address:x} +{self.size} closed>"
         return f"<Reservation 0x{self.address:x} +{self.size}>"
 
 
@@ -92,13 +137,16 @@ class Config:
             raise error_for(
                 ErrorCode.GRANULARITY_NOT_SET, "a set needs a required store granularity"
             )
-        try:
-            if isinstance(self.granularity, bool) or not isinstance(self.granularity, int):
-                raise ValueError  # Granularity(1.0) or Granularity(True) would pass
-            gran = Granularity(self.granularity)
-        except ValueError:
+        if isinstance(self.granularity, bool) or not isinstance(self.granularity, int):
+            # Granularity(1.0) or Granularity(True) would pass
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"invalid granularity {self.granularity!r}"
+            )
+        try:
+            gran = Granularity(self.granularity)
+        except ValueError:
+            raise error_for(
+                ErrorCode.GRANULARITY_NOT_SUPPORTED, f"unknown granularity {self.granularity}"
             ) from None
         states = self.acceptable_states
         if (
@@ -113,10 +161,13 @@ class Config:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"event_callback {self.event_callback!r} is not callable"
             )
-        if self.reservation is not None and not isinstance(self.reservation, Reservation):
-            raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"{self.reservation!r} is not a pmemsim.Reservation"
-            )
+        if self.reservation is not None:
+            if not isinstance(self.reservation, Reservation):
+                raise InvalidArgumentError(
+                    ErrorCode.EINVAL, f"{self.reservation!r} is not a pmemsim.Reservation"
+                )
+            if self.reservation.closed:
+                raise InvalidArgumentError(ErrorCode.EINVAL, f"{self.reservation!r} is closed")
         backend = resolve_backend(self.backend)
         if self.reservation is not None and self.reservation.backend is not backend:
             raise InvalidArgumentError(

@@ -15,7 +15,7 @@ from bisect import insort
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .backend import Backend, BackendReservation, Pmem2Failure
+from .backend import ADDRESS_LIMIT, Backend, BackendReservation, Pmem2Failure, beyond_address_space
 from .enums import Coalescing
 from .errors import ErrorCode, error_for
 
@@ -122,6 +122,8 @@ def choose(
     if user is not None:
         return Slot(user, first_fit(user, length))
     try:
+        if length >= ADDRESS_LIMIT:
+            raise beyond_address_space(length)
         raw = backend.reserve(length)
     except Pmem2Failure as exc:
         raise exc.as_error(ErrorCode.INVALID_PMEM2_MAP, "cannot reserve address space") from None
@@ -151,7 +153,7 @@ def _after(prev: Holder, length: int) -> Slot | None:
         return None
     grew = max(0, end - region.end)
     if grew:
-        if not region.owned:
+        if not region.owned or grew >= ADDRESS_LIMIT:
             return None
         try:
             region.raw.extend(grew)

@@ -216,6 +216,10 @@ class Set:
         source = part.source
         if source.closed:
             raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{source!r} is closed")
+        if self._user_region is not None and self._user_region.raw.deleted:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"the set's reservation {self._cfg.reservation!r} is closed"
+            )
         bsrc = source.handle(self.backend)
         sds = check_sds(source, bsrc, self._cfg.acceptable_states)
         if source.badblock_detection:

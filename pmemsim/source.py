@@ -18,7 +18,7 @@ import tempfile
 import weakref
 from typing import TYPE_CHECKING, Literal
 
-from .backend import Pmem2Failure
+from .backend import ADDRESS_LIMIT, Pmem2Failure
 from .enums import PartState, SourceFlag
 from .errors import ErrorCode, InvalidArgumentError, error_for
 from .events import BadBlock, SdsRecord
@@ -147,6 +147,13 @@ class Source:
         """An unnamed file in ``directory``; it vanishes when the source is closed."""
         d = os.fspath(directory)
         try:
+            os.stat(d)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # libpmemset: a path leading nowhere
+                raise error_for(
+                    ErrorCode.INVALID_SOURCE_PATH, f"no folder {d!r}: {exc.strerror}"
+                ) from None
+        try:
             fd = os.open(d, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
@@ -167,7 +174,7 @@ class Source:
     @classmethod
     def anonymous(cls, size: int) -> Source:
         """Anonymous memory of ``size`` bytes; every map of it starts zeroed."""
-        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < ADDRESS_LIMIT:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid anonymous size {size!r}")
         return cls("anonymous", label=f"anonymous({size})", size=size)
 
@@ -264,6 +271,11 @@ class Source:
     def grow(self, size: int) -> None:
         """Grow a file to ``size`` bytes (sparse)."""
         assert self.fd is not None
+        if size >= ADDRESS_LIMIT:  # beyond what a file offset (a signed 64-bit off_t) holds
+            raise error_for(
+                ErrorCode.CANNOT_GROW_SOURCE_FILE,
+                f"cannot grow {self.label} to {size} bytes: beyond the largest file offset",
+            )
         try:
             os.ftruncate(self.fd, size)
         except OSError as exc:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import pmemsim as pm
 
 PAGE = 4096
@@ -54,6 +56,52 @@ def make_backend(name: str) -> pm.Backend:
 
         return SimBackend(offered("file"), anonymous_granularity=offered("anonymous"))
     return pm.load_backend(name)()
+
+
+def backend_or_skip(name: str) -> pm.Backend:
+    """``make_backend(name)``, or skip the test (with the reason) where libpmem2 is missing."""
+    if name == "real":
+        reason = real_unavailable_reason()
+        if reason:
+            pytest.skip(f"real backend unavailable: {reason}")
+    return make_backend(name)
+
+
+def rig_on(backend: pm.Backend, tmp_path: Path) -> Iterator[Rig]:
+    """A Rig on ``backend`` with folders on ``tmp_path`` and tmpfs, closed afterwards."""
+    for tmpfs in shm_dir():
+        r = Rig(backend.name, backend, tmp_path, tmpfs)
+        try:
+            yield r
+        finally:
+            r.close()
+
+
+def fails(exc_type: type[pm.PmemError], code: pm.ErrorCode, pmem2: int | None = None) -> Any:
+    """``with fails(MapError, E.X, P2.Y): ...``: the class, the code and libpmem2's code."""
+    return _Fails(exc_type, code, pmem2)
+
+
+class _Fails:
+    def __init__(self, exc_type: type[pm.PmemError], code: pm.ErrorCode, pmem2: int | None) -> None:
+        self.ctx = pytest.raises(exc_type)
+        self.code = code
+        self.pmem2 = pmem2
+
+    def __enter__(self) -> None:
+        self.info = self.ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool:
+        handled = self.ctx.__exit__(*exc)
+        err = self.info.value
+        assert err.code == self.code, f"{err.code_name}, expected {self.code.c_name}: {err}"
+        if self.pmem2 is not None:
+            assert err.pmem2_code == self.pmem2, f"libpmem2 code of {err}"
+        return bool(handled)
+
+
+def pattern(n: int, seed: int = 1) -> bytes:
+    return bytes((i * 7 + seed) & 0xFF for i in range(n))
 
 
 def shm_dir() -> Iterator[Path]:

@@ -60,11 +60,19 @@ class TestConfig:
             assert s.required_granularity is gran
             assert s.config.granularity is gran
 
-    @pytest.mark.parametrize("gran", [3, -1, "CACHE_LINE", 1.0, True])
-    def test_invalid_granularity(self, sim: SimBackend, gran: Any) -> None:
+    @pytest.mark.parametrize("gran", ["CACHE_LINE", 1.0, True])
+    def test_granularity_of_another_type(self, sim: SimBackend, gran: Any) -> None:
         with pytest.raises(pm.InvalidArgumentError) as ei:
             pm.Set(pm.Config(granularity=gran, backend=sim))
         assert ei.value.code == ErrorCode.EINVAL
+
+    @pytest.mark.parametrize("gran", [3, -1, 1 << 70])
+    def test_unknown_granularity_value(self, sim: SimBackend, gran: int) -> None:
+        """libpmemset's pmemset_config_set_required_store_granularity: an unknown value is
+        GRANULARITY_NOT_SUPPORTED (issue 12, item 12)."""
+        with pytest.raises(pm.MapError) as ei:
+            pm.Set(pm.Config(granularity=gran, backend=sim))
+        assert ei.value.code == ErrorCode.GRANULARITY_NOT_SUPPORTED
 
     @pytest.mark.parametrize(
         "states", [0, -1, 1 << 5, (1 << 5) | pm.PartState.OK, True, False, "OK", 2.0, None]
@@ -371,10 +379,14 @@ class TestTemporarySources:
             a.close()
             b.close()
 
-    def test_missing_directory(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("where", ["missing", "missing/deeper", "f/below-a-file", ""])
+    def test_missing_directory(self, tmp_path: Path, where: str) -> None:
+        """libpmemset's pmemset_source test: a folder that does not exist is
+        INVALID_SOURCE_PATH (issue 12, item 12)."""
+        make_file(tmp_path / "f", 10)
         with pytest.raises(pm.SourceError) as ei:
-            pm.Source.temporary(tmp_path / "missing")
-        assert ei.value.code == ErrorCode.CANNOT_CREATE_TEMP_FILE
+            pm.Source.temporary(tmp_path / where if where else "")
+        assert ei.value.code == ErrorCode.INVALID_SOURCE_PATH
 
     def test_directory_is_a_file(self, tmp_path: Path) -> None:
         f = make_file(tmp_path / "f", 10)

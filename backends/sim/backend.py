@@ -29,6 +29,7 @@ from pmemsim.backend import (
     BackendReservation,
     BackendSource,
     Pmem2Failure,
+    beyond_address_space,
 )
 from pmemsim.enums import Granularity, MemFlag
 from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code, error_for
@@ -82,7 +83,7 @@ class AddressSpace:
                 return addr
             addr = max(addr, -(-(e + _ALIGN) // _ALIGN) * _ALIGN)
         if addr + size > _TOP:
-            raise Pmem2Failure(Pmem2Code.MAP_EXISTS, "simulated address space exhausted")
+            raise beyond_address_space(size)
         return addr
 
 
@@ -94,15 +95,26 @@ class SimReservation(BackendReservation):
         self.maps: list[SimMap] = []
         self.deleted = False
 
+    def _live(self) -> None:
+        if self.deleted:
+            raise Pmem2Failure(
+                Pmem2Code.INVALID_ADDRESS_REQUEST_TYPE, "the reservation was deleted"
+            )
+
     def extend(self, size: int) -> None:
+        self._live()
         end = self.address + self.size
+        if end + size > _TOP:
+            raise beyond_address_space(size)
         if not self.space.is_free(end, end + size):
-            raise Pmem2Failure(Pmem2Code.MAP_EXISTS, "the range after the reservation is taken")
+            # libpmem2: MAP_FIXED_NOREPLACE failing with EEXIST.
+            raise Pmem2Failure(Pmem2Code.MAPPING_EXISTS, "the range after the reservation is taken")
         self.space.release(self.address, end)
         self.size += size
         self.space.take(self.address, self.address + self.size)
 
     def shrink(self, offset: int, size: int) -> None:
+        self._live()
         if not (offset == 0 or offset + size == self.size) or size >= self.size:
             raise Pmem2Failure(Pmem2Code.OFFSET_OUT_OF_RANGE, "shrink only at either end")
         lo, hi = self.address + offset, self.address + offset + size
@@ -710,6 +722,8 @@ class SimBackend(Backend):
             raise Pmem2Failure(Pmem2Code.LENGTH_UNALIGNED, f"reservation size {size} unaligned")
         if address is None:
             address = self.space.find(size)
+        elif address + size > _TOP:
+            raise beyond_address_space(size)  # the kernel's ENOMEM past the user's 47 bits
         elif address % PAGE:
             raise Pmem2Failure(Pmem2Code.ADDRESS_UNALIGNED, f"address 0x{address:x} unaligned")
         elif not self.space.is_free(address, address + size):
@@ -728,6 +742,7 @@ class SimBackend(Backend):
         reservation_offset: int,
     ) -> SimMap:
         assert isinstance(source, SimSource) and isinstance(reservation, SimReservation)
+        reservation._live()
         if offset % PAGE:
             raise Pmem2Failure(Pmem2Code.OFFSET_UNALIGNED, f"offset {offset} is not page aligned")
         if offset + length > source.size:
