@@ -327,3 +327,36 @@ def test_cli_html_for_check_replay_and_check_log(
     capsys.readouterr()
     assert main(["check", path, "-k", name, "--html", str(tmp_path / "no" / "x.html")]) == 2
     assert "--html" in capsys.readouterr().err
+
+
+def test_a_pmemcheck_log_of_a_c_program_shows_its_c_source() -> None:
+    """A log pmemcheck recorded (tests/data/pmemcheck): frames like ``0x109603: append
+    (raw_tail.c:48)`` lead to the C file, and its lost store's line is marked lost."""
+    from pmemsim.pmlog import Replay, check_log, read_log
+    from pmemsim.pmlog.checkers import FunctionChecker
+
+    root = Path(__file__).parent
+    manifest = json.loads((root / "data/pmemcheck/MANIFEST.json").read_text())
+    entry = next(e for e in manifest["logs"] if e["log"] == "raw_tail-bug-q.log")
+    expected = {int(where.split(":")[1]) for where in entry["lost_lines"]}
+    magic, seed = 0x4C494154574152, 0x9E3779B97F4A7C15
+
+    def raw_tail(image: memoryview) -> bool:  # tests/c/check_raw_tail.c, in Python
+        w = [int.from_bytes(image[i * 8 : i * 8 + 8], "little") for i in range(512)]
+        if w[0] != magic:
+            return w[2] == 0
+        records = [w[8 + 4 * i : 12 + 4 * i] for i in range(w[2])] if w[2] <= w[1] else None
+        return records is not None and all(r[0] and r[2] == r[0] ^ r[1] ^ seed for r in records)
+
+    replay = Replay.of(read_log(str(root / "data/pmemcheck/raw_tail-bug-q.log")))
+    result = check_log(replay, FunctionChecker(raw_tail, "raw_tail"))
+    assert result.minimal is not None
+    text = log_report(result, replay, search=[str(root / "c")])
+    page = _parse(text)
+    lost = {int(a["id"].rsplit("-", 1)[1]) for a in page.having("li", class_="src-lost")}
+    assert lost == expected
+    c_source = (root / "c" / "raw_tail.c").read_text().splitlines()
+    for n in lost:
+        assert c_source[n - 1].strip()[:20] in page.text_by_id[f"c0f1-s0-{n}"]
+    # The 62 fences the program issues before it registers its pool fold away.
+    assert any(col[3] - col[2] >= 60 for col in _data(page, "c0f1")["cols"])

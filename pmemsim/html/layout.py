@@ -183,8 +183,9 @@ def columns(
 ) -> list[Column]:
     """``keep``: operations that must be shown; ``hints``: shown when there is room."""
     n = len(run.ops)
+    quiet = _quiet(run, history)
     if n <= FULL:
-        shown = set(range(n))
+        shown = set(range(n)) - quiet
     elif crash is None:
         shown = set(range(FULL // 2)) | set(range(n - FULL // 2, n)) | keep
         shown |= set(sorted(hints)[: max(0, MAX_COLUMNS - len(shown))])
@@ -202,6 +203,7 @@ def columns(
             before = [i for i in history.stores.get(k, []) if i < oldest]
             history_of_focus.update(before[-2:])
         lo = max(0, oldest - 1)
+        window -= quiet
         shown = keep | near | window | history_of_focus | {i for i in hints if lo <= i <= crash}
         if len(shown) > MAX_COLUMNS:
             # The ones that must stay, then the nearest to the crash.
@@ -227,6 +229,25 @@ def columns(
         else:
             out.append(Column(i, j, fold=True))
         i = j
+    return out
+
+
+def _quiet(run: Run, history: History) -> set[int]:
+    """Stretches of at least 4 flushes and fences that acted on no line (a program's fences
+    before it wrote anything, say): nothing to see there."""
+    out: set[int] = set()
+    stretch: list[int] = []
+    for i, op in enumerate([*run.ops, None]):
+        if (
+            op is not None
+            and op.kind in ("fence", "flush", "deep_flush")
+            and i not in history.active
+        ):
+            stretch.append(i)
+            continue
+        if len(stretch) >= 4:
+            out.update(stretch)
+        stretch = []
     return out
 
 

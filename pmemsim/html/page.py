@@ -190,7 +190,8 @@ def _lost_table(run: Run, f: Fate, sources: Sources) -> str:
         part = "" if size == op.length else f" (part of a {op.length}-byte store)"
         name = f"{run.media[key[0]]} " if len(run.media) > 1 else ""
         rows.append(
-            f"<tr><td>#{op_i} {escape(op_name(op))}</td><td class=mono>{escape(name)}+0x{off:x}, "
+            f"<tr><td>{escape(op.label or f'#{op_i} {op_name(op)}')}</td>"
+            f"<td class=mono>{escape(name)}+0x{off:x}, "
             f"{size} bytes{part}</td><td>{state}</td><td>{loc}</td></tr>"
         )
     return (

@@ -59,6 +59,8 @@ class History:
     stores: dict[Key, list[int]] = field(default_factory=dict)
     #: Position -> the atoms in flight there, per line (positions asked for).
     in_flight: dict[int, dict[Key, list[Piece]]] = field(default_factory=dict)
+    #: Operations that acted on some line (a fence with nothing to order does not).
+    active: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, run: Run, positions: Iterable[int] = ()) -> History:
@@ -97,6 +99,8 @@ class _Follower:
             if i in self.positions:
                 self._snapshot(i)
             touched = self._apply(i, op)
+            if touched:
+                self.h.active.add(i)
             for key in touched:
                 self._note(key, i)
         if len(ops) in self.positions:
