@@ -82,6 +82,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed of pmemsim's random choices (default 0): an integer, 'random' to choose "
         "one, or 'last' for the seed of the previous run (kept in the pytest cache).",
     )
+    group.addoption(
+        "--pmemsim-html",
+        dest="pmemsim_html",
+        default=None,
+        metavar="DIR|none",
+        help="folder for the HTML report of each failing crash_check (default: "
+        "pmemsim-html in the pytest cache folder); 'none' writes none.",
+    )
     parser.addini(
         "pmemsim_backend",
         "backend of the pmem_set fixture when --pmemsim-backend is not given (sim, real)",
@@ -259,7 +267,61 @@ def crash_check(request: pytest.FixtureRequest, pmemsim_seed: int) -> CrashCheck
             result.raise_failures(replay=lambda f: f"crash token: {f.crash_token}")
         except Exception as exc:
             exc.add_note(rerun)
+            _html_report(request, result, rerun, exc)
             raise
         return result
 
     return run
+
+
+_HTML = pytest.StashKey[str]()
+
+
+def _html_report(
+    request: pytest.FixtureRequest, result: CheckResult, rerun: str, exc: BaseException
+) -> None:
+    """Write the failing check's HTML report, name it in the failure, and keep its path for
+    pytest-html (see :func:`pytest_runtest_makereport`)."""
+    import re
+    from pathlib import Path
+
+    config = request.config
+    folder = config.getoption("pmemsim_html")
+    if folder is not None and folder.strip().lower() == "none":
+        return
+    try:
+        if folder is not None:
+            where = Path(folder)
+            where.mkdir(parents=True, exist_ok=True)
+        elif getattr(config, "cache", None) is not None:
+            where = config.cache.mkdir("pmemsim-html")
+        else:
+            import tempfile
+
+            where = Path(tempfile.gettempdir()) / "pmemsim-html"
+            where.mkdir(exist_ok=True)
+        name = re.sub(r"[^\w.-]+", "_", request.node.nodeid).strip("_")[:150] or "check"
+        path = where.absolute() / f"{name}.html"
+        command = rerun.removeprefix("pmemsim: rerun with: ")
+        result.to_html(str(path), replay=lambda f: f"{command}  # crash token {f.crash_token}")
+    except Exception as err:  # the user's failure matters more than its picture
+        exc.add_note(f"pmemsim: the HTML report could not be written: {err}")
+        return
+    exc.add_note(f"pmemsim: HTML report: {path}")
+    request.node.stash[_HTML] = str(path)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """With pytest-html: a failing crash check's HTML report is linked from its report."""
+    report = yield
+    path = item.stash.get(_HTML, None)
+    plugin = item.config.pluginmanager.getplugin("html")
+    if path is not None and report.when == "call" and plugin is not None:
+        extras = getattr(plugin, "extras", None)
+        if extras is not None:
+            from pathlib import Path
+
+            link = extras.url(Path(path).as_uri(), name="pmemsim crash report")
+            report.extras = [*getattr(report, "extras", []), link]
+    return report
