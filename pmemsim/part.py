@@ -70,10 +70,16 @@ class MappedPart:
     map: BackendMap
     #: The source's identity when it was mapped ("in use" bookkeeping for SDS).
     key: tuple[object, ...] = ()
+    #: Unmapped: an operation that found this part before it went must not touch it.
+    gone: bool = False
 
     @property
     def end(self) -> int:
         return self.address + self.length
+
+    def unmap(self) -> None:
+        self.gone = True
+        self.map.unmap()
 
 
 class PartMap:

@@ -186,9 +186,9 @@ def detach(h: Holder, holders: list[Holder]) -> None:
         region.raw.delete()
 
 
-def split(h: Holder, remaining: list[MappedPart], holders: list[Holder]) -> list[Holder]:
+def split(h: Holder, remaining: list[MappedPart], holders: list[Holder]) -> None:
     """``h`` keeps only ``remaining``: its first contiguous run; every later run becomes a
-    part map of its own (returned, in address order)."""
+    part map of its own."""
     runs: list[list[MappedPart]] = []
     for p in remaining:
         if runs and runs[-1][-1].end == p.address:
@@ -199,13 +199,10 @@ def split(h: Holder, remaining: list[MappedPart], holders: list[Holder]) -> list
     h.parts = first
     h.address = first[0].address
     h.size = first[-1].end - h.address
-    made = []
     for run in rest:
         nh = Holder(run[0].address, run[-1].end - run[0].address, run, h.region)
         insort(h.region.holders, nh, key=_by_address)
         insort(holders, nh, key=_by_address)
-        made.append(nh)
-    return made
 
 
 def teardown(holders: list[Holder]) -> list[MappedPart]:
@@ -213,7 +210,7 @@ def teardown(holders: list[Holder]) -> list[MappedPart]:
     parts = []
     for h in list(holders):
         for p in h.parts:
-            p.map.unmap()
+            p.unmap()
             parts.append(p)
         detach(h, holders)
     return parts

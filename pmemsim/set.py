@@ -92,6 +92,18 @@ def _release_part(p: MappedPart) -> None:
         p.source._sds = replace(rec, refcount=max(0, rec.refcount - 1))
 
 
+def _still_mapped(segs: list[tuple[MappedPart, int, int]]) -> None:
+    """After a "before" event: its callback may have removed what the operation is about to
+    touch, or closed the set. Then nothing is written, as on libpmem2 (its unmapped map
+    refuses every use)."""
+    for p, _, _ in segs:
+        if p.gone:
+            raise error_for(
+                ErrorCode.INVALID_PMEM2_MAP,
+                f"the part map at 0x{p.address:x} was unmapped by an event callback",
+            )
+
+
 def _check_int(name: str, value: object, minimum: int = 0) -> int:
     if type(value) is not int or value < minimum:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid {name} {value!r}")
@@ -208,22 +220,14 @@ class Set:
 
         With coalescing the descriptor (and PART_ADD) covers the whole merged part map.
         """
-        self._check_open()
-        if not isinstance(part, Part):
-            raise InvalidArgumentError(ErrorCode.EINVAL, f"{part!r} is not a pmemsim.Part")
-        if part.consumed:
-            raise error_for(ErrorCode.PART_NOT_FOUND, f"{part!r} was already mapped")
+        self._check_mappable(part)
         source = part.source
-        if source.closed:
-            raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{source!r} is closed")
-        if self._user_region is not None and self._user_region.raw.deleted:
-            raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"the set's reservation {self._cfg.reservation!r} is closed"
-            )
         bsrc = source.handle(self.backend)
         sds = check_sds(source, bsrc, self._cfg.acceptable_states)
         if source.badblock_detection:
             scan_badblocks(source, bsrc, self._events)
+            # Its callbacks may have closed the set or the source, or mapped the part.
+            self._check_mappable(part)
         size = bsrc.size
         offset, length = part.offset, part.length
         if length == 0:
@@ -273,6 +277,19 @@ class Set:
             assert source._sds is not None
             self._events.fire(SdsUpdateEvent(source._sds, source, state))
         return Descriptor(holder.address, holder.size)
+
+    def _check_mappable(self, part: Part) -> None:
+        self._check_open()
+        if not isinstance(part, Part):
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"{part!r} is not a pmemsim.Part")
+        if part.consumed:
+            raise error_for(ErrorCode.PART_NOT_FOUND, f"{part!r} was already mapped")
+        if part.source.closed:
+            raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{part.source!r} is closed")
+        if self._user_region is not None and self._user_region.raw.deleted:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"the set's reservation {self._cfg.reservation!r} is closed"
+            )
 
     def _unmapped(self, parts: list[MappedPart]) -> None:
         """Bookkeeping after parts are unmapped: users, and SDS records with SDS_UPDATE.
@@ -388,7 +405,7 @@ class Set:
         if self._events.listening & Kind.PART_REMOVE:
             self._events.fire(PartRemoveEvent(h.address, h.size))
         try:
-            self._unmap_holder(h)
+            self._unmap_holder(h)  # nothing left to do if the callback closed the set
         finally:
             pmap.drop()
             self._reindex()
@@ -406,13 +423,24 @@ class Set:
         _check_int("length", length)
         if self._events.listening & Kind.REMOVE_RANGE:
             self._events.fire(RemoveRangeEvent(addr, length))
+        if self.closed:
+            return  # the callback closed the set: nothing is left to remove
         end = addr + length
-        caller = _getframe(1)
-        self._deep_flush_range(addr, length, caller)
-        if not length:
-            return  # an empty range overlaps nothing
+        hit = [h for h in self._holders if h.address < end and addr < h.end] if length else []
+        used = [h for h in hit if h.refs]
+        if used:
+            # libpmemset refuses once it reaches such a part map, after removing those
+            # before it; refusing before removing anything leaves the set as it was.
+            raise error_for(
+                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                f"the part map at 0x{used[0].address:x} in the range has "
+                f"{used[0].refs} live handle(s); drop them first",
+            )
+        self._deep_flush_range(addr, length, _getframe(1))
         try:
-            for h in [h for h in self._holders if h.address < end and addr < h.end]:
+            for h in hit:
+                if h.removed:  # an event callback removed it, or closed the set
+                    continue
                 gone = [p for p in h.parts if p.address < end and addr < p.end]
                 if not gone:
                     continue
@@ -422,21 +450,32 @@ class Set:
                     self._unmap_holder(h)
                     continue
                 for p in gone:
-                    p.map.unmap()
-                made = split(h, [p for p in h.parts if p not in gone], self._holders)
-                if self._previous is h and made:
-                    self._previous = made[-1]
+                    p.unmap()
+                # The part map keeps its first run of parts, and stays the one a coalesced
+                # part grows (libpmemset keeps its part map object; a split adds the rest).
+                split(h, [p for p in h.parts if p not in gone], self._holders)
                 self._unmapped(gone)
         finally:  # a raising callback must not leave the index pointing at unmapped parts
             self._reindex()
 
     def _unmap_holder(self, h: Holder) -> None:
+        if h.removed:
+            return  # an event callback closed the set (or removed it) meanwhile
         for p in h.parts:
-            p.map.unmap()
+            p.unmap()
         detach(h, self._holders)
         if self._previous is h:
-            self._previous = None
+            self._previous = self._neighbour(h)
         self._unmapped(h.parts)  # last: it fires events
+
+    def _neighbour(self, h: Holder) -> Holder | None:
+        """The part map that takes over from a removed previous part map for coalescing:
+        libpmemset's pmemset_update_previous_part_map picks the one below it, else the one
+        above it."""
+        below = [x for x in self._holders if x.address < h.address]
+        if below:
+            return below[-1]
+        return self._holders[0] if self._holders else None
 
     # -- address checking --------------------------------------------------------------
 
@@ -621,6 +660,7 @@ class Set:
             ev_src = src if isinstance(src, int) else data
             ev = CopyEvent if kind == Kind.COPY else MoveEvent
             self._events.fire(ev(ev_src, dest, len(data), f))
+            _still_mapped(segs)
         self._apply(segs, dest, data, f, caller)
         if not f & MemFlag.NODRAIN and listening & Kind.DRAIN:
             self._events.fire(DrainEvent())
@@ -654,6 +694,7 @@ class Set:
         listening = self._events.listening
         if listening & Kind.SET:
             self._events.fire(SetEvent(dest, value, length, f))
+            _still_mapped(segs)
         self._apply(segs, dest, bytes([value]) * length, f, caller)
         if not f & MemFlag.NODRAIN and listening & Kind.DRAIN:
             self._events.fire(DrainEvent())
@@ -666,6 +707,7 @@ class Set:
         segs = self._segments(addr, length)
         if self._events.listening & Kind.FLUSH:
             self._events.fire(FlushEvent(addr, length))
+            _still_mapped(segs)
         for p, a, n in segs:
             if n:
                 p.map.flush(a, n, caller)

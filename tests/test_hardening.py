@@ -245,3 +245,222 @@ def test_temporary_source_in_a_folder_that_does_not_exist(rig: Rig) -> None:
     """Issue 12 item 12: libpmemset's pmemset_source test expects INVALID_SOURCE_PATH."""
     with fails(pm.SourceError, E.INVALID_SOURCE_PATH):
         pm.Source.temporary(rig.path("no-such-folder"))
+
+
+# -- item 4: event callbacks that close the set or remove the part map -----------------
+
+
+def _set_with_callback(rig: Rig, kind: pm.EventType, action: str) -> tuple[pm.Set, pm.Descriptor]:
+    """A PAGE set on a file whose callback, at the first event of ``kind``, closes the set
+    or removes the part map."""
+    fired = []
+
+    def callback(s: pm.Set, event: Any, arg: Any) -> None:
+        if event.type == kind and not fired:
+            fired.append(event)
+            if action == "close":
+                s.close()
+            else:
+                pmap = s.first_part_map()
+                assert pmap is not None
+                s.remove_part_map(pmap)
+
+    s = pm.Set(pm.Config(granularity=G.PAGE, backend=rig.backend, event_callback=callback))
+    rig._sets.append(s)
+    return s, s.map(pm.Part(rig.file(flags=pm.SourceFlag.CREATE_ALWAYS), 0, PAGE))
+
+
+DATA_OPS = {
+    "memcpy": (pm.EventType.COPY, lambda s, a: s.memcpy(a, b"\x11" * 64)),
+    "memcpy_nodrain": (pm.EventType.COPY, lambda s, a: s.memcpy(a, b"\x11" * 64, None, 1)),
+    "memmove": (pm.EventType.MOVE, lambda s, a: s.memmove(a, b"\x11" * 64)),
+    "memset": (pm.EventType.SET, lambda s, a: s.memset(a, 0x11, 64)),
+    "flush": (pm.EventType.FLUSH, lambda s, a: s.flush(a, 64)),
+    "persist": (pm.EventType.FLUSH, lambda s, a: s.persist(a, 64)),
+}
+
+
+@pytest.mark.parametrize("action", ["close", "remove"])
+@pytest.mark.parametrize("op", sorted(DATA_OPS))
+def test_callback_unmapping_during_a_data_operation(rig: Rig, op: str, action: str) -> None:
+    """Issue 12 item 4: on libpmem2 the operation meets an unmapped map, raises MapError and
+    writes nothing; the simulator let it finish and its data reached the file."""
+    kind, call = DATA_OPS[op]
+    s, d = _set_with_callback(rig, kind, action)
+    flushing = op in ("flush", "persist")
+    if flushing:
+        s.store(d.address, b"\x11" * 64)  # in the cache, until a flush
+    with fails(pm.MapError, E.INVALID_PMEM2_MAP):
+        call(s, d.address)
+    s.close()
+    rig.close()
+    if not flushing or (rig.name == "sim" and action == "close"):
+        # Nothing was copied; nor, on the simulator, made durable by the refused flush (on
+        # libpmem2 a store is in the file's page cache at once; removing deep-flushes).
+        assert rig.path().read_bytes()[:64] == bytes(64)
+
+
+@pytest.mark.parametrize("how", ["remove_part_map", "remove_range"])
+def test_part_remove_callback_closing_the_set(rig: Rig, how: str) -> None:
+    """Issue 12 item 4: a PART_REMOVE callback that closes the set gave an internal
+    ``ValueError: list.remove(x)``. The part map is gone either way: the call succeeds."""
+    s, d = _set_with_callback(rig, pm.EventType.PART_REMOVE, "close")
+    if how == "remove_part_map":
+        with s.first_part_map() as pmap:  # type: ignore[union-attr]
+            s.remove_part_map(pmap)
+    else:
+        s.remove_range(d.address, d.size)
+    assert s.closed
+    with fails(pm.LookupFailure, E.NO_PART_MAPPED):
+        s.read(d.address, 1)
+
+
+def test_remove_range_callback_removing_the_next_part_map(rig: Rig) -> None:
+    """One remove_range over two part maps whose first PART_REMOVE callback removes the
+    second: each part map goes once, the set stays consistent."""
+    removed: list[int] = []
+
+    def callback(s: pm.Set, event: Any, arg: Any) -> None:
+        if event.type == pm.EventType.PART_REMOVE:
+            removed.append(event.addr)
+            if len(removed) == 1:
+                s.remove_part_map(s.part_map_by_address(second.address))
+
+    s = pm.Set(pm.Config(granularity=G.BYTE, backend=rig.backend, event_callback=callback))
+    rig._sets.append(s)
+    res = rig.reservation(2 * PAGE)
+    s.close()
+    s = pm.Set(
+        pm.Config(granularity=G.BYTE, backend=rig.backend, event_callback=callback, reservation=res)
+    )
+    rig._sets.append(s)
+    first = s.map(pm.Part(rig.anon(PAGE)))
+    second = s.map(pm.Part(rig.anon(PAGE)))
+    s.remove_range(first.address, 2 * PAGE)
+    assert sorted(removed) == [first.address, second.address]
+    assert list(s.part_maps()) == []
+
+
+def test_badblock_callback_closing_the_set_leaves_nothing_mapped(sim_files: Any) -> None:
+    """A BADBLOCK callback (fired before anything is placed) that clears the block and
+    closes the set: the map must fail as on a closed set, not place a part map into it."""
+    sim, path = sim_files
+    src = pm.Source.from_file(path)
+    src.badblock_detection = True
+    sim.inject_badblock(src, 0, 512)
+
+    def callback(s: pm.Set, event: Any, arg: Any) -> None:
+        if event.type == pm.EventType.BADBLOCK:
+            src.clear_badblock(event.badblock)
+            s.close()
+
+    s = pm.Set(pm.Config(granularity=G.CACHE_LINE, backend=sim, event_callback=callback))
+    part = pm.Part(src, 0, PAGE)
+    with fails(pm.LookupFailure, E.NO_PART_MAPPED):
+        s.map(part)
+    assert not part.consumed
+    assert list(sim.iter_maps()) == []
+    src.close()
+
+
+@pytest.fixture
+def sim_files(tmp_path: Path) -> tuple[Any, Path]:
+    from pmemsim_backends.sim import SimBackend
+
+    path = tmp_path / "pool"
+    path.write_bytes(bytes(PAGE))
+    return SimBackend(), path
+
+
+# -- item 9: the previous part map moves to a neighbour --------------------------------
+
+COALESCING = [pm.Coalescing.FULL, pm.Coalescing.OPPORTUNISTIC]
+
+
+@pytest.mark.parametrize("mode", COALESCING)
+def test_previous_removed_the_one_below_takes_over(rig: Rig, mode: pm.Coalescing) -> None:
+    """Issue 12 item 9 (libpmemset's pmemset_update_previous_part_map): when the previous
+    part map goes, the one below it becomes the previous; a new part coalesces with it."""
+    res = rig.reservation(4 * PAGE)
+    s = rig.set(G.BYTE, reservation=res)
+    a = s.map(pm.Part(rig.anon(PAGE)))
+    b = s.map(pm.Part(rig.anon(PAGE)))
+    with s.part_map_by_address(b.address) as pmap:
+        s.remove_part_map(pmap)
+    s.coalescing = mode
+    d = s.map(pm.Part(rig.anon(PAGE)))
+    assert (d.address, d.size) == (a.address, 2 * PAGE)
+    assert [(m.address, m.size) for m in s.part_maps()] == [(a.address, 2 * PAGE)]
+
+
+def test_previous_removed_full_fails_where_the_one_below_cannot_grow(rig: Rig) -> None:
+    """With FULL the new part must join the part map below, or fail: CANNOT_COALESCE_PARTS,
+    not a silent part map of its own."""
+    res = rig.reservation(8 * PAGE)
+    s, other = rig.set(G.BYTE, reservation=res), rig.set(G.BYTE, reservation=res)
+    a = s.map(pm.Part(rig.anon(PAGE)))
+    b = s.map(pm.Part(rig.anon(PAGE)))
+    other.map(pm.Part(rig.anon(PAGE)))  # right after b
+    with s.part_map_by_address(b.address) as pmap:
+        s.remove_part_map(pmap)
+    s.coalescing = pm.Coalescing.FULL
+    with fails(pm.MapError, E.CANNOT_COALESCE_PARTS):
+        s.map(pm.Part(rig.anon(2 * PAGE)))
+    assert [(m.address, m.size) for m in s.part_maps()] == [(a.address, PAGE)]
+    s.coalescing = pm.Coalescing.OPPORTUNISTIC
+    d = s.map(pm.Part(rig.anon(2 * PAGE)))
+    assert d.address == res.address + 3 * PAGE  # first fit, as NONE
+
+
+@pytest.mark.parametrize("mode", COALESCING)
+def test_previous_removed_none_below_the_one_above_takes_over(
+    rig: Rig, mode: pm.Coalescing
+) -> None:
+    res = rig.reservation(4 * PAGE)
+    s = rig.set(G.BYTE, reservation=res)
+    a = s.map(pm.Part(rig.anon(PAGE)))
+    b = s.map(pm.Part(rig.anon(PAGE)))
+    with s.part_map_by_address(a.address) as pmap:
+        s.remove_part_map(pmap)
+    c = s.map(pm.Part(rig.anon(PAGE)))  # first fit: the lowest, and the previous
+    assert c.address == a.address
+    with s.part_map_by_address(c.address) as pmap:
+        s.remove_part_map(pmap)
+    s.coalescing = mode
+    d = s.map(pm.Part(rig.anon(PAGE)))
+    assert (d.address, d.size) == (b.address, 2 * PAGE)
+
+
+@pytest.mark.parametrize("mode", COALESCING)
+def test_previous_removed_with_its_own_reservation(rig: Rig, mode: pm.Coalescing) -> None:
+    """Without a user reservation: the part map below grows its own reservation."""
+    s = rig.set(G.BYTE)
+    a = s.map(pm.Part(rig.anon(PAGE)))
+    b = s.map(pm.Part(rig.anon(PAGE)))
+    with s.part_map_by_address(b.address) as pmap:
+        s.remove_part_map(pmap)
+    s.coalescing = mode
+    d = s.map(pm.Part(rig.anon(PAGE)))
+    assert (d.address, d.size) == (a.address, 2 * PAGE)
+
+
+# -- item 10: remove_range under a live handle -----------------------------------------
+
+
+def test_remove_range_refuses_a_part_map_with_a_live_handle(rig: Rig) -> None:
+    """Issue 12 item 10: libpmemset refuses with PART_MAP_POSSIBLE_USE_AFTER_DROP; pmemsim
+    removed it. Refused before anything is removed (libpmemset stopped half-way)."""
+    s = rig.set(G.BYTE)
+    a = s.map(pm.Part(rig.anon(PAGE)))
+    b = s.map(pm.Part(rig.anon(PAGE)))
+    lo, hi = min(a.address, b.address), max(a.end, b.end)
+    handle = s.part_map_by_address(b.address)
+    rig.take_events()
+    with fails(pm.StateError, E.PART_MAP_POSSIBLE_USE_AFTER_DROP):
+        s.remove_range(lo, hi - lo)
+    assert rig.kinds() == ["REMOVE_RANGE"]  # fired first, always
+    assert sorted(m.address for m in s.part_maps()) == sorted([a.address, b.address])
+    assert handle.valid and handle.address == b.address
+    handle.drop()
+    s.remove_range(lo, hi - lo)
+    assert list(s.part_maps()) == []

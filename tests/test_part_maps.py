@@ -327,11 +327,9 @@ class TestCoalescing:
         assert descs(s) == [(d.address, 2 * PAGE)]
 
     @pytest.mark.parametrize("mode", COALESCING)
-    def test_previous_removed_behaves_like_none(
+    def test_previous_removed_and_none_left_behaves_like_none(
         self, sim: SimBackend, make_set: MakeSet, mode: Any
     ) -> None:
-        """pmemsim forgets the previous part map when it is removed (libpmemset's code picked
-        the nearest remaining one); the contract leaves this open."""
         s = make_set()
         a = s.map(anon_part())
         s.coalescing = mode
@@ -877,7 +875,9 @@ class TestRemoveRange:
         ]
         assert list(s.part_maps()) == []
 
-    def test_coalescing_after_split_grows_the_last_half(self, make_set: MakeSet) -> None:
+    def test_coalescing_after_split_grows_the_first_half(self, make_set: MakeSet) -> None:
+        """libpmemset keeps its part map object for the first half and makes a new one for
+        the rest, so the next coalesced part fills the hole after the first half."""
         s = make_set()
         s.coalescing = pm.Coalescing.FULL
         base = s.map(anon_part()).address
@@ -885,8 +885,11 @@ class TestRemoveRange:
         s.map(anon_part())
         s.remove_range(base + PAGE, 1)
         d = s.map(anon_part())
-        assert (d.address, d.size) == (base + 2 * PAGE, 2 * PAGE)
-        assert descs(s) == [(base, PAGE), (base + 2 * PAGE, 2 * PAGE)]
+        assert (d.address, d.size) == (base, 2 * PAGE)
+        assert descs(s) == [(base, 2 * PAGE), (base + 2 * PAGE, PAGE)]
+        with pytest.raises(pm.MapError) as ei:
+            s.map(anon_part())  # the first half now ends where the second begins
+        assert ei.value.code == ErrorCode.CANNOT_COALESCE_PARTS
 
     def test_deep_flushes_the_range(self, tmp_path: Path, sim: SimBackend) -> None:
         s, src, d = file_set(tmp_path, sim, 1)
