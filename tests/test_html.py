@@ -360,3 +360,16 @@ def test_a_pmemcheck_log_of_a_c_program_shows_its_c_source() -> None:
         assert c_source[n - 1].strip()[:20] in page.text_by_id[f"c0f1-s0-{n}"]
     # The 62 fences the program issues before it registers its pool fold away.
     assert any(col[3] - col[2] >= 60 for col in _data(page, "c0f1")["cols"])
+
+
+def test_a_bad_block_is_shown_on_its_lines() -> None:
+    c = next(c for _, _, c in CHECKS if "recovery trusts a record hit by a bad block" in c.name)
+    result = check(c, progress=None)
+    assert any(f.startswith("badblock") for f in result.distinct()[0].crash.faults)
+    page = _parse(check_report(result, c))
+    rows = [r[2] for r in _data(page, "c0f1")["rows"]]
+    (image,) = re.findall(r'<svg class="tl-image".*?</svg>', check_report(result, c), re.S)
+    bad = len(re.findall(r">bad block: zeros<", image))
+    # Sector 0x200: the lines +0x200 to +0x3c0 that the run wrote.
+    assert bad == sum(1 for r in rows if r.startswith("+0x") and 0x200 <= int(r[1:], 16) < 0x400)
+    assert bad > 0

@@ -127,3 +127,44 @@ def test_console_errors_are_seen(tmp_path: Path) -> None:
     page.write_text("<html><body><script>undefinedFunction();</script></body></html>")
     run = chromium(page, tmp_path, "--dump-dom")
     assert any("undefinedFunction" in line for line in console(run.stderr))
+
+
+PROBE = """
+<script>
+(function () {
+  var out = [];
+  var tl = document.querySelector(".timeline");
+  var body = tl.querySelector("svg.tl-body");
+  var data = JSON.parse(document.getElementById("data-" + tl.getAttribute("data-tl")).textContent);
+  var lost = body.querySelector(".g-s.lost, .g-s.torn");
+  var op = lost.getAttribute("data-op");
+  var col = data.cols.filter(function (c) { return String(c[2]) === op; })[0];
+  var m = body.getScreenCTM();
+  var x = m.a * (col[0] + col[1] / 2) + m.e, y = m.d * (+lost.getAttribute("y") + 4) + m.f;
+  lost.dispatchEvent(new MouseEvent("mousemove", {clientX: x, clientY: y, bubbles: true}));
+  var tip = document.querySelector(".tip");
+  out.push("tip=" + (tip.style.display === "block" ? tip.textContent : "hidden"));
+  var hot = document.querySelector("li.hot");
+  out.push("hot=" + (hot ? hot.id : "none"));
+  var before = +body.getAttribute("width");
+  tl.querySelector('[data-zoom="1.25"]').click();
+  out.push("zoom=" + (+body.getAttribute("width") / before).toFixed(2));
+  document.body.setAttribute("data-probe", out.join("|"));
+})();
+</script>
+"""
+
+
+def test_hover_shows_the_operation_and_lights_its_code(tmp_path: Path) -> None:
+    c = next(c for _, _, c in CHECKS if c.name == "append_log: record and tail under one fence")
+    text = check(c, progress=None).to_html()
+    page = tmp_path / "probe.html"
+    page.write_text(text.replace("</body>", PROBE + "</body>"))
+    dom = chromium(page, tmp_path, "--dump-dom", "--window-size=1400,1000")
+    assert console(dom.stderr) == []
+    probe = dom.stdout.split('data-probe="', 1)[1].split('"', 1)[0]
+    tip, hot, zoom = probe.split("|")
+    # The lost store's details: its kind, where it was stored, its fate.
+    assert tip.startswith("tip=#0 store") and "append_log.py:37" in tip and "torn" in tip
+    assert hot.startswith("hot=c0f1-s") and hot.endswith("-37")
+    assert zoom == "zoom=1.25"

@@ -81,6 +81,7 @@ table.lost code{white-space:pre}
 .focus-t{font-weight:700;fill:#000}.group-t{fill:#666;font-style:italic}.gap-t{font-size:10px;fill:#999}
 .corner{font:11px system-ui,sans-serif;fill:#8a8a99}
 .im{font:12px system-ui,sans-serif}.im-none{fill:#9a9aaa;font-size:11px}
+.im-bg.im-bad{fill:#3a3a4a}text.im-bad{fill:#fff;font-weight:700}
 .im-bg{fill:#eee}.im-bg.im-kept{fill:#d8f3dc}.im-bg.im-lost{fill:#ffd6d6}.im-bg.im-torn{fill:#ffe1c2}.im-bg.im-reverted{fill:#eadcf8}
 text.im-kept{fill:#1b5e20}text.im-lost{fill:#8b0000;font-weight:700}text.im-torn{fill:#9a3412;font-weight:700}text.im-reverted{fill:#5a189a;font-weight:700}
 .hl{fill:#3a5bd9;opacity:.12;pointer-events:none}
@@ -142,6 +143,7 @@ JS = r"""
     });
     var scale = 1;
     function zoom(f) {
+      var keep = (scroller.scrollLeft + scroller.clientWidth / 2) / scale;
       scale = f === 0 ? 1 : Math.max(0.25, Math.min(4, scale * f));
       svgs.forEach(function (s, i) {
         var bw = base[i][0], bh = base[i][1];
@@ -153,6 +155,7 @@ JS = r"""
           s.setAttribute("preserveAspectRatio", "xMaxYMin meet");
         }
       });
+      scroller.scrollLeft = keep * scale - scroller.clientWidth / 2;
       var label = tl.querySelector(".zoom-level");
       if (label) label.textContent = Math.round(scale * 100) + "%";
     }
@@ -160,6 +163,10 @@ JS = r"""
       b.addEventListener("click", function () { zoom(+b.getAttribute("data-zoom")); });
     });
     var scroller = tl.querySelector(".tl-scroll");
+    if (data.crash !== null && data.crash > scroller.clientWidth * 0.8) {
+      // The crash in view: most of what matters is just before it.
+      scroller.scrollLeft = data.crash - scroller.clientWidth * 0.7;
+    }
     scroller.addEventListener("wheel", function (ev) {
       if (!ev.ctrlKey) return;
       ev.preventDefault();

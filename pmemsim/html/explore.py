@@ -66,20 +66,32 @@ def run_of(trace: Trace, labels: Callable[[str], str] = shown_path) -> Run:
     """The recorded operations of ``trace`` (recorded with ``keep_ops=True``)."""
     from ..explore.trace import MarkerOp
 
-    media: list[Any] = []
+    objects: list[Any] = []
+    names: list[str] = []
+    index: dict[int, int] = {}
     ops: list[Operation] = []
+
+    def medium(obj: Any) -> int:
+        found = index.get(id(obj))
+        if found is None:
+            objects.append(obj)
+            name = labels(str(obj.label))
+            # A file opened again is the same file (anonymous memory never is).
+            same = name in names and not name.startswith("anonymous")
+            found = index[id(obj)] = names.index(name) if same else len(names)
+            if not same:
+                names.append(name)
+                units.append(int(obj.unit))
+        return found
+
+    units: list[int] = []
     for op in trace.ops:
         if isinstance(op, MarkerOp):
             ops.append(
                 Operation("marker", stack=where_of(op.provenance), marker=op.name, begin=op.begin)
             )
             continue
-        m = -1
-        if op.medium is not None:
-            m = next((i for i, k in enumerate(media) if k is op.medium), -1)
-            if m < 0:
-                media.append(op.medium)
-                m = len(media) - 1
+        m = medium(op.medium) if op.medium is not None else -1
         ops.append(
             Operation(
                 op.kind,
@@ -91,18 +103,23 @@ def run_of(trace: Trace, labels: Callable[[str], str] = shown_path) -> Run:
                 where_of(op.provenance, STACK if op.kind in ("fence", "deep_flush") else 1),
             )
         )
+    for p in trace.points:  # media a crash state names that no operation touched
+        for st in (p.state, p.unsafe_state):
+            for obj in getattr(st, "media", ()):
+                medium(obj)
     run = Run(
         ops,
-        [labels(str(m.label)) for m in media],
+        names,
         trace.granularity,
-        [int(m.unit) for m in media],
+        units,
         clflush=getattr(trace.backend, "flush_instruction", "") == "clflush",
-        media_keys=media,
+        media_keys=index,
+        media_objects=objects,
     )
     run.points = [
         Point(p.index, position(run, trace.points, p), point_text(p)) for p in trace.points
     ]
-    run.findings = [_finding(run, f) for f in trace.findings]
+    run.findings = [_finding(run, f, labels) for f in trace.findings]
     return run
 
 
@@ -151,7 +168,7 @@ _KINDS = {
 }
 
 
-def _finding(run: Run, f: Any) -> Finding:
+def _finding(run: Run, f: Any, labels: Callable[[str], str]) -> Finding:
     """A lint finding placed at the operations issued from its code location (and, for
     stores and flushes, in its range)."""
     kind = _KINDS.get(f.kind.name, "store")
@@ -164,7 +181,10 @@ def _finding(run: Run, f: Any) -> Finding:
         if kind != "fence" and not (op.offset < hi and lo < op.offset + op.length):
             continue
         hits.append(i)
-    return Finding(str(f), f.kind.severity, tuple(hits))
+    text = str(f).replace(str(f.source), labels(str(f.source)))
+    for full in {w.path for w in at if w.path}:
+        text = text.replace(full, shown_path(full))
+    return Finding(text, f.kind.severity, tuple(hits))
 
 
 @contextmanager

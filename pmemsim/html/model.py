@@ -89,9 +89,12 @@ class Run:
     clflush: bool = False
     points: list[Point] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    #: The objects crash states name media by (simulator media), by index, to match a
-    #: crash state's media to ours; empty: the state's media are ours, in order.
-    media_keys: list[Any] = field(default_factory=list)
+    #: Our medium index of each object crash states name media by (simulator media, by
+    #: ``id``; a file opened twice is two of them and one of ours); empty: the state's
+    #: media are ours, in order.
+    media_keys: dict[int, int] = field(default_factory=dict)
+    #: Keeps those objects alive while their ids are in use.
+    media_objects: list[Any] = field(default_factory=list, repr=False)
     #: Why the timeline cannot be trusted to match the checked run (e.g. a workload that
     #: did something else when recorded again), shown as a warning.
     warning: str = ""

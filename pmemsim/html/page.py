@@ -126,10 +126,13 @@ def _failure(fp: FailurePage, n: int, total: int, fid: str, f: Fate) -> str:
         parts = []
         for (m, off), lf in sorted(f.lines.items()):
             name = f"{run.media[m]} " if len(run.media) > 1 else ""
-            parts.append(
-                f"{name}+0x{off:x} {lf.status} (lost {lf.lost_bytes} of "
-                f"{lf.in_flight_bytes} bytes in flight)"
-            )
+            if lf.status == "reverted":
+                parts.append(f"{name}+0x{off:x} reverted to its last deep-flushed content")
+            else:
+                parts.append(
+                    f"{name}+0x{off:x} {lf.status} (lost {lf.lost_bytes} of "
+                    f"{lf.in_flight_bytes} bytes in flight)"
+                )
         out.append(f"<p>lines in flight: {escape('; '.join(parts))}</p>")
     else:
         out.append("<p>no store was in flight: every visible store persisted</p>")

@@ -273,7 +273,8 @@ def draw(
     add("</svg>")
     labels = _labels(rows, ys, mark_h, top, height)
     image = _image(rows, ys, top, height, fate, crash is not None)
-    data = {
+    data: dict[str, Any] = {
+        "crash": col_of(crash.position) if crash is not None else None,
         "cols": [
             [cx, FOLD if c.fold else COL, c.start, c.end] for c, cx in zip(cols, xs, strict=True)
         ],
@@ -400,6 +401,14 @@ def _image(
         if r.kind == "gap" or fate is None:
             continue
         fates = [fate.lines[k] for k in r.keys if k in fate.lines]
+        if any(k in fate.bad for k in r.keys):
+            out.append(
+                f'<rect class="im-bg im-bad" x="4" y="{ry + 3}" width="{RIGHT - 10}" '
+                f'height="{ROW - 6}" rx="4"/><text class="im im-bad" x="10" '
+                f'y="{ry + ROW / 2 + 4}">bad block: zeros<title>in the bad block the fault adds: '
+                f"its content is lost (cleared, it reads as zeros)</title></text>"
+            )
+            continue
         if not fates:
             out.append(
                 f'<text class="im im-none" x="8" y="{ry + ROW / 2 + 4}">nothing in flight'

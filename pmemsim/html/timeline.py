@@ -240,6 +240,8 @@ class Fate:
     lost: list[tuple[int, int, int, Key]] = field(default_factory=list)
     #: Set when the recorded operations do not explain the simulator's crash state.
     mismatch: str = ""
+    #: Lines in a bad block the crash's faults add (they read as zeros).
+    bad: set[Key] = field(default_factory=set)
 
 
 def medium_map(run: Run, state: object) -> list[int]:
@@ -247,11 +249,7 @@ def medium_map(run: Run, state: object) -> list[int]:
     media = getattr(state, "media", [])
     if not run.media_keys:
         return list(range(len(media)))
-    out = []
-    for m in media:
-        found = next((i for i, k in enumerate(run.media_keys) if k is m), -1)
-        out.append(found)
-    return out
+    return [run.media_keys.get(id(m), -1) for m in media]
 
 
 def compare(run: Run, state: object, pieces: dict[Key, list[Piece]]) -> str:
@@ -334,4 +332,25 @@ def fate(history: History, crash: Crash) -> Fate:
         else:
             lf.status = "kept"
     out.lost.sort()
+    out.bad = _bad_lines(run, state, crash.faults, mapping)
+    return out
+
+
+SECTOR = 512
+
+
+def _bad_lines(run: Run, state: object, faults: tuple[str, ...], mapping: list[int]) -> set[Key]:
+    """The lines of the 512-byte sectors that ``badblock.[FILE.]SECTOR`` faults name."""
+    out: set[Key] = set()
+    for fault in faults:
+        parts = fault.split(".")
+        if parts[0] != "badblock" or len(parts) not in (2, 3):
+            continue
+        number = int(parts[1]) if len(parts) == 3 else 0
+        if number >= len(mapping) or mapping[number] < 0:
+            continue  # a file the simulator did not hold: no line of ours
+        m = mapping[number]
+        sector = int(parts[-1], 16)
+        unit = run.units[m]
+        out.update((m, a - a % unit) for a in range(sector, sector + SECTOR, min(unit, SECTOR)))
     return out
