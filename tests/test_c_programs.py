@@ -130,6 +130,12 @@ def test_lost_lines_point_at_the_tagged_stores() -> None:
             src, line = where.split(":")
             text = (C_DIR / src).read_text().splitlines()[int(line) - 1]
             assert "/* LOST: " in text, f"{e['log']}: {where} is {text!r}"
+    # the report test below has lines to look for
+    assert all(
+        _log_names_lost_lines(e)
+        for e in LOGS
+        if e["log"] in ("raw_tail-bug-q.log", "undo_tx-bug-q.log")
+    )
 
 
 def _records(text: str) -> list[str]:
@@ -322,3 +328,54 @@ def test_fresh_recording_matches_the_corpus(tmp_path: Path, log: str) -> None:
     for f in e["files"]:  # the files live elsewhere this time
         committed = committed.replace(f["path"], str(pools / Path(f["path"]).name))
     assert _normalised(fresh) == _normalised(committed)
+
+
+# --- check-log gives the x86 verdict on every real log -------------------------------------
+
+
+def _lost_store_lines(report: str) -> set[str]:
+    """``file.c:LINE`` named in the report's "stores lost:" block."""
+    block = report.split("stores lost:", 1)[1].split("checker:", 1)[0]
+    return set(re.findall(r"\b(\w+\.c:\d+)\b", block))
+
+
+def _check_log(log: str, checker: list[str], tmp_path: Path, capsys: Any) -> tuple[dict, str]:
+    from pmemsim.cli import main
+
+    out = tmp_path / "result.json"
+    status = main(["check-log", str(CORPUS / log), "--json", str(out), *checker])
+    report = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert status == (1 if result["verdict"] == "inconsistent" else 0)
+    return result, report
+
+
+#: Logs checked with their checker program (one process per image: the small ones).
+PROGRAM_CHECKED = [e for e in LOGS if e["program"] in ("raw_tail", "raw_flag", "undo_tx")]
+
+
+@pytest.mark.parametrize("entry", PROGRAM_CHECKED, ids=[e["log"] for e in PROGRAM_CHECKED])
+def test_check_log_verdict_with_the_checker_program(
+    bins: dict[str, Path], tmp_path: Path, capsys: Any, entry: dict[str, Any]
+) -> None:
+    (checker,) = [c for c in entry["checkers"] if c["kind"] == "program"]
+    argv = [str(bins[checker["argv"][0]]), *checker["argv"][1:]]
+    result, report = _check_log(entry["log"], ["--", *argv], tmp_path, capsys)
+    assert result["verdict"].upper() == checker["expected"], report
+    assert result["exact"]
+    if checker["expected"] == "INCONSISTENT" and _log_names_lost_lines(entry):
+        named = _lost_store_lines(report)
+        assert named, report
+        assert named <= set(entry["lost_lines"]), report
+
+
+def _log_names_lost_lines(entry: dict[str, Any]) -> bool:
+    """Whether the log's stores name a lost line in their first frame: a one-frame log of a
+    store made by memcpy or libpmem2 names only the library's line, and a log without
+    stack traces none."""
+    first_frames = re.findall(r"\|STORE;[^;|]+;[^;|]+;[^;|]+;([^;|]+)", _flat(entry["log"]))
+    return any(f"({line})" in frame for frame in first_frames for line in entry["lost_lines"])
+
+
+def _flat(log: str) -> str:
+    return "|".join(_records((CORPUS / log).read_text()))
