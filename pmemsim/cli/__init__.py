@@ -29,7 +29,7 @@ from .discover import restored_imports
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks", "main"]
 
 #: Subcommand modules, in the order ``pmemsim --help`` lists them.
-COMMANDS = ("check", "info", "validate", "log")
+COMMANDS = ("check", "info", "validate", "log", "record")
 
 
 def _version() -> str:
