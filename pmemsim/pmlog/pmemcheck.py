@@ -11,20 +11,34 @@ Lookup order: the path given explicitly (``--valgrind``), then ``$PMEMSIM_VALGRI
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
+import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, ErrorCode
+from .grammar import Log, Store
 
 __all__ = [
     "ENV_VAR",
+    "RECORD_DEPTH",
     "PmemcheckNotFound",
+    "Recording",
+    "RecordingFailed",
     "find_pmemcheck",
     "include_dir",
     "pmemcheck_available",
+    "record",
+    "record_argv",
+    "record_env",
+    "unexplained_offset",
 ]
 
 ENV_VAR = "PMEMSIM_VALGRIND"
@@ -113,3 +127,210 @@ def include_dir(valgrind: str) -> Path | None:
     """The folder holding ``valgrind/pmemcheck.h`` for a build's valgrind, if it has one."""
     inc = Path(valgrind).resolve().parent.parent / "include"
     return inc if (inc / "valgrind" / "pmemcheck.h").is_file() else None
+
+
+# --- recording ------------------------------------------------------------------------------
+
+#: Frames per STORE: enough to get out of libpmem2 (3-4 frames of its own) and memcpy to
+#: the program's function and its caller; a log's stack ends at main anyway.
+RECORD_DEPTH = 12
+
+
+def record_argv(
+    valgrind: str,
+    log: str | Path,
+    program: list[str],
+    *,
+    depth: int = RECORD_DEPTH,
+    clflush_needs_fence: bool = False,
+) -> list[str]:
+    """The valgrind command that records ``program``'s complete store log into ``log``.
+
+    - ``--log-stores=yes`` with stack traces ``depth`` frames deep (names the C caller);
+    - ``--expect-fence-after-clflush`` stated: ``no`` (Intel: a clflush is ordered at its own
+      position, so pmemcheck logs a FENCE after it), or ``yes`` (clflush treated like
+      clflushopt, the conservative reading; AMD orders clflush only with mfence);
+    - ``--flush-align=no``: flush instructions keep their operand's address; check-log knows
+      a 64-byte FLUSH is one instruction flushing the line holding it (``yes`` makes
+      pmemcheck round range requests' sizes and can drop a range's last line);
+    - ``-q`` (no banner; check-log reads either) and ``--log-file`` so that the program's own
+      output stays on the terminal;
+    - ``--command-line-only=yes``: ~/.valgrindrc and $VALGRIND_OPTS cannot change any of it.
+    """
+    return [
+        valgrind,
+        "--tool=pmemcheck",
+        "--command-line-only=yes",
+        "-q",
+        "--log-stores=yes",
+        "--log-stores-stacktraces=yes",
+        f"--log-stores-stacktraces-depth={depth}",
+        f"--expect-fence-after-clflush={'yes' if clflush_needs_fence else 'no'}",
+        "--flush-align=no",
+        f"--log-file={log}",
+        *program,
+    ]
+
+
+def record_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` with ``PMREORDER_EMIT_LOG=1`` (unless set): libpmem2 and PMDK then wrap their
+    calls in markers (``pmem2_memmove.BEGIN`` ...)."""
+    out = dict(os.environ if env is None else env)
+    out.setdefault("PMREORDER_EMIT_LOG", "1")
+    return out
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A finished recording: the log, and how the program ended."""
+
+    log: Path
+    #: the program's exit status, or None if a signal ended it
+    status: int | None
+    signal: int | None
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: the status, or 128 + the signal."""
+        return self.status if self.status is not None else 128 + (self.signal or 0)
+
+
+class RecordingFailed(RuntimeError):
+    """valgrind wrote no log (it could not start the program); the message says why."""
+
+
+def record(
+    program: list[str],
+    log: str | Path,
+    *,
+    valgrind: str,
+    depth: int = RECORD_DEPTH,
+    clflush_needs_fence: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Recording:
+    """Run ``program`` under pmemcheck and leave its store log at ``log``.
+
+    The log is written to a hidden file beside ``log`` and renamed into place only when
+    valgrind has finished, so an interrupted recording (Ctrl-C, SIGTERM: any exception out
+    of the wait) kills valgrind's whole process group and leaves no file behind.
+    """
+    target = Path(log)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    start = time.monotonic()
+    try:
+        _umask_mode(tmp)
+        argv = record_argv(
+            valgrind, tmp, program, depth=depth, clflush_needs_fence=clflush_needs_fence
+        )
+        code = _run_killable(argv, record_env(env))
+        head = tmp.read_bytes()[:65536]
+        if b"START" not in head:
+            why = head.decode(errors="replace").strip() or "no output"
+            raise RecordingFailed(f"pmemcheck wrote no store log for {program[0]}: {why}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.monotonic() - start
+    if code < 0:
+        return Recording(target, None, -code, seconds)
+    return Recording(target, code, None, seconds)
+
+
+def _run_killable(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` in its own session and wait; any exception while waiting (Ctrl-C,
+    SIGTERM turned into one) kills its whole process group first."""
+    # Its own session: the terminal's Ctrl-C reaches only us, and we end valgrind and
+    # whatever the program started as one group. Signals wait while it starts, so that
+    # none lands between the fork and our holding its pid.
+    main = threading.current_thread() is threading.main_thread()
+    old = (
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if main else None
+    )
+
+    def unblock() -> None:  # in the child: the program gets the signals it always had
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    try:
+        proc = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=unblock)
+    finally:
+        unblock()
+    try:
+        return proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def _umask_mode(path: Path) -> None:
+    """The mode an ordinary new file gets (mkstemp makes it 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o666 & ~mask)
+
+
+PAGE = 4096
+
+
+def unexplained_offset(
+    log: Log,
+    path: str,
+    base: str | Path | None = None,
+    *,
+    file: str | Path | None = None,
+    limit: int = 1 << 30,
+) -> int | None:
+    """The first offset of the file registered as ``path`` (read from ``file`` if given)
+    whose content is not ``base`` (a file, or zeros) with every store the log made to it
+    applied; None when it all agrees (or the file is above ``limit`` bytes: not looked at).
+
+    Right after a recording this tells whether the chosen starting image explains the
+    program's file: a difference means the file held other data when it was registered
+    (it existed before the run, or the program wrote it with write() rather than stores),
+    and a check from that starting image would judge images the program never saw.
+    """
+    actual = Path(path if file is None else file)
+    if not actual.is_file() or actual.stat().st_size > limit:
+        return None
+    regs = [r for r in log.files if r.path == path]
+    base_file = open(base, "rb") if base is not None else None  # noqa: SIM115
+    try:
+
+        def base_page(p: int) -> bytes:
+            if base_file is None:
+                return bytes(PAGE)
+            base_file.seek(p * PAGE)
+            return base_file.read(PAGE).ljust(PAGE, b"\0")
+
+        expected: dict[int, bytearray] = {}
+        for op in log.iter_operations():
+            if not isinstance(op, Store):
+                continue
+            for r in regs:
+                if r.base <= op.address < r.base + r.size:
+                    off = op.address - r.base + r.offset
+                    for i, byte in enumerate(op.data[: r.base + r.size - op.address]):
+                        p, at = divmod(off + i, PAGE)
+                        if p not in expected:
+                            expected[p] = bytearray(base_page(p))
+                        expected[p][at] = byte
+                    break
+        with open(actual, "rb") as f:
+            p = 0
+            while chunk := f.read(PAGE):
+                want = expected.get(p) or base_page(p)
+                if chunk != bytes(want[: len(chunk)]):
+                    at = next(
+                        i for i, (a, b) in enumerate(zip(chunk, want, strict=False)) if a != b
+                    )
+                    return p * PAGE + at
+                p += 1
+    finally:
+        if base_file is not None:
+            base_file.close()
+    return None
