@@ -13,7 +13,9 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,10 +55,13 @@ needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not i
 
 @pytest.fixture(scope="session")
 def bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every program and checker, built once (no pmemcheck client requests: native runs)."""
+    """Every program and checker, built once; with pmemcheck's client requests where it is
+    installed (outside valgrind they do nothing)."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    made: dict[str, Path] = build_mod.build(tmp_path_factory.mktemp("cbin"))
+    valgrind = pmemcheck_available()
+    include = include_dir(valgrind) if valgrind else None
+    made: dict[str, Path] = build_mod.build(tmp_path_factory.mktemp("cbin"), include)
     return made
 
 
@@ -301,17 +306,14 @@ def _normalised(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("log", ["raw_tail-bug-q.log", "undo_tx-bug-verbose.log"])
-def test_fresh_recording_matches_the_corpus(tmp_path: Path, log: str) -> None:
-    valgrind = pmemcheck_available()
-    if valgrind is None:
-        pytest.skip("pmemcheck is not installed (set PMEMSIM_VALGRIND to a valgrind with it)")
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
+def test_fresh_recording_matches_the_corpus(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path, log: str
+) -> None:
+    valgrind, made = recorded_bins
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
     if gcc.splitlines()[0] != MANIFEST["recorded_with"]["gcc"]:
         pytest.skip("another gcc than the corpus was recorded with: line numbers may differ")
     e = next(e for e in LOGS if e["log"] == log)
-    made = build_mod.build(tmp_path / "bin", include_dir(valgrind), programs=(e["program"],))
     pools = tmp_path / "pools"
     pools.mkdir()
     paths = [str(pools / Path(f["path"]).name) for f in e["files"]]
@@ -379,3 +381,167 @@ def _log_names_lost_lines(entry: dict[str, Any]) -> bool:
 
 def _flat(log: str) -> str:
     return "|".join(_records((CORPUS / log).read_text()))
+
+
+# --- pmemsim record / check-program --------------------------------------------------------
+
+
+def _pmemsim(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("pmemsim")
+    return subprocess.run(
+        [str(exe), *argv], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def recorded_bins(bins: dict[str, Path]) -> tuple[str, dict[str, Path]]:
+    """pmemcheck, and the programs built with its client requests."""
+    valgrind = pmemcheck_available()
+    if valgrind is None or include_dir(valgrind) is None:
+        pytest.skip("pmemcheck is not installed (set PMEMSIM_VALGRIND to a valgrind with it)")
+    return valgrind, bins
+
+
+def test_record_without_pmemcheck_says_how_to_get_it(tmp_path: Path) -> None:
+    fake = _fake_valgrind(tmp_path / "bin", False)
+    env = {**os.environ, "PMEMSIM_VALGRIND": str(fake)}
+    done = _pmemsim("record", "-o", "x.log", "--", "true", cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "without the pmemcheck tool" in done.stderr
+    assert "github.com/pmem/valgrind" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "x.log").exists()
+    done = _pmemsim("record", "-o", "x.log", "--", "no-such-program-here", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "no such program" in done.stderr
+    done = _pmemsim("check-program", "--", "true", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "name one checker" in done.stderr
+
+
+def test_record_writes_a_complete_log(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    from pmemsim.pmlog import Store, read_log
+
+    _, made = recorded_bins
+    pool = tmp_path / "flag.pool"
+    done = _pmemsim(
+        "record", "-o", "flag.log", "--", str(made["raw_flag"]), "bug", str(pool), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    log = read_log(str(tmp_path / "flag.log"))
+    assert [(r.path, r.size) for r in log.files] == [(str(pool), 4096)]
+    stores = [op for op in log.iter_operations() if isinstance(op, Store)]
+    # deep enough to get out of memcpy to the C line that called it
+    assert any("publish (raw_flag.c:" in f for s in stores for f in s.frames[1:])
+    assert (tmp_path / "flag.log").stat().st_mode & 0o777 != 0o600
+    assert "now holds the run's final content" in done.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_record_passes_the_programs_exit_status(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    done = _pmemsim("record", "-o", "x.log", "--", "sh", "-c", "exit 3", cwd=tmp_path)
+    assert done.returncode == 3
+    assert "exited with status 3" in done.stderr and "registered no file" in done.stderr
+    assert (tmp_path / "x.log").exists()
+
+
+@pytest.mark.parametrize("variant", ["bug", "fixed"])
+def test_check_program_records_and_checks(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path, variant: str
+) -> None:
+    _, made = recorded_bins
+    checker = shlex.join([str(made["check_raw_tail"])])
+    pool = tmp_path / "tail.pool"
+    pool.write_bytes(b"left over from an earlier run" * 100)  # the program recreates it
+    argv = ["check-program", "--checker", checker, "--", str(made["raw_tail"]), variant, str(pool)]
+    done = _pmemsim(*argv, cwd=tmp_path)
+    assert done.returncode == (1 if variant == "bug" else 0), done.stdout + done.stderr
+    assert (tmp_path / "raw_tail.pmemcheck.log").exists()
+    assert "warning" not in done.stderr
+    if variant == "bug":
+        assert "raw_tail.c:48" in done.stdout  # the checksum store the minimal crash loses
+        replay = next(
+            line.split("replay: ", 1)[1] for line in done.stdout.splitlines() if "replay: " in line
+        )
+        again = subprocess.run(
+            shlex.split(
+                replay.replace("pmemsim", str(Path(sys.executable).with_name("pmemsim")), 1)
+            ),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert again.returncode == 1, again.stdout + again.stderr
+
+
+def test_check_program_warns_when_the_starting_image_cannot_be_right(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    """--pool names a file whose old content the program throws away with O_TRUNC (not a
+    store): the log does not explain the file the run left, and the user is told."""
+    _, made = recorded_bins
+    pool = tmp_path / "tail.pool"
+    pool.write_bytes(b"\xff" * 4096)
+    argv = ["check-program", "--checker", str(made["check_raw_tail"]), "--pool", str(pool)]
+    done = _pmemsim(*argv, "--", str(made["raw_tail"]), "fixed", str(pool), cwd=tmp_path)
+    assert "does not explain" in done.stderr, done.stderr
+
+
+def test_unexplained_offset(bins: dict[str, Path], tmp_path: Path) -> None:
+    from pmemsim.pmlog import read_log
+    from pmemsim.pmlog.pmemcheck import unexplained_offset
+
+    log = read_log(str(CORPUS / "raw_tail-bug-q.log"))
+    (reg,) = {r.path for r in log.files}
+    pool = tmp_path / "pool"
+    _run_native(bins, "raw_tail", "bug", [pool])  # the same stores, natively
+    assert unexplained_offset(log, reg, file=pool) is None
+    _flip(pool, 0x800)  # a byte no store wrote
+    assert unexplained_offset(log, reg, file=pool) == 0x800
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"\x01" * 8192)
+    _flip(pool, 0x800)
+    assert unexplained_offset(log, reg, junk, file=pool) == 0x18  # the first byte left as it was
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_record_stops_cleanly_on_a_signal(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path, sig: int
+) -> None:
+    exe = Path(sys.executable).with_name("pmemsim")
+    proc = subprocess.Popen(
+        [str(exe), "record", "-o", "x.log", "--", "sleep", "60"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell's background job ignores SIGINT; this one must see it as Ctrl-C does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    valgrind = _wait_for_child(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the log nor its temporary file
+    with pytest.raises(ProcessLookupError):
+        os.killpg(valgrind, 0)
+
+
+def _wait_for_child(pid: int) -> int:
+    """The first child of ``pid`` once it exists."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        if kids:
+            time.sleep(0.5)  # let valgrind get going
+            return int(kids[0])
+        time.sleep(0.05)
+    raise AssertionError("valgrind never started")
