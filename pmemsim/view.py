@@ -6,7 +6,11 @@ A view is how a program writes into a mapping as it would through a pointer in C
     v.u64[0] = 42                       # one 8-byte store
     v[8:16] = b"abcdefgh"               # a slice store
     v.pack_into("<IQ", 16, 7, 9)        # a struct store (one store, 12 bytes)
+    v.plain_memcpy(32, b"xy")           # C's memcpy: stores, not persisted
+    v.memcpy(64, b"xy")                 # pmem2_memcpy: persisted unless flags say not
     v.persist(0, 28)                    # flush + drain
+
+Typed C structs, one store per field: :mod:`pmemsim.layout`.
 
 Every offset is checked against the view before anything is written.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .enums import MemFlag
@@ -184,9 +189,23 @@ class View:
         return self.set.read_mcsafe(self._range(offset, length), length)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        """One ordinary store of ``data`` at ``offset``."""
+        """One ordinary store of ``data`` at ``offset`` (see :meth:`plain_memcpy`)."""
         data = _bytes(data)
         self.set._store(self._range(offset, len(data)), data, _getframe(1))
+
+    def plain_memcpy(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """What C's ``memcpy`` does to persistent memory: ordinary (write-back) stores,
+        nothing flushed, nothing fenced. The data is durable only after a flush and a fence
+        (:meth:`persist`), or when a dirty line happens to be evicted. This is the copy a C
+        program makes with ``memcpy``; :meth:`memcpy` is libpmem2's ``pmem2_memcpy``, which
+        persists unless told not to."""
+        data = _bytes(data)
+        self.set._store(self._range(offset, len(data)), data, _getframe(1))
+
+    def _store_from(self, offset: int, data: bytes, frame: FrameType) -> None:
+        """One store issued from ``frame`` (helpers that store for their caller, such as
+        :mod:`pmemsim.layout`, name the caller's line)."""
+        self.set._store(self._range(offset, len(data)), data, frame)
 
     def pack_into(self, fmt: str, offset: int, *values: object) -> None:
         """``struct.pack_into`` as one store (it tears at 8-byte boundaries like any store)."""
@@ -208,6 +227,9 @@ class View:
     def memcpy(
         self, offset: int, data: bytes | bytearray | memoryview, flags: MemFlag | int = 0
     ) -> None:
+        """libpmem2's ``pmem2_memcpy``: the copy is **persisted** (flushed and fenced) unless
+        ``flags`` say otherwise (NOFLUSH, NODRAIN, ...). For the unpersisted copy C's
+        ``memcpy`` makes, use :meth:`plain_memcpy`."""
         data = _bytes(data)
         dest = self._range(offset, len(data))
         self.set._mem(_COPY, dest, data, None, flags, _getframe(1))
