@@ -8,6 +8,8 @@ Options (group "pmemsim"):
 * ``--pmemsim-seed N|last|random``: the seed of the session (default 0). ``random`` chooses
   one; every run saves its seed in the pytest cache and ``last`` reuses it. The report
   header says ``pmemsim: backend=NAME seed=N``.
+* ``--pmemsim-replay TOKEN``: ``crash_check`` checks only the crash a failure printed
+  (``pytest NODEID --pmemsim-replay=TOKEN`` is the replay line of every failure).
 
 Fixtures: :func:`pmemsim_seed`, :func:`pmemsim_backend`, :func:`pmem_set`,
 :func:`crash_check`. Marker: ``@pytest.mark.crash_consistency(**options)`` configures
@@ -35,7 +37,9 @@ BACKENDS = ("sim", "real")
 #: Bytes of anonymous memory mapped in :func:`pmem_set`.
 PMEM_SET_SIZE = 64 * 1024
 #: What ``@pytest.mark.crash_consistency(...)`` and ``crash_check(...)`` accept: the fields
-#: of :class:`pmemsim.explore.CrashCheck` a test may choose, plus ``jobs``.
+#: of :class:`pmemsim.explore.CrashCheck` (or, with ``files=True``, of
+#: :class:`pmemsim.explore.FileCrashCheck`) a test may choose, plus ``jobs`` and ``files``.
+#: (The fields are read from the classes when a check runs; this list is for the help.)
 MARKER_OPTIONS = (
     "strategy",
     "size",
@@ -46,8 +50,13 @@ MARKER_OPTIONS = (
     "recovery_crash_depth",
     "expect",
     "seed",
+    "faults",
+    "badblock_policy",
     "jobs",
+    "files",
 )
+#: Options that are not fields of the check.
+_EXTRA = ("jobs", "files")
 
 _CACHE_KEY = "pmemsim/seed"
 
@@ -56,6 +65,7 @@ _CACHE_KEY = "pmemsim/seed"
 class _Session:
     backend: str
     seed: int
+    replay: str | None = None
 
 
 _SESSION = pytest.StashKey[_Session]()
@@ -90,6 +100,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="folder for the HTML report of each failing crash_check (default: "
         "pmemsim-html in the pytest cache folder); 'none' writes none.",
     )
+    group.addoption(
+        "--pmemsim-replay",
+        dest="pmemsim_replay",
+        default=None,
+        metavar="TOKEN",
+        help="crash_check checks only the crash TOKEN names (from a failure's replay line: "
+        "pytest NODEID --pmemsim-replay=TOKEN).",
+    )
     parser.addini(
         "pmemsim_backend",
         "backend of the pmem_set fixture when --pmemsim-backend is not given (sim, real)",
@@ -103,7 +121,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "crash_consistency(**options): options of the crash_check fixture "
         f"({', '.join(MARKER_OPTIONS)})",
     )
-    config.stash[_SESSION] = _Session(_backend_name(config), _session_seed(config))
+    replay = config.getoption("pmemsim_replay")
+    if replay is not None and not replay.strip():
+        raise pytest.UsageError("--pmemsim-replay: give the crash token a failure printed")
+    config.stash[_SESSION] = _Session(_backend_name(config), _session_seed(config), replay)
 
 
 def _backend_name(config: pytest.Config) -> str:
@@ -152,7 +173,8 @@ def _session_seed(config: pytest.Config) -> int:
 
 def pytest_report_header(config: pytest.Config) -> str:
     s = config.stash[_SESSION]
-    return f"pmemsim: backend={s.backend} seed={s.seed}"
+    replay = f" replay={s.replay}" if s.replay else ""
+    return f"pmemsim: backend={s.backend} seed={s.seed}{replay}"
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -197,77 +219,118 @@ def pmem_set(pmemsim_backend: Backend) -> Iterator[Set]:
         source.close()
 
 
-def _options(where: str, options: dict[str, Any]) -> dict[str, Any]:
-    from pmemsim.enums import Granularity
+def _invalid(message: str) -> Exception:
     from pmemsim.errors import ErrorCode, InvalidArgumentError
 
-    unknown = sorted(set(options) - set(MARKER_OPTIONS))
+    return InvalidArgumentError(ErrorCode.EINVAL, message)
+
+
+def _options(where: str, options: dict[str, Any], kind: type | None = None) -> dict[str, Any]:
+    """``options`` checked against what ``kind`` (CrashCheck or FileCrashCheck; None: either)
+    accepts, with a granularity name turned into a Granularity."""
+    import dataclasses
+
+    from pmemsim.enums import Granularity
+    from pmemsim.explore import CrashCheck, FileCrashCheck
+
+    kinds = (kind,) if kind is not None else (CrashCheck, FileCrashCheck)
+    fixed = {"name", "workload", "recover", "description"}
+    known = {f.name for k in kinds for f in dataclasses.fields(k)} - fixed | set(_EXTRA)
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL,
-            f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(MARKER_OPTIONS)}",
+        shown = [o for o in MARKER_OPTIONS if o in known] + sorted(known - set(MARKER_OPTIONS))
+        what = "" if kind is None else f" for a {kind.__name__}"
+        raise _invalid(
+            f"{where}: unknown option(s) {', '.join(unknown)}{what}; known: {', '.join(shown)}"
         )
     gran = options.get("granularity")
     if isinstance(gran, str):
         try:
-            options["granularity"] = Granularity[gran.upper()]
+            options["granularity"] = Granularity[gran.strip().upper().replace("-", "_")]
         except KeyError:
-            raise InvalidArgumentError(
-                ErrorCode.EINVAL,
+            raise _invalid(
                 f"{where}: granularity {gran!r} is not one of "
-                f"{', '.join(g.name for g in Granularity)}",
+                f"{', '.join(g.name for g in Granularity)}"
             ) from None
     return options
+
+
+def _build(name: str, args: tuple[Any, ...], options: dict[str, Any], seed: int) -> Any:
+    """The check ``crash_check(*args, **options)`` means."""
+    import dataclasses
+
+    from pmemsim.explore import CrashCheck, FileCrashCheck
+
+    files = options.pop("files", False)
+    if len(args) == 1 and isinstance(args[0], (CrashCheck, FileCrashCheck)):
+        c = args[0]
+        _options("crash_check()", dict(options), type(c))
+        return dataclasses.replace(c, **options) if options else c
+    if len(args) != 2 or not all(callable(a) for a in args):
+        raise _invalid(
+            "crash_check(workload, recover, **options) or crash_check(check, **options), "
+            f"not crash_check{args!r}"
+        )
+    kind = FileCrashCheck if files else CrashCheck
+    _options("crash_check()", dict(options), kind)
+    options.setdefault("seed", seed)
+    return kind(name, *args, **options)
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 @pytest.fixture
 def crash_check(request: pytest.FixtureRequest, pmemsim_seed: int) -> CrashChecker:
     """``crash_check(workload, recover, **options) -> CheckResult``: explore every crash of
     ``workload`` (on the simulator, whatever the backend option) with ``recover`` as the
-    check, through :func:`pmemsim.explore.check`.
+    check, through :func:`pmemsim.explore.check`. ``files=True`` makes it a program over
+    files (:class:`pmemsim.explore.FileCrashCheck`: ``workload(backend, directory)``);
+    ``crash_check(check, **options)`` runs a CrashCheck or FileCrashCheck as it is.
 
     Options come from the call, then ``@pytest.mark.crash_consistency(...)``, then the
-    defaults of :class:`pmemsim.explore.CrashCheck`; the seed is the session's unless one of
-    them sets it. With ``expect="consistent"`` (the default) an inconsistent result raises
-    the user's exception of the minimal crash of each distinct failure, with the crash,
-    the lost stores and a rerun command as notes (several: an ExceptionGroup). With
-    ``expect="inconsistent"`` a consistent result fails the test instead.
+    defaults of the check; the seed is the session's unless one of them sets it. With
+    ``expect="consistent"`` (the default) an inconsistent result raises the user's exception
+    of the minimal crash of each distinct failure, with the crash, the lost stores and the
+    command that replays it as notes (several: an ExceptionGroup). With
+    ``expect="inconsistent"`` a consistent result fails the test instead. With
+    ``--pmemsim-replay=TOKEN`` only that crash is checked.
     """
     marker = request.node.get_closest_marker("crash_consistency")
     where = "@pytest.mark.crash_consistency"
     from_marker: dict[str, Any] = {}
     if marker is not None:
         if marker.args:
-            from pmemsim.errors import ErrorCode, InvalidArgumentError
-
-            raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"{where} takes keyword options only, not {marker.args!r}"
-            )
+            raise _invalid(f"{where} takes keyword options only, not {marker.args!r}")
         from_marker = _options(where, dict(marker.kwargs))
     nodeid = request.node.nodeid
+    session = request.config.stash[_SESSION]
 
-    def run(workload: Workload, recover: Workload, **options: Any) -> CheckResult:
-        from pmemsim.explore import CrashCheck, check
+    def run(*args: Any, **options: Any) -> CheckResult:
+        from pmemsim.explore import check
 
         chosen = {**from_marker, **_options("crash_check()", options)}
-        chosen.setdefault("seed", pmemsim_seed)
         jobs = chosen.pop("jobs", 1)
-        c = CrashCheck(request.node.name, workload, recover, **chosen)
+        c = _build(request.node.name, args, chosen, pmemsim_seed)
+        if session.replay is not None:
+            return _replayed(c, session.replay, nodeid)
         result = check(c, jobs=jobs, progress=None)
-        rerun = f"pmemsim: rerun with: pytest '{nodeid}' --pmemsim-seed={c.seed}"
+        rerun = f"pmemsim: rerun the test with: pytest {_quoted(nodeid)} --pmemsim-seed={c.seed}"
         if c.expect == "inconsistent":
             if not result.failures:
                 raise AssertionError(
                     f"expected an inconsistent crash, found none: {result.summary()}"
                 )
             return result
-        # The command line cannot find a check defined in a test: the crash token and the
-        # pytest command that reruns the test replay it instead.
+        # The command line cannot find a check defined in a test: pytest replays it.
         try:
-            result.raise_failures(replay=lambda f: f"crash token: {f.crash_token}")
+            result.raise_failures(replay=lambda f: _replay_line(nodeid, f.crash_token))
         except Exception as exc:
             exc.add_note(rerun)
-            _html_report(request, result, rerun, exc)
+            _html_report(request, result, exc)
             raise
         return result
 
@@ -277,9 +340,7 @@ def crash_check(request: pytest.FixtureRequest, pmemsim_seed: int) -> CrashCheck
 _HTML = pytest.StashKey[str]()
 
 
-def _html_report(
-    request: pytest.FixtureRequest, result: CheckResult, rerun: str, exc: BaseException
-) -> None:
+def _html_report(request: pytest.FixtureRequest, result: CheckResult, exc: BaseException) -> None:
     """Write the failing check's HTML report, name it in the failure, and keep its path for
     pytest-html (see :func:`pytest_runtest_makereport`)."""
     import re
@@ -302,8 +363,10 @@ def _html_report(
             where.mkdir(exist_ok=True)
         name = re.sub(r"[^\w.-]+", "_", request.node.nodeid).strip("_")[:150] or "check"
         path = where.absolute() / f"{name}.html"
-        command = rerun.removeprefix("pmemsim: rerun with: ")
-        result.to_html(str(path), replay=lambda f: f"{command}  # crash token {f.crash_token}")
+        nodeid = request.node.nodeid
+        result.to_html(
+            str(path), replay=lambda f: _replay_line(nodeid, f.crash_token).removeprefix("replay: ")
+        )
     except Exception as err:  # the user's failure matters more than its picture
         exc.add_note(f"pmemsim: the HTML report could not be written: {err}")
         return
@@ -325,3 +388,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             link = extras.url(Path(path).as_uri(), name="pmemsim crash report")
             report.extras = [*getattr(report, "extras", []), link]
     return report
+
+
+def _replay_line(nodeid: str, token: str) -> str:
+    return f"replay: pytest {_quoted(nodeid)} --pmemsim-replay={_quoted(token)}"
+
+
+def _replayed(c: Any, token: str, nodeid: str) -> CheckResult:
+    """``--pmemsim-replay``: recovery on the one image ``token`` names."""
+    from pmemsim.explore import CheckResult, replay
+
+    result = CheckResult(c.name, c.expect, "replay", c.seed, images_checked=1)
+    err = replay(c, token)
+    if err is None:
+        if c.expect == "inconsistent":
+            raise AssertionError(f"{c.name}: the image of crash {token} is consistent now")
+        return result
+    if c.expect == "inconsistent":
+        return result
+    err.add_note(f"pmemsim: {c.name}: recovery fails on the image of crash {token}")
+    err.add_note(_replay_line(nodeid, token))
+    raise err

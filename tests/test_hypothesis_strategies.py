@@ -234,8 +234,112 @@ def test_check_crash_reports_a_false_verdict_as_an_error(trace: Trace) -> None:
 
 
 def test_check_crash_refuses_faults_it_cannot_replay(trace: Trace) -> None:
-    with pytest.raises(pm.InvalidArgumentError, match="faults"):
+    with pytest.raises(pm.InvalidArgumentError, match="unsafe_shutdown=True"):
         check_crash(trace, Crash(0, (), ("unsafe_shutdown",)), lambda v: True)
+    with pytest.raises(pm.InvalidArgumentError, match="neither unsafe_shutdown nor badblock"):
+        check_crash(trace, Crash(0, (), ("meteor",)), lambda v: True)
+    with pytest.raises(pm.InvalidArgumentError, match="unsafe_shutdown=True"):
+        crashes(trace, faults=("unsafe_shutdown",))
+    with pytest.raises(pm.InvalidArgumentError, match="unknown fault"):
+        crashes(trace, faults=("meteor",))
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+def _deep_flag(v: pm.View) -> None:
+    """Correct against power failures; an unsafe shutdown can take the data (fenced, never
+    deep-flushed) while the flag, deep-flushed, stays."""
+    v.u64[8] = 7
+    v.persist(64, 8)
+    v.u64[0] = 1
+    v.persist(0, 8)
+    v.deep_flush(0, 8)
+
+
+def _data_if_flag(v: pm.View) -> None:
+    assert v.u64[0] == 0 or v.u64[8] == 7, "the flag without its data"
+
+
+def test_crashes_with_faults_find_what_only_a_fault_breaks() -> None:
+    t = record(_deep_flag, unsafe_shutdown=True)
+    plain = _fails(t, _data_if_flag)
+    with pytest.raises(NoSuchExample):
+        find(crashes(t), plain, settings=FAST)
+    found = find(crashes(t, faults=("unsafe_shutdown", "badblock")), plain, settings=FAST)
+    # The minimal failing crash needs the unsafe shutdown and nothing else.
+    assert found.faults == ("unsafe_shutdown",)
+    with pytest.raises(AssertionError, match="flag without its data") as info:
+        check_crash(t, found, _data_if_flag)
+    assert any("unsafe_shutdown" in n for n in info.value.__notes__)
+
+
+def test_a_bad_block_in_what_recovery_reads_is_drawn_and_replayed() -> None:
+    def recover(v: pm.View) -> None:
+        v.u64[0]  # a load of the first sector
+
+    t = record(_deep_flag)
+
+    def poisoned(crash: Crash) -> bool:
+        try:
+            check_crash(t, crash, recover, badblock_policy="keep")
+        except pm.PmemError:
+            return True
+        return False
+
+    found = find(crashes(t, faults=("badblock",)), poisoned, settings=FAST)
+    assert found.faults == ("badblock.0",) and found.point == 0
+    check_crash(t, found, recover)  # cleared at map time: zeros, and recovery reads them
+
+
+# -- state machines ----------------------------------------------------------------------
+
+
+def _log_machine(fixed: bool) -> type:
+    from hypothesis.stateful import rule
+
+    from pmemsim.hypothesis import CrashCheckedMachine
+
+    def append(v: pm.View, value: int) -> None:
+        n = v.u64[0]
+        v.u64[8 + n] = value
+        if fixed:
+            v.persist(64 + 8 * n, 8)
+        v.u64[0] = n + 1
+        v.persist(0, 8)
+
+    class Log(CrashCheckedMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model: list[int] = []
+
+        def model_state(self) -> list[int]:
+            return list(self.model)
+
+        @rule(value=st.integers(1, 2**64 - 1))
+        def add(self, value: int) -> None:
+            self.execute(lambda v: append(v, value))
+            self.model.append(value)
+            assert [self.view.u64[8 + i] for i in range(self.view.u64[0])] == self.model
+
+        def recover(self, view: pm.View, before: list[int], after: list[int]) -> None:
+            got = [view.u64[8 + i] for i in range(view.u64[0])]
+            assert got in (before, after), f"recovered {got}, not {before} or {after}"
+
+    return Log
+
+
+def test_a_state_machine_has_every_step_crash_checked() -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
+    machine = settings(FAST, max_examples=20, stateful_step_count=5)
+    run_state_machine_as_test(_log_machine(fixed=True), settings=machine)
+    with pytest.raises(AssertionError, match=r"recovered \[0\], not \[\] or \[1\]") as info:
+        run_state_machine_as_test(_log_machine(fixed=False), settings=machine)
+    notes = "\n".join(info.value.__notes__)
+    assert "Log, step 1 is inconsistent after this crash" in notes
+    assert "crash token: 0:0.40=1 (in step 1)" in notes
+    assert notes.count("state.add(") == 1  # shrunk to one step
 
 
 # -- pmemsim's seed generator under Hypothesis -------------------------------------------

@@ -263,8 +263,8 @@ def test_fixed(crash_check):
             f"*crash point 0, before the fence at *test_crash.py:{fence} in bug:",
             "*line +0x40: 1 store(s) in flight, lost 1",
             f"*+0x40 (8 bytes) stored at *test_crash.py:{store} in bug",
-            "*crash token: 0:0.40=1",
-            "*pmemsim: rerun with: pytest 'test_crash.py::test_bug' --pmemsim-seed=3",
+            "*replay: pytest test_crash.py::test_bug --pmemsim-replay=0:0.40=1",
+            "*pmemsim: rerun the test with: pytest test_crash.py::test_bug --pmemsim-seed=3",
         ]
     )
     assert "pmemsim replay" not in result.stdout.str()
@@ -364,6 +364,124 @@ def test_call(crash_check):
     )
 
 
+def test_a_failure_replays_with_the_line_it_prints(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_crash=WORKLOADS + "\ndef test_bug(crash_check):\n    crash_check(bug, recover)\n"
+    )
+    first = pytester.runpytest_inprocess()
+    first.assert_outcomes(failed=1)
+    line = re.search(r"replay: pytest (\S+) (--pmemsim-replay=\S+)", first.stdout.str())
+    assert line is not None
+    # Run as printed: only that crash, the same exception.
+    again = pytester.runpytest_inprocess(line[1], line[2])
+    again.assert_outcomes(failed=1)
+    assert _header(again) == "pmemsim: backend=sim seed=0 replay=0:0.40=1"
+    again.stdout.fnmatch_lines(
+        ["*AssertionError: flag without data", "*recovery fails on the image of crash 0:0.40=1"]
+    )
+    # After the fix, the same line passes; a crash the run does not have is an error.
+    pytester.makepyfile(
+        test_crash=WORKLOADS + "\ndef test_bug(crash_check):\n    crash_check(fixed, recover)\n"
+    )
+    pytester.runpytest_inprocess(line[1], line[2]).assert_outcomes(passed=1)
+    bad = pytester.runpytest_inprocess(line[1], "--pmemsim-replay=nonsense")
+    bad.assert_outcomes(failed=1)
+    bad.stdout.fnmatch_lines(["*InvalidArgumentError*not a crash token*"])
+
+
+def test_the_marker_takes_faults(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_faults="""
+import pytest
+
+
+def work(v):
+    v.u64[8] = 7
+    v.persist(64, 8)      # fenced, not deep-flushed
+    v.u64[0] = 1
+    v.persist(0, 8)
+    v.deep_flush(0, 8)    # the flag reaches the media; its data may not
+
+
+def recover_durable(v):
+    assert v.u64[0] == 0 or v.u64[8] == 7, "flag without data"
+
+
+def test_power_failures_only(crash_check):
+    crash_check(work, recover_durable)
+
+
+@pytest.mark.crash_consistency(faults=("unsafe_shutdown",), expect="inconsistent")
+def test_unsafe_shutdown_loses_it(crash_check):
+    r = crash_check(work, recover_durable)
+    assert r.minimal.crash.faults == ("unsafe_shutdown",)
+"""
+    )
+    pytester.runpytest_inprocess().assert_outcomes(passed=2)
+
+
+PROGRAM = """
+import pmemsim as pm
+
+
+def write(backend, folder):
+    src = pm.Source.from_file(folder / "pool", pm.SourceFlag.CREATE_IF_NEEDED)
+    with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=backend)) as s:
+        v = s.view(s.map(pm.Part(src, 0, 4096)))
+        v.u64[8] = 7
+        v.u64[0] = 1
+        v.persist(0, 72)  # BUG: one fence for the flag and its data
+    src.close()
+
+
+def read(backend, folder):
+    src = pm.Source.from_file(folder / "pool", pm.SourceFlag.DO_NOT_GROW)
+    with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=backend)) as s:
+        v = s.view(s.map(pm.Part(src, 0, 4096)))
+        assert v.u64[0] == 0 or v.u64[8] == 7, "flag without data"
+    src.close()
+"""
+
+
+def test_crash_check_runs_programs_over_files(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_files=PROGRAM
+        + """
+
+import pytest
+from pmemsim.explore import FileCrashCheck
+
+
+def test_functions(crash_check):
+    crash_check(write, read, files=True)
+
+
+@pytest.mark.crash_consistency(files=True, expect="inconsistent")
+def test_marker(crash_check):
+    assert crash_check(write, read).minimal is not None
+
+
+def test_prepared(crash_check):
+    r = crash_check(FileCrashCheck("prepared", write, read), expect="inconsistent")
+    assert r.name == "prepared"
+
+
+def test_size_is_not_an_option_for_files(crash_check):
+    crash_check(write, read, files=True, size=8192)
+"""
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError: flag without data",
+            "*files: 0 pool*",
+            "*unknown option(s) size for a FileCrashCheck; known: strategy, granularity*",
+        ],
+        consecutive=False,
+    )
+
+
 def test_several_distinct_failures_come_back_as_a_group(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_group="""
@@ -391,9 +509,9 @@ def test_group(crash_check):
     out = result.stdout.str()
     assert "ExceptionGroup: test_group: 2 distinct crash-consistency failures" in out
     assert "KeyError: 'A lost'" in out and "ValueError: B lost" in out
-    assert "crash token: 0:0.40=1" in out and "crash token: 0:0.80=1" in out
+    assert "--pmemsim-replay=0:0.40=1" in out and "--pmemsim-replay=0:0.80=1" in out
     assert "pmemsim replay" not in out
-    assert "pmemsim: rerun with: pytest 'test_group.py::test_group' --pmemsim-seed=0" in out
+    assert "pmemsim: rerun the test with: pytest test_group.py::test_group --pmemsim-seed=0" in out
 
 
 def test_this_suite_runs_with_the_plugin_loaded(pytestconfig: pytest.Config) -> None:
@@ -427,5 +545,5 @@ settings.load_profile("fast")
     assert "AssertionError: entry 0 of 1 is missing" in out and "Draw 1: [1]" in out
     assert "Draw 2: Crash(point=0, lines=((0, 64, 1),), faults=())" in out
     assert "Crash.parse('0:0.40=1')" in out
-    assert "pmemsim: rerun with: pytest 'test_publish.py::test_publish' --pmemsim-seed=0" in out
-    assert "crash token: 0:0.40=1" in out
+    assert "rerun the test with: pytest test_publish.py::test_publish --pmemsim-seed=0" in out
+    assert "replay: pytest test_publish.py::test_publish --pmemsim-replay=0:0.40=1" in out
