@@ -523,7 +523,7 @@ def test_this_suite_runs_with_the_plugin_loaded(pytestconfig: pytest.Config) -> 
 
 def test_the_documented_examples_behave_as_documented(pytester: pytest.Pytester) -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "hypothesis-pytest.md").read_text()
-    log, counter, publish = re.findall(r"```python\n(.*?)```", doc, re.S)
+    log, machine, counter, publish = re.findall(r"```python\n(.*?)```", doc, re.S)
     pytester.makeconftest(
         """
 from hypothesis import Phase, settings
@@ -538,10 +538,17 @@ settings.register_profile(
 settings.load_profile("fast")
 """
     )
-    pytester.makepyfile(test_log=log, test_counter=counter, test_publish=publish)
+    pytester.makepyfile(
+        test_log=log, test_machine=machine, test_counter=counter, test_publish=publish
+    )
     result = pytester.runpytest_inprocess()
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=3)
     out = result.stdout.str()
+    shown = doc.split("shrinks the failure to one step", 1)[1].split("```")[1]
+    relative = out.replace(f"{pytester.path}/", "")
+    for line in shown.strip().splitlines():
+        if line != "...":
+            assert line.strip() in relative, line
     assert "AssertionError: entry 0 of 1 is missing" in out and "Draw 1: [1]" in out
     assert "Draw 2: Crash(point=0, lines=((0, 64, 1),), faults=())" in out
     assert "Crash.parse('0:0.40=1')" in out
