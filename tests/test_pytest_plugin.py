@@ -391,7 +391,7 @@ def test_a_failure_replays_with_the_line_it_prints(pytester: pytest.Pytester) ->
 
 def test_the_marker_takes_faults(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_faults="""
+        test_marker_faults="""
 import pytest
 
 
