@@ -55,7 +55,7 @@ def test_a_failing_crash_check_writes_its_report(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines([f"*pmemsim: HTML report: {page}*"])
     text = html.unescape(page.read_text())
     assert 'class="tl-body"' in text and "flag set, data missing" in text
-    assert "pytest 'test_log.py::test_publish' --pmemsim-seed=0" in text
+    assert "pytest test_log.py::test_publish --pmemsim-replay=0:0.40=1" in text
 
 
 def test_none_writes_nothing_and_the_default_is_the_cache(pytester: pytest.Pytester) -> None:
