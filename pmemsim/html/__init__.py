@@ -72,7 +72,7 @@ def check_report(
     produced it; default: the one the result remembers) is recorded again to draw the
     timeline. ``replay`` words each failure's replay command."""
     if check is None:
-        check = getattr(result, "check", None)
+        check = result.check
     return checks_report([(result, check)], title=f"pmemsim: {result.name}", replay=replay)
 
 

@@ -254,6 +254,9 @@ def crash_of(
     for depth, c in enumerate(failure.recovery_crashes, 1):
         extra.append(f"then recovery itself crashed (depth {depth}): {c}")
     command = replay(failure) if replay else f"pmemsim replay {shlex.quote(failure.token)}"
+    mismatch = ""
+    if crash.point >= len(trace.points) or point.operation != failure.point.operation:
+        mismatch = f"crash point {crash.point} is not after operation {failure.point.operation}"
     return Crash(
         point=point.index,
         position=position(run, trace.points, point),
@@ -271,6 +274,8 @@ def crash_of(
         notes=tuple(getattr(err, "__notes__", ())),
         markers=point.markers,
         extra=tuple(extra),
+        expected={(ln.medium, ln.offset): (ln.in_flight, ln.lost) for ln in failure.lines},
+        mismatch=mismatch,
     )
 
 
@@ -339,6 +344,7 @@ def replay_page(check: Any, token: str, error: BaseException | None, name: str) 
             tuple(Token.parse(c) for c in chain),
         )
         c = crash_of(failure, trace, run, lambda f: f"pmemsim replay {shlex.quote(token)}")
+        c.expected = None  # a token says which lines deviate, not what they lost
         cp.run = run
         cp.failures = [FailurePage(c, run, History.of(run, [c.position]))]
     return cp

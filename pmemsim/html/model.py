@@ -95,9 +95,6 @@ class Run:
     media_keys: dict[int, int] = field(default_factory=dict)
     #: Keeps those objects alive while their ids are in use.
     media_objects: list[Any] = field(default_factory=list, repr=False)
-    #: Why the timeline cannot be trusted to match the checked run (e.g. a workload that
-    #: did something else when recorded again), shown as a warning.
-    warning: str = ""
 
 
 @dataclass
@@ -125,6 +122,12 @@ class Crash:
     markers: tuple[str, ...] = ()
     #: More lines of text worth showing (crashes of recovery, fault details).
     extra: tuple[str, ...] = ()
+    #: What the checked run reported for this crash, to hold the run recorded again to:
+    #: ``(state's medium index, line offset) -> (atoms in flight, atoms lost)`` for each
+    #: line that lost something.
+    expected: dict[tuple[int, int], tuple[int, int]] | None = None
+    #: How the run recorded again already differs from the checked one ("": it does not).
+    mismatch: str = ""
 
 
 @dataclass

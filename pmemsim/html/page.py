@@ -150,14 +150,14 @@ def _failure(fp: FailurePage, n: int, total: int, fid: str, f: Fate) -> str:
     elif c.verdict:
         out.append(f'<div class="error">{escape(c.verdict)}</div>')
     out.append("</div>")
-    if f.mismatch or run.warning:
+    if f.mismatch:
         out.append(
             '<div class="warn">The operations recorded again do not match this crash '
-            f"({escape(f.mismatch or run.warning)}): the workload did something else the "
+            f"({escape(f.mismatch)}): the workload did something else the "
             "second time. The timeline may not show the checked run.</div>"
         )
     out.append(_timeline(d, fid, sources))
-    out.append(_lost_table(run, f, sources))
+    out.append(_lost_table(run, f))
     out.append(_folds(run, lay.columns))
     out.append("</details>")
     return "\n".join(out)
@@ -179,7 +179,7 @@ def _timeline(d: Drawing, fid: str, sources: Sources) -> str:
     )
 
 
-def _lost_table(run: Run, f: Fate, sources: Sources) -> str:
+def _lost_table(run: Run, f: Fate) -> str:
     if not f.lost:
         return ""
     rows = []
@@ -245,8 +245,6 @@ def _check(cp: CheckPage, ci: int) -> str:
     if cp.note:
         out.append(f'<div class="warn">{escape(cp.note)}</div>')
     if cp.failures:
-        positions = [fp.crash.position for fp in cp.failures]
-        del positions
         total = len(cp.failures)
         for n, fp in enumerate(cp.failures, 1):
             fid = f"c{ci}f{n}"

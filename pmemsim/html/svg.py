@@ -44,8 +44,6 @@ class Drawing:
     body: str
     image: str
     data: dict[str, Any]
-    width: int
-    height: int
 
 
 def _f(x: float) -> str:
@@ -287,7 +285,7 @@ def draw(
             if not c.fold
         },
     }
-    return Drawing(labels, "".join(body), image, data, width, height)
+    return Drawing(labels, "".join(body), image, data)
 
 
 def _glyph(op: Operation, i: int, cx: float, cy: float, fate: str | None) -> str:

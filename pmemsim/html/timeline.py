@@ -333,7 +333,27 @@ def fate(history: History, crash: Crash) -> Fate:
             lf.status = "kept"
     out.lost.sort()
     out.bad = _bad_lines(run, state, crash.faults, mapping)
+    out.mismatch = crash.mismatch or out.mismatch or _against_report(crash, out, mapping)
     return out
+
+
+def _against_report(crash: Crash, f: Fate, mapping: list[int]) -> str:
+    """How the crash drawn differs from the one the checked run reported ("" if not)."""
+    if crash.expected is None:
+        return ""
+    drawn = {k: (lf.in_flight, lf.lost) for k, lf in f.lines.items() if lf.lost}
+    told = {
+        (mapping[m] if m < len(mapping) else -1, off): v
+        for (m, off), v in crash.expected.items()
+        if v[1]
+    }
+    if drawn != told:
+        return (
+            f"the checked run lost {sum(v[1] for v in told.values())} atom(s) in "
+            f"{len(told)} line(s) here, the run drawn {sum(v[1] for v in drawn.values())} in "
+            f"{len(drawn)}"
+        )
+    return ""
 
 
 SECTOR = 512
