@@ -112,5 +112,11 @@ def export_log(
             f"{check.name}: a store log describes x86 cache lines; this check runs at "
             f"{Granularity(check.granularity).name} granularity",
         )
-    trace = record(check.workload, size=check.size, granularity=check.granularity, keep_ops=True)
+    trace = record(
+        check.workload,
+        size=check.size,
+        granularity=check.granularity,
+        keep_ops=True,
+        on_point=lambda point: None,
+    )
     return format_log(trace.ops, trace.size, os.path.abspath(pool), base=base, frames=frames)
