@@ -26,8 +26,8 @@ import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, NamedTuple
 
 from pmemsim.errors import ErrorCode, InvalidArgumentError
 from pmemsim.provenance import Frame
@@ -66,8 +66,7 @@ class CrashMode(enum.Enum):
 MAX_UNIT_CHOICES = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Atom:
+class Atom(NamedTuple):
     """One 8-byte-aligned piece of a store (a store is cut at every 8-byte boundary)."""
 
     seq: int
@@ -77,8 +76,7 @@ class Atom:
     frame: Frame
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
+class Option(NamedTuple):
     """One way a unit can look after a crash."""
 
     #: How many of the unit's write-back atoms persisted (a prefix).
@@ -93,8 +91,7 @@ class Option:
     reverted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class LineState:
+class LineState(NamedTuple):
     """The in-flight state of one persistence unit."""
 
     source: str

@@ -18,7 +18,6 @@ then or now). Work per point follows what changed, not the pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..enums import Granularity
@@ -37,27 +36,31 @@ class DurabilityViolation(AssertionError):
     """The simulator lost data that was guaranteed durable (a bug in pmemsim: please report)."""
 
 
-@dataclass(slots=True)
 class _Pending:
     """A piece of a store inside one line, not yet durable."""
 
-    offset: int
-    data: bytes
-    nontemporal: bool
-    flushed: bool = False
+    __slots__ = ("data", "flushed", "nontemporal", "offset")
+
+    def __init__(self, offset: int, data: bytes, nontemporal: bool, flushed: bool = False) -> None:
+        self.offset = offset
+        self.data = data
+        self.nontemporal = nontemporal
+        self.flushed = flushed
 
 
-@dataclass
 class _Medium:
-    #: line index -> its pieces not yet durable, in program order (pieces never span lines,
-    #: and stores to different lines never overlap, so per-line order is all that matters).
-    lines: dict[int, list[_Pending]] = field(default_factory=dict)
-    #: Lines holding a flushed or non-temporal piece: what the next fence makes durable.
-    ready: set[int] = field(default_factory=set)
-    #: page -> (content of guaranteed bytes, mask: 0xFF where a guaranteed store wrote)
-    pages: dict[int, tuple[bytearray, bytearray]] = field(default_factory=dict)
-    #: Pages whose guaranteed bytes changed since the last comparison.
-    touched: set[int] = field(default_factory=set)
+    """What the model knows of one medium."""
+
+    def __init__(self) -> None:
+        #: line index -> its pieces not yet durable, in program order (pieces never span
+        #: lines, and stores to different lines never overlap, so per-line order is enough).
+        self.lines: dict[int, list[_Pending]] = {}
+        #: Lines holding a flushed or non-temporal piece: what the next fence makes durable.
+        self.ready: set[int] = set()
+        #: page -> (content of guaranteed bytes, mask: 0xFF where a guaranteed store wrote)
+        self.pages: dict[int, tuple[bytearray, bytearray]] = {}
+        #: Pages whose guaranteed bytes changed since the last comparison.
+        self.touched: set[int] = set()
 
     def lines_in(self, lo: int, hi: int) -> list[int]:
         """Lines in ``[lo, hi)`` (line indexes) holding something in flight."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..config import Config
 from ..enums import Granularity
@@ -74,8 +74,7 @@ class _Unwind(BaseException):
     """Carries a stop or a callback's exception out through the user's workload."""
 
 
-@dataclass(frozen=True, slots=True)
-class MarkerOp:
+class MarkerOp(NamedTuple):
     """A marker boundary as it appears among the recorded operations."""
 
     name: str
