@@ -52,6 +52,7 @@ from .events import (
     TrackHandle,
 )
 from .part import Descriptor, Part, PartMap
+from .provenance import helper
 from .set import SafeRead, Set
 from .snapshot import Snapshot
 from .source import Source
@@ -112,6 +113,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "default_backend",
+    "helper",
     "load_backend",
     "register_backend",
     "set_default_backend",

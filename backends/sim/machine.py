@@ -12,9 +12,10 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import NamedTuple
 
 from pmemsim.enums import Granularity
-from pmemsim.provenance import Provenance, capture_stack
+from pmemsim.provenance import HELPERS, Provenance, blamed, capture_stack
 
 from .lint import FindingKind, LintLog
 from .medium import Flush, Medium
@@ -36,8 +37,7 @@ class Barrier:
     provenance: Provenance
 
 
-@dataclass(frozen=True, slots=True)
-class Statistics:
+class Statistics(NamedTuple):
     """Counters of one simulated machine."""
 
     stores: int
@@ -56,8 +56,7 @@ class Statistics:
 Observer = Callable[[Barrier], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
+class Op(NamedTuple):
     """One operation as the program issued it, after it took effect (see Machine.tap)."""
 
     #: "store", "flush", "fence" or "deep_flush".
@@ -115,6 +114,8 @@ class Machine:
     # -- flush and fence ---------------------------------------------------------------
 
     def flush(self, medium: Medium, start: int, end: int, caller: FrameType) -> None:
+        if HELPERS.active:
+            caller = blamed(caller)
         self.flush_count += 1
         if self.tap is not None:
             self._tapped("flush", medium, start, end - start, caller)
@@ -132,6 +133,8 @@ class Machine:
 
     def fence(self, granularity: Granularity, caller: FrameType) -> None:
         """sfence: every earlier flush and non-temporal store becomes guaranteed."""
+        if HELPERS.active:
+            caller = blamed(caller)
         self.fence_count += 1
         if self.tap is not None:
             self._tapped("fence", None, 0, 0, caller)
@@ -150,6 +153,8 @@ class Machine:
 
         At PAGE granularity this is an msync, which already reaches the device.
         """
+        if HELPERS.active:
+            caller = blamed(caller)
         self.deep_flush_count += 1
         lo, hi = medium.align(start, end)
         self._barrier("deep_flush", caller)
