@@ -34,6 +34,7 @@ from pmemsim.backend import (
 from pmemsim.enums import Granularity, MemFlag
 from pmemsim.errors import ErrorCode, InvalidArgumentError, Pmem2Code, error_for
 from pmemsim.events import BadBlock
+from pmemsim.provenance import HELPERS, blamed
 
 from .device import InjectedBadBlocks, SimDevice
 from .images import CrashImage, CrashMode, CrashState, LineState, collect_units
@@ -373,6 +374,8 @@ class SimMap(BackendMap):
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         if data:
+            if HELPERS.active:
+                caller = blamed(caller)
             m = self.medium
             if m.wb_durable:
                 m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
@@ -399,6 +402,8 @@ class SimMap(BackendMap):
     def _mem(self, dest: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
         if not data:
             return
+        if HELPERS.active:
+            caller = blamed(caller)
         off = dest - self._delta
         frame = (caller.f_code, caller.f_lasti)
         tap = self.machine.tap
