@@ -46,6 +46,7 @@ from typing import Any
 from pmemsim_backends.sim import SimBackend
 
 import pmemsim as pm
+from pmemsim.provenance import clear_helpers
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -86,24 +87,43 @@ def best_of(repeat: int, run: Callable[[], float]) -> float:
 # -- 1. 8-byte stores ----------------------------------------------------------------------
 
 
+def _helper_store(u: Any, i: int, x: int) -> None:
+    u[i] = x  # a user's small store helper (an accessor, a store_u64 wrapper)
+
+
 def _store_pass(kind: str, lint: bool) -> tuple[float, float]:
-    """One pass of 8-byte stores over a fresh 1 MiB map: (store seconds, persist seconds)."""
+    """One pass of 8-byte stores over a fresh 1 MiB map: (store seconds, persist seconds).
+
+    ``kind``: "u64" (``v.u64[i] = i``), "store" (``s.store``), "marked" (``v.u64[i] = i``
+    while some other function is marked as a helper), "helper" / "helper_marked"
+    (``_helper_store(v.u64, i, i)``, unmarked / marked with pmemsim.helper)."""
     s, d, _ = new_set(STORE_MAP, lint=lint)
     v = s.view(d)
     n = STORE_MAP // 8
-    if kind == "u64":
-        u = v.u64
-        t0 = time.perf_counter()
-        for i in range(n):
-            u[i] = i
-        t1 = time.perf_counter()
-    else:
-        store = s.store
-        base = d.address
-        t0 = time.perf_counter()
-        for i in range(n):
-            store(base + (i << 3), i.to_bytes(8, "little"))
-        t1 = time.perf_counter()
+    if kind in ("marked", "helper_marked"):
+        pm.helper(_helper_store if kind == "helper_marked" else _store_reference)
+    try:
+        if kind in ("u64", "marked"):
+            u = v.u64
+            t0 = time.perf_counter()
+            for i in range(n):
+                u[i] = i
+            t1 = time.perf_counter()
+        elif kind in ("helper", "helper_marked"):
+            u, put = v.u64, _helper_store
+            t0 = time.perf_counter()
+            for i in range(n):
+                put(u, i, i)
+            t1 = time.perf_counter()
+        else:
+            store = s.store
+            base = d.address
+            t0 = time.perf_counter()
+            for i in range(n):
+                store(base + (i << 3), i.to_bytes(8, "little"))
+            t1 = time.perf_counter()
+    finally:
+        clear_helpers()
     v.persist(0, STORE_MAP)
     t2 = time.perf_counter()
     s.close()
@@ -123,18 +143,24 @@ def _store_reference() -> float:
 def bench_stores(repeat: int) -> dict[str, float]:
     n = STORE_MAP // 8
     out: dict[str, float] = {"stores_per_pass": n}
-    for name, kind, lint in (
+    kinds = (
         ("u64_lint", "u64", True),
         ("u64_nolint", "u64", False),
         ("set_store", "store", True),
-    ):
-        passes = []
-        for _ in range(repeat):
+        ("u64_marked", "marked", True),
+        ("helper", "helper", True),
+        ("helper_marked", "helper_marked", True),
+    )
+    # Round robin: a noisy neighbour slows every kind alike, not one block of them.
+    passes: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in kinds}
+    for _ in range(repeat):
+        for name, kind, lint in kinds:
             gc.collect()
-            passes.append(_store_pass(kind, lint))
-        store_s = min(p[0] for p in passes)
-        persist_s = min(p[1] for p in passes)
-        both_s = min(p[0] + p[1] for p in passes)
+            passes[name].append(_store_pass(kind, lint))
+    for name, _, _ in kinds:
+        store_s = min(p[0] for p in passes[name])
+        persist_s = min(p[1] for p in passes[name])
+        both_s = min(p[0] + p[1] for p in passes[name])
         out[f"{name}_per_s"] = n / store_s
         out[f"{name}_persist_s"] = persist_s
         out[f"{name}_with_persist_per_s"] = n / both_s
@@ -329,6 +355,13 @@ def build_rows(st: dict[str, float], cp: dict[str, float], mem: dict[str, float]
                 v / ref,
             )
         )
+    for key, label in (
+        ("u64_marked", "store: v.u64[i] = x, a helper marked elsewhere"),
+        ("helper", "store via helper(u, i, x), unmarked"),
+        ("helper_marked", "store via helper(u, i, x), pmemsim.helper"),
+    ):
+        v = st[f"{key}_per_s"]
+        rows.append(Row(label, v, "stores/s", "", "info", ref, v / ref))
     for key, label in (
         ("u64_lint", "  incl. persist after the pass (lint on)"),
         ("u64_nolint", "  incl. persist after the pass (lint off)"),
