@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ __all__ = [
     "Extremes",
     "FlushedOnly",
     "Nothing",
+    "Lazy",
     "Persisted",
     "Plan",
     "RandomSample",
@@ -53,7 +54,9 @@ class PointContext:
 
     point: int
     seed: int
-    max_images: int
+    #: An explicit cap on the images of one point (``CrashCheck.max_images``); None: no cap
+    #: by count (time budgets decide).
+    max_images: int | None = None
     #: Runs recovery on the all-persisted image of the state and returns the indexes of
     #: the units it read (for read-guided exploration).
     probe: Callable[[CrashState], set[int]] | None = None
@@ -66,14 +69,24 @@ class PointContext:
 
 @dataclass
 class Plan:
-    images: list[Deviations]
-    #: Distinct images of the point this plan leaves out.
-    skipped: int
+    """The images a strategy picks at one point, produced lazily: a plan never holds more
+    than a few images at a time, whatever the point's image count.
+
+    ``images`` yields distinct deviations (within the plan). ``skipped`` is the number of
+    the point's distinct images the plan leaves out when that is known before it runs (an
+    exhaustive plan: 0), else None: the engine then counts what the plan yielded.
+    """
+
+    images: Iterable[Deviations]
+    skipped: int | None = None
 
 
 class Strategy(ABC):
     #: Covers every distinct image of a crash point (when it did not have to fall back).
     exact: bool = False
+    #: Runs recovery itself and branches on what it reads (the engine's lazy exploration),
+    #: instead of planning images up front.
+    lazy: bool = False
     name: str = ""
 
     @abstractmethod
@@ -92,14 +105,30 @@ def _extremes(state: CrashState) -> list[Deviations]:
     return [()] if not low else [(), low]
 
 
-def _finish(state: CrashState, images: list[Deviations]) -> Plan:
-    unique = list(dict.fromkeys(images))
-    return Plan(unique, state.image_count() - len(unique))
+def _every(counts: list[int]) -> Iterator[Deviations]:
+    """Every image of a point, all-persisted first, as deviations (never a list)."""
+    live = [i for i, c in enumerate(counts) if c > 1]
+    for combo in itertools.product(*[range(counts[i]) for i in live]):
+        yield tuple((i, o) for i, o in zip(live, combo, strict=True) if o)
+
+
+def _distinct(images: Iterable[Deviations]) -> Iterator[Deviations]:
+    """``images`` without repeats (memory: the distinct images yielded so far)."""
+    seen: set[Deviations] = set()
+    for dev in images:
+        if dev not in seen:
+            seen.add(dev)
+            yield dev
+
+
+def _capped(images: Iterable[Deviations], cap: int | None) -> Iterable[Deviations]:
+    return images if cap is None else itertools.islice(images, cap)
 
 
 class Exhaustive(Strategy):
-    """Every distinct image; above ``max_images`` at one point, the extremes and every
-    single-line deviation (then the point is labelled partial, with what was skipped)."""
+    """Every distinct image, produced one at a time. With an explicit ``max_images`` and a
+    point above it: the extremes and every single-line deviation up to that many (then the
+    point is labelled partial, with what was skipped)."""
 
     exact = True
     name = "exhaustive"
@@ -107,19 +136,29 @@ class Exhaustive(Strategy):
     def plan(self, state: CrashState, ctx: PointContext) -> Plan:
         counts = _counts(state)
         total = state.image_count()
-        if total <= ctx.max_images:
-            ranges = [range(c) for c in counts]
-            images = [
-                tuple((i, o) for i, o in enumerate(combo) if o)
-                for combo in itertools.product(*ranges)
-            ]
-            return Plan(images, 0)
+        if ctx.max_images is None or total <= ctx.max_images:
+            return Plan(_every(counts), 0)
         images = _extremes(state)
         for i, c in enumerate(counts):
             images.extend(((i, o),) for o in range(1, c))
             if len(images) >= ctx.max_images:
                 break
-        return _finish(state, images[: ctx.max_images])
+        unique = list(dict.fromkeys(images[: ctx.max_images]))
+        return Plan(unique, total - len(unique))
+
+
+class Lazy(Strategy):
+    """Exact, branching only on what recovery reads (Jaaru's idea; see docs/explore.md):
+    recovery runs on an image in which every unit not yet read holds one representative
+    content; the alternatives of a unit are tried only when a run reads it. The engine runs
+    it (:mod:`pmemsim.explore.lazy`); as a plan it is every image."""
+
+    exact = True
+    lazy = True
+    name = "lazy"
+
+    def plan(self, state: CrashState, ctx: PointContext) -> Plan:
+        return Plan(_every(_counts(state)), 0)
 
 
 class Extremes(Strategy):
@@ -128,7 +167,7 @@ class Extremes(Strategy):
     name = "extremes"
 
     def plan(self, state: CrashState, ctx: PointContext) -> Plan:
-        return _finish(state, _extremes(state))
+        return Plan(_extremes(state))
 
 
 class Persisted(Strategy):
@@ -137,7 +176,7 @@ class Persisted(Strategy):
     name = "persisted"
 
     def plan(self, state: CrashState, ctx: PointContext) -> Plan:
-        return _finish(state, [()])
+        return Plan([()])
 
 
 class Nothing(Strategy):
@@ -146,12 +185,13 @@ class Nothing(Strategy):
     name = "none"
 
     def plan(self, state: CrashState, ctx: PointContext) -> Plan:
-        return _finish(state, [])
+        return Plan([])
 
 
 class Bounded(Strategy):
     """The extremes, and every image in which at most ``k`` lines deviate from the
-    all-persisted image (Chipmunk uses k = 2)."""
+    all-persisted image (Chipmunk uses k = 2), produced one at a time: never more than the
+    point has."""
 
     def __init__(self, k: int = 2) -> None:
         if k < 1:
@@ -161,20 +201,22 @@ class Bounded(Strategy):
 
     def plan(self, state: CrashState, ctx: PointContext) -> Plan:
         counts = _counts(state)
-        images = _extremes(state)
+        return Plan(_capped(_distinct(self._images(state, counts)), ctx.max_images))
+
+    def _images(self, state: CrashState, counts: list[int]) -> Iterator[Deviations]:
+        yield from _extremes(state)
         live = [i for i, c in enumerate(counts) if c > 1]
-        for j in range(1, self.k + 1):
+        for j in range(1, min(self.k, len(live)) + 1):
             for units in itertools.combinations(live, j):
                 for alts in itertools.product(*[range(1, counts[i]) for i in units]):
-                    images.append(tuple(zip(units, alts, strict=True)))
-                    if len(images) >= ctx.max_images:
-                        return _finish(state, images)
-        return _finish(state, images)
+                    yield tuple(zip(units, alts, strict=True))
 
 
 class RandomSample(Strategy):
     """The extremes and ``n`` seeded random images per point: each line independently keeps
-    everything with probability 1/2, otherwise a uniformly chosen alternative."""
+    everything with probability 1/2, otherwise a uniformly chosen alternative. A point with
+    no more than ``n + 2`` images gets every one of them instead (so a plan never exceeds
+    the point's images)."""
 
     def __init__(self, n: int = 100) -> None:
         if n < 1:
@@ -184,15 +226,19 @@ class RandomSample(Strategy):
 
     def plan(self, state: CrashState, ctx: PointContext) -> Plan:
         counts = _counts(state)
+        if self.n + 2 >= state.image_count():
+            return Plan(_capped(_every(counts), ctx.max_images), None)
+        return Plan(_capped(_distinct(self._images(state, counts, ctx)), ctx.max_images))
+
+    def _images(self, state: CrashState, counts: list[int], ctx: PointContext) -> Iterator[Deviations]:
         rng = ctx.rng()
-        images = _extremes(state)
+        yield from _extremes(state)
         for _ in range(self.n):
             dev = []
             for i, c in enumerate(counts):
                 if c > 1 and rng.random() < 0.5:
                     dev.append((i, rng.randrange(1, c)))
-            images.append(tuple(dev))
-        return _finish(state, images)
+            yield tuple(dev)
 
 
 class ReadGuided(Strategy):
@@ -206,12 +252,13 @@ class ReadGuided(Strategy):
             raise InvalidArgumentError(ErrorCode.EINVAL, "read-guided exploration needs a recovery")
         counts = _counts(state)
         read = sorted(i for i in ctx.probe(state) if counts[i] > 1)
-        images = _extremes(state)
-        for alts in itertools.product(*[range(counts[i]) for i in read]):
-            images.append(tuple((i, o) for i, o in zip(read, alts, strict=True) if o))
-            if len(images) >= ctx.max_images:
-                break
-        return _finish(state, images)
+
+        def images() -> Iterator[Deviations]:
+            yield from _extremes(state)
+            for alts in itertools.product(*[range(counts[i]) for i in read]):
+                yield tuple((i, o) for i, o in zip(read, alts, strict=True) if o)
+
+        return Plan(_capped(_distinct(images()), ctx.max_images))
 
 
 def _alternative_of(state: CrashState, i: int, kept: int, picks: tuple[int, ...]) -> int:
@@ -257,7 +304,7 @@ class Accumulative(Strategy):
         seqs = _seqs(state)
         cuts = [*seqs, (seqs[-1] + 1) if seqs else 0]
         images = [_cutoff_image(state, c.__gt__) for c in cuts]
-        return _finish(state, images[::-1])
+        return Plan(list(dict.fromkeys(images[::-1])))
 
 
 class ReverseAccumulative(Strategy):
@@ -275,7 +322,7 @@ class ReverseAccumulative(Strategy):
         images = []
         for c in [*sorted(set(last), reverse=True), max(last, default=0) + 1]:
             images.append(self._image(state, [t >= c for t in last]))
-        return _finish(state, [(), *images])
+        return Plan(list(dict.fromkeys([(), *images])))
 
     @staticmethod
     def _image(state: CrashState, keeps: list[bool]) -> Deviations:
@@ -297,12 +344,12 @@ class FlushedOnly(Strategy):
                 for picks in itertools.product(*[range(-1, len(g)) for g in u.nt_groups]):
                     alts.add(_alternative_of(state, i, kept, tuple(picks)))
             per_unit.append(sorted(alts))
-        images = []
-        for combo in itertools.product(*per_unit):
-            images.append(tuple((i, o) for i, o in enumerate(combo) if o))
-            if len(images) >= ctx.max_images:
-                break
-        return _finish(state, images)
+
+        def images() -> Iterator[Deviations]:
+            for combo in itertools.product(*per_unit):
+                yield tuple((i, o) for i, o in enumerate(combo) if o)
+
+        return Plan(_capped(images(), ctx.max_images))
 
 
 _PMREORDER = {
@@ -315,6 +362,7 @@ _PMREORDER = {
 }
 
 STRATEGY_NAMES = (
+    "lazy",
     "exhaustive",
     "extremes",
     "persisted",
@@ -337,6 +385,7 @@ def strategy_named(spec: str | Strategy) -> Strategy:
     base, _, arg = name.partition(":")
     simple: dict[str, Callable[[], Strategy]] = {
         "exhaustive": Exhaustive,
+        "lazy": Lazy,
         "extremes": Extremes,
         "persisted": Persisted,
         "none": Nothing,
