@@ -54,8 +54,13 @@ def test_two_stores_to_one_line_flushed_together_are_not_a_false_positive() -> N
     def recover(v: pm.View) -> bool:
         return v.u64[1] == 0 or v.u64[0] == 7
 
-    r = check(CrashCheck("same line", workload, recover))
+    c = CrashCheck("same line", workload, recover)
+    r = check(c, strategy="exhaustive")
     assert r.verdict == "consistent" and r.exact and r.images_checked == 3
+    # Lazily: the flag read set (then the data read) and the flag read clear (the data
+    # never read): two read paths for the three images.
+    lazy = check(c)
+    assert lazy.verdict == "consistent" and lazy.exact and lazy.read_paths == 2
 
 
 def test_bug_in_a_trailing_epoch_without_a_fence_is_found() -> None:
@@ -139,9 +144,14 @@ def test_recovery_can_ask_which_marked_operation_was_under_way() -> None:
         return True
 
     check(CrashCheck("m", _marked, recover))
-    # The end of the run adds no image that an earlier crash point did not already give.
-    assert set(seen) == {("init",), ("insert",)}
+    # Asking is an observation: the end of the run (no marker under way) is recovered from
+    # too, though its image is one an earlier point gave.
+    assert set(seen) == {("init",), ("insert",), ()}
     assert current_crash() is None
+    seen.clear()
+    # Planned strategies deduplicate images by content alone (the first point's info).
+    check(CrashCheck("m", _marked, recover, strategy="exhaustive"))
+    assert set(seen) == {("init",), ("insert",)}
 
 
 def test_a_marker_can_choose_its_strategy_or_no_crash_points() -> None:
@@ -177,10 +187,13 @@ def _three_lines(v: pm.View) -> None:
 
 def test_exhaustive_checks_every_distinct_image_and_others_a_subset() -> None:
     ok = CrashCheck("t", _three_lines, lambda v: True)
-    exhaustive = check(ok)
+    exhaustive = check(ok, strategy="exhaustive")
     # 27 at the fence, and the end of the run (everything durable) counts its one image.
     assert exhaustive.images_possible == 28 and exhaustive.images_checked == 27
-    assert exhaustive.exact
+    assert exhaustive.exact and exhaustive.images_covered == 28
+    # A recovery that reads nothing: one read path per point stands for all of its images.
+    lazy = check(ok)
+    assert (lazy.read_paths, lazy.images_covered, lazy.exact) == (1, 28, True)
     extremes = check(ok, strategy="extremes")
     assert extremes.images_checked == 2 and not extremes.exact
     assert extremes.images_skipped == 25
@@ -191,9 +204,14 @@ def test_exhaustive_checks_every_distinct_image_and_others_a_subset() -> None:
 
 
 def test_exact_falls_back_above_max_images_and_says_what_it_skipped() -> None:
-    r = check(CrashCheck("t", _three_lines, lambda v: True, max_images=5))
+    c = CrashCheck("t", _three_lines, lambda v: True, max_images=5, strategy="exhaustive")
+    r = check(c)
     assert not r.exact and r.images_skipped == 27 - r.images_checked
-    assert "heuristic" in r.coverage
+    assert "heuristic" in r.coverage and "of images covered" in r.coverage
+    # Lazy exploration stops after that many read paths at a point.
+    every = check(dataclasses.replace(c, strategy="lazy", recover=lambda v: v.read(0, 192)))
+    assert every.read_paths == 5 and not every.exact
+    assert "5 read paths at crash point 0" in every.coverage
 
 
 def test_random_sampling_is_seeded_and_replayable() -> None:
@@ -295,10 +313,18 @@ def test_crash_tokens_parse_and_clamp() -> None:
     assert Crash.parse(str(c)) == c
     with pytest.raises(pm.InvalidArgumentError, match="crash token"):
         Crash.parse("x:")
-    # Out of range values clamp: point 99 means the last point, alternative 50 the last.
+    # A token names one image exactly: a point out of range, an alternative out of range or
+    # a line with nothing in flight is an error, never clamped (Hypothesis clamps its own
+    # crashes, see replaying.normalize).
     c2 = CrashCheck("t", _three_lines, lambda v: v.u64[0] == 1)
-    assert isinstance(replay(c2, "0:0.0=50"), CrashConsistencyError)
-    assert replay(c2, "99:0.0=50") is None  # the end of the run: nothing in flight
+    assert isinstance(replay(c2, "0:0.0=2"), CrashConsistencyError)
+    for bad, why in [("0:0.0=50", "alternatives 0 to 2"), ("99:", "crash points 0 to 1")]:
+        with pytest.raises(pm.InvalidArgumentError, match=why):
+            replay(c2, bad)
+    with pytest.raises(pm.InvalidArgumentError, match="nothing in flight"):
+        replay(c2, "1:0.0=1")
+    with pytest.raises(pm.InvalidArgumentError, match="for check 'other'"):
+        replay(c2, "other@0:")
 
 
 def test_same_seed_same_report_and_jobs_do_not_change_it() -> None:

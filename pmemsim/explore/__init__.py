@@ -9,16 +9,27 @@ plugin in :mod:`pmemsim.pytest_plugin`.
 """
 
 from ..markers import CrashInfo, current_crash, marker
+from .checks import BaseCheck, CrashCheck
 from .crash import Crash
-from .engine import CrashCheck, check, replay, run_recovery
+from .engine import check, replay, run_recovery
 from .files import FileCrashCheck
-from .report import CheckResult, CrashConsistencyError, Failure, LineOutcome, LostStore
+from .lazy import NondeterministicRecovery
+from .report import (
+    CheckResult,
+    CrashConsistencyError,
+    Failure,
+    LineOutcome,
+    LostStore,
+    Progress,
+    RecoveryHang,
+)
 from .strategy import (
     Accumulative,
     Bounded,
     Exhaustive,
     Extremes,
     FlushedOnly,
+    Lazy,
     Nothing,
     Persisted,
     RandomSample,
@@ -32,6 +43,7 @@ from .variants import per_granularity
 
 __all__ = [
     "Accumulative",
+    "BaseCheck",
     "Bounded",
     "CheckResult",
     "Crash",
@@ -44,13 +56,17 @@ __all__ = [
     "FileCrashCheck",
     "FlushedOnly",
     "Failure",
+    "Lazy",
     "LineOutcome",
     "LostStore",
     "MarkerOp",
+    "NondeterministicRecovery",
     "Nothing",
     "Persisted",
+    "Progress",
     "RandomSample",
     "ReadGuided",
+    "RecoveryHang",
     "ReverseAccumulative",
     "Strategy",
     "Trace",

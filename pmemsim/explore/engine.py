@@ -1,21 +1,23 @@
-"""Crash exploration: record a workload, pick images per crash point, run recovery on each.
+"""Crash exploration: record a workload, cover the images of each crash point, report.
 
-The run is deterministic: crash points come in program order, each strategy orders its
-images, images are deduplicated by content in that order, and random strategies draw from
-a generator derived from the seed and the point. Worker processes only run recovery on
-images the parent already chose, and the parent re-runs the failing ones itself (so the
-report holds the user's live exception), so results do not depend on ``jobs``.
+The run is deterministic: crash points come in program order; at each, either the lazy
+explorer walks the point's read paths (:mod:`pmemsim.explore.lazy`, the default) or a
+strategy plans images, deduplicated by content across the whole run; random strategies
+draw from a generator derived from the seed and the point. Work is split into runs of
+consecutive crash points that an executor (:mod:`pmemsim.explore.executor`) explores inline
+or in worker processes; the parent merges the points' reports in order, keeps the minimal
+failure of each distinct bug, and re-runs those itself (so the report holds the user's live
+exception). So the report does not depend on the executor or on ``jobs``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -29,92 +31,56 @@ from ..set import Set
 from ..snapshot import Snapshot
 from ..source import Source
 from ..view import View
+from .budget import Deadlines, RunTimer
+from .checks import FAULTS, BaseCheck, CrashCheck, Recovery, Workload
 from .crash import Crash
-from .report import CheckResult, CrashConsistencyError, Failure, LineOutcome, LostStore
+from .lazy import (
+    Alternatives,
+    LazyExplorer,
+    NondeterministicRecovery,
+    Observation,
+    ObservedInfo,
+    Outcome,
+    StateAlternatives,
+    Verdict,
+    Walk,
+)
+from .report import (
+    FAILING_KEPT,
+    HANG_ERRORS,
+    CheckResult,
+    CrashConsistencyError,
+    Failure,
+    LineOutcome,
+    LostStore,
+    Progress,
+    RecoveryCrashFailure,
+    RecoveryHang,
+)
 from .strategy import PointContext, Strategy, strategy_named
-from .trace import CRASH_POINT_MODES, CrashPoint, Trace, record
+from .trace import CrashPoint, Trace, record
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
 
+    from .executor import Executor
     from .files import FileCrashCheck
 
-__all__ = ["CrashCheck", "check", "replay"]
+__all__ = ["FAULTS", "CrashCheck", "Recovery", "Workload", "check", "replay", "run_recovery"]
 
-Workload = Callable[[View], object]
-Recovery = Callable[[View], object]
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class CrashCheck:
-    """A workload, the recovery check for its crash images, and the expected verdict.
-
-    ``workload(view)`` runs on a fresh pool of ``size`` zero bytes on a simulated platform of
-    ``granularity``. ``recover(view)`` runs on a fresh set mapping one crash image (it may
-    call :func:`pmemsim.current_crash`); returning False or raising means inconsistent.
-    """
-
-    name: str
-    workload: Workload
-    recover: Recovery
-    size: int = 4096
-    granularity: Granularity = Granularity.CACHE_LINE
-    expect: Literal["consistent", "inconsistent"] = "consistent"
-    description: str = ""
-    #: Above this many distinct images at one crash point, an exact strategy falls back
-    #: (and the result says what it skipped).
-    max_images: int = 4096
-    #: "barriers" (exact, the default), "operations" or "markers" (see trace.py).
-    crash_points: str = "barriers"
-    #: The strategy for crash points (a name or a Strategy; see strategy.py).
-    strategy: str | Strategy = "exhaustive"
-    #: Strategy per marker name, for crash points inside that marked operation (the
-    #: innermost marker with an entry wins; "none" skips its crash points).
-    markers: Mapping[str, str | Strategy] = field(default_factory=dict)
-    #: Crash recovery too, to this depth: recovery must survive its own power failures.
-    recovery_crash_depth: int = 0
-    seed: int = 0
-    #: Faults to combine with power failures (docs/faults.md): "unsafe_shutdown" (ADR
-    #: fails too: data fenced but not deep-flushed may be lost), "badblock" (a 512-byte
-    #: bad block in each sector that recovery reads of each crash point's image).
-    faults: Sequence[str] = ()
-    #: What recovery's set does with a bad block at map time: "clear" it (its content
-    #: reads as zeros, as after the kernel reallocates it) or "keep" it (loads of it raise
-    #: PoisonError; the map itself refuses with IO_FAIL when detection is on).
-    badblock_policy: Literal["clear", "keep"] = "clear"
-
-
-def _validate(c: CrashCheck) -> None:
-    if not isinstance(c, CrashCheck):
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c!r} is not a CrashCheck")
-    validate_common(c)
-    if not isinstance(c.recovery_crash_depth, int) or c.recovery_crash_depth < 0:
-        raise InvalidArgumentError(ErrorCode.EINVAL, "recovery_crash_depth must be an int >= 0")
-    if c.badblock_policy not in ("clear", "keep"):
-        raise InvalidArgumentError(ErrorCode.EINVAL, "badblock_policy is 'clear' or 'keep'")
-
-
-def validate_common(c: Any) -> None:
-    """The fields every kind of check has (CrashCheck, FileCrashCheck)."""
-    if c.expect not in ("consistent", "inconsistent"):
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"expect={c.expect!r}")
-    if c.crash_points not in CRASH_POINT_MODES:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL, f"crash_points must be one of {CRASH_POINT_MODES}"
-        )
-    if not isinstance(c.max_images, int) or c.max_images < 2:
-        raise InvalidArgumentError(ErrorCode.EINVAL, "max_images must be an int >= 2")
-    unknown = set(c.faults) - set(FAULTS)
-    if unknown or isinstance(c.faults, str):
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL, f"faults are a sequence of {', '.join(FAULTS)}; not {c.faults!r}"
-        )
-
-
-FAULTS = ("unsafe_shutdown", "badblock")
+ProgressCallback = Callable[[Progress], None]
 #: Bad blocks are injected in sectors, the unit Linux reports them in.
 SECTOR = 512
+
+Deviations = tuple[tuple[int, int], ...]
+
+
+def validate_check(c: object) -> None:
+    """``c`` is a check this engine runs (its fields were checked when it was made)."""
+    if not isinstance(c, BaseCheck):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"{c!r} is not a CrashCheck or a FileCrashCheck"
+        )
 
 
 # -- images --------------------------------------------------------------------------------
@@ -147,7 +113,7 @@ class _Keys:
 
 
 def lost_of(
-    state: CrashState, deviations: tuple[tuple[int, int], ...]
+    state: CrashState, deviations: Deviations
 ) -> tuple[tuple[LineOutcome, ...], tuple[LostStore, ...]]:
     lines = []
     stores = []
@@ -163,7 +129,7 @@ def lost_of(
 
 def crash_for(
     point: CrashPoint,
-    deviations: tuple[tuple[int, int], ...],
+    deviations: Deviations,
     state: CrashState | None = None,
 ) -> Crash:
     units = (state or point.state).units
@@ -173,15 +139,28 @@ def crash_for(
     )
 
 
-def deviations_for(state: CrashState, crash: Crash) -> tuple[tuple[int, int], ...]:
-    """The clamped deviations a crash means at a state (lines not in flight are ignored)."""
+def deviations_for(state: CrashState, crash: Crash, *, strict: bool = False) -> Deviations:
+    """The deviations a crash means at a state. By default values are clamped and lines not
+    in flight are ignored (so every shrink of a crash is a crash); ``strict`` refuses both
+    (a replay token names exactly one image)."""
     index = {(u.medium_index, u.offset): i for i, u in enumerate(state.units)}
     out = []
     for m, off, alt in crash.lines:
         i = index.get((m, off))
         if i is None:
+            if strict:
+                raise InvalidArgumentError(
+                    ErrorCode.EINVAL,
+                    f"crash {crash}: line {m}.{off:x} has nothing in flight at crash point "
+                    f"{crash.point}",
+                )
             continue
         n = len(state.units[i].options(state._bases[i]))
+        if strict and not 0 <= alt < n:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"crash {crash}: line {m}.{off:x} has alternatives 0 to {n - 1}, not {alt}",
+            )
         alt = min(max(alt, 0), n - 1)
         if alt:
             out.append((i, alt))
@@ -205,33 +184,45 @@ def run_recovery(
     info: CrashInfo,
     read_tap: Callable[[Any, int, int], None] | None = None,
     badblock_policy: str = "clear",
+    *,
+    observation: Observation | None = None,
+    timer: RunTimer | None = None,
 ) -> BaseException | None:
     """Recovery's verdict on one image: None when consistent, else the exception.
 
     An image with bad blocks is mapped with bad-block detection on; ``badblock_policy``
     "clear" clears each block from the BADBLOCK event (its content is lost), "keep" leaves
-    them (the map fails with IO_FAIL, which is then recovery's verdict).
+    them (the map fails with IO_FAIL, which is then recovery's verdict). ``observation``
+    hears every read and store (lazy exploration, step budgets); ``timer`` interrupts a run
+    that overstays (the verdict is then a :class:`RecoveryHang`).
     """
     from pmemsim_backends.sim import SimBackend
 
     sim = SimBackend(granularity, lint=False)
-    if read_tap is not None:
+    if observation is not None:
+        sim.set_read_tap(observation.on_read)
+        sim.set_tap(observation.on_op)
+        info = ObservedInfo(info, observation)
+    elif read_tap is not None:
         sim.set_read_tap(read_tap)
     token = set_crash(info)
     callback = _clear_badblocks if snapshot.badblocks and badblock_policy == "clear" else None
     try:
-        with Set(Config(granularity=granularity, backend=sim, event_callback=callback)) as s:
-            source = Source.from_image(snapshot)
-            if snapshot.badblocks:
-                source.badblock_detection = True
-            try:
-                d = s.map(Part(source))
-            except PmemError as exc:  # e.g. IO_FAIL: bad blocks left in the pool
-                return exc
-            try:
-                ok = recover(s.view(d))
-            except Exception as exc:  # the user's recovery failed: that is the verdict
-                return exc
+        with timer.running() if timer is not None else nullcontext():
+            with Set(Config(granularity=granularity, backend=sim, event_callback=callback)) as s:
+                source = Source.from_image(snapshot)
+                if snapshot.badblocks:
+                    source.badblock_detection = True
+                try:
+                    d = s.map(Part(source))
+                except PmemError as exc:  # e.g. IO_FAIL: bad blocks left in the pool
+                    return exc
+                try:
+                    ok = recover(s.view(d))
+                except Exception as exc:  # the user's recovery failed: that is the verdict
+                    return exc
+    except HANG_ERRORS as exc:
+        return exc
     finally:
         reset_crash(token)
     if ok is False:
@@ -239,15 +230,17 @@ def run_recovery(
     return None
 
 
-# -- exploration ---------------------------------------------------------------------------
-
-Deviations = tuple[tuple[int, int], ...]
+# -- kinds of checks -----------------------------------------------------------------------
 
 
 class Judge(Protocol):
     """What one kind of check does with crash states: build the thing its recovery runs on
     (a pool snapshot for CrashCheck, a directory of files for FileCrashCheck), key it by
     content, add bad blocks, and run recovery. The exploration itself is shared."""
+
+    #: The run limits (set by the engine before exploring).
+    timer: RunTimer | None
+    steps: int | None
 
     def image(self, state: CrashState, deviations: Deviations) -> Any:
         """What recovery gets for one crash image of ``state``."""
@@ -264,81 +257,17 @@ class Judge(Protocol):
     def verdict(self, image: Any, info: CrashInfo) -> BaseException | None:
         """Recovery's outcome on the image: None when consistent."""
 
+    def observed(self, state: CrashState, deviations: Deviations, info: CrashInfo) -> Outcome:
+        """Recovery's outcome on an image, with what it observed (lazy exploration)."""
+
+    def context(self, state: CrashState, faults: tuple[str, ...]) -> object:
+        """States with one context share lazy runs: recovery sees nothing else differ."""
+
     def probe(self, state: CrashState) -> set[int]:
         """Units of ``state`` that recovery reads on its all-persisted image."""
 
     def sources(self, state: CrashState) -> tuple[str, ...]:
         """Names of the state's media, by index, for reports (empty: one anonymous pool)."""
-
-
-@dataclass
-class _Candidate:
-    point: CrashPoint
-    state: CrashState
-    deviations: Deviations
-    strategy: str
-    image: Any
-    faults: tuple[str, ...] = ()
-
-    def info(self) -> CrashInfo:
-        return CrashInfo(self.point.index, self.point.kind, self.point.markers, self.faults)
-
-
-def strategy_for(
-    point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
-) -> Strategy:
-    for name in reversed(point.markers):
-        s = by_marker.get(name)
-        if s is not None:
-            return s
-    return default
-
-
-def _candidates(c: Any, trace: Trace, result: CheckResult, judge: Judge) -> Iterator[_Candidate]:
-    default = strategy_named(c.strategy)
-    by_marker = {k: strategy_named(v) for k, v in c.markers.items()}
-    seen: set[bytes] = set()
-    done: set[tuple[int, str]] = set()
-    for point in trace.points:
-        strategy = strategy_for(point, default, by_marker)
-        states: list[tuple[CrashState, tuple[str, ...]]] = [(point.state, ())]
-        if point.unsafe_state is not None:
-            states.append((point.unsafe_state, ("unsafe_shutdown",)))
-        for state, faults in states:
-            # Points sharing a state (nothing happened between them) give the same images.
-            if (id(state), strategy.name) in done:
-                continue
-            first = not any(k[0] == id(state) for k in done)
-            done.add((id(state), strategy.name))
-            if first:
-                result.images_possible += state.image_count()
-            ctx = PointContext(point.index, c.seed, c.max_images, judge.probe)
-            plan = strategy.plan(state, ctx)
-            if plan.skipped:
-                result.images_skipped += plan.skipped
-                result.exact = False
-            elif not strategy.exact:
-                result.exact = False
-            tag = b"U" if faults else b"P"
-            for dev in plan.images:
-                image = judge.image(state, dev)
-                key = judge.key(image, state) + tag
-                if key in seen:
-                    continue
-                seen.add(key)
-                yield _Candidate(point, state, dev, strategy.name, image, faults)
-            if "badblock" in c.faults and plan.images:
-                # A bad block in each sector recovery reads of this point's first image.
-                dev = plan.images[0]
-                image = judge.image(state, dev)
-                base = judge.key(image, state) + tag
-                for fault, bad in judge.badblocks(image):
-                    key = base + fault.encode()
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    result.images_possible += 1
-                    yield _Candidate(point, state, dev, strategy.name, bad, (*faults, fault))
 
 
 class _PoolJudge:
@@ -347,6 +276,8 @@ class _PoolJudge:
     def __init__(self, c: CrashCheck) -> None:
         self.c = c
         self.keys = _Keys()
+        self.timer: RunTimer | None = None
+        self.steps: int | None = None
 
     def image(self, state: CrashState, deviations: Deviations) -> Snapshot:
         snap: Snapshot = state.image(deviations).snapshot()
@@ -361,7 +292,8 @@ class _PoolJudge:
         def tap(medium: Any, off: int, n: int) -> None:
             sectors.update(range(off - off % SECTOR, off + n, SECTOR))
 
-        run_recovery(self.c.recover, image, self.c.granularity, CrashInfo(-1, "probe", ()), tap)
+        info = CrashInfo(-1, "probe", ())
+        run_recovery(self.c.recover, image, self.c.granularity, info, tap, timer=self.timer)
         return [
             (f"badblock.{s:x}", self.with_badblock(image, f"badblock.{s:x}"))
             for s in sorted(sectors)
@@ -371,16 +303,54 @@ class _PoolJudge:
     def with_badblock(self, image: Snapshot, fault: str) -> Snapshot:
         try:
             sector = int(fault.split(".", 1)[1], 16)
-        except ValueError:
+        except (IndexError, ValueError):
             raise InvalidArgumentError(ErrorCode.EINVAL, f"malformed fault {fault!r}") from None
         return dataclasses.replace(image, badblocks=(*image.badblocks, BadBlock(sector, SECTOR)))
 
+    def _steps(self) -> Observation | None:
+        if self.steps is None:
+            return None
+        return Observation((64,), lambda m: None, steps=self.steps)
+
     def verdict(self, image: Snapshot, info: CrashInfo) -> BaseException | None:
+        return self._verdict(image, info, self._steps())
+
+    def _verdict(
+        self, image: Snapshot, info: CrashInfo, observation: Observation | None
+    ) -> BaseException | None:
         c = self.c
-        err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy)
+        err = run_recovery(
+            c.recover,
+            image,
+            c.granularity,
+            info,
+            None,
+            c.badblock_policy,
+            observation=observation,
+            timer=self.timer,
+        )
         if err is None and c.recovery_crash_depth:
-            return _crash_recovery(c, image, c.recovery_crash_depth, info)
+            return _crash_recovery(
+                c, image, c.recovery_crash_depth, info, observation=observation, timer=self.timer
+            )
         return err
+
+    def observed(self, state: CrashState, deviations: Deviations, info: CrashInfo) -> Outcome:
+        unit = state.media[0].unit if state.media else 64
+        # Writes are followed within one run; crashed recovery runs again on images its own
+        # stores shaped, where every byte read is counted as the crash image's (sound: it
+        # only branches more).
+        obs = Observation(
+            (unit,),
+            lambda m: 0,
+            track_writes=not self.c.recovery_crash_depth,
+            steps=self.steps,
+        )
+        err = self._verdict(self.image(state, deviations), info, obs)
+        return Outcome(Verdict.of(err), obs.events, obs.values, err)
+
+    def context(self, state: CrashState, faults: tuple[str, ...]) -> object:
+        return faults
 
     def probe(self, state: CrashState) -> set[int]:
         read: set[tuple[int, int]] = set()
@@ -396,78 +366,12 @@ class _PoolJudge:
             self.c.granularity,
             CrashInfo(-1, "probe", ()),
             tap,
+            timer=self.timer,
         )
         return {i for i, u in enumerate(state.units) if (u.medium_index, u.offset) in read}
 
     def sources(self, state: CrashState) -> tuple[str, ...]:
         return ()
-
-
-def _verdicts(
-    judge: Judge, cands: Sequence[_Candidate], jobs: int
-) -> list[BaseException | bool | None]:
-    """Recovery's outcome per candidate; with jobs > 1 in forked workers (True = failed,
-    to be re-run in this process for the live exception)."""
-    if jobs <= 1 or len(cands) < 2 * jobs:
-        return [judge.verdict(cand.image, cand.info()) for cand in cands]
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("fork")
-    global _WORK
-    _WORK = (judge, cands)
-    try:
-        with _pool(ctx, jobs) as pool:
-            chunk = max(1, len(cands) // (jobs * 8))
-            failed = pool.map(_worker, range(len(cands)), chunksize=chunk)
-    finally:
-        _WORK = None
-    return [True if f else None for f in failed]
-
-
-_WORK: tuple[Judge, Sequence[_Candidate]] | None = None
-
-
-_STOPPING = (signal.SIGINT, signal.SIGTERM)
-
-
-def _pool(ctx: Any, jobs: int) -> Any:
-    """A pool of ``jobs`` forked workers. Ctrl-C and SIGTERM wait while it is built: one
-    arriving halfway would leave workers running that nobody terminates (Pool's own cleanup
-    catches Exception only). The workers start with them blocked too, until they have
-    their own handlers."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
-    try:
-        return ctx.Pool(jobs, initializer=_worker_signals)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _exit_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _worker_signals() -> None:
-    """In a worker: Ctrl-C is the parent's to handle (it terminates the pool), and the
-    pool's SIGTERM exits through every ``finally`` (a recovery's temporary folder) instead
-    of killing the worker where it stands."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_quietly)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
-
-
-def _worker(i: int) -> bool:
-    assert _WORK is not None
-    judge, cands = _WORK
-    return judge.verdict(cands[i].image, cands[i].info()) is not None
-
-
-class _RecoveryCrashFailure(Exception):
-    """Recovery failed on an image that a crash *of recovery* left behind."""
-
-    def __init__(self, chain: tuple[Crash, ...], error: BaseException) -> None:
-        super().__init__(str(error))
-        self.chain = chain
-        self.error = error
 
 
 def _recovery_as_workload(c: CrashCheck, info: CrashInfo) -> Workload:
@@ -484,11 +388,31 @@ def _recovery_as_workload(c: CrashCheck, info: CrashInfo) -> Workload:
 
 
 def _crash_recovery(
-    c: CrashCheck, snapshot: Snapshot, depth: int, info: CrashInfo
+    c: CrashCheck,
+    snapshot: Snapshot,
+    depth: int,
+    info: CrashInfo,
+    *,
+    observation: Observation | None = None,
+    timer: RunTimer | None = None,
 ) -> BaseException | None:
     """Crash recovery itself (running on ``snapshot``) at each of its crash points and run
     recovery again on every image that leaves, to ``depth`` levels."""
-    trace = record(_recovery_as_workload(c, info), granularity=c.granularity, base=snapshot)
+    from pmemsim_backends.sim import SimBackend
+
+    sim = SimBackend(c.granularity)
+    if observation is not None:
+        sim.set_read_tap(observation.on_read)
+    try:
+        with timer.running() if timer is not None else nullcontext():
+            trace = record(
+                _recovery_as_workload(c, info),
+                granularity=c.granularity,
+                base=snapshot,
+                backend=sim,
+            )
+    except HANG_ERRORS as exc:
+        return exc
     keys = _Keys()
     seen: set[bytes] = set()
     strategy = strategy_named(c.strategy)
@@ -501,37 +425,370 @@ def _crash_recovery(
                 continue
             seen.add(key)
             inner = CrashInfo(point.index, point.kind, point.markers)
-            err = run_recovery(c.recover, snap, c.granularity, inner)
+            err = run_recovery(
+                c.recover, snap, c.granularity, inner, observation=observation, timer=timer
+            )
             crash = crash_for(point, dev)
             if err is None and depth > 1:
-                err = _crash_recovery(c, snap, depth - 1, inner)
-                if isinstance(err, _RecoveryCrashFailure):
-                    return _RecoveryCrashFailure((crash, *err.chain), err.error)
+                err = _crash_recovery(
+                    c, snap, depth - 1, inner, observation=observation, timer=timer
+                )
+                if isinstance(err, RecoveryCrashFailure):
+                    return RecoveryCrashFailure((crash, *err.chain), err.error)
             if err is not None:
-                return _RecoveryCrashFailure((crash,), err)
+                return RecoveryCrashFailure((crash,), err)
     return None
 
 
-def _failure(name: str, judge: Judge, cand: _Candidate, err: BaseException) -> Failure:
+# -- exploring crash points ------------------------------------------------------------------
+
+
+def strategy_for(
+    point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
+) -> Strategy:
+    for name in reversed(point.markers):
+        s = by_marker.get(name)
+        if s is not None:
+            return s
+    return default
+
+
+@dataclass(frozen=True, slots=True)
+class FailNote:
+    """An inconsistent image (planned) or read path (lazy) of one crash state, in a form that
+    travels between processes: the parent rebuilds everything else from the trace."""
+
+    #: The image's content key (planned strategies) or the read path's leaf (lazy).
+    key: bytes | None
+    deviations: Deviations
+    verdict: Verdict
+    #: Faults beyond the state's own (a bad block).
+    extra: tuple[str, ...] = ()
+
+
+@dataclass
+class StateReport:
+    """What exploring one crash state of one crash point found."""
+
+    point: int
+    faults: tuple[str, ...]
+    strategy: str
+    #: Images of the state, when this is the first point with it (else 0).
+    possible: int = 0
+    covered: int = 0
+    #: Keys of the images judged (planned strategies: first occurrences within the work
+    #: item) or leaves of the read paths walked (lazy), in order.
+    judged: list[bytes] = field(default_factory=list)
+    #: Lazy exploration: whether ``judged`` holds read paths.
+    lazy: bool = False
+    runs: int = 0
+    failing: list[FailNote] = field(default_factory=list)
+    #: What cut it short: "" (nothing), "time" (the point's budget), "count" (max_images).
+    cut: str = ""
+    #: The check's budget had run out: not explored at all.
+    dropped: bool = False
+    #: Live exceptions of ``failing`` (only in the process that ran them; never shipped).
+    errors: list[BaseException | None] = field(default_factory=list)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["errors"] = []
+        return state
+
+
+@dataclass
+class Session:
+    """One recorded check, everything exploring its crash points needs. Worker processes
+    get it once (fork); a distributed executor would rebuild it by recording again."""
+
+    check: Any
+    trace: Trace
+    judge: Judge
+    default: Strategy
+    by_marker: dict[str, Strategy]
+    timer: RunTimer
+    #: ``time.monotonic()`` past which no new work starts (None: no limit).
+    deadline: float | None
+    point_budget: float | None
+
+    def states(self, i: int) -> list[tuple[CrashState, tuple[str, ...], bool]]:
+        """``(state, faults, first point with it)`` of crash point ``i``."""
+        points = self.trace.points
+        point = points[i]
+        prev = points[i - 1] if i else None
+        out = [(point.state, (), prev is None or prev.state is not point.state)]
+        if point.unsafe_state is not None:
+            first = prev is None or prev.unsafe_state is not point.unsafe_state
+            out.append((point.unsafe_state, ("unsafe_shutdown",), first))
+        return out
+
+    def strategy(self, i: int) -> Strategy:
+        return strategy_for(self.trace.points[i], self.default, self.by_marker)
+
+
+class Explorer:
+    """Explores crash points of a session, one state at a time. Keeps the lazy decision
+    trees for as long as it lives (a worker process keeps one for all its work)."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.lazy = LazyExplorer()
+
+    def points(self, first: int, last: int) -> Iterator[StateReport]:
+        s = self.s
+        seen: set[bytes] = set()
+        for i in range(first, last):
+            strategy = s.strategy(i)
+            prev = s.strategy(i - 1) if i else None
+            for state, faults, new in s.states(i):
+                if not new and prev is not None and prev.name == strategy.name:
+                    continue  # the previous point explored the same state the same way
+                rep = StateReport(i, faults, strategy.name)
+                if new:
+                    rep.possible = state.image_count()
+                if s.deadline is not None and time.monotonic() > s.deadline:
+                    rep.dropped = True
+                    yield rep
+                    continue
+                ends = [d for d in (s.deadline,) if d is not None]
+                if s.point_budget is not None:
+                    ends.append(time.monotonic() + s.point_budget)
+                deadline = min(ends) if ends else None
+                if strategy.lazy:
+                    self._lazy(rep, state, faults, deadline)
+                else:
+                    self._planned(rep, state, faults, strategy, deadline, seen)
+                if "badblock" in s.check.faults and strategy.name != "none" and not rep.cut:
+                    self._badblocks(rep, state, faults, seen)
+                yield rep
+
+    def _info(self, i: int, faults: tuple[str, ...]) -> CrashInfo:
+        p = self.s.trace.points[i]
+        return CrashInfo(p.index, p.kind, p.markers, faults)
+
+    def _lazy(
+        self, rep: StateReport, state: CrashState, faults: tuple[str, ...], deadline: float | None
+    ) -> None:
+        judge = self.s.judge
+        info = self._info(rep.point, faults)
+        walk = Walk()
+
+        def run(dev: Deviations) -> Outcome:
+            return judge.observed(state, dev, info)
+
+        for path in self.lazy.explore(
+            StateAlternatives(state),
+            info,
+            run,
+            context=judge.context(state, faults),
+            deadline=deadline,
+            limit=self.s.check.max_images,
+            walk=walk,
+        ):
+            rep.judged.append(path.leaf)
+            if path.verdict.failed:
+                rep.failing.append(FailNote(path.leaf, path.deviations, path.verdict))
+                rep.errors.append(path.error)
+        rep.lazy = True
+        rep.runs = walk.runs
+        rep.covered = walk.covered
+        if not walk.complete:
+            rep.cut = "count" if walk.limited else "time"
+
+    def _planned(
+        self,
+        rep: StateReport,
+        state: CrashState,
+        faults: tuple[str, ...],
+        strategy: Strategy,
+        deadline: float | None,
+        seen: set[bytes],
+    ) -> None:
+        s = self.s
+        judge = s.judge
+        ctx = PointContext(rep.point, s.check.seed, s.check.max_images, judge.probe)
+        plan = strategy.plan(state, ctx)
+        info = self._info(rep.point, faults)
+        tag = b"U" if faults else b"P"
+        for n, dev in enumerate(plan.images):
+            if deadline is not None and n and time.monotonic() > deadline:
+                rep.cut = "time"
+                break
+            rep.covered += 1
+            image = judge.image(state, dev)
+            key = judge.key(image, state) + tag
+            if key in seen:
+                continue
+            seen.add(key)
+            rep.judged.append(key)
+            rep.runs += 1
+            err = judge.verdict(image, info)
+            if err is not None:
+                rep.failing.append(FailNote(key, dev, Verdict.of(err)))
+                rep.errors.append(err)
+
+    def _badblocks(
+        self, rep: StateReport, state: CrashState, faults: tuple[str, ...], seen: set[bytes]
+    ) -> None:
+        """A bad block in each sector recovery reads of the state's all-persisted image."""
+        judge = self.s.judge
+        image = judge.image(state, ())
+        base = judge.key(image, state) + (b"U" if faults else b"P")
+        for fault, bad in judge.badblocks(image):
+            key = base + fault.encode()
+            rep.possible += 1
+            rep.covered += 1
+            if key in seen:
+                continue
+            seen.add(key)
+            rep.judged.append(key)
+            rep.runs += 1
+            err = judge.verdict(bad, self._info(rep.point, (*faults, fault)))
+            if err is not None:
+                rep.failing.append(FailNote(key, (), Verdict.of(err), (fault,)))
+                rep.errors.append(err)
+
+
+# -- merging reports into a result -------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    size: tuple[int, int, int, str]
+    point: int
+    faults: tuple[str, ...]
+    deviations: Deviations
+    strategy: str
+    verdict: Verdict
+    error: BaseException | None
+
+
+class _Merge:
+    """Folds state reports, in point order, into the result: counts, global dedupe of
+    planned images, and the minimal failure of each distinct bug."""
+
+    def __init__(self, session: Session, result: CheckResult) -> None:
+        self.s = session
+        self.r = result
+        self.seen: set[bytes] = set()
+        self.best: dict[tuple[str, str], _Candidate] = {}
+        self.last_covered: dict[tuple[str, ...], int] = {}
+        self.points_done = -1
+
+    def add(self, rep: StateReport) -> None:
+        r = self.r
+        r.images_possible += rep.possible
+        if rep.possible or rep.faults not in self.last_covered:
+            r.images_covered += rep.covered
+        else:  # the same state again, another strategy: count what it added, if anything
+            r.images_covered += max(0, rep.covered - self.last_covered[rep.faults])
+        self.last_covered[rep.faults] = max(rep.covered, self.last_covered.get(rep.faults, 0))
+        self.points_done = max(self.points_done, rep.point)
+        r.recovery_runs += rep.runs
+        new: set[bytes] = set()
+        for k in rep.judged:
+            if k not in self.seen:
+                self.seen.add(k)
+                new.add(k)
+        r.images_checked += len(new)
+        if rep.lazy:
+            r.read_paths += len(new)
+        errors = rep.errors or [None] * len(rep.failing)
+        for note, err in zip(rep.failing, errors, strict=True):
+            crash = self._crash(rep, note)
+            if note.key in new:
+                r.inconsistent += 1
+                r.hangs += note.verdict.kind == "hang"
+                if len(r.failing) < FAILING_KEPT:
+                    r.failing.append(crash)
+            elif not rep.lazy:
+                continue  # judged at an earlier point: the same image, the same verdict
+            # A read path met again may stand for a smaller crash here: consider it.
+            self._consider(rep, note, err, crash)
+
+    def _crash(self, rep: StateReport, note: FailNote) -> Crash:
+        state = self._state(rep.point, rep.faults)
+        crash = crash_for(self.s.trace.points[rep.point], note.deviations, state)
+        return dataclasses.replace(crash, faults=(*rep.faults, *note.extra))
+
+    def _consider(
+        self, rep: StateReport, note: FailNote, err: BaseException | None, crash: Crash
+    ) -> None:
+        state = self._state(rep.point, rep.faults)
+        lines = len(note.deviations)
+        lost = sum(
+            len(state.units[i].lost_atoms(state.option(i, o))) for i, o in note.deviations
+        )
+        size = (lines, lost, rep.point, str(crash))
+        sig = note.verdict.signature
+        cur = self.best.get(sig)
+        if cur is None or size < cur.size:
+            self.best[sig] = _Candidate(
+                size, rep.point, crash.faults, note.deviations, rep.strategy, note.verdict, err
+            )
+
+    def _state(self, point: int, faults: tuple[str, ...]) -> CrashState:
+        p = self.s.trace.points[point]
+        if "unsafe_shutdown" in faults:
+            assert p.unsafe_state is not None
+            return p.unsafe_state
+        return p.state
+
+    def finish(self) -> None:
+        """The minimal failure of each bug, with the user's live exception (re-run here when
+        it was found elsewhere: a worker, or a run shared with an earlier crash point)."""
+        judge = self.s.judge
+        for cand in sorted(self.best.values(), key=lambda c: c.size):
+            point = self.s.trace.points[cand.point]
+            state = self._state(cand.point, cand.faults)
+            err = cand.error
+            if err is None:
+                image = judge.image(state, cand.deviations)
+                for fault in cand.faults:
+                    if fault.startswith("badblock."):
+                        image = judge.with_badblock(image, fault)
+                info = CrashInfo(point.index, point.kind, point.markers, cand.faults)
+                err = judge.verdict(image, info)
+                if Verdict.of(err) != cand.verdict:
+                    raise NondeterministicRecovery(
+                        f"recovery gave two verdicts on one image ({_token(cand)}): "
+                        f"{_says(cand.verdict)}, then {_says(Verdict.of(err))}"
+                    )
+                assert err is not None
+            self.r.failures.append(_failure(self.r.name, judge, cand, point, state, err))
+
+
+def _says(v: Verdict) -> str:
+    return "consistent" if not v.failed else f"{v.kind}: {v.signature[0]} {v.message}"
+
+
+def _token(cand: _Candidate) -> str:
+    return cand.size[3]
+
+
+def _failure(
+    name: str,
+    judge: Judge,
+    cand: _Candidate,
+    point: CrashPoint,
+    state: CrashState,
+    err: BaseException,
+) -> Failure:
     chain: tuple[Crash, ...] = ()
-    if isinstance(err, _RecoveryCrashFailure):
+    if isinstance(err, RecoveryCrashFailure):
         chain, err = err.chain, err.error
-    lines, lost = lost_of(cand.state, cand.deviations)
-    crash = crash_for(cand.point, cand.deviations, cand.state)
+    lines, lost = lost_of(state, cand.deviations)
+    crash = dataclasses.replace(crash_for(point, cand.deviations, state), faults=cand.faults)
     return Failure(
-        name,
-        dataclasses.replace(crash, faults=cand.faults),
-        cand.point,
-        cand.strategy,
-        lines,
-        lost,
-        err,
-        chain,
-        judge.sources(cand.state),
+        name, crash, point, cand.strategy, lines, lost, err, chain, judge.sources(state)
     )
 
 
-def _progress_bar() -> Progress | None:
+# -- progress ------------------------------------------------------------------------------
+
+
+def _progress_bar() -> Callable[[int, int], None] | None:
+    """A ``(done, total)`` bar on stderr when it is a terminal (check-log uses it)."""
     if not sys.stderr.isatty():
         return None
     started = time.perf_counter()
@@ -550,13 +807,23 @@ def _progress_bar() -> Progress | None:
     return show
 
 
-def _validate_any(c: Any) -> None:
-    from .files import FileCrashCheck, validate_files
+def progress_line() -> ProgressCallback | None:
+    """One live, labelled line on stderr when it is a terminal (None otherwise)."""
+    if not sys.stderr.isatty():
+        return None
 
-    if isinstance(c, FileCrashCheck):
-        validate_files(c)
-    else:
-        _validate(c)
+    def show(p: Progress) -> None:
+        end = "\n" if p.point >= p.points else ""
+        sys.stderr.write(
+            f"\r\x1b[K{p.check}: crash point {p.point}/{p.points}, {p.images:,} of "
+            f"{p.planned:,} images covered, {p.runs:,} runs, {p.rate:,.0f} images/s{end}"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+# -- check ---------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -578,24 +845,33 @@ def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
     yield trace, _PoolJudge(c)
 
 
+#: Below this many possible images a check runs inline whatever ``jobs`` says: starting
+#: workers costs more than it saves.
+PARALLEL_FROM = 2000
+
+
 def check(
     c: CrashCheck | FileCrashCheck,
     *,
     strategy: str | Strategy | None = None,
     seed: int | None = None,
     jobs: int = 1,
-    progress: Progress | Literal["auto"] | None = "auto",
+    progress: ProgressCallback | Literal["auto"] | None = "auto",
     name: str | None = None,
+    replay: str | None = None,
+    executor: Executor | None = None,
 ) -> CheckResult:
     """Run ``c`` (a CrashCheck or a FileCrashCheck) and return what it found (see
     :class:`CheckResult`).
 
-    ``strategy`` and ``seed`` override the check's own; ``jobs`` > 1 runs recovery in that
-    many worker processes (the result is the same); ``progress`` is called with
-    ``(done, total)`` per batch ("auto": a bar on stderr when it is a terminal); ``name`` is
-    the check's name in replay tokens (the command line uses ``path::name``).
+    ``strategy`` and ``seed`` override the check's own; ``jobs`` > 1 explores in that many
+    worker processes (the report is the same), or pass an ``executor``; ``progress`` is
+    called with a :class:`Progress` a few times a second ("auto": one live line on stderr
+    when it is a terminal); ``name`` is the check's name in replay tokens (the command line
+    uses ``path::name``). ``replay`` (a token from a report) checks only the crash it names:
+    the result holds its failure if recovery still fails there.
     """
-    _validate_any(c)
+    validate_check(c)
     overrides: dict[str, Any] = {}
     if strategy is not None:
         overrides["strategy"] = strategy
@@ -605,78 +881,186 @@ def check(
         overrides["name"] = name
     if overrides:
         c = dataclasses.replace(c, **overrides)
-    if not isinstance(jobs, int) or jobs < 1:
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
+    if replay is not None:
+        return _replayed(c, replay)
     started = time.perf_counter()
     result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed, check=c)
-    bar = _progress_bar() if progress == "auto" else progress
-    batch: list[_Candidate] = []
-    done = 0
+    show = progress_line() if progress == "auto" else progress
+    timer = RunTimer(c.run_timeout)
+    deadlines = Deadlines(c.time_budget, c.point_budget, c.max_images)
     with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
+        judge.timer = timer
+        judge.steps = c.run_steps
         result.findings = trace.findings
         result.crash_points = len(trace.points)
-
-        def flush_batch() -> None:
-            nonlocal done
-            outcomes = _verdicts(judge, batch, jobs)
-            for cand, out in zip(batch, outcomes, strict=True):
-                if out is True:  # failed in a worker: re-run here for the live exception
-                    out = judge.verdict(cand.image, cand.info())
-                if isinstance(out, BaseException):
-                    result.failures.append(_failure(c.name, judge, cand, out))
-            done += len(batch)
-            batch.clear()
-
-        for cand in _candidates(c, trace, result, judge):
-            batch.append(cand)
-            result.images_checked += 1
-            if len(batch) >= 512:
-                flush_batch()
-                if bar is not None:
-                    bar(done, result.images_checked)
-        flush_batch()
-    if bar is not None and done:
-        bar(done, done)
+        session = Session(
+            c,
+            trace,
+            judge,
+            strategy_named(c.strategy),
+            {k: strategy_named(v) for k, v in c.markers.items()},
+            timer,
+            None if c.time_budget is None else time.monotonic() + c.time_budget,
+            c.point_budget,
+        )
+        planned = _possible(trace)
+        ex = executor if executor is not None else _executor_for(jobs, planned, trace)
+        merge = _Merge(session, result)
+        shown = 0.0
+        with timer.installed():
+            for rep in ex.explore(session):
+                merge.add(rep)
+                if rep.cut == "time":
+                    deadlines.cut_points.append(rep.point)
+                elif rep.cut == "count":
+                    deadlines.counted.append(rep.point)
+                if rep.dropped and deadlines.check_ran_out_at is None:
+                    deadlines.check_ran_out_at = rep.point
+                now = time.perf_counter()
+                if show is not None and now - shown > 0.2:
+                    shown = now
+                    show(_progress(result, merge.points_done + 1, planned, now - started))
+            merge.finish()
+    result.images_skipped = max(0, result.images_possible - result.images_covered)
+    result.limits = deadlines.notes(len(trace.points))
+    result.exact = result.images_covered >= result.images_possible and not result.limits
     result.seconds = time.perf_counter() - started
+    if show is not None:
+        show(_progress(result, len(trace.points), planned, result.seconds))
     return result
 
 
-def _fault_image(trace: Trace, judge: Judge, crash: Crash) -> tuple[Any, CrashInfo]:
-    """The image a crash names in a recorded trace, with its faults applied."""
-    if not trace.points:
-        raise InvalidArgumentError(ErrorCode.EINVAL, "the workload has no crash points")
-    point = trace.points[min(crash.point, len(trace.points) - 1)]
+def _progress(r: CheckResult, point: int, planned: int, seconds: float) -> Progress:
+    rate = r.images_covered / seconds if seconds > 0 else 0.0
+    return Progress(
+        r.name, point, r.crash_points, r.images_covered, planned, r.recovery_runs, rate, seconds
+    )
+
+
+def _possible(trace: Trace) -> int:
+    """Images possible over all crash points (an estimate of the work: bad blocks add a few)."""
+    total = 0
+    prev: CrashPoint | None = None
+    for p in trace.points:
+        if prev is None or prev.state is not p.state:
+            total += p.state.image_count()
+        if p.unsafe_state is not None and (prev is None or prev.unsafe_state is not p.unsafe_state):
+            total += p.unsafe_state.image_count()
+        prev = p
+    return total
+
+
+def _executor_for(jobs: int, planned: int, trace: Trace) -> Executor:
+    from .executor import Inline, LocalProcesses
+
+    if jobs > 1 and planned >= PARALLEL_FROM and len(trace.points) > 1:
+        return LocalProcesses(jobs)
+    return Inline()
+
+
+# -- replay --------------------------------------------------------------------------------
+
+
+def _split_token(c: Any, token: str) -> tuple[Crash, list[Crash]]:
+    if not isinstance(token, str):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"a replay token is a string, not {token!r}")
+    who, at, crash_part = token.rpartition("@")
+    if at and who and who != c.name and who.rpartition("::")[2] != c.name:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"replay token {token!r} is for check {who!r}, not {c.name!r}"
+        )
+    first, *chain = crash_part.split(">")
+    crashes = [Crash.parse(first), *(Crash.parse(x) for x in chain)]
+    if chain and not isinstance(c, CrashCheck):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c.name}: recovery is never crashed")
+    return crashes[0], crashes[1:]
+
+
+def _fault_image(
+    trace: Trace, judge: Judge, crash: Crash, what: str = "the workload"
+) -> tuple[Any, CrashInfo, CrashPoint, CrashState]:
+    """The image a crash names in a recorded trace, with its faults applied (strictly: a
+    point out of range or a line not in flight is an error, never clamped)."""
+    if not 0 <= crash.point < len(trace.points):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"crash {crash}: {what} has crash points 0 to {len(trace.points) - 1}, "
+            f"not {crash.point}",
+        )
+    point = trace.points[crash.point]
     state = point.state
     if "unsafe_shutdown" in crash.faults:
         if point.unsafe_state is None:
             raise InvalidArgumentError(ErrorCode.EINVAL, "no unsafe-shutdown state recorded")
         state = point.unsafe_state
-    image = judge.image(state, deviations_for(state, crash))
+    image = judge.image(state, deviations_for(state, crash, strict=True))
     for fault in crash.faults:
         if fault.startswith("badblock."):
             image = judge.with_badblock(image, fault)
         elif fault != "unsafe_shutdown":
             raise InvalidArgumentError(ErrorCode.EINVAL, f"unknown fault {fault!r} in the crash")
-    return image, CrashInfo(point.index, point.kind, point.markers, crash.faults)
+    return image, CrashInfo(point.index, point.kind, point.markers, crash.faults), point, state
 
 
 def replay(c: CrashCheck | FileCrashCheck, token: str) -> BaseException | None:
     """Rebuild the image a replay token names and run recovery on it again.
 
     ``token`` is a failure's token (``name@crash[>recovery crash...]``) or just the crash
-    part. Returns recovery's exception (None if the image is consistent now).
+    part. Returns recovery's exception (None if the image is consistent now). A token that
+    names another check, a crash point the run does not have, or a line with nothing in
+    flight there is an error.
     """
-    _validate_any(c)
-    crash_part = token.rsplit("@", 1)[-1]
-    first, *chain = crash_part.split(">")
-    crash = Crash.parse(first)
-    if chain and not isinstance(c, CrashCheck):
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c.name}: recovery is never crashed")
+    validate_check(c)
+    err = _replay(c, token)[0]
+    return err.error if isinstance(err, RecoveryCrashFailure) else err
+
+
+def _replay(c: Any, token: str) -> tuple[BaseException | None, Crash, CrashPoint, Any, Any]:
+    crash, chain = _split_token(c, token)
+    timer = RunTimer(c.run_timeout)
     with _recorded(c, "unsafe_shutdown" in crash.faults) as (trace, judge):
-        image, info = _fault_image(trace, judge, crash)
+        judge.timer = timer
+        image, info, point, state = _fault_image(trace, judge, crash)
         if not isinstance(c, CrashCheck):
-            return judge.verdict(image, info)
+            return judge.verdict(image, info), crash, point, state, judge
+    pool_judge = _PoolJudge(c)
     for link in chain:
-        t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
-        image, info = _fault_image(t, _PoolJudge(c), Crash.parse(link))
-    return run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy)
+        try:
+            with timer.running():
+                t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
+        except HANG_ERRORS as exc:
+            return exc, crash, point, state, judge
+        image, info, _, _ = _fault_image(t, pool_judge, link, "recovery")
+    err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy, timer=timer)
+    if err is not None and chain:
+        err = RecoveryCrashFailure(tuple(chain), err)
+    return err, crash, point, state, judge
+
+
+def _replayed(c: Any, token: str) -> CheckResult:
+    """``check(c, replay=token)``: the one crash a token names, as a result."""
+    started = time.perf_counter()
+    result = CheckResult(c.name, c.expect, "replay", c.seed, crash_points=1, check=c)
+    err, crash, point, state, judge = _replay(c, token)
+    result.images_possible = result.images_checked = result.images_covered = 1
+    result.recovery_runs = 1
+    if err is not None:
+        deviations = deviations_for(state, crash, strict=True)
+        cand = _Candidate(
+            (len(deviations), 0, crash.point, str(crash)),
+            crash.point,
+            crash.faults,
+            deviations,
+            "replay",
+            Verdict.of(err),
+            err,
+        )
+        result.inconsistent = 1
+        exact = crash_for(point, deviations, state)
+        result.failing.append(dataclasses.replace(exact, faults=crash.faults))
+        result.hangs = int(isinstance(err, RecoveryHang))
+        result.failures.append(_failure(c.name, judge, cand, point, state, err))
+    result.seconds = time.perf_counter() - started
+    return result

@@ -30,20 +30,22 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo, reset_crash, set_crash
 from ..snapshot import Snapshot
-from .engine import SECTOR, Deviations, validate_common
-from .report import CrashConsistencyError
-from .strategy import Strategy
+from .budget import RunTimer
+from .checks import BaseCheck
+from .engine import SECTOR, Deviations
+from .lazy import Observation, ObservedInfo, Outcome, Verdict
+from .report import HANG_ERRORS, CrashConsistencyError
 from .trace import Trace, record_run
 
 if TYPE_CHECKING:
@@ -58,7 +60,7 @@ _Tap = Callable[[int | None, int, int], None]
 
 
 @dataclass(frozen=True)
-class FileCrashCheck:
+class FileCrashCheck(BaseCheck):
     """A program over files, the recovery check for its crash images, the expected verdict.
 
     ``workload(backend, directory)`` runs once on a fresh simulated platform of
@@ -68,25 +70,8 @@ class FileCrashCheck:
     fields mean what they mean for :class:`~pmemsim.explore.CrashCheck`.
     """
 
-    name: str
     workload: FileWorkload
     recover: FileRecovery
-    granularity: Granularity = Granularity.CACHE_LINE
-    expect: Literal["consistent", "inconsistent"] = "consistent"
-    description: str = ""
-    max_images: int = 4096
-    crash_points: str = "barriers"
-    strategy: str | Strategy = "exhaustive"
-    markers: Mapping[str, str | Strategy] = field(default_factory=dict)
-    seed: int = 0
-    #: "unsafe_shutdown" and/or "badblock" (see the module's documentation).
-    faults: Sequence[str] = ()
-
-
-def validate_files(c: FileCrashCheck) -> None:
-    if not isinstance(c, FileCrashCheck):
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c!r} is not a FileCrashCheck")
-    validate_common(c)
 
 
 # -- where each file is at a crash point -------------------------------------------------
@@ -237,6 +222,9 @@ class _FilesJudge:
         self.c = c
         self.layouts = layouts
         self.keys = _ContentKeys()
+        self.timer: RunTimer | None = None
+        self.steps: int | None = None
+        self._contexts: dict[int, bytes] = {}
 
     def image(self, state: CrashState, deviations: Deviations) -> _Files:
         return _Files(state, deviations, self.layouts[id(state)])
@@ -263,7 +251,7 @@ class _FilesJudge:
             if number is not None:
                 read.update((number, s) for s in range(off - off % SECTOR, off + n, SECTOR))
 
-        self._run(image, CrashInfo(-1, "probe", ()), tap)
+        self._run(image, CrashInfo(-1, "probe", ()), tap, None)
         sizes = {f.number: image.size(f) for f in image.files}
         return [
             (f"badblock.{n}.{s:x}", self.with_badblock(image, f"badblock.{n}.{s:x}"))
@@ -284,7 +272,44 @@ class _FilesJudge:
         return dataclasses.replace(image, badblocks=(*image.badblocks, (number, sector)))
 
     def verdict(self, image: _Files, info: CrashInfo) -> BaseException | None:
-        return self._run(image, info, None)
+        obs = None
+        if self.steps is not None:
+            obs = Observation((), lambda m: None, steps=self.steps)
+        return self._run(image, info, None, obs)
+
+    def observed(self, state: CrashState, deviations: Deviations, info: CrashInfo) -> Outcome:
+        sizes = [m.unit for m in state.media]
+        held = len(state.media)
+        numbers: dict[object, int] = {}
+
+        def medium_of(medium: Any) -> int | None:
+            n = numbers.get(medium.key)
+            return n if n is not None and n < held else None
+
+        obs = Observation(sizes, medium_of, steps=self.steps)
+        err = self._run(self.image(state, deviations), info, None, obs, numbers)
+        return Outcome(Verdict.of(err), obs.events, obs.values, err)
+
+    def context(self, state: CrashState, faults: tuple[str, ...]) -> object:
+        """Lazy runs are shared only between states whose directory looks the same apart
+        from the lines in flight: the same files (and their sizes, devices and counts), the
+        same content of files the simulator does not hold, the same folders. Recovery may
+        list the directory or read those files without pmemsim seeing it."""
+        layout = self.layouts[id(state)]
+        digest = self._contexts.get(id(layout))
+        if digest is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update("\0".join(layout.dirs).encode() + b"\1")
+            for f in layout.files:
+                h.update(f"{f.path}\0{f.number}\0{f.held}\0".encode())
+                if f.held:
+                    snap = state.snapshots[f.number]
+                    h.update(repr((snap.size, snap.device_id, snap.usc, snap.badblocks)).encode())
+                else:
+                    h.update(self.keys.data(f.data))
+                    h.update(repr((f.device, f.usc, f.badblocks)).encode())
+            digest = self._contexts[id(layout)] = h.digest()
+        return (faults, digest)
 
     def probe(self, state: CrashState) -> set[int]:
         read: set[tuple[int, int]] = set()
@@ -295,7 +320,7 @@ class _FilesJudge:
             size = state.media[number].unit
             read.update((number, i * size) for i in range(off // size, (off + n - 1) // size + 1))
 
-        self._run(self.image(state, ()), CrashInfo(-1, "probe", ()), tap)
+        self._run(self.image(state, ()), CrashInfo(-1, "probe", ()), tap, None)
         return {i for i, u in enumerate(state.units) if (u.medium_index, u.offset) in read}
 
     def sources(self, state: CrashState) -> tuple[str, ...]:
@@ -340,19 +365,39 @@ class _FilesJudge:
             sim.inject_badblock(paths[number], sector, SECTOR)
         return numbers
 
-    def _run(self, image: _Files, info: CrashInfo, tap: _Tap | None) -> BaseException | None:
+    def _run(
+        self,
+        image: _Files,
+        info: CrashInfo,
+        tap: _Tap | None,
+        observation: Observation | None,
+        numbers: dict[object, int] | None = None,
+    ) -> BaseException | None:
+        """Recovery on the image's directory. ``numbers`` (if given) is filled with the file
+        numbers by the simulator's key of each file, before recovery starts."""
         from pmemsim_backends.sim import SimBackend
 
         sim = SimBackend(self.c.granularity, lint=False)
         root = Path(tempfile.mkdtemp(prefix="pmemsim-recovery-"))
+        if observation is not None:
+            info = ObservedInfo(info, observation)
         token = set_crash(info)
+        timer = self.timer
         try:
-            numbers = self._materialise(image, sim, root)
+            found = self._materialise(image, sim, root)
+            if numbers is not None:
+                numbers.update(found)
             if tap is not None:
-                sim.set_read_tap(lambda medium, off, n: tap(numbers.get(medium.key), off, n))
+                sim.set_read_tap(lambda medium, off, n: tap(found.get(medium.key), off, n))
+            elif observation is not None:
+                sim.set_read_tap(observation.on_read)
+                sim.set_tap(observation.on_op)
             try:
-                ok = self.c.recover(sim, root)
+                with timer.running() if timer is not None else nullcontext():
+                    ok = self.c.recover(sim, root)
             except Exception as exc:  # the user's recovery failed: that is the verdict
+                return exc
+            except HANG_ERRORS as exc:
                 return exc
         finally:
             reset_crash(token)

@@ -23,11 +23,52 @@ __all__ = [
     "Failure",
     "LineOutcome",
     "LostStore",
+    "Progress",
+    "RecoveryHang",
 ]
 
 
 class CrashConsistencyError(AssertionError):
     """Recovery judged a crash image inconsistent without raising (it returned False)."""
+
+
+class RecoveryHang(BaseException):
+    """Recovery ran past its time or step budget: taken for a hang (an endless loop over a
+    structure the crash left cyclic, a wait for a lock nobody releases).
+
+    A BaseException, like KeyboardInterrupt, so that recovery's own ``except Exception``
+    does not swallow the interruption and keep looping.
+    """
+
+
+#: How many inconsistent crashes a result lists (their tokens are small; the count is exact).
+FAILING_KEPT = 10_000
+
+HANG_ERRORS: tuple[type[BaseException], ...] = (RecoveryHang,)
+
+
+class RecoveryCrashFailure(Exception):
+    """Recovery failed on an image that a crash *of recovery* left behind: the crashes of
+    recovery that led there (outermost first) and recovery's own exception."""
+
+    def __init__(self, chain: tuple[Crash, ...], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.chain = chain
+        self.error = error
+
+
+def signature_of(error: BaseException) -> tuple[str, str]:
+    """The exception's type and where it was raised (as Hypothesis tells failures apart)."""
+    if isinstance(error, RecoveryCrashFailure):
+        error = error.error
+    if isinstance(error, HANG_ERRORS):
+        return (type(error).__name__, "")
+    tb = error.__traceback__
+    origin = ""
+    while tb is not None:
+        origin = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return (type(error).__name__, origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +141,14 @@ class Failure:
     @property
     def signature(self) -> tuple[str, str]:
         """Failures with one signature are taken for one bug seen through several images: the
-        exception's type and where it was raised (as Hypothesis tells failures apart)."""
-        tb = self.error.__traceback__
-        origin = ""
-        while tb is not None:
-            origin = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-            tb = tb.tb_next
-        return (type(self.error).__name__, origin)
+        exception's type and where it was raised (as Hypothesis tells failures apart). A
+        hang is one bug wherever it was interrupted."""
+        return signature_of(self.error)
+
+    @property
+    def kind(self) -> str:
+        """"hang" when recovery ran past its budget, else "inconsistent"."""
+        return "hang" if isinstance(self.error, HANG_ERRORS) else "inconsistent"
 
     def describe(self, replay: str | None = None) -> str:
         """The crash, what it lost and what recovery said; ``replay`` is the last line, telling
@@ -139,10 +181,38 @@ class Failure:
         msg = str(self.error).split("\n", 1)[0]
         if isinstance(self.error, CrashConsistencyError):
             out.append("  recovery returned False")
+        elif isinstance(self.error, HANG_ERRORS):
+            out.append(f"  recovery hung: {msg}")
         else:
             out.append(f"  recovery raised {type(self.error).__name__}: {msg}")
         out.append(f"  {replay or f'replay: pmemsim replay {self.token!r}'}")
         return "\n".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a running check is, for a live progress line."""
+
+    check: str
+    #: Crash points explored so far, of ``points``.
+    point: int
+    points: int
+    #: Images covered so far (checked, or stood for by read paths), of ``planned``: every
+    #: image possible at the crash points.
+    images: int
+    planned: int
+    #: Recovery runs so far.
+    runs: int
+    #: Images covered per second so far.
+    rate: float
+    seconds: float
+
+
+def _fraction(part: int, whole: int) -> str:
+    if whole <= 0 or part >= whole:
+        return "100%"
+    pct = 100 * part / whole
+    return f"{pct:.3g}%" if pct >= 0.01 else f"{pct:.2e}%"
 
 
 @dataclass
@@ -155,12 +225,33 @@ class CheckResult:
     seed: int
     crash_points: int = 0
     images_possible: int = 0
+    #: Images recovery judged: distinct images of planned strategies, plus read paths.
     images_checked: int = 0
-    #: Distinct images at crash points that the strategy left out.
+    #: Images covered: checked, checked at an earlier point (same content), or stood for by
+    #: a read path (lazy exploration).
+    images_covered: int = 0
+    #: Images possible at crash points that were not covered.
     images_skipped: int = 0
-    #: Whether every crash point was covered by an exact strategy without falling back.
+    #: Read paths of lazy exploration (a run of recovery and the images it stands for),
+    #: summed over crash points.
+    read_paths: int = 0
+    #: Runs of recovery (fewer than read paths when runs are shared between crash points;
+    #: depends on how the work was split, so it is not part of the report).
+    recovery_runs: int = 0
+    #: Inconsistent images (planned strategies) and read paths (lazy), hangs included.
+    inconsistent: int = 0
+    #: Of those, runs of recovery that hung (ran past their time or step budget).
+    hangs: int = 0
+    #: Whether every image possible was covered.
     exact: bool = True
+    #: What cut exploration short (time budgets), in words.
+    limits: list[str] = field(default_factory=list)
+    #: The minimal failure of each distinct bug (see :attr:`Failure.signature`), with the
+    #: user's exception.
     failures: list[Failure] = field(default_factory=list)
+    #: Every inconsistent crash (an image, or a read path's representative image), in the
+    #: order found, up to :data:`FAILING_KEPT` of them (``inconsistent`` counts them all).
+    failing: list[Crash] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)
     seconds: float = 0.0
     #: The check that produced this result (the HTML report records it again).
@@ -175,10 +266,22 @@ class CheckResult:
         return self.verdict == self.expect
 
     @property
+    def covered_fraction(self) -> float:
+        if self.images_possible <= 0:
+            return 1.0
+        return min(1.0, self.images_covered / self.images_possible)
+
+    @property
     def coverage(self) -> str:
+        """"exact", or "heuristic: ..." with the strategy, the fraction of images covered and
+        what cut exploration short."""
         if self.exact:
             return "exact"
-        return f"heuristic: {self.strategy}, {self.images_skipped} image(s) not checked"
+        why = "; ".join(self.limits)
+        return (
+            f"heuristic: {self.strategy}, {_fraction(self.images_covered, self.images_possible)}"
+            f" of images covered, {self.images_skipped} not checked{f'; {why}' if why else ''}"
+        )
 
     @property
     def minimal(self) -> Failure | None:
@@ -188,25 +291,25 @@ class CheckResult:
         return min(self.failures, key=lambda f: f.size_key)
 
     def distinct(self) -> list[Failure]:
-        """The minimal failure of each distinct bug (see :attr:`Failure.signature`)."""
-        best: dict[tuple[str, str], Failure] = {}
-        for f in self.failures:
-            cur = best.get(f.signature)
-            if cur is None or f.size_key < cur.size_key:
-                best[f.signature] = f
-        return sorted(best.values(), key=lambda f: f.size_key)
+        """The minimal failure of each distinct bug, smallest first."""
+        return sorted(self.failures, key=lambda f: (f.size_key, f.token))
 
     @property
     def images_per_second(self) -> float:
+        """Images judged (distinct images and read paths) per second."""
         return self.images_checked / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
         """One line of counts; no timing, so that it is the same on every run of a seed."""
-        return (
-            f"{self.name}: {self.verdict.upper()} ({self.coverage}); "
-            f"{self.crash_points} crash point(s), {self.images_possible} image(s) possible, "
-            f"{self.images_checked} distinct checked, {len(self.failures)} inconsistent"
-        )
+        parts = [f"{self.crash_points} crash point(s)", f"{self.images_possible} image(s) possible"]
+        planned = self.images_checked - self.read_paths
+        if self.read_paths:
+            parts.append(f"{self.read_paths} read path(s)")
+        if planned or not self.read_paths:
+            parts.append(f"{planned} distinct checked")
+        hung = f" ({self.hangs} hung)" if self.hangs else ""
+        parts.append(f"{self.inconsistent} inconsistent{hung}")
+        return f"{self.name}: {self.verdict.upper()} ({self.coverage}); {', '.join(parts)}"
 
     def report(self, *, lint: str = "errors") -> str:
         """The full report, deterministic for a seed: summary, minimal failure of each distinct
@@ -238,8 +341,15 @@ class CheckResult:
             "crash_points": self.crash_points,
             "images_possible": self.images_possible,
             "images_checked": self.images_checked,
+            "images_covered": self.images_covered,
+            "covered_fraction": self.covered_fraction,
             "images_skipped": self.images_skipped,
-            "inconsistent": len(self.failures),
+            "read_paths": self.read_paths,
+            "recovery_runs": self.recovery_runs,
+            "coverage": self.coverage,
+            "limits": list(self.limits),
+            "inconsistent": self.inconsistent,
+            "hangs": self.hangs,
             "distinct_failures": len(self.distinct()),
             "minimal": None if m is None else m.token,
             "seconds": round(self.seconds, 4),

@@ -1,0 +1,192 @@
+"""Limits by time: per check, per crash point, and per run of recovery (hangs).
+
+A check and each of its crash points get a deadline (:class:`Deadlines`); exploration stops
+taking new images past it and the result says how much it covered. A single run of
+recovery gets a :class:`RunTimer`: a run past its time is interrupted with
+:class:`~pmemsim.explore.report.RecoveryHang` and reported as a failure of kind "hang".
+
+The interruption is ``SIGALRM`` from ``setitimer`` in the main thread (one system call to
+arm and one to disarm per run); in any other thread a watchdog thread raises the exception
+asynchronously in the thread running recovery. Either way the exception arrives between
+two Python bytecodes: recovery stuck inside one C call is interrupted when it returns.
+Worker processes run recovery in their main thread, so the signal works there too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+
+from .report import RecoveryHang
+
+__all__ = ["Deadlines", "RunTimer"]
+
+
+@dataclass
+class Deadlines:
+    """The check's deadline and the current point's (``time.perf_counter()`` values)."""
+
+    check_budget: float | None
+    point_budget: float | None
+    max_images: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+    point_started: float = 0.0
+    #: Crash points whose exploration the point budget cut short.
+    cut_points: list[int] = field(default_factory=list)
+    #: Crash points where lazy exploration stopped at ``max_images`` read paths.
+    counted: list[int] = field(default_factory=list)
+    #: The crash point at which the check's budget ran out (None: it did not).
+    check_ran_out_at: int | None = None
+
+    def start_point(self) -> None:
+        self.point_started = time.perf_counter()
+
+    @property
+    def check_deadline(self) -> float | None:
+        return None if self.check_budget is None else self.started + self.check_budget
+
+    def point_deadline(self) -> float | None:
+        ends = [
+            d
+            for d in (
+                self.check_deadline,
+                None if self.point_budget is None else self.point_started + self.point_budget,
+            )
+            if d is not None
+        ]
+        return min(ends) if ends else None
+
+    def check_expired(self) -> bool:
+        d = self.check_deadline
+        return d is not None and time.perf_counter() > d
+
+    def notes(self, points: int) -> list[str]:
+        """What the budgets cut, in words (empty when nothing was cut)."""
+        out = []
+        if self.check_ran_out_at is not None:
+            out.append(
+                f"the check's time budget ({self.check_budget:g} s) ran out at crash point "
+                f"{self.check_ran_out_at} of {points}"
+            )
+        if self.cut_points:
+            shown = ", ".join(map(str, self.cut_points[:5]))
+            more = f" and {len(self.cut_points) - 5} more" if len(self.cut_points) > 5 else ""
+            out.append(
+                f"the time budget per crash point ({self.point_budget:g} s) cut crash "
+                f"point(s) {shown}{more}"
+            )
+        if self.counted:
+            shown = ", ".join(map(str, self.counted[:5]))
+            more = f" and {len(self.counted) - 5} more" if len(self.counted) > 5 else ""
+            out.append(f"stopped at {self.max_images} read paths at crash point {shown}{more}")
+        return out
+
+
+class RunTimer:
+    """Interrupts a run of recovery that takes longer than ``seconds`` (None: never).
+
+    ``with timer.installed():`` around many runs installs the signal handler once, so that
+    each run costs only arming and disarming the timer.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._watchdog: _Watchdog | None = None
+        self._installed = False
+
+    def message(self) -> str:
+        return f"recovery did not finish within {self.seconds:g} s (run_timeout)"
+
+    def _signals(self) -> bool:
+        return threading.current_thread() is threading.main_thread() and hasattr(
+            signal, "setitimer"
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if self.seconds is None or self._installed or not self._signals():
+            yield
+            return
+        message = self.message()
+
+        def expired(signum: int, frame: FrameType | None) -> None:
+            raise RecoveryHang(message)
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        self._installed = True
+        try:
+            yield
+        finally:
+            self._installed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Run the body under the time limit; past it, RecoveryHang is raised inside it."""
+        if self.seconds is None:
+            yield
+            return
+        if self._signals():
+            with self.installed():
+                signal.setitimer(signal.ITIMER_REAL, self.seconds)
+                try:
+                    yield
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            return
+        if self._watchdog is None:
+            self._watchdog = _Watchdog()
+        with self._watchdog.watch(self.seconds):
+            yield
+
+
+class _Watchdog:
+    """One daemon thread that raises RecoveryHang in a thread whose run overstays."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._target = 0
+        self._run = 0
+        self._fired = -1
+        self._thread = threading.Thread(target=self._loop, name="pmemsim-run-timer", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def watch(self, seconds: float) -> Iterator[None]:
+        with self._cond:
+            self._run += 1
+            self._deadline = time.monotonic() + seconds
+            self._target = threading.get_ident()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._deadline = None
+                if self._fired == self._run:  # too late to interrupt: drop it, if pending
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._deadline = None
+                self._fired = self._run
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._target), ctypes.py_object(RecoveryHang)
+                )

@@ -1,0 +1,97 @@
+"""Who explores the crash points of a check: this process, or local worker processes.
+
+An executor turns a :class:`~pmemsim.explore.engine.Session` (the recorded check) into the
+:class:`~pmemsim.explore.engine.StateReport` of every crash state, **in point order**. The
+engine merges them; because every report depends only on its crash point (random choices
+are seeded per point, lazy read paths are counted per point, duplicates across work items
+are resolved by the merge), the result is the same byte for byte whatever the executor.
+
+Work items are runs of consecutive crash points (consecutive points share lazy runs and
+deduplicate their images, so they stay together). :class:`LocalProcesses` forks its
+workers once per check, after the workload was recorded, so each worker has the trace and
+the recovery function without shipping them; a worker keeps its lazy decision trees for
+all the work it gets. A distributed executor (Dask) gets the same items: it ships the check
+once per worker, records the workload there (recording is deterministic), and sends back
+the same reports; failures are re-run by the engine in the client either way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ErrorCode, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from .engine import Explorer, Session, StateReport
+
+__all__ = ["Executor", "Inline", "LocalProcesses", "work_items"]
+
+
+def work_items(points: int, workers: int, per_worker: int = 8) -> list[tuple[int, int]]:
+    """``[first, last)`` ranges of consecutive crash points: about ``per_worker`` items per
+    worker, so that a slow stretch of points does not leave the others idle."""
+    if points <= 0:
+        return []
+    size = max(1, -(-points // (workers * per_worker)))
+    return [(i, min(points, i + size)) for i in range(0, points, size)]
+
+
+class Executor(ABC):
+    """Explores a session's crash points; yields every state report in point order."""
+
+    @abstractmethod
+    def explore(self, session: Session) -> Iterator[StateReport]: ...
+
+
+class Inline(Executor):
+    """Everything in this process, one point after the other (memory: one point's work)."""
+
+    def explore(self, session: Session) -> Iterator[StateReport]:
+        from .engine import Explorer
+
+        yield from Explorer(session).points(0, len(session.trace.points))
+
+
+_SESSION: Session | None = None
+_EXPLORER: Explorer | None = None
+
+
+def _start_worker() -> None:
+    from .engine import Explorer
+
+    global _EXPLORER
+    assert _SESSION is not None
+    _EXPLORER = Explorer(_SESSION)
+
+
+def _explore(item: tuple[int, int]) -> list[StateReport]:
+    assert _EXPLORER is not None
+    return list(_EXPLORER.points(*item))
+
+
+class LocalProcesses(Executor):
+    """``jobs`` forked worker processes, started once per check (POSIX only)."""
+
+    def __init__(self, jobs: int) -> None:
+        if not isinstance(jobs, int) or jobs < 1:
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
+        self.jobs = jobs
+
+    def explore(self, session: Session) -> Iterator[StateReport]:
+        global _SESSION
+        items = work_items(len(session.trace.points), self.jobs)
+        ctx = multiprocessing.get_context("fork")
+        _SESSION = session  # what forked workers start from (a respawned one too)
+        try:
+            pool = _pool(ctx, self.jobs)
+            try:
+                for reports in pool.imap(_explore, items):
+                    yield from reports
+            finally:
+                pool.terminate()
+                pool.join()
+        finally:
+            _SESSION = None
