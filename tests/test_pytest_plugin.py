@@ -298,7 +298,7 @@ def test_options_come_from_the_call_then_the_marker_then_the_session(
         + """
 def test_defaults(crash_check):
     r = crash_check(fixed, recover)
-    assert (r.strategy, r.seed) == ("exhaustive", 11)
+    assert (r.strategy, r.seed) == ("lazy", 11)
 
 
 @pytest.mark.crash_consistency(strategy="random:3", max_images=64)
