@@ -270,7 +270,7 @@ def test_distinct_failures_raise_the_users_exceptions_as_a_group_with_notes() ->
     kinds = sorted(type(e).__name__ for e in info.value.exceptions)
     assert kinds == ["KeyError", "ValueError"]
     for e in info.value.exceptions:
-        assert any("pmemsim replay" in n for n in e.__notes__)
+        assert any("check(check, replay='two@" in n for n in e.__notes__)
 
 
 def test_one_failure_reraises_the_users_exception() -> None:

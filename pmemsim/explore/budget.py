@@ -27,6 +27,9 @@ from .report import RecoveryHang
 
 __all__ = ["Deadlines", "RunTimer"]
 
+#: Seconds between repeated interruptions of a run past its time.
+REPEAT = 0.05
+
 
 @dataclass
 class Deadlines:
@@ -135,7 +138,9 @@ class RunTimer:
             return
         if self._signals():
             with self.installed():
-                signal.setitimer(signal.ITIMER_REAL, self.seconds)
+                # Then again every REPEAT seconds: an exception raised where Python ignores
+                # it (a weakref callback, a __del__) must not let the hang go on.
+                signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT)
                 try:
                     yield
                 finally:
@@ -185,7 +190,7 @@ class _Watchdog:
                 if left > 0:
                     self._cond.wait(left)
                     continue
-                self._deadline = None
+                self._deadline = time.monotonic() + REPEAT  # until the run ends (see REPEAT)
                 self._fired = self._run
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(self._target), ctypes.py_object(RecoveryHang)

@@ -149,7 +149,8 @@ class BaseCheck:
             not isinstance(self.max_images, int) or self.max_images < 2
         ):
             raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"{where}: max_images={self.max_images!r} is not None or an int >= 2"
+                ErrorCode.EINVAL,
+                f"{where}: max_images={self.max_images!r} is not None or an int >= 2",
             )
         for f in ("time_budget", "point_budget", "run_timeout"):
             value = getattr(self, f)
@@ -159,10 +160,13 @@ class BaseCheck:
                     f"{where}: {f}={value!r} is not None or a number of seconds > 0",
                 )
         if self.run_steps is not None and (
-            not isinstance(self.run_steps, int) or isinstance(self.run_steps, bool) or self.run_steps < 1
+            not isinstance(self.run_steps, int)
+            or isinstance(self.run_steps, bool)
+            or self.run_steps < 1
         ):
             raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"{where}: run_steps={self.run_steps!r} is not None or an int >= 1"
+                ErrorCode.EINVAL,
+                f"{where}: run_steps={self.run_steps!r} is not None or an int >= 1",
             )
 
     @classmethod
@@ -205,6 +209,5 @@ class CrashCheck(BaseCheck):
         if self.badblock_policy not in ("clear", "keep"):
             raise InvalidArgumentError(
                 ErrorCode.EINVAL,
-                f"{where}: badblock_policy={self.badblock_policy!r} is not one of "
-                "'clear', 'keep'",
+                f"{where}: badblock_policy={self.badblock_policy!r} is not one of 'clear', 'keep'",
             )

@@ -12,6 +12,7 @@ exception). So the report does not depend on the executor or on ``jobs``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import sys
@@ -35,7 +36,6 @@ from .budget import Deadlines, RunTimer
 from .checks import FAULTS, BaseCheck, CrashCheck, Recovery, Workload
 from .crash import Crash
 from .lazy import (
-    Alternatives,
     LazyExplorer,
     NondeterministicRecovery,
     Observation,
@@ -155,7 +155,7 @@ def deviations_for(state: CrashState, crash: Crash, *, strict: bool = False) -> 
                     f"{crash.point}",
                 )
             continue
-        n = len(state.units[i].options(state._bases[i]))
+        n = len(state.units[i].options(state.base(i)))
         if strict and not 0 <= alt < n:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL,
@@ -207,20 +207,20 @@ def run_recovery(
         sim.set_read_tap(read_tap)
     token = set_crash(info)
     callback = _clear_badblocks if snapshot.badblocks and badblock_policy == "clear" else None
+    config = Config(granularity=granularity, backend=sim, event_callback=callback)
     try:
-        with timer.running() if timer is not None else nullcontext():
-            with Set(Config(granularity=granularity, backend=sim, event_callback=callback)) as s:
-                source = Source.from_image(snapshot)
-                if snapshot.badblocks:
-                    source.badblock_detection = True
-                try:
-                    d = s.map(Part(source))
-                except PmemError as exc:  # e.g. IO_FAIL: bad blocks left in the pool
-                    return exc
-                try:
-                    ok = recover(s.view(d))
-                except Exception as exc:  # the user's recovery failed: that is the verdict
-                    return exc
+        with timer.running() if timer is not None else nullcontext(), Set(config) as s:
+            source = Source.from_image(snapshot)
+            if snapshot.badblocks:
+                source.badblock_detection = True
+            try:
+                d = s.map(Part(source))
+            except PmemError as exc:  # e.g. IO_FAIL: bad blocks left in the pool
+                return exc
+            try:
+                ok = recover(s.view(d))
+            except Exception as exc:  # the user's recovery failed: that is the verdict
+                return exc
     except HANG_ERRORS as exc:
         return exc
     finally:
@@ -331,7 +331,12 @@ class _PoolJudge:
         )
         if err is None and c.recovery_crash_depth:
             return _crash_recovery(
-                c, image, c.recovery_crash_depth, info, observation=observation, timer=self.timer
+                c,
+                _cleared(image),
+                c.recovery_crash_depth,
+                info,
+                observation=observation,
+                timer=self.timer,
             )
         return err
 
@@ -374,6 +379,23 @@ class _PoolJudge:
         return ()
 
 
+def _cleared(image: Snapshot) -> Snapshot:
+    """The image as recovery left it after clearing its bad blocks (policy "clear": the
+    kernel reallocates a cleared block, which reads as zeros): what recovery, crashed and
+    run again, starts from."""
+    if not image.badblocks:
+        return image
+    patched: dict[int, bytes | bytearray] = {}
+    for bb in image.badblocks:
+        for off in range(bb.offset, min(bb.offset + bb.length, image.size)):
+            p = off // 4096
+            if p not in patched:
+                patched[p] = bytearray(image.page(p))
+            patched[p][off % 4096] = 0  # type: ignore[index]
+    pages = collections.ChainMap(patched, image.pages)  # type: ignore[arg-type]  # read only
+    return dataclasses.replace(image, pages=pages, badblocks=())
+
+
 def _recovery_as_workload(c: CrashCheck, info: CrashInfo) -> Workload:
     """Recovery, run as a workload to be crashed, seeing the crash it recovers from."""
 
@@ -412,6 +434,8 @@ def _crash_recovery(
                 backend=sim,
             )
     except HANG_ERRORS as exc:
+        return exc
+    except Exception as exc:  # recovery failed as a recorded workload: that is its verdict
         return exc
     keys = _Keys()
     seen: set[bytes] = set()
@@ -516,7 +540,9 @@ class Session:
         points = self.trace.points
         point = points[i]
         prev = points[i - 1] if i else None
-        out = [(point.state, (), prev is None or prev.state is not point.state)]
+        out: list[tuple[CrashState, tuple[str, ...], bool]] = [
+            (point.state, (), prev is None or prev.state is not point.state)
+        ]
         if point.unsafe_state is not None:
             first = prev is None or prev.unsafe_state is not point.unsafe_state
             out.append((point.unsafe_state, ("unsafe_shutdown",), first))
@@ -716,9 +742,7 @@ class _Merge:
     ) -> None:
         state = self._state(rep.point, rep.faults)
         lines = len(note.deviations)
-        lost = sum(
-            len(state.units[i].lost_atoms(state.option(i, o))) for i, o in note.deviations
-        )
+        lost = sum(len(state.units[i].lost_atoms(state.option(i, o))) for i, o in note.deviations)
         size = (lines, lost, rep.point, str(crash))
         sig = note.verdict.signature
         cur = self.best.get(sig)
@@ -779,9 +803,7 @@ def _failure(
         chain, err = err.chain, err.error
     lines, lost = lost_of(state, cand.deviations)
     crash = dataclasses.replace(crash_for(point, cand.deviations, state), faults=cand.faults)
-    return Failure(
-        name, crash, point, cand.strategy, lines, lost, err, chain, judge.sources(state)
-    )
+    return Failure(name, crash, point, cand.strategy, lines, lost, err, chain, judge.sources(state))
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -1031,6 +1053,8 @@ def _replay(c: Any, token: str) -> tuple[BaseException | None, Crash, CrashPoint
             with timer.running():
                 t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
         except HANG_ERRORS as exc:
+            return exc, crash, point, state, judge
+        except Exception as exc:  # recovery failed as a recorded workload: its verdict
             return exc, crash, point, state, judge
         image, info, _, _ = _fault_image(t, pool_judge, link, "recovery")
     err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy, timer=timer)

@@ -18,6 +18,7 @@ the same reports; failures are re-run by the engine in the client either way.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -59,9 +60,17 @@ _SESSION: Session | None = None
 _EXPLORER: Explorer | None = None
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(1)  # quiet in multiprocessing's bootstrap, and finally blocks run
+
+
 def _start_worker() -> None:
     from .engine import Explorer
 
+    # The parent decides about Ctrl-C; a terminated worker still cleans up after itself
+    # (a FileCrashCheck's recovery directory).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
     global _EXPLORER
     assert _SESSION is not None
     _EXPLORER = Explorer(_SESSION)

@@ -158,7 +158,7 @@ class StateAlternatives(Alternatives):
     def __init__(self, state: CrashState) -> None:
         self.state = state
         self._units = {(u.medium_index, u.offset // u.size): i for i, u in enumerate(state.units)}
-        self._counts = [len(u.options(b)) for u, b in zip(state.units, state._bases, strict=True)]
+        self._counts = [len(state.units[i].options(state.base(i))) for i in range(len(state.units))]
         self._contents: dict[tuple[int, int], bytes] = {}
         self._fixed: dict[tuple[int, int], bytes] = {}
 
@@ -176,7 +176,7 @@ class StateAlternatives(Alternatives):
         if got is None:
             st = self.state
             u = st.units[unit]
-            got = self._contents[(unit, option)] = u.content(st._bases[unit], st.option(unit, option))
+            got = self._contents[(unit, option)] = u.content(st.base(unit), st.option(unit, option))
         return got
 
     def fixed(self, medium: int, index: int) -> bytes:
@@ -332,6 +332,9 @@ class Path:
     leaf: bytes
     ran: bool
     error: BaseException | None = None
+    #: The class: for each unit the path read, the alternatives it stands for (ascending;
+    #: the first is the representative's). Units not listed: every alternative.
+    classes: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -415,7 +418,7 @@ class LazyExplorer:
             while node.event is not None:
                 event = node.event
                 if event[0] == "info":
-                    value = getattr(info, event[1])  # type: ignore[arg-type]
+                    value = getattr(info, event[1])
                     child = node.children.get(value)
                     if child is None:
                         stack.append((node, value, cons, images))
@@ -459,6 +462,7 @@ class LazyExplorer:
                     node.leaf,
                     fresh is not None,
                     fresh.error if fresh is not None else None,
+                    cons,
                 )
                 if stack and limit is not None and w.paths >= limit:
                     w.complete = False

@@ -147,12 +147,19 @@ class Failure:
 
     @property
     def kind(self) -> str:
-        """"hang" when recovery ran past its budget, else "inconsistent"."""
+        """ "hang" when recovery ran past its budget, else "inconsistent"."""
         return "hang" if isinstance(self.error, HANG_ERRORS) else "inconsistent"
+
+    def replay_line(self) -> str:
+        """How to replay this crash: ``pmemsim replay`` for a check from a file (its name is
+        ``PATH::NAME``), else the Python call."""
+        if "::" in self.check:
+            return f"replay: pmemsim replay {self.token!r}"
+        return f"replay: pmemsim.explore.check(check, replay={self.token!r})"
 
     def describe(self, replay: str | None = None) -> str:
         """The crash, what it lost and what recovery said; ``replay`` is the last line, telling
-        how to replay it (default: ``replay: pmemsim replay 'TOKEN'``)."""
+        how to replay it (default: :meth:`replay_line`)."""
         out = [self.point.describe() + ":"]
         if self.sources:
             out.append(f"  files: {', '.join(f'{i} {n}' for i, n in enumerate(self.sources))}")
@@ -185,7 +192,7 @@ class Failure:
             out.append(f"  recovery hung: {msg}")
         else:
             out.append(f"  recovery raised {type(self.error).__name__}: {msg}")
-        out.append(f"  {replay or f'replay: pmemsim replay {self.token!r}'}")
+        out.append(f"  {replay or self.replay_line()}")
         return "\n".join(out)
 
 
@@ -273,7 +280,7 @@ class CheckResult:
 
     @property
     def coverage(self) -> str:
-        """"exact", or "heuristic: ..." with the strategy, the fraction of images covered and
+        """ "exact", or "heuristic: ..." with the strategy, the fraction of images covered and
         what cut exploration short."""
         if self.exact:
             return "exact"
@@ -372,7 +379,7 @@ class CheckResult:
         """Re-raise the user's exception of each distinct failure, with the crash as notes.
 
         One distinct failure: its exception. Several: an ExceptionGroup of them. ``replay``
-        words each failure's replay line (default: the ``pmemsim replay`` command).
+        words each failure's replay line (default: :meth:`Failure.replay_line`).
         """
         errors: list[Exception] = []
         for f in self.distinct():

@@ -97,7 +97,7 @@ class Strategy(ABC):
 
 
 def _counts(state: CrashState) -> list[int]:
-    return [len(state.units[i].options(state._bases[i])) for i in range(len(state.units))]
+    return [len(state.units[i].options(state.base(i))) for i in range(len(state.units))]
 
 
 def _extremes(state: CrashState) -> list[Deviations]:
@@ -230,7 +230,9 @@ class RandomSample(Strategy):
             return Plan(_capped(_every(counts), ctx.max_images), None)
         return Plan(_capped(_distinct(self._images(state, counts, ctx)), ctx.max_images))
 
-    def _images(self, state: CrashState, counts: list[int], ctx: PointContext) -> Iterator[Deviations]:
+    def _images(
+        self, state: CrashState, counts: list[int], ctx: PointContext
+    ) -> Iterator[Deviations]:
         rng = ctx.rng()
         yield from _extremes(state)
         for _ in range(self.n):
@@ -266,7 +268,7 @@ def _alternative_of(state: CrashState, i: int, kept: int, picks: tuple[int, ...]
     the given non-temporal picks (alternatives are deduplicated by content)."""
     from pmemsim_backends.sim import Option
 
-    u, base = state.units[i], state._bases[i]
+    u, base = state.units[i], state.base(i)
     want = u.content(base, Option(kept, picks, 0))
     for o, opt in enumerate(u.options(base)):
         if u.content(base, opt) == want:
