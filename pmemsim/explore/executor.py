@@ -60,17 +60,34 @@ _SESSION: Session | None = None
 _EXPLORER: Explorer | None = None
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise SystemExit(1)  # quiet in multiprocessing's bootstrap, and finally blocks run
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+def _pool(ctx: Any, jobs: int) -> Any:
+    """A pool of ``jobs`` forked workers. Ctrl-C and SIGTERM wait while it is built: one
+    arriving halfway would leave workers running that nobody terminates (Pool's own cleanup
+    catches Exception only). The workers start with them blocked too, until they have
+    their own handlers."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        return ctx.Pool(jobs, initializer=_start_worker)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # quiet in multiprocessing's bootstrap; finally blocks run
 
 
 def _start_worker() -> None:
     from .engine import Explorer
 
-    # The parent decides about Ctrl-C; a terminated worker still cleans up after itself
-    # (a FileCrashCheck's recovery directory).
+    # Ctrl-C is the parent's to handle (it terminates the pool), and the pool's SIGTERM
+    # exits through every ``finally`` (a recovery's temporary folder) instead of killing
+    # the worker where it stands.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
     global _EXPLORER
     assert _SESSION is not None
     _EXPLORER = Explorer(_SESSION)

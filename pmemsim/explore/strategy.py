@@ -364,8 +364,8 @@ _PMREORDER = {
 }
 
 STRATEGY_NAMES = (
-    "lazy",
     "exhaustive",
+    "lazy",
     "extremes",
     "persisted",
     "bounded:K",
