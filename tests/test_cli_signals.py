@@ -50,8 +50,9 @@ def files_recover(backend, folder):
     started()
 
 
-pool = CrashCheck("pool", pool_workload, pool_recover)
-files = FileCrashCheck("files", files_workload, files_recover)
+# Exhaustive: 4,096 slow runs (lazily, a recovery that reads nothing is one run per point).
+pool = CrashCheck("pool", pool_workload, pool_recover, strategy="exhaustive")
+files = FileCrashCheck("files", files_workload, files_recover, strategy="exhaustive")
 """
 
 

@@ -12,7 +12,6 @@ import dataclasses
 import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -161,15 +160,16 @@ class _Table:
 
 
 def _run_one(found: Found, args: argparse.Namespace, seed: int, out: Terminal) -> Outcome:
-    from ..explore import check
+    from ..explore import Progress, check
 
     c = found.check
-    started = time.perf_counter()
     out.status(f"{c.name}: recording the workload", force=True)
 
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        out.status(f"{c.name}: {done:,}/{total:,} images checked, {rate:,.0f} images/s")
+    def progress(p: Progress) -> None:
+        out.status(
+            f"{c.name}: crash point {p.point:,}/{p.points:,}, {p.images:,}/{p.planned:,} "
+            f"images covered, {p.rate:,.0f} images/s"
+        )
 
     try:
         r = check(
