@@ -308,7 +308,7 @@ def test_bad_blocks_go_into_each_sector_recovery_reads_of_each_file() -> None:
         "naive", _log_workload, _log_recovery(False), faults=("badblock",), expect="inconsistent"
     )
     r = check(naive, progress=None)
-    faults = {c.faults for c in r.failing}
+    faults = {c.crash.faults for c in r.failing}
     # "log" is file 1 wherever it is held (file 0 is "meta", opened first); at the end both
     # are closed and numbered in path order: "log" 0, "meta" 1.
     assert {("badblock.1.0",), ("badblock.1.400",), ("badblock.0.400",)} <= faults

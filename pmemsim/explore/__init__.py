@@ -17,6 +17,7 @@ from .lazy import NondeterministicRecovery
 from .report import (
     CheckResult,
     CrashConsistencyError,
+    FailedCrash,
     Failure,
     LineOutcome,
     LostStore,
@@ -54,6 +55,7 @@ __all__ = [
     "Exhaustive",
     "Extremes",
     "FileCrashCheck",
+    "FailedCrash",
     "FlushedOnly",
     "Failure",
     "Lazy",

@@ -50,6 +50,7 @@ from .report import (
     HANG_ERRORS,
     CheckResult,
     CrashConsistencyError,
+    FailedCrash,
     Failure,
     LineOutcome,
     LostStore,
@@ -726,11 +727,16 @@ class _Merge:
                 r.inconsistent += 1
                 r.hangs += note.verdict.kind == "hang"
                 if len(r.failing) < FAILING_KEPT:
-                    r.failing.append(crash)
+                    r.failing.append(self._failed(rep, note, crash))
             elif not rep.lazy:
                 continue  # judged at an earlier point: the same image, the same verdict
             # A read path met again may stand for a smaller crash here: consider it.
             self._consider(rep, note, err, crash)
+
+    def _failed(self, rep: StateReport, note: FailNote, crash: Crash) -> FailedCrash:
+        v = note.verdict
+        lines, lost = lost_of(self._state(rep.point, rep.faults), note.deviations)
+        return FailedCrash(crash, lines, lost, v.kind, v.signature, v.message)
 
     def _crash(self, rep: StateReport, note: FailNote) -> Crash:
         state = self._state(rep.point, rep.faults)
@@ -1082,8 +1088,10 @@ def _replayed(c: Any, token: str) -> CheckResult:
             err,
         )
         result.inconsistent = 1
-        exact = crash_for(point, deviations, state)
-        result.failing.append(dataclasses.replace(exact, faults=crash.faults))
+        exact = dataclasses.replace(crash_for(point, deviations, state), faults=crash.faults)
+        lines, lost = lost_of(state, deviations)
+        v = Verdict.of(err)
+        result.failing.append(FailedCrash(exact, lines, lost, v.kind, v.signature, v.message))
         result.hangs = int(isinstance(err, RecoveryHang))
         result.failures.append(_failure(c.name, judge, cand, point, state, err))
     result.seconds = time.perf_counter() - started

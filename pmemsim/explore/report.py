@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckResult",
     "CrashConsistencyError",
+    "FailedCrash",
     "Failure",
     "LineOutcome",
     "LostStore",
@@ -197,6 +198,24 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedCrash:
+    """One inconsistent crash, kept small: the crash, what it lost, recovery's verdict."""
+
+    crash: Crash
+    lines: tuple[LineOutcome, ...]
+    lost: tuple[LostStore, ...]
+    #: "inconsistent" or "hang".
+    kind: str
+    #: The exception's type name and where it was raised.
+    signature: tuple[str, str]
+    message: str
+
+    @property
+    def token(self) -> str:
+        return str(self.crash)
+
+
+@dataclass(frozen=True, slots=True)
 class Progress:
     """Where a running check is, for a live progress line."""
 
@@ -257,8 +276,9 @@ class CheckResult:
     #: user's exception.
     failures: list[Failure] = field(default_factory=list)
     #: Every inconsistent crash (an image, or a read path's representative image), in the
-    #: order found, up to :data:`FAILING_KEPT` of them (``inconsistent`` counts them all).
-    failing: list[Crash] = field(default_factory=list)
+    #: order found, up to :data:`FAILING_KEPT` of them (``inconsistent`` counts them all),
+    #: with what it lost and what recovery said, but not the live exception.
+    failing: list[FailedCrash] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)
     seconds: float = 0.0
     #: The check that produced this result (the HTML report records it again).
