@@ -140,7 +140,7 @@ def test_each_field_is_its_own_store_from_the_assigning_line() -> None:
         assert (e.key == 0) == (e.name == bytes(13)), "a torn entry"
 
     r = check(CrashCheck("entry", work, recover, expect="inconsistent"))
-    lost = [s for f in r.failures for s in f.lost]
+    lost = [s for f in r.failing for s in f.lost]
     where = {(s.offset // 64, locations(s.provenance)[0].lineno) for s in lost}
     # Either field can be lost without the other (two lines, two stores), and each lost
     # store is blamed on the line that assigned it, never on pmemsim.layout.
