@@ -158,6 +158,10 @@ def test_catalogue_failure_report(stem: str, attr: str, c: Any) -> None:
         body = _parse(bodies_text[n - 1])
         heads = {a["data-op"] for a in body.having("text", class_="h")}
         assert heads == {str(col[2]) for col in ops}
+        # Lint findings sit under the operations they are about.
+        shown = {col[2] for col in ops}
+        lint = {i for finding in run.findings for i in finding.ops} & shown
+        assert {int(a["data-op"]) for a in body.having("text", class_="lint")} == lint
         # ... a row per line written, and a glyph per store on every line it wrote.
         rows = [r for r in data["rows"] if not r[2].startswith("\u22ef")]
         assert rows
@@ -396,3 +400,28 @@ def test_a_workload_that_does_something_else_when_recorded_again_is_flagged() ->
     result = check(c, progress=None)
     assert result.failures and len(runs) == 1
     assert "did something else the second time" in check_report(result, c)
+
+
+def test_markers_are_columns_and_bars() -> None:
+    from pmemsim.explore import marker
+
+    def workload(v: pm.View) -> None:
+        for i in range(2):
+            with marker("insert"):
+                with marker("write"):
+                    v.u64[8 + 8 * i] = i + 1
+                    v.flush(64 + 64 * i, 8)
+                v.u64[0] = i + 1
+                v.persist(0, 8)
+
+    def recover(v: pm.View) -> bool:
+        return all(v.u64[8 + 8 * i] == i + 1 for i in range(v.u64[0]))
+
+    c = CrashCheck("markers", workload, recover, expect="inconsistent")
+    text = check(c, progress=None).to_html()
+    (body,) = re.findall(r'<svg class="tl-body".*?</svg>', text, re.S)
+    page = _parse(body)
+    assert len(page.having("text", class_="h-marker")) == 8  # BEGIN and END of 4 markers
+    bars = re.findall(r'<g class="mk">.*?<text[^>]*>(\w+)</text>', body)
+    assert sorted(bars) == ["insert", "insert", "write", "write"]
+    assert "(inside insert)" in text
