@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_OK, UsageProblem
+from .common import EXIT_FAILED, EXIT_OK, UsageProblem, count, finite_seconds
 
 __all__ = ["register"]
 
@@ -40,24 +40,50 @@ def _marker_engines(specs: list[str] | None) -> dict[str, str]:
 
 
 def _checker(args: argparse.Namespace) -> Any:
-    from ..pmlog import FunctionChecker, ProgramChecker, load_function, recovery_checker
+    from ..pmlog import (
+        FunctionChecker,
+        LibChecker,
+        ProgramChecker,
+        load_function,
+        recovery_checker,
+    )
 
-    given = [bool(args.checker), bool(args.checker_py), bool(args.recovery)]
+    given = [bool(args.checker), bool(args.checker_py), bool(args.recovery), bool(args.checker_lib)]
     if sum(given) != 1:
         raise UsageProblem(
-            "name one checker: a program after '--', --checker-py MODULE:FUNCTION or "
-            "--recovery PATH::CHECK"
+            "name one checker: a program after '--', --checker-lib LIB.so:FUNCTION, "
+            "--checker-py MODULE:FUNCTION or --recovery PATH::CHECK"
         )
     if args.checker:
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageProblem("--timeout must be positive")
-        return ProgramChecker(tuple(args.checker), args.timeout)
+        return ProgramChecker(tuple(args.checker), args.timeout, args.all_files)
+    if args.checker_lib:
+        if args.all_files:
+            raise UsageProblem("--all-files: a library checker takes one file (per call)")
+        return LibChecker.parse(args.checker_lib, args.timeout)
     if args.checker_py:
-        return FunctionChecker(load_function(args.checker_py), args.checker_py)
+        fn = load_function(args.checker_py)
+        return FunctionChecker(fn, args.checker_py, args.all_files)
+    if args.all_files:
+        raise UsageProblem("--all-files: a recovery judges one file")
     from .check import load_check
 
     c = load_check(args.recovery, "--recovery")
     return FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
+
+
+def _base_images(specs: list[str] | None) -> dict[str, str]:
+    """``--base-image FILE`` (the only registered file) or ``REGISTERED=FILE``."""
+    out: dict[str, str] = {}
+    for spec in specs or ():
+        registered, sep, path = spec.rpartition("=")
+        if not sep:
+            registered, path = "", spec
+        if not path:
+            raise UsageProblem(f"--base-image {spec!r}: expected FILE or REGISTERED_PATH=FILE")
+        if registered in out:
+            raise UsageProblem(f"--base-image: {registered or 'the file'} given twice")
+        out[registered] = path
+    return out
 
 
 def _command(args: argparse.Namespace, extra: list[str]) -> str:
@@ -65,10 +91,14 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
     out = ["pmemsim", "check-log", args.log, *extra]
     if args.crash_points != "barriers":
         out += ["--crash-points", args.crash_points]
-    if args.base_image:
-        out += ["--base-image", args.base_image]
+    for spec in args.base_image or ():
+        out += ["--base-image", spec]
+    if args.all_files:
+        out.append("--all-files")
     if args.checker_py:
         out += ["--checker-py", args.checker_py]
+    elif args.checker_lib:
+        out += ["--checker-lib", args.checker_lib]
     elif args.recovery:
         out += ["--recovery", args.recovery]
     else:
@@ -76,15 +106,41 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
     return shlex.join(out)
 
 
+def _origin(pool: Any) -> str:
+    if pool.source is None:
+        return "zeros, no such file"
+    if os.path.realpath(pool.source) == os.path.realpath(pool.resolved):
+        return "the file's content"
+    return f"from {pool.source}"
+
+
 def _cmd_check_log(args: argparse.Namespace) -> int:
     from ..explore.engine import _progress_bar
-    from ..pmlog import LogPool, Replay, check_log, read_log, replay_crash
+    from ..pmlog import Replay, check_log, read_log, replay_crash
+    from .common import writable_file
 
     if not os.path.isfile(args.log):
         raise UsageProblem(f"{args.log}: no such log file")
+    # Where results go is checked before any work: the work is lost otherwise.
+    for option, path in (("--json", args.json), ("--html", args.html)):
+        if path:
+            writable_file(path, option)
+    if args.image_out and args.replay is None:
+        raise UsageProblem("--image-out goes with --replay TOKEN")
+    images = _base_images(args.base_image)
     log = read_log(args.log)
-    pool = LogPool.from_log(log, args.base_image)
-    replay = Replay.of(log, pool)
+    given: dict[str, str] = {}
+    for registered, path in images.items():
+        if not registered:
+            if len({f.path for f in log.files}) > 1:
+                raise UsageProblem(
+                    "the log registers several files: give --base-image REGISTERED_PATH=FILE"
+                )
+            registered = log.files[0].path if log.files else ""
+        given[registered] = path
+    replay = Replay.of(log, base_images=given)
+    if args.image_out and len(replay.pools) == 1:
+        writable_file(args.image_out, "--image-out")
     checker = _checker(args)
     if args.replay is not None:
         failure, _ = replay_crash(
@@ -107,19 +163,14 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
             return EXIT_OK
         print(f"the image of crash {args.replay} is inconsistent:\n{failure.describe()}")
         return EXIT_FAILED
-    if args.image_out:
-        raise UsageProblem("--image-out goes with --replay TOKEN")
-    if args.base_image:
-        origin = f"from {args.base_image}"
-    elif os.path.exists(pool.resolved):
-        origin = "the file's content"
-    else:
-        origin = "zeros, no such file"
     engines = _marker_engines(args.marker_engine)
+    files = "; ".join(
+        f"file {p.path} ({p.size} bytes, base image: {_origin(p)})" for p in replay.pools
+    )
     print(
-        f"pmemsim check-log {args.log}: {log.records} records, {len(log)} "
-        f"operations; file {pool.path} ({pool.size} bytes, base image: {origin}); engine "
-        f"{args.engine}{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
+        f"pmemsim check-log {args.log}: {log.records} records, {len(log)} operations; {files}; "
+        f"engine {args.engine}"
+        f"{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
         f"; seed {args.seed}; checker {checker.label}"
     )
     result = check_log(
@@ -214,18 +265,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check-log",
         help="check every crash image a pmemcheck / pmreorder store log allows",
-        usage="pmemsim check-log LOG [options] (-- CHECKER [ARGS...] | --checker-py "
-        "MODULE:FUNCTION | --recovery PATH::CHECK)",
+        usage="pmemsim check-log LOG [options] (-- CHECKER [ARGS...] | --checker-lib "
+        "LIB.so:FUNCTION | --checker-py MODULE:FUNCTION | --recovery PATH::CHECK)",
         description=(
-            "Replays a pmemcheck / pmreorder store log on the simulator, crashes it before "
-            "every barrier that follows a store and at the end, and judges every distinct "
-            "crash image the x86 rules allow (a dirty line may be evicted at any time, a "
-            "line's stores persist in order, stores tear at 8-byte boundaries). The base "
-            "image is the registered file's content (zeros if it does not exist); the file "
-            "is never modified. A checker program gets an image file's path as its last "
-            "argument and PMREORDER_MARKERS in its environment, and exits 0 for consistent. "
-            "Exit status: 0 when every image is consistent, 1 when one is not, 2 for bad "
-            "input."
+            "Replays a pmemcheck / pmreorder store log (as valgrind writes it) on the "
+            "simulator, crashes it before every barrier that follows a store and at the end, "
+            "and judges every distinct crash image the x86 rules allow (a dirty line may be "
+            "evicted at any time, a line's stores persist in order, stores tear at 8-byte "
+            "boundaries) over every registered file. The base image is each registered "
+            "file's content (zeros if it does not exist); the files are never modified. A "
+            "checker program gets an image file's path as its last argument and "
+            "PMREORDER_MARKERS in its environment, and exits 0 for consistent. Exit status: "
+            "0 when every image is consistent, 1 when one is not, 2 for bad input."
         ),
     )
     p.add_argument("log", help="the store log")
@@ -241,9 +292,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "False or an exception means inconsistent (MODULE may be FILE.py)",
     )
     p.add_argument(
+        "--checker-lib",
+        metavar="LIB.so:FUNCTION",
+        help="judge images with int FUNCTION(const char *path) from a shared library (1: "
+        "consistent), called in a worker process, no process per image",
+    )
+    p.add_argument(
         "--recovery",
         metavar="PATH::CHECK",
         help="judge images with a scenario CrashCheck's recovery (run on the simulator)",
+    )
+    p.add_argument(
+        "--all-files",
+        action="store_true",
+        help="several registered files: hand the checker all files of an image at once "
+        "(a program gets every path; a Python function a dict of them) instead of one by one",
     )
     p.add_argument(
         "--engine",
@@ -259,7 +322,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="strategy for crash points inside a marker (the innermost marker with one "
         "wins; 'none' or NoReorderNoCheck skips them); or a JSON file of them",
     )
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="checkers at once")
+    p.add_argument("--jobs", type=count(1), default=1, metavar="N", help="checkers at once")
     p.add_argument("--seed", type=int, default=0, help="seed for random strategies (0)")
     p.add_argument(
         "--crash-points",
@@ -269,21 +332,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--max-images",
-        type=int,
+        type=count(2),
         default=4096,
         metavar="N",
         help="per crash point; above it an exact engine falls back and says so (4096)",
     )
-    p.add_argument("--base-image", metavar="FILE", help="initial content instead of the file's")
     p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="a checker run taking longer fails"
+        "--base-image",
+        action="append",
+        metavar="[REGISTERED=]FILE",
+        help="initial content of a registered file instead of the file's own (repeatable; "
+        "REGISTERED= names the file when the log registers several)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=finite_seconds,
+        metavar="SECONDS",
+        help="a checker run taking longer fails (programs and libraries)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     p.add_argument(
         "--html", metavar="FILE", help="also write an HTML report (the minimal crash's timeline)"
     )
     p.add_argument("--replay", metavar="TOKEN", help="judge only the image of this crash")
-    p.add_argument("--image-out", metavar="FILE", help="with --replay: write the image here")
+    p.add_argument(
+        "--image-out",
+        metavar="FILE",
+        help="with --replay: write the image here (a folder of them for several files)",
+    )
     p.set_defaults(func=_cmd_check_log)
 
     e = sub.add_parser(

@@ -3,8 +3,9 @@
 * :func:`parse_log` / :func:`read_log`: the log as records (:class:`LogFormatError` names
   the record and its position when it is malformed).
 * :class:`Replay` / :func:`check_log`: replay a log on the simulator and judge every
-  distinct crash image with a program (:class:`ProgramChecker`, as pmreorder runs one) or a
-  Python function (:class:`FunctionChecker`).
+  distinct crash image with a program (:class:`ProgramChecker`, as pmreorder runs one), a C
+  function in a shared library (:class:`LibChecker`) or a Python function
+  (:class:`FunctionChecker`).
 * :func:`export_log`: a recorded workload written as a log, for pmreorder or check-log.
 
 ``pmemsim check-log`` and ``pmemsim export-log`` are the command-line faces of these; see
@@ -12,7 +13,13 @@ docs/check-log.md.
 """
 
 from .check import LogCheckResult, LogFailure, LostPiece, check_log, replay_crash
-from .checkers import FunctionChecker, ProgramChecker, load_function, recovery_checker
+from .checkers import (
+    FunctionChecker,
+    LibChecker,
+    ProgramChecker,
+    load_function,
+    recovery_checker,
+)
 from .export import DEFAULT_BASE, export_log, format_log
 from .grammar import (
     DeepSync,
@@ -38,6 +45,7 @@ __all__ = [
     "LogCheckResult",
     "LogFailure",
     "LogFormatError",
+    "LibChecker",
     "LogPool",
     "LostPiece",
     "Marker",

@@ -1,16 +1,22 @@
-"""Crash images as bytes, fast: one pool buffer, patched per image and restored after.
+"""Crash images as bytes, fast: one buffer per registered file, patched per image.
 
 The engine builds a Snapshot per image and maps it into a fresh set, which is right for a
 recovery written against a view but costs far more than a checker that reads bytes needs.
-Here one buffer holds the all-persisted image of the current crash state (moved from state to
-state by rewriting only the pages that changed), and an image is that buffer with its
-deviating lines patched in place: a checker sees the image for the length of one call, and an
-image costs what it changes, not the pool. The buffer is an anonymous mmap, so a large pool
-that a log barely touches stays mostly unallocated.
+Here one buffer per pool holds the all-persisted image of the current crash state, moved from
+state to state by rewriting only the pages the two states differ in
+(:meth:`CrashState.changed_pages`), and an image is those buffers with its deviating lines
+patched in place: a checker sees the image for the length of one call, and an image costs
+the lines it changes, not the pool. A buffer is the file's pages mapped copy-on-write, or an
+anonymous mapping that reserves nothing: a pool of a terabyte costs the pages the images
+touch.
 
 Images are deduplicated across crash points by a 128-bit key that is a sum of one hash per
-line that differs from the pool's initial content: updated per page when the buffer moves,
-per line when an image deviates, never by hashing the pool.
+line that differs from the pool's initial content: updated per changed line when the buffers
+move, per line when an image deviates, never by hashing a pool.
+
+:attr:`PoolImage.moves` counts the moves and :meth:`PoolImage.pages_since` says which pages
+changed since a given move, so that copies of the images (image files for checker programs,
+see :mod:`pmemsim.pmlog.slots`) follow at the same cost.
 """
 
 from __future__ import annotations
@@ -24,174 +30,222 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
 
-__all__ = ["PoolImage"]
+__all__ = ["Pool", "PoolImage"]
 
-_PAGE = 4096
-_LINE = 64
+PAGE = 4096
+LINE = 64
 _MASK = (1 << 128) - 1
-_ZERO_LINE = bytes(_LINE)
+_ZERO_LINE = bytes(LINE)
+_ZERO_PAGE = bytes(PAGE)
 #: Linux's MAP_NORESERVE (Python's mmap module does not name it before 3.13).
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(_CHUNK)
+#: Moves remembered for :meth:`PoolImage.pages_since` (older ones: "everything").
+_HISTORY = 4096
 
 Deviations = Sequence[tuple[int, int]]
+#: A pool's size, and the file holding its initial content and how many bytes of it there
+#: are (None, 0: zeros).
+Pool = tuple[int, "str | None", int]
 
 
-def _line_key(offset: int, content: bytes) -> int:
-    h = hashlib.blake2b(content, digest_size=16, salt=offset.to_bytes(16, "little"))
-    return int.from_bytes(h.digest(), "little")
+class _Buffer:
+    """One pool: its buffer, its initial content, the key of what the buffer shows."""
 
+    __slots__ = ("_ro", "buf", "initial", "initial_map", "key", "salt", "size")
 
-class PoolImage:
-    """The crash images of one pool, one at a time, in one reusable buffer."""
-
-    def __init__(self, size: int, source: str | None = None, source_size: int = 0) -> None:
-        """A pool of ``size`` bytes whose initial content is the first ``source_size``
-        bytes of the file ``source`` (zeros after them; all zeros without a source)."""
+    def __init__(self, number: int, size: int, source: str | None, source_size: int) -> None:
         if size <= 0:
             raise ValueError("a pool image needs at least one byte")
         self.size = size
-        self._initial: memoryview | None = None
-        self._initial_map: mmap.mmap | None = None
+        self.salt = number << 64
+        self.key = 0
+        self.initial: memoryview | None = None
+        self.initial_map: mmap.mmap | None = None
+        buf: mmap.mmap | None = None
         if source is not None and source_size > 0:
             n = min(size, source_size)
             with open(source, "rb") as f:
                 # Private and read-only: the file's pages, shared with the page cache.
-                self._initial_map = mmap.mmap(f.fileno(), n, mmap.MAP_PRIVATE, mmap.PROT_READ)
+                self.initial_map = mmap.mmap(f.fileno(), n, mmap.MAP_PRIVATE, mmap.PROT_READ)
                 if n == size:
-                    # The buffer too: pages copied on write, so a large file costs the
-                    # pages the images change.
-                    self.buf = mmap.mmap(f.fileno(), size, mmap.MAP_PRIVATE)
-            self._initial = memoryview(self._initial_map)
-        if self._initial is None or len(self._initial) < size:
-            # Private (forked workers each patch their own copy) and not reserved: a pool
-            # of a terabyte costs the pages an image touches, not its size.
-            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
-            init = self._initial
+                    # The buffer too, its pages copied when first written.
+                    buf = mmap.mmap(f.fileno(), size, mmap.MAP_PRIVATE)
+            self.initial = memoryview(self.initial_map)
+        if buf is None:
+            # Private (forked workers patch their own copies) and not reserved.
+            buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
+            init = self.initial
             for start in range(0, 0 if init is None else len(init), _CHUNK):
-                chunk = init[start : start + _CHUNK]  # type: ignore[index]
+                assert init is not None
+                chunk = init[start : start + _CHUNK]
                 if chunk != _ZERO_CHUNK[: len(chunk)]:  # zeros are there already
-                    self.buf[start : start + len(chunk)] = chunk
-        self._ro = memoryview(self.buf).toreadonly()
-        #: Page index -> the page object whose content the buffer shows (absent: initial).
-        self._shown: dict[int, object] = {}
-        self._contrib: dict[int, int] = {}
-        #: Key contribution of frozen media pages, by identity (page kept alive with it).
-        self._frozen: dict[int, tuple[object, int]] = {}
-        #: Key of the buffer's current content.
-        self.key0 = 0
-        self.state: CrashState | None = None
-        # Per unit of the current state: content before patching, and per (unit, option):
-        # (content, key delta, atoms lost).
-        self._persisted: dict[int, bytes] = {}
-        self._options: dict[tuple[int, int], tuple[bytes, int, int, int, int]] = {}
+                    buf[start : start + len(chunk)] = chunk
+        self.buf = buf
+        self._ro = memoryview(buf).toreadonly()
 
     def close(self) -> None:
         self._ro.release()
         with contextlib.suppress(BufferError):  # a checker kept a view: the GC frees it
             self.buf.close()
-        if self._initial is not None:
-            self._initial.release()
-            assert self._initial_map is not None
-            self._initial_map.close()
+        if self.initial is not None:
+            self.initial.release()
+            assert self.initial_map is not None
+            with contextlib.suppress(BufferError):
+                self.initial_map.close()
 
-    # -- keys --------------------------------------------------------------------------
+    def view(self) -> memoryview:
+        return self._ro[:]
 
-    def _initial_line(self, offset: int, n: int) -> bytes:
-        init = self._initial
-        if init is None or offset >= len(init):
-            return _ZERO_LINE[:n]
-        chunk = bytes(init[offset : offset + n])
-        return chunk + _ZERO_LINE[: n - len(chunk)]
-
-    def _initial_range(self, start: int, end: int) -> bytes:
-        init = self._initial
+    def initial_bytes(self, start: int, end: int) -> bytes:
+        init = self.initial
         if init is None or start >= len(init):
             return bytes(end - start)
         chunk = bytes(init[start:end])
-        return chunk + bytes(end - start - len(chunk))
+        return chunk + bytes(end - start - len(chunk)) if len(chunk) < end - start else chunk
 
-    def _line(self, offset: int, content: bytes) -> int:
-        """The key contribution of one line's content (0 when it is the initial content)."""
-        if content == self._initial_line(offset, len(content)):
+    def line_key(self, offset: int, content: bytes) -> int:
+        """A line's key contribution: 0 when it holds the initial content."""
+        if content == self.initial_bytes(offset, offset + len(content)):
             return 0
-        return _line_key(offset, content)
+        h = hashlib.blake2b(
+            content, digest_size=16, salt=(self.salt | offset).to_bytes(16, "little")
+        )
+        return int.from_bytes(h.digest(), "little")
 
-    def _page_key(self, p: int) -> int:
-        start = p * _PAGE
-        end = min(start + _PAGE, self.size)
-        buf = self.buf
-        total = 0
-        for off in range(start, end, _LINE):
-            total += self._line(off, buf[off : min(off + _LINE, end)])
-        return total & _MASK
+    def show(self, p: int, page: bytes | bytearray | None) -> None:
+        """Make page ``p`` show ``page`` (None: the initial content), updating the key by
+        the lines that change."""
+        start = p * PAGE
+        if start >= self.size:
+            return
+        end = min(start + PAGE, self.size)
+        new = self.initial_bytes(start, end) if page is None else bytes(page[: end - start])
+        old = self.buf[start:end]
+        if old == new:
+            return
+        delta = 0
+        for lo, hi in _differing(old, new, 0, len(new)):
+            for o in range(lo, hi, LINE):
+                e = min(o + LINE, len(new))
+                delta += self.line_key(start + o, new[o:e]) - self.line_key(start + o, old[o:e])
+        self.key = (self.key + delta) & _MASK
+        self.buf[start:end] = new
+
+
+def _differing(a: bytes, b: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Line-aligned ranges of ``[lo, hi)`` in which ``a`` and ``b`` differ (halving: a page
+    with one changed line costs a dozen comparisons, not 64)."""
+    if a[lo:hi] == b[lo:hi]:
+        return []
+    if hi - lo <= LINE:
+        return [(lo, hi)]
+    mid = lo + ((hi - lo) // 2 + LINE - 1) // LINE * LINE
+    return _differing(a, b, lo, mid) + _differing(a, b, mid, hi)
+
+
+class PoolImage:
+    """The crash images of a log's pools, one at a time, in one reusable buffer per pool."""
+
+    def __init__(self, pools: Sequence[Pool]) -> None:
+        self._pools: list[_Buffer] = []
+        try:
+            for i, (size, source, source_size) in enumerate(pools):
+                self._pools.append(_Buffer(i, size, source, source_size))
+        except BaseException:
+            self.close()
+            raise
+        self.state: CrashState | None = None
+        #: How many times the buffers moved to another state, and the pages (pool, page)
+        #: each of the last moves rewrote.
+        self.moves = 0
+        self._history: list[set[tuple[int, int]]] = []
+        # Per unit of the current state: content before patching, and per (unit, option):
+        # (content, key delta, atoms lost, pool, start, end).
+        self._persisted: dict[int, bytes] = {}
+        self._options: dict[tuple[int, int], tuple[bytes, int, int, int, int, int]] = {}
+
+    @property
+    def pools(self) -> int:
+        return len(self._pools)
+
+    def size(self, pool: int = 0) -> int:
+        return self._pools[pool].size
+
+    @property
+    def buf(self) -> mmap.mmap:
+        """The first pool's buffer."""
+        return self._pools[0].buf
+
+    def buffer(self, pool: int) -> mmap.mmap:
+        return self._pools[pool].buf
+
+    @property
+    def key0(self) -> int:
+        """Key of the all-persisted image of the current state."""
+        return sum(b.key for b in self._pools) & _MASK
+
+    def close(self) -> None:
+        for b in self._pools:
+            b.close()
 
     # -- moving between crash states ---------------------------------------------------
 
     def move_to(self, state: CrashState) -> None:
-        """Make the buffer the all-persisted image of ``state`` (of its first medium)."""
+        """Make the buffers the all-persisted image of ``state``."""
         if state is self.state:
             return
+        before = self.state
+        changed: set[tuple[int, int]] = set()
+        for mi, b in enumerate(self._pools):
+            if mi >= len(state.media):
+                continue
+            for p in state.changed_pages(before, mi):
+                b.show(p, state.persisted_page(p, mi))
+                changed.add((mi, p))
         self.state = state
         self._persisted = {}
         self._options = {}
-        # The simulator's state holds media pages (frozen, shared copy-on-write between
-        # states) and, for pages with stores in flight, the content loads see.
-        overlay = state._visible[0]
-        target: dict[int, object] = dict(state.snapshots[0].pages)
-        target.update(overlay)
-        for p in [p for p in self._shown if p not in target]:
-            self._show(p, None, False)
-        shown = self._shown
-        for p, page in target.items():
-            if shown.get(p) is not page:
-                self._show(p, page, p not in overlay)
+        self.moves += 1
+        self._history.append(changed)
+        if len(self._history) > _HISTORY:
+            del self._history[: len(self._history) - _HISTORY]
 
-    def _show(self, p: int, page: object, frozen: bool) -> None:
-        start = p * _PAGE
-        if start >= self.size:
-            return
-        end = min(start + _PAGE, self.size)
-        if page is None:
-            self.buf[start:end] = self._initial_range(start, end)
-            self._shown.pop(p, None)
-            new = 0
-        else:
-            self.buf[start:end] = memoryview(page)[: end - start]  # type: ignore[arg-type]
-            self._shown[p] = page
-            hit = self._frozen.get(id(page)) if frozen else None
-            if hit is not None and hit[0] is page:
-                new = hit[1]
-            else:
-                new = self._page_key(p)
-                if frozen:
-                    self._frozen[id(page)] = (page, new)
-        old = self._contrib.pop(p, 0)
-        if new:
-            self._contrib[p] = new
-        self.key0 = (self.key0 - old + new) & _MASK
+    def pages_since(self, move: int) -> set[tuple[int, int]] | None:
+        """``(pool, page)`` of every page rewritten by the moves after the ``move``-th
+        (None: too long ago to say)."""
+        n = self.moves - move
+        if n > len(self._history) or move < 0:
+            return None
+        out: set[tuple[int, int]] = set()
+        for pages in self._history[len(self._history) - n :]:
+            out |= pages
+        return out
 
     # -- images of the current state ---------------------------------------------------
 
-    def _option(self, i: int, o: int) -> tuple[bytes, int, int, int, int]:
-        """``(content, key delta, atoms lost, start, end)`` of unit ``i`` at option ``o``."""
+    def _option(self, i: int, o: int) -> tuple[bytes, int, int, int, int, int]:
+        """``(content, key delta, atoms lost, pool, start, end)`` of unit ``i`` at option
+        ``o``."""
         hit = self._options.get((i, o))
         if hit is not None:
             return hit
         state = self.state
         assert state is not None
         u = state.units[i]
-        base = state._bases[i]
+        base = state.base(i)
         opt = u.options(base)[o]
+        b = self._pools[u.medium_index]
         start = u.offset
-        n = min(u.size, self.size - start)
+        n = min(u.size, b.size - start)
         persisted = self._persisted.get(i)
         if persisted is None:
-            persisted = self._persisted[i] = bytes(self.buf[start : start + n])
+            persisted = self._persisted[i] = bytes(b.buf[start : start + n])
         content = u.content(base, opt)[:n]
-        delta = (self._line(start, content) - self._line(start, persisted)) & _MASK
-        hit = self._options[(i, o)] = (content, delta, len(u.lost_atoms(opt)), start, start + n)
+        delta = (b.line_key(start, content) - b.line_key(start, persisted)) & _MASK
+        hit = (content, delta, len(u.lost_atoms(opt)), u.medium_index, start, start + n)
+        self._options[(i, o)] = hit
         return hit
 
     def key(self, deviations: Deviations) -> int:
@@ -203,29 +257,46 @@ class PoolImage:
             k += (hit or self._option(*d))[1]
         return k & _MASK
 
+    def pool_key(self, deviations: Deviations, pool: int) -> int:
+        """The content key of one pool's image."""
+        k = self._pools[pool].key
+        for d in deviations:
+            hit = self._options.get(d) or self._option(*d)
+            if hit[3] == pool:
+                k += hit[1]
+        return k & _MASK
+
     def lost(self, deviations: Deviations) -> int:
         """How many atoms (8-byte pieces of stores) the image loses."""
         return sum(self._option(i, o)[2] for i, o in deviations)
 
+    def pages_of(self, deviations: Deviations) -> set[tuple[int, int]]:
+        """``(pool, page)`` of every page the deviations patch."""
+        out = set()
+        for d in deviations:
+            hit = self._options.get(d) or self._option(*d)
+            out.add((hit[3], hit[4] // PAGE))
+        return out
+
     def patch(self, deviations: Deviations) -> None:
-        """Apply the deviations to the buffer (their options are known: key() came first)."""
-        buf = self.buf
+        """Apply the deviations to the buffers."""
+        pools = self._pools
         get = self._options.get
         for d in deviations:
             hit = get(d) or self._option(*d)
-            buf[hit[3] : hit[4]] = hit[0]
+            pools[hit[3]].buf[hit[4] : hit[5]] = hit[0]
 
     def restore(self, deviations: Deviations) -> None:
-        buf = self.buf
+        pools = self._pools
         persisted = self._persisted
         options = self._options
         for d in deviations:
             hit = options[d]
-            buf[hit[3] : hit[4]] = persisted[d[0]]
+            pools[hit[3]].buf[hit[4] : hit[5]] = persisted[d[0]]
 
-    def view(self) -> memoryview:
-        """A read-only view of the buffer as it is now (release it when done)."""
-        return self._ro[:]
+    def view(self, pool: int = 0) -> memoryview:
+        """A read-only view of a pool's buffer as it is now (release it when done)."""
+        return self._pools[pool].view()
 
-    def to_bytes(self) -> bytes:
-        return bytes(self.buf)
+    def to_bytes(self, pool: int = 0) -> bytes:
+        return bytes(self._pools[pool].buf)

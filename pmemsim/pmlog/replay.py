@@ -30,6 +30,7 @@ import itertools
 import os
 import stat
 import sys
+from array import array
 from collections.abc import Callable, Iterator
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
@@ -291,6 +292,10 @@ class Replay:
     #: counts them), and the stores among them.
     operations: int = 0
     stores: int = 0
+    #: After a run: every marker record issued, as the log writes it ("NAME.BEGIN"), and how
+    #: many operations came before each.
+    marker_names: list[str] = field(default_factory=list)
+    marker_ops: array[int] = field(default_factory=lambda: array("q"))
 
     @classmethod
     def of(
@@ -301,12 +306,6 @@ class Replay:
         given: dict[str | None, str] = {}
         given.update(base_images or {})
         pools = [pool] if pool is not None else _pools(log, given)
-        if len(pools) > 1:
-            raise NotSupportedError(
-                ErrorCode.NOSUPP,
-                f"the log registers {len(pools)} different files "
-                f"({', '.join(sorted(p.path for p in pools))}); check-log handles one",
-            )
         return cls(log, pools)
 
     @property
@@ -395,6 +394,10 @@ class Replay:
         sink = _sink.get()
         here = sys._getframe()
         operations = stores = 0
+        names: list[str] = []
+        at = array("q")
+        self.marker_names, self.marker_ops = names, at
+        texts: dict[tuple[str, bool], str] = {}
         try:
             for kind, pool, off, arg, _ in self.steps():
                 if kind == STORE:
@@ -407,8 +410,15 @@ class Replay:
                 elif kind == DEEP:
                     deeps[pool](off, arg)  # type: ignore[arg-type]
                 else:
+                    name = str(arg)
+                    begin = kind == BEGIN
+                    text = texts.get((name, begin))
+                    if text is None:
+                        text = texts[(name, begin)] = f"{name}.{'BEGIN' if begin else 'END'}"
+                    names.append(text)
+                    at.append(operations)
                     if sink is not None:
-                        sink(arg, kind == BEGIN, here)  # type: ignore[arg-type]
+                        sink(name, begin, here)
                     continue
                 operations += 1
         finally:

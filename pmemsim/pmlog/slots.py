@@ -1,0 +1,250 @@
+"""Image files for checkers that read files: kept in step with a :class:`PoolImage`.
+
+A checker program or library gets each image as files (one per registered file). Writing the
+whole pool per image would cost the pool; instead each *slot* (one per checker that may run at
+once) keeps its files, and before each image only the pages that may differ from what the
+files hold are written: the pages the image buffers rewrote since the slot's last image
+(:meth:`PoolImage.pages_since`), and the pages the last and the new image patch. A 64 MiB pool
+then costs per image what its crash point changed.
+
+A checker may write to its image (libpmemobj's open does), and the next image would then be
+wrong. Linux's inotify says whether anyone opened a slot's file for writing (or wrote to it,
+truncated, renamed or removed it) while the checker had it; such a slot's files are rebuilt
+from scratch for its next image. Where inotify is not available, every image is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .images import PAGE, Deviations, Pool, PoolImage
+
+__all__ = ["ImageFiles", "scratch_folder"]
+
+_IN_MODIFY = 0x2
+_IN_ATTRIB = 0x4
+_IN_CLOSE_WRITE = 0x8
+_IN_DELETE_SELF = 0x400
+_IN_MOVE_SELF = 0x800
+_IN_Q_OVERFLOW = 0x4000
+_IN_IGNORED = 0x8000
+_WATCH = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_DELETE_SELF | _IN_MOVE_SELF
+_EVENT = struct.Struct("iIII")
+
+
+class _Inotify:
+    """Just enough of inotify(7), through libc."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd: int = fd
+
+    def watch(self, path: str) -> int:
+        wd = self._add(self.fd, os.fsencode(path), _WATCH)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_add_watch")
+        return int(wd)
+
+    def events(self) -> list[tuple[int, int]]:
+        """``(watch, mask)`` of every event queued so far."""
+        out: list[tuple[int, int]] = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return out
+            pos = 0
+            while pos + _EVENT.size <= len(data):
+                wd, mask, _, n = _EVENT.unpack_from(data, pos)
+                out.append((wd, mask))
+                pos += _EVENT.size + n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class _Slot:
+    paths: list[str]
+    fds: list[int] = field(default_factory=list)
+    #: The move of the image buffers the files follow (-1: rebuild them).
+    synced: int = -1
+    #: Pages the last image written here patched.
+    patched: set[tuple[int, int]] = field(default_factory=set)
+    busy: bool = False
+    #: Someone wrote to a file (or could have) while a checker had it.
+    touched: bool = False
+
+
+class ImageFiles:
+    """``slots`` sets of image files, one file per pool, in ``directory``."""
+
+    def __init__(
+        self,
+        img: PoolImage,
+        pools: Sequence[Pool],
+        names: Sequence[str],
+        slots: int,
+        directory: str,
+    ) -> None:
+        self.img = img
+        self.pools = list(pools)
+        self._slots: list[_Slot] = []
+        self._watches: dict[int, int] = {}  # watch -> slot
+        self.rebuilds = 0
+        try:
+            self._notify: _Inotify | None = _Inotify()
+        except (OSError, AttributeError):
+            self._notify = None  # every image rebuilt: correct, slower
+        for k in range(slots):  # folders made at first use: small logs use few slots
+            folder = os.path.join(directory, f"slot-{k}")
+            self._slots.append(_Slot([os.path.join(folder, n) for n in names]))
+
+    def paths(self, slot: int) -> list[str]:
+        return self._slots[slot].paths
+
+    def close(self) -> None:
+        for s in self._slots:
+            for fd in s.fds:
+                os.close(fd)
+            s.fds = []
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+    # -- writing images ----------------------------------------------------------------
+
+    def write(self, slot: int, deviations: Deviations) -> None:
+        """Make the slot's files hold the image: the buffers' state with ``deviations``."""
+        s = self._slots[slot]
+        img = self.img
+        pages = None if s.synced < 0 or s.touched else img.pages_since(s.synced)
+        mine = img.pages_of(deviations)
+        img.patch(deviations)
+        try:
+            if pages is None:
+                self._rebuild(s, mine)
+            else:
+                for pool, p in sorted(pages | s.patched | mine):
+                    self._write_page(s, pool, p)
+        finally:
+            img.restore(deviations)
+        s.synced = img.moves
+        s.patched = mine
+        s.touched = False
+
+    def _write_page(self, s: _Slot, pool: int, p: int) -> None:
+        buf = self.img.buffer(pool)
+        start = p * PAGE
+        os.pwrite(s.fds[pool], buf[start : min(start + PAGE, len(buf))], start)
+
+    def _rebuild(self, s: _Slot, mine: set[tuple[int, int]]) -> None:
+        """Write the slot's files afresh: the initial content, then every page the state
+        holds (and the image patches)."""
+        self.rebuilds += 1
+        for fd in s.fds:
+            os.close(fd)
+        s.fds = []
+        state = self.img.state
+        os.makedirs(os.path.dirname(s.paths[0]), 0o700, exist_ok=True)
+        for pool, (path, (size, source, source_size)) in enumerate(
+            zip(s.paths, self.pools, strict=True)
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            s.fds.append(fd)
+            os.ftruncate(fd, size)
+            if source is not None and source_size:
+                _copy(source, fd, min(size, source_size))
+            if self._notify is not None:
+                try:
+                    self._watches[self._notify.watch(path)] = self._slots.index(s)
+                except OSError:  # out of watches: no telling what a checker does
+                    self._notify.close()
+                    self._notify = None
+            held = (
+                [] if state is None or pool >= len(state.media) else state.changed_pages(None, pool)
+            )
+            for p in held:
+                self._write_page(s, pool, p)
+        for pool, p in sorted(mine):
+            self._write_page(s, pool, p)
+
+    # -- lending slots to checkers -----------------------------------------------------
+
+    def lend(self, *slots: int) -> None:
+        """The slots go to a checker now (call after :meth:`write`)."""
+        self._drain()
+        for k in slots:
+            self._slots[k].busy = True
+
+    def returned(self, *slots: int) -> None:
+        """The checker that had the slots is done."""
+        self._drain()
+        for k in slots:
+            s = self._slots[k]
+            s.busy = False
+            if self._notify is None:
+                s.touched = True
+
+    def _drain(self) -> None:
+        """Events so far: those of a lent slot are its checker's (ours happen while the slot
+        is not lent, and are dropped)."""
+        if self._notify is None:
+            return
+        for wd, mask in self._notify.events():
+            if mask & _IN_Q_OVERFLOW:
+                for s in self._slots:
+                    s.touched = s.touched or s.busy
+                continue
+            if mask & _IN_IGNORED:
+                self._watches.pop(wd, None)
+                continue
+            k = self._watches.get(wd)
+            if k is not None and self._slots[k].busy:
+                self._slots[k].touched = True
+
+
+def scratch_folder(need: int) -> str | None:
+    """Where image files go: ``$TMPDIR`` when it is set, else /dev/shm (memory: creating and
+    removing hundreds of small files there costs microseconds, on a disk milliseconds) when
+    the files' pages (``need`` bytes at most) fit easily, else the system's default."""
+    if os.environ.get("TMPDIR"):
+        return None
+    shm = "/dev/shm"
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    if not os.access(shm, os.W_OK | os.X_OK) or need > st.f_bavail * st.f_frsize // 8:
+        return None
+    return shm
+
+
+def _copy(source: str, fd: int, n: int) -> None:
+    """The first ``n`` bytes of ``source`` into ``fd`` (in the kernel where it can)."""
+    with open(source, "rb") as f:
+        src = f.fileno()
+        done = 0
+        while done < n:
+            try:
+                got = os.copy_file_range(src, fd, n - done, done, done)
+            except OSError:
+                got = 0
+            if got <= 0:
+                data = os.pread(src, min(1 << 20, n - done), done)
+                if not data:
+                    return
+                got = os.pwrite(fd, data, done)
+            done += got

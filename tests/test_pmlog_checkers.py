@@ -1,0 +1,331 @@
+"""check-log's checkers: C libraries in worker processes, programs on patched image files,
+Python functions in and out of process, several registered files, PMREORDER_MARKERS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmemsim.explore import current_crash
+from pmemsim.pmlog import (
+    FunctionChecker,
+    LibChecker,
+    ProgramChecker,
+    Replay,
+    check_log,
+    parse_log,
+    read_log,
+)
+
+DATA = Path(__file__).resolve().parent / "data" / "pmlog"
+BASE = 0x10000000
+NOFILE = "/nonexistent-pmemsim-test/pool.bin"
+
+
+def log_text(*ops: str, path: str = NOFILE) -> str:
+    return "|".join(["START", f"REGISTER_FILE;{path};0x{BASE:x};0x1000;0x0", *ops, "STOP"])
+
+
+def store(off: int, value: int, size: int = 8) -> str:
+    return f"STORE;0x{BASE + off:x};0x{value:x};0x{size:x}"
+
+
+def flush(off: int, n: int = 64) -> str:
+    return f"FLUSH;0x{BASE + off:x};0x{n:x}"
+
+
+def u64(img: Any, off: int) -> int:
+    return int.from_bytes(img[off : off + 8], "little")
+
+
+def append_ok(img: Any) -> bool:
+    return u64(img, 8) == 0 or u64(img, 0x40) == 42
+
+
+def fnv(data: bytes) -> str:
+    h = 14695981039346656037
+    for b in data[:4096]:
+        h = ((h ^ b) * 1099511628211) & (1 << 64) - 1
+    return f"{h:016x}"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """tests/data/pmlog/checkers.c as a shared library and as a program."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C checkers cannot be built")
+    out = tmp_path_factory.mktemp("checkers")
+    lib, prog = out / "libcheckers.so", out / "checker"
+    src = str(DATA / "checkers.c")
+    subprocess.run([gcc, "-O1", "-shared", "-fPIC", "-o", str(lib), src], check=True)
+    subprocess.run([gcc, "-O1", "-o", str(prog), src], check=True)
+    return {"lib": str(lib), "prog": str(prog)}
+
+
+# A log with many distinct images: 6 epochs of 4 stores, the invariant broken in some.
+MANY = log_text(
+    *[
+        rec
+        for e in range(6)
+        for rec in (
+            store(0x40, 42 if e % 2 else 7),
+            store(8, e + 1),
+            store(0x80 + 8 * e, e),
+            store(0xC0, e),
+            flush(0x40),
+            flush(8),
+            flush(0x80),
+            "FENCE",
+        )
+    ]
+)
+
+
+# The same, 3 epochs (fewer images, for slow checkers).
+FEW = log_text(*MANY.split("|")[2:-1][: 3 * 8])
+
+
+def images_in_process(text: str) -> list[bytes]:
+    seen: list[bytes] = []
+
+    def keep(img: memoryview) -> bool:
+        seen.append(bytes(img))
+        return True
+
+    check_log(Replay.of(parse_log(text)), FunctionChecker(keep, "keep"))
+    return seen
+
+
+# -- C library checkers ------------------------------------------------------------------
+
+
+def test_a_library_checker_finds_what_a_python_checker_finds(built: dict[str, str]) -> None:
+    lib = LibChecker.parse(f"{built['lib']}:check")
+    for name in ("append-bug-q", "append-bug-stderr", "append-fixed-logfile"):
+        replay = Replay.of(read_log(str(DATA / f"{name}.log")))
+        c = check_log(replay, lib).as_dict()
+        py = check_log(replay, FunctionChecker(append_ok, "py")).as_dict()
+        for d in (c, py):
+            d.pop("seconds"), d.pop("checker")
+            if d["minimal"]:
+                d["minimal"].pop("checker")
+        assert c == py, name
+    many_c = check_log(Replay.of(parse_log(MANY)), lib)
+    many_py = check_log(Replay.of(parse_log(MANY)), FunctionChecker(append_ok, "py"))
+    assert many_c.images_checked == many_py.images_checked > 50
+    assert many_c.inconsistent == many_py.inconsistent > 0
+    assert many_c.minimal is not None and many_c.minimal.verdict == "returned 0"
+
+
+def test_a_library_that_crashes_or_hangs_costs_a_restart_not_the_run(
+    built: dict[str, str],
+) -> None:
+    # (Each crash costs a fork and a dlopen: a log with few inconsistent images.)
+    replay = Replay.of(read_log(str(DATA / "append-bug-stderr.log")))
+    want = check_log(replay, FunctionChecker(append_ok, "py"))
+    crashy = check_log(replay, LibChecker.parse(f"{built['lib']}:crashy"))
+    assert (crashy.images_checked, crashy.inconsistent) == (want.images_checked, want.inconsistent)
+    assert crashy.minimal is not None and want.minimal is not None
+    assert crashy.minimal.token == want.minimal.token
+    assert "the checker crashed: killed by signal 11 (SIGSEGV)" in crashy.minimal.verdict
+    hangs = check_log(
+        Replay.of(read_log(str(DATA / "append-bug-q.log"))),
+        LibChecker.parse(f"{built['lib']}:hangs", timeout=0.5),
+    )
+    assert hangs.inconsistent == 1 and hangs.minimal is not None
+    assert hangs.minimal.verdict == "timed out after 0.5 s"
+
+
+def test_library_mistakes_are_named(built: dict[str, str]) -> None:
+    from pmemsim.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="has no function 'nope'"):
+        LibChecker.parse(f"{built['lib']}:nope")
+    with pytest.raises(InvalidArgumentError, match="cannot open shared object file"):
+        LibChecker.parse("/nonexistent-pmemsim-test/lib.so:check")
+    with pytest.raises(InvalidArgumentError, match=r"expected LIBRARY\.so:FUNCTION"):
+        LibChecker.parse(built["lib"])
+
+
+# -- image files: patched, and rebuilt after a checker wrote to one ---------------------------
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_checkers_that_write_to_their_image_see_the_right_next_image(
+    built: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    want = sorted(fnv(i) for i in images_in_process(FEW))
+    seen = tmp_path / "seen.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_SEEN", str(seen))
+    replay = Replay.of(parse_log(FEW))
+    lib = check_log(replay, LibChecker.parse(f"{built['lib']}:scribbles"), jobs=jobs)
+    assert sorted(seen.read_text().split()) == want
+    assert lib.inconsistent == check_log(replay, FunctionChecker(append_ok, "py")).inconsistent
+    seen.unlink()
+    prog = check_log(replay, ProgramChecker((built["prog"],)), jobs=jobs)  # scribbles too
+    assert sorted(seen.read_text().split()) == want
+    assert prog.inconsistent == lib.inconsistent > 0
+
+
+def test_a_program_sees_every_image_the_function_sees(built: dict[str, str]) -> None:
+    replay = Replay.of(parse_log(MANY))
+    prog = check_log(replay, ProgramChecker((built["prog"],)), jobs=2)
+    py = check_log(replay, FunctionChecker(append_ok, "py"))
+    assert (prog.images_checked, prog.inconsistent) == (py.images_checked, py.inconsistent)
+    assert prog.minimal is not None and py.minimal is not None
+    assert prog.minimal.token == py.minimal.token
+    assert prog.minimal.verdict == "exit status 1"
+
+
+# -- Python checkers in worker processes ----------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [MANY, log_text(store(0, 1), flush(0), "FENCE")])
+def test_jobs_check_exactly_the_images_one_job_checks(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with fewer images than workers (which once judged the wrong buffer)."""
+    seen = tmp_path / "seen.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_SEEN", str(seen))
+
+    def note(img: memoryview) -> bool:
+        info = current_crash()
+        with open(os.environ["PMEMSIM_TEST_SEEN"], "a") as f:
+            f.write(
+                f"{fnv(bytes(img))} {info.point if info else -1} "
+                f"{os.environ['PMREORDER_MARKERS']!r}\n"
+            )
+        return append_ok(img)
+
+    results = []
+    for jobs in (1, 3):
+        r = check_log(Replay.of(parse_log(text)), FunctionChecker(note, "note"), jobs=jobs)
+        results.append((sorted(seen.read_text().splitlines()), r.as_dict()))
+        seen.unlink()
+    (one, d1), (three, d3) = results
+    assert one == three
+    d1.pop("seconds"), d3.pop("seconds")
+    assert d1 == d3
+
+
+def test_docs_bad_log_with_three_jobs(tmp_path: Path) -> None:
+    bad = log_text(
+        store(12, 1, 4), store(0, 1, 4), store(4, 1, 4), store(8, 1, 4), flush(0), "FENCE"
+    )
+
+    def abc(img: memoryview) -> bool:
+        w = [int.from_bytes(img[o : o + 4], "little") for o in (0, 4, 8, 12)]
+        return w[3] == 0 or w[:3] == [1, 1, 1]
+
+    one = check_log(Replay.of(parse_log(bad)), FunctionChecker(abc, "abc"))
+    three = check_log(Replay.of(parse_log(bad)), FunctionChecker(abc, "abc"), jobs=3)
+    assert (
+        (three.images_checked, three.inconsistent)
+        == (one.images_checked, one.inconsistent)
+        == (5, 3)
+    )
+    assert three.minimal is not None and three.minimal.verdict == "returned False"
+
+
+# -- several registered files ---------------------------------------------------------------
+
+DATA_FILE, FLAG_FILE = "/tmp/pmemsim-pmlog-test/data", "/tmp/pmemsim-pmlog-test/flag"
+
+
+def test_several_files_one_image_over_all_of_them() -> None:
+    calls: list[str] = []
+
+    def per_file(img: memoryview) -> bool:
+        calls.append(fnv(bytes(img)))
+        return True
+
+    def together(files: dict[str, memoryview]) -> bool:
+        return u64(files[FLAG_FILE], 0) == 0 or u64(files[DATA_FILE], 0) == 0x1234
+
+    bug = Replay.of(read_log(str(DATA / "twofiles-bug.log")))
+    fixed = Replay.of(read_log(str(DATA / "twofiles-fixed.log")))
+    r = check_log(bug, FunctionChecker(together, "t", all_files=True))
+    assert r.verdict == "inconsistent" and [f["path"] for f in r.files] == [DATA_FILE, FLAG_FILE]
+    m = r.minimal
+    assert m is not None and [(ln[0], ln[1]) for ln in m.lines] == [(0, 0)]  # data's line 0
+    assert m.lost[0].source == "twofiles.c:33 in main"
+    assert "line data +0x0" in m.describe()
+    assert r.ignored["STORE"] == 1  # the store to memory no file was registered for
+    assert check_log(fixed, FunctionChecker(together, "t", all_files=True)).verdict == "consistent"
+    # pmreorder's protocol: the checker runs on each file's image, each distinct one once.
+    p = check_log(bug, FunctionChecker(per_file, "p"))
+    assert p.verdict == "consistent" and p.images_checked == 4
+    assert p.checker_runs == len(calls) < 2 * p.images_checked
+
+
+def test_several_files_with_a_program(tmp_path: Path) -> None:
+    script = tmp_path / "both.py"
+    script.write_text(
+        "import sys\n"
+        "data, flag = (open(p, 'rb').read(8) for p in sys.argv[1:3])\n"
+        "sys.exit(0 if flag == bytes(8) or data == (0x1234).to_bytes(8, 'little') else 1)\n"
+    )
+    both = ProgramChecker((sys.executable, str(script)), all_files=True)
+    bug = check_log(Replay.of(read_log(str(DATA / "twofiles-bug.log"))), both)
+    assert bug.verdict == "inconsistent" and bug.minimal is not None
+    assert bug.minimal.token == "0:0.0=1"
+    fixed = check_log(Replay.of(read_log(str(DATA / "twofiles-fixed.log"))), both)
+    assert fixed.verdict == "consistent"
+
+
+# -- PMREORDER_MARKERS -----------------------------------------------------------------------
+
+
+def test_pmreorder_markers_are_every_marker_record_before_the_crash(
+    built: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = log_text(
+        "a.BEGIN",
+        store(0, 1),
+        flush(0),
+        "FENCE",
+        "a.END",
+        "b.BEGIN",
+        "lib.op.BEGIN",
+        store(64, 2),
+        flush(64),
+        "lib.op.END",
+        "FENCE",
+        "b.END",
+        store(128, 3),
+    )
+    seen = tmp_path / "seen.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_SEEN", str(seen))
+    r = check_log(Replay.of(parse_log(text)), LibChecker.parse(f"{built['lib']}:markers"))
+    assert r.crash_points == 3
+    assert set(seen.read_text().splitlines()) == {
+        "a.BEGIN",
+        "a.BEGIN|a.END|b.BEGIN|lib.op.BEGIN|lib.op.END",
+        "a.BEGIN|a.END|b.BEGIN|lib.op.BEGIN|lib.op.END|b.END",
+    }
+
+
+def test_pmreorder_markers_keep_their_newest_within_64_kib() -> None:
+    from pmemsim.pmlog.check import MARKERS_LIMIT
+
+    ops = []
+    for i in range(4000):
+        ops += [f"marker{i:05}.BEGIN", f"marker{i:05}.END"]
+    seen: list[str] = []
+
+    def note(img: memoryview) -> bool:
+        seen.append(os.environ["PMREORDER_MARKERS"])
+        return True
+
+    check_log(Replay.of(parse_log(log_text(*ops, store(0, 1)))), FunctionChecker(note, "n"))
+    assert len(set(seen)) == 1  # the images of one crash point
+    value = seen[0]
+    assert len(value) <= MARKERS_LIMIT + 4 and value.startswith("...|marker")
+    assert value.endswith("|marker03999.BEGIN|marker03999.END")
