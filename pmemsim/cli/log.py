@@ -71,15 +71,18 @@ def _checker(args: argparse.Namespace) -> Any:
     return FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
 
 
-def _base_images(specs: list[str] | None) -> dict[str, str]:
-    """``--base-image FILE`` (the only registered file) or ``REGISTERED=FILE``."""
+def _base_images(specs: list[str] | str | None) -> dict[str, str]:
+    """``--base-image FILE`` (the only registered file), ``REGISTERED=FILE``, or
+    ``REGISTERED=`` (zeros, whatever the file holds now)."""
     out: dict[str, str] = {}
-    for spec in specs or ():
+    for spec in [specs] if isinstance(specs, str) else specs or ():
         registered, sep, path = spec.rpartition("=")
         if not sep:
             registered, path = "", spec
-        if not path:
-            raise UsageProblem(f"--base-image {spec!r}: expected FILE or REGISTERED_PATH=FILE")
+            if not path:
+                raise UsageProblem(
+                    "--base-image: expected FILE, REGISTERED_PATH=FILE or REGISTERED_PATH="
+                )
         if registered in out:
             raise UsageProblem(f"--base-image: {registered or 'the file'} given twice")
         out[registered] = path
@@ -91,7 +94,8 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
     out = ["pmemsim", "check-log", args.log, *extra]
     if args.crash_points != "barriers":
         out += ["--crash-points", args.crash_points]
-    for spec in args.base_image or ():
+    given = args.base_image
+    for spec in [given] if isinstance(given, str) else given or ():
         out += ["--base-image", spec]
     if args.all_files:
         out.append("--all-files")
@@ -342,7 +346,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         metavar="[REGISTERED=]FILE",
         help="initial content of a registered file instead of the file's own (repeatable; "
-        "REGISTERED= names the file when the log registers several)",
+        "REGISTERED= names the file when the log registers several; REGISTERED= alone: zeros)",
     )
     p.add_argument(
         "--timeout",

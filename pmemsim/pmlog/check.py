@@ -25,35 +25,27 @@ trace names.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import re
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
 from ..explore.engine import crash_for, deviations_for, strategy_for
 from ..explore.strategy import PointContext, Strategy, strategy_named
-from ..explore.trace import CRASH_POINT_MODES, CrashPoint
-from ..markers import CrashInfo, reset_crash, set_crash
-from .checkers import (
-    FunctionChecker,
-    LibChecker,
-    LibWorker,
-    ProgramChecker,
-    Request,
-    resume_programs,
-    stop_programs,
-)
+from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
+from .checkers import FunctionChecker, LibChecker, ProgramChecker
 from .grammar import Marker, Store
 from .images import PoolImage
+from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, Workers, _file_names
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
-from .slots import ImageFiles, scratch_folder
+from .slots import scratch_folder
 
 __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_crash"]
 
@@ -72,13 +64,24 @@ _SOURCE = re.compile(r"^(?:0x[0-9A-Fa-f]+: )?(?P<fn>.+?) \((?P<file>[^()]*?):(?P
 
 
 def source_of(frames: tuple[str, ...]) -> str | None:
-    """``append.c:57 in append_record``: the first frame with a source file (frames inside
-    libraries, ``??? (in libpmem2.so)``, are skipped), or None."""
+    """``append.c:57 in append_record``: the first frame that names a source line of the
+    program's own, or None.
+
+    Frames inside libraries without debug information (``??? (in libpmem2.so.1)``) name no
+    source line; frames inside the C library's own code (a memcpy in assembly, an internal
+    ``__memcpy_avx_unaligned_erms``) are skipped too when a later frame names the caller.
+    """
+    fallback = None
     for f in frames:
         m = _SOURCE.match(f)
-        if m is not None:
-            return f"{os.path.basename(m['file'])}:{m['line']} in {m['fn']}"
-    return None
+        if m is None:
+            continue
+        where = f"{os.path.basename(m['file'])}:{m['line']} in {m['fn']}"
+        if m["file"].endswith((".S", ".s")) or m["fn"].startswith("__"):
+            fallback = fallback or where
+            continue
+        return where
+    return fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,31 +404,19 @@ class _Describer:
 # -- exploration -------------------------------------------------------------------------------
 
 
-class _Cand(NamedTuple):
-    """One distinct image to judge."""
-
-    seq: int
-    point: CrashPoint
-    dev: Deviations
-    #: Smaller is more minimal: lines deviating, atoms lost, crash point.
-    size: tuple[int, int, int]
-    #: PMREORDER_MARKERS at its point, and how many marker crash points came before it.
-    markers: str
-    marker_ordinal: int
-
-
 class _MarkerHistory:
-    """PMREORDER_MARKERS per crash point, from the replay's marker records."""
+    """PMREORDER_MARKERS per crash point, from the marker records the replay has issued so
+    far (the points arrive while the replay runs)."""
 
     def __init__(self, replay: Replay) -> None:
-        self.names = replay.marker_names
-        self.ops = replay.marker_ops
+        self.replay = replay
         self._cache: tuple[int, str] = (0, "")
 
     def count(self, point: CrashPoint, ordinal: int) -> int:
         """How many marker records the log has before the crash."""
+        names, ops = self.replay.marker_names, self.replay.marker_ops
         if point.kind == "end":
-            return len(self.names)
+            return len(names)
         if point.kind == "marker":
             return ordinal + 1
         n = point.operation
@@ -434,13 +425,13 @@ class _MarkerHistory:
             # n-th operation (a fence or flush counts before it takes effect), or the next
             # one (a deep flush counts after).
             barrier = n if point.kind == "deep_flush" else n - 1
-            return bisect.bisect_right(self.ops, barrier)
-        return bisect.bisect_left(self.ops, n)
+            return bisect.bisect_right(ops, barrier)
+        return bisect.bisect_left(ops, n)
 
     def text(self, count: int) -> str:
         if self._cache[0] == count:
             return self._cache[1]
-        names = self.names
+        names = self.replay.marker_names
         size = 0
         lo = count
         while lo > 0 and size + len(names[lo - 1]) + 1 <= MARKERS_LIMIT:
@@ -453,125 +444,69 @@ class _MarkerHistory:
         return text
 
 
-def _candidates(
-    points: Iterator[CrashPoint],
-    img: PoolImage,
-    result: LogCheckResult,
-    default: Strategy,
-    by_marker: Mapping[str, Strategy],
-    seed: int,
-    max_images: int,
-    history: _MarkerHistory,
-) -> Iterator[_Cand]:
-    """Every distinct image to check, in order; ``img`` shows the point's state meanwhile."""
-    seen: set[int] = set()
-    last_state: object = None
-    last_strategy: str = ""
-    ordinal = -1
-    seq = 0
-    for point in points:
+class _Explorer:
+    """Takes crash points as the replay reaches them and hands every distinct image to a
+    judge; ``img`` shows the point's state meanwhile. Keeps nothing per point."""
+
+    def __init__(
+        self,
+        replay: Replay,
+        img: PoolImage,
+        result: LogCheckResult,
+        default: Strategy,
+        by_marker: Mapping[str, Strategy],
+        seed: int,
+        max_images: int,
+        judge: Callable[[Cand], None],
+    ) -> None:
+        self.img = img
+        self.result = result
+        self.default = default
+        self.by_marker = by_marker
+        self.seed = seed
+        self.max_images = max_images
+        self.judge = judge
+        self.history = _MarkerHistory(replay)
+        self.seen: set[int] = set()
+        self.last_state: object = None
+        self.last_strategy = ""
+        self.ordinal = -1
+        self.seq = 0
+
+    def point(self, point: CrashPoint) -> None:
+        result = self.result
         if point.kind == "marker":
-            ordinal += 1
+            self.ordinal += 1
         result.crash_points += 1
-        strategy = strategy_for(point, default, by_marker)
+        strategy = strategy_for(point, self.default, self.by_marker)
         state = point.state
         # Consecutive points with nothing in between share their state: same images.
-        if state is last_state and strategy.name == last_strategy:
-            continue
-        if state is not last_state:
+        if state is self.last_state and strategy.name == self.last_strategy:
+            return
+        if state is not self.last_state:
             result.images_possible += state.image_count()
-        last_state, last_strategy = state, strategy.name
-        plan = strategy.plan(state, PointContext(point.index, seed, max_images))
+        self.last_state, self.last_strategy = state, strategy.name
+        plan = strategy.plan(state, PointContext(point.index, self.seed, self.max_images))
         if plan.skipped:
             result.images_skipped += plan.skipped
             result.exact = False
         elif not strategy.exact:
             result.exact = False
         if not plan.images:
-            continue
+            return
+        img = self.img
         img.move_to(state)
-        markers = history.text(history.count(point, ordinal))
+        markers = self.history.text(self.history.count(point, self.ordinal))
+        seen = self.seen
         for dev in plan.images:
             k = img.key(dev)
             if k in seen:
                 continue
             seen.add(k)
-            yield _Cand(seq, point, dev, (len(dev), img.lost(dev), point.index), markers, ordinal)
-            seq += 1
-
-
-class _Markers:
-    """Sets PMREORDER_MARKERS and the crash info for in-process checkers, per point."""
-
-    def __init__(self) -> None:
-        self.point: CrashPoint | None = None
-        self.token: object = None
-        self.saved = os.environ.get("PMREORDER_MARKERS")
-
-    def enter(self, point: CrashPoint, markers: str) -> None:
-        if point is self.point:
-            return
-        self.point = point
-        if self.token is not None:
-            reset_crash(self.token)
-        self.token = set_crash(CrashInfo(point.index, point.kind, point.markers))
-        os.environ["PMREORDER_MARKERS"] = markers
-
-    def close(self) -> None:
-        if self.token is not None:
-            reset_crash(self.token)
-            self.token = None
-        if self.saved is None:
-            os.environ.pop("PMREORDER_MARKERS", None)
-        else:
-            os.environ["PMREORDER_MARKERS"] = self.saved
-
-
-class _Verdicts:
-    """Verdicts as they come: counts, and the minimal failure so far."""
-
-    def __init__(self, result: LogCheckResult, progress: Progress | None) -> None:
-        self.result = result
-        self.progress = progress
-        self.best: tuple[tuple[tuple[int, int, int], int], _Cand, str] | None = None
-        self.done = 0
-
-    def add(self, cand: _Cand, verdict: str | None) -> None:
-        self.done += 1
-        if verdict is not None:
-            self.result.inconsistent += 1
-            key = (cand.size, cand.seq)  # the first of equally small ones wins
-            if self.best is None or key < self.best[0]:
-                self.best = (key, cand, verdict)
-        if self.progress is not None and not self.done % 1024:
-            self.progress(self.done, self.result.images_checked)
-
-
-class _PerFile:
-    """Several files judged one by one: each file's image is judged once."""
-
-    def __init__(self, img: PoolImage, names: list[str]) -> None:
-        self.img = img
-        self.names = names
-        self.known: list[dict[int, str | None]] = [{} for _ in names]
-
-    def todo(self, dev: Deviations) -> tuple[list[tuple[int, int]], str | None]:
-        """``(pool, key)`` of the files still to judge, or the verdict of one judged
-        before that failed."""
-        out = []
-        for pool, known in enumerate(self.known):
-            k = self.img.pool_key(dev, pool)
-            if k in known:
-                verdict = known[k]
-                if verdict is not None:
-                    return [], verdict
-                continue
-            out.append((pool, k))
-        return out, None
-
-    def note(self, pool: int, key: int, verdict: str | None) -> str | None:
-        self.known[pool][key] = verdict
-        return None if verdict is None else f"{self.names[pool]}: {verdict}"
+            result.images_checked += 1
+            size = (len(dev), img.lost(dev), point.index)
+            self.judge(Cand(self.seq, point, dev, size, markers, self.ordinal))
+            self.seq += 1
 
 
 def check_log(
@@ -599,37 +534,39 @@ def check_log(
     default = strategy_named(engine)
     by_marker = {k: strategy_named(v) for k, v in (markers or {}).items()}
     for s in (default, *by_marker.values()):
-        if s.name == "read-guided":
+        if s.name in ("read-guided", "lazy"):
             raise InvalidArgumentError(
                 ErrorCode.EINVAL,
-                "read-guided exploration traces a recovery's reads on the simulator; a log's "
+                f"{s.name} exploration traces a recovery's reads on the simulator; a log's "
                 "checker reads bytes (use the Python API with a recovery instead)",
             )
     started = time.perf_counter()
-    trace = replay.record(crash_points)
     result = LogCheckResult(
         name, str(engine) if isinstance(engine, str) else default.name, seed, checker.label
     )
     if isinstance(engine, str) and engine != default.name:
         result.engine = f"{engine} (= {default.name})"
-    _fill(result, replay)
+    verdicts = Verdicts(progress)
     img = _image(replay)
-    history = _MarkerHistory(replay)
     try:
-        cands = _candidates(
-            iter(trace.points), img, result, default, by_marker, seed, max_images, history
-        )
-        verdicts = _Verdicts(result, progress)
-        _judge_all(replay, checker, cands, img, jobs, verdicts)
-        if verdicts.best is not None:
-            _, cand, verdict = verdicts.best
-            result.minimal = _Describer(replay).failure(
-                cand.point, cand.dev, verdict, cand.marker_ordinal, cand.markers
+        with _judging(replay, checker, img, jobs, verdicts) as judge:
+            explorer = _Explorer(
+                replay, img, result, default, by_marker, seed, max_images, judge.add
             )
-        if progress is not None:
-            progress(verdicts.done, result.images_checked)
+            replay.record(crash_points, on_point=explorer.point)
+            judge.finish()
     finally:
         img.close()
+    _fill(result, replay)
+    result.inconsistent = verdicts.inconsistent
+    result.checker_runs = verdicts.runs
+    if verdicts.best is not None:
+        _, cand, verdict = verdicts.best
+        result.minimal = _Describer(replay).failure(
+            cand.point, cand.dev, verdict, cand.marker_ordinal, cand.markers
+        )
+    if progress is not None:
+        progress(verdicts.judged, result.images_checked)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -648,270 +585,34 @@ def _image(replay: Replay) -> PoolImage:
     return PoolImage([(p.size, p.source, p.source_size) for p in replay.pools])
 
 
-def _names(replay: Replay) -> list[str]:
-    """A file name per pool for image files (the registered name, unique)."""
-    out: list[str] = []
-    for i, p in enumerate(replay.pools):
-        base = os.path.basename(p.path) or "pool"
-        out.append(base if base not in out else f"{i}-{base}")
-    return out
-
-
-def _judge_all(
-    replay: Replay,
-    checker: Checker,
-    cands: Iterator[_Cand],
-    img: PoolImage,
-    jobs: int,
-    verdicts: _Verdicts,
-) -> None:
+@contextlib.contextmanager
+def _judging(
+    replay: Replay, checker: Checker, img: PoolImage, jobs: int, verdicts: Verdicts
+) -> Iterator[Judge]:
+    """The judge for ``checker``, with its image files' folder; released on the way out."""
+    names = [p.path for p in replay.pools]
     per_file = None
-    if len(replay.pools) > 1 and not checker.all_files:
-        per_file = _PerFile(img, [p.path for p in replay.pools])
-    if isinstance(checker, FunctionChecker) and jobs == 1:
-        _run_inline(checker, cands, img, replay, per_file, verdicts)
-        return
-    # Slot files: at most the pools' sizes (sparse where untouched) per slot.
-    need = sum(p.size for p in replay.pools) * (
-        jobs if isinstance(checker, ProgramChecker) else 512
-    )
-    with tempfile.TemporaryDirectory(prefix="pmemsim-check-log-", dir=scratch_folder(need)) as tmp:
-        if isinstance(checker, ProgramChecker):
-            _run_programs(checker, cands, img, replay, per_file, jobs, verdicts, tmp)
+    if len(names) > 1 and not checker.all_files:
+        per_file = PerFile(img, names)
+    common = (img, names, per_file, verdicts)
+    pools = [(p.size, p.source, p.source_size) for p in replay.pools]
+    with contextlib.ExitStack() as stack:
+        judge: Judge
+        if isinstance(checker, FunctionChecker) and jobs == 1:
+            judge = Inline(checker, *common)
         else:
-            _run_workers(checker, cands, img, replay, per_file, jobs, verdicts, tmp)
-
-
-def _counted(cands: Iterator[_Cand], result: LogCheckResult) -> Iterator[_Cand]:
-    for c in cands:
-        result.images_checked += 1
-        yield c
-
-
-def _run_inline(
-    checker: FunctionChecker,
-    cands: Iterator[_Cand],
-    img: PoolImage,
-    replay: Replay,
-    per_file: _PerFile | None,
-    verdicts: _Verdicts,
-) -> None:
-    result = verdicts.result
-    marks = _Markers()
-    paths = [p.path for p in replay.pools]
-    try:
-        for cand in _counted(cands, result):
-            if cand.point is not marks.point:
-                marks.enter(cand.point, cand.markers)
-            dev = cand.dev
-            # The common case inline (this loop is the fast path): patch, judge, restore.
-            img.patch(dev)
-            try:
-                if checker.all_files:
-                    views = {p: img.view(i) for i, p in enumerate(paths)}
-                    try:
-                        verdict = checker(views)
-                    finally:
-                        for v in views.values():
-                            v.release()
-                    result.checker_runs += 1
-                elif per_file is None:
-                    view = img.view(0)
-                    try:
-                        verdict = checker(view)
-                    finally:
-                        view.release()
-                    result.checker_runs += 1
-                else:
-                    todo, verdict = per_file.todo(dev)
-                    for pool, key in todo:
-                        view = img.view(pool)
-                        try:
-                            verdict = per_file.note(pool, key, checker(view))
-                        finally:
-                            view.release()
-                        result.checker_runs += 1
-                        if verdict is not None:
-                            break
-            finally:
-                img.restore(dev)
-            verdicts.add(cand, verdict)
-    finally:
-        marks.close()
-
-
-def _jobs_of(
-    cand: _Cand, per_file: _PerFile | None, pools: int
-) -> tuple[list[tuple[list[int], int | None]], str | None]:
-    """What to run for an image: ``([(pools, memo key)], known verdict)``."""
-    if per_file is None:
-        return [(list(range(pools)), None)], None
-    todo, verdict = per_file.todo(cand.dev)
-    return [([pool], key) for pool, key in todo], verdict
-
-
-def _run_programs(
-    checker: ProgramChecker,
-    cands: Iterator[_Cand],
-    img: PoolImage,
-    replay: Replay,
-    per_file: _PerFile | None,
-    jobs: int,
-    verdicts: _Verdicts,
-    tmp: str,
-) -> None:
-    """``jobs`` threads, each with its own image files, patched per image."""
-    result = verdicts.result
-    pools = [(p.size, p.source, p.source_size) for p in replay.pools]
-    files = ImageFiles(img, pools, _names(replay), jobs, tmp)
-    free = list(range(jobs))[::-1]
-    window: deque[tuple[_Cand, int, Future[str | None]]] = deque()
-
-    def judge(slot: int, runs: list[tuple[list[int], int | None]], markers: str) -> str | None:
-        paths = files.paths(slot)
-        for chosen, key in runs:
-            verdict = checker.run([paths[i] for i in chosen], markers)
-            if per_file is not None:
-                assert key is not None
-                verdict = per_file.note(chosen[0], key, verdict)
-            if verdict is not None:
-                return verdict
-        return None
-
-    def settle(keep: int) -> None:
-        # Oldest first, so failures stay in candidate order whatever the threads do.
-        while len(window) > keep:
-            cand, slot, fut = window.popleft()
-            verdict = fut.result()
-            files.returned(slot)
-            free.append(slot)
-            verdicts.add(cand, verdict)
-
-    ex = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        for cand in _counted(cands, result):
-            runs, known = _jobs_of(cand, per_file, len(pools))
-            if known is not None or not runs:
-                verdicts.add(cand, known)
-                continue
-            if not free:
-                settle(len(window) - 1)
-            slot = free.pop()
-            files.write(slot, cand.dev)
-            files.lend(slot)
-            result.checker_runs += len(runs)
-            window.append((cand, slot, ex.submit(judge, slot, runs, cand.markers)))
-        settle(0)
-    except BaseException:
-        # Ctrl-C, SIGTERM or a bug: end the running checkers now rather than wait for them.
-        stop_programs()
-        ex.shutdown(wait=True, cancel_futures=True)
-        resume_programs()
-        raise
-    else:
-        ex.shutdown(wait=True)
-    finally:
-        files.close()
-
-
-def _run_workers(
-    checker: LibChecker | FunctionChecker,
-    cands: Iterator[_Cand],
-    img: PoolImage,
-    replay: Replay,
-    per_file: _PerFile | None,
-    jobs: int,
-    verdicts: _Verdicts,
-    tmp: str,
-) -> None:
-    """``jobs`` worker processes, each judging image files in its own slots. Images go to a
-    worker in batches (one message each way per batch, not per image), two batches per
-    worker at a time, so that a worker judges one while this process writes the next."""
-    result = verdicts.result
-    pools = [(p.size, p.source, p.source_size) for p in replay.pools]
-    total = sum(p[0] for p in pools)
-    # Every batch sent wakes a worker, and on a busy machine a wake-up can cost this process
-    # its turn on the CPU: batches are large (up to 256 images, fewer for large pools, whose
-    # slot files each hold a copy of the pages the log wrote), two in flight per worker, and
-    # at most 512 image files open at once.
-    depth = max(1, min(256 // jobs, (1 << 26) // max(total, 1), 256 // len(pools)))
-    slots = 2 * depth * jobs
-    files = ImageFiles(img, pools, _names(replay), slots, tmp)
-    free = list(range(slots))[::-1]
-    workers: list[LibWorker] = []
-    # Items of a batch: (cand, slot, pools judged, memo key).
-    Item = tuple[_Cand, int, list[int], int | None]
-    filling: list[Item] = []
-    inflight: list[deque[list[Item]]] = [deque() for _ in range(jobs)]
-    order: deque[int] = deque()  # workers, by batch submitted
-    # Per image still being judged: runs left, and the verdict so far.
-    pending: dict[int, list[Any]] = {}
-    turn = 0
-
-    def flush() -> None:
-        nonlocal filling, turn
-        if not filling:
-            return
-        w = turn % jobs
-        turn += 1
-        batch: list[Request] = []
-        info: CrashInfo | None = None
-        for cand, slot, chosen, _ in filling:
-            paths = files.paths(slot)
-            point = cand.point
-            if info is None or info.point != point.index:
-                info = CrashInfo(point.index, point.kind, point.markers)
-            batch.append(([paths[i] for i in chosen], cand.markers, info))
-        files.lend(*(item[1] for item in filling))
-        workers[w].submit(batch)
-        inflight[w].append(filling)
-        order.append(w)
-        filling = []
-
-    def collect() -> None:
-        w = order.popleft()
-        items = inflight[w].popleft()
-        answers = workers[w].collect()
-        files.returned(*(item[1] for item in items))
-        for (cand, slot, chosen, key), verdict in zip(items, answers, strict=True):
-            free.append(slot)
-            if per_file is not None and key is not None:
-                verdict = per_file.note(chosen[0], key, verdict)
-            state = pending[cand.seq]
-            state[0] -= 1
-            if verdict is not None and state[1] is None:
-                state[1] = verdict
-            if state[0] == 0:
-                del pending[cand.seq]
-                verdicts.add(cand, state[1])
-
-    try:
-        names = [p.path for p in replay.pools]
-        workers.extend(LibWorker(checker, names) for _ in range(jobs))
-        for cand in _counted(cands, result):
-            runs, known = _jobs_of(cand, per_file, len(pools))
-            if known is not None or not runs:
-                verdicts.add(cand, known)
-                continue
-            pending[cand.seq] = [len(runs), None]
-            for chosen, key in runs:
-                while not free:
-                    if not order:
-                        flush()
-                    collect()
-                slot = free.pop()
-                files.write(slot, cand.dev)
-                filling.append((cand, slot, chosen, key))
-                result.checker_runs += 1
-                if len(filling) == depth:
-                    flush()
-        flush()
-        while order:
-            collect()
-    finally:
-        for worker in workers:
-            worker.close()
-        files.close()
+            # Image files: at most the pools' sizes (sparse where untouched) per slot.
+            many = jobs if isinstance(checker, ProgramChecker) else 512
+            need = sum(p.size for p in replay.pools) * many
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="pmemsim-check-log-", dir=scratch_folder(need))
+            )
+            if isinstance(checker, ProgramChecker):
+                judge = Programs(checker, pools, jobs, tmp, *common)
+            else:
+                judge = Workers(checker, pools, jobs, tmp, *common)
+        stack.callback(judge.close)
+        yield judge
 
 
 def replay_crash(
@@ -929,26 +630,37 @@ def replay_crash(
     when the log registers several).
     """
     crash = Crash.parse(token)
-    trace = replay.record(crash_points)
-    point = trace.points[min(crash.point, len(trace.points) - 1)]
+    found: list[tuple[CrashPoint, int]] = []
+    ordinal = -1
+
+    def keep(point: CrashPoint) -> None:
+        nonlocal ordinal
+        if point.kind == "marker":
+            ordinal += 1
+        found[:] = [(point, ordinal)]  # the last one, if the token's is past the end
+        if point.index >= crash.point:
+            raise StopRecording
+
+    replay.record(crash_points, on_point=keep)
+    ((point, ordinal),) = found
     dev = deviations_for(point.state, crash)
-    ordinal = sum(1 for p in trace.points[: point.index] if p.kind == "marker")
     history = _MarkerHistory(replay)
     markers = history.text(history.count(point, ordinal))
     img = _image(replay)
+    verdicts = Verdicts()
     try:
         img.move_to(point.state)
         if image_out is not None:
             _write_image(img, dev, replay, image_out)
-        cand = _Cand(0, point, dev, (0, 0, 0), markers, ordinal)
-        verdicts = _Verdicts(LogCheckResult("", "", 0, checker.label), None)
-        _judge_all(replay, checker, iter([cand]), img, 1, verdicts)
-        if verdicts.best is None:
-            return None, point
-        verdict = verdicts.best[2]
-        return _Describer(replay).failure(point, dev, verdict, ordinal, markers), point
+        with _judging(replay, checker, img, 1, verdicts) as judge:
+            judge.add(Cand(0, point, dev, (0, 0, 0), markers, ordinal))
+            judge.finish()
     finally:
         img.close()
+    if verdicts.best is None:
+        return None, point
+    verdict = verdicts.best[2]
+    return _Describer(replay).failure(point, dev, verdict, ordinal, markers), point
 
 
 def _write_image(img: PoolImage, dev: Deviations, replay: Replay, out: str) -> None:
@@ -959,7 +671,7 @@ def _write_image(img: PoolImage, dev: Deviations, replay: Replay, out: str) -> N
                 f.write(img.buffer(0))
             return
         os.makedirs(out, exist_ok=True)
-        for i, name in enumerate(_names(replay)):
+        for i, name in enumerate(_file_names([p.path for p in replay.pools])):
             with open(os.path.join(out, name), "wb") as f:
                 f.write(img.buffer(i))
     finally:

@@ -166,7 +166,7 @@ def _pools(log: Log, base_images: MappingOf[str | None, str]) -> list[LogPool]:
     """One pool per registered file, in the order the log first registers them.
 
     ``base_images`` maps a registered path (or None: the only file) to the file to read
-    the initial content from instead.
+    the initial content from instead ("": zeros).
     """
     if not log.files:
         raise LogFormatError(
@@ -207,7 +207,10 @@ def _pools(log: Log, base_images: MappingOf[str | None, str]) -> list[LogPool]:
         first = regs[0]
         source = wanted.get(ident)
         origin = source if source is not None else ident
-        source_size = _source_size(origin, first.path, explicit=source is not None)
+        if source == "":  # zeros, whatever the file holds
+            source_size = None
+        else:
+            source_size = _source_size(origin, first.path, explicit=source is not None)
         size = max(max(m.offset + m.size for m in mappings), source_size or 0)
         pools.append(
             LogPool(

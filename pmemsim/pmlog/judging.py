@@ -1,0 +1,373 @@
+"""Judging the images check-log chose: in this process, by checker programs, by workers.
+
+Images arrive one at a time (:meth:`Judge.add`), in the order the exploration chose them, while
+the log is still being replayed; :meth:`Judge.finish` waits for the last verdicts. Verdicts go
+to :class:`Verdicts`, which counts them and keeps the minimal failure: (lines deviating, atoms
+lost, crash point), then the order of the images, so the result never depends on the order
+in which threads or workers answer.
+
+* :class:`Inline`: a Python function on the image buffers themselves (the fast path).
+* :class:`Programs`: ``jobs`` threads, each running the checker program on its own image
+  files (:mod:`pmemsim.pmlog.slots`).
+* :class:`Workers`: ``jobs`` worker processes (:class:`LibWorker`) judging image files in
+  batches: a C library's function, or a Python function out of process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..markers import CrashInfo, reset_crash, set_crash
+from .checkers import (
+    FunctionChecker,
+    LibChecker,
+    LibWorker,
+    ProgramChecker,
+    Request,
+    resume_programs,
+    stop_programs,
+)
+from .images import Pool, PoolImage
+from .slots import ImageFiles
+
+if TYPE_CHECKING:
+    from ..explore.trace import CrashPoint
+
+__all__ = ["Cand", "Inline", "Judge", "PerFile", "Programs", "Verdicts", "Workers"]
+
+Deviations = tuple[tuple[int, int], ...]
+Progress = Callable[[int, int], None]
+
+
+class Cand(NamedTuple):
+    """One distinct image to judge."""
+
+    seq: int
+    point: CrashPoint
+    dev: Deviations
+    #: Smaller is more minimal: lines deviating, atoms lost, crash point.
+    size: tuple[int, int, int]
+    #: PMREORDER_MARKERS at its point, and how many marker crash points came before it.
+    markers: str
+    marker_ordinal: int
+
+
+class Verdicts:
+    """Verdicts as they come: counts, and the minimal failure so far."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.best: tuple[tuple[tuple[int, int, int], int], Cand, str] | None = None
+        self.judged = 0
+        self.inconsistent = 0
+        self.submitted = 0
+        self.runs = 0
+
+    def add(self, cand: Cand, verdict: str | None) -> None:
+        self.judged += 1
+        if verdict is not None:
+            self.inconsistent += 1
+            key = (cand.size, cand.seq)  # the first of equally small ones wins
+            if self.best is None or key < self.best[0]:
+                self.best = (key, cand, verdict)
+        if self.progress is not None and not self.judged % 1024:
+            self.progress(self.judged, self.submitted)
+
+
+class PerFile:
+    """Several files judged one by one: each file's image is judged once."""
+
+    def __init__(self, img: PoolImage, names: list[str]) -> None:
+        self.img = img
+        self.names = names
+        self.known: list[dict[int, str | None]] = [{} for _ in names]
+
+    def todo(self, dev: Deviations) -> tuple[list[tuple[int, int]], str | None]:
+        """``(pool, key)`` of the files still to judge, or the verdict of one judged
+        before that failed."""
+        out = []
+        for pool, known in enumerate(self.known):
+            k = self.img.pool_key(dev, pool)
+            if k in known:
+                verdict = known[k]
+                if verdict is not None:
+                    return [], verdict
+                continue
+            out.append((pool, k))
+        return out, None
+
+    def note(self, pool: int, key: int, verdict: str | None) -> str | None:
+        self.known[pool][key] = verdict
+        return None if verdict is None else f"{self.names[pool]}: {verdict}"
+
+
+def _runs(
+    cand: Cand, per_file: PerFile | None, pools: int
+) -> tuple[list[tuple[list[int], int | None]], str | None]:
+    """What to run for an image: ``([(pools, memo key)], verdict known already)``."""
+    if per_file is None:
+        return [(list(range(pools)), None)], None
+    todo, verdict = per_file.todo(cand.dev)
+    return [([pool], key) for pool, key in todo], verdict
+
+
+class Judge:
+    """Takes images as the exploration chooses them (the image buffers show the image's
+    crash state while :meth:`add` runs)."""
+
+    def __init__(
+        self, img: PoolImage, names: list[str], per_file: PerFile | None, verdicts: Verdicts
+    ) -> None:
+        self.img = img
+        self.names = names
+        self.per_file = per_file
+        self.verdicts = verdicts
+
+    def add(self, cand: Cand) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Wait for every verdict."""
+
+    def close(self) -> None:
+        """Release what the judge holds (after finish, or on the way out of an error)."""
+
+
+class Inline(Judge):
+    """A Python function on the image buffers, in this process."""
+
+    def __init__(self, checker: FunctionChecker, *args: Any) -> None:
+        super().__init__(*args)
+        self.checker = checker
+        self.point: CrashPoint | None = None
+        self.token: object = None
+        self.saved = os.environ.get("PMREORDER_MARKERS")
+
+    def _enter(self, cand: Cand) -> None:
+        point = self.point = cand.point
+        if self.token is not None:
+            reset_crash(self.token)
+        self.token = set_crash(CrashInfo(point.index, point.kind, point.markers))
+        os.environ["PMREORDER_MARKERS"] = cand.markers
+
+    def add(self, cand: Cand) -> None:
+        if cand.point is not self.point:
+            self._enter(cand)
+        img, checker, verdicts = self.img, self.checker, self.verdicts
+        dev = cand.dev
+        # The common case inline (this is the fast path): patch, judge, restore.
+        img.patch(dev)
+        try:
+            if checker.all_files:
+                views = {p: img.view(i) for i, p in enumerate(self.names)}
+                try:
+                    verdict = checker(views)
+                finally:
+                    for v in views.values():
+                        v.release()
+                verdicts.runs += 1
+            elif self.per_file is None:
+                view = img.view(0)
+                try:
+                    verdict = checker(view)
+                finally:
+                    view.release()
+                verdicts.runs += 1
+            else:
+                todo, verdict = self.per_file.todo(dev)
+                for pool, key in todo:
+                    view = img.view(pool)
+                    try:
+                        verdict = self.per_file.note(pool, key, checker(view))
+                    finally:
+                        view.release()
+                    verdicts.runs += 1
+                    if verdict is not None:
+                        break
+        finally:
+            img.restore(dev)
+        verdicts.add(cand, verdict)
+
+    def close(self) -> None:
+        if self.token is not None:
+            reset_crash(self.token)
+            self.token = None
+        if self.saved is None:
+            os.environ.pop("PMREORDER_MARKERS", None)
+        else:
+            os.environ["PMREORDER_MARKERS"] = self.saved
+
+
+class Programs(Judge):
+    """``jobs`` threads, each running the checker program on its own image files."""
+
+    def __init__(
+        self, checker: ProgramChecker, pools: list[Pool], jobs: int, tmp: str, *args: Any
+    ) -> None:
+        super().__init__(*args)
+        self.checker = checker
+        self.pools = pools
+        self.files = ImageFiles(self.img, pools, _file_names(self.names), jobs, tmp)
+        self.free = list(range(jobs))[::-1]
+        self.window: deque[tuple[Cand, int, Future[str | None]]] = deque()
+        self.ex = ThreadPoolExecutor(max_workers=jobs)
+
+    def _judge(
+        self, slot: int, runs: list[tuple[list[int], int | None]], markers: str
+    ) -> str | None:
+        paths = self.files.paths(slot)
+        for chosen, key in runs:
+            verdict = self.checker.run([paths[i] for i in chosen], markers)
+            if self.per_file is not None:
+                assert key is not None
+                verdict = self.per_file.note(chosen[0], key, verdict)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _settle(self, keep: int) -> None:
+        # Oldest first, so that this waits for the image that has waited longest.
+        while len(self.window) > keep:
+            cand, slot, fut = self.window.popleft()
+            verdict = fut.result()
+            self.files.returned(slot)
+            self.free.append(slot)
+            self.verdicts.add(cand, verdict)
+
+    def add(self, cand: Cand) -> None:
+        runs, known = _runs(cand, self.per_file, len(self.pools))
+        if known is not None or not runs:
+            self.verdicts.add(cand, known)
+            return
+        if not self.free:
+            self._settle(len(self.window) - 1)
+        slot = self.free.pop()
+        self.files.write(slot, cand.dev)
+        self.files.lend(slot)
+        self.verdicts.runs += len(runs)
+        self.window.append((cand, slot, self.ex.submit(self._judge, slot, runs, cand.markers)))
+
+    def finish(self) -> None:
+        self._settle(0)
+        self.ex.shutdown(wait=True)
+
+    def close(self) -> None:
+        if self.window:  # an error or Ctrl-C: end the running checkers now
+            stop_programs()
+            self.ex.shutdown(wait=True, cancel_futures=True)
+            resume_programs()
+        self.files.close()
+
+
+class Workers(Judge):
+    """``jobs`` worker processes, each judging image files in its own slots. Images go to a
+    worker in batches (one message each way per batch), two batches per worker at a time, so
+    that a worker judges one while this process writes the next."""
+
+    def __init__(
+        self,
+        checker: LibChecker | FunctionChecker,
+        pools: list[Pool],
+        jobs: int,
+        tmp: str,
+        *args: Any,
+    ) -> None:
+        super().__init__(*args)
+        self.pools = pools
+        self.jobs = jobs
+        total = sum(p[0] for p in pools)
+        # Each batch sent wakes a worker, and on a busy machine a wake-up can cost this
+        # process its turn on the CPU: batches are large (up to 256 images; fewer for large
+        # pools, whose slot files each hold a copy of the pages the log wrote), and at most
+        # 512 image files are open at once.
+        self.depth = max(1, min(256 // jobs, (1 << 26) // max(total, 1), 256 // len(pools)))
+        slots = 2 * self.depth * jobs
+        self.files = ImageFiles(self.img, pools, _file_names(self.names), slots, tmp)
+        self.free = list(range(slots))[::-1]
+        Item = tuple[Cand, int, list[int], int | None]
+        self.filling: list[Item] = []
+        self.inflight: list[deque[list[Item]]] = [deque() for _ in range(jobs)]
+        self.order: deque[int] = deque()  # workers, by batch submitted
+        # Per image still being judged: runs left, and the verdict so far.
+        self.pending: dict[int, list[Any]] = {}
+        self.turn = 0
+        self.workers: list[LibWorker] = []
+        for _ in range(jobs):
+            self.workers.append(LibWorker(checker, self.names))
+
+    def _flush(self) -> None:
+        if not self.filling:
+            return
+        w = self.turn % self.jobs
+        self.turn += 1
+        batch: list[Request] = []
+        info: CrashInfo | None = None
+        for cand, slot, chosen, _ in self.filling:
+            paths = self.files.paths(slot)
+            point = cand.point
+            if info is None or info.point != point.index:
+                info = CrashInfo(point.index, point.kind, point.markers)
+            batch.append(([paths[i] for i in chosen], cand.markers, info))
+        self.files.lend(*(item[1] for item in self.filling))
+        self.workers[w].submit(batch)
+        self.inflight[w].append(self.filling)
+        self.order.append(w)
+        self.filling = []
+
+    def _collect(self) -> None:
+        w = self.order.popleft()
+        items = self.inflight[w].popleft()
+        answers = self.workers[w].collect()
+        self.files.returned(*(item[1] for item in items))
+        for (cand, slot, chosen, key), verdict in zip(items, answers, strict=True):
+            self.free.append(slot)
+            if self.per_file is not None and key is not None:
+                verdict = self.per_file.note(chosen[0], key, verdict)
+            state = self.pending[cand.seq]
+            state[0] -= 1
+            if verdict is not None and state[1] is None:
+                state[1] = verdict
+            if state[0] == 0:
+                del self.pending[cand.seq]
+                self.verdicts.add(cand, state[1])
+
+    def add(self, cand: Cand) -> None:
+        runs, known = _runs(cand, self.per_file, len(self.pools))
+        if known is not None or not runs:
+            self.verdicts.add(cand, known)
+            return
+        self.pending[cand.seq] = [len(runs), None]
+        for chosen, key in runs:
+            while not self.free:
+                if not self.order:
+                    self._flush()
+                self._collect()
+            slot = self.free.pop()
+            self.files.write(slot, cand.dev)
+            self.filling.append((cand, slot, chosen, key))
+            self.verdicts.runs += 1
+            if len(self.filling) == self.depth:
+                self._flush()
+
+    def finish(self) -> None:
+        self._flush()
+        while self.order:
+            self._collect()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.files.close()
+
+
+def _file_names(paths: list[str]) -> list[str]:
+    """A file name per pool for image files (the registered name, made unique)."""
+    out: list[str] = []
+    for i, p in enumerate(paths):
+        base = os.path.basename(p) or "pool"
+        out.append(base if base not in out else f"{i}-{base}")
+    return out
