@@ -98,7 +98,7 @@ def log_page(
         token=m.token,
         replay=command or f"pmemsim check-log LOG --replay {m.token} -- CHECKER",
         markers=point.markers,
-        expected={(0, off): (n, lost) for off, _, n, lost in m.lines},
+        expected={(pool, off): (n, lost) for pool, off, _, n, lost in m.lines},
     )
     cp.failures = [FailurePage(crash, run, History.of(run, [crash.position]))]
     return cp
