@@ -13,7 +13,7 @@ import mmap
 import weakref
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pmemsim.backend import BackendMap
 from pmemsim.enums import Granularity, MemFlag
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["RealFileMap", "RealMap"]
 
 _PAGE = mmap.PAGESIZE
+T = TypeVar("T")
 
 
 def _delete_map(lib: Any, box: Any) -> int:
@@ -55,12 +56,23 @@ _UNMAPPED: Any = _Unmapped()
 
 
 class RealMap(BackendMap):
-    """A map of anonymous memory (nothing can shrink under it)."""
+    """A map of anonymous memory (nothing can shrink under it).
+
+    Another thread may unmap it (closing the set, removing the part map) while a call is in
+    C: libpmem2's copy runs without the GIL, and a munmap under it is SIGSEGV. So every call
+    that touches the mapping is counted in ``_busy`` while it runs, and :meth:`unmap` first
+    makes every later call refuse (MapError), then unmaps only once no call is in flight
+    (the last call to leave does it). ``list.append`` and ``list.pop`` are atomic, and each
+    side writes before it reads what the other wrote, so one of them always sees the other.
+    """
 
     __slots__ = (
         "_b",
         "_box",
+        "_busy",
+        "_claim",
         "_delta",
+        "_doomed",
         "_drain",
         "_finalizer",
         "_flush",
@@ -68,6 +80,7 @@ class RealMap(BackendMap):
         "_memset",
         "_mv",
         "_persist",
+        "_view",
         "address",
         "granularity",
         "owner",
@@ -87,68 +100,134 @@ class RealMap(BackendMap):
         self.owner = owner
         owner.map_made()
         self.reservation = reservation
+        reservation.map_made()
         self.address: int = int(lib.pmem2_map_get_address(ptr))
         self.size: int = int(lib.pmem2_map_get_size(ptr))
         self.granularity = Granularity(lib.pmem2_map_get_store_granularity(ptr))
         #: address - source offset
         self._delta = self.address - offset
-        self._mv: Any = memoryview(b.ffi.buffer(b.ffi.cast("char *", self.address), self.size))
+        self._view = memoryview(b.ffi.buffer(b.ffi.cast("char *", self.address), self.size))
+        self._mv: Any = self._view
         self._memmove: Callable[[int, bytes, int, int], None] = lib.pmem2_get_memmove_fn(ptr)
         self._memset: Callable[[int, int, int, int], None] = lib.pmem2_get_memset_fn(ptr)
         self._flush: Callable[[int, int], None] = lib.pmem2_get_flush_fn(ptr)
         self._drain: Callable[[], None] = lib.pmem2_get_drain_fn(ptr)
         self._persist: Callable[[int, int], None] = lib.pmem2_get_persist_fn(ptr)
+        #: One entry per call in flight, in any thread.
+        self._busy: list[None] = []
+        #: Unmapping was asked for; the one who pops the token unmaps.
+        self._doomed = False
+        self._claim = [None]
 
     def __repr__(self) -> str:
         return f"<RealMap 0x{self.address:x} +{self.size} {self.granularity.name}>"
 
     def read(self, addr: int, length: int) -> bytes:
-        o = addr - self.address
-        return bytes(self._mv[o : o + length])
+        busy = self._busy
+        busy.append(None)
+        try:
+            o = addr - self.address
+            return bytes(self._mv[o : o + length])
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
     def read_mcsafe(self, addr: int, length: int) -> bytes:
         """libpmem2's machine-check-safe read of the source behind ``[addr, addr + length)``
         (anonymous memory: PMEM2_E_SOURCE_TYPE_NOT_SUPPORTED, as libpmem2 answers)."""
-        if not self._finalizer.alive:
+        return self._guarded(self._read_mcsafe, addr, length)
+
+    def _read_mcsafe(self, addr: int, length: int) -> bytes:
+        if self._doomed:
             _unmapped()
         return self.owner.pread_mcsafe(addr - self._delta, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
-        o = addr - self.address
-        self._mv[o : o + len(data)] = data
+        busy = self._busy
+        busy.append(None)
+        try:
+            o = addr - self.address
+            self._mv[o : o + len(data)] = data
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
     def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
-        self._memmove(dest, src, len(src), flags)
+        busy = self._busy
+        busy.append(None)
+        try:
+            self._memmove(dest, src, len(src), flags)
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
     def memset(self, dest: int, value: int, length: int, flags: MemFlag, caller: FrameType) -> None:
+        self._guarded(self._mem_set, dest, value, length, flags)
+
+    def _mem_set(self, dest: int, value: int, length: int, flags: MemFlag) -> None:
         self._memset(dest, value, length, flags)
 
     def flush(self, addr: int, length: int, caller: FrameType) -> None:
+        self._guarded(self._flush_range, addr, length)
+
+    def _flush_range(self, addr: int, length: int) -> None:
         self._flush(addr, length)
 
     def drain(self, caller: FrameType) -> None:
-        self._drain()
+        self._drain()  # a fence touches no memory: nothing to guard
 
     def persist(self, addr: int, length: int) -> None:
         """libpmem2's persist for the map (flush and drain in one call)."""
+        self._guarded(self._persist_range, addr, length)
+
+    def _persist_range(self, addr: int, length: int) -> None:
         self._persist(addr, length)
 
     def deep_flush(self, addr: int, length: int, caller: FrameType) -> None:
         # libpmem2 refuses a deep flush of anonymous memory (NOSUPP), which would make every
         # part map of it impossible to remove (removal deep-flushes first). Anonymous memory
         # has nothing beyond the memory controller to flush to, so a persist stands in.
-        self._persist(addr, length)
+        self._guarded(self._persist_range, addr, length)
+
+    def _guarded(self, call: Callable[..., T], *args: object) -> T:
+        """``call(*args)`` counted as in flight; ``call`` reads the map's functions itself,
+        after the count (an unmap may have replaced them)."""
+        busy = self._busy
+        busy.append(None)
+        try:
+            return call(*args)
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
     def unmap(self) -> None:
-        if not self._finalizer.alive:
+        if self._doomed or not self._finalizer.alive:
             return
-        self._mv.release()
+        # First every later call refuses, then (now, or when the last call in flight
+        # leaves) the mapping goes.
         self._mv = _UNMAPPED
         self._memmove = self._memset = self._flush = self._persist = _unmapped
         self._drain = _unmapped
+        self._doomed = True
+        self.reservation.map_doomed()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._busy:
+            return
+        try:
+            self._claim.pop()
+        except IndexError:
+            return  # another thread unmaps
+        self._view.release()
         ret = self._finalizer()
         self._released()
         self.owner.map_gone()
+        self.reservation.map_gone()
         if ret:
             raise direct_error(failure(self._b, ret, "pmem2_map_delete"), "cannot unmap")
 
@@ -192,41 +271,62 @@ class RealFileMap(RealMap):
             )
 
     def read(self, addr: int, length: int) -> bytes:
-        if addr - self._delta + length > self._size():
-            self._check(addr, length)
-        o = addr - self.address
-        return bytes(self._mv[o : o + length])
+        busy = self._busy
+        busy.append(None)
+        try:
+            if addr - self._delta + length > self._size():
+                self._check(addr, length)
+            o = addr - self.address
+            return bytes(self._mv[o : o + length])
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
-    def read_mcsafe(self, addr: int, length: int) -> bytes:
+    def _read_mcsafe(self, addr: int, length: int) -> bytes:
         self._check(addr, length)
-        return super().read_mcsafe(addr, length)
+        return super()._read_mcsafe(addr, length)
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
-        n = len(data)
-        if addr - self._delta + n > self._size():
-            self._check(addr, n)
-        o = addr - self.address
-        self._mv[o : o + n] = data
+        busy = self._busy
+        busy.append(None)
+        try:
+            n = len(data)
+            if addr - self._delta + n > self._size():
+                self._check(addr, n)
+            o = addr - self.address
+            self._mv[o : o + n] = data
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
     def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
-        n = len(src)
-        if dest - self._delta + n > self._size():
-            self._check(dest, n)
-        self._memmove(dest, src, n, flags)
+        busy = self._busy
+        busy.append(None)
+        try:
+            n = len(src)
+            if dest - self._delta + n > self._size():
+                self._check(dest, n)
+            self._memmove(dest, src, n, flags)
+        finally:
+            busy.pop()
+            if self._doomed:
+                self._finish()
 
-    def memset(self, dest: int, value: int, length: int, flags: MemFlag, caller: FrameType) -> None:
+    def _mem_set(self, dest: int, value: int, length: int, flags: MemFlag) -> None:
         if dest - self._delta + length > self._size():
             self._check(dest, length)
         self._memset(dest, value, length, flags)
 
-    def flush(self, addr: int, length: int, caller: FrameType) -> None:
+    def _flush_range(self, addr: int, length: int) -> None:
         # A cache-line flush faults on a lost page like a load does (msync does not, but a
         # map's flush may be either).
         if addr - self._delta + length > self._size():
             self._check(addr, length)
         self._flush(addr, length)
 
-    def persist(self, addr: int, length: int) -> None:
+    def _persist_range(self, addr: int, length: int) -> None:
         self._check(addr, length)
         self._persist(addr, length)
 
@@ -234,9 +334,13 @@ class RealFileMap(RealMap):
         b = self._b
         if not b.capabilities.deep_flush:
             raise not_supported("deep flush", "pmem2_deep_flush", b.info.path)
-        if not self._finalizer.alive:
+        self._guarded(self._deep_flush, addr, length)
+
+    def _deep_flush(self, addr: int, length: int) -> None:
+        if self._doomed:
             _unmapped()
         self._check(addr, length)
+        b = self._b
         ret = b.lib.pmem2_deep_flush(self._box[0], addr, length)
         if ret:
             raise failure(b, ret, "pmem2_deep_flush")

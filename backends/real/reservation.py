@@ -11,6 +11,7 @@ itself after libpmem2's delete.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,12 @@ class RealReservation(BackendReservation):
         self.ptr = box[0]
         self.deleted = False
         self._box = box
+        # Maps in it: mapped, and doomed but still in use by a call in another thread
+        # (map.py); a delete waits for the last of those.
+        self._lock = threading.Lock()
+        self._mapped = 0
+        self._doomed = 0
+        self._delete_when_empty = False
         size = int(b.lib.pmem2_vm_reservation_get_size(self.ptr))
         self._extent = _Extent(padded_end, address_space.alignment(size))
         self._finalizer = weakref.finalize(self, _delete_reservation, b.lib, box, self._extent)
@@ -114,8 +121,39 @@ class RealReservation(BackendReservation):
     def delete(self) -> None:
         if self.deleted or not self._finalizer.alive:
             return
+        with self._lock:
+            if self._mapped:
+                raise Pmem2Failure(
+                    Pmem2Code.VM_RESERVATION_NOT_EMPTY, "the reservation still holds maps"
+                )
+            self.deleted = True
+            if self._doomed:
+                self._delete_when_empty = True  # when the last unmapped map is gone
+                return
+        self._delete()
+
+    def _delete(self) -> None:
         b = self.b
         ret = _delete_reservation(b.lib, self._box, self._extent)
-        check(b, ret, "pmem2_vm_reservation_delete")
-        self.deleted = True
         self._finalizer.detach()
+        check(b, ret, "pmem2_vm_reservation_delete")
+
+    def map_made(self) -> None:
+        with self._lock:
+            self._mapped += 1
+
+    def map_doomed(self) -> None:
+        """A map in it is unmapped, as far as anyone may use it (map.py)."""
+        with self._lock:
+            self._mapped -= 1
+            self._doomed += 1
+
+    def map_gone(self) -> None:
+        """... and now really unmapped."""
+        with self._lock:
+            self._doomed -= 1
+            last = self._delete_when_empty and not self._doomed and not self._mapped
+            if last:
+                self._delete_when_empty = False
+        if last:
+            self._delete()
