@@ -229,11 +229,16 @@ class SimModel(RuleBasedStateMachine):
         nt = bool(flags & NT_FLAGS) or (not flags & WB_FLAGS and len(data) >= THRESHOLD)
         if self.GRANULARITY == PG:
             nt = False  # libpmem2 copies, then msyncs
+        elif self.GRANULARITY == BYTE:
+            # libpmem2's eADR memmove: non-temporal for the NONTEMPORAL flag only, and a
+            # temporal copy is not flushed.
+            nt = bool(flags & pm.MemFlag.NONTEMPORAL)
         if nt:
             self._nt_store(off, data)
         else:
             self._wb_store(off, data)
-            self._flush(off, len(data))
+            if self.GRANULARITY != BYTE:
+                self._flush(off, len(data))
         if not flags & pm.MemFlag.NODRAIN:
             self._fence()
 

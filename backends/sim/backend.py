@@ -13,15 +13,17 @@ were never flushed and fenced never reach the file.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
 import sys
+import threading
 import weakref
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 from pmemsim.backend import (
     Backend,
@@ -59,6 +61,22 @@ _MOVNT = MemFlag.NONTEMPORAL | MemFlag.WC
 _MOV = MemFlag.TEMPORAL | MemFlag.WB
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _locked(method: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+    """Run ``method`` holding its object's ``lock`` (the simulator's)."""
+
+    def locked(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    locked.__name__, locked.__qualname__ = method.__name__, method.__qualname__
+    locked.__doc__ = method.__doc__
+    return locked
+
+
 class AddressSpace:
     """Reserved ranges of the simulated address space."""
 
@@ -89,7 +107,8 @@ class AddressSpace:
 
 
 class SimReservation(BackendReservation):
-    def __init__(self, space: AddressSpace, address: int, size: int) -> None:
+    def __init__(self, space: AddressSpace, address: int, size: int, lock: threading.RLock) -> None:
+        self.lock = lock
         self.space = space
         self.address = address
         self.size = size
@@ -102,6 +121,7 @@ class SimReservation(BackendReservation):
                 Pmem2Code.INVALID_ADDRESS_REQUEST_TYPE, "the reservation was deleted"
             )
 
+    @_locked
     def extend(self, size: int) -> None:
         self._live()
         end = self.address + self.size
@@ -114,6 +134,7 @@ class SimReservation(BackendReservation):
         self.size += size
         self.space.take(self.address, self.address + self.size)
 
+    @_locked
     def shrink(self, offset: int, size: int) -> None:
         self._live()
         if not (offset == 0 or offset + size == self.size) or size >= self.size:
@@ -127,6 +148,7 @@ class SimReservation(BackendReservation):
         self.size -= size
         self.space.take(self.address, self.address + self.size)
 
+    @_locked
     def delete(self) -> None:
         if self.maps:
             raise Pmem2Failure(Pmem2Code.VM_RESERVATION_NOT_EMPTY, "reservation still has maps")
@@ -147,7 +169,9 @@ class _FileLoader:
     __slots__ = ("__weakref__", "fd", "saved")
 
     def __init__(self, fd: int) -> None:
-        self.fd = os.dup(fd)
+        # A description of its own: the file's lock (see _File) goes with the simulator's
+        # descriptor, not with the crash images that outlive it.
+        self.fd = _reopen(fd, os.O_RDONLY)
         self.saved: dict[int, bytes] = {}
         weakref.finalize(self, os.close, self.fd)
 
@@ -160,11 +184,64 @@ class _FileLoader:
             self.saved[p] = os.pread(self.fd, PAGE, p << PAGE_SHIFT)
 
 
+def _reopen(fd: int, flags: int) -> int:
+    """A descriptor of ``fd``'s file with an open file description of its own (a lock on it
+    is its own), or a plain dup where /proc is missing."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", flags | os.O_CLOEXEC)
+    except OSError:
+        return os.dup(fd)
+
+
+#: Every file a simulator of this process holds, by (st_dev, st_ino).
+_HELD: weakref.WeakValueDictionary[tuple[int, int], _File] = weakref.WeakValueDictionary()
+_held_lock = threading.Lock()
+
+
 class _File:
-    """One file as the simulator holds it: our own descriptor and its medium."""
+    """One file as the simulator holds it: our own descriptor and its medium.
+
+    A simulated machine keeps its stores in its own caches and writes a file back only when
+    its source closes, so two machines on one file would not see each other's stores and
+    the last write-back would win. So a file is held by one simulator at a time: another
+    SimBackend of this process, or a simulator in another process (an exclusive ``flock``
+    on our descriptor), is refused with a SourceError until the holder lets go.
+    """
+
+    @classmethod
+    def hold(
+        cls, source: Source, key: tuple[int, int], loaders: weakref.WeakSet[_FileLoader]
+    ) -> _File:
+        assert source.fd is not None
+        with _held_lock:
+            other = _HELD.get(key)
+            if other is not None and not other.released:
+                raise error_for(
+                    ErrorCode.INVALID_PMEM2_SOURCE,
+                    f"{source.label} is mapped by another simulator (SimBackend) of this "
+                    "process; two simulated machines on one file would not see each other's "
+                    "stores: close that one's sources first",
+                )
+            # Our own descriptor: the user may close theirs while we still need to load.
+            fd = _reopen(source.fd, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise error_for(
+                    ErrorCode.INVALID_PMEM2_SOURCE,
+                    f"{source.label} is locked by another process (a simulator holding it, "
+                    "or a program that flock()s it): a simulated machine needs the file to "
+                    "itself",
+                ) from None
+            except OSError:
+                pass  # a file system without flock: only this process is checked
+            f = _HELD[key] = cls(fd, loaders)
+            return f
 
     def __init__(self, fd: int, loaders: weakref.WeakSet[_FileLoader]) -> None:
         self.fd = fd
+        self.released = False
         self.medium: Medium | None = None
         self.users = 0
         #: Every loader of this file that the simulator gave out and that is still alive.
@@ -209,6 +286,7 @@ class SimSource(BackendSource):
         key: Key | None = None,
     ) -> None:
         self.backend = backend
+        self.lock = backend.lock
         self.source = source
         self.granularity = granularity
         self.file = file
@@ -276,6 +354,7 @@ class SimSource(BackendSource):
     def badblocks(self) -> list[BadBlock]:
         return list(self.backend._badblocks.get(self._fault_key(), ()))
 
+    @_locked
     def clear_badblock(self, badblock: BadBlock) -> None:
         blocks = self.backend._badblocks.get(self._fault_key(), [])
         if badblock not in blocks:
@@ -285,6 +364,7 @@ class SimSource(BackendSource):
         if badblock.offset < end:
             self.medium_for_map().erase(badblock.offset, end)
 
+    @_locked
     def close(self) -> None:
         """Write the persisted media image back to the file; the last user lets go of it."""
         if self.closed or self.file is None:
@@ -311,6 +391,7 @@ class SimSource(BackendSource):
         f.write_back()
         # Let go of every descriptor not held by a crash image (a temporary file must
         # vanish), and of the medium: later crash states must not show a file that is gone.
+        f.released = True
         os.close(f.fd)
         f.loader = None
         if medium is not None:
@@ -319,10 +400,21 @@ class SimSource(BackendSource):
         self.backend._files = {k: v for k, v in self.backend._files.items() if v is not f}
 
 
+def _unmapped(*_: object) -> NoReturn:
+    raise error_for(ErrorCode.INVALID_PMEM2_MAP, "this map has been unmapped")
+
+
 class SimMap(BackendMap):
+    """A map of a medium. Every operation holds the simulator's lock: one simulated machine
+    executes one operation at a time, whichever thread issues it (docs/concurrency.md)."""
+
     __slots__ = (
+        "_acquire",
+        "_check",
         "_delta",
+        "_release",
         "address",
+        "dead",
         "granularity",
         "machine",
         "medium",
@@ -350,19 +442,33 @@ class SimMap(BackendMap):
         self.reservation = reservation
         self.threshold = owner.backend.movnt_threshold
         self._delta = address - offset
+        # Bound once: ``with lock`` costs twice what acquire and release do.
+        self._acquire = owner.backend.lock.acquire
+        self._release = owner.backend.lock.release
+        #: Unmapped: a call that found this map before it went must not touch the medium.
+        self.dead = False
+        #: Checked before every access: whether a file still covers the range (SimFileMap),
+        #: or, once unmapped, a refusal; None (nothing to check) otherwise.
+        self._check: Callable[[int, int], None] | None = None
 
     def offset_of(self, addr: int) -> int:
         return addr - self._delta
 
     def read(self, addr: int, length: int) -> bytes:
-        m = self.medium
-        if self.machine.read_tap is not None:
-            self.machine.read_tap(m, addr - self._delta, length)
-        if m.badblocks:  # the one check a medium without bad blocks pays
-            err = m.poisoned(addr - self._delta, length)
-            if err is not None:
-                raise err.at(err.offset + self._delta if err.offset is not None else None)
-        return m.read(addr - self._delta, length)
+        self._acquire()
+        try:
+            if self._check is not None:
+                self._check(addr, length)
+            m = self.medium
+            if self.machine.read_tap is not None:
+                self.machine.read_tap(m, addr - self._delta, length)
+            if m.badblocks:  # the one check a medium without bad blocks pays
+                err = m.poisoned(addr - self._delta, length)
+                if err is not None:
+                    raise err.at(err.offset + self._delta if err.offset is not None else None)
+            return m.read(addr - self._delta, length)
+        finally:
+            self._release()
 
     def read_mcsafe(self, addr: int, length: int) -> bytes:
         if self.owner.key is None:
@@ -376,15 +482,21 @@ class SimMap(BackendMap):
         if data:
             if HELPERS.active:
                 caller = blamed(caller)
-            m = self.medium
-            if m.wb_durable:
-                m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
-            else:
-                m.store_wb(addr - self._delta, data, caller.f_code, caller.f_lasti)
-            if self.machine.tap is not None:
-                self.machine._tapped(
-                    "store", m, addr - self._delta, len(data), caller, bytes(data), False
-                )
+            self._acquire()
+            try:
+                if self._check is not None:
+                    self._check(addr, len(data))
+                m = self.medium
+                if m.wb_durable:
+                    m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
+                else:
+                    m.store_wb(addr - self._delta, data, caller.f_code, caller.f_lasti)
+                if self.machine.tap is not None:
+                    self.machine._tapped(
+                        "store", m, addr - self._delta, len(data), caller, bytes(data), False
+                    )
+            finally:
+                self._release()
 
     def _nontemporal(self, flags: MemFlag, length: int) -> bool:
         if flags & _MOVNT:
@@ -404,7 +516,15 @@ class SimMap(BackendMap):
             return
         if HELPERS.active:
             caller = blamed(caller)
-        off = dest - self._delta
+        self._acquire()
+        try:
+            if self._check is not None:
+                self._check(dest, len(data))
+            self._copy(dest - self._delta, data, flags, caller)
+        finally:
+            self._release()
+
+    def _copy(self, off: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
         frame = (caller.f_code, caller.f_lasti)
         tap = self.machine.tap
         if flags & MemFlag.NOFLUSH:
@@ -413,32 +533,62 @@ class SimMap(BackendMap):
             if tap is not None:
                 self.machine._tapped("store", self.medium, off, len(data), caller, data, False)
             return
-        # At PAGE granularity libpmem2 copies and then msyncs the range (its "nonpmem"
-        # memmove), whatever the flags: non-temporal stores do not make a page durable.
-        nt = self.granularity != Granularity.PAGE and self._nontemporal(flags, len(data))
+        gran = self.granularity
+        if gran == Granularity.BYTE:
+            # libpmem2's eADR memmove: non-temporal stores for the NONTEMPORAL flag only (not
+            # WC, not by length), temporal stores otherwise, never a flush.
+            nt = bool(flags & MemFlag.NONTEMPORAL)
+        else:
+            # At PAGE libpmem2 copies and then msyncs the range (its "nonpmem" memmove),
+            # whatever the flags: non-temporal stores do not make a page durable.
+            nt = gran != Granularity.PAGE and self._nontemporal(flags, len(data))
         self.medium.store(off, data, frame, nt)
         if tap is not None:
             self.machine._tapped("store", self.medium, off, len(data), caller, data, nt)
-        if not nt:
+        if not nt and gran != Granularity.BYTE:
             self.machine.flush(self.medium, off, off + len(data), caller)
         if not flags & MemFlag.NODRAIN:
             self.machine.fence(self.granularity, caller)
 
     def flush(self, addr: int, length: int, caller: FrameType) -> None:
-        off = addr - self._delta
-        self.machine.flush(self.medium, off, off + length, caller)
+        self._acquire()
+        try:
+            if self._check is not None:
+                self._check(addr, length)
+            off = addr - self._delta
+            self.machine.flush(self.medium, off, off + length, caller)
+        finally:
+            self._release()
 
     def drain(self, caller: FrameType) -> None:
-        self.machine.fence(self.granularity, caller)
+        self._acquire()
+        try:
+            self.machine.fence(self.granularity, caller)
+        finally:
+            self._release()
 
     def deep_flush(self, addr: int, length: int, caller: FrameType) -> None:
-        off = addr - self._delta
-        self.machine.deep_flush(self.medium, off, off + length, caller)
+        self._acquire()
+        try:
+            if self._check is not None:
+                self._check(addr, length)
+            off = addr - self._delta
+            self.machine.deep_flush(self.medium, off, off + length, caller)
+        finally:
+            self._release()
 
     def unmap(self) -> None:
-        self.reservation.maps.remove(self)
-        self.owner.backend._maps.remove(self)
-        self.owner.release(self.medium)
+        self._acquire()
+        try:
+            if self.dead:
+                return
+            self.dead = True
+            self._check = _unmapped
+            self.reservation.maps.remove(self)
+            self.owner.backend._maps.remove(self)
+            self.owner.release(self.medium)
+        finally:
+            self._release()
 
 
 class SimFileMap(SimMap):
@@ -451,7 +601,19 @@ class SimFileMap(SimMap):
 
     __slots__ = ()
 
-    def _check(self, addr: int, length: int) -> None:
+    def __init__(
+        self,
+        owner: SimSource,
+        medium: Medium,
+        offset: int,
+        address: int,
+        size: int,
+        reservation: SimReservation,
+    ) -> None:
+        super().__init__(owner, medium, offset, address, size, reservation)
+        self._check = self._covers
+
+    def _covers(self, addr: int, length: int) -> None:
         # The page holding the file's end is still there; pages wholly past it are not.
         end = addr - self._delta + length
         fd = self.owner.file.fd  # type: ignore[union-attr]  # a file map has a file
@@ -463,30 +625,6 @@ class SimFileMap(SimMap):
                     f"{self.owner.source.label} shrank to {size} bytes under its mapping; "
                     f"[{addr - self._delta}, {end}) of it is gone",
                 )
-
-    def read(self, addr: int, length: int) -> bytes:
-        self._check(addr, length)
-        return super().read(addr, length)
-
-    def read_mcsafe(self, addr: int, length: int) -> bytes:
-        self._check(addr, length)
-        return super().read_mcsafe(addr, length)
-
-    def store(self, addr: int, data: bytes, caller: FrameType) -> None:
-        self._check(addr, len(data))
-        super().store(addr, data, caller)
-
-    def _mem(self, dest: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
-        self._check(dest, len(data))
-        super()._mem(dest, data, flags, caller)
-
-    def flush(self, addr: int, length: int, caller: FrameType) -> None:
-        self._check(addr, length)
-        super().flush(addr, length, caller)
-
-    def deep_flush(self, addr: int, length: int, caller: FrameType) -> None:
-        self._check(addr, length)
-        super().deep_flush(addr, length, caller)
 
 
 class SimBackend(Backend):
@@ -533,6 +671,9 @@ class SimBackend(Backend):
         self.movnt_threshold = movnt_threshold
         self.page_tearing = page_tearing
         self.machine = Machine(clflush=flush_instruction == "clflush", lint=lint)
+        #: Held by every operation on the machine, its media and its address space: one
+        #: simulated machine executes one operation at a time (docs/concurrency.md).
+        self.lock = threading.RLock()
         self.space = AddressSpace()
         self._idents = itertools.count(1)
         self._media: list[Medium] = []
@@ -562,18 +703,18 @@ class SimBackend(Backend):
     # -- the backend contract ----------------------------------------------------------
 
     def open_source(self, source: Source) -> SimSource:
-        if source.kind == "anonymous":
-            return SimSource(self, source, self.anonymous_granularity)
-        if source.fd is None:
-            return SimSource(self, source, self.granularity, key=self._image_key(source))
-        st = os.fstat(source.fd)
-        key = (st.st_dev, st.st_ino)
-        f = self._files.get(key)
-        if f is None:
-            # Our own descriptor: the user may close theirs while we still need to load.
-            loaders = self._loaders.setdefault(key, weakref.WeakSet())
-            f = self._files[key] = _File(os.dup(source.fd), loaders)
-        return SimSource(self, source, self.granularity, f, key)
+        with self.lock:
+            if source.kind == "anonymous":
+                return SimSource(self, source, self.anonymous_granularity)
+            if source.fd is None:
+                return SimSource(self, source, self.granularity, key=self._image_key(source))
+            st = os.fstat(source.fd)
+            key = (st.st_dev, st.st_ino)
+            f = self._files.get(key)
+            if f is None:
+                loaders = self._loaders.setdefault(key, weakref.WeakSet())
+                f = self._files[key] = _File.hold(source, key, loaders)
+            return SimSource(self, source, self.granularity, f, key)
 
     # -- devices and bad blocks --------------------------------------------------------
 
@@ -649,6 +790,7 @@ class SimBackend(Backend):
         self._device_of[key] = device_id
         return dev
 
+    @_locked
     def inject_badblock(
         self, where: Source | str | os.PathLike[str], offset: int, length: int
     ) -> BadBlock:
@@ -722,6 +864,7 @@ class SimBackend(Backend):
         """A file's or an image source's bad blocks, by offset."""
         return list(self._badblocks.get(self._key(where), ()))
 
+    @_locked
     def reserve(self, size: int, address: int | None = None) -> SimReservation:
         if size <= 0 or size % PAGE:
             raise Pmem2Failure(Pmem2Code.LENGTH_UNALIGNED, f"reservation size {size} unaligned")
@@ -735,8 +878,9 @@ class SimBackend(Backend):
             # libpmem2: MAP_FIXED_NOREPLACE failing with EEXIST.
             raise Pmem2Failure(Pmem2Code.MAPPING_EXISTS, f"range at 0x{address:x} is taken")
         self.space.take(address, address + size)
-        return SimReservation(self.space, address, size)
+        return SimReservation(self.space, address, size, self.lock)
 
+    @_locked
     def map(
         self,
         source: BackendSource,
@@ -793,6 +937,7 @@ class SimBackend(Backend):
                     return m.address + rel
         return None
 
+    @_locked
     def crash_state(self, mode: CrashMode | str = CrashMode.POWER_FAILURE) -> CrashState:
         """What a crash right now could leave behind (a frozen copy).
 
@@ -853,6 +998,7 @@ class SimBackend(Backend):
         """Every unit with stores in flight: dirty or flushed-but-not-fenced."""
         return self.crash_state().lines()
 
+    @_locked
     def statistics(self) -> Statistics:
         m = self.machine
         dirty = flushed = persistent = 0
@@ -882,6 +1028,7 @@ class SimBackend(Backend):
             persistent,
         )
 
+    @_locked
     def lint(self) -> list[Finding]:
         """Findings so far, plus every store that is not durable right now."""
         log = self.machine.lint
