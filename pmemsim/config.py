@@ -86,21 +86,23 @@ class Reservation:
         Fails with PART_MAP_POSSIBLE_USE_AFTER_DROP (libpmem2: VM_RESERVATION_NOT_EMPTY)
         while part maps of any set remain in it: remove them, or close their sets, first.
         """
-        if self.raw.deleted:
-            return
-        from .placement import user_region
+        from . import placement
 
-        held = len(user_region(self).holders)
-        if held:
-            raise error_for(
-                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
-                f"{held} part map(s) are still in {self!r}; remove them or close their sets first",
-                pmem2_code=Pmem2Code.VM_RESERVATION_NOT_EMPTY,
-            )
-        try:
-            self.raw.delete()
-        except Pmem2Failure as exc:
-            raise exc.as_error(ErrorCode.UNKNOWN, "cannot release the reservation") from None
+        with placement.lock:
+            if self.raw.deleted:
+                return
+            held = len(placement.user_region(self).holders)
+            if held:
+                raise error_for(
+                    ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                    f"{held} part map(s) are still in {self!r}; remove them or close their "
+                    "sets first",
+                    pmem2_code=Pmem2Code.VM_RESERVATION_NOT_EMPTY,
+                )
+            try:
+                self.raw.delete()
+            except Pmem2Failure as exc:
+                raise exc.as_error(ErrorCode.UNKNOWN, "cannot release the reservation") from None
 
     def __enter__(self) -> Reservation:
         return self

@@ -10,6 +10,7 @@ backend has mapped it (:func:`attach`), and forgets it again (:func:`detach`,
 
 from __future__ import annotations
 
+import threading
 import weakref
 from bisect import insort
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ class Holder:
     @property
     def end(self) -> int:
         return self.address + self.size
+
+
+#: Held while regions change (choose-map-attach, detach, split, closing a reservation): a
+#: user's region is shared by every set configured with it, and sets by threads.
+lock = threading.RLock()
 
 
 def _by_address(h: Holder) -> int:
@@ -212,5 +218,6 @@ def teardown(holders: list[Holder]) -> list[MappedPart]:
         for p in h.parts:
             p.unmap()
             parts.append(p)
-        detach(h, holders)
+        with lock:
+            detach(h, holders)
     return parts

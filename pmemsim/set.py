@@ -11,6 +11,7 @@ stray write.
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any, NamedTuple
 
+from . import placement
 from .backend import Backend, BackendMap, BackendSource, Pmem2Failure
 from .badblocks import scan_badblocks
 from .config import Config
@@ -145,12 +147,16 @@ class Set:
         self._coalescing = Coalescing.NONE
         self._effective: Granularity | None = None
         self._holders: list[Holder] = []
-        self._parts: list[MappedPart] = []
-        self._starts: list[int] = []
+        #: (start addresses, parts) in address order, replaced whole at every map and unmap:
+        #: a data operation in another thread reads one consistent pair.
+        self._index: tuple[list[int], list[MappedPart]] = ([], [])
         self._last: MappedPart | None = None
         self._previous: Holder | None = None
         self._user_region = user_region(cfg.reservation) if cfg.reservation else None
         self._finalizer = weakref.finalize(self, _teardown, self._holders)
+        #: Held by every call that maps or unmaps (events fire under it: their callbacks may
+        #: call the set again). Data operations do not take it (docs/concurrency.md).
+        self._lock = threading.RLock()
         #: Bumped by every map and unmap (see _direct_store).
         self._generation = 0
         #: Fetched-once functions (pmem2_get_*_fn): the same object every time, never missing.
@@ -162,6 +168,11 @@ class Set:
         state = "closed" if self.closed else f"{len(self._holders)} part maps"
         return f"<Set {self.backend.name} {state}>"
 
+    @property
+    def _parts(self) -> list[MappedPart]:
+        """Every part, in address order (tests and benchmarks reach the backend maps here)."""
+        return self._index[1]
+
     # -- life cycle --------------------------------------------------------------------
 
     @property
@@ -170,12 +181,12 @@ class Set:
 
     def close(self) -> None:
         """Unmap everything (no deep flush, no events)."""
-        self._finalizer()
-        self._generation += 1
-        self._parts.clear()
-        self._starts.clear()
-        self._last = None
-        self._previous = None
+        with self._lock:
+            self._finalizer()
+            self._generation += 1
+            self._index = ([], [])
+            self._last = None
+            self._previous = None
 
     def __enter__(self) -> Set:
         return self
@@ -220,6 +231,10 @@ class Set:
 
         With coalescing the descriptor (and PART_ADD) covers the whole merged part map.
         """
+        with self._lock:
+            return self._map(part)
+
+    def _map(self, part: Part) -> Descriptor:
         self._check_mappable(part)
         source = part.source
         bsrc = source.handle(self.backend)
@@ -233,7 +248,8 @@ class Set:
         if length == 0:
             if size == 0:
                 raise error_for(
-                    ErrorCode.MAP_LENGTH_UNSET, f"length 0 asks for the whole of empty {source!r}"
+                    ErrorCode.MAP_LENGTH_UNSET,
+                    f"length 0 asks for the whole of empty {source!r}",
                 )
             if offset >= size:
                 raise error_for(
@@ -307,14 +323,15 @@ class Set:
                 self._events.fire(ev)
 
     def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> Holder:
-        slot = choose(self.backend, self._coalescing, self._previous, self._user_region, length)
-        try:
-            bmap = self._map_at(bsrc, offset, length, slot)
-        except BaseException:
-            slot.undo()
-            raise
-        part = MappedPart(source, offset, length, slot.address, bmap, source.identity)
-        return attach(slot, part, self._holders)
+        with placement.lock:  # a user's region is shared with other sets, maybe other threads
+            slot = choose(self.backend, self._coalescing, self._previous, self._user_region, length)
+            try:
+                bmap = self._map_at(bsrc, offset, length, slot)
+            except BaseException:
+                slot.undo()
+                raise
+            part = MappedPart(source, offset, length, slot.address, bmap, source.identity)
+            return attach(slot, part, self._holders)
 
     def _map_at(self, bsrc: BackendSource, offset: int, length: int, slot: Slot) -> BackendMap:
         raw = slot.region.raw
@@ -335,8 +352,8 @@ class Set:
         return bmap
 
     def _reindex(self) -> None:
-        self._parts = sorted((p for h in self._holders for p in h.parts), key=lambda p: p.address)
-        self._starts = [p.address for p in self._parts]
+        parts = sorted((p for h in self._holders for p in h.parts), key=lambda p: p.address)
+        self._index = ([p.address for p in parts], parts)
         self._last = None
         self._generation += 1
 
@@ -347,9 +364,10 @@ class Set:
         generation, so a cached store never outlives the mapping it writes to.
         """
         if not self.closed:
-            i = bisect_right(self._starts, addr) - 1
-            if i >= 0 and addr + length <= self._parts[i].end:
-                return self._generation, self._parts[i].map.store
+            starts, parts = self._index
+            i = bisect_right(starts, addr) - 1
+            if i >= 0 and addr + length <= parts[i].end:
+                return self._generation, parts[i].map.store
         return self._generation, None
 
     # -- lookups -----------------------------------------------------------------------
@@ -394,21 +412,23 @@ class Set:
 
         Fails with PART_MAP_POSSIBLE_USE_AFTER_DROP while another handle to it is alive.
         """
-        h = self._own(pmap)
-        if h.refs > 1:
-            raise error_for(
-                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
-                f"{h.refs - 1} other handle(s) to this part map are still alive; drop them first",
-            )
-        caller = _getframe(1)
-        self._deep_flush_range(h.address, h.size, caller)
-        if self._events.listening & Kind.PART_REMOVE:
-            self._events.fire(PartRemoveEvent(h.address, h.size))
-        try:
-            self._unmap_holder(h)  # nothing left to do if the callback closed the set
-        finally:
-            pmap.drop()
-            self._reindex()
+        with self._lock:
+            h = self._own(pmap)
+            if h.refs > 1:
+                raise error_for(
+                    ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                    f"{h.refs - 1} other handle(s) to this part map are still alive; "
+                    "drop them first",
+                )
+            caller = _getframe(1)
+            self._deep_flush_range(h.address, h.size, caller)
+            if self._events.listening & Kind.PART_REMOVE:
+                self._events.fire(PartRemoveEvent(h.address, h.size))
+            try:
+                self._unmap_holder(h)  # nothing left to do if the callback closed the set
+            finally:
+                pmap.drop()
+                self._reindex()
 
     def remove_range(self, addr: int, length: int) -> None:
         """Remove every part that overlaps ``[addr, addr + length)``, whole.
@@ -418,52 +438,55 @@ class Set:
         middle is split in two. A range that overlaps nothing succeeds and removes nothing
         (libpmemset's code; its manual claimed CANNOT_FIND_PART_MAP).
         """
-        self._check_open()
-        _check_int("address", addr)
-        _check_int("length", length)
-        if self._events.listening & Kind.REMOVE_RANGE:
-            self._events.fire(RemoveRangeEvent(addr, length))
-        if self.closed:
-            return  # the callback closed the set: nothing is left to remove
-        end = addr + length
-        hit = [h for h in self._holders if h.address < end and addr < h.end] if length else []
-        used = [h for h in hit if h.refs]
-        if used:
-            # libpmemset refuses once it reaches such a part map, after removing those
-            # before it; refusing before removing anything leaves the set as it was.
-            raise error_for(
-                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
-                f"the part map at 0x{used[0].address:x} in the range has "
-                f"{used[0].refs} live handle(s); drop them first",
-            )
-        self._deep_flush_range(addr, length, _getframe(1))
-        try:
-            for h in hit:
-                if h.removed:  # an event callback removed it, or closed the set
-                    continue
-                gone = [p for p in h.parts if p.address < end and addr < p.end]
-                if not gone:
-                    continue
-                if len(gone) == len(h.parts):
-                    if self._events.listening & Kind.PART_REMOVE:
-                        self._events.fire(PartRemoveEvent(h.address, h.size))
-                    self._unmap_holder(h)
-                    continue
-                for p in gone:
-                    p.unmap()
-                # The part map keeps its first run of parts, and stays the one a coalesced
-                # part grows (libpmemset keeps its part map object; a split adds the rest).
-                split(h, [p for p in h.parts if p not in gone], self._holders)
-                self._unmapped(gone)
-        finally:  # a raising callback must not leave the index pointing at unmapped parts
-            self._reindex()
+        with self._lock:
+            self._check_open()
+            _check_int("address", addr)
+            _check_int("length", length)
+            if self._events.listening & Kind.REMOVE_RANGE:
+                self._events.fire(RemoveRangeEvent(addr, length))
+            if self.closed:
+                return  # the callback closed the set: nothing is left to remove
+            end = addr + length
+            hit = [h for h in self._holders if h.address < end and addr < h.end] if length else []
+            used = [h for h in hit if h.refs]
+            if used:
+                # libpmemset refuses once it reaches such a part map, after removing those
+                # before it; refusing before removing anything leaves the set as it was.
+                raise error_for(
+                    ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                    f"the part map at 0x{used[0].address:x} in the range has "
+                    f"{used[0].refs} live handle(s); drop them first",
+                )
+            self._deep_flush_range(addr, length, _getframe(1))
+            try:
+                for h in hit:
+                    if h.removed:  # an event callback removed it, or closed the set
+                        continue
+                    gone = [p for p in h.parts if p.address < end and addr < p.end]
+                    if not gone:
+                        continue
+                    if len(gone) == len(h.parts):
+                        if self._events.listening & Kind.PART_REMOVE:
+                            self._events.fire(PartRemoveEvent(h.address, h.size))
+                        self._unmap_holder(h)
+                        continue
+                    for p in gone:
+                        p.unmap()
+                    # The part map keeps its first run of parts, and stays the one a coalesced
+                    # part grows (libpmemset keeps its part map object; a split adds the rest).
+                    with placement.lock:
+                        split(h, [p for p in h.parts if p not in gone], self._holders)
+                    self._unmapped(gone)
+            finally:  # a raising callback must not leave the index pointing at unmapped parts
+                self._reindex()
 
     def _unmap_holder(self, h: Holder) -> None:
         if h.removed:
             return  # an event callback closed the set (or removed it) meanwhile
         for p in h.parts:
             p.unmap()
-        detach(h, self._holders)
+        with placement.lock:
+            detach(h, self._holders)
         if self._previous is h:
             self._previous = self._neighbour(h)
         self._unmapped(h.parts)  # last: it fires events
@@ -486,8 +509,8 @@ class Set:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid address {addr!r}")
         if type(length) is not int or length < 0:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"invalid length {length!r}")
-        i = bisect_right(self._starts, addr) - 1
-        parts = self._parts
+        starts, parts = self._index
+        i = bisect_right(starts, addr) - 1
         if i < 0 or not (addr < parts[i].end or (length == 0 and addr == parts[i].end)):
             raise error_for(ErrorCode.CANNOT_FIND_PART_MAP, f"0x{addr:x} is not in any part map")
         out = []
@@ -718,8 +741,9 @@ class Set:
 
     def _drain(self, caller: FrameType) -> None:
         self._check_open()
-        if self._parts:
-            self._parts[0].map.drain(caller)
+        parts = self._index[1]
+        if parts:
+            parts[0].map.drain(caller)
         if self._events.listening & Kind.DRAIN:
             self._events.fire(DrainEvent())
 
@@ -738,7 +762,7 @@ class Set:
 
     def _deep_flush_range(self, addr: int, length: int, caller: FrameType) -> None:
         end = addr + length
-        for p in self._parts:
+        for p in self._index[1]:
             lo, hi = max(addr, p.address), min(end, p.end)
             if lo < hi:
                 try:

@@ -464,3 +464,126 @@ def test_remove_range_refuses_a_part_map_with_a_live_handle(rig: Rig) -> None:
     handle.drop()
     s.remove_range(lo, hi - lo)
     assert list(s.part_maps()) == []
+
+
+# -- item 5: one file, two simulators ----------------------------------------------------
+
+
+def _sim_set(sim: Any) -> pm.Set:
+    return pm.Set(pm.Config(granularity=G.CACHE_LINE, backend=sim))
+
+
+def test_a_file_held_by_one_simulator_is_refused_to_another(tmp_path: Path) -> None:
+    """Issue 12 item 5: two SimBackends mapping one file did not see each other's stores,
+    and the last write-back won silently (a persisted 111 became 0). A file is now one
+    simulator's until it lets go; the other gets a SourceError at map time."""
+    from pmemsim_backends.sim import SimBackend
+
+    path = tmp_path / "pool"
+    first, second = SimBackend(), SimBackend()
+    s = _sim_set(first)
+    src = pm.Source.from_file(path, pm.SourceFlag.CREATE_ALWAYS)
+    d = s.map(pm.Part(src, 0, PAGE))
+    s.memcpy(d.address, (111).to_bytes(8, "little"))  # flushed and drained: durable
+    t = _sim_set(second)
+    other = pm.Source.from_file(path)
+    with fails(pm.SourceError, E.INVALID_PMEM2_SOURCE):
+        t.map(pm.Part(other, 0, PAGE))
+    s.close()
+    src.close()  # the first simulator lets go, writing back what was durable
+    e = t.map(pm.Part(other, 0, PAGE))
+    assert int.from_bytes(t.read(e.address, 8), "little") == 111
+    t.close()
+    other.close()
+    assert int.from_bytes(path.read_bytes()[:8], "little") == 111
+
+
+def test_a_file_held_by_a_simulator_is_refused_to_another_process(tmp_path: Path) -> None:
+    from pmemsim_backends.sim import SimBackend
+
+    path = tmp_path / "pool"
+    s = _sim_set(SimBackend())
+    src = pm.Source.from_file(path, pm.SourceFlag.CREATE_ALWAYS)
+    d = s.map(pm.Part(src, 0, PAGE))
+    s.memcpy(d.address, (111).to_bytes(8, "little"))
+    body = f"""
+    s = pm.Set(pm.Config(granularity=pm.Granularity.PAGE, backend=be))
+    try:
+        d = s.map(pm.Part(pm.Source.from_file({str(path)!r}), 0, 4096))
+        print("mapped", int.from_bytes(s.read(d.address, 8), "little"))
+    except pm.PmemError as e:
+        print(type(e).__name__, e.code_name)
+    """
+    sim = SimBackend()
+    assert run_child(sim, body).split() == ["SourceError", "PMEMSET_E_INVALID_PMEM2_SOURCE"]
+    s.close()
+    src.close()
+    assert run_child(sim, body).split() == ["mapped", "111"]
+
+
+def test_a_second_process_on_libpmem2_sees_the_first_ones_stores(tmp_path: Path) -> None:
+    """What libpmem2 gives (docs/concurrency.md): one file mapped by two processes is one
+    page cache; a store is visible to the other process at once, persisted or not."""
+    be = backend_or_skip("real")
+    path = tmp_path / "pool"
+    s = pm.Set(pm.Config(granularity=G.PAGE, backend=be))
+    src = pm.Source.from_file(path, pm.SourceFlag.CREATE_ALWAYS)
+    d = s.map(pm.Part(src, 0, PAGE))
+    s.store(d.address, (111).to_bytes(8, "little"))  # not even flushed
+    body = f"""
+    s = pm.Set(pm.Config(granularity=pm.Granularity.PAGE, backend=be))
+    d = s.map(pm.Part(pm.Source.from_file({str(path)!r}), 0, 4096))
+    print(int.from_bytes(s.read(d.address, 8), "little"))
+    """
+    assert run_child(be, body).split() == ["111"]
+    s.close()
+    src.close()
+
+
+# -- item 13: libpmem2's instructions per granularity and flag -----------------------------
+
+F = pm.MemFlag
+
+
+@pytest.mark.parametrize(
+    ("granularity", "flags", "durable_before_the_fence"),
+    [
+        # eADR (BYTE): non-temporal only for NONTEMPORAL; temporal stores are durable at once.
+        (G.BYTE, F.NODRAIN, True),
+        (G.BYTE, F.NODRAIN | F.WC, True),
+        (G.BYTE, F.NODRAIN | F.TEMPORAL, True),
+        (G.BYTE, F.NODRAIN | F.NONTEMPORAL, False),
+        (G.BYTE, F.NODRAIN | F.NONTEMPORAL | F.TEMPORAL, False),
+        # ADR (CACHE_LINE): WC and NONTEMPORAL are non-temporal, and so is a copy of 256 bytes
+        # or more without a flag; the rest is flushed but waits for the fence.
+        (G.CACHE_LINE, F.NODRAIN, False),
+        (G.CACHE_LINE, F.NODRAIN | F.WC, False),
+        (G.CACHE_LINE, F.NODRAIN | F.TEMPORAL, False),
+        (G.CACHE_LINE, F.NODRAIN | F.NONTEMPORAL, False),
+    ],
+)
+@pytest.mark.parametrize("op", ["memcpy", "memset"])
+def test_what_a_1kib_nodrain_copy_leaves_durable(
+    granularity: pm.Granularity, flags: pm.MemFlag, durable_before_the_fence: bool, op: str
+) -> None:
+    """Issue 12 item 13: at BYTE the simulator used non-temporal stores for WC and for
+    unflagged copies of 256 bytes or more, so a 1 KiB NODRAIN copy was reported not durable
+    until a fence, while on eADR hardware (libpmem2's memmove_nodrain_eadr) it already is."""
+    from pmemsim_backends.sim import SimBackend
+
+    sim = SimBackend(granularity)
+    with pm.Set(pm.Config(granularity=granularity, backend=sim)) as s:
+        d = s.map(pm.Part(pm.Source.anonymous(2 * PAGE)))
+        flushes = sim.statistics().flushes
+        if op == "memcpy":
+            s.memcpy(d.address + 64, b"\x5a" * 1024, None, flags)
+        else:
+            s.memset(d.address + 64, 0x5A, 1024, flags)
+        state = sim.crash_state()
+        guaranteed = state.guaranteed_image().read(64, 1024)
+        assert (guaranteed == b"\x5a" * 1024) is durable_before_the_fence
+        assert state.persisted_image().read(64, 1024) == b"\x5a" * 1024
+        if granularity == G.BYTE:  # eADR copies flush nothing
+            assert sim.statistics().flushes == flushes
+        s.drain()
+        assert sim.crash_state().guaranteed_image().read(64, 1024) == b"\x5a" * 1024
