@@ -373,3 +373,49 @@ def test_a_long_log_is_streamed_not_held(tmp_path: Path, monkeypatch: pytest.Mon
     # log, the same memory (the 0.5 MB of text, or the records as objects, would show).
     small, large = peak(4_000), peak(16_000)
     assert large - small < 50_000, (small, large)
+
+
+# -- lint -------------------------------------------------------------------------------------
+
+
+def test_lint_names_the_record_and_the_c_line_of_a_store_never_flushed() -> None:
+    r = check_log(
+        Replay.of(read_log(str(DATA / "append-bug-stderr.log"))), FunctionChecker(append_ok, "ok")
+    )
+    (f,) = r.findings
+    assert (f.kind, f.severity, f.record, f.records, f.offset, f.length) == (
+        "store never flushed",
+        "error",
+        65,
+        1,
+        0x40,
+        8,
+    )
+    assert f.source == "append.c:21 in append_record"
+    assert "error: store never flushed: STORE #65 at append.c:21 in append_record" in r.report()
+    assert r.as_dict()["lint"][0]["record"] == 65
+    fixed = check_log(
+        Replay.of(read_log(str(DATA / "append-fixed-logfile.log"))),
+        FunctionChecker(append_ok, "ok"),
+    )
+    assert fixed.findings == []  # valgrind's fences after each clflush are not the program's
+
+
+def test_lint_of_flushes_never_fenced_and_of_clean_lines() -> None:
+    text = _one_file(
+        "STORE;0x10000000;0x1;0x8;0x1: put (kv.c:10)",
+        "FLUSH;0x10000000;0x40",
+        "FENCE",
+        "FLUSH;0x10000040;0x40",  # nothing stored there
+        "FENCE",
+        "STORE;0x10000080;0x2;0x8;0x2: put (kv.c:11)",
+        "FLUSH;0x10000080;0x40",  # and no fence after it
+    )
+    r = check_log(Replay.of(parse_log(text)), FunctionChecker(lambda i: True, "t"))
+    got = {(f.kind, f.record, f.source) for f in r.findings}
+    assert got == {
+        ("flush of clean lines", 5, None),
+        ("store flushed but never fenced", 7, "kv.c:11 in put"),
+    }
+    quiet = check_log(Replay.of(parse_log(text)), FunctionChecker(lambda i: True, "t"), lint=False)
+    assert quiet.findings == []

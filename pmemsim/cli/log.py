@@ -188,6 +188,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         progress=_progress_bar(),
         name=args.log,
+        lint=not args.no_lint,
     )
     print(result.report())
     if result.minimal is not None:
@@ -353,6 +354,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=finite_seconds,
         metavar="SECONDS",
         help="a checker run taking longer fails (programs and libraries)",
+    )
+    p.add_argument(
+        "--no-lint",
+        action="store_true",
+        help="leave out the lint findings (stores never flushed or fenced, useless flushes)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     p.add_argument(

@@ -33,6 +33,7 @@ from .grammar import (
     parse_log,
     read_log,
 )
+from .lint import LogFinding
 from .replay import LogPool, Replay
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Log",
     "LogCheckResult",
     "LogFailure",
+    "LogFinding",
     "LogFormatError",
     "LibChecker",
     "LogPool",

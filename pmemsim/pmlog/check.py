@@ -27,7 +27,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import re
 import tempfile
 import time
 from collections import deque
@@ -41,9 +40,11 @@ from ..explore.engine import crash_for, deviations_for, strategy_for
 from ..explore.strategy import PointContext, Strategy, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
+from .frames import source_of
 from .grammar import Marker, Store
 from .images import PoolImage
 from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, Workers, _file_names
+from .lint import LogFinding, log_findings
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
 from .slots import scratch_folder
 
@@ -58,30 +59,6 @@ _POINT_KIND = {"fence": FENCE, "deep_flush": DEEP, "store": STORE, "flush": FLUS
 #: PMREORDER_MARKERS longer than this keeps its newest markers (an environment string of
 #: more than 128 KiB cannot be passed to a program at all).
 MARKERS_LIMIT = 1 << 16
-
-#: ``0x109557: append_record (append.c:57)`` -> function, file, line.
-_SOURCE = re.compile(r"^(?:0x[0-9A-Fa-f]+: )?(?P<fn>.+?) \((?P<file>[^()]*?):(?P<line>\d+)\)$")
-
-
-def source_of(frames: tuple[str, ...]) -> str | None:
-    """``append.c:57 in append_record``: the first frame that names a source line of the
-    program's own, or None.
-
-    Frames inside libraries without debug information (``??? (in libpmem2.so.1)``) name no
-    source line; frames inside the C library's own code (a memcpy in assembly, an internal
-    ``__memcpy_avx_unaligned_erms``) are skipped too when a later frame names the caller.
-    """
-    fallback = None
-    for f in frames:
-        m = _SOURCE.match(f)
-        if m is None:
-            continue
-        where = f"{os.path.basename(m['file'])}:{m['line']} in {m['fn']}"
-        if m["file"].endswith((".S", ".s")) or m["fn"].startswith("__"):
-            fallback = fallback or where
-            continue
-        return where
-    return fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +160,8 @@ class LogCheckResult:
     files: list[dict[str, Any]] = field(default_factory=list)
     #: How many times the checker ran (fewer than images: one file's image is judged once).
     checker_runs: int = 0
+    #: The simulator's lint findings (stores never flushed or fenced, useless flushes...).
+    findings: list[LogFinding] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -217,6 +196,9 @@ class LogCheckResult:
         if self.minimal is not None:
             out.append("the minimal inconsistent crash:")
             out.append(self.minimal.describe())
+        if self.findings:
+            out.append(f"lint ({len(self.findings)} finding(s)):")
+            out += [f"  {f}" for f in self.findings]
         return "\n".join(out)
 
     def as_dict(self) -> dict[str, Any]:
@@ -265,6 +247,7 @@ class LogCheckResult:
                 ],
                 "checker": m.verdict,
             },
+            "lint": [f.as_dict() for f in self.findings],
             "seconds": round(self.seconds, 4),
         }
 
@@ -521,8 +504,10 @@ def check_log(
     max_images: int = 4096,
     progress: Progress | None = None,
     name: str = "",
+    lint: bool = True,
 ) -> LogCheckResult:
-    """Check every distinct crash image the log allows (see the module docstring)."""
+    """Check every distinct crash image the log allows (see the module docstring); with
+    ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`)."""
     if not isinstance(jobs, int) or jobs < 1:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
     if crash_points not in CRASH_POINT_MODES:
@@ -553,11 +538,13 @@ def check_log(
             explorer = _Explorer(
                 replay, img, result, default, by_marker, seed, max_images, judge.add
             )
-            replay.record(crash_points, on_point=explorer.point)
+            trace = replay.record(crash_points, on_point=explorer.point, lint=lint)
             judge.finish()
     finally:
         img.close()
     _fill(result, replay)
+    if trace.findings:
+        result.findings = log_findings(replay, trace.findings)
     result.inconsistent = verdicts.inconsistent
     result.checker_runs = verdicts.runs
     if verdicts.best is not None:

@@ -41,6 +41,7 @@ from ..errors import ErrorCode, InvalidArgumentError, NotSupportedError
 from ..markers import _sink
 from ..snapshot import Snapshot
 from ..view import View
+from .frames import source_line, trampoline
 from .grammar import (
     DeepSync,
     Fence,
@@ -132,11 +133,9 @@ class LogPool:
             offset += take
         return bytes(out)
 
-    def snapshot(self) -> Snapshot | None:
-        """The initial content as the simulator maps it (None: zeros)."""
-        if self.source is None:
-            return None
-        return Snapshot(self.resolved, self.size, {}, self.page)
+    def snapshot(self) -> Snapshot:
+        """The initial content as the simulator maps it."""
+        return Snapshot(self.resolved, self.size, {}, None if self.source is None else self.page)
 
     def address_of(self, offset: int) -> int:
         """An address at which the pool's ``offset`` is mapped (the lowest one)."""
@@ -387,7 +386,12 @@ class Replay:
                 yield op, Step(DEEP, pool, off, n, op.index), skip
 
     def workload(self, views: list[View]) -> None:
-        """Issue every step on ``views`` (one per pool, each the whole pool)."""
+        """Issue every step on ``views`` (one per pool, each the whole pool).
+
+        A store whose record carries stack frames is issued through a function whose code
+        is its C source line (:func:`pmemsim.pmlog.frames.trampoline`), so that the
+        simulator's provenance, and so its lint findings, name the C line.
+        """
         writes = [v.write for v in views]
         flushes = [v.flush for v in views]
         deeps = [v.deep_flush for v in views]
@@ -401,10 +405,23 @@ class Replay:
         at = array("q")
         self.marker_names, self.marker_ops = names, at
         texts: dict[tuple[str, bool], str] = {}
+        # Frames (interned by the reader) -> the function that stores from their C line.
+        via: dict[tuple[str, ...], Callable[[Any, Any, Any], None] | None] = {(): None}
         try:
-            for kind, pool, off, arg, _ in self.steps():
+            for op, step, _ in self.conversions():
+                if step is None:
+                    continue
+                kind, pool, off, arg, _ = step
                 if kind == STORE:
-                    writes[pool](off, arg)  # type: ignore[arg-type]
+                    frames = op.frames  # type: ignore[union-attr]
+                    call = via.get(frames, False)
+                    if call is False:
+                        where = source_line(frames)
+                        call = via[frames] = None if where is None else trampoline(where)
+                    if call is None:
+                        writes[pool](off, arg)  # type: ignore[arg-type]
+                    else:
+                        call(writes[pool], off, arg)  # type: ignore[operator]
                     stores += 1
                 elif kind == FLUSH:
                     flushes[pool](off, arg)  # type: ignore[arg-type]
@@ -428,9 +445,14 @@ class Replay:
             self.operations, self.stores = operations, stores
 
     def record(
-        self, crash_points: str = "barriers", on_point: Callable[[CrashPoint], None] | None = None
+        self,
+        crash_points: str = "barriers",
+        on_point: Callable[[CrashPoint], None] | None = None,
+        *,
+        lint: bool = False,
     ) -> Trace:
-        """Run the replay once on a fresh simulator and record its crash points."""
+        """Run the replay once on a fresh simulator and record its crash points (and, with
+        ``lint``, the simulator's findings: ``trace.findings``)."""
         from pmemsim_backends.sim import SimBackend
 
         from ..config import Config
@@ -439,17 +461,16 @@ class Replay:
         from ..set import Set
         from ..source import Source
 
-        sim = SimBackend(Granularity.CACHE_LINE, lint=False)
+        sim = SimBackend(Granularity.CACHE_LINE, lint=lint)
 
         def run(sim: SimBackend, end: Callable[[], None]) -> None:
             with Set(Config(granularity=Granularity.CACHE_LINE, backend=sim)) as s:
                 views = []
                 for p in self.pools:
-                    snap = p.snapshot()
                     # Pages load on first touch: a crash state holds the pages the log
-                    # touched, not every page of a large file.
-                    src = Source.anonymous(p.size) if snap is None else Source.from_image(snap)
-                    views.append(s.view(s.map(Part(src))))
+                    # touched, not every page of a large file. (An image even of zeros: the
+                    # medium is then labelled by the file, as findings name it.)
+                    views.append(s.view(s.map(Part(Source.from_image(p.snapshot())))))
                 self.workload(views)
                 end()
 
