@@ -15,7 +15,7 @@ from types import FrameType
 from typing import NamedTuple
 
 from pmemsim.enums import Granularity
-from pmemsim.provenance import HELPERS, Provenance, blamed, capture_stack
+from pmemsim.provenance import HELPERS, STACK_DEPTH, Provenance, blamed, capture_stack
 
 from .lint import FindingKind, LintLog
 from .medium import Flush, Medium
@@ -89,6 +89,9 @@ class Machine:
         #: Hears every operation after it took effect (crash points after each operation,
         #: log export). None keeps the store path free of any cost.
         self.tap: Tap | None = None
+        #: How many frames a tapped operation's provenance keeps (0: none, for taps that
+        #: never report where an operation came from).
+        self.tap_depth = STACK_DEPTH
         #: Hears every read ``(medium, offset, length)`` (read-guided exploration).
         self.read_tap: Callable[[Medium, int, int], None] | None = None
         self.stores = 0
@@ -185,7 +188,9 @@ class Machine:
         # the operation found; a store after (see SimMap). Either way the order of taps is
         # program order.
         assert self.tap is not None
-        self.tap(Op(kind, medium, offset, length, data, nontemporal, capture_stack(caller)))
+        depth = self.tap_depth
+        prov = capture_stack(caller, depth) if depth else ()
+        self.tap(Op(kind, medium, offset, length, data, nontemporal, prov))
 
     def _resolve_all(self) -> None:
         by_medium: dict[Medium, list[Flush]] = {m: [] for m in self.unfenced}

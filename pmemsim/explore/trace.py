@@ -37,7 +37,7 @@ from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import reset_sink, set_sink
 from ..part import Part
-from ..provenance import Provenance, capture_stack, locations
+from ..provenance import STACK_DEPTH, Provenance, capture_stack, locations
 from ..set import Set
 from ..snapshot import Snapshot
 from ..source import Source
@@ -268,6 +268,9 @@ def record_run(
     rec = _Recorder(sim, crash_points, keep_ops, unsafe_shutdown, on_point)
     sim.on_barrier(rec.on_barrier)
     sim.set_tap(rec.on_op)
+    # Only kept operations and crash points after a store report an operation's stack.
+    if not keep_ops and not (crash_points == "operations" or rec.byte):
+        sim.machine.tap_depth = 0
     token = set_sink(rec.on_marker)
     ended: list[bool] = []
     findings: list[Finding] = []
@@ -297,6 +300,7 @@ def record_run(
     finally:
         reset_sink(token)
         sim.set_tap(None)
+        sim.machine.tap_depth = STACK_DEPTH
         sim.remove_barrier_observer(rec.on_barrier)
     if rec.error is not None:  # even if the workload swallowed the unwinding
         raise rec.error
