@@ -1,0 +1,511 @@
+"""How check-log's cost scales with the log's length, the epoch's width and the pool's size, next
+to pmreorder on the same logs, in the same run.
+
+Run from the repository root (with pmemsim installed)::
+
+    python bench/bench_scale.py --quick     # about a minute
+    python bench/bench_scale.py             # the full grid, about half an hour on 2 cores
+    python bench/bench_scale.py --json-out bench/results/scale.json
+
+Logs are generated in pmemcheck's format: ``epochs`` times, ``stores`` 8-byte stores each to
+its own cache line, a FLUSH of each line and a FENCE. Three sweeps around one shape:
+
+* epochs: 100 ... 100,000 (2 stores an epoch, 4 KiB pool);
+* stores per epoch: 1 ... 16 (1,000 epochs, 4 KiB pool);
+* pool: 4 KiB ... 1 GiB registered, the *same* log (its stores in the first 4 KiB), so the
+  rest of the pool is never touched (sparse); and one shape with 2 stores an epoch spread
+  over a 64 MiB pool (every page touched in the end).
+
+Each configuration runs in a child process of its own (so its peak RSS is its own), timed
+from reading the log to the verdict (interpreter start-up and imports excluded, for every
+tool alike). Tools:
+
+* ``pmemsim``: check-log's exact default (exhaustive), a trivial in-process Python checker;
+* ``pmemsim-acc``: check-log's accumulative engine (program-order prefixes), same checker;
+* ``record``: the replay's recording alone, its crash points streamed and dropped (what the
+  simulator layer costs per crash point, whatever the consumer does);
+* ``pmemsim-prog``: exhaustive, ``true`` as the checker program (small shapes only);
+* ``pmreorder-lib``: pmreorder's ReorderAccumulative with an in-process C library checker
+  (its ``-c lib`` mode passes a str where ctypes wants bytes on Python 3, so the child patches
+  that one call; nothing else of pmreorder is changed), on a pool file in /dev/shm;
+* ``pmreorder-prog``: ReorderAccumulative with ``true`` as the checker program.
+
+The scaling exponents are least-squares slopes in log-log space: time against epochs (1 is
+linear), seconds per crash point against the pool size (0 is independent of it), and so on.
+A missed target shows in the table and the JSON, never as an exception. The last line is
+``BENCH_JSON {...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+BASE = 0x10000000
+SCHEMA = 1
+
+#: Done-when targets (issue 16) this benchmark checks.
+POOL_RATIO_MAX = 2.0  # seconds per crash point, 1 GiB pool / 4 KiB pool, same log
+RSS_MAX_MB = 200.0  # peak RSS on 100,000 epochs x 2 stores
+
+PMREORDER_CANDIDATES = (
+    os.environ.get("PMREORDER", ""),
+    str(Path(__file__).resolve().parent.parent.parent / "shared/tools/pmreorder/pmreorder.py"),
+    "/work/shared/tools/pmreorder/pmreorder.py",
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    sweep: str
+    epochs: int
+    stores: int
+    pool: int
+    #: The stores fall in the first ``spread`` bytes of the pool.
+    spread: int
+
+    @property
+    def name(self) -> str:
+        where = "" if self.spread >= self.pool else f", stores in {_size(self.spread)}"
+        return f"{self.epochs:,} x {self.stores}, {_size(self.pool)}{where}"
+
+
+@dataclass
+class Result:
+    sweep: str
+    shape: str
+    tool: str
+    epochs: int
+    stores: int
+    pool: int
+    status: str  # "ok", "timeout", "skipped: ...", "failed: ..."
+    seconds: float = 0.0
+    points: int = 0
+    images: int = 0
+    exact: bool | None = None
+    verdict: str = ""
+    rss_mb: float = 0.0
+    rss_start_mb: float = 0.0
+
+    @property
+    def us_per_point(self) -> float:
+        return 1e6 * self.seconds / self.points if self.points else 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _size(n: int) -> str:
+    for unit, div in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} B"
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def write_log(path: Path, pool_path: Path, shape: Shape, seed: int = 1) -> None:
+    """The shape's log in pmemcheck's format (deterministic for a seed)."""
+    rng = random.Random(seed)
+    lines = shape.spread // 64
+    recs = ["START", f"REGISTER_FILE;{pool_path};0x{BASE:x};0x{shape.pool:x};0x0"]
+    value = 1
+    with open(path, "w") as f:
+        f.write("|".join(recs))
+        for _ in range(shape.epochs):
+            chosen = rng.sample(range(lines), shape.stores)
+            out = []
+            for line in chosen:
+                addr = BASE + line * 64 + 8 * rng.randrange(8)
+                out.append(f"STORE;0x{addr:x};0x{value:x};0x8")
+                value += 1
+            out += [f"FLUSH;0x{BASE + line * 64:x};0x40" for line in chosen]
+            out.append("FENCE")
+            f.write("|" + "|".join(out))
+        f.write("|STOP\n")
+
+
+# -- children ------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
+    from pmemsim.pmlog import FunctionChecker, ProgramChecker, Replay, check_log, parse_log
+
+    start_rss = _rss_mb()
+    t0 = time.perf_counter()
+    text = Path(spec["log"]).read_text()
+    replay = Replay.of(parse_log(text))
+    del text
+    if spec["tool"] == "record":
+        count = [0, 0]
+
+        def on_point(point: Any) -> None:
+            count[0] += 1
+            count[1] += point.state.image_count()
+
+        replay.record("barriers", on_point=on_point)
+        seconds = time.perf_counter() - t0
+        return {
+            "seconds": seconds,
+            "points": count[0],
+            "images": count[1],
+            "verdict": "-",
+            "exact": None,
+            "rss_mb": _rss_mb(),
+            "rss_start_mb": start_rss,
+        }
+    checker: Any
+    if spec["tool"] == "pmemsim-prog":
+        checker = ProgramChecker((shutil.which("true") or "/bin/true",))
+    else:
+        checker = FunctionChecker(lambda image: True, "trivial")
+    engine = "accumulative" if spec["tool"] == "pmemsim-acc" else "exhaustive"
+    r = check_log(replay, checker, engine=engine)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "points": r.crash_points,
+        "images": r.images_checked,
+        "verdict": r.verdict,
+        "exact": r.exact,
+        "rss_mb": _rss_mb(),
+        "rss_start_mb": start_rss,
+    }
+
+
+def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
+    tool = Path(spec["pmreorder"])
+    sys.path.insert(0, str(tool.parent))
+    import consistencycheckwrap  # type: ignore[import-not-found]
+    import pmreorder  # type: ignore[import-not-found]
+
+    calls = [0]
+    lib_check = consistencycheckwrap.LibChecker.check_consistency
+    prog_check = consistencycheckwrap.ProgChecker.check_consistency
+
+    def lib(self: Any, filename: str) -> int:
+        calls[0] += 1
+        return int(self._lib_func(filename.encode()))  # the one Python 3 fix
+
+    def prog(self: Any, filename: str) -> int:
+        calls[0] += 1
+        return int(prog_check(self, filename))
+
+    assert lib_check is not None
+    consistencycheckwrap.LibChecker.check_consistency = lib
+    consistencycheckwrap.ProgChecker.check_consistency = prog
+    argv = ["pmreorder", "-l", spec["log"], "-r", "ReorderAccumulative", "-o", spec["out"]]
+    if spec["tool"] == "pmreorder-lib":
+        argv += ["-c", "lib", "-p", spec["library"], "-n", "check"]
+    else:
+        argv += ["-c", "prog", "-p", shutil.which("true") or "/bin/true"]
+    sys.argv = argv
+    start_rss = _rss_mb()
+    t0 = time.perf_counter()
+    verdict = "consistent"
+    try:
+        pmreorder.main()
+    except SystemExit as exc:
+        verdict = "consistent" if not exc.code else "inconsistent"
+    seconds = time.perf_counter() - t0
+    if not calls[0]:
+        raise SystemExit(f"pmreorder checked nothing ({verdict})")
+    return {
+        "seconds": seconds,
+        "points": 0,
+        "images": calls[0],
+        "verdict": verdict,
+        "exact": None,
+        "rss_mb": _rss_mb(),
+        "rss_start_mb": start_rss,
+    }
+
+
+def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any] | str:
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"failed: {tail[:100]}"
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
+
+
+# -- the grid ------------------------------------------------------------------------------
+
+
+def shapes(quick: bool) -> list[Shape]:
+    if quick:
+        epochs, widths, pools = (100, 1_000, 3_000), (1, 4, 8), (4 * KIB, MIB, GIB)
+        pool_epochs, width_epochs, spread = 1_000, 300, None
+    else:
+        epochs, widths = (100, 1_000, 10_000, 100_000), (1, 2, 4, 8, 16)
+        pools = (4 * KIB, MIB, 64 * MIB, GIB)
+        pool_epochs, width_epochs, spread = (
+            10_000,
+            1_000,
+            Shape("spread", 30_000, 2, 64 * MIB, 64 * MIB),
+        )
+    out = [Shape("epochs", e, 2, 4 * KIB, 4 * KIB) for e in epochs]
+    out += [Shape("stores", width_epochs, k, 4 * KIB, 4 * KIB) for k in widths]
+    out += [Shape("pool", pool_epochs, 2, p, 4 * KIB) for p in pools]
+    if spread is not None:
+        out.append(spread)
+    return out
+
+
+def tools_for(shape: Shape, quick: bool) -> list[str]:
+    tools = ["pmemsim", "pmemsim-acc", "record", "pmreorder-lib"]
+    # Programs cost a process per image: only where that stays in minutes.
+    if shape.epochs * (shape.stores + 1) <= (400 if quick else 4_000):
+        tools += ["pmemsim-prog", "pmreorder-prog"]
+    return tools
+
+
+def build_library(folder: Path) -> str | None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    src = folder / "check.c"
+    src.write_text("int check(const char *path) { (void)path; return 0; }\n")
+    lib = folder / "libcheck.so"
+    done = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=False)
+    return str(lib) if done.returncode == 0 else None
+
+
+def run_grid(quick: bool, timeout: float) -> list[Result]:
+    pmreorder = next((p for p in PMREORDER_CANDIDATES if p and Path(p).is_file()), None)
+    scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="pmemsim-scale-", dir=scratch) as tmp:
+        folder = Path(tmp)
+        library = build_library(folder)
+        for n, shape in enumerate(shapes(quick)):
+            log = folder / f"shape{n}.log"
+            pool = folder / f"pool{n}.bin"  # absent: zeros (pmreorder gets its own file)
+            write_log(log, pool, shape)
+            for tool in tools_for(shape, quick):
+                res = Result(
+                    shape.sweep, shape.name, tool, shape.epochs, shape.stores, shape.pool, "ok"
+                )
+                spec: dict[str, Any] = {"tool": tool, "log": str(log)}
+                if tool.startswith("pmreorder"):
+                    if pmreorder is None:
+                        res.status = "skipped: pmreorder not found"
+                    elif tool == "pmreorder-lib" and library is None:
+                        res.status = "skipped: no C compiler"
+                    if res.status != "ok":
+                        results.append(res)
+                        continue
+                    copy = folder / f"pmreorder{n}.log"
+                    target = folder / f"pmreorder-pool{n}.bin"
+                    with open(target, "wb") as f:
+                        f.truncate(shape.pool)  # sparse: pmreorder maps the whole file
+                    copy.write_text(log.read_text().replace(str(pool), str(target), 1))
+                    spec.update(
+                        log=str(copy),
+                        pmreorder=pmreorder,
+                        library=library,
+                        out=str(folder / "pmreorder.out"),
+                    )
+                print(f"  {shape.name:<32} {tool:<15}", end="", flush=True)
+                out = run_child(spec, timeout)
+                if isinstance(out, str):
+                    res.status = out
+                else:
+                    for key, value in out.items():
+                        setattr(res, key, value)
+                print(_summary(res), flush=True)
+                results.append(res)
+                for leftover in folder.glob("pmreorder*"):
+                    leftover.unlink()
+    return results
+
+
+def _summary(r: Result) -> str:
+    if r.status != "ok":
+        return f" {r.status}"
+    return f" {r.seconds:8.2f} s  {r.images:>9,} images  {r.rss_mb:6.0f} MB"
+
+
+# -- analysis ------------------------------------------------------------------------------
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of log(y) against log(x)."""
+    pts = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / den if den else None
+
+
+def exponents(results: list[Result]) -> list[dict[str, Any]]:
+    out = []
+    tools = sorted({r.tool for r in results})
+    axes = (
+        ("epochs", "epochs", "seconds", lambda r: r.seconds),
+        ("epochs", "epochs", "peak RSS", lambda r: r.rss_mb),
+        ("stores", "stores", "seconds per crash point", lambda r: r.us_per_point),
+        ("stores", "stores", "seconds", lambda r: r.seconds),
+        ("pool", "pool", "seconds per crash point", lambda r: r.us_per_point),
+        ("pool", "pool", "peak RSS", lambda r: r.rss_mb),
+    )
+    for tool in tools:
+        for sweep, attr, what, value in axes:
+            rows = [r for r in results if r.sweep == sweep and r.tool == tool and r.status == "ok"]
+            s = slope([(float(getattr(r, attr)), float(value(r))) for r in rows])
+            if s is not None:
+                out.append({"tool": tool, "against": attr, "of": what, "exponent": s})
+    return out
+
+
+def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    ok = [r for r in results if r.status == "ok"]
+    for tool in ("pmemsim", "record"):
+        pool = {r.pool: r for r in ok if r.sweep == "pool" and r.tool == tool}
+        if 4 * KIB in pool and GIB in pool and pool[4 * KIB].us_per_point:
+            ratio = pool[GIB].us_per_point / pool[4 * KIB].us_per_point
+            out.append(
+                {
+                    "target": f"{tool}: s/crash point, 1 GiB / 4 KiB pool, same log",
+                    "value": ratio,
+                    "limit": f"<= {POOL_RATIO_MAX:g}",
+                    "met": ratio <= POOL_RATIO_MAX,
+                }
+            )
+        big = [r for r in ok if r.tool == tool and r.epochs == 100_000 and r.stores == 2]
+        for r in big:
+            out.append(
+                {
+                    "target": f"{tool}: peak RSS, 100,000 x 2 stores, {_size(r.pool)}",
+                    "value": r.rss_mb,
+                    "limit": f"< {RSS_MAX_MB:g} MB",
+                    "met": r.rss_mb < RSS_MAX_MB,
+                }
+            )
+    by_shape: dict[str, dict[str, Result]] = {}
+    for r in ok:
+        by_shape.setdefault(r.shape + r.sweep, {})[r.tool] = r
+    pairs = [
+        (v["pmemsim-acc"], v["pmreorder-lib"])
+        for v in by_shape.values()
+        if "pmemsim-acc" in v and "pmreorder-lib" in v
+    ]
+    if pairs:
+        faster = sum(a.seconds < b.seconds for a, b in pairs)
+        out.append(
+            {
+                "target": "pmemsim accumulative faster than pmreorder ReorderAccumulative (lib)",
+                "value": f"{faster}/{len(pairs)} shapes",
+                "limit": "every shape",
+                "met": faster == len(pairs),
+            }
+        )
+    return out
+
+
+def print_table(results: list[Result]) -> None:
+    head = (
+        f"{'sweep':<7} {'shape':<32} {'tool':<15} {'seconds':>9} {'points':>8} "
+        f"{'images':>10} {'images/s':>10} {'us/point':>9} {'RSS MB':>7}  verdict"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        if r.status != "ok":
+            print(f"{r.sweep:<7} {r.shape:<32} {r.tool:<15} {r.status}")
+            continue
+        exact = "" if r.exact is None else (" (exact)" if r.exact else " (heuristic)")
+        points = f"{r.points:,}" if r.points else "-"
+        per = f"{r.us_per_point:,.0f}" if r.points else "-"
+        print(
+            f"{r.sweep:<7} {r.shape:<32} {r.tool:<15} {r.seconds:9.2f} {points:>8} "
+            f"{r.images:>10,} {r.images_per_s:>10,.0f} {per:>9} {r.rss_mb:7.0f}  "
+            f"{r.verdict}{exact}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a small grid, about a minute")
+    ap.add_argument("--timeout", type=float, help="seconds per run (default 60 quick, 900)")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        spec = json.loads(args.child)
+        run = child_pmreorder if spec["tool"].startswith("pmreorder") else child_pmemsim
+        print(json.dumps(run(spec)))
+        return 0
+    timeout = args.timeout or (60.0 if args.quick else 900.0)
+    started = time.perf_counter()
+    print(f"check-log scaling ({'quick' if args.quick else 'full'} grid; one child per run)")
+    results = run_grid(args.quick, timeout)
+    print()
+    print_table(results)
+    exps = exponents(results)
+    print()
+    print("scaling exponents (log-log least squares; 1 = linear, 0 = independent):")
+    for e in exps:
+        print(f"  {e['tool']:<15} {e['of']:<24} ~ {e['against']}^{e['exponent']:.2f}")
+    checks = targets(results, args.quick)
+    print()
+    for t in checks:
+        value = t["value"] if isinstance(t["value"], str) else f"{t['value']:.2f}"
+        print(f"  {'pass' if t['met'] else 'MISS'}  {t['target']}: {value} ({t['limit']})")
+    result = {
+        "schema": SCHEMA,
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "results": [
+            {**asdict(r), "us_per_point": r.us_per_point, "images_per_s": r.images_per_s}
+            for r in results
+        ],
+        "exponents": exps,
+        "targets": checks,
+        "all_targets_met": all(t["met"] for t in checks),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    if args.json_out:
+        folder = os.path.dirname(args.json_out)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        with open(args.json_out, "w") as f:
+            f.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print("BENCH_JSON " + json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
