@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from .report import RecoveryHang
 
@@ -102,6 +103,7 @@ class RunTimer:
         self.seconds = seconds
         self._watchdog: _Watchdog | None = None
         self._installed = False
+        self._handler: Any = None
 
     def message(self) -> str:
         return f"recovery did not finish within {self.seconds:g} s (run_timeout)"
@@ -116,12 +118,7 @@ class RunTimer:
         if self.seconds is None or self._installed or not self._signals():
             yield
             return
-        message = self.message()
-
-        def expired(signum: int, frame: FrameType | None) -> None:
-            raise RecoveryHang(message)
-
-        previous = signal.signal(signal.SIGALRM, expired)
+        previous = signal.signal(signal.SIGALRM, self._expired)
         self._installed = True
         try:
             yield
@@ -133,23 +130,40 @@ class RunTimer:
     @contextmanager
     def running(self) -> Iterator[None]:
         """Run the body under the time limit; past it, RecoveryHang is raised inside it."""
-        if self.seconds is None:
+        self.arm()
+        try:
             yield
+        finally:
+            self.disarm()
+
+    def arm(self) -> None:
+        """Start timing a run (pair with :meth:`disarm` in a ``finally``)."""
+        if self.seconds is None:
             return
         if self._signals():
-            with self.installed():
-                # Then again every REPEAT seconds: an exception raised where Python ignores
-                # it (a weakref callback, a __del__) must not let the hang go on.
-                signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT)
-                try:
-                    yield
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+            if not self._installed:
+                self._handler = signal.signal(signal.SIGALRM, self._expired)
+            # Then again every REPEAT seconds: an exception raised where Python ignores it
+            # (a weakref callback, a __del__) must not let the hang go on.
+            signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT)
             return
         if self._watchdog is None:
             self._watchdog = _Watchdog()
-        with self._watchdog.watch(self.seconds):
-            yield
+        self._watchdog.start(self.seconds)
+
+    def disarm(self) -> None:
+        if self.seconds is None:
+            return
+        if self._signals():
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            if not self._installed:
+                signal.signal(signal.SIGALRM, self._handler)
+            return
+        assert self._watchdog is not None
+        self._watchdog.stop()
+
+    def _expired(self, signum: int, frame: FrameType | None) -> None:
+        raise RecoveryHang(self.message())
 
 
 class _Watchdog:
@@ -164,21 +178,19 @@ class _Watchdog:
         self._thread = threading.Thread(target=self._loop, name="pmemsim-run-timer", daemon=True)
         self._thread.start()
 
-    @contextmanager
-    def watch(self, seconds: float) -> Iterator[None]:
+    def start(self, seconds: float) -> None:
         with self._cond:
             self._run += 1
             self._deadline = time.monotonic() + seconds
             self._target = threading.get_ident()
             self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._deadline = None
-                if self._fired == self._run:  # too late to interrupt: drop it, if pending
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
-                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._deadline = None
+            if self._fired == self._run:  # too late to interrupt: drop it, if pending
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
+            self._cond.notify()
 
     def _loop(self) -> None:
         with self._cond:

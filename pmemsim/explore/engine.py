@@ -15,9 +15,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -35,6 +36,7 @@ from ..view import View
 from .budget import Deadlines, RunTimer
 from .checks import FAULTS, BaseCheck, CrashCheck, Recovery, Workload
 from .crash import Crash
+from .harness import PoolHarness
 from .lazy import (
     LazyExplorer,
     NondeterministicRecovery,
@@ -58,7 +60,7 @@ from .report import (
     RecoveryCrashFailure,
     RecoveryHang,
 )
-from .strategy import PointContext, Strategy, strategy_named
+from .strategy import Exhaustive, PointContext, Strategy, strategy_named
 from .trace import CrashPoint, Trace, record
 
 if TYPE_CHECKING:
@@ -111,6 +113,75 @@ class _Keys:
             else:
                 h.update(hashlib.blake2b(page, digest_size=16).digest())
         return h.digest()
+
+
+_MOD = 1 << 128
+
+
+class _PageSums:
+    """Content keys of one pool's images that cost the lines an image changes.
+
+    A key is the sum, modulo 2^128, of a digest of (line address, 64 bytes) over every line
+    of the pages the image holds. A state's all-persisted sum is carried over from the
+    previous state through the pages that changed between them (a page's digest is the sum
+    of its lines', computed once per page object); an image adds, per unit it deviates in,
+    the difference of the unit's two contents. Equal content (held the same way), equal key.
+    """
+
+    def __init__(self) -> None:
+        self._pages: dict[int, tuple[object, int]] = {}
+        self._units: dict[tuple[int, int], int] = {}
+        self._state: CrashState | None = None
+        self._sum = 0
+
+    @staticmethod
+    def _lines(offset: int, data: bytes | bytearray) -> int:
+        total = 0
+        for k in range(0, len(data), 64):
+            h = hashlib.blake2b((offset + k).to_bytes(8, "little"), digest_size=16)
+            h.update(data[k : k + 64])
+            total += int.from_bytes(h.digest(), "little")
+        return total
+
+    def _page(self, p: int, page: bytes | bytearray | None) -> int:
+        if page is None:
+            return 0
+        hit = self._pages.get(id(page))
+        if hit is not None and hit[0] is page:
+            return hit[1]
+        d = self._lines(p << 12, page)
+        if len(self._pages) > 1 << 16:
+            self._pages.clear()
+        self._pages[id(page)] = (page, d)
+        return d
+
+    def base(self, state: CrashState) -> int:
+        if state is self._state:
+            return self._sum
+        prev = self._state
+        if prev is None or prev.media[0] is not state.media[0]:
+            total = sum(self._page(p, state.persisted_page(p)) for p in state.changed_pages(None))
+        else:
+            total = self._sum
+            for p in state.changed_pages(prev):
+                total += self._page(p, state.persisted_page(p)) - self._page(
+                    p, prev.persisted_page(p)
+                )
+        self._state, self._sum = state, total % _MOD
+        self._units.clear()
+        return self._sum
+
+    def key(self, state: CrashState, alts: StateAlternatives, deviations: Deviations) -> bytes:
+        total = self.base(state)
+        for i, o in deviations:
+            total += self._unit(state, alts, i, o) - self._unit(state, alts, i, 0)
+        return (total % _MOD).to_bytes(16, "little")
+
+    def _unit(self, state: CrashState, alts: StateAlternatives, i: int, o: int) -> int:
+        d = self._units.get((i, o))
+        if d is None:
+            d = self._units[(i, o)] = self._lines(state.units[i].offset, alts.content(i, o))
+        return d
 
 
 def lost_of(
@@ -188,6 +259,7 @@ def run_recovery(
     *,
     observation: Observation | None = None,
     timer: RunTimer | None = None,
+    harness: PoolHarness | None = None,
 ) -> BaseException | None:
     """Recovery's verdict on one image: None when consistent, else the exception.
 
@@ -195,17 +267,22 @@ def run_recovery(
     "clear" clears each block from the BADBLOCK event (its content is lost), "keep" leaves
     them (the map fails with IO_FAIL, which is then recovery's verdict). ``observation``
     hears every read and store (lazy exploration, step budgets); ``timer`` interrupts a run
-    that overstays (the verdict is then a :class:`RecoveryHang`).
+    that overstays (the verdict is then a :class:`RecoveryHang`); ``harness`` maps the image
+    into a set kept from one run to the next when it can (see :mod:`.harness`).
     """
+    reads, ops = read_tap, None
+    if observation is not None:
+        reads, ops = observation.on_read, observation.on_op
+        info = ObservedInfo(info, observation)
+    if harness is not None and harness.fits(snapshot):
+        return _on_harness(recover, snapshot, info, reads, ops, timer, harness)
     from pmemsim_backends.sim import SimBackend
 
     sim = SimBackend(granularity, lint=False)
-    if observation is not None:
-        sim.set_read_tap(observation.on_read)
-        sim.set_tap(observation.on_op)
-        info = ObservedInfo(info, observation)
-    elif read_tap is not None:
-        sim.set_read_tap(read_tap)
+    if reads is not None:
+        sim.set_read_tap(reads)
+    if ops is not None:
+        sim.set_tap(ops)
     token = set_crash(info)
     callback = _clear_badblocks if snapshot.badblocks and badblock_policy == "clear" else None
     config = Config(granularity=granularity, backend=sim, event_callback=callback)
@@ -231,6 +308,39 @@ def run_recovery(
     return None
 
 
+def _on_harness(
+    recover: Recovery,
+    snapshot: Snapshot,
+    info: CrashInfo,
+    reads: Callable[[Any, int, int], None] | None,
+    ops: Callable[[Any], None] | None,
+    timer: RunTimer | None,
+    harness: PoolHarness,
+) -> BaseException | None:
+    view = harness.load(snapshot)
+    harness.taps(reads, ops)
+    token = set_crash(info)
+    try:
+        if timer is not None:
+            timer.arm()
+        try:
+            ok = recover(view)
+        except Exception as exc:  # the user's recovery failed: that is the verdict
+            return exc
+        finally:
+            if timer is not None:
+                timer.disarm()
+    except HANG_ERRORS as exc:
+        return exc
+    finally:
+        reset_crash(token)
+        harness.taps(None, None)
+        harness.check()
+    if ok is False:
+        return CrashConsistencyError("recovery returned False")
+    return None
+
+
 # -- kinds of checks -----------------------------------------------------------------------
 
 
@@ -246,7 +356,7 @@ class Judge(Protocol):
     def image(self, state: CrashState, deviations: Deviations) -> Any:
         """What recovery gets for one crash image of ``state``."""
 
-    def key(self, image: Any, state: CrashState) -> bytes:
+    def key(self, image: Any, state: CrashState, deviations: Deviations) -> bytes:
         """A digest of the image's content (equal content, equal key)."""
 
     def badblocks(self, image: Any) -> list[tuple[str, Any]]:
@@ -276,16 +386,22 @@ class _PoolJudge:
 
     def __init__(self, c: CrashCheck) -> None:
         self.c = c
-        self.keys = _Keys()
+        self.sums = _PageSums()
+        self._alts: StateAlternatives | None = None
         self.timer: RunTimer | None = None
         self.steps: int | None = None
+        self.harness = PoolHarness(c.granularity, c.size)
+
+    def _images(self, state: CrashState) -> StateAlternatives:
+        if self._alts is None or self._alts.state is not state:
+            self._alts = StateAlternatives(state)
+        return self._alts
 
     def image(self, state: CrashState, deviations: Deviations) -> Snapshot:
-        snap: Snapshot = state.image(deviations).snapshot()
-        return snap
+        return self._images(state).snapshot(deviations)
 
-    def key(self, image: Snapshot, state: CrashState) -> bytes:
-        return self.keys.of(image, state.snapshots[0].pages)
+    def key(self, image: Snapshot, state: CrashState, deviations: Deviations) -> bytes:
+        return self.sums.key(state, self._images(state), deviations)
 
     def badblocks(self, image: Snapshot) -> list[tuple[str, Snapshot]]:
         sectors: set[int] = set()
@@ -329,6 +445,7 @@ class _PoolJudge:
             c.badblock_policy,
             observation=observation,
             timer=self.timer,
+            harness=self.harness,
         )
         if err is None and c.recovery_crash_depth:
             return _crash_recovery(
@@ -512,6 +629,8 @@ class StateReport:
     cut: str = ""
     #: The check's budget had run out: not explored at all.
     dropped: bool = False
+    #: Which slice of the state's images this is (0 when the state was not sliced).
+    part: int = 0
     #: Live exceptions of ``failing`` (only in the process that ran them; never shipped).
     errors: list[BaseException | None] = field(default_factory=list)
 
@@ -552,6 +671,15 @@ class Session:
     def strategy(self, i: int) -> Strategy:
         return strategy_for(self.trace.points[i], self.default, self.by_marker)
 
+    def weight(self, i: int) -> tuple[int, bool]:
+        """About how much work crash point ``i`` is (images to run; a lazy point counts 1),
+        and whether its states can be sliced."""
+        strategy = self.strategy(i)
+        if strategy.lazy:
+            return 1, False
+        images = sum(st.image_count() for st, _, new in self.states(i) if new)
+        return images, _sliceable(strategy, self.check)
+
 
 class Explorer:
     """Explores crash points of a session, one state at a time. Keeps the lazy decision
@@ -561,7 +689,10 @@ class Explorer:
         self.s = session
         self.lazy = LazyExplorer()
 
-    def points(self, first: int, last: int) -> Iterator[StateReport]:
+    def points(self, first: int, last: int, part: int = 0, parts: int = 1) -> Iterator[StateReport]:
+        """The reports of crash points ``[first, last)``; with ``parts`` > 1 (one point),
+        only slice ``part`` of the images of each state that can be sliced (exhaustive),
+        the others whole in slice 0."""
         s = self.s
         seen: set[bytes] = set()
         for i in range(first, last):
@@ -570,8 +701,11 @@ class Explorer:
             for state, faults, new in s.states(i):
                 if not new and prev is not None and prev.name == strategy.name:
                     continue  # the previous point explored the same state the same way
-                rep = StateReport(i, faults, strategy.name)
-                if new:
+                sliced = parts > 1 and _sliceable(strategy, s.check)
+                if parts > 1 and not sliced and part:
+                    continue
+                rep = StateReport(i, faults, strategy.name, part=part if sliced else 0)
+                if new and not part:
                     rep.possible = state.image_count()
                 if s.deadline is not None and time.monotonic() > s.deadline:
                     rep.dropped = True
@@ -584,8 +718,11 @@ class Explorer:
                 if strategy.lazy:
                     self._lazy(rep, state, faults, deadline)
                 else:
-                    self._planned(rep, state, faults, strategy, deadline, seen)
-                if "badblock" in s.check.faults and strategy.name != "none" and not rep.cut:
+                    where = (part, parts) if sliced else None
+                    self._planned(rep, state, faults, strategy, deadline, seen, where)
+                last_slice = not sliced or part == parts - 1
+                bad = "badblock" in s.check.faults and strategy.name != "none"
+                if bad and last_slice and not rep.cut:
                     self._badblocks(rep, state, faults, seen)
                 yield rep
 
@@ -630,20 +767,24 @@ class Explorer:
         strategy: Strategy,
         deadline: float | None,
         seen: set[bytes],
+        where: tuple[int, int] | None = None,
     ) -> None:
         s = self.s
         judge = s.judge
-        ctx = PointContext(rep.point, s.check.seed, s.check.max_images, judge.probe)
-        plan = strategy.plan(state, ctx)
+        if where is not None:
+            images: Iterable[Deviations] = _every_slice(state, *where)
+        else:
+            ctx = PointContext(rep.point, s.check.seed, s.check.max_images, judge.probe)
+            images = strategy.plan(state, ctx).images
         info = self._info(rep.point, faults)
         tag = b"U" if faults else b"P"
-        for n, dev in enumerate(plan.images):
+        for n, dev in enumerate(images):
             if deadline is not None and n and time.monotonic() > deadline:
                 rep.cut = "time"
                 break
             rep.covered += 1
             image = judge.image(state, dev)
-            key = judge.key(image, state) + tag
+            key = judge.key(image, state, dev) + tag
             if key in seen:
                 continue
             seen.add(key)
@@ -660,7 +801,7 @@ class Explorer:
         """A bad block in each sector recovery reads of the state's all-persisted image."""
         judge = self.s.judge
         image = judge.image(state, ())
-        base = judge.key(image, state) + (b"U" if faults else b"P")
+        base = judge.key(image, state, ()) + (b"U" if faults else b"P")
         for fault, bad in judge.badblocks(image):
             key = base + fault.encode()
             rep.possible += 1
@@ -674,6 +815,37 @@ class Explorer:
             if err is not None:
                 rep.failing.append(FailNote(key, (), Verdict.of(err), (fault,)))
                 rep.errors.append(err)
+
+
+def _sliceable(strategy: Strategy, c: Any) -> bool:
+    """Whether a state's images can be cut into slices explored apart (every image, in the
+    exhaustive order)."""
+    return type(strategy) is Exhaustive and c.max_images is None
+
+
+def _every_slice(state: CrashState, part: int, parts: int) -> Iterator[Deviations]:
+    """Slice ``part`` of ``parts`` of every image of the state, in the exhaustive order
+    (the last unit varies fastest)."""
+    counts = [len(state.units[i].options(state.base(i))) for i in range(len(state.units))]
+    live = [i for i, c in enumerate(counts) if c > 1]
+    radix = [counts[i] for i in live]
+    total = math.prod(radix)
+    start, stop = total * part // parts, total * (part + 1) // parts
+    digits = []
+    rest = start
+    for r in reversed(radix):
+        digits.append(rest % r)
+        rest //= r
+    digits.reverse()
+    for _ in range(start, stop):
+        yield tuple((i, d) for i, d in zip(live, digits, strict=True) if d)
+        k = len(digits) - 1
+        while k >= 0:
+            digits[k] += 1
+            if digits[k] < radix[k]:
+                break
+            digits[k] = 0
+            k -= 1
 
 
 # -- merging reports into a result -------------------------------------------------------------
@@ -705,11 +877,15 @@ class _Merge:
     def add(self, rep: StateReport) -> None:
         r = self.r
         r.images_possible += rep.possible
-        if rep.possible or rep.faults not in self.last_covered:
+        if rep.part:  # another slice of the state before
             r.images_covered += rep.covered
+            self.last_covered[rep.faults] += rep.covered
+        elif rep.possible or rep.faults not in self.last_covered:
+            r.images_covered += rep.covered
+            self.last_covered[rep.faults] = rep.covered
         else:  # the same state again, another strategy: count what it added, if anything
             r.images_covered += max(0, rep.covered - self.last_covered[rep.faults])
-        self.last_covered[rep.faults] = max(rep.covered, self.last_covered.get(rep.faults, 0))
+            self.last_covered[rep.faults] = max(rep.covered, self.last_covered[rep.faults])
         self.points_done = max(self.points_done, rep.point)
         r.recovery_runs += rep.runs
         new: set[bytes] = set()
@@ -873,8 +1049,8 @@ def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
     yield trace, _PoolJudge(c)
 
 
-#: Below this many possible images a check runs inline whatever ``jobs`` says: starting
-#: workers costs more than it saves.
+#: Below this much work (images to run; a lazy crash point counts one) a check runs inline
+#: whatever ``jobs`` says: starting workers costs more than it saves.
 PARALLEL_FROM = 2000
 
 
@@ -934,7 +1110,7 @@ def check(
             c.point_budget,
         )
         planned = _possible(trace)
-        ex = executor if executor is not None else _executor_for(jobs, planned, trace)
+        ex = executor if executor is not None else _executor_for(jobs, session)
         merge = _Merge(session, result)
         shown = 0.0
         with timer.installed():
@@ -980,11 +1156,13 @@ def _possible(trace: Trace) -> int:
     return total
 
 
-def _executor_for(jobs: int, planned: int, trace: Trace) -> Executor:
+def _executor_for(jobs: int, session: Session) -> Executor:
     from .executor import Inline, LocalProcesses
 
-    if jobs > 1 and planned >= PARALLEL_FROM and len(trace.points) > 1:
-        return LocalProcesses(jobs)
+    if jobs > 1:
+        work = sum(session.weight(i)[0] for i in range(len(session.trace.points)))
+        if work >= PARALLEL_FROM:
+            return LocalProcesses(jobs)
     return Inline()
 
 

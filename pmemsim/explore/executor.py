@@ -31,13 +31,37 @@ if TYPE_CHECKING:
 __all__ = ["Executor", "Inline", "LocalProcesses", "work_items"]
 
 
-def work_items(points: int, workers: int, per_worker: int = 8) -> list[tuple[int, int]]:
-    """``[first, last)`` ranges of consecutive crash points: about ``per_worker`` items per
-    worker, so that a slow stretch of points does not leave the others idle."""
-    if points <= 0:
+#: A work item: crash points ``[first, last)``, and slice ``part`` of ``parts`` (one point
+#: whose images are cut into slices; else 0 of 1).
+Item = tuple[int, int, int, int]
+
+
+def work_items(weights: list[tuple[int, bool]], workers: int, per_worker: int = 8) -> list[Item]:
+    """Runs of consecutive crash points of about equal work (``weights``: per point, its
+    images and whether they can be sliced), about ``per_worker`` items per worker so that a
+    slow stretch does not leave the others idle; a point heavier than an item is cut into
+    slices of its images."""
+    if not weights:
         return []
-    size = max(1, -(-points // (workers * per_worker)))
-    return [(i, min(points, i + size)) for i in range(0, points, size)]
+    total = sum(w for w, _ in weights)
+    target = max(1, -(-total // (workers * per_worker)))
+    items: list[Item] = []
+    first, load = 0, 0
+    for i, (w, sliceable) in enumerate(weights):
+        if sliceable and w > 2 * target:
+            if first < i:
+                items.append((first, i, 0, 1))
+            parts = min(-(-w // target), 4 * workers * per_worker)
+            items += [(i, i + 1, k, parts) for k in range(parts)]
+            first, load = i + 1, 0
+            continue
+        load += w
+        if load >= target:
+            items.append((first, i + 1, 0, 1))
+            first, load = i + 1, 0
+    if first < len(weights):
+        items.append((first, len(weights), 0, 1))
+    return items
 
 
 class Executor(ABC):
@@ -93,7 +117,7 @@ def _start_worker() -> None:
     _EXPLORER = Explorer(_SESSION)
 
 
-def _explore(item: tuple[int, int]) -> list[StateReport]:
+def _explore(item: Item) -> list[StateReport]:
     assert _EXPLORER is not None
     return list(_EXPLORER.points(*item))
 
@@ -108,7 +132,8 @@ class LocalProcesses(Executor):
 
     def explore(self, session: Session) -> Iterator[StateReport]:
         global _SESSION
-        items = work_items(len(session.trace.points), self.jobs)
+        weights = [session.weight(i) for i in range(len(session.trace.points))]
+        items = work_items(weights, self.jobs)
         ctx = multiprocessing.get_context("fork")
         _SESSION = session  # what forked workers start from (a respawned one too)
         try:

@@ -229,7 +229,7 @@ class _FilesJudge:
     def image(self, state: CrashState, deviations: Deviations) -> _Files:
         return _Files(state, deviations, self.layouts[id(state)])
 
-    def key(self, image: _Files, state: CrashState) -> bytes:
+    def key(self, image: _Files, state: CrashState, deviations: Deviations) -> bytes:
         h = hashlib.blake2b(digest_size=16)
         crash = state.image(image.deviations)
         h.update("\0".join(image.layout.dirs).encode() + b"\1")

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
+from ..snapshot import Snapshot
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
@@ -153,7 +154,8 @@ class Alternatives:
 
 
 class StateAlternatives(Alternatives):
-    """:class:`Alternatives` of a simulator :class:`CrashState`."""
+    """:class:`Alternatives` of a simulator :class:`CrashState`, and its images: built from
+    the state's all-persisted pages with each unit's content computed once."""
 
     def __init__(self, state: CrashState) -> None:
         self.state = state
@@ -161,6 +163,12 @@ class StateAlternatives(Alternatives):
         self._counts = [len(state.units[i].options(state.base(i))) for i in range(len(state.units))]
         self._contents: dict[tuple[int, int], bytes] = {}
         self._fixed: dict[tuple[int, int], bytes] = {}
+        self._bases: dict[int, Snapshot] = {}
+        #: Per unit: (medium, page, offset in the page, size).
+        self._where = [
+            (u.medium_index, u.offset >> 12, u.offset & 4095, u.size) for u in state.units
+        ]
+        self._last: tuple[tuple[Deviations, int], dict[int, bytearray]] | None = None
 
     def unit_size(self, medium: int) -> int:
         return int(self.state.media[medium].unit)
@@ -192,6 +200,56 @@ class StateAlternatives(Alternatives):
 
     def total(self) -> int:
         return int(self.state.image_count())
+
+    # -- images ------------------------------------------------------------------------
+
+    def persisted(self, medium: int = 0) -> Snapshot:
+        """The all-persisted image of one medium."""
+        got = self._bases.get(medium)
+        if got is None:
+            got = self._bases[medium] = self.state.image(()).snapshot(self.state.media[medium])
+        return got
+
+    def patched(self, deviations: Deviations, medium: int = 0) -> dict[int, bytearray]:
+        """The pages of ``medium`` that the deviations change, as they are in the image
+        (the last answer is kept: an image's snapshot and its key ask for the same)."""
+        if self._last is not None and self._last[0] == (deviations, medium):
+            return self._last[1]
+        st = self.state
+        where = self._where
+        out: dict[int, bytearray] = {}
+        for i, o in deviations:
+            m, p, at, size = where[i]
+            if m != medium:
+                continue
+            page = out.get(p)
+            if page is None:
+                start = st.persisted_page(p, medium)
+                page = out[p] = bytearray(st.snapshots[medium].page(p) if start is None else start)
+            page[at : at + size] = self.content(i, o)
+        self._last = ((deviations, medium), out)
+        return out
+
+    def snapshot(self, deviations: Deviations, medium: int = 0) -> Snapshot:
+        """The image with those deviations, as a snapshot a fresh set can map."""
+        base = self.persisted(medium)
+        if not deviations:
+            return base
+        pages = base.pages
+        changes = self.patched(deviations, medium)
+        updated = getattr(pages, "updated", None)
+        new = updated(changes) if updated is not None else {**pages, **changes}
+        return Snapshot(
+            base.label,
+            base.size,
+            new,
+            base.loader,
+            base.source_ident,
+            base.device_id,
+            base.usc,
+            base.badblocks,
+            base.unsafe_shutdown,
+        )
 
 
 def _masked(data: bytes, own: int) -> bytes:
