@@ -417,3 +417,82 @@ def test_worker_processes_give_the_same_report(strategy: str) -> None:
     assert one.as_dict() | {"seconds": 0, "images_per_second": 0, "recovery_runs": 0} == (
         two.as_dict() | {"seconds": 0, "images_per_second": 0, "recovery_runs": 0}
     )
+
+
+def test_one_heavy_crash_point_is_cut_into_slices_with_the_same_report() -> None:
+    from pmemsim.explore.executor import work_items
+
+    def ten(v: pm.View) -> None:
+        for line in range(10):
+            v.u64[line * 8] = line + 1
+            v.u64[line * 8 + 1] = line + 2
+        v.persist(0, 640)
+
+    def recover(v: pm.View) -> bool:
+        return sum(v.u64[k * 8] for k in range(10)) % 11 != 4
+
+    c = CrashCheck("heavy", ten, recover, strategy="exhaustive")
+    items = work_items([(3**10, True), (1, True)], 2)
+    assert len(items) > 2 and all(first == 0 for first, _, _, parts in items[:-1])
+    one = check(c, progress=None)
+    two = check(c, progress=None, executor=LocalProcesses(2))
+    assert one.report() == two.report() and one.images_covered == two.images_covered
+    assert one.images_checked == two.images_checked == 3**10
+
+
+def test_the_reused_set_shows_each_image_as_a_fresh_one_would() -> None:
+    from pmemsim.explore.engine import run_recovery
+    from pmemsim.explore.harness import PoolHarness
+    from pmemsim.explore.trace import record
+
+    trace = record(_many_points)
+    seen: dict[str, list[bytes]] = {"fresh": [], "reused": []}
+    harness = PoolHarness(pm.Granularity.CACHE_LINE, 4096)
+    rng = random.Random(5)
+
+    def recover_into(where: str) -> Callable[[pm.View], bool]:
+        def recover(v: pm.View) -> bool:
+            seen[where].append(v.read(0, 4096))
+            v.u64[rng.randrange(512)] = 0xDEAD  # writes that must not leak into the next
+            v.flush(0, 64)
+            if len(seen[where]) % 7 == 3:
+                v.set.close()  # recovery may even close its set
+            return True
+
+        return recover
+
+    info = CrashInfo(0, "fence", ())
+    for point in trace.points[:12]:
+        state = point.state
+        for dev in itertools.islice(state.images(), 8):
+            snap = dev.snapshot()
+            assert (
+                run_recovery(recover_into("fresh"), snap, pm.Granularity.CACHE_LINE, info) is None
+            )
+            assert (
+                run_recovery(
+                    recover_into("reused"), snap, pm.Granularity.CACHE_LINE, info, harness=harness
+                )
+                is None
+            )
+    assert seen["fresh"] == seen["reused"] and len(seen["fresh"]) > 20
+
+
+def test_image_keys_are_equal_exactly_when_contents_are() -> None:
+    from pmemsim.explore.engine import _PageSums
+    from pmemsim.explore.lazy import StateAlternatives
+    from pmemsim.explore.trace import record
+
+    trace = record(_many_points)
+    sums = _PageSums()
+    by_key: dict[bytes, bytes] = {}
+    by_content: dict[bytes, bytes] = {}
+    for point in trace.points:
+        alts = StateAlternatives(point.state)
+        for image in itertools.islice(point.state.images(), 30):
+            key = sums.key(point.state, alts, image.deviations)
+            content = image.snapshot().to_bytes()
+            assert alts.snapshot(image.deviations).to_bytes() == content
+            assert by_key.setdefault(key, content) == content
+            assert by_content.setdefault(content, key) == key
+    assert len(by_key) > 50
