@@ -1,0 +1,319 @@
+"""Benchmarks of crash exploration through the Python API (``pmemsim.explore.check``).
+
+Run from the repository root (with pmemsim installed)::
+
+    python bench/bench_explore.py             # every section, about two minutes
+    python bench/bench_explore.py --quick     # smaller grid and sizes, about half a minute
+    python bench/bench_explore.py --json-out bench/results/explore.json
+
+What is measured (bench/README.md, section "explore", explains how to read it):
+
+1. Lazy exact exploration next to exhaustive enumeration, on one epoch that dirties L lines
+   (L = 4 to 24; two 8-byte stores per line, so three contents per line) and publishes a
+   flag in the same epoch (the bug), with a recovery that checks R of the lines (R = 1 to
+   4) once the flag is set. For each: images possible, images recovery ran on, seconds,
+   verdict, exact or not. Exhaustive runs get a time budget (``--exhaustive-budget``); past
+   it their result is heuristic and says how much it covered. Target: L = 20, R = 3 reaches
+   an exact verdict lazily in under 1 s.
+2. The API's rate on the 1,024-image case (one epoch of 10 flushed stores to 10 lines, a
+   trivial recovery): images per second with the exhaustive strategy (every image run), and
+   lazily with a recovery that reads all ten lines (every image a read path). Target:
+   >= 30,000 images/s.
+3. Linear in program length: N persisted 64-byte records (N = 1,000 and 10,000), a
+   trivial recovery; seconds and peak RSS growth (fresh child processes). Target: the
+   10,000-record run takes at most 12 times the 1,000-record run.
+4. ``jobs``: the same check of more than a few thousand images with ``jobs=1`` and
+   ``jobs=2`` (worker processes). Target: ``jobs=2`` faster.
+
+Timing is ``time.perf_counter``, best of ``--repeat``. A missed target shows in the table and
+the JSON, never as an exception. The last line is ``BENCH_JSON {...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pmemsim as pm
+from pmemsim.explore import CheckResult, CrashCheck, check
+
+FLAG_TARGET = 1.0  # seconds, less than: L = 20, R = 3, lazily
+RATE_TARGET = 30_000.0  # images/s, at least
+LINEAR_TARGET = 12.0  # 10x the records in at most this many times the time
+SCHEMA = 1
+
+
+# -- 1. lazy vs exhaustive -------------------------------------------------------------------
+
+
+def epoch_check(lines: int, reads: int) -> CrashCheck:
+    """``lines`` lines written in one epoch with the flag that publishes them (the bug)."""
+
+    def workload(v: pm.View) -> None:
+        for i in range(1, lines + 1):
+            v.u64[i * 8] = i
+            v.u64[i * 8 + 1] = i * 2
+        v.u64[0] = 1  # published in the same epoch: may persist before the lines
+        v.persist(0, (lines + 1) * 64)
+
+    def recover(v: pm.View) -> bool:
+        if v.u64[0] == 0:
+            return True
+        return all(v.u64[i * 8] == i for i in range(1, reads + 1))
+
+    return CrashCheck(
+        f"epoch L={lines} R={reads}", workload, recover, size=4096, expect="inconsistent"
+    )
+
+
+def _timed(c: CrashCheck, **kw: Any) -> tuple[CheckResult, float]:
+    gc.collect()
+    t = time.perf_counter()
+    r = check(c, progress=None, **kw)
+    return r, time.perf_counter() - t
+
+
+def _row(r: CheckResult, seconds: float) -> dict[str, Any]:
+    return {
+        "images_run": r.recovery_runs,
+        "seconds": round(seconds, 4),
+        "verdict": r.verdict,
+        "exact": r.exact,
+        "covered_fraction": r.covered_fraction,
+    }
+
+
+# -- 2. the API's rate ---------------------------------------------------------------------
+
+
+def _ten_lines(v: pm.View) -> None:
+    for i in range(10):
+        v.u64[i * 8] = i + 1
+        v.flush(i * 64, 8)
+    v.drain()
+
+
+def api_rate(repeat: int) -> dict[str, Any]:
+    trivial = CrashCheck("1024", _ten_lines, lambda v: True, strategy="exhaustive")
+    reading = CrashCheck("1024 read", _ten_lines, lambda v: v.read(0, 640) is not None)
+    best: dict[str, Any] = {}
+    for label, c in (("exhaustive_trivial", trivial), ("lazy_reading_all", reading)):
+        runs = []
+        for _ in range(repeat):
+            r, s = _timed(c)
+            runs.append((s, r))
+        s, r = min(runs, key=lambda x: x[0])
+        best[label] = {
+            "images_run": r.recovery_runs,
+            "images_possible": r.images_possible,
+            "seconds": round(s, 4),
+            "images_per_s": round(r.recovery_runs / s, 1),
+        }
+    return best
+
+
+# -- 3. linear in program length -------------------------------------------------------------
+
+
+def records_check(n: int) -> CrashCheck:
+    def workload(v: pm.View) -> None:
+        for i in range(n):
+            off = (i % 60) * 64 + 64
+            v.write(off, i.to_bytes(8, "little") * 8)
+            v.persist(off, 64)
+
+    return CrashCheck(f"{n} records", workload, lambda v: True, size=4096)
+
+
+def _child(n: int) -> dict[str, Any]:
+    """Run the N-record check in a fresh interpreter: seconds and peak RSS growth."""
+    code = (
+        "import resource, sys, time\n"
+        "sys.path.insert(0, 'bench')\n"
+        "from bench_explore import records_check\n"
+        "from pmemsim.explore import check\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"c = records_check({n})\n"
+        "t = time.perf_counter()\n"
+        "r = check(c, progress=None)\n"
+        "s = time.perf_counter() - t\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(s, (after - before) / 1024, r.images_possible, r.recovery_runs, r.exact)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        "records": n,
+        "seconds": round(float(out[0]), 3),
+        "rss_growth_mib": round(float(out[1]), 1),
+        "images_possible": int(out[2]),
+        "recovery_runs": int(out[3]),
+        "exact": out[4] == "True",
+    }
+
+
+def linear(quick: bool, repeat: int) -> dict[str, Any]:
+    small, big = (500, 5_000) if quick else (1_000, 10_000)
+    a = min((_child(small) for _ in range(repeat)), key=lambda x: x["seconds"])
+    b = min((_child(big) for _ in range(repeat)), key=lambda x: x["seconds"])
+    return {"small": a, "big": b, "ratio": round(b["seconds"] / max(a["seconds"], 1e-9), 2)}
+
+
+# -- 4. jobs ---------------------------------------------------------------------------------
+
+
+def jobs_check(quick: bool) -> CrashCheck:
+    epochs = 40 if quick else 120
+
+    def workload(v: pm.View) -> None:
+        for e in range(epochs):
+            for i in range(6):
+                v.u64[i * 8 + e % 8] = e * 10 + i + 1
+            v.persist(0, 6 * 64)
+
+    return CrashCheck("jobs", workload, lambda v: True, strategy="exhaustive")
+
+
+def jobs(quick: bool, repeat: int) -> dict[str, Any]:
+    c = jobs_check(quick)
+    out = {}
+    for n in (1, 2):
+        s, r = min((_timed(c, jobs=n)[::-1] for _ in range(repeat)), key=lambda x: x[0])
+        out[f"jobs{n}"] = {
+            "seconds": round(s, 3),
+            "images_run": r.recovery_runs,
+            "images_per_s": round(r.recovery_runs / s, 1),
+        }
+    out["speedup"] = round(out["jobs1"]["seconds"] / max(out["jobs2"]["seconds"], 1e-9), 2)
+    return out
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller grid and sizes")
+    ap.add_argument("--repeat", type=int, default=None, help="best of N (default 3, quick 1)")
+    ap.add_argument(
+        "--exhaustive-budget",
+        type=float,
+        default=5.0,
+        help="seconds an exhaustive run may take before it stops (default 5)",
+    )
+    ap.add_argument("--json-out", help="also write the JSON to this file")
+    args = ap.parse_args(argv)
+    repeat = args.repeat or (1 if args.quick else 3)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+
+    print("== 1. lazy vs exhaustive, one epoch of L lines, recovery reading R of them")
+    grid = lazy_vs_exhaustive_budgeted(args.quick, args.exhaustive_budget)
+    head = (
+        f"{'L':>3} {'R':>2} {'images':>18} | {'lazy: run':>9} {'s':>7} {'verdict':>12} "
+        f"{'exact':>5} | {'exhaustive: run':>15} {'s':>7} {'verdict':>12} {'covered':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for row in grid:
+        lz, ex = row["lazy"], row["exhaustive"]
+        print(
+            f"{row['lines']:>3} {row['reads']:>2} {row['images_possible']:>18,} | "
+            f"{lz['images_run']:>9,} {lz['seconds']:>7.3f} {lz['verdict']:>12} "
+            f"{'yes' if lz['exact'] else 'NO':>5} | {ex['images_run']:>15,} "
+            f"{ex['seconds']:>7.3f} {ex['verdict']:>12} {ex['covered_fraction']:>8.2%}"
+        )
+    target = next(r for r in grid if r["lines"] == 20 and r["reads"] == 3)
+    flag_ok = target["lazy"]["exact"] and target["lazy"]["seconds"] < FLAG_TARGET
+
+    print("\n== 2. the API's rate on the 1,024-image case")
+    rate = api_rate(repeat)
+    for label, r in rate.items():
+        print(
+            f"{label:<22} {r['images_run']:>6,} runs of {r['images_possible']:,} images in "
+            f"{r['seconds']:.3f} s: {r['images_per_s']:>10,.0f} images/s"
+        )
+    rate_ok = rate["exhaustive_trivial"]["images_per_s"] >= RATE_TARGET
+
+    print("\n== 3. linear in program length (fresh processes)")
+    lin = linear(args.quick, repeat)
+    for k in ("small", "big"):
+        r = lin[k]
+        print(
+            f"{r['records']:>6,} records: {r['seconds']:>7.3f} s, RSS +{r['rss_growth_mib']} MiB, "
+            f"{r['images_possible']:,} images possible, {r['recovery_runs']:,} runs"
+        )
+    print(f"ratio {lin['ratio']} (target <= {LINEAR_TARGET})")
+    linear_ok = lin["ratio"] <= LINEAR_TARGET
+
+    print("\n== 4. jobs")
+    jb = jobs(args.quick, repeat)
+    for n in (1, 2):
+        r = jb[f"jobs{n}"]
+        print(
+            f"jobs={n}: {r['seconds']:.3f} s, {r['images_run']:,} runs, {r['images_per_s']:,.0f}/s"
+        )
+    print(f"speedup {jb['speedup']} (target > 1)")
+    jobs_ok = jb["speedup"] > 1.0
+
+    targets = {
+        "lazy_L20_R3_under_1s": flag_ok,
+        "api_rate_30k": rate_ok,
+        "linear_12x": linear_ok,
+        "jobs2_faster": jobs_ok,
+    }
+    print(f"\ntargets met: {sum(targets.values())} of {len(targets)}: {targets}")
+    doc = {
+        "schema": SCHEMA,
+        "quick": args.quick,
+        "repeat": repeat,
+        "grid": grid,
+        "rate": rate,
+        "linear": lin,
+        "jobs": jb,
+        "targets": targets,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    text = json.dumps(doc)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(doc, f, indent=2)
+    print("BENCH_JSON " + text)
+    return 0
+
+
+def lazy_vs_exhaustive_budgeted(quick: bool, budget: float) -> list[dict[str, Any]]:
+    """Section 1, the exhaustive runs limited to ``budget`` seconds each."""
+    sizes = (4, 8, 12, 20) if quick else (4, 8, 12, 16, 20, 24)
+    reads = (1, 3) if quick else (1, 2, 3, 4)
+    rows = []
+    for lines in sizes:
+        for r in reads:
+            c = epoch_check(lines, r)
+            lazy, lazy_s = _timed(c)
+            capped = dataclasses.replace(c, strategy="exhaustive", time_budget=budget)
+            full, full_s = _timed(capped)
+            rows.append(
+                {
+                    "lines": lines,
+                    "reads": r,
+                    "images_possible": lazy.images_possible,
+                    "lazy": _row(lazy, lazy_s),
+                    "exhaustive": _row(full, full_s),
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
