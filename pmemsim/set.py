@@ -257,11 +257,8 @@ class Set:
                     f"offset {offset} is beyond the end of {source!r}",
                 )
             length = size - offset
-        align = self.backend.alignment
-        if length % align:
-            raise error_for(
-                ErrorCode.LENGTH_UNALIGNED, f"length {length} is not a multiple of {align}"
-            )
+        # libpmemset's order: the file's size first, then the length's alignment (checked
+        # when the reservation is made).
         grown_from: int | None = None
         if offset + length > size and source.kind in ("file", "temporary"):
             if source.flags & source.flags.DO_NOT_GROW:
@@ -273,6 +270,11 @@ class Set:
             source.grow(offset + length)
             grown_from = size
         try:
+            align = self.backend.alignment
+            if length % align:
+                raise error_for(
+                    ErrorCode.LENGTH_UNALIGNED, f"length {length} is not a multiple of {align}"
+                )
             holder = self._place(bsrc, source, offset, length)
         except BaseException:
             if grown_from is not None:
