@@ -1,29 +1,33 @@
-"""Benchmarks of ``pmemsim check-log`` (pmemsim.pmlog) next to pmreorder's published figures.
+"""Benchmarks of ``pmemsim check-log`` (pmemsim.pmlog).
 
 Run from the repository root (with pmemsim installed)::
 
-    python bench/bench_log.py               # best of 5
-    python bench/bench_log.py --quick       # best of 2, fewer images
+    python bench/bench_log.py               # best of 3
+    python bench/bench_log.py --quick       # best of 2, smaller logs
     python bench/bench_log.py --json-out bench/results/log.json
 
-What is measured (bench/README.md, section "check-log", explains how to read it):
+What is measured (bench/README.md, section "check-log", explains how to read it); every
+figure is parse to verdict, on logs of N epochs, each K 8-byte stores to K different lines of
+the pool's first 4 KiB, a FLUSH of each line and a FENCE:
 
-1. In-process throughput: distinct crash images judged per second by a trivial Python checker
-   (``lambda image: True``) on a 4 KiB pool, for a log of 50 epochs, each 10 stores to 10
-   different lines, flushed and fenced (about 51,000 distinct images). The time includes
-   parsing, the replay on the simulator and every image. Target: >= 20,000 images/s.
-2. The exact verdict for 10 flushed stores in one epoch (10 lines: 1,024 distinct images),
-   parse to verdict. Target: < 1 s. pmreorder's ReorderFull runs its checker 9,864,100 times
-   for the same epoch (every ordered non-empty subset).
-3. Checker programs: images/s with ``true`` as the checker (the cost of writing an image file
-   and running a process), with 1 and 2 threads, on a 7-store epoch (128 images).
-4. Memory per image: tracemalloc peak and RSS growth of a whole check (in a fresh child
-   process) for the same 10-epoch log on a 4 KiB and on a 64 MiB pool. An image costs the
-   lines it changes, so the two must be close; the 64 MiB pool buffer is an anonymous mmap
-   whose untouched pages are never resident.
+1. In-process Python checker (``lambda image: True``), 50 x 10 on a 4 KiB pool (about 51,000
+   distinct images). Target (issue 10): >= 20,000 images/s.
+2. C library checker (``int ok(const char *path) { return 1; }``, --checker-lib), the same
+   log. Target (issue 10): >= 20,000 images/s.
+3. Checker program ``true``, 1 and 2 threads, a 7-store epoch (128 images).
+4. Checker program on a 4 KiB and on a 64 MiB pool (a file of that size, full of data), the
+   same 3 x 7 log: an image costs what its crash point changes, not the pool. Target: the
+   64 MiB rate within 2x of the 4 KiB rate.
+5. In-process, 30,000 x 2 on a 64 MiB pool. Target (issue 16): >= 50,000 images/s.
+6. Peak RSS of a whole check of 100,000 x 2 (a fresh process). Target (issue 16): < 200 MB.
+7. A trivial log (one store) checked by a fresh ``pmemsim check-log`` process, wall time.
+   Target (issue 16): < 0.1 s.
+8. The exact verdict for 10 flushed stores in one epoch (1,024 images). Target: < 1 s.
+9. Memory per image (tracemalloc) on a 4 KiB and a 64 MiB pool, 10 x 10: close.
 
-Timing is ``time.perf_counter``, best of N; memory the worst of N child runs. A missed target
-shows in the table and the JSON, never as an exception. The last line is ``BENCH_JSON {...}``.
+pmreorder side by side is bench/bench_pmreorder.py. Timing is ``time.perf_counter``, best of
+N; memory the worst of N child runs. A missed target shows in the table and the JSON, never
+as an exception. The last line is ``BENCH_JSON {...}``.
 """
 
 from __future__ import annotations
@@ -37,34 +41,42 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pmemsim.pmlog import FunctionChecker, ProgramChecker, Replay, check_log, parse_log
+from pmemsim.pmlog import (
+    FunctionChecker,
+    LibChecker,
+    ProgramChecker,
+    Replay,
+    check_log,
+    parse_log,
+    read_log,
+)
 
 BASE = 0x10000000
 KIB = 1 << 10
 MIB = 1 << 20
 POOL = "/nonexistent-pmemsim-bench/pool.bin"  # absent: the base image is zeros
 
-RATE_TARGET = 20_000.0  # images/s, at least
+RATE_TARGET = 20_000.0  # images/s, in-process and library checker (issue 10)
+SCALE_TARGET = 50_000.0  # images/s, 30,000 x 2 on 64 MiB (issue 16)
+RSS_TARGET = 200 * MIB  # 100,000 x 2 (issue 16)
+TRIVIAL_TARGET = 0.1  # seconds, a whole command on a trivial log (issue 16)
 VERDICT_TARGET = 1.0  # seconds, less than
 
-#: pmreorder's figures (persistency.md, pmreorder-log.md): states/s and sequences.
-PMREORDER_PROCESS = (35.0, 190.0)
-PMREORDER_IN_PROCESS = 1_000.0
-#: ReorderFull tries every ordered non-empty subset of 10 stores: sum over k of 10!/(10-k)!.
-PMREORDER_FULL_10 = 9_864_100
-
-SCHEMA = 1
+SCHEMA = 2
 
 
-def epoch_log(epochs: int, stores: int, size: int = 4 * KIB, seed: int = 1) -> str:
+def epoch_log(
+    epochs: int, stores: int, size: int = 4 * KIB, seed: int = 1, pool: str = POOL
+) -> str:
     """``epochs`` times: ``stores`` 8-byte stores to distinct lines of the first 4 KiB, a
     FLUSH of each line, one FENCE."""
     rng = random.Random(seed)
-    recs = ["START", f"REGISTER_FILE;{POOL};0x{BASE:x};0x{size:x};0x0"]
+    recs = ["START", f"REGISTER_FILE;{pool};0x{BASE:x};0x{size:x};0x0"]
     value = 1
     for _ in range(epochs):
         lines = rng.sample(range(64), stores)
@@ -139,6 +151,117 @@ def bench_program(repeat: int) -> dict[str, float]:
     return out
 
 
+def _library(tmp: str) -> str | None:
+    """A trivial C checker as a shared library (None without gcc)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None
+    src, lib = os.path.join(tmp, "ok.c"), os.path.join(tmp, "libok.so")
+    with open(src, "w") as f:
+        f.write("int ok(const char *path) { (void)path; return 1; }\n")
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", lib, src], check=True)
+    return lib
+
+
+def bench_library(repeat: int, epochs: int, tmp: str) -> dict[str, float] | None:
+    lib = _library(tmp)
+    if lib is None:
+        return None
+    text = epoch_log(epochs, 10)
+    checker = LibChecker.parse(f"{lib}:ok")
+
+    def once() -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        r = check_log(Replay.of(parse_log(text)), checker)
+        return time.perf_counter() - t0, r
+
+    seconds, r = best_of(repeat, once)
+    return {
+        "images_checked": r.images_checked,
+        "seconds": seconds,
+        "images_per_s": r.images_checked / seconds,
+    }
+
+
+def bench_pool_size(repeat: int, tmp: str) -> dict[str, float]:
+    """The checker program ``true`` on a 4 KiB and a 64 MiB pool file full of data."""
+    true = shutil.which("true") or "/bin/true"
+    out: dict[str, float] = {}
+    for label, size in (("4KiB", 4 * KIB), ("64MiB", 64 * MIB)):
+        pool = os.path.join(tmp, f"pool-{label}.bin")
+        with open(pool, "wb") as f:
+            for _ in range(0, size, MIB):
+                f.write(os.urandom(min(MIB, size)))
+        text = epoch_log(3, 7, size=size, pool=pool)
+
+        def once(text: str = text) -> tuple[float, Any]:
+            t0 = time.perf_counter()
+            r = check_log(Replay.of(parse_log(text)), ProgramChecker((true,)))
+            return time.perf_counter() - t0, r
+
+        seconds, r = best_of(max(1, repeat // 2), once)
+        out[f"{label}_images_per_s"] = r.images_checked / seconds
+        out["images_checked"] = r.images_checked
+    return out
+
+
+def bench_scale(repeat: int, epochs: int, tmp: str) -> dict[str, float]:
+    path = os.path.join(tmp, "scale.log")
+    with open(path, "w") as f:
+        f.write(epoch_log(epochs, 2, size=64 * MIB) + "\n")
+
+    def once() -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        r = check_log(Replay.of(read_log(path)), FunctionChecker(_trivial, "trivial"))
+        return time.perf_counter() - t0, r
+
+    seconds, r = best_of(max(1, repeat // 2), once)
+    return {
+        "epochs": epochs,
+        "images_checked": r.images_checked,
+        "seconds": seconds,
+        "images_per_s": r.images_checked / seconds,
+    }
+
+
+def rss_child(path: str) -> dict[str, float]:
+    import resource
+
+    r = check_log(Replay.of(read_log(path)), FunctionChecker(_trivial, "trivial"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
+    return {"images_checked": r.images_checked, "peak_rss": peak, "seconds": r.seconds}
+
+
+def bench_rss(epochs: int, tmp: str) -> dict[str, float]:
+    path = os.path.join(tmp, "rss.log")
+    with open(path, "w") as f:
+        f.write(epoch_log(epochs, 2, size=64 * MIB) + "\n")
+    done = subprocess.run(
+        [sys.executable, __file__, "--rss-child", path], check=True, capture_output=True, text=True
+    )
+    got: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    got["epochs"] = epochs
+    return got
+
+
+def bench_trivial(repeat: int, tmp: str) -> dict[str, float]:
+    log = os.path.join(tmp, "trivial.log")
+    with open(log, "w") as f:
+        f.write(epoch_log(1, 1) + "\n")
+    with open(os.path.join(tmp, "trivialcheck.py"), "w") as f:
+        f.write("def ok(image):\n    return True\n")
+
+    def once(argv: list[str]) -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        subprocess.run(argv, cwd=tmp, check=True, capture_output=True)
+        return time.perf_counter() - t0, None
+
+    cmd = [sys.executable, "-m", "pmemsim", "check-log", log, "--checker-py", "trivialcheck:ok"]
+    seconds, _ = best_of(repeat, lambda: once(cmd))
+    python, _ = best_of(repeat, lambda: once([sys.executable, "-c", "pass"]))
+    return {"seconds": seconds, "python_startup": python}
+
+
 # -- memory, in child processes ----------------------------------------------------------------
 
 
@@ -200,80 +323,106 @@ def bench_memory(repeat: int, epochs: int) -> dict[str, dict[str, float]]:
 # -- report ----------------------------------------------------------------------------------
 
 
-def _row(name: str, value: str, target: str, status: str, pmreorder: str) -> list[str]:
-    return [name, value, target, status, pmreorder]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="best of 2, fewer images")
+    ap.add_argument("--quick", action="store_true", help="best of 2, smaller logs")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results here")
     ap.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.memory_child:
         print(json.dumps(memory_child(*args.memory_child)))
         return 0
-    repeat = 2 if args.quick else 5
+    if args.rss_child:
+        print(json.dumps(rss_child(args.rss_child)))
+        return 0
+    repeat = 2 if args.quick else 3
     epochs = 20 if args.quick else 50
-    rate = bench_in_process(repeat, epochs)
+    scale_epochs = 3_000 if args.quick else 30_000
+    rss_epochs = 10_000 if args.quick else 100_000
+    with tempfile.TemporaryDirectory(prefix="pmemsim-bench-log-") as tmp:
+        rate = bench_in_process(repeat, epochs)
+        library = bench_library(repeat, epochs, tmp)
+        program = bench_program(repeat)
+        sizes = bench_pool_size(repeat, tmp)
+        scale = bench_scale(repeat, scale_epochs, tmp)
+        rss = bench_rss(rss_epochs, tmp)
+        trivial = bench_trivial(repeat, tmp)
     verdict = bench_verdict(repeat)
-    program = bench_program(repeat)
     memory = bench_memory(repeat, 10)
     small, large = memory["4KiB"], memory["64MiB"]
     mem_ratio = large["tracemalloc_per_image"] / small["tracemalloc_per_image"]
-    rss_mib = large["rss_growth"] / MIB
+    size_ratio = sizes["64MiB_images_per_s"] / sizes["4KiB_images_per_s"]
+
+    def status(ok: bool) -> str:
+        return "pass" if ok else "MISS"
+
     rows = [
-        _row(
-            "in-process, trivial checker, 4 KiB pool",
-            f"{rate['images_per_s']:,.0f} images/s",
+        [
+            "in-process Python checker, 4 KiB pool",
+            f"{rate['images_per_s']:,.0f} images/s ({rate['images_checked']:,})",
             f">= {RATE_TARGET:,.0f}",
-            "pass" if rate["images_per_s"] >= RATE_TARGET else "MISS",
-            f"~{PMREORDER_IN_PROCESS:,.0f} states/s (patched)",
-        ),
-        _row(
-            "10 flushed stores, one epoch: exact verdict",
-            f"{verdict['seconds']:.3f} s ({verdict['images_checked']:,} images)",
-            f"< {VERDICT_TARGET:g} s",
-            "pass" if verdict["seconds"] < VERDICT_TARGET else "MISS",
-            f"ReorderFull: {PMREORDER_FULL_10:,} runs",
-        ),
-        _row(
+            status(rate["images_per_s"] >= RATE_TARGET),
+        ],
+        [
+            "C library checker (--checker-lib), 4 KiB pool",
+            "no gcc"
+            if library is None
+            else f"{library['images_per_s']:,.0f} images/s ({library['images_checked']:,})",
+            f">= {RATE_TARGET:,.0f}",
+            "skip" if library is None else status(library["images_per_s"] >= RATE_TARGET),
+        ],
+        [
             "checker program `true`, 1 thread",
             f"{program['jobs1_images_per_s']:,.0f} images/s",
             "-",
             "info",
-            f"{PMREORDER_PROCESS[0]:.0f}-{PMREORDER_PROCESS[1]:.0f} states/s",
-        ),
-        _row(
+        ],
+        [
             "checker program `true`, 2 threads",
             f"{program['jobs2_images_per_s']:,.0f} images/s",
             "-",
             "info",
-            "one process at a time",
-        ),
-        _row(
-            "memory per image, 4 KiB pool (tracemalloc)",
-            f"{small['tracemalloc_per_image']:,.0f} B",
-            "-",
-            "info",
-            "a file copy per state",
-        ),
-        _row(
-            "memory per image, 64 MiB pool (tracemalloc)",
-            f"{large['tracemalloc_per_image']:,.0f} B",
-            "~ 4 KiB pool",
-            "pass" if mem_ratio < 1.5 else "MISS",
-            "-",
-        ),
-        _row(
-            "64 MiB pool: RSS growth of the whole check",
-            f"{rss_mib:.1f} MiB ({large['images_checked']:,} images)",
-            "< 64 MiB",
-            "pass" if rss_mib < 64 else "MISS",
-            "-",
-        ),
+        ],
+        [
+            "checker program, 64 MiB pool vs 4 KiB (file of data)",
+            f"{sizes['64MiB_images_per_s']:,.0f} vs {sizes['4KiB_images_per_s']:,.0f} images/s",
+            "within 2x",
+            status(size_ratio >= 0.5),
+        ],
+        [
+            f"in-process, {scale['epochs']:,} x 2 stores, 64 MiB pool",
+            f"{scale['images_per_s']:,.0f} images/s ({scale['images_checked']:,} in "
+            f"{scale['seconds']:.1f} s)",
+            f">= {SCALE_TARGET:,.0f}",
+            status(scale["images_per_s"] >= SCALE_TARGET),
+        ],
+        [
+            f"peak RSS, {rss['epochs']:,} x 2 stores (whole process)",
+            f"{rss['peak_rss'] / MIB:,.0f} MiB",
+            f"< {RSS_TARGET // MIB} MiB",
+            status(rss["peak_rss"] < RSS_TARGET),
+        ],
+        [
+            "trivial log, a fresh `pmemsim check-log`",
+            f"{trivial['seconds']:.3f} s (python alone {trivial['python_startup']:.3f} s)",
+            f"< {TRIVIAL_TARGET:g} s",
+            status(trivial["seconds"] < TRIVIAL_TARGET),
+        ],
+        [
+            "10 flushed stores, one epoch: exact verdict",
+            f"{verdict['seconds']:.3f} s ({verdict['images_checked']:,} images)",
+            f"< {VERDICT_TARGET:g} s",
+            status(verdict["seconds"] < VERDICT_TARGET),
+        ],
+        [
+            "memory per image, 4 KiB / 64 MiB pool (tracemalloc)",
+            f"{small['tracemalloc_per_image']:,.0f} / {large['tracemalloc_per_image']:,.0f} B",
+            "close",
+            status(mem_ratio < 1.5),
+        ],
     ]
-    head = ["benchmark", "measured", "target", "status", "pmreorder"]
+    head = ["benchmark", "measured", "target", "status"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, ["-" * w for w in widths], *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
@@ -283,15 +432,15 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "in_process": rate,
-        "verdict_10_stores": verdict,
+        "library": library,
         "program": program,
+        "pool_size": sizes,
+        "scale": scale,
+        "rss": rss,
+        "trivial": trivial,
+        "verdict_10_stores": verdict,
         "memory": memory,
         "memory_ratio_64MiB_to_4KiB": mem_ratio,
-        "pmreorder": {
-            "process_states_per_s": list(PMREORDER_PROCESS),
-            "in_process_states_per_s": PMREORDER_IN_PROCESS,
-            "reorder_full_10_stores": PMREORDER_FULL_10,
-        },
         "rows": rows,
         "targets": targets,
         "missed": targets - met,
@@ -299,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "load": os.getloadavg()[0],
         "quick": args.quick,
     }
     text = json.dumps(result, sort_keys=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import mmap
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ PAGE = 4096
 LINE = 64
 _MASK = (1 << 128) - 1
 _ZERO_LINE = bytes(LINE)
+_blake2b = hashlib.blake2b
 _ZERO_PAGE = bytes(PAGE)
 #: Linux's MAP_NORESERVE (Python's mmap module does not name it before 3.13).
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
@@ -107,12 +109,13 @@ class _Buffer:
 
     def line_key(self, offset: int, content: bytes) -> int:
         """A line's key contribution: 0 when it holds the initial content."""
-        if content == self.initial_bytes(offset, offset + len(content)):
+        if self.initial is None:
+            if content == _ZERO_LINE[: len(content)]:
+                return 0
+        elif content == self.initial_bytes(offset, offset + len(content)):
             return 0
-        h = hashlib.blake2b(
-            content, digest_size=16, salt=(self.salt | offset).to_bytes(16, "little")
-        )
-        return int.from_bytes(h.digest(), "little")
+        salt = (self.salt | offset).to_bytes(16, "little")
+        return int.from_bytes(_blake2b(content, digest_size=16, salt=salt).digest(), "little")
 
     def show(self, p: int, page: bytes | bytearray | None) -> None:
         """Make page ``p`` show ``page`` (None: the initial content), updating the key by
@@ -160,7 +163,7 @@ class PoolImage:
         #: How many times the buffers moved to another state, and the pages (pool, page)
         #: each of the last moves rewrote.
         self.moves = 0
-        self._history: list[set[tuple[int, int]]] = []
+        self._history: deque[set[tuple[int, int]]] = deque(maxlen=_HISTORY)
         # Per unit of the current state: content before patching, and per (unit, option):
         # (content, key delta, atoms lost, pool, start, end).
         self._persisted: dict[int, bytes] = {}
@@ -209,8 +212,6 @@ class PoolImage:
         self._options = {}
         self.moves += 1
         self._history.append(changed)
-        if len(self._history) > _HISTORY:
-            del self._history[: len(self._history) - _HISTORY]
 
     def pages_since(self, move: int) -> set[tuple[int, int]] | None:
         """``(pool, page)`` of every page rewritten by the moves after the ``move``-th
@@ -219,8 +220,9 @@ class PoolImage:
         if n > len(self._history) or move < 0:
             return None
         out: set[tuple[int, int]] = set()
-        for pages in self._history[len(self._history) - n :]:
-            out |= pages
+        history = self._history
+        for k in range(len(history) - n, len(history)):
+            out |= history[k]
         return out
 
     # -- images of the current state ---------------------------------------------------
