@@ -252,6 +252,10 @@ def test_bad_paths_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["check", str(write(tmp_path, "none.py", "x = 1\n"))]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "defines no CrashCheck" in err
+    # An empty argument is not the current folder (a variable that expanded to nothing).
+    for argv in (["check", ""], ["validate", ""], ["info", "--dir", " "]):
+        assert main(argv) == 2
+        assert "an empty path" in capsys.readouterr().err
 
 
 # -- selecting checks ----------------------------------------------------------------------

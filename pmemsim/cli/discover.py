@@ -185,6 +185,8 @@ def _skipped(name: str) -> bool:
 
 def check_files(path: str | os.PathLike[str]) -> list[Path]:
     """The Python files a path names: itself, or every one under a folder (recursively)."""
+    if not str(path).strip():
+        raise UsageProblem("an empty path: name a file or folder ('.' for this one)")
     p = Path(path)
     if p.is_file():
         return [p]

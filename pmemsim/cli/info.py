@@ -104,6 +104,8 @@ def _print(report: dict[str, Any]) -> None:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     directory = args.dir if args.dir is not None else tempfile.gettempdir()
+    if not directory.strip():
+        raise UsageProblem("--dir: an empty path ('.' for this folder)")
     if not os.path.isdir(directory):
         raise UsageProblem(f"{directory}: not a directory")
     try:

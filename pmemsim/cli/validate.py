@@ -28,6 +28,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         force = parse_granularity(args.force_granularity) if args.force_granularity else None
     except InvalidArgumentError as exc:
         raise UsageProblem(exc.message) from None
+    if not args.dir.strip():
+        raise UsageProblem("an empty path: name a directory ('.' for this one)")
     if not Path(args.dir).is_dir():
         raise UsageProblem(f"{args.dir}: no such directory")
     json_path = writable_file(args.json, "--json") if args.json else None
