@@ -396,16 +396,12 @@ def _replay_line(nodeid: str, token: str) -> str:
 
 def _replayed(c: Any, token: str, nodeid: str) -> CheckResult:
     """``--pmemsim-replay``: recovery on the one image ``token`` names."""
-    from pmemsim.explore import CheckResult, replay
+    from pmemsim.explore import check
 
-    result = CheckResult(c.name, c.expect, "replay", c.seed, images_checked=1)
-    err = replay(c, token)
-    if err is None:
-        if c.expect == "inconsistent":
+    result = check(c, replay=token, progress=None)
+    if c.expect == "inconsistent":
+        if not result.failures:
             raise AssertionError(f"{c.name}: the image of crash {token} is consistent now")
         return result
-    if c.expect == "inconsistent":
-        return result
-    err.add_note(f"pmemsim: {c.name}: recovery fails on the image of crash {token}")
-    err.add_note(_replay_line(nodeid, token))
-    raise err
+    result.raise_failures(replay=lambda f: _replay_line(nodeid, f.crash_token))
+    return result

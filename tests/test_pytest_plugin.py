@@ -377,7 +377,11 @@ def test_a_failure_replays_with_the_line_it_prints(pytester: pytest.Pytester) ->
     again.assert_outcomes(failed=1)
     assert _header(again) == "pmemsim: backend=sim seed=0 replay=0:0.40=1"
     again.stdout.fnmatch_lines(
-        ["*AssertionError: flag without data", "*recovery fails on the image of crash 0:0.40=1"]
+        [
+            "*AssertionError: flag without data",
+            "*line +0x40: 1 store(s) in flight, lost 1",
+            "*replay: pytest test_crash.py::test_bug --pmemsim-replay=0:0.40=1",
+        ]
     )
     # After the fix, the same line passes; a crash the run does not have is an error.
     pytester.makepyfile(

@@ -32,14 +32,22 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks"
 COMMANDS = ("check", "info", "validate", "log", "record")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (importlib.metadata
+    costs milliseconds every other command would pay)."""
 
-    try:
-        mine = version("pmemsim")
-    except PackageNotFoundError:  # pragma: no cover - run from a checkout, not installed
-        mine = "unknown"
-    return f"pmemsim {mine} (Python {sys.version.split()[0]})"
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            mine = version("pmemsim")
+        except PackageNotFoundError:  # pragma: no cover - run from a checkout, not installed
+            mine = "unknown"
+        print(f"pmemsim {mine} (Python {sys.version.split()[0]})")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 every verdict as expected, 1 a verdict differs or a check "
         "errored, 2 bad input or usage (docs/cli.md).",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

@@ -186,8 +186,17 @@ def _run_one(found: Found, args: argparse.Namespace, seed: int, out: Terminal) -
     return Outcome(c.name, found.origin, r)
 
 
+def _crash_points(text: str | None) -> str | None:
+    from ..explore.trace import CRASH_POINT_MODES
+
+    if text is not None and text not in CRASH_POINT_MODES:
+        raise UsageProblem(f"--crash-points {text}: use one of {', '.join(CRASH_POINT_MODES)}")
+    return text
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     args.strategy = _strategy(args.strategy)
+    args.crash_points = _crash_points(args.crash_points)
     seed = _seed(args.seed)
     json_path = writable_file(args.json, "--json") if args.json else None
     junit_path = writable_file(args.junit_xml, "--junit-xml") if args.junit_xml else None
@@ -283,7 +292,7 @@ def write_html(path: str | Path, text: str) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ..errors import InvalidArgumentError
-    from ..explore import replay
+    from ..explore import check
 
     ref, at, crash = args.token.rpartition("@")
     if not at or not crash:
@@ -292,7 +301,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise UsageProblem(
             f"{args.token!r} names no file: `pmemsim replay` finds checks defined in files "
             "(FILE::CHECK@CRASH). A check made in Python replays there: "
-            f"pmemsim.explore.replay(CHECK, {crash!r})"
+            f"pmemsim.explore.check(CHECK, replay={args.token!r})"
         )
     html_path = writable_file(args.html, "--html") if args.html else None
     try:
@@ -301,13 +310,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         print(f"pmemsim: ERROR {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        err = replay(c, crash)
+        r = check(c, replay=crash, name=ref, progress=None)
     except InvalidArgumentError as exc:
         raise UsageProblem(f"replay token {args.token!r}: {exc.message}") from None
     except (Exception, SystemExit) as exc:
         o = Outcome(c.name, ref.partition("::")[0], None, "running it raised", exc)
         print(f"pmemsim: ERROR {o.problem(verbose=True)}", file=sys.stderr)
         return EXIT_FAILED
+    err = r.failures[0].error if r.failures else None
     if html_path is not None:
         from ..html import replay_report
 
@@ -317,7 +327,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_OK
     import traceback
 
+    # Where recovery failed, as Python shows it; then what the crash lost.
     traceback.print_exception(err)
+    print(r.failures[0].describe())
     print(f"{c.name}: recovery on the image of crash {crash} failed", file=sys.stderr)
     return EXIT_FAILED
 
@@ -340,9 +352,8 @@ def _output_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..explore.strategy import STRATEGY_NAMES
-    from ..explore.trace import CRASH_POINT_MODES
-
+    # Nothing from the explorer here: building the parser must stay cheap for every command
+    # (names are checked, with the valid ones listed, when the command runs).
     p = sub.add_parser(
         "check",
         help="run the crash-consistency checks of a scenario file or folder on the simulator",
@@ -365,9 +376,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "and/or/not, e.g. -k 'cmap and not byte' (repeatable: any of them)",
     )
     p.add_argument(
-        "--strategy", metavar="NAME", help=f"override every check's ({', '.join(STRATEGY_NAMES)})"
+        "--strategy",
+        metavar="NAME",
+        help="override every check's: lazy, exhaustive, extremes, bounded:K, random:N, "
+        "read-guided, ... (docs/explore.md)",
     )
-    p.add_argument("--crash-points", choices=CRASH_POINT_MODES, help="override every check's")
+    p.add_argument(
+        "--crash-points",
+        metavar="MODE",
+        help="override every check's: barriers, operations, markers",
+    )
     p.add_argument(
         "--recovery-depth",
         type=count(0),

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import platform
 import re
 import shlex
-import traceback
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,6 +13,7 @@ from .common import describe_error, user_frame
 
 if TYPE_CHECKING:
     from ..explore import CheckResult, Failure
+    from ..explore.report import FailedCrash
 
 __all__ = ["Outcome", "write_json", "write_junit"]
 
@@ -58,6 +55,8 @@ class Outcome:
 
 
 def _traceback(exc: BaseException) -> str:
+    import traceback
+
     return "".join(traceback.format_exception(exc))
 
 
@@ -68,6 +67,43 @@ def _where(prov: Any) -> list[dict[str, Any]]:
     from ..provenance import locations
 
     return [{"file": x.filename, "line": x.lineno, "function": x.function} for x in locations(prov)]
+
+
+def _lost(lines: Any, lost: Any, source: Any) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "lines": [
+            {
+                "source": source(x.medium),
+                "offset": x.offset,
+                "in_flight": x.in_flight,
+                "lost": x.lost,
+                "reverted": x.reverted,
+            }
+            for x in lines
+        ],
+        "lost_stores": [
+            {
+                "source": source(s.medium),
+                "offset": s.offset,
+                "length": s.length,
+                "stored_at": _where(s.provenance),
+            }
+            for s in lost
+        ],
+    }
+
+
+def _failed(c: FailedCrash) -> dict[str, Any]:
+    """One inconsistent crash of every one a check found (sources by number: a program's
+    files may be numbered differently at different crash points)."""
+    kind, at = c.signature
+    return {
+        "crash": c.token,
+        "faults": list(c.crash.faults),
+        **_lost(c.lines, c.lost, lambda medium: medium),
+        "verdict": c.kind,
+        "error": {"type": kind, "message": c.message, "raised_at": at},
+    }
 
 
 def _failure(f: Failure) -> dict[str, Any]:
@@ -86,25 +122,7 @@ def _failure(f: Failure) -> dict[str, Any]:
             "markers": list(f.point.markers),
             "at": _where(f.point.provenance),
         },
-        "lines": [
-            {
-                "source": source(x.medium),
-                "offset": x.offset,
-                "in_flight": x.in_flight,
-                "lost": x.lost,
-                "reverted": x.reverted,
-            }
-            for x in f.lines
-        ],
-        "lost_stores": [
-            {
-                "source": source(s.medium),
-                "offset": s.offset,
-                "length": s.length,
-                "stored_at": _where(s.provenance),
-            }
-            for s in f.lost
-        ],
+        **_lost(f.lines, f.lost, source),
         "error": {"type": type(f.error).__name__, "message": str(f.error)},
     }
 
@@ -131,7 +149,9 @@ def outcome_dict(o: Outcome) -> dict[str, Any]:
         row["name"] = o.name
         m = r.minimal
         row["replay"] = None if m is None else shlex.join(["pmemsim", "replay", m.token])
+        # The minimal crash of each distinct bug, in full; then every inconsistent crash.
         row["failures"] = [_failure(f) for f in r.failures]
+        row["failing"] = [_failed(c) for c in r.failing]
         row["lint"] = [str(f) for f in r.findings]
     row["error"] = _error(o)
     return row
@@ -169,6 +189,10 @@ def write_junit(
 ) -> None:
     """One ``testcase`` per check: a verdict that differs is a ``failure`` whose body is the
     report, a check that could not run an ``error``; ``report(result)`` words the report."""
+    import platform
+    import xml.etree.ElementTree as ET
+    from datetime import UTC, datetime
+
     counts = {s: sum(o.status == s for o in outcomes) for s in ("failed", "error")}
     seconds = sum(o.result.seconds for o in outcomes if o.result is not None)
     root = ET.Element("testsuites", name="pmemsim", tests=str(len(outcomes)))
