@@ -223,7 +223,12 @@ def _html(args: argparse.Namespace, replay: Any, result: Any) -> None:
 def _cmd_export_log(args: argparse.Namespace) -> int:
     from ..pmlog import export_log
     from .check import load_check, load_checks
+    from .common import writable_file
 
+    # Before recording: a path that cannot be written would lose the work.
+    writable_file(args.output, "-o")
+    if args.write_pool and not os.path.exists(args.pool):
+        writable_file(args.pool, "--pool")
     if args.scenario:
         if args.path or args.select:
             raise UsageProblem("give --scenario PATH::CHECK or PATH [-k NAME], not both")
