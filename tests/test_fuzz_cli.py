@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pmemsim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = int(os.environ.get("PMEMSIM_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("PMEMSIM_FUZZ_EXAMPLES", "300"))
 
 CHECKS = """
 from pmemsim.explore import CrashCheck, FileCrashCheck
