@@ -289,7 +289,7 @@ def test_random_command_lines_in_process(folder: Path, data: st.DataObject) -> N
         assert err.strip(), f"exit 2 without a message: {argv}"
 
 
-@settings(FUZZ, max_examples=max(8, EXAMPLES // 15))
+@settings(FUZZ, max_examples=max(8, EXAMPLES // 25))
 @given(data=st.data())
 def test_random_command_lines_in_a_process(folder: Path, data: st.DataObject) -> None:
     argv = data.draw(command_lines(folder))
