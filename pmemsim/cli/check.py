@@ -133,7 +133,7 @@ class _Table:
             return
         head = (
             f"{'check':<{self.width}}  {'verdict':<12}  {'expected':<8}  {'points':>6}  "
-            f"{'images':>7}  {'checked':>7}  {'seconds':>7}"
+            f"{'images':>7}  {'covered':>7}  {'runs':>6}  {'seconds':>7}"
         )
         self.out.print(head)
         self.out.print("-" * len(head))
@@ -146,16 +146,18 @@ class _Table:
         name = f"{o.name:<{self.width}}"
         if r is None:
             verdict = self.out.paint(f"{'ERROR':<12}", "red bold")
-            self.out.print(f"{name}  {verdict}  {'-':<8}  {'-':>6}  {'-':>7}  {'-':>7}  {'-':>7}")
+            dashes = f"{'-':>6}  {'-':>7}  {'-':>7}  {'-':>6}  {'-':>7}"
+            self.out.print(f"{name}  {verdict}  {'-':<8}  {dashes}")
             return
         style = "green" if r.as_expected else "red bold"
         verdict = self.out.paint(f"{r.verdict:<12}", style)
         ok = self.out.paint(f"{'yes' if r.as_expected else 'NO':<8}", style)
         if not r.exact:
             verdict = self.out.paint(f"{r.verdict + '*':<12}", "yellow" if r.as_expected else style)
+        covered = f"{r.covered_fraction:.0%}" if r.exact else f"{r.covered_fraction:.2%}"
         self.out.print(
             f"{name}  {verdict}  {ok}  {r.crash_points:>6}  {r.images_possible:>7}  "
-            f"{r.images_checked:>7}  {r.seconds:>7.3f}"
+            f"{covered:>7}  {r.images_checked:>6}  {r.seconds:>7.3f}"
         )
 
 
@@ -262,16 +264,19 @@ def _summary(outcomes: list[Outcome], out: Terminal) -> str:
     failed = sum(o.status == "failed" for o in outcomes)
     errored = sum(o.status == "error" for o in outcomes)
     results = [o.result for o in outcomes if o.result is not None]
-    checked = sum(r.images_checked for r in results)
+    possible = sum(r.images_possible for r in results)
+    covered = sum(r.images_covered for r in results)
+    runs = sum(r.images_checked for r in results)
     seconds = sum(r.seconds for r in results)
-    exact = all(r.exact for r in results)
+    heuristic = sum(not r.exact for r in results)
     counts = (
         f"{plural(len(outcomes), 'check')}: {passed} passed, {failed} failed, {errored} errored"
     )
     style = "green" if passed == len(outcomes) else "red bold"
+    how = "every one exact" if not heuristic else f"{heuristic} heuristic (*)"
     return (
-        f"\n{out.paint(counts, style)}; {checked:,} distinct images checked in {seconds:.2f} s, "
-        f"{'every crash point exhaustively' if exact else 'some crash points heuristically (*)'}"
+        f"\n{out.paint(counts, style)}; {covered:,} of {possible:,} crash images covered by "
+        f"{runs:,} recovery runs in {seconds:.2f} s, {how}"
     )
 
 
