@@ -93,8 +93,10 @@ def struct(cls: type | None = None, *, pack: int | None = None) -> Any:
     """Turn a class of annotated fields (ctypes types, :func:`array`, other layouts) into a
     little-endian ctypes structure with the same name; ``pack`` as C's ``#pragma pack``."""
 
-    def build(c: type) -> Any:
-        hints = typing.get_type_hints(c, vars(sys.modules[c.__module__]))
+    def build(c: type, scope: Any) -> Any:
+        # Annotations are names in the scope that defines the class (a module, a function,
+        # code run with exec).
+        hints = typing.get_type_hints(c, scope.f_globals, scope.f_locals)
         fields: list[tuple[str, Any]] = []
         at = 0
         for i, (name, ftype) in enumerate(hints.items()):
@@ -115,7 +117,9 @@ def struct(cls: type | None = None, *, pack: int | None = None) -> Any:
             at = getattr(probe, name).offset + ctypes.sizeof(ftype)
         return _make(c.__name__, fields, pack)
 
-    return build if cls is None else build(cls)
+    if cls is None:
+        return lambda c: build(c, sys._getframe(1))
+    return build(cls, sys._getframe(1))
 
 
 def _make(name: str, fields: list[tuple[str, Any]], pack: int | None) -> Any:

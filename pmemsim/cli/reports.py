@@ -165,6 +165,8 @@ def write_json(path: Path, outcomes: list[Outcome], header: dict[str, Any]) -> N
         "summary": {
             "checks": len(outcomes),
             **counts,
+            "images_possible": sum(r.images_possible for r in results),
+            "images_covered": sum(r.images_covered for r in results),
             "images_checked": sum(r.images_checked for r in results),
             "seconds": round(sum(r.seconds for r in results), 4),
             "exact": all(r.exact for r in results),
