@@ -40,6 +40,9 @@ def test_every_replay_line_of_the_catalogue_runs_as_printed() -> None:
         (f"{APPEND_LOG}::append_log: correct@zero", "is not a crash token"),
         ("/no/such/file.py::x@0:", "no such file"),
         (f"{APPEND_LOG}::append_log: correct", "is not a replay token"),
+        # Typed wrong, never clamped into "consistent now":
+        (f"{APPEND_LOG}::append_log: correct@99:0.40=1", "has crash points 0 to 6, not 99"),
+        (f"{APPEND_LOG}::append_log: correct@1:7.40=1", "line 7.40 has nothing in flight"),
     ],
 )
 def test_tokens_that_name_nothing_are_usage_errors(
