@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .common import (
     EXIT_FAILED,
@@ -38,7 +37,7 @@ class CheckFileError(Exception):
     two checks of that name): an error of the user's code, exit status 1."""
 
 
-def _raise_broken(b: Broken) -> None:
+def _raise_broken(b: Broken) -> NoReturn:
     where = f" at {user_frame(b.error)}" if b.error is not None and user_frame(b.error) else ""
     err = f": {describe_error(b.error)}{where}" if b.error is not None else ""
     raise CheckFileError(f"{b.name} ({b.origin}): {b.what}{err}")
@@ -48,14 +47,13 @@ def load_checks(
     path: str | os.PathLike[str], select: Sequence[str] | None = None, *, files: bool = False
 ) -> list[Any]:
     """Every check of a file or folder (``select``: ``-k`` expressions); with ``files``,
-    FileCrashChecks too. Each gets ``_pmemsim_origin``, its file. Raises UsageProblem for
-    a path without checks, CheckFileError for a file that cannot be used."""
+    FileCrashChecks too. Raises UsageProblem for a path without checks, CheckFileError for
+    a file that cannot be used."""
     checks = []
     for entry in discover(path, select, files=files):
         if isinstance(entry, Broken):
             _raise_broken(entry)
         else:
-            object.__setattr__(entry.check, "_pmemsim_origin", entry.origin)
             checks.append(entry.check)
     return checks
 
@@ -76,9 +74,7 @@ def load_check(ref: str, what: str, *, files: bool = False) -> Any:
     if not found:
         names = ", ".join(repr(e.check.name) for e in entries if isinstance(e, Found))
         raise UsageProblem(f"{what} {ref!r}: {where} has no check named {name!r} (it has {names})")
-    check = found[0].check
-    object.__setattr__(check, "_pmemsim_origin", found[0].origin)
-    return check
+    return found[0].check
 
 
 # -- pmemsim check -------------------------------------------------------------------------
@@ -212,11 +208,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"pmemsim check {args.path}: {plural(len(entries), 'check')} in "
             f"{plural(files, 'file')}; seed {seed}, strategy {strategy}"
         )
-    table = _Table(
-        out,
-        max(len(e.name) if isinstance(e, Broken) else len(e.check.name) for e in entries),
-        args.quiet,
-    )
+    table = _Table(out, max(len(e.name) for e in entries), args.quiet)
     table.head()
     outcomes: list[Outcome] = []
     for e in entries:
@@ -236,7 +228,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
             out.print(f"\n== {o.result.report(lint=lint)}")
     out.print(_summary(outcomes, out))
     header = {
-        "command": shlex.join(["pmemsim", *sys.argv[1:]]) if sys.argv else "pmemsim check",
         "path": str(args.path),
         "seed": seed,
         "strategy": args.strategy,

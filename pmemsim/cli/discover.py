@@ -52,9 +52,13 @@ class Found:
     variable: str
 
     @property
+    def name(self) -> str:
+        return str(self.check.name)
+
+    @property
     def ref(self) -> str:
         """``FILE::NAME``, the check's name in replay tokens."""
-        return f"{self.origin}::{self.check.name}"
+        return f"{self.origin}::{self.name}"
 
 
 @dataclass(frozen=True)
