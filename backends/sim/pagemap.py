@@ -99,8 +99,12 @@ class PageMap(Mapping[int, V]):
             while top >> (shift + BITS):  # grow upwards: the old tree is child 0
                 root = (root, *_EMPTY[1:])
                 shift += BITS
-        items = sorted(changes.items())
-        root, delta = _update(root, shift, items, 0, len(items))
+        if len(changes) == 1:
+            ((key, value),) = changes.items()
+            root, delta = _set_one(root, shift, key, value)
+        else:
+            items = sorted(changes.items())
+            root, delta = _update(root, shift, items, 0, len(items))
         if self._count + delta == 0:
             return PageMap()
         return PageMap(root, shift, self._count + delta)
@@ -160,9 +164,30 @@ def _update(
             slots[i], d = _update(slots[i], shift - BITS, items, k, j)  # type: ignore[arg-type]
             delta += d
             k = j
-    if all(s is None for s in slots):
+    if slots.count(None) == FAN:
         return None, delta
     return tuple(slots), delta
+
+
+def _set_one(root: Node | None, shift: int, key: int, value: object) -> tuple[Node | None, int]:
+    """``_update`` for one key (the common case: one page changed since the last state)."""
+    path: list[Node | None] = []
+    node = root
+    for level in range(shift, 0, -BITS):
+        path.append(node)
+        node = None if node is None else node[(key >> level) & MASK]  # type: ignore[assignment]
+    slots = list(node) if node is not None else list(_EMPTY)
+    i = key & MASK
+    delta = (value is not None) - (slots[i] is not None)
+    slots[i] = value
+    new: Node | None = None if slots.count(None) == FAN else tuple(slots)
+    level = BITS
+    for parent in reversed(path):
+        up = list(parent) if parent is not None else list(_EMPTY)
+        up[(key >> level) & MASK] = new
+        new = None if up.count(None) == FAN else tuple(up)
+        level += BITS
+    return new, delta
 
 
 def _diff(a: Node | None, b: Node | None, shift: int, base: int, out: list[int]) -> None:
