@@ -69,6 +69,7 @@ class Medium:
 
     __slots__ = (
         "_frozen",
+        "_initial_loader",
         "_owned",
         "_touched",
         "badblocks",
@@ -77,6 +78,7 @@ class Medium:
         "flush_unit",
         "granularity",
         "ident",
+        "initial",
         "key",
         "label",
         "loader",
@@ -127,6 +129,9 @@ class Medium:
         self.media: dict[int, bytes | bytearray] = {}
         # The media as of the last snapshot (at first: the base).
         self._frozen: PageMap[bytes | bytearray] = PageMap.of(base_pages or {})
+        #: What the medium started from (see initial_page).
+        self.initial: PageMap[bytes | bytearray] = self._frozen
+        self._initial_loader = loader
         # Pages created or copied since the last snapshot: no snapshot shares them.
         self._owned: set[int] = set()
         self.visible: dict[int, bytearray] = {}
@@ -386,8 +391,23 @@ class Medium:
         self.pending = kept
         self.nt_pending = sum(1 for r in kept if r[3])
 
+    def initial_page(self, p: int) -> bytes:
+        """Page ``p`` as the medium started: durable before any store (independent checks
+        start from it)."""
+        page = self.initial.get(p)
+        if page is not None:
+            return bytes(page)
+        loader = self._initial_loader  # a file's loader keeps what it read before a write-back
+        raw = loader(p) if loader is not None else _ZERO_PAGE
+        return raw + bytes(PAGE - len(raw)) if len(raw) < PAGE else bytes(raw)
+
     def erase(self, start: int, end: int) -> None:
         """A cleared bad block: its content is gone, durable and in flight; it reads as zeros."""
+        tap = self.machine.tap
+        if tap is not None:  # not a program's operation, but it changes the media
+            from .machine import Op
+
+            tap(Op("erase", self, start, end - start, b"", False, ()))
         self._cut_pending(start, end, nontemporal_only=False)
         zeros = bytes(end - start)
         self.write_media(start, zeros)
@@ -450,6 +470,8 @@ class Medium:
             keep = _drop_older_nt(keep, fold)
         self.pending = keep
         self.nt_pending = sum(1 for r in keep if r[3])
+        if not keep:
+            self._drop_visible()
 
     def _resolve_one(self, flush: Flush) -> bool:
         """The common case of :meth:`resolve` (one flush, as ``persist`` issues), if it applies.
@@ -474,7 +496,15 @@ class Medium:
             self.write_media(rec[1], rec[2])
         self.pending = keep
         self.nt_pending = 0
+        if not keep:
+            self._drop_visible()
         return True
+
+    def _drop_visible(self) -> None:
+        """Nothing is in flight: loads see the media, so the copies loads saw go (memory then
+        holds the pages with stores in flight twice, not every page ever stored to)."""
+        self.visible.clear()
+        self._tail = None
 
     def _lint_epoch(self, flushes: list[Flush], lint: LintLog) -> None:
         """Replay pending stores and this epoch's flushes in program order, noting misuse."""

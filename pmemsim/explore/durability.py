@@ -7,13 +7,19 @@ bytes must be durable at each crash point, and compares them with the crash stat
 top of that one, so if it holds, data persisted before the crash point is in every image.
 A disagreement is a bug in pmemsim, reported as :class:`DurabilityViolation`.
 
-The comparison is incremental, and as strict as comparing every durable byte at every point:
-at the previous point the two sides agreed on every byte; since then a byte can have come to
-differ only where one side changed. So each point compares the pages where this model made
+The model holds whole pages: a page starts as the medium's initial content (durable before
+any store) and takes each store when the rules make it durable, so a page of the model is
+exactly what the guaranteed image must hold there, byte for byte.
+
+The comparison is incremental, and as strict as comparing every page at every point: at the
+previous point the two sides agreed on every page; since then a page can have come to differ
+only where one side changed. So each point compares the pages where this model made
 something durable, and the pages where the crash state's guaranteed image may have changed
 (``CrashState.changed_pages``: media pages replaced since, by identity, which the simulator
 must do because it freezes the pages a state holds; and the pages with stores in flight
-then or now). Work per point follows what changed, not the pool.
+then or now). A page that agrees is then shared with the crash state (both are immutable
+until the model copies it to write again), so memory follows the pages in flight, not the
+pool. Work per point follows what changed, not the pool.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ __all__ = ["DurabilityModel", "DurabilityViolation"]
 
 LINE = 64
 PAGE = 4096
-PAGE_LINES = PAGE // LINE
 
 
 class DurabilityViolation(AssertionError):
@@ -51,22 +56,37 @@ class _Pending:
 class _Medium:
     """What the model knows of one medium."""
 
-    def __init__(self) -> None:
+    __slots__ = ("lines", "medium", "pages", "ready", "touched")
+
+    def __init__(self, medium: Any) -> None:
+        self.medium = medium
         #: line index -> its pieces not yet durable, in program order (pieces never span
         #: lines, and stores to different lines never overlap, so per-line order is enough).
         self.lines: dict[int, list[_Pending]] = {}
         #: Lines holding a flushed or non-temporal piece: what the next fence makes durable.
         self.ready: set[int] = set()
-        #: page -> (content of guaranteed bytes, mask: 0xFF where a guaranteed store wrote)
-        self.pages: dict[int, tuple[bytearray, bytearray]] = {}
+        #: page -> its guaranteed content (bytes: shared with a crash state that agreed).
+        self.pages: dict[int, bytes | bytearray] = {}
         #: Pages whose guaranteed bytes changed since the last comparison.
         self.touched: set[int] = set()
+
+    def expected(self, p: int) -> bytes | bytearray:
+        """What page ``p`` of the guaranteed image must hold."""
+        page = self.pages.get(p)
+        return self.medium.initial_page(p) if page is None else page
 
     def lines_in(self, lo: int, hi: int) -> list[int]:
         """Lines in ``[lo, hi)`` (line indexes) holding something in flight."""
         if hi - lo <= len(self.lines):
             return [n for n in range(lo, hi) if n in self.lines]
         return [n for n in self.lines if lo <= n < hi]
+
+    def add(self, p: _Pending) -> None:
+        lst = self.lines.get(p.offset >> 6)
+        if lst is None:
+            self.lines[p.offset >> 6] = [p]
+        else:
+            lst.append(p)
 
     def cut(self, start: int, end: int) -> None:
         """Drop ``[start, end)`` from every pending piece."""
@@ -83,9 +103,6 @@ class _Medium:
                     keep.append(_Pending(end, p.data[end - lo :], p.nontemporal, p.flushed))
             self._set(n, keep)
 
-    def add(self, p: _Pending) -> None:
-        self.lines.setdefault(p.offset // LINE, []).append(p)
-
     def _set(self, n: int, pieces: list[_Pending]) -> None:
         if pieces:
             self.lines[n] = pieces
@@ -93,20 +110,22 @@ class _Medium:
             self.lines.pop(n, None)
             self.ready.discard(n)
 
-    def make_durable(self, p: _Pending) -> None:
-        off, data = p.offset, p.data  # inside one line, so inside one page
-        page, o = divmod(off, PAGE)
-        content, mask = self.pages.setdefault(page, (bytearray(PAGE), bytearray(PAGE)))
-        content[o : o + len(data)] = data
-        mask[o : o + len(data)] = b"\xff" * len(data)
-        self.touched.add(page)
+    def write(self, off: int, data: bytes) -> None:
+        """``data`` at ``off`` is durable now (it lies inside one page)."""
+        p = off >> 12
+        page = self.pages.get(p)
+        if type(page) is not bytearray:  # absent, or shared with a crash state: copy
+            page = self.pages[p] = bytearray(self.expected(p))
+        o = off & (PAGE - 1)
+        page[o : o + len(data)] = data
+        self.touched.add(p)
 
     def apply(self, n: int, durable: Any) -> None:
         """Make line ``n``'s pieces that ``durable`` accepts durable, in program order."""
         keep = []
         for p in self.lines.get(n, ()):  # program order: later stores to the same bytes win
             if durable(p):
-                self.make_durable(p)
+                self.write(p.offset, p.data)
             else:
                 keep.append(p)
         self._set(n, keep)
@@ -126,69 +145,106 @@ class DurabilityModel:
     def __init__(self, granularity: Granularity, *, clflush: bool = False) -> None:
         self.granularity = granularity
         self.clflush = clflush
-        self.media: dict[int, tuple[Any, _Medium]] = {}
+        self.byte = granularity == Granularity.BYTE
+        self.page = granularity == Granularity.PAGE
+        #: A flush that guarantees by itself (msync, Intel's clflush) is a barrier.
+        self.flush_barrier = self.page or clflush
+        self.media: dict[int, _Medium] = {}
+        self._last_medium: Any = None
+        self._last_model: _Medium | None = None
         # A fence or an msync is tapped before it takes effect, and a crash point "before"
         # it is captured in between: its effect waits until the run moves on.
         self._deferred: Any = None
-        # The state compared last: the two sides agreed on every durable byte there.
+        # The state compared last: the two sides agreed on every page there.
         self._last: CrashState | None = None
 
     def _medium(self, medium: Any) -> _Medium:
+        if medium is self._last_medium:
+            assert self._last_model is not None
+            return self._last_model
         hit = self.media.get(id(medium))
-        if hit is None or hit[0] is not medium:
-            hit = self.media[id(medium)] = (medium, _Medium())
-        return hit[1]
+        if hit is None or hit.medium is not medium:
+            hit = self.media[id(medium)] = _Medium(medium)
+        self._last_medium, self._last_model = medium, hit
+        return hit
 
     def on_op(self, op: Any) -> None:
-        self.settle()
-        g = self.granularity
-        if op.kind == "fence" or (op.kind == "flush" and (g == Granularity.PAGE or self.clflush)):
+        if self._deferred is not None:
+            self.settle()
+        kind = op.kind
+        if kind == "store":
+            self._store(op)
+        elif kind == "fence" or (kind == "flush" and self.flush_barrier):
             self._deferred = op
-            return
-        self._effect(op)
+        else:
+            self._effect(op)
 
     def settle(self) -> None:
         op, self._deferred = self._deferred, None
         if op is not None:
             self._effect(op)
 
+    def _store(self, op: Any) -> None:
+        m = self._medium(op.medium)
+        off, data, nt = op.offset, op.data, op.nontemporal
+        if self.byte and not nt:
+            # Durable at once; an older store still in flight to the same bytes can never
+            # land over it (a core's stores to one address stay in program order).
+            end = off + len(data)
+            if m.lines:
+                m.cut(off, end)
+            pos = 0
+            while pos < len(data):  # cut at page boundaries
+                take = min(PAGE - (off + pos) % PAGE, len(data) - pos)
+                m.write(off + pos, data[pos : pos + take])
+                pos += take
+            return
+        if (off & 63) + len(data) <= LINE:
+            m.add(_Pending(off, data, nt))
+        else:  # cut at line boundaries: a flush covers whole lines
+            pos = 0
+            while pos < len(data):
+                take = min(LINE - (off + pos) % LINE, len(data) - pos)
+                m.add(_Pending(off + pos, data[pos : pos + take], nt))
+                pos += take
+        if nt:
+            # A non-temporal store evicts the lines it hits first: what is pending there
+            # gets flushed.
+            for n in range(off // LINE, (off + len(data) - 1) // LINE + 1):
+                for p in m.lines[n]:
+                    if not p.nontemporal:
+                        p.flushed = True
+                m.ready.add(n)
+
     def _effect(self, op: Any) -> None:
-        g = self.granularity
-        if op.kind == "store":
-            m = self._medium(op.medium)
-            if g == Granularity.BYTE and not op.nontemporal:
-                # Durable at once; an older store still in flight to the same bytes can never
-                # land over it (a core's stores to one address stay in program order).
-                m.cut(op.offset, op.offset + op.length)
-                _split(op.offset, op.data, m.make_durable, False)
-                return
-            # Split at line boundaries: a flush covers whole lines.
-            _split(op.offset, op.data, m.add, op.nontemporal)
-            if op.nontemporal:
-                # A non-temporal store evicts the lines it hits first: what is pending there
-                # gets flushed.
-                for n in range(op.offset // LINE, (op.offset + op.length - 1) // LINE + 1):
-                    for p in m.lines[n]:
-                        if not p.nontemporal:
-                            p.flushed = True
-                    m.ready.add(n)
-        elif op.kind == "flush":
-            if g == Granularity.BYTE:
+        kind = op.kind
+        if kind == "flush":
+            if self.byte:
                 return
             m = self._medium(op.medium)
             lines = self._mark_flushed(m, op)
-            if g == Granularity.PAGE or self.clflush:
+            if self.flush_barrier:
                 for n in lines:
                     m.apply(n, _flushed)
-        elif op.kind == "fence":
-            if g != Granularity.PAGE:
+        elif kind == "fence":
+            if not self.page:
                 self._fence_all()
-        elif op.kind == "deep_flush":
+        elif kind == "deep_flush":
             self._deep_flush(self._medium(op.medium), op)
+        elif kind == "erase":  # a cleared bad block: zeros, durable at once, nothing in flight
+            m = self._medium(op.medium)
+            m.cut(op.offset, op.offset + op.length)
+            pos, end = op.offset, op.offset + op.length
+            while pos < end:
+                take = min(PAGE - pos % PAGE, end - pos)
+                m.write(pos, bytes(take))
+                pos += take
+        elif kind == "store":  # pragma: no cover - on_op handles stores itself
+            self._store(op)
 
     def _mark_flushed(self, m: _Medium, op: Any) -> list[int]:
         """Flush the lines (pages) the flush covers: their write-back pieces issued so far."""
-        unit = PAGE if self.granularity == Granularity.PAGE else LINE
+        unit = PAGE if self.page else LINE
         lo = (op.offset - op.offset % unit) // LINE
         hi = -(-(op.offset + op.length) // unit) * unit // LINE
         lines = m.lines_in(lo, hi)
@@ -200,23 +256,31 @@ class DurabilityModel:
         return lines
 
     def _fence_all(self) -> None:
-        for _, m in self.media.values():
-            ready, m.ready = m.ready, set()
-            for n in ready:
-                m.apply(n, _fenced)
+        for m in self.media.values():
+            if m.ready:
+                ready, m.ready = m.ready, set()
+                for n in ready:
+                    m.apply(n, _fenced)
 
     def _deep_flush(self, m: _Medium, op: Any) -> None:
         # A deep flush flushes its range and fences (the whole machine's flushes).
-        g = self.granularity
-        lines = self._mark_flushed(m, op) if g != Granularity.BYTE else []
-        if g == Granularity.PAGE:
+        lines = self._mark_flushed(m, op) if not self.byte else []
+        if self.page:
             for n in lines:
                 m.apply(n, _flushed)
         else:
             self._fence_all()
 
+    def expected_page(self, medium: Any, p: int) -> bytes | bytearray:
+        """What page ``p`` of ``medium``'s guaranteed image must hold now."""
+        hit = self.media.get(id(medium))
+        if hit is None or hit.medium is not medium:
+            return bytes(medium.initial_page(p))
+        return hit.expected(p)
+
     def verify(self, state: CrashState, where: str, *, before_barrier: bool) -> None:
-        """Raise DurabilityViolation if ``state``'s guaranteed image lacks a durable byte.
+        """Raise DurabilityViolation if ``state``'s guaranteed image is not what the rules
+        made durable.
 
         ``before_barrier``: the state was captured just before the barrier tapped last takes
         effect (see on_op); the caller settles it once the barrier has taken effect.
@@ -225,41 +289,30 @@ class DurabilityModel:
             self.settle()
         last, self._last = self._last, state
         for mi, medium in enumerate(state.media):
-            hit = self.media.get(id(medium))
-            if hit is None or hit[0] is not medium:
-                continue
-            m = hit[1]
-            pages = set(state.changed_pages(last, mi))
-            pages.update(m.touched)
-            m.touched.clear()
-            for p in sorted(pages):
-                if p in m.pages:
-                    self._compare(state, mi, p, m.pages[p], where)
-
-    @staticmethod
-    def _compare(
-        state: CrashState, mi: int, page: int, held: tuple[bytearray, bytearray], where: str
-    ) -> None:
-        # The guaranteed image is the media: every unit's floor is, by definition, the option
-        # whose content is its durable (media) content, so no unit needs patching in.
-        content, mask = held
-        medium = state.media[mi]
-        got = state.snapshots[mi].page(page)
-        m = int.from_bytes(mask, "little")
-        if int.from_bytes(got, "little") & m != int.from_bytes(content, "little") & m:
-            bad = next(i for i in range(PAGE) if mask[i] and got[i] != content[i])
-            raise DurabilityViolation(
-                f"{where}: byte +0x{page * PAGE + bad:x} of {medium.label} was made "
-                f"durable as 0x{content[bad]:02x} but a crash image can hold "
-                f"0x{got[bad]:02x}; this is a pmemsim bug"
-            )
+            m = self.media.get(id(medium))
+            if m is not None and m.medium is not medium:
+                m = None
+            pages = state.changed_pages(last, mi)
+            if m is not None and m.touched:
+                pages = sorted(m.touched.union(pages))
+                m.touched.clear()
+            frozen = state.snapshots[mi].pages
+            for p in pages:
+                # The guaranteed image is the media: every unit's floor is, by definition,
+                # the option whose content is its durable (media) content.
+                got = frozen.get(p)
+                want = medium.initial_page(p) if m is None else m.expected(p)
+                if got is None:
+                    got = state.snapshots[mi].page(p)
+                if got != want:
+                    _violation(where, medium.label, p, got, want)
+                if m is not None and type(got) is bytes:
+                    m.pages[p] = got  # equal and immutable: share it
 
 
-def _split(offset: int, data: bytes, put: Any, nontemporal: bool) -> None:
-    """Hand ``put`` the store's pieces, cut at line boundaries."""
-    pos = 0
-    n = len(data)
-    while pos < n:
-        take = min(LINE - (offset + pos) % LINE, n - pos)
-        put(_Pending(offset + pos, data[pos : pos + take], nontemporal))
-        pos += take
+def _violation(where: str, label: str, page: int, got: bytes, want: bytes | bytearray) -> None:
+    bad = next(i for i in range(PAGE) if got[i] != want[i])
+    raise DurabilityViolation(
+        f"{where}: byte +0x{page * PAGE + bad:x} of {label} was made durable as "
+        f"0x{want[bad]:02x} but a crash image can hold 0x{got[bad]:02x}; this is a pmemsim bug"
+    )

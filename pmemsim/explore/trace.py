@@ -219,6 +219,9 @@ class _Recorder:
 
     def on_op(self, op: Any) -> None:
         self.model.on_op(op)
+        if op.kind == "erase":  # a cleared bad block: no operation of the program's
+            self.changed = True
+            return
         self.operations += 1
         if self.keep_ops:
             self.ops.append(op)
