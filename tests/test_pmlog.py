@@ -53,6 +53,8 @@ def flush(off: int, n: int = 64) -> str:
 
 
 def run(text: str, fn: Callable[[memoryview], object], **kw: Any) -> Any:
+    """check-log by plan (exhaustive unless said): these tests count images."""
+    kw.setdefault("engine", "exhaustive")
     return check_log(Replay.of(parse_log(text)), FunctionChecker(fn, "test"), **kw)
 
 
@@ -208,7 +210,7 @@ def test_same_file_registered_twice_is_one_file_and_aliases_share_its_bytes() ->
         seen.add((u64(img, 0), u64(img, 64)))
         return True
 
-    check_log(replay, FunctionChecker(note, "note"))
+    check_log(replay, FunctionChecker(note, "note"), engine="exhaustive")
     # The store through the alias landed at offset 0 and the flush of the other address
     # made it durable: after the fence it is in every image.
     assert (5, 0) in seen and (5, 6) in seen and (0, 0) in seen  # (0, 0): before the fence
@@ -395,7 +397,7 @@ def test_fast_path_checks_exactly_the_distinct_images_the_simulator_allows(
         seen.append(bytes(img))
         return True
 
-    r = check_log(replay, FunctionChecker(keep, "keep"), max_images=1 << 20)
+    r = check_log(replay, FunctionChecker(keep, "keep"), max_images=1 << 20, engine="exhaustive")
     trace = replay.record()
     expected = {image.snapshot().to_bytes() for p in trace.points for image in p.state.images()}
     assert len(seen) == len(set(seen)) == r.images_checked
@@ -405,7 +407,7 @@ def test_fast_path_checks_exactly_the_distinct_images_the_simulator_allows(
 def test_jobs_do_not_change_the_result_in_process() -> None:
     text = log_text(*[store(64 * i, i + 1) for i in range(6)], flush(0, 6 * 64), "FENCE")
     checker = FunctionChecker(lambda i: u64(i, 5 * 64) == 0 or u64(i, 0) == 1, "c")
-    one = check_log(Replay.of(parse_log(text)), checker).as_dict()
+    one = check_log(Replay.of(parse_log(text)), checker, engine="exhaustive").as_dict()
     two = check_log(Replay.of(parse_log(text)), checker, jobs=2).as_dict()
     one.pop("seconds"), two.pop("seconds")
     assert one == two and one["inconsistent"] > 0 and one["minimal"]["checker"]
@@ -651,7 +653,7 @@ def test_same_verdict_through_the_api_and_through_check_log_on_the_exported_log(
 ) -> None:
     api = check(c, strategy="exhaustive", progress=None)
     replay = Replay.of(parse_log(export_log(c, NOFILE)))
-    logged = check_log(replay, FunctionChecker(recovery_checker(c), c.name))
+    logged = check_log(replay, FunctionChecker(recovery_checker(c), c.name), engine="exhaustive")
     assert logged.verdict == api.verdict == c.expect
     assert (logged.crash_points, logged.images_possible, logged.images_checked) == (
         api.crash_points,

@@ -99,7 +99,7 @@ def images_in_process(text: str) -> list[bytes]:
         seen.append(bytes(img))
         return True
 
-    check_log(Replay.of(parse_log(text)), FunctionChecker(keep, "keep"))
+    check_log(Replay.of(parse_log(text)), FunctionChecker(keep, "keep"), engine="exhaustive")
     return seen
 
 
@@ -111,14 +111,16 @@ def test_a_library_checker_finds_what_a_python_checker_finds(built: dict[str, st
     for name in ("append-bug-q", "append-bug-stderr", "append-fixed-logfile"):
         replay = Replay.of(read_log(str(DATA / f"{name}.log")))
         c = check_log(replay, lib).as_dict()
-        py = check_log(replay, FunctionChecker(append_ok, "py")).as_dict()
+        py = check_log(replay, FunctionChecker(append_ok, "py"), engine="exhaustive").as_dict()
         for d in (c, py):
             d.pop("seconds"), d.pop("checker")
             if d["minimal"]:
                 d["minimal"].pop("checker")
         assert c == py, name
     many_c = check_log(Replay.of(parse_log(MANY)), lib)
-    many_py = check_log(Replay.of(parse_log(MANY)), FunctionChecker(append_ok, "py"))
+    many_py = check_log(
+        Replay.of(parse_log(MANY)), FunctionChecker(append_ok, "py"), engine="exhaustive"
+    )
     assert many_c.images_checked == many_py.images_checked > 50
     assert many_c.inconsistent == many_py.inconsistent > 0
     assert many_c.minimal is not None and many_c.minimal.verdict == "returned 0"
@@ -129,7 +131,7 @@ def test_a_library_that_crashes_or_hangs_costs_a_restart_not_the_run(
 ) -> None:
     # (Each crash costs a fork and a dlopen: a log with few inconsistent images.)
     replay = Replay.of(read_log(str(DATA / "append-bug-stderr.log")))
-    want = check_log(replay, FunctionChecker(append_ok, "py"))
+    want = check_log(replay, FunctionChecker(append_ok, "py"), engine="exhaustive")
     crashy = check_log(replay, LibChecker.parse(f"{built['lib']}:crashy"))
     assert (crashy.images_checked, crashy.inconsistent) == (want.images_checked, want.inconsistent)
     assert crashy.minimal is not None and want.minimal is not None
@@ -167,7 +169,10 @@ def test_checkers_that_write_to_their_image_see_the_right_next_image(
     replay = Replay.of(parse_log(FEW))
     lib = check_log(replay, LibChecker.parse(f"{built['lib']}:scribbles"), jobs=jobs)
     assert sorted(seen.read_text().split()) == want
-    assert lib.inconsistent == check_log(replay, FunctionChecker(append_ok, "py")).inconsistent
+    assert (
+        lib.inconsistent
+        == check_log(replay, FunctionChecker(append_ok, "py"), engine="exhaustive").inconsistent
+    )
     seen.unlink()
     prog = check_log(replay, ProgramChecker((built["prog"],)), jobs=jobs)  # scribbles too
     assert sorted(seen.read_text().split()) == want
@@ -177,7 +182,7 @@ def test_checkers_that_write_to_their_image_see_the_right_next_image(
 def test_a_program_sees_every_image_the_function_sees(built: dict[str, str]) -> None:
     replay = Replay.of(parse_log(MANY))
     prog = check_log(replay, ProgramChecker((built["prog"],)), jobs=2)
-    py = check_log(replay, FunctionChecker(append_ok, "py"))
+    py = check_log(replay, FunctionChecker(append_ok, "py"), engine="exhaustive")
     assert (prog.images_checked, prog.inconsistent) == (py.images_checked, py.inconsistent)
     assert prog.minimal is not None and py.minimal is not None
     assert prog.minimal.token == py.minimal.token
@@ -206,7 +211,12 @@ def test_jobs_check_exactly_the_images_one_job_checks(
 
     results = []
     for jobs in (1, 3):
-        r = check_log(Replay.of(parse_log(text)), FunctionChecker(note, "note"), jobs=jobs)
+        r = check_log(
+            Replay.of(parse_log(text)),
+            FunctionChecker(note, "note"),
+            jobs=jobs,
+            engine="exhaustive",
+        )
         results.append((sorted(seen.read_text().splitlines()), r.as_dict()))
         seen.unlink()
     (one, d1), (three, d3) = results
@@ -224,7 +234,7 @@ def test_docs_bad_log_with_three_jobs(tmp_path: Path) -> None:
         w = [int.from_bytes(img[o : o + 4], "little") for o in (0, 4, 8, 12)]
         return w[3] == 0 or w[:3] == [1, 1, 1]
 
-    one = check_log(Replay.of(parse_log(bad)), FunctionChecker(abc, "abc"))
+    one = check_log(Replay.of(parse_log(bad)), FunctionChecker(abc, "abc"), engine="exhaustive")
     three = check_log(Replay.of(parse_log(bad)), FunctionChecker(abc, "abc"), jobs=3)
     assert (
         (three.images_checked, three.inconsistent)
@@ -251,16 +261,21 @@ def test_several_files_one_image_over_all_of_them() -> None:
 
     bug = Replay.of(read_log(str(DATA / "twofiles-bug.log")))
     fixed = Replay.of(read_log(str(DATA / "twofiles-fixed.log")))
-    r = check_log(bug, FunctionChecker(together, "t", all_files=True))
+    r = check_log(bug, FunctionChecker(together, "t", all_files=True), engine="exhaustive")
     assert r.verdict == "inconsistent" and [f["path"] for f in r.files] == [DATA_FILE, FLAG_FILE]
     m = r.minimal
     assert m is not None and [(ln[0], ln[1]) for ln in m.lines] == [(0, 0)]  # data's line 0
     assert m.lost[0].source == "twofiles.c:33 in main"
     assert "line data +0x0" in m.describe()
     assert r.ignored["STORE"] == 1  # the store to memory no file was registered for
-    assert check_log(fixed, FunctionChecker(together, "t", all_files=True)).verdict == "consistent"
+    assert (
+        check_log(
+            fixed, FunctionChecker(together, "t", all_files=True), engine="exhaustive"
+        ).verdict
+        == "consistent"
+    )
     # pmreorder's protocol: the checker runs on each file's image, each distinct one once.
-    p = check_log(bug, FunctionChecker(per_file, "p"))
+    p = check_log(bug, FunctionChecker(per_file, "p"), engine="exhaustive")
     assert p.verdict == "consistent" and p.images_checked == 4
     assert p.checker_runs == len(calls) < 2 * p.images_checked
 
@@ -324,7 +339,11 @@ def test_pmreorder_markers_keep_their_newest_within_64_kib() -> None:
         seen.append(os.environ["PMREORDER_MARKERS"])
         return True
 
-    check_log(Replay.of(parse_log(log_text(*ops, store(0, 1)))), FunctionChecker(note, "n"))
+    check_log(
+        Replay.of(parse_log(log_text(*ops, store(0, 1)))),
+        FunctionChecker(note, "n"),
+        engine="exhaustive",
+    )
     assert len(set(seen)) == 1  # the images of one crash point
     value = seen[0]
     assert len(value) <= MARKERS_LIMIT + 4 and value.startswith("...|marker")

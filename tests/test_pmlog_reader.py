@@ -153,12 +153,15 @@ def test_real_bug_is_found_and_named_by_source_line(name: str) -> None:
     assert m.point.markers == ("append",)
 
 
-def test_real_fixed_log_is_consistent() -> None:
-    r = check_log(
-        Replay.of(read_log(str(DATA / "append-fixed-logfile.log"))),
-        FunctionChecker(append_ok, "ok"),
-    )
-    assert r.verdict == "consistent" and r.exact and r.images_checked == 3
+def test_real_fixed_log_is_consistent_planned_and_lazily() -> None:
+    replay = Replay.of(read_log(str(DATA / "append-fixed-logfile.log")))
+    planned = check_log(replay, FunctionChecker(append_ok, "ok"), engine="exhaustive")
+    assert planned.verdict == "consistent" and planned.exact and planned.images_checked == 3
+    lazy = check_log(replay, FunctionChecker(append_ok, "ok"))  # the default in-process
+    assert lazy.engine == "lazy" and lazy.verdict == "consistent" and lazy.exact
+    # Two checker runs: the count 0 (the record is not read) and 1 (it is); the read paths
+    # of every point cover its images.
+    assert lazy.images_checked == 2 and lazy.read_paths >= 3
 
 
 # -- flushes: an instruction flushes one line --------------------------------------------------

@@ -68,7 +68,9 @@ def _checker(args: argparse.Namespace) -> Any:
     from .check import load_check
 
     c = load_check(args.recovery, "--recovery")
-    return FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
+    checker = FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
+    args._recovery_check = c  # lazy exploration runs the recovery itself, on the simulator
+    return checker
 
 
 def _base_images(specs: list[str] | str | None) -> dict[str, str]:
@@ -168,19 +170,24 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         print(f"the image of crash {args.replay} is inconsistent:\n{failure.describe()}")
         return EXIT_FAILED
     engines = _marker_engines(args.marker_engine)
+    from ..pmlog import FunctionChecker
+
+    engine = args.engine or (
+        "lazy" if isinstance(checker, FunctionChecker) and args.jobs == 1 else "exhaustive"
+    )
     files = "; ".join(
         f"file {p.path} ({p.size} bytes, base image: {_origin(p)})" for p in replay.pools
     )
     print(
         f"pmemsim check-log {args.log}: {log.records} records, {len(log)} operations; {files}; "
-        f"engine {args.engine}"
+        f"engine {engine}"
         f"{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
         f"; seed {args.seed}; checker {checker.label}"
     )
     result = check_log(
         replay,
         checker,
-        engine=args.engine,
+        engine=engine,
         markers=engines,
         seed=args.seed,
         jobs=args.jobs,
@@ -189,14 +196,24 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         progress=_progress_bar(),
         name=args.log,
         lint=not args.no_lint,
+        check=getattr(args, "_recovery_check", None),
     )
-    print(result.report())
+    print(result.report(lint=False))
     if result.minimal is not None:
         print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
-    print(
-        f"{result.images_checked} distinct image(s) checked in {result.seconds:.2f} s "
-        f"({result.images_per_second:,.0f} images/s)"
-    )
+    if result.findings:
+        print(result.lint_report())
+    if result.read_paths:
+        covered = result.images_possible / result.seconds if result.seconds > 0 else 0.0
+        print(
+            f"{result.images_possible} image(s) covered by {result.images_checked} checker "
+            f"run(s) in {result.seconds:.2f} s ({covered:,.0f} images/s)"
+        )
+    else:
+        print(
+            f"{result.images_checked} distinct image(s) checked in {result.seconds:.2f} s "
+            f"({result.images_per_second:,.0f} images/s)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     if args.html:
@@ -320,9 +337,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--engine",
-        default="exhaustive",
+        default=None,
         metavar="NAME",
-        help=f"strategy per crash point (default exhaustive): {', '.join(STRATEGY_NAMES)}",
+        help="strategy per crash point (default: lazy, exact by read path, for a Python "
+        f"checker or a recovery with --jobs 1; exhaustive otherwise): {', '.join(STRATEGY_NAMES)}",
     )
     p.add_argument(
         "-x",

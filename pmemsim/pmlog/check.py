@@ -45,6 +45,7 @@ from .grammar import Marker, Store
 from .images import PoolImage
 from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, Workers, _file_names
 from .lint import LogFinding, log_findings
+from .readpaths import LazyJudge, NeedsBuffer
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
 from .slots import scratch_folder
 
@@ -162,6 +163,10 @@ class LogCheckResult:
     checker_runs: int = 0
     #: The simulator's lint findings (stores never flushed or fenced, useless flushes...).
     findings: list[LogFinding] = field(default_factory=list)
+    #: Lazy exploration: read paths (each a class of images the checker cannot tell apart)
+    #: and what made the check explore by plan instead, if anything did.
+    read_paths: int = 0
+    fallback: str = ""
 
     @property
     def verdict(self) -> str:
@@ -179,14 +184,23 @@ class LogCheckResult:
 
     def summary(self) -> str:
         """One line of counts (no timing: the same for every run of a seed)."""
+        if self.read_paths:
+            checked = (
+                f"{self.read_paths} read path(s) ({self.images_checked} checker run(s)), "
+                f"{self.inconsistent} inconsistent"
+            )
+        else:
+            checked = f"{self.images_checked} distinct checked, {self.inconsistent} inconsistent"
         return (
             f"{self.verdict.upper()} ({self.coverage}); {self.crash_points} crash point(s), "
-            f"{self.images_possible} image(s) possible, {self.images_checked} distinct "
-            f"checked, {self.inconsistent} inconsistent"
+            f"{self.images_possible} image(s) possible, {checked}"
         )
 
-    def report(self) -> str:
+    def report(self, lint: bool = True) -> str:
+        """The summary, what was left out, the minimal failure and (``lint``) the findings."""
         out = [self.summary()]
+        if self.fallback:
+            out.append(f"explored by plan, not lazily: {self.fallback}")
         ignored = {k: v for k, v in self.ignored.items() if v}
         if ignored:
             listed = ", ".join(f"{v} {k}" for k, v in ignored.items())
@@ -196,10 +210,14 @@ class LogCheckResult:
         if self.minimal is not None:
             out.append("the minimal inconsistent crash:")
             out.append(self.minimal.describe())
-        if self.findings:
-            out.append(f"lint ({len(self.findings)} finding(s)):")
-            out += [f"  {f}" for f in self.findings]
+        if lint and self.findings:
+            out.append(self.lint_report())
         return "\n".join(out)
+
+    def lint_report(self) -> str:
+        return "\n".join(
+            [f"lint ({len(self.findings)} finding(s)):", *(f"  {f}" for f in self.findings)]
+        )
 
     def as_dict(self) -> dict[str, Any]:
         m = self.minimal
@@ -221,6 +239,7 @@ class LogCheckResult:
             "images_possible": self.images_possible,
             "images_checked": self.images_checked,
             "images_skipped": self.images_skipped,
+            "read_paths": self.read_paths,
             "inconsistent": self.inconsistent,
             "minimal": None
             if m is None
@@ -429,7 +448,8 @@ class _MarkerHistory:
 
 class _Explorer:
     """Takes crash points as the replay reaches them and hands every distinct image to a
-    judge; ``img`` shows the point's state meanwhile. Keeps nothing per point."""
+    judge, or explores them lazily by read path; ``img`` shows the point's state meanwhile.
+    Keeps nothing per point."""
 
     def __init__(
         self,
@@ -441,6 +461,8 @@ class _Explorer:
         seed: int,
         max_images: int,
         judge: Callable[[Cand], None],
+        verdicts: Verdicts,
+        lazy: LazyJudge | None = None,
     ) -> None:
         self.img = img
         self.result = result
@@ -449,8 +471,11 @@ class _Explorer:
         self.seed = seed
         self.max_images = max_images
         self.judge = judge
+        self.verdicts = verdicts
+        self.lazy = lazy
         self.history = _MarkerHistory(replay)
         self.seen: set[int] = set()
+        self.failing: set[bytes] = set()
         self.last_state: object = None
         self.last_strategy = ""
         self.ordinal = -1
@@ -469,6 +494,18 @@ class _Explorer:
         if state is not self.last_state:
             result.images_possible += state.image_count()
         self.last_state, self.last_strategy = state, strategy.name
+        markers = self.history.text(self.history.count(point, self.ordinal))
+        if strategy.lazy and self.lazy is not None:
+            try:
+                self._lazily(point, markers)
+                return
+            except NeedsBuffer as exc:
+                self.lazy.close()
+                self.lazy = None
+                result.fallback = f"the checker reads its image as a buffer ({exc})"
+                result.engine = f"{result.engine} (then exhaustive)"
+        if strategy.lazy:
+            strategy = strategy_named("exhaustive")
         plan = strategy.plan(state, PointContext(point.index, self.seed, self.max_images))
         if plan.skipped:
             result.images_skipped += plan.skipped
@@ -479,7 +516,6 @@ class _Explorer:
             return
         img = self.img
         img.move_to(state)
-        markers = self.history.text(self.history.count(point, self.ordinal))
         seen = self.seen
         for dev in plan.images:
             k = img.key(dev)
@@ -491,12 +527,31 @@ class _Explorer:
             self.judge(Cand(self.seq, point, dev, size, markers, self.ordinal))
             self.seq += 1
 
+    def _lazily(self, point: CrashPoint, markers: str) -> None:
+        assert self.lazy is not None
+        before = self.lazy.runs
+        paths = self.lazy.explore(point, markers)  # all or nothing: NeedsBuffer
+        result, img = self.result, self.img
+        result.images_checked += self.lazy.runs - before
+        result.read_paths += len(paths)
+        for dev, verdict, leaf, message in paths:
+            if not verdict.failed:
+                continue
+            if leaf not in self.failing:  # a read path reached again at a later point
+                self.failing.add(leaf)
+                result.inconsistent += 1
+            size = (len(dev), img.lost(dev), point.index)
+            self.verdicts.candidate(
+                Cand(self.seq, point, dev, size, markers, self.ordinal), message
+            )
+            self.seq += 1
+
 
 def check_log(
     replay: Replay,
     checker: Checker,
     *,
-    engine: str | Strategy = "exhaustive",
+    engine: str | Strategy | None = None,
     markers: Mapping[str, str | Strategy] | None = None,
     seed: int = 0,
     jobs: int = 1,
@@ -505,9 +560,19 @@ def check_log(
     progress: Progress | None = None,
     name: str = "",
     lint: bool = True,
+    check: Any = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
-    ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`)."""
+    ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`).
+
+    ``engine`` None: ``lazy`` (exact, by read path: :mod:`pmemsim.pmlog.readpaths`) for a
+    Python checker judging in this process, ``exhaustive`` otherwise. ``check``: the
+    CrashCheck whose recovery the checker is (``recovery_checker``): lazy exploration then
+    runs that recovery on the simulator.
+    """
+    inline = isinstance(checker, FunctionChecker) and jobs == 1
+    if engine is None:
+        engine = "lazy" if inline else "exhaustive"
     if not isinstance(jobs, int) or jobs < 1:
         raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
     if crash_points not in CRASH_POINT_MODES:
@@ -519,11 +584,17 @@ def check_log(
     default = strategy_named(engine)
     by_marker = {k: strategy_named(v) for k, v in (markers or {}).items()}
     for s in (default, *by_marker.values()):
-        if s.name in ("read-guided", "lazy"):
+        if s.name == "read-guided":
             raise InvalidArgumentError(
                 ErrorCode.EINVAL,
-                f"{s.name} exploration traces a recovery's reads on the simulator; a log's "
-                "checker reads bytes (use the Python API with a recovery instead)",
+                "read-guided exploration traces a recovery's reads on the simulator; a log's "
+                "checker reads bytes (use lazy, which follows what a Python checker reads)",
+            )
+        if s.lazy and not inline:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                "lazy exploration follows the reads of a Python checker run in this process "
+                "(--checker-py or --recovery, --jobs 1); use exhaustive for this checker",
             )
     started = time.perf_counter()
     result = LogCheckResult(
@@ -533,19 +604,25 @@ def check_log(
         result.engine = f"{engine} (= {default.name})"
     verdicts = Verdicts(progress)
     img = _image(replay)
+    lazy = None
     try:
         with _judging(replay, checker, img, jobs, verdicts) as judge:
+            if inline:
+                assert isinstance(checker, FunctionChecker)
+                lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
             explorer = _Explorer(
-                replay, img, result, default, by_marker, seed, max_images, judge.add
+                replay, img, result, default, by_marker, seed, max_images, judge.add, verdicts, lazy
             )
             trace = replay.record(crash_points, on_point=explorer.point, lint=lint)
             judge.finish()
     finally:
+        if lazy is not None:
+            lazy.close()
         img.close()
     _fill(result, replay)
     if trace.findings:
         result.findings = log_findings(replay, trace.findings)
-    result.inconsistent = verdicts.inconsistent
+    result.inconsistent += verdicts.inconsistent
     result.checker_runs = verdicts.runs
     if verdicts.best is not None:
         _, cand, verdict = verdicts.best

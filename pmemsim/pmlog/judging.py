@@ -71,11 +71,15 @@ class Verdicts:
         self.judged += 1
         if verdict is not None:
             self.inconsistent += 1
-            key = (cand.size, cand.seq)  # the first of equally small ones wins
-            if self.best is None or key < self.best[0]:
-                self.best = (key, cand, verdict)
+            self.candidate(cand, verdict)
         if self.progress is not None and not self.judged % 1024:
             self.progress(self.judged, self.submitted)
+
+    def candidate(self, cand: Cand, verdict: str) -> None:
+        """An inconsistent image: the minimal failure so far?"""
+        key = (cand.size, cand.seq)  # the first of equally small ones wins
+        if self.best is None or key < self.best[0]:
+            self.best = (key, cand, verdict)
 
 
 class PerFile:
