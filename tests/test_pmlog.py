@@ -678,7 +678,12 @@ def test_cli_export_then_check_log_agrees_with_pmemsim_check(
     assert parse_log(out.read_text()).files[0].path == str(pool)
     js = tmp_path / "r.json"
     rec = f"{scenario}::{name}"
-    assert main(["check-log", str(out), "--recovery", rec, "--json", str(js)]) == 1
+    assert (
+        main(
+            ["check-log", str(out), "--recovery", rec, "--engine", "exhaustive", "--json", str(js)]
+        )
+        == 1
+    )
     c = next(c for c in _scenarios() if c.name == name)
     api = check(c, strategy="exhaustive", progress=None)
     got = json.loads(js.read_text())

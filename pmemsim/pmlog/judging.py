@@ -264,6 +264,8 @@ class Programs(Judge):
             stop_programs()
             self.ex.shutdown(wait=True, cancel_futures=True)
             resume_programs()
+        else:  # no thread outlives the check (a later fork would copy it mid-wait)
+            self.ex.shutdown(wait=True, cancel_futures=True)
         self.files.close()
 
 
