@@ -62,8 +62,8 @@ class Holder:
         return self.address + self.size
 
 
-#: Held while regions change (choose-map-attach, detach, split, closing a reservation): a
-#: user's region is shared by every set configured with it, and sets by threads.
+#: Held while a user's region changes (choose-map-attach, detach, split, closing the
+#: reservation): it is shared by every set configured with it, and sets by threads.
 lock = threading.RLock()
 
 
@@ -218,6 +218,9 @@ def teardown(holders: list[Holder]) -> list[MappedPart]:
         for p in h.parts:
             p.unmap()
             parts.append(p)
-        with lock:
+        if h.region.owned:
             detach(h, holders)
+        else:
+            with lock:
+                detach(h, holders)
     return parts

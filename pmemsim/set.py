@@ -15,6 +15,7 @@ import threading
 import weakref
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from types import FrameType
 from typing import Any, NamedTuple
@@ -153,6 +154,12 @@ class Set:
         self._last: MappedPart | None = None
         self._previous: Holder | None = None
         self._user_region = user_region(cfg.reservation) if cfg.reservation else None
+        #: A user's region is shared with other sets, maybe in other threads: placing into it
+        #: or removing from it holds placement.lock. Regions of the set's own need nothing
+        #: more than the set's lock (and then no lock order to keep with a backend's).
+        self._region_lock: AbstractContextManager[object] = (
+            placement.lock if self._user_region is not None else nullcontext()
+        )
         self._finalizer = weakref.finalize(self, _teardown, self._holders)
         #: Held by every call that maps or unmaps (events fire under it: their callbacks may
         #: call the set again). Data operations do not take it (docs/concurrency.md).
@@ -325,7 +332,7 @@ class Set:
                 self._events.fire(ev)
 
     def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> Holder:
-        with placement.lock:  # a user's region is shared with other sets, maybe other threads
+        with self._region_lock:
             slot = choose(self.backend, self._coalescing, self._previous, self._user_region, length)
             try:
                 bmap = self._map_at(bsrc, offset, length, slot)
@@ -476,7 +483,7 @@ class Set:
                         p.unmap()
                     # The part map keeps its first run of parts, and stays the one a coalesced
                     # part grows (libpmemset keeps its part map object; a split adds the rest).
-                    with placement.lock:
+                    with self._region_lock:
                         split(h, [p for p in h.parts if p not in gone], self._holders)
                     self._unmapped(gone)
             finally:  # a raising callback must not leave the index pointing at unmapped parts
@@ -487,7 +494,7 @@ class Set:
             return  # an event callback closed the set (or removed it) meanwhile
         for p in h.parts:
             p.unmap()
-        with placement.lock:
+        with self._region_lock:
             detach(h, self._holders)
         if self._previous is h:
             self._previous = self._neighbour(h)

@@ -64,6 +64,8 @@ class RealMap(BackendMap):
     makes every later call refuse (MapError), then unmaps only once no call is in flight
     (the last call to leave does it). ``list.append`` and ``list.pop`` are atomic, and each
     side writes before it reads what the other wrote, so one of them always sees the other.
+    The append is inside the ``try``: an exception raised asynchronously just after it (an
+    interrupted run, see pmemsim.explore.budget) still pops.
     """
 
     __slots__ = (
@@ -124,8 +126,8 @@ class RealMap(BackendMap):
 
     def read(self, addr: int, length: int) -> bytes:
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             o = addr - self.address
             return bytes(self._mv[o : o + length])
         finally:
@@ -145,8 +147,8 @@ class RealMap(BackendMap):
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             o = addr - self.address
             self._mv[o : o + len(data)] = data
         finally:
@@ -156,8 +158,8 @@ class RealMap(BackendMap):
 
     def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             self._memmove(dest, src, len(src), flags)
         finally:
             busy.pop()
@@ -196,8 +198,8 @@ class RealMap(BackendMap):
         """``call(*args)`` counted as in flight; ``call`` reads the map's functions itself,
         after the count (an unmap may have replaced them)."""
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             return call(*args)
         finally:
             busy.pop()
@@ -272,8 +274,8 @@ class RealFileMap(RealMap):
 
     def read(self, addr: int, length: int) -> bytes:
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             if addr - self._delta + length > self._size():
                 self._check(addr, length)
             o = addr - self.address
@@ -289,8 +291,8 @@ class RealFileMap(RealMap):
 
     def store(self, addr: int, data: bytes, caller: FrameType) -> None:
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             n = len(data)
             if addr - self._delta + n > self._size():
                 self._check(addr, n)
@@ -303,8 +305,8 @@ class RealFileMap(RealMap):
 
     def memmove(self, dest: int, src: bytes, flags: MemFlag, caller: FrameType) -> None:
         busy = self._busy
-        busy.append(None)
         try:
+            busy.append(None)
             n = len(src)
             if dest - self._delta + n > self._size():
                 self._check(dest, n)

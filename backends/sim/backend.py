@@ -409,10 +409,9 @@ class SimMap(BackendMap):
     executes one operation at a time, whichever thread issues it (docs/concurrency.md)."""
 
     __slots__ = (
-        "_acquire",
         "_check",
         "_delta",
-        "_release",
+        "_lock",
         "address",
         "dead",
         "granularity",
@@ -442,9 +441,10 @@ class SimMap(BackendMap):
         self.reservation = reservation
         self.threshold = owner.backend.movnt_threshold
         self._delta = address - offset
-        # Bound once: ``with lock`` costs twice what acquire and release do.
-        self._acquire = owner.backend.lock.acquire
-        self._release = owner.backend.lock.release
+        # ``with`` (not acquire(); try:): an exception raised asynchronously right after
+        # acquire() returns (explore's RunTimer interrupts a run with one) would leave the
+        # lock held for ever; ``with`` releases it.
+        self._lock = owner.backend.lock
         #: Unmapped: a call that found this map before it went must not touch the medium.
         self.dead = False
         #: Checked before every access: whether a file still covers the range (SimFileMap),
@@ -455,8 +455,7 @@ class SimMap(BackendMap):
         return addr - self._delta
 
     def read(self, addr: int, length: int) -> bytes:
-        self._acquire()
-        try:
+        with self._lock:
             if self._check is not None:
                 self._check(addr, length)
             m = self.medium
@@ -467,8 +466,6 @@ class SimMap(BackendMap):
                 if err is not None:
                     raise err.at(err.offset + self._delta if err.offset is not None else None)
             return m.read(addr - self._delta, length)
-        finally:
-            self._release()
 
     def read_mcsafe(self, addr: int, length: int) -> bytes:
         if self.owner.key is None:
@@ -482,8 +479,7 @@ class SimMap(BackendMap):
         if data:
             if HELPERS.active:
                 caller = blamed(caller)
-            self._acquire()
-            try:
+            with self._lock:
                 if self._check is not None:
                     self._check(addr, len(data))
                 m = self.medium
@@ -495,8 +491,6 @@ class SimMap(BackendMap):
                     self.machine._tapped(
                         "store", m, addr - self._delta, len(data), caller, bytes(data), False
                     )
-            finally:
-                self._release()
 
     def _nontemporal(self, flags: MemFlag, length: int) -> bool:
         if flags & _MOVNT:
@@ -516,13 +510,10 @@ class SimMap(BackendMap):
             return
         if HELPERS.active:
             caller = blamed(caller)
-        self._acquire()
-        try:
+        with self._lock:
             if self._check is not None:
                 self._check(dest, len(data))
             self._copy(dest - self._delta, data, flags, caller)
-        finally:
-            self._release()
 
     def _copy(self, off: int, data: bytes, flags: MemFlag, caller: FrameType) -> None:
         frame = (caller.f_code, caller.f_lasti)
@@ -551,35 +542,25 @@ class SimMap(BackendMap):
             self.machine.fence(self.granularity, caller)
 
     def flush(self, addr: int, length: int, caller: FrameType) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             if self._check is not None:
                 self._check(addr, length)
             off = addr - self._delta
             self.machine.flush(self.medium, off, off + length, caller)
-        finally:
-            self._release()
 
     def drain(self, caller: FrameType) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             self.machine.fence(self.granularity, caller)
-        finally:
-            self._release()
 
     def deep_flush(self, addr: int, length: int, caller: FrameType) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             if self._check is not None:
                 self._check(addr, length)
             off = addr - self._delta
             self.machine.deep_flush(self.medium, off, off + length, caller)
-        finally:
-            self._release()
 
     def unmap(self) -> None:
-        self._acquire()
-        try:
+        with self._lock:
             if self.dead:
                 return
             self.dead = True
@@ -587,8 +568,6 @@ class SimMap(BackendMap):
             self.reservation.maps.remove(self)
             self.owner.backend._maps.remove(self)
             self.owner.release(self.medium)
-        finally:
-            self._release()
 
 
 class SimFileMap(SimMap):
