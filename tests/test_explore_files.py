@@ -133,6 +133,37 @@ def test_images_are_deduplicated_by_the_content_of_all_files() -> None:
     assert len({c[1] for c in contents if c[0][:8] == struct.pack("<Q", 7)}) == 2
 
 
+def test_a_recovery_reading_files_by_itself_is_explored_exhaustively() -> None:
+    """Lazy exploration cannot see plain file I/O: a recovery that opens a file of the image
+    itself gets every image, and the report says why."""
+
+    def workload(backend: Any, d: Path) -> None:
+        with mapped(backend, d / "a", d / "b") as (a, b):
+            a.u64[8] = 7
+            b.u64[0] = 1  # the flag, in another file, may persist first
+            a.flush(64, 8)
+            b.flush(0, 8)
+            a.drain()
+
+    def recover(backend: Any, d: Path) -> bool:
+        flag = struct.unpack_from("<Q", (d / "b").read_bytes())[0]
+        data = struct.unpack_from("<Q", (d / "a").read_bytes(), 64)[0]
+        return flag == 0 or data == 7
+
+    c = FileCrashCheck("plain", workload, recover, expect="inconsistent")
+    r = check(c, progress=None)
+    full = check(c, strategy="exhaustive", progress=None)
+    assert r.as_expected and r.exact and r.images_checked == full.images_checked
+    assert any("plain file I/O" in n for n in r.notes) and "note: recovery opened" in r.report()
+
+    def mapped_recovery(backend: Any, d: Path) -> bool:
+        with mapped(backend, d / "a", d / "b") as (a, b):
+            return b.u64[0] == 0 or a.u64[8] == 7
+
+    lazy = check(FileCrashCheck("sim", workload, mapped_recovery, expect="inconsistent"))
+    assert lazy.as_expected and lazy.exact and not lazy.notes
+
+
 # -- materialisation -----------------------------------------------------------------------
 
 

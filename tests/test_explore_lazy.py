@@ -319,6 +319,8 @@ def test_a_hang_is_caught_outside_the_main_thread_too() -> None:
     t.start()
     t.join(30)
     assert not t.is_alive() and out[0].hangs >= 1
+    # No timer thread is left behind (a process that forks later must not inherit one).
+    assert not [x for x in threading.enumerate() if x.name == "pmemsim-run-timer"]
 
 
 def test_time_budgets_cut_exploration_and_say_so() -> None:

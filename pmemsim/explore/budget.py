@@ -104,6 +104,7 @@ class RunTimer:
         self._watchdog: _Watchdog | None = None
         self._installed = False
         self._handler: Any = None
+        self._armed = False
 
     def message(self) -> str:
         return f"recovery did not finish within {self.seconds:g} s (run_timeout)"
@@ -115,8 +116,18 @@ class RunTimer:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        if self.seconds is None or self._installed or not self._signals():
+        """Around the runs of one check: the signal handler installed once (main thread),
+        and no watchdog thread left behind afterwards (other threads)."""
+        if self.seconds is None or self._installed:
             yield
+            return
+        if not self._signals():
+            try:
+                yield
+            finally:
+                if self._watchdog is not None:
+                    self._watchdog.close()
+                    self._watchdog = None
             return
         previous = signal.signal(signal.SIGALRM, self._expired)
         self._installed = True
@@ -140,6 +151,7 @@ class RunTimer:
         """Start timing a run (pair with :meth:`disarm` in a ``finally``)."""
         if self.seconds is None:
             return
+        self._armed = True
         if self._signals():
             if not self._installed:
                 self._handler = signal.signal(signal.SIGALRM, self._expired)
@@ -152,8 +164,10 @@ class RunTimer:
         self._watchdog.start(self.seconds)
 
     def disarm(self) -> None:
+        """Stop timing (idempotent): from here on no interruption is raised."""
         if self.seconds is None:
             return
+        self._armed = False  # first: an alarm now finds nothing to interrupt
         if self._signals():
             signal.setitimer(signal.ITIMER_REAL, 0)
             if not self._installed:
@@ -163,7 +177,8 @@ class RunTimer:
         self._watchdog.stop()
 
     def _expired(self, signum: int, frame: FrameType | None) -> None:
-        raise RecoveryHang(self.message())
+        if self._armed:
+            raise RecoveryHang(self.message())
 
 
 class _Watchdog:
@@ -175,6 +190,7 @@ class _Watchdog:
         self._target = 0
         self._run = 0
         self._fired = -1
+        self._closed = False
         self._thread = threading.Thread(target=self._loop, name="pmemsim-run-timer", daemon=True)
         self._thread.start()
 
@@ -186,15 +202,30 @@ class _Watchdog:
             self._cond.notify()
 
     def stop(self) -> None:
+        while True:
+            try:
+                with self._cond:
+                    self._deadline = None
+                    if self._fired == self._run:  # too late to interrupt: drop it if pending
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(self._target), None
+                        )
+                    self._cond.notify()
+                return
+            except RecoveryHang:  # arrived while stopping: the run is over all the same
+                continue
+
+    def close(self) -> None:
+        """End the thread (after the last run)."""
         with self._cond:
+            self._closed = True
             self._deadline = None
-            if self._fired == self._run:  # too late to interrupt: drop it, if pending
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
             self._cond.notify()
+        self._thread.join()
 
     def _loop(self) -> None:
         with self._cond:
-            while True:
+            while not self._closed:
                 if self._deadline is None:
                     self._cond.wait()
                     continue

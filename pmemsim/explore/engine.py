@@ -42,6 +42,7 @@ from .lazy import (
     NondeterministicRecovery,
     Observation,
     ObservedInfo,
+    OpaqueRecovery,
     Outcome,
     StateAlternatives,
     Verdict,
@@ -283,6 +284,7 @@ def run_recovery(
         sim.set_read_tap(reads)
     if ops is not None:
         sim.set_tap(ops)
+        sim.machine.tap_depth = 0  # the observation needs what was stored where, not the stack
     token = set_crash(info)
     callback = _clear_badblocks if snapshot.badblocks and badblock_policy == "clear" else None
     config = Config(granularity=granularity, backend=sim, event_callback=callback)
@@ -300,6 +302,8 @@ def run_recovery(
             except Exception as exc:  # the user's recovery failed: that is the verdict
                 return exc
     except HANG_ERRORS as exc:
+        if timer is not None:
+            timer.disarm()  # again: the interruption may have come before the first
         return exc
     finally:
         reset_crash(token)
@@ -331,6 +335,8 @@ def _on_harness(
             if timer is not None:
                 timer.disarm()
     except HANG_ERRORS as exc:
+        if timer is not None:
+            timer.disarm()  # again: the interruption may have come before the first
         return exc
     finally:
         reset_crash(token)
@@ -552,6 +558,8 @@ def _crash_recovery(
                 backend=sim,
             )
     except HANG_ERRORS as exc:
+        if timer is not None:
+            timer.disarm()
         return exc
     except Exception as exc:  # recovery failed as a recorded workload: that is its verdict
         return exc
@@ -631,6 +639,8 @@ class StateReport:
     dropped: bool = False
     #: Which slice of the state's images this is (0 when the state was not sliced).
     part: int = 0
+    #: Something the report should say about how the state was explored.
+    note: str = ""
     #: Live exceptions of ``failing`` (only in the process that ran them; never shipped).
     errors: list[BaseException | None] = field(default_factory=list)
 
@@ -688,6 +698,8 @@ class Explorer:
     def __init__(self, session: Session) -> None:
         self.s = session
         self.lazy = LazyExplorer()
+        #: Recovery read the image where lazy exploration cannot see: explore exhaustively.
+        self.opaque = False
 
     def points(self, first: int, last: int, part: int = 0, parts: int = 1) -> Iterator[StateReport]:
         """The reports of crash points ``[first, last)``; with ``parts`` > 1 (one point),
@@ -704,7 +716,8 @@ class Explorer:
                 sliced = parts > 1 and _sliceable(strategy, s.check)
                 if parts > 1 and not sliced and part:
                     continue
-                rep = StateReport(i, faults, strategy.name, part=part if sliced else 0)
+                name = "exhaustive" if strategy.lazy and self.opaque else strategy.name
+                rep = StateReport(i, faults, name, part=part if sliced else 0)
                 if new and not part:
                     rep.possible = state.image_count()
                 if s.deadline is not None and time.monotonic() > s.deadline:
@@ -715,9 +728,20 @@ class Explorer:
                 if s.point_budget is not None:
                     ends.append(time.monotonic() + s.point_budget)
                 deadline = min(ends) if ends else None
-                if strategy.lazy:
-                    self._lazy(rep, state, faults, deadline)
-                else:
+                if strategy.lazy and not self.opaque:
+                    try:
+                        self._lazy(rep, state, faults, deadline)
+                    except OpaqueRecovery:
+                        self.opaque = True
+                        rep = StateReport(i, faults, "exhaustive", possible=rep.possible)
+                        rep.note = (
+                            f"recovery opened a file of the image with plain file I/O at crash "
+                            f"point {i}, which lazy exploration cannot follow: the check was "
+                            "explored exhaustively from there"
+                        )
+                if rep.strategy == "exhaustive" and strategy.lazy:
+                    self._planned(rep, state, faults, _EXHAUSTIVE, deadline, seen)
+                elif not strategy.lazy:
                     where = (part, parts) if sliced else None
                     self._planned(rep, state, faults, strategy, deadline, seen, where)
                 last_slice = not sliced or part == parts - 1
@@ -817,6 +841,9 @@ class Explorer:
                 rep.errors.append(err)
 
 
+_EXHAUSTIVE = Exhaustive()
+
+
 def _sliceable(strategy: Strategy, c: Any) -> bool:
     """Whether a state's images can be cut into slices explored apart (every image, in the
     exhaustive order)."""
@@ -876,6 +903,8 @@ class _Merge:
 
     def add(self, rep: StateReport) -> None:
         r = self.r
+        if rep.note and rep.note not in r.notes:
+            r.notes.append(rep.note)
         r.images_possible += rep.possible
         if rep.part:  # another slice of the state before
             r.images_covered += rep.covered
@@ -898,16 +927,15 @@ class _Merge:
             r.read_paths += len(new)
         errors = rep.errors or [None] * len(rep.failing)
         for note, err in zip(rep.failing, errors, strict=True):
-            crash = self._crash(rep, note)
             if note.key in new:
                 r.inconsistent += 1
                 r.hangs += note.verdict.kind == "hang"
                 if len(r.failing) < FAILING_KEPT:
-                    r.failing.append(self._failed(rep, note, crash))
+                    r.failing.append(self._failed(rep, note, self._crash(rep, note)))
             elif not rep.lazy:
                 continue  # judged at an earlier point: the same image, the same verdict
             # A read path met again may stand for a smaller crash here: consider it.
-            self._consider(rep, note, err, crash)
+            self._consider(rep, note, err)
 
     def _failed(self, rep: StateReport, note: FailNote, crash: Crash) -> FailedCrash:
         v = note.verdict
@@ -919,15 +947,18 @@ class _Merge:
         crash = crash_for(self.s.trace.points[rep.point], note.deviations, state)
         return dataclasses.replace(crash, faults=(*rep.faults, *note.extra))
 
-    def _consider(
-        self, rep: StateReport, note: FailNote, err: BaseException | None, crash: Crash
-    ) -> None:
-        state = self._state(rep.point, rep.faults)
-        lines = len(note.deviations)
-        lost = sum(len(state.units[i].lost_atoms(state.option(i, o))) for i, o in note.deviations)
-        size = (lines, lost, rep.point, str(crash))
+    def _consider(self, rep: StateReport, note: FailNote, err: BaseException | None) -> None:
         sig = note.verdict.signature
         cur = self.best.get(sig)
+        lines = len(note.deviations)
+        if cur is not None and lines > cur.size[0]:
+            return  # cannot be smaller: spare working out what it lost
+        state = self._state(rep.point, rep.faults)
+        lost = sum(len(state.units[i].lost_atoms(state.option(i, o))) for i, o in note.deviations)
+        if cur is not None and (lines, lost, rep.point) > cur.size[:3]:
+            return
+        crash = self._crash(rep, note)
+        size = (lines, lost, rep.point, str(crash))
         if cur is None or size < cur.size:
             self.best[sig] = _Candidate(
                 size, rep.point, crash.faults, note.deviations, rep.strategy, note.verdict, err
@@ -1224,8 +1255,15 @@ def replay(c: CrashCheck | FileCrashCheck, token: str) -> BaseException | None:
 
 
 def _replay(c: Any, token: str) -> tuple[BaseException | None, Crash, CrashPoint, Any, Any]:
-    crash, chain = _split_token(c, token)
     timer = RunTimer(c.run_timeout)
+    with timer.installed():
+        return _replay_with(c, token, timer)
+
+
+def _replay_with(
+    c: Any, token: str, timer: RunTimer
+) -> tuple[BaseException | None, Crash, CrashPoint, Any, Any]:
+    crash, chain = _split_token(c, token)
     with _recorded(c, "unsafe_shutdown" in crash.faults) as (trace, judge):
         judge.timer = timer
         image, info, point, state = _fault_image(trace, judge, crash)
@@ -1237,6 +1275,7 @@ def _replay(c: Any, token: str) -> tuple[BaseException | None, Crash, CrashPoint
             with timer.running():
                 t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
         except HANG_ERRORS as exc:
+            timer.disarm()
             return exc, crash, point, state, judge
         except Exception as exc:  # recovery failed as a recorded workload: its verdict
             return exc, crash, point, state, judge

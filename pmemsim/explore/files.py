@@ -31,7 +31,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ from .engine import SECTOR, Deviations
 from .lazy import Observation, ObservedInfo, Outcome, Verdict
 from .report import HANG_ERRORS, CrashConsistencyError
 from .trace import Trace, record_run
+from .watch import watching
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState, SimBackend
@@ -287,8 +288,9 @@ class _FilesJudge:
             return n if n is not None and n < held else None
 
         obs = Observation(sizes, medium_of, steps=self.steps)
-        err = self._run(self.image(state, deviations), info, None, obs, numbers)
-        return Outcome(Verdict.of(err), obs.events, obs.values, err)
+        opened: list[str] = []
+        err = self._run(self.image(state, deviations), info, None, obs, numbers, opened)
+        return Outcome(Verdict.of(err), obs.events, obs.values, err, bool(opened))
 
     def context(self, state: CrashState, faults: tuple[str, ...]) -> object:
         """Lazy runs are shared only between states whose directory looks the same apart
@@ -372,9 +374,11 @@ class _FilesJudge:
         tap: _Tap | None,
         observation: Observation | None,
         numbers: dict[object, int] | None = None,
+        opened: list[str] | None = None,
     ) -> BaseException | None:
         """Recovery on the image's directory. ``numbers`` (if given) is filled with the file
-        numbers by the simulator's key of each file, before recovery starts."""
+        numbers by the simulator's key of each file, before recovery starts; ``opened``
+        (if given) with the files the simulator holds that recovery opened itself."""
         from pmemsim_backends.sim import SimBackend
 
         sim = SimBackend(self.c.granularity, lint=False)
@@ -392,12 +396,23 @@ class _FilesJudge:
             elif observation is not None:
                 sim.set_read_tap(observation.on_read)
                 sim.set_tap(observation.on_op)
+                sim.machine.tap_depth = 0  # stores are observed by place, not by stack
+            held = {os.path.realpath(root / f.path) for f in image.files if f.held}
+            watch: AbstractContextManager[list[str]] = (
+                watching(held) if opened is not None else nullcontext([])
+            )
             try:
-                with timer.running() if timer is not None else nullcontext():
-                    ok = self.c.recover(sim, root)
+                with timer.running() if timer is not None else nullcontext(), watch as seen:
+                    try:
+                        ok = self.c.recover(sim, root)
+                    finally:
+                        if opened is not None:
+                            opened.extend(seen)
             except Exception as exc:  # the user's recovery failed: that is the verdict
                 return exc
             except HANG_ERRORS as exc:
+                if timer is not None:
+                    timer.disarm()
                 return exc
         finally:
             reset_crash(token)

@@ -88,6 +88,7 @@ class PoolHarness:
         machine = self.medium.machine
         machine.read_tap = read
         machine.tap = ops
+        machine.tap_depth = 0  # the observation needs what was stored where, not the stack
 
     def check(self) -> None:
         """After a run: rebuild before the next one if recovery changed the set."""

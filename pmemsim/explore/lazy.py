@@ -81,6 +81,10 @@ InfoRead = tuple[str, str]
 Event = Segment | InfoRead
 
 
+class OpaqueRecovery(Exception):
+    """A run read the image where the explorer cannot see (:attr:`Outcome.opaque`)."""
+
+
 class NondeterministicRecovery(InvalidArgumentError):
     """Recovery gave two different accounts of the same bytes (see the module docs)."""
 
@@ -126,6 +130,9 @@ class Outcome:
     events: list[Event]
     values: list[object]
     error: BaseException | None = None
+    #: Recovery read the image some way the observation could not see (e.g. a file of the
+    #: image opened with plain file I/O): the run cannot be explored lazily.
+    opaque: bool = False
 
 
 class Alternatives:
@@ -459,6 +466,8 @@ class LazyExplorer:
                 dev = _representative(cons)
                 outcome = run(dev)
                 w.runs += 1
+                if outcome.opaque:
+                    raise OpaqueRecovery(dev)
                 self._insert(root, context, alts, dev, outcome)
                 if context not in self._probed:
                     self._probed.add(context)

@@ -272,6 +272,8 @@ class CheckResult:
     exact: bool = True
     #: What cut exploration short (time budgets), in words.
     limits: list[str] = field(default_factory=list)
+    #: Other things worth knowing about how the check was explored, in words.
+    notes: list[str] = field(default_factory=list)
     #: The minimal failure of each distinct bug (see :attr:`Failure.signature`), with the
     #: user's exception.
     failures: list[Failure] = field(default_factory=list)
@@ -341,7 +343,7 @@ class CheckResult:
     def report(self, *, lint: str = "errors") -> str:
         """The full report, deterministic for a seed: summary, minimal failure of each distinct
         bug, lint findings (``lint``: "errors", "all" or "none")."""
-        out = [self.summary()]
+        out = [self.summary(), *(f"note: {n}" for n in self.notes)]
         distinct = self.distinct()
         if distinct:
             out.append(
@@ -375,6 +377,7 @@ class CheckResult:
             "recovery_runs": self.recovery_runs,
             "coverage": self.coverage,
             "limits": list(self.limits),
+            "notes": list(self.notes),
             "inconsistent": self.inconsistent,
             "hangs": self.hangs,
             "distinct_failures": len(self.distinct()),
