@@ -144,6 +144,15 @@ def write_log(path: Path, pool_path: Path, shape: Shape, seed: int = 1) -> None:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent that
+    forked it before exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -373,7 +382,6 @@ def exponents(results: list[Result]) -> list[dict[str, Any]]:
     axes = (
         ("epochs", "epochs", "seconds", lambda r: r.seconds),
         ("epochs", "epochs", "peak RSS", lambda r: r.rss_mb),
-        ("stores", "stores", "seconds per crash point", lambda r: r.us_per_point),
         ("stores", "stores", "seconds", lambda r: r.seconds),
         ("pool", "pool", "seconds per crash point", lambda r: r.us_per_point),
         ("pool", "pool", "peak RSS", lambda r: r.rss_mb),
