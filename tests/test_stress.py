@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,125 @@ def test_four_threads_storing_through_one_simulated_set() -> None:
     out = child(SIM_THREADS.format(count=400 * SCALE))
     assert out["errors"] == []
     assert out["tails"] == [True] * 4
+
+
+# -- issue 12 items 1 and 5: reservations closed under other threads; processes --------------
+
+RESERVATIONS_UNDER_THREADS = """
+import json, random, sys, threading
+import pmemsim as pm
+from differential import make_backend
+
+sys.setswitchinterval(1e-5)
+be = make_backend({backend!r})
+shared = [pm.Reservation(8 * 4096, backend=be) for _ in range(4)]
+outcomes = {{}}
+lock = threading.Lock()
+
+def tally(what):
+    with lock:
+        outcomes[what] = outcomes.get(what, 0) + 1
+
+def user(k):
+    rng = random.Random(k)
+    for _ in range({rounds}):
+        r = shared[rng.randrange(len(shared))]
+        try:
+            with pm.Set(pm.Config(granularity=pm.Granularity.BYTE, backend=be, reservation=r)) as s:
+                d = s.map(pm.Part(pm.Source.anonymous(4096)))
+                s.memcpy(d.address, b"x" * 64)
+            tally("used")
+        except pm.PmemError as e:
+            tally(type(e).__name__ + " " + e.code_name)
+
+def closer():
+    rng = random.Random(99)
+    for _ in range({rounds}):
+        i = rng.randrange(len(shared))
+        try:
+            shared[i].close()
+            shared[i] = pm.Reservation(8 * 4096, backend=be)
+            tally("closed")
+        except pm.PmemError as e:
+            tally("close refused " + e.code_name)
+
+threads = [threading.Thread(target=user, args=(k,)) for k in range(3)]
+threads.append(threading.Thread(target=closer))
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(outcomes))
+"""
+
+
+@pytest.mark.parametrize("backend", [pytest.param("real", marks=needs_real), "sim"])
+def test_reservations_closed_while_other_threads_use_them(backend: str) -> None:
+    """Issue 12 item 1 under threads: one thread closes (and replaces) reservations while
+    three map into them. Every call succeeds or gets one of the typed refusals: a closed
+    reservation (EINVAL), one still holding a part map (PART_MAP_POSSIBLE_USE_AFTER_DROP),
+    a full one (CANNOT_FIT_PART_MAP); the child lives."""
+    out = child(RESERVATIONS_UNDER_THREADS.format(backend=backend, rounds=150 * SCALE))
+    allowed = {
+        "used",
+        "closed",
+        "InvalidArgumentError EINVAL",
+        "MapError PMEMSET_E_CANNOT_FIT_PART_MAP",
+        "close refused PMEMSET_E_PART_MAP_POSSIBLE_USE_AFTER_DROP",
+    }
+    assert set(out) <= allowed, out
+    assert out.get("used", 0) > 0 and out.get("closed", 0) > 0, out
+
+
+COUNTER = """
+import json, os, sys, time
+import pmemsim as pm
+from pmemsim_backends.sim import SimBackend
+
+path, rounds, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+time.sleep(max(0.0, start_at - time.time()))  # all four start together, so their turns overlap
+refused = 0
+for _ in range(rounds):
+    while True:
+        sim = SimBackend()
+        try:
+            with pm.Source.from_file(path) as src:
+                s = pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=sim))
+                d = s.map(pm.Part(src, 0, 4096))
+                n = int.from_bytes(s.read(d.address, 8), "little")
+                s.memcpy(d.address, (n + 1).to_bytes(8, "little"))  # flushed and drained
+                s.close()
+            break
+        except pm.SourceError as e:
+            assert e.code == pm.ErrorCode.INVALID_PMEM2_SOURCE, e
+            refused += 1
+            time.sleep(0.001)
+print(json.dumps({{"refused": refused}}))
+"""
+
+
+def test_processes_taking_turns_on_one_simulated_file(tmp_path: Path) -> None:
+    """Issue 12 item 5 across processes: four processes each add one to a counter in one
+    file, 50 times, each through a simulator of its own. A simulator holds the file alone
+    until its source closes (the others are refused and retry), so no persisted increment is
+    lost: the counter ends at 200. (Before, each simulator wrote back its own view and the
+    last one won.)"""
+    path = tmp_path / "counter"
+    path.write_bytes(bytes(4096))
+    rounds = 50 * SCALE
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    start_at = str(time.time() + 2)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", COUNTER.format(), str(path), str(rounds), start_at],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
+    assert int.from_bytes(path.read_bytes()[:8], "little") == 4 * rounds
