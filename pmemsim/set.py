@@ -311,6 +311,9 @@ class Set:
             raise error_for(ErrorCode.PART_NOT_FOUND, f"{part!r} was already mapped")
         if part.source.closed:
             raise error_for(ErrorCode.INVALID_PMEM2_SOURCE, f"{part.source!r} is closed")
+        self._check_reservation()
+
+    def _check_reservation(self) -> None:
         if self._user_region is not None and self._user_region.raw.deleted:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"the set's reservation {self._cfg.reservation!r} is closed"
@@ -333,6 +336,7 @@ class Set:
 
     def _place(self, bsrc: BackendSource, source: Source, offset: int, length: int) -> Holder:
         with self._region_lock:
+            self._check_reservation()  # again: another thread may have closed it meanwhile
             slot = choose(self.backend, self._coalescing, self._previous, self._user_region, length)
             try:
                 bmap = self._map_at(bsrc, offset, length, slot)
