@@ -72,6 +72,7 @@ class Medium:
         "_initial_loader",
         "_owned",
         "_touched",
+        "_touched_limit",
         "badblocks",
         "changed",
         "deep",
@@ -145,6 +146,7 @@ class Medium:
         self.changed: set[int] = set()
         # Ranges that became durable, merged lazily (for the statistics).
         self._touched: list[tuple[int, int]] = []
+        self._touched_limit = 4096
         #: Pages written since their last deep flush -> their content as of it (never changed
         #: in place once stored: crash states share them). None at PAGE (msync is deep).
         self.deep: dict[int, bytes | bytearray] | None = (
@@ -256,7 +258,13 @@ class Medium:
             page[o : o + take] = src[pos : pos + take]
             self.changed.add(p)
             pos += take
-        self._touched.append((off, off + n))
+        touched = self._touched
+        touched.append((off, off + n))
+        if len(touched) > self._touched_limit:
+            # Merged as it grows (not only when asked), so that a long run's memory stays
+            # the ranges it touched, not one entry per store made durable.
+            self.durable_ranges()
+            self._touched_limit = 2 * len(self._touched) + 4096
 
     def _keep_deep(self, p: int, page: bytearray) -> bytearray:  # page: owned, so mutable
         """First write to page ``p`` since its last deep flush: keep what the flush left.
