@@ -20,6 +20,12 @@ must do because it freezes the pages a state holds; and the pages with stores in
 then or now). A page that agrees is then shared with the crash state (both are immutable
 until the model copies it to write again), so memory follows the pages in flight, not the
 pool. Work per point follows what changed, not the pool.
+
+The guaranteed image says nothing about the stores still in flight, yet every other image
+is built from them: a simulator that kept a stale store in flight, lost one, or cut one
+wrongly would leave durable data intact in the guaranteed image and lose it in another. So
+each point also compares every unit's stores in flight (its write-back atoms in program
+order, its non-temporal atoms as a set) with the model's.
 """
 
 from __future__ import annotations
@@ -44,9 +50,13 @@ class DurabilityViolation(AssertionError):
 class _Pending:
     """A piece of a store inside one line, not yet durable."""
 
-    __slots__ = ("data", "flushed", "nontemporal", "offset")
+    __slots__ = ("data", "flushed", "nontemporal", "offset", "seq")
 
-    def __init__(self, offset: int, data: bytes, nontemporal: bool, flushed: bool = False) -> None:
+    def __init__(
+        self, seq: int, offset: int, data: bytes, nontemporal: bool, flushed: bool = False
+    ) -> None:
+        #: The store's place in program order (the pieces of one store share it).
+        self.seq = seq
         self.offset = offset
         self.data = data
         self.nontemporal = nontemporal
@@ -98,9 +108,9 @@ class _Medium:
                     keep.append(p)
                     continue
                 if lo < start:
-                    keep.append(_Pending(lo, p.data[: start - lo], p.nontemporal, p.flushed))
+                    keep.append(_Pending(p.seq, lo, p.data[: start - lo], p.nontemporal, p.flushed))
                 if end < hi:
-                    keep.append(_Pending(end, p.data[end - lo :], p.nontemporal, p.flushed))
+                    keep.append(_Pending(p.seq, end, p.data[end - lo :], p.nontemporal, p.flushed))
             self._set(n, keep)
 
     def _set(self, n: int, pieces: list[_Pending]) -> None:
@@ -123,16 +133,47 @@ class _Medium:
     def apply(self, n: int, durable: Any) -> None:
         """Make line ``n``'s pieces that ``durable`` accepts durable, in program order."""
         keep = []
+        folded = []
         for p in self.lines.get(n, ()):  # program order: later stores to the same bytes win
             if durable(p):
                 self.write(p.offset, p.data)
+                folded.append(p)
             else:
                 keep.append(p)
+        if durable is _flushed and folded and any(p.nontemporal for p in keep):
+            keep = _without_older_nt(keep, folded)
         self._set(n, keep)
 
 
 def _flushed(p: _Pending) -> bool:
     return p.flushed
+
+
+def _without_older_nt(keep: list[_Pending], folded: list[_Pending]) -> list[_Pending]:
+    """A clflush or msync made write-back stores durable without fencing the non-temporal
+    ones still in flight: an older non-temporal store to the same bytes can no longer be
+    what the media ends up holding (the newer store is durable), so those bytes leave it."""
+    out: list[_Pending] = []
+    for p in keep:
+        parts = [p]
+        if p.nontemporal:
+            for f in folded:
+                if f.seq > p.seq:
+                    parts = [c for q in parts for c in _minus(q, f.offset, f.offset + len(f.data))]
+        out += parts
+    return out
+
+
+def _minus(p: _Pending, start: int, end: int) -> list[_Pending]:
+    lo, hi = p.offset, p.offset + len(p.data)
+    if hi <= start or end <= lo:
+        return [p]
+    out = []
+    if lo < start:
+        out.append(_Pending(p.seq, lo, p.data[: start - lo], p.nontemporal, p.flushed))
+    if end < hi:
+        out.append(_Pending(p.seq, end, p.data[end - lo :], p.nontemporal, p.flushed))
+    return out
 
 
 def _fenced(p: _Pending) -> bool:
@@ -157,6 +198,9 @@ class DurabilityModel:
         self._deferred: Any = None
         # The state compared last: the two sides agreed on every page there.
         self._last: CrashState | None = None
+        self.seq = 0
+        #: Compare the stores in flight at every point too (see the module docstring).
+        self.check_in_flight = True
 
     def _medium(self, medium: Any) -> _Medium:
         if medium is self._last_medium:
@@ -187,6 +231,8 @@ class DurabilityModel:
     def _store(self, op: Any) -> None:
         m = self._medium(op.medium)
         off, data, nt = op.offset, op.data, op.nontemporal
+        self.seq += 1
+        seq = self.seq
         if self.byte and not nt:
             # Durable at once; an older store still in flight to the same bytes can never
             # land over it (a core's stores to one address stay in program order).
@@ -200,12 +246,12 @@ class DurabilityModel:
                 pos += take
             return
         if (off & 63) + len(data) <= LINE:
-            m.add(_Pending(off, data, nt))
+            m.add(_Pending(seq, off, data, nt))
         else:  # cut at line boundaries: a flush covers whole lines
             pos = 0
             while pos < len(data):
                 take = min(LINE - (off + pos) % LINE, len(data) - pos)
-                m.add(_Pending(off + pos, data[pos : pos + take], nt))
+                m.add(_Pending(seq, off + pos, data[pos : pos + take], nt))
                 pos += take
         if nt:
             # A non-temporal store evicts the lines it hits first: what is pending there
@@ -308,6 +354,87 @@ class DurabilityModel:
                     _violation(where, medium.label, p, got, want)
                 if m is not None and type(got) is bytes:
                     m.pages[p] = got  # equal and immutable: share it
+        if self.check_in_flight:
+            self._compare_in_flight(state, where)
+
+    def _compare_in_flight(self, state: CrashState, where: str) -> None:
+        """Every unit's stores in flight, atom by atom, against the model's."""
+        seen: set[tuple[int, int]] = set()
+        models = []
+        for medium in state.media:
+            m = self.media.get(id(medium))
+            models.append(m if m is not None and m.medium is medium else None)
+        for u in state.units:
+            mi, offset = u.medium_index, u.offset
+            seen.add((mi, offset))
+            m = models[mi]
+            pieces = [] if m is None else _pieces(m, offset, u.size)
+            wb = [a for p in pieces if not p.nontemporal for a in _atoms(p)]
+            got_wb = [(a.offset, a.data) for a in u.wb]
+            nt: list[tuple[int, bytes]] = []
+            got_nt: list[tuple[int, bytes]] = []
+            if u.nt_groups or any(p.nontemporal for p in pieces):
+                nt = sorted(a for p in pieces if p.nontemporal for a in _atoms(p))
+                got_nt = sorted((a.offset, a.data) for g in u.nt_groups for a in g)
+            if wb != got_wb or nt != got_nt:
+                self._in_flight_violation(state, where, mi, offset, got_wb, got_nt, wb, nt)
+        # Stores the model has in flight where the state has no unit at all.
+        for mi, m in enumerate(models):
+            if m is None or not m.lines:
+                continue
+            size = state.media[mi].unit
+            for n in m.lines:
+                at = n * LINE - n * LINE % size
+                if (mi, at) not in seen:
+                    pieces = _pieces(m, at, size)
+                    wb = [a for p in pieces if not p.nontemporal for a in _atoms(p)]
+                    nt = sorted(a for p in pieces if p.nontemporal for a in _atoms(p))
+                    self._in_flight_violation(state, where, mi, at, [], [], wb, nt)
+
+    @staticmethod
+    def _in_flight_violation(
+        state: CrashState,
+        where: str,
+        mi: int,
+        offset: int,
+        got_wb: list[tuple[int, bytes]],
+        got_nt: list[tuple[int, bytes]],
+        wb: list[tuple[int, bytes]],
+        nt: list[tuple[int, bytes]],
+    ) -> None:
+        raise DurabilityViolation(
+            f"{where}: the stores in flight in the unit at +0x{offset:x} of "
+            f"{state.media[mi].label} are {_show(got_wb, got_nt)} but the rules "
+            f"leave {_show(wb, nt)}; this is a pmemsim bug"
+        )
+
+
+def _pieces(m: _Medium, offset: int, size: int) -> list[_Pending]:
+    """The model's pieces in flight in the unit ``[offset, offset + size)``, in program
+    order."""
+    if size == LINE:
+        return m.lines.get(offset >> 6, [])  # one line: already in program order
+    found = [p for n in m.lines_in(offset >> 6, (offset + size) >> 6) for p in m.lines[n]]
+    found.sort(key=lambda p: (p.seq, p.offset))
+    return found
+
+
+def _atoms(p: _Pending) -> list[tuple[int, bytes]]:
+    """A piece cut at 8-byte boundaries, as the simulator cuts stores into atoms."""
+    if (p.offset & 7) + len(p.data) <= 8:
+        return [(p.offset, p.data)]
+    out = []
+    pos, data = 0, p.data
+    while pos < len(data):
+        take = min(8 - (p.offset + pos) % 8, len(data) - pos)
+        out.append((p.offset + pos, bytes(data[pos : pos + take])))
+        pos += take
+    return out
+
+
+def _show(wb: list[tuple[int, bytes]], nt: list[tuple[int, bytes]]) -> str:
+    parts = [f"+0x{o:x}={d.hex()}" for o, d in wb] + [f"+0x{o:x}={d.hex()} (nt)" for o, d in nt]
+    return "[" + ", ".join(parts) + "]" if parts else "nothing"
 
 
 def _violation(where: str, label: str, page: int, got: bytes, want: bytes | bytearray) -> None:
