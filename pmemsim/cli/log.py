@@ -120,10 +120,25 @@ def _origin(pool: Any) -> str:
     return f"from {pool.source}"
 
 
+def _progress(term: Any) -> Any:
+    """One live line on stderr: images judged so far and the rate (streamed: no total)."""
+    if not term.live:
+        return None
+    import time
+
+    started = time.perf_counter()
+
+    def show(done: int, _: int) -> None:
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        term.status(f"check-log: {done:,} image(s) judged, {rate:,.0f}/s")
+
+    return show
+
+
 def _cmd_check_log(args: argparse.Namespace) -> int:
-    from ..explore.engine import _progress_bar
     from ..pmlog import Replay, check_log, read_log, replay_crash
     from .common import writable_file
+    from .terminal import Terminal
 
     if not os.path.isfile(args.log):
         raise UsageProblem(f"{args.log}: no such log file")
@@ -184,20 +199,24 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         f"{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
         f"; seed {args.seed}; checker {checker.label}"
     )
-    result = check_log(
-        replay,
-        checker,
-        engine=engine,
-        markers=engines,
-        seed=args.seed,
-        jobs=args.jobs,
-        crash_points=args.crash_points,
-        max_images=args.max_images,
-        progress=_progress_bar(),
-        name=args.log,
-        lint=not args.no_lint,
-        check=getattr(args, "_recovery_check", None),
-    )
+    term = Terminal()
+    try:
+        result = check_log(
+            replay,
+            checker,
+            engine=engine,
+            markers=engines,
+            seed=args.seed,
+            jobs=args.jobs,
+            crash_points=args.crash_points,
+            max_images=args.max_images,
+            progress=_progress(term),
+            name=args.log,
+            lint=not args.no_lint,
+            check=getattr(args, "_recovery_check", None),
+        )
+    finally:
+        term.clear()
     print(result.report(lint=False))
     if result.minimal is not None:
         print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")

@@ -322,11 +322,6 @@ class _Describer:
                 break
         return at, marker_record, pieces
 
-    def where(self, point: CrashPoint, marker: int = -1) -> str:
-        """Where a crash point is, by log record (``marker``: how many marker crash points
-        came before it, for one at a marker)."""
-        return self._where(point, *self._scan(point, marker, {})[:2])
-
     def _where(self, point: CrashPoint, at: dict[int, Step], marker_record: int | None) -> str:
         n = point.operation
         if point.kind == "end":

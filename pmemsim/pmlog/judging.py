@@ -64,7 +64,6 @@ class Verdicts:
         self.best: tuple[tuple[tuple[int, int, int], int], Cand, str] | None = None
         self.judged = 0
         self.inconsistent = 0
-        self.submitted = 0
         self.runs = 0
 
     def add(self, cand: Cand, verdict: str | None) -> None:
@@ -73,7 +72,7 @@ class Verdicts:
             self.inconsistent += 1
             self.candidate(cand, verdict)
         if self.progress is not None and not self.judged % 1024:
-            self.progress(self.judged, self.submitted)
+            self.progress(self.judged, self.judged)
 
     def candidate(self, cand: Cand, verdict: str) -> None:
         """An inconsistent image: the minimal failure so far?"""
