@@ -25,9 +25,9 @@ the pool's first 4 KiB, a FLUSH of each line and a FENCE:
 8. The exact verdict for 10 flushed stores in one epoch (1,024 images). Target: < 1 s.
 9. Memory per image (tracemalloc) on a 4 KiB and a 64 MiB pool, 10 x 10: close.
 
-pmreorder side by side is bench/bench_pmreorder.py. Timing is ``time.perf_counter``, best of
-N; memory the worst of N child runs. A missed target shows in the table and the JSON, never
-as an exception. The last line is ``BENCH_JSON {...}``.
+pmreorder side by side over many shapes is bench/bench_scale.py. Timing is
+``time.perf_counter``, best of N; memory the worst of N child runs. A missed target shows in
+the table and the JSON, never as an exception. The last line is ``BENCH_JSON {...}``.
 """
 
 from __future__ import annotations
