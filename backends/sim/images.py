@@ -460,15 +460,6 @@ class CrashState:
             hit = self._persisted_maps[medium] = pages.updated(changes)
         return hit
 
-    @property
-    def _visible(self) -> list[dict[int, bytes | bytearray | None]]:
-        # Compatibility for callers written before persisted_page(): per medium, the
-        # all-persisted content of the pages with something in flight.
-        return [
-            {p: self.persisted_page(p, mi) for p in by_page}
-            for mi, by_page in enumerate(self._unit_pages)
-        ]
-
 
 class CrashImage:
     """One crash image: each deviating unit's chosen option; every other unit persisted."""
