@@ -1081,8 +1081,9 @@ def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
 
 
 #: Below this much work (images to run; a lazy crash point counts one) a check runs inline
-#: whatever ``jobs`` says: starting workers costs more than it saves.
-PARALLEL_FROM = 2000
+#: whatever ``jobs`` says: forking and feeding workers costs about 50 ms, the time this
+#: process takes to check well over a thousand images (bench/bench_explore.py, jobs).
+PARALLEL_FROM = 20_000
 
 
 def check(
