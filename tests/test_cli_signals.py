@@ -27,9 +27,9 @@ def started():
 
 
 def pool_workload(v):
-    for i in range(12):
+    for i in range(15):
         v.u64[8 * i] = i + 1
-    v.persist(0, 64 * 12)
+    v.persist(0, 64 * 15)
 
 
 def pool_recover(v):
@@ -40,7 +40,7 @@ def files_workload(backend, folder):
     src = pm.Source.from_file(folder / "f", pm.SourceFlag.CREATE_IF_NEEDED)
     with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=backend)) as s:
         v = s.view(s.map(pm.Part(src, 0, 4096)))
-        for i in range(12):
+        for i in range(15):
             v.u64[8 * i] = i + 1
         v.persist(0, 4096)
     src.close()
@@ -50,7 +50,8 @@ def files_recover(backend, folder):
     started()
 
 
-# Exhaustive: 4,096 slow runs (lazily, a recovery that reads nothing is one run per point).
+# Exhaustive: 32,768 slow runs (lazily, a recovery that reads nothing is one run per point),
+# past the 20,000 images from which --jobs 2 starts workers.
 pool = CrashCheck("pool", pool_workload, pool_recover, strategy="exhaustive")
 files = FileCrashCheck("files", files_workload, files_recover, strategy="exhaustive")
 """
