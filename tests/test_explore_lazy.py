@@ -498,3 +498,14 @@ def test_image_keys_are_equal_exactly_when_contents_are() -> None:
             assert by_key.setdefault(key, content) == content
             assert by_content.setdefault(content, key) == key
     assert len(by_key) > 50
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lazy_finds_what_exhaustive_finds_when_recovery_is_crashed_too(seed: int) -> None:
+    c = dataclasses.replace(_random_check(seed), recovery_crash_depth=1)
+    lazy = check(c, progress=None)
+    full = check(c, strategy="exhaustive", progress=None)
+    assert lazy.exact and lazy.verdict == full.verdict
+    assert {f.signature: f.size_key for f in lazy.failures} == {
+        f.signature: f.size_key for f in full.failures
+    }

@@ -1,8 +1,9 @@
 """Limits by time: per check, per crash point, and per run of recovery (hangs).
 
-A check and each of its crash points get a deadline (:class:`Deadlines`); exploration stops
-taking new images past it and the result says how much it covered. A single run of
-recovery gets a :class:`RunTimer`: a run past its time is interrupted with
+A check and each of its crash points get a deadline (``time.monotonic()``, kept by the
+engine's session); exploration stops taking new images past it and the result says how
+much it covered and what was cut (:class:`Cuts`). A single run of recovery gets a
+:class:`RunTimer`: a run past its time is interrupted with
 :class:`~pmemsim.explore.report.RecoveryHang` and reported as a failure of kind "hang".
 
 The interruption is ``SIGALRM`` from ``setitimer`` in the main thread (one system call to
@@ -26,49 +27,25 @@ from typing import Any
 
 from .report import RecoveryHang
 
-__all__ = ["Deadlines", "RunTimer"]
+__all__ = ["Cuts", "RunTimer"]
 
 #: Seconds between repeated interruptions of a run past its time.
 REPEAT = 0.05
 
 
 @dataclass
-class Deadlines:
-    """The check's deadline and the current point's (``time.perf_counter()`` values)."""
+class Cuts:
+    """What the budgets cut short in one check, to be said in its result."""
 
     check_budget: float | None
     point_budget: float | None
     max_images: int | None = None
-    started: float = field(default_factory=time.perf_counter)
-    point_started: float = 0.0
     #: Crash points whose exploration the point budget cut short.
-    cut_points: list[int] = field(default_factory=list)
+    timed_out: list[int] = field(default_factory=list)
     #: Crash points where lazy exploration stopped at ``max_images`` read paths.
     counted: list[int] = field(default_factory=list)
     #: The crash point at which the check's budget ran out (None: it did not).
     check_ran_out_at: int | None = None
-
-    def start_point(self) -> None:
-        self.point_started = time.perf_counter()
-
-    @property
-    def check_deadline(self) -> float | None:
-        return None if self.check_budget is None else self.started + self.check_budget
-
-    def point_deadline(self) -> float | None:
-        ends = [
-            d
-            for d in (
-                self.check_deadline,
-                None if self.point_budget is None else self.point_started + self.point_budget,
-            )
-            if d is not None
-        ]
-        return min(ends) if ends else None
-
-    def check_expired(self) -> bool:
-        d = self.check_deadline
-        return d is not None and time.perf_counter() > d
 
     def notes(self, points: int) -> list[str]:
         """What the budgets cut, in words (empty when nothing was cut)."""
@@ -78,18 +55,21 @@ class Deadlines:
                 f"the check's time budget ({self.check_budget:g} s) ran out at crash point "
                 f"{self.check_ran_out_at} of {points}"
             )
-        if self.cut_points:
-            shown = ", ".join(map(str, self.cut_points[:5]))
-            more = f" and {len(self.cut_points) - 5} more" if len(self.cut_points) > 5 else ""
+        if self.timed_out:
             out.append(
                 f"the time budget per crash point ({self.point_budget:g} s) cut crash "
-                f"point(s) {shown}{more}"
+                f"point(s) {_some(self.timed_out)}"
             )
         if self.counted:
-            shown = ", ".join(map(str, self.counted[:5]))
-            more = f" and {len(self.counted) - 5} more" if len(self.counted) > 5 else ""
-            out.append(f"stopped at {self.max_images} read paths at crash point {shown}{more}")
+            out.append(
+                f"stopped at {self.max_images} read paths at crash point {_some(self.counted)}"
+            )
         return out
+
+
+def _some(points: list[int]) -> str:
+    shown = ", ".join(map(str, points[:5]))
+    return shown + (f" and {len(points) - 5} more" if len(points) > 5 else "")
 
 
 class RunTimer:

@@ -33,7 +33,7 @@ from ..set import Set
 from ..snapshot import Snapshot
 from ..source import Source
 from ..view import View
-from .budget import Deadlines, RunTimer
+from .budget import Cuts, RunTimer
 from .checks import FAULTS, BaseCheck, CrashCheck, Recovery, Workload
 from .crash import Crash
 from .harness import PoolHarness
@@ -88,32 +88,6 @@ def validate_check(c: object) -> None:
 
 
 # -- images --------------------------------------------------------------------------------
-
-
-class _Keys:
-    """Content digests of images, page by page: pages shared copy-on-write between images are
-    hashed once, so a key costs what the image changed, not the pool."""
-
-    def __init__(self) -> None:
-        self._pages: dict[int, tuple[object, bytes]] = {}
-
-    def of(self, snap: Snapshot, base: Mapping[int, bytes | bytearray]) -> bytes:
-        """``base``: the crash state's own pages. They are frozen (the simulator copies a
-        page before writing it again), so their digests can be remembered by identity; the
-        pages an image patched are hashed afresh and not remembered."""
-        h = hashlib.blake2b(digest_size=16)
-        for i in sorted(snap.pages):
-            page = snap.pages[i]
-            h.update(i.to_bytes(8, "little"))
-            if base.get(i) is page:
-                hit = self._pages.get(id(page))
-                if hit is None or hit[0] is not page:
-                    hit = (page, hashlib.blake2b(page, digest_size=16).digest())
-                    self._pages[id(page)] = hit
-                h.update(hit[1])
-            else:
-                h.update(hashlib.blake2b(page, digest_size=16).digest())
-        return h.digest()
 
 
 _MOD = 1 << 128
@@ -454,11 +428,13 @@ class _PoolJudge:
             harness=self.harness,
         )
         if err is None and c.recovery_crash_depth:
+            # Recovery crashed and run again may ask about the crash too: still observed.
+            seen = info if observation is None else ObservedInfo(info, observation)
             return _crash_recovery(
                 c,
                 _cleared(image),
                 c.recovery_crash_depth,
-                info,
+                seen,
                 observation=observation,
                 timer=self.timer,
             )
@@ -563,14 +539,15 @@ def _crash_recovery(
         return exc
     except Exception as exc:  # recovery failed as a recorded workload: that is its verdict
         return exc
-    keys = _Keys()
+    sums = _PageSums()
     seen: set[bytes] = set()
     strategy = strategy_named(c.strategy)
     for point in trace.points:
         plan = strategy.plan(point.state, PointContext(point.index, c.seed, c.max_images))
+        images = StateAlternatives(point.state)
         for dev in plan.images:
-            snap = point.state.image(dev).snapshot()
-            key = keys.of(snap, point.state.snapshots[0].pages)
+            snap = images.snapshot(dev)
+            key = sums.key(point.state, images, dev)
             if key in seen:
                 continue
             seen.add(key)
@@ -1125,7 +1102,7 @@ def check(
     result = CheckResult(c.name, c.expect, str(strategy_named(c.strategy)), c.seed, check=c)
     show = progress_line() if progress == "auto" else progress
     timer = RunTimer(c.run_timeout)
-    deadlines = Deadlines(c.time_budget, c.point_budget, c.max_images)
+    cuts = Cuts(c.time_budget, c.point_budget, c.max_images)
     with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
         judge.timer = timer
         judge.steps = c.run_steps
@@ -1149,18 +1126,18 @@ def check(
             for rep in ex.explore(session):
                 merge.add(rep)
                 if rep.cut == "time":
-                    deadlines.cut_points.append(rep.point)
+                    cuts.timed_out.append(rep.point)
                 elif rep.cut == "count":
-                    deadlines.counted.append(rep.point)
-                if rep.dropped and deadlines.check_ran_out_at is None:
-                    deadlines.check_ran_out_at = rep.point
+                    cuts.counted.append(rep.point)
+                if rep.dropped and cuts.check_ran_out_at is None:
+                    cuts.check_ran_out_at = rep.point
                 now = time.perf_counter()
                 if show is not None and now - shown > 0.2:
                     shown = now
                     show(_progress(result, merge.points_done + 1, planned, now - started))
             merge.finish()
     result.images_skipped = max(0, result.images_possible - result.images_covered)
-    result.limits = deadlines.notes(len(trace.points))
+    result.limits = cuts.notes(len(trace.points))
     result.exact = result.images_covered >= result.images_possible and not result.limits
     result.seconds = time.perf_counter() - started
     if show is not None:

@@ -7,11 +7,11 @@ deviations from the all-persisted image: ``((unit index, alternative), ...)``, a
 :meth:`CrashState.image` takes them. Within one point distinct deviations are distinct
 images, so nothing here hashes content.
 
-By name (CLI, markers): ``exhaustive``, ``extremes``, ``persisted``, ``bounded:K``,
+By name (CLI, markers): ``lazy`` (the default: exact, run by the engine, see
+:mod:`pmemsim.explore.lazy`), ``exhaustive``, ``extremes``, ``persisted``, ``bounded:K``,
 ``random:N``, ``read-guided``, ``accumulative``, ``reverse-accumulative``, ``flushed-only``,
-``none``, and
-pmreorder's engine names (``ReorderFull`` and friends), mapped to their closest legal
-equivalent.
+``none``, and pmreorder's engine names (``ReorderFull`` and friends), mapped to their
+closest legal equivalent. Plans are generators: none holds a point's images in a list.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Plan:
 
     ``images`` yields distinct deviations (within the plan). ``skipped`` is the number of
     the point's distinct images the plan leaves out when that is known before it runs (an
-    exhaustive plan: 0), else None: the engine then counts what the plan yielded.
+    exhaustive plan: 0), else None. The engine counts what a plan yields either way.
     """
 
     images: Iterable[Deviations]
