@@ -125,8 +125,10 @@ def test_expected_verdicts_are_the_record_scripts_reasoning() -> None:
         variant = rec.PROGRAMS[e["program"]].variants[e["variant"]]
         assert e["verdict"] == variant.verdict, e["log"]
         assert e["why"] == variant.why, e["log"]
-        for c in e["checkers"]:
-            assert c["expected"] == variant.per_checker.get(c["name"], variant.verdict)
+        assert e["checkers"] == [
+            {**c, "expected": variant.per_checker.get(c["name"], variant.verdict)}
+            for c in rec.checkers(e["program"])
+        ]
 
 
 def test_lost_lines_point_at_the_tagged_stores() -> None:
@@ -136,11 +138,7 @@ def test_lost_lines_point_at_the_tagged_stores() -> None:
             text = (C_DIR / src).read_text().splitlines()[int(line) - 1]
             assert "/* LOST: " in text, f"{e['log']}: {where} is {text!r}"
     # the report test below has lines to look for
-    assert all(
-        _log_names_lost_lines(e)
-        for e in LOGS
-        if e["log"] in ("raw_tail-bug-q.log", "undo_tx-bug-q.log")
-    )
+    assert sum(_log_names_lost_lines(e) for e in LOGS) >= 10
 
 
 def _records(text: str) -> list[str]:
@@ -352,31 +350,50 @@ def _check_log(log: str, checker: list[str], tmp_path: Path, capsys: Any) -> tup
     return result, report
 
 
-#: Logs checked with their checker program (one process per image: the small ones).
-PROGRAM_CHECKED = [e for e in LOGS if e["program"] in ("raw_tail", "raw_flag", "undo_tx")]
+def _checker_options(c: dict[str, Any], bins: dict[str, Path]) -> list[str]:
+    """check-log's options for a manifest checker."""
+    if c["kind"] == "library":
+        return ["--checker-lib", f"{bins[c['library']]}:{c['function']}"]
+    argv = [str(bins[c["argv"][0]]), *c["argv"][1:]]
+    return [*(["--all-files"] if c.get("all_files") else []), "--", *argv]
 
 
-@pytest.mark.parametrize("entry", PROGRAM_CHECKED, ids=[e["log"] for e in PROGRAM_CHECKED])
-def test_check_log_verdict_with_the_checker_program(
-    bins: dict[str, Path], tmp_path: Path, capsys: Any, entry: dict[str, Any]
+#: Every log with its library checker (in-process: fast); the small programs' logs with
+#: their checker programs too (a process per image).
+CHECKS = [
+    (e, c)
+    for e in LOGS
+    for c in e["checkers"]
+    if c["kind"] == "library" or e["program"] in ("raw_tail", "raw_flag", "undo_tx", "two_files")
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "checker"), CHECKS, ids=[f"{e['log']}-{c['name']}" for e, c in CHECKS]
+)
+def test_check_log_gives_the_x86_verdict(
+    bins: dict[str, Path],
+    tmp_path: Path,
+    capsys: Any,
+    entry: dict[str, Any],
+    checker: dict[str, Any],
 ) -> None:
-    (checker,) = [c for c in entry["checkers"] if c["kind"] == "program"]
-    argv = [str(bins[checker["argv"][0]]), *checker["argv"][1:]]
-    result, report = _check_log(entry["log"], ["--", *argv], tmp_path, capsys)
+    result, report = _check_log(entry["log"], _checker_options(checker, bins), tmp_path, capsys)
     assert result["verdict"].upper() == checker["expected"], report
     assert result["exact"]
     if checker["expected"] == "INCONSISTENT" and _log_names_lost_lines(entry):
+        # the C line of every lost store of the minimal crash, in the report and the JSON
         named = _lost_store_lines(report)
         assert named, report
         assert named <= set(entry["lost_lines"]), report
+        sources = {s["source"].split(" in ")[0] for s in result["minimal"]["lost_stores"]}
+        assert sources <= set(entry["lost_lines"]), result["minimal"]
 
 
 def _log_names_lost_lines(entry: dict[str, Any]) -> bool:
-    """Whether the log's stores name a lost line in their first frame: a one-frame log of a
-    store made by memcpy or libpmem2 names only the library's line, and a log without
-    stack traces none."""
-    first_frames = re.findall(r"\|STORE;[^;|]+;[^;|]+;[^;|]+;([^;|]+)", _flat(entry["log"]))
-    return any(f"({line})" in frame for frame in first_frames for line in entry["lost_lines"])
+    """Whether the log's stack frames name a lost line at all (a log without stack traces
+    names none; a one-frame log of a store made by memcpy or libpmem2 only the library's)."""
+    return any(f"({line})" in _flat(entry["log"]) for line in entry["lost_lines"])
 
 
 def _flat(log: str) -> str:
@@ -596,7 +613,7 @@ def test_readme_c_tutorial(recorded_bins: tuple[str, dict[str, Path]], tmp_path:
     assert done.returncode == 1, done.stdout + done.stderr
     assert _masked(done.stdout.replace(pool, "/tmp/pool")) == _masked(shown_bug)
     # the lost store it names is the assignment in the loop
-    line = int(re.search(r"\(publish\.c:(\d+)\)", shown_bug).group(1))  # type: ignore[union-attr]
+    line = int(re.search(r"stored at publish\.c:(\d+) in main", shown_bug).group(1))  # type: ignore[union-attr]
     assert publish.splitlines()[line - 1].strip() == "p->data[i] = 100 + i;"
 
     loop = "\tfor (int i = 0; i < 8; i++)\n\t\tp->data[i] = 100 + i;\n\tp->valid = 1;\n"
@@ -605,3 +622,20 @@ def test_readme_c_tutorial(recorded_bins: tuple[str, dict[str, Path]], tmp_path:
     done = run()
     assert done.returncode == 0, done.stdout + done.stderr
     assert shown_fixed.strip() in done.stdout.splitlines()
+
+
+def test_check_program_on_two_files_sees_the_bug_across_them(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    _, made = recorded_bins
+    data, meta = tmp_path / "data", tmp_path / "meta"
+    program = [str(made["two_files"]), "bug", str(data), str(meta)]
+    pair = shlex.join([str(made["check_two_files"]), "--pair"])
+    done = _pmemsim("check-program", "--all-files", "--checker", pair, "--", *program, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (lost,) = next(e for e in LOGS if e["log"] == "two_files-bug-q.log")["lost_lines"]
+    assert f"stored at {lost} in append" in done.stdout
+    # one file at a time (pmreorder's protocol) the bug cannot be seen
+    lib = f"{made['libcheck_two_files.so']}:check"
+    done = _pmemsim("check-program", "--checker-lib", lib, "--", *program, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr

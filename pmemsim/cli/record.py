@@ -129,7 +129,8 @@ def _cmd_check_program(args: argparse.Namespace) -> int:
     if len(kinds) != 1:
         raise UsageProblem(
             'name one checker: --checker "CMD [ARGS...]" (gets the image path last), '
-            "--checker-py MODULE:FUNCTION or --recovery PATH::CHECK"
+            "--checker-lib LIB.so:FUNCTION, --checker-py MODULE:FUNCTION or --recovery "
+            "PATH::CHECK"
         )
     checker = shlex.split(args.checker_command) if args.checker_command else []
     if args.checker_command and not checker:
@@ -141,7 +142,7 @@ def _cmd_check_program(args: argparse.Namespace) -> int:
             raise UsageProblem(f"--pool {pool}: no such file")
     bases: dict[str, str] = {}
     for pool in args.pool or ():
-        # What the pool held before the run is where every crash image starts from; kept
+        # What the pool held before the run is where its crash images start from; kept
         # beside the log so that the replay line printed below still works.
         copy = f"{log}.base-{Path(pool).name}"
         shutil.copyfile(pool, copy)
@@ -156,25 +157,21 @@ def _cmd_check_program(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if rec.exit_code:
         print(f"checking the log of the run up to its end (status {rec.exit_code})")
-    registered = list(dict.fromkeys(r.path for r in parsed.files))
-    if len(registered) > 1:
-        raise UsageProblem(f"{log}: a log of several files cannot be checked here yet")
-    (path,) = registered
-    base = bases.get(os.path.realpath(path))
-    if base is None:
-        # A file the program made: it started empty (zeros).
-        base = f"{log}.base-{Path(path).name}"
-        Path(base).write_bytes(b"")
-    bad = unexplained_offset(parsed, path, base)
-    if bad is not None:
-        print(
-            f"warning: {path} at +{bad:#x} holds bytes that the starting image with the "
-            "logged stores does not explain (written with write(), or before the program "
-            "registered it?): images may not be what the program could leave",
-            file=sys.stderr,
-        )
+    starts = []
+    for path in dict.fromkeys(r.path for r in parsed.files):
+        # A file the program made started empty ("PATH=": zeros); a --pool file, as it was.
+        base = bases.get(os.path.realpath(path))
+        starts.append(f"{path}={base or ''}")
+        bad = unexplained_offset(parsed, path, base)
+        if bad is not None:
+            print(
+                f"warning: {path} at +{bad:#x} holds bytes that the starting image with the "
+                "logged stores does not explain (written with write(), or before the program "
+                "registered it?): the images may not be ones the program could leave",
+                file=sys.stderr,
+            )
     handler = _check_log_parser().get_default("func")
-    args.log, args.checker, args.base_image = log, checker, base
+    args.log, args.checker, args.base_image = log, checker, starts
     args.replay = args.image_out = None
     return int(handler(args))
 
@@ -222,13 +219,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "check-program",
         help="record a program with pmemcheck, then check every crash image of its log",
-        usage='pmemsim check-program (--checker "CMD [ARGS...]" | --checker-py MODULE:FUNCTION'
-        " | --recovery PATH::CHECK) [-o LOG] [--pool FILE] [check-log options] -- PROG [ARGS...]",
+        usage='pmemsim check-program (--checker "CMD [ARGS...]" | --checker-lib LIB.so:FUNCTION'
+        " | --checker-py MODULE:FUNCTION | --recovery PATH::CHECK) [-o LOG] [--pool FILE] "
+        "[check-log options] -- PROG [ARGS...]",
         description=(
-            "pmemsim record, then pmemsim check-log on the log it wrote, in one command. Every "
-            "crash image starts from what the program's file held before the run: name the "
-            "file with --pool when the program opens an existing pool. The log is kept "
-            "(default PROG.pmemcheck.log) for check-log --replay. Exit status as check-log's."
+            "pmemsim record, then pmemsim check-log on the log it wrote, in one command. Crash "
+            "images start from zeros for every file the program registered (the program "
+            "creates it), or from what a file held before the run when it is named with "
+            "--pool (the program opens an existing pool). The log is kept (default "
+            "PROG.pmemcheck.log) for check-log --replay. Exit status as check-log's."
         ),
     )
     c.add_argument(

@@ -308,7 +308,8 @@ def checkers(program: str) -> list[dict[str, object]]:
                 "name": "check_two_files --pair",
                 "kind": "program",
                 "argv": ["check_two_files", "--pair"],
-                "images": "all files, in registration order, as the last arguments",
+                # check-log --all-files: every file's image, in registration order, last
+                "all_files": True,
             }
         )
     return out
