@@ -322,7 +322,7 @@ def test_fresh_recording_matches_the_corpus(
         if e["capture"] == "log-file":
             cmd.insert(2, f"--log-file={out}")
             err = None  # type: ignore[assignment]
-        done = subprocess.run(cmd, env={**os.environ, **e["env"]}, stderr=err)
+        done = subprocess.run(cmd, env={**os.environ, **e["env"]}, stderr=err, timeout=120)
     assert done.returncode == 0
     fresh, committed = out.read_text(), (CORPUS / log).read_text()
     for f in e["files"]:  # the files live elsewhere this time
@@ -404,12 +404,27 @@ def _flat(log: str) -> str:
 
 
 def _pmemsim(
-    *argv: str, cwd: Path, env: dict[str, str] | None = None
+    *argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    """Run the pmemsim command; one that hangs is stopped with SIGABRT, so that Python's
+    fault handler shows where each of its threads was."""
     exe = Path(sys.executable).with_name("pmemsim")
-    return subprocess.run(
-        [str(exe), *argv], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(
+        [str(exe), *argv],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate()
+        raise AssertionError(f"pmemsim {shlex.join(argv)} hung:\n{out}\n{err}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")
@@ -490,6 +505,7 @@ def test_check_program_records_and_checks(
             cwd=tmp_path,
             capture_output=True,
             text=True,
+            timeout=120,
         )
         assert again.returncode == 1, again.stdout + again.stderr
 
@@ -606,7 +622,12 @@ def test_readme_c_tutorial(recorded_bins: tuple[str, dict[str, Path]], tmp_path:
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env
+            ["sh", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
 
     done = run()
