@@ -509,3 +509,17 @@ def test_lazy_finds_what_exhaustive_finds_when_recovery_is_crashed_too(seed: int
     assert {f.signature: f.size_key for f in lazy.failures} == {
         f.signature: f.size_key for f in full.failures
     }
+
+
+def test_a_worker_stuck_in_a_c_call_is_stopped_at_the_check_budget() -> None:
+    def stuck(v: pm.View) -> bool:
+        if v.u64[0] == 1 and v.u64[8] == 0:  # one image of the first crash point
+            sum(range(10**13))  # hours in one C call that no signal interrupts
+        return True
+
+    c = CrashCheck("stuck", _flag_before_data, stuck, time_budget=1.0, run_timeout=0.2)
+    started = time.monotonic()
+    r = check(c, progress=None, executor=LocalProcesses(2, grace=0.5))
+    assert time.monotonic() - started < 20
+    assert not r.exact and any("worker process" in n for n in r.notes)
+    assert "time budget (1 s) ran out" in r.coverage

@@ -727,6 +727,15 @@ class Explorer:
                     self._badblocks(rep, state, faults, seen)
                 yield rep
 
+    def dropped(self, first: int, last: int) -> Iterator[StateReport]:
+        """Reports of crash points ``[first, last)`` left out: what they had, none covered."""
+        for i in range(first, last):
+            strategy = self.s.strategy(i)
+            for state, faults, new in self.s.states(i):
+                rep = StateReport(i, faults, strategy.name, dropped=True)
+                rep.possible = state.image_count() if new else 0
+                yield rep
+
     def _info(self, i: int, faults: tuple[str, ...]) -> CrashInfo:
         p = self.s.trace.points[i]
         return CrashInfo(p.index, p.kind, p.markers, faults)

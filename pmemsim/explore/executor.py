@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -125,10 +126,13 @@ def _explore(item: Item) -> list[StateReport]:
 class LocalProcesses(Executor):
     """``jobs`` forked worker processes, started once per check (POSIX only)."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, *, grace: float = 5.0) -> None:
         if not isinstance(jobs, int) or jobs < 1:
             raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
         self.jobs = jobs
+        #: Seconds past the check's deadline (and one run's time) before a worker that has
+        #: not answered counts as stuck.
+        self.grace = grace
 
     def explore(self, session: Session) -> Iterator[StateReport]:
         global _SESSION
@@ -139,10 +143,58 @@ class LocalProcesses(Executor):
         try:
             pool = _pool(ctx, self.jobs)
             try:
-                for reports in pool.imap(_explore, items):
+                results = pool.imap(_explore, items)
+                for n in range(len(items)):
+                    try:
+                        reports = results.next(self._wait(session))
+                    except multiprocessing.TimeoutError:
+                        # Past the check's deadline, a worker that still has not answered
+                        # is stuck where no signal reaches it (inside a C call): stop the
+                        # workers and leave the rest out, as the budget says.
+                        yield from _dropped(session, items[n:])
+                        return
                     yield from reports
             finally:
-                pool.terminate()
-                pool.join()
+                _stop(pool)
         finally:
             _SESSION = None
+
+    def _wait(self, session: Session) -> float | None:
+        """How long to wait for the next work item: past the check's deadline (workers stop
+        taking work there) by a run's time and the grace; no limit without a deadline."""
+        if session.deadline is None:
+            return None
+        run = session.timer.seconds or 0.0
+        return max(0.0, session.deadline - time.monotonic()) + run + self.grace
+
+
+def _stop(pool: Any) -> None:
+    """Stop the workers: SIGTERM first (their ``finally`` blocks clean up), then SIGKILL for
+    any still running a moment later (stuck in a C call, a Python handler never runs), and
+    only then the pool's own shutdown, which would wait for them for ever."""
+    workers = list(pool._pool)  # multiprocessing keeps its processes there
+    for w in workers:
+        w.terminate()
+    until = time.monotonic() + 2.0
+    for w in workers:
+        w.join(max(0.0, until - time.monotonic()))
+    for w in workers:
+        if w.is_alive():
+            w.kill()
+    pool.terminate()
+    pool.join()
+
+
+def _dropped(session: Session, items: list[Item]) -> Iterator[StateReport]:
+    from .engine import Explorer
+
+    explorer = Explorer(session)
+    note = (
+        "a worker process was still busy past the check's time budget (stuck where no "
+        "signal reaches it, in a C call?) and was stopped"
+    )
+    for first, last, part, _ in items:
+        if part == 0:
+            for rep in explorer.dropped(first, last):
+                rep.note, note = note, ""
+                yield rep
