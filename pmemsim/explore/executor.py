@@ -17,17 +17,16 @@ the same reports; failures are re-run by the engine in the client either way.
 
 from __future__ import annotations
 
-import multiprocessing
-import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import ErrorCode, InvalidArgumentError
+from .workers import Timeout, Workers
 
 if TYPE_CHECKING:
-    from .engine import Explorer, Session, StateReport
+    from .engine import Session, StateReport
 
 __all__ = ["Executor", "Inline", "LocalProcesses", "work_items"]
 
@@ -81,48 +80,6 @@ class Inline(Executor):
         yield from Explorer(session).points(0, len(session.trace.points))
 
 
-_SESSION: Session | None = None
-_EXPLORER: Explorer | None = None
-
-
-_STOPPING = (signal.SIGINT, signal.SIGTERM)
-
-
-def _pool(ctx: Any, jobs: int) -> Any:
-    """A pool of ``jobs`` forked workers. Ctrl-C and SIGTERM wait while it is built: one
-    arriving halfway would leave workers running that nobody terminates (Pool's own cleanup
-    catches Exception only). The workers start with them blocked too, until they have
-    their own handlers."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
-    try:
-        return ctx.Pool(jobs, initializer=_start_worker)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _exit_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # quiet in multiprocessing's bootstrap; finally blocks run
-
-
-def _start_worker() -> None:
-    from .engine import Explorer
-
-    # Ctrl-C is the parent's to handle (it terminates the pool), and the pool's SIGTERM
-    # exits through every ``finally`` (a recovery's temporary folder) instead of killing
-    # the worker where it stands.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_quietly)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
-    global _EXPLORER
-    assert _SESSION is not None
-    _EXPLORER = Explorer(_SESSION)
-
-
-def _explore(item: Item) -> list[StateReport]:
-    assert _EXPLORER is not None
-    return list(_EXPLORER.points(*item))
-
-
 class LocalProcesses(Executor):
     """``jobs`` forked worker processes, started once per check (POSIX only)."""
 
@@ -135,29 +92,26 @@ class LocalProcesses(Executor):
         self.grace = grace
 
     def explore(self, session: Session) -> Iterator[StateReport]:
-        global _SESSION
+        from .engine import Explorer
+
         weights = [session.weight(i) for i in range(len(session.trace.points))]
         items = work_items(weights, self.jobs)
-        ctx = multiprocessing.get_context("fork")
-        _SESSION = session  # what forked workers start from (a respawned one too)
+
+        def start() -> Callable[[Item], list[StateReport]]:
+            explorer = Explorer(session)  # in the worker: one for all its items
+            return lambda item: list(explorer.points(*item))
+
+        answers = Workers(self.jobs, start).map(items, lambda: self._wait(session))
+        done = 0
         try:
-            pool = _pool(ctx, self.jobs)
-            try:
-                results = pool.imap(_explore, items)
-                for n in range(len(items)):
-                    try:
-                        reports = results.next(self._wait(session))
-                    except multiprocessing.TimeoutError:
-                        # Past the check's deadline, a worker that still has not answered
-                        # is stuck where no signal reaches it (inside a C call): stop the
-                        # workers and leave the rest out, as the budget says.
-                        yield from _dropped(session, items[n:])
-                        return
-                    yield from reports
-            finally:
-                _stop(pool)
-        finally:
-            _SESSION = None
+            for reports in answers:
+                done += 1
+                yield from reports
+        except Timeout:
+            # Past the check's deadline, a worker that still has not answered is stuck
+            # where no signal reaches it (inside a C call): it was stopped; what it and the
+            # items after it had is left out, as the budget says.
+            yield from _dropped(session, items[done:])
 
     def _wait(self, session: Session) -> float | None:
         """How long to wait for the next work item: past the check's deadline (workers stop
@@ -166,23 +120,6 @@ class LocalProcesses(Executor):
             return None
         run = session.timer.seconds or 0.0
         return max(0.0, session.deadline - time.monotonic()) + run + self.grace
-
-
-def _stop(pool: Any) -> None:
-    """Stop the workers: SIGTERM first (their ``finally`` blocks clean up), then SIGKILL for
-    any still running a moment later (stuck in a C call, a Python handler never runs), and
-    only then the pool's own shutdown, which would wait for them for ever."""
-    workers = list(pool._pool)  # multiprocessing keeps its processes there
-    for w in workers:
-        w.terminate()
-    until = time.monotonic() + 2.0
-    for w in workers:
-        w.join(max(0.0, until - time.monotonic()))
-    for w in workers:
-        if w.is_alive():
-            w.kill()
-    pool.terminate()
-    pool.join()
 
 
 def _dropped(session: Session, items: list[Item]) -> Iterator[StateReport]:

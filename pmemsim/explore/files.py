@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -382,11 +383,12 @@ class _FilesJudge:
         from pmemsim_backends.sim import SimBackend
 
         sim = SimBackend(self.c.granularity, lint=False)
-        root = Path(tempfile.mkdtemp(prefix="pmemsim-recovery-"))
         if observation is not None:
             info = ObservedInfo(info, observation)
-        token = set_crash(info)
         timer = self.timer
+        with _uninterrupted():  # a stopped worker must not leave the folder behind
+            root = Path(tempfile.mkdtemp(prefix="pmemsim-recovery-"))
+        token = set_crash(info)
         try:
             found = self._materialise(image, sim, root)
             if numbers is not None:
@@ -416,10 +418,22 @@ class _FilesJudge:
                 return exc
         finally:
             reset_crash(token)
-            shutil.rmtree(root, ignore_errors=True)
+            with _uninterrupted():
+                shutil.rmtree(root, ignore_errors=True)
         if ok is False:
             return CrashConsistencyError("recovery returned False")
         return None
+
+
+@contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the body is done (they are delivered right after)."""
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager

@@ -1,0 +1,201 @@
+"""Forked worker processes that explore work items, with nothing shared but two pipes each.
+
+multiprocessing's Pool respawns a worker that dies and shares a queue lock between workers:
+a worker killed while holding it (a SIGKILL for one stuck in a C call, a SIGTERM at the
+wrong moment) leaves every other process waiting on that lock for ever. These workers are
+plain ``os.fork`` children: the parent hands each one item at a time over its own pipe and
+reads the answer from another, so stopping one (SIGTERM, then SIGKILL) can block nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import selectors
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["Workers"]
+
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+def _send(fd: int, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(8, "little") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _receive(fd: int) -> Any:
+    head = _exactly(fd, 8)
+    if head is None:
+        raise EOFError
+    body = _exactly(fd, int.from_bytes(head, "little"))
+    if body is None:
+        raise EOFError
+    return pickle.loads(body)
+
+
+def _exactly(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # finally blocks run (a recovery's temporary folder)
+
+
+class _Worker:
+    def __init__(self, start: Callable[[], Callable[[Any], Any]]) -> None:
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child (exits with os._exit)
+            code = 1
+            try:
+                os.close(from_parent)
+                os.close(to_parent)
+                # Ctrl-C is the parent's to handle; SIGTERM exits through finally blocks.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, _exit_quietly)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+                code = _serve(to_child, from_child, start)
+            finally:
+                os._exit(code)
+        os.close(to_child)
+        os.close(from_child)
+        self.pid = pid
+        self.send_fd = from_parent
+        self.receive_fd = to_parent
+        self.item: int | None = None
+
+    def stop(self, wait: float) -> None:
+        """Close its pipes (an idle worker exits), then SIGTERM, then SIGKILL whatever is
+        still running ``wait`` seconds later."""
+        for fd in (self.send_fd, self.receive_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._reaped(0.05):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        if not self._reaped(wait):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._reaped(None)
+
+    def _reaped(self, wait: float | None) -> bool:
+        until = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                pid, _ = os.waitpid(self.pid, 0 if until is None else os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid:
+                return True
+            if until is not None and time.monotonic() >= until:
+                return False
+            time.sleep(0.01)
+
+
+def _serve(receive: int, send: int, start: Callable[[], Callable[[Any], Any]]) -> int:
+    work = start()
+    while True:
+        try:
+            item = _receive(receive)
+        except EOFError:
+            return 0
+        try:
+            answer: tuple[str, Any] = ("ok", work(item))
+        except Exception as exc:
+            answer = ("error", exc)
+        try:
+            _send(send, answer)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            _send(send, ("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+
+
+class Timeout(Exception):
+    """No worker answered in time; ``done`` results were yielded, the rest were not."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(f"no answer after {done} work item(s)")
+        self.done = done
+
+
+class Workers:
+    """``jobs`` forked workers running ``start()``'s function on each item (``start`` runs
+    once per worker, in the worker). :meth:`map` yields the answers in item order."""
+
+    def __init__(self, jobs: int, start: Callable[[], Callable[[Any], Any]]) -> None:
+        self.jobs = jobs
+        self.start = start
+
+    def map(
+        self, items: Sequence[Any], timeout: Callable[[], float | None] = lambda: None
+    ) -> Iterator[Any]:
+        """The answers in item order. ``timeout()`` bounds each wait for the next answer;
+        past it, :class:`Timeout` is raised (the workers are stopped either way)."""
+        # Ctrl-C and SIGTERM wait while the workers are forked: one arriving halfway would
+        # leave a worker nobody stops. The workers unblock them once they have handlers.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+        workers: list[_Worker] = []
+        try:
+            for _ in range(min(self.jobs, len(items))):
+                workers.append(_Worker(self.start))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        try:
+            yield from self._run(workers, items, timeout)
+        finally:
+            for w in workers:
+                w.stop(2.0)
+
+    def _run(
+        self, workers: list[_Worker], items: Sequence[Any], timeout: Callable[[], float | None]
+    ) -> Iterator[Any]:
+        sel = selectors.DefaultSelector()
+        answers: dict[int, Any] = {}
+        given = 0
+        done = 0
+        for w in workers:
+            if given < len(items):
+                _send(w.send_fd, items[given])
+                w.item = given
+                given += 1
+                sel.register(w.receive_fd, selectors.EVENT_READ, w)
+        try:
+            while done < len(items):
+                ready = sel.select(timeout())
+                if not ready:
+                    raise Timeout(done)
+                for key, _ in ready:
+                    w = key.data
+                    try:
+                        status, value = _receive(w.receive_fd)
+                    except EOFError:
+                        raise RuntimeError(f"worker process {w.pid} ended unexpectedly") from None
+                    if status == "error":
+                        raise value
+                    assert w.item is not None
+                    answers[w.item] = value
+                    w.item = None
+                    if given < len(items):
+                        _send(w.send_fd, items[given])
+                        w.item = given
+                        given += 1
+                while done in answers:
+                    yield answers.pop(done)
+                    done += 1
+        finally:
+            sel.close()
