@@ -88,17 +88,24 @@ def _cmd_record(args: argparse.Namespace) -> int:
     program = _program(args.program)
     writable_file(args.output, "-o")
     rec, parsed = _record(args, program, args.output)
-    for reg in {r.path for r in parsed.files}:
-        if os.path.exists(reg):
-            print(
-                f"note: {reg} now holds the run's final content, and check-log starts from a "
-                "registered file's content: remove it first if the program creates it, or "
-                "give the content it had before the run with --base-image "
-                "(pmemsim check-program does this for you)",
-                file=sys.stderr,
-            )
     if parsed.files:
-        print(f"check it: pmemsim check-log {shlex.quote(args.output)} -- CHECKER [ARGS...]")
+        # The files now hold the run's end, and check-log would start every crash image from
+        # a registered file's content: name the start (zeros, for a file the program made).
+        starts = [
+            f"--base-image {shlex.quote(path + '=')}"
+            for path in dict.fromkeys(r.path for r in parsed.files)
+            if os.path.exists(path)
+        ]
+        print(
+            f"check it: pmemsim check-log {shlex.quote(args.output)} "
+            f"{' '.join([*starts, ''])}-- CHECKER [ARGS...]"
+        )
+        if starts:
+            print(
+                "(--base-image PATH= starts a file from zeros, right for a file the program "
+                "creates; for a pool it opened, give a copy of what it held before the run: "
+                "--base-image PATH=COPY, or use pmemsim check-program --pool PATH)"
+            )
     return int(rec.exit_code)
 
 
