@@ -9,9 +9,13 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .common import EXIT_USAGE, UsageProblem, count, writable_file
+
+if TYPE_CHECKING:
+    from ..pmlog import Log
+    from ..pmlog.pmemcheck import Recording
 
 __all__ = ["register"]
 
@@ -49,8 +53,9 @@ def _valgrind(args: argparse.Namespace) -> str:
         raise UsageProblem(exc.message) from None
 
 
-def _record(args: argparse.Namespace, program: list[str], log: str) -> Any:
-    """Record ``program`` into ``log``; the Recording, with what it says printed."""
+def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Recording, Log]:
+    """Record ``program`` into ``log``; the recording and the log, with what they say
+    printed."""
     from ..pmlog import read_log
     from ..pmlog.pmemcheck import RECORD_DEPTH, RecordingFailed, record
 
