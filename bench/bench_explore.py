@@ -136,17 +136,18 @@ def records_check(n: int) -> CrashCheck:
 def _child(n: int) -> dict[str, Any]:
     """Run the N-record check in a fresh interpreter: seconds and peak RSS growth."""
     code = (
-        "import resource, sys, time\n"
+        "import sys, time\n"
         "sys.path.insert(0, 'bench')\n"
         "from bench_explore import records_check\n"
+        "from peak_rss import peak_rss_bytes\n"
         "from pmemsim.explore import check\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "before = peak_rss_bytes()\n"
         f"c = records_check({n})\n"
         "t = time.perf_counter()\n"
         "r = check(c, progress=None)\n"
         "s = time.perf_counter() - t\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(s, (after - before) / 1024, r.images_possible, r.recovery_runs, r.exact)\n"
+        "after = peak_rss_bytes()\n"
+        "print(s, (after - before) / 2**20, r.images_possible, r.recovery_runs, r.exact)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

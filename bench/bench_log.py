@@ -257,10 +257,10 @@ def bench_lazy(repeat: int, epochs: int, tmp: str) -> dict[str, float]:
 
 
 def rss_child(path: str) -> dict[str, float]:
-    import resource
+    from peak_rss import peak_rss_bytes
 
     r = check_log(Replay.of(read_log(path)), FunctionChecker(_trivial, "trivial"), engine=ENGINE)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
+    peak = peak_rss_bytes()
     return {"images_checked": r.images_checked, "peak_rss": peak, "seconds": r.seconds}
 
 

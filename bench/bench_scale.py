@@ -53,6 +53,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from peak_rss import peak_rss_bytes
+
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BASE = 0x10000000
 SCHEMA = 1
@@ -144,18 +146,7 @@ def write_log(path: Path, pool_path: Path, shape: Shape, seed: int = 1) -> None:
 
 
 def _rss_mb() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent that
-    forked it before exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_bytes() / MIB
 
 
 def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
