@@ -18,7 +18,7 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -91,6 +91,9 @@ def validate_check(c: object) -> None:
 
 
 _MOD = 1 << 128
+#: Page digests kept (with their pages, 4 KiB each): the pages of the last state or two are
+#: all that carrying a sum over needs, and keeping more would keep old states' pages alive.
+PAGE_SUMS_KEPT = 1 << 10
 
 
 class _PageSums:
@@ -125,7 +128,7 @@ class _PageSums:
         if hit is not None and hit[0] is page:
             return hit[1]
         d = self._lines(p << 12, page)
-        if len(self._pages) > 1 << 16:
+        if len(self._pages) >= PAGE_SUMS_KEPT:
             self._pages.clear()
         self._pages[id(page)] = (page, d)
         return d
@@ -641,10 +644,17 @@ class Session:
     #: ``time.monotonic()`` past which no new work starts (None: no limit).
     deadline: float | None
     point_budget: float | None
+    #: A streamed check's crash points: the few still kept, by index (see :class:`_Recent`).
+    window: Sequence[CrashPoint] | None = None
+
+    @property
+    def points(self) -> Sequence[CrashPoint]:
+        """The crash points by index: the trace's, or the window of a streamed check."""
+        return self.trace.points if self.window is None else self.window
 
     def states(self, i: int) -> list[tuple[CrashState, tuple[str, ...], bool]]:
         """``(state, faults, first point with it)`` of crash point ``i``."""
-        points = self.trace.points
+        points = self.points
         point = points[i]
         prev = points[i - 1] if i else None
         out: list[tuple[CrashState, tuple[str, ...], bool]] = [
@@ -656,7 +666,7 @@ class Session:
         return out
 
     def strategy(self, i: int) -> Strategy:
-        return strategy_for(self.trace.points[i], self.default, self.by_marker)
+        return strategy_for(self.points[i], self.default, self.by_marker)
 
     def weight(self, i: int) -> tuple[int, bool]:
         """About how much work crash point ``i`` is (images to run; a lazy point counts 1),
@@ -678,12 +688,22 @@ class Explorer:
         #: Recovery read the image where lazy exploration cannot see: explore exhaustively.
         self.opaque = False
 
-    def points(self, first: int, last: int, part: int = 0, parts: int = 1) -> Iterator[StateReport]:
+    def points(
+        self,
+        first: int,
+        last: int,
+        part: int = 0,
+        parts: int = 1,
+        *,
+        seen: set[bytes] | None = None,
+    ) -> Iterator[StateReport]:
         """The reports of crash points ``[first, last)``; with ``parts`` > 1 (one point),
         only slice ``part`` of the images of each state that can be sliced (exhaustive),
-        the others whole in slice 0."""
+        the others whole in slice 0. ``seen``: content keys of images judged by earlier
+        calls, which are not run again (a streamed check explores one point per call)."""
         s = self.s
-        seen: set[bytes] = set()
+        if seen is None:
+            seen = set()
         for i in range(first, last):
             strategy = s.strategy(i)
             prev = s.strategy(i - 1) if i else None
@@ -737,7 +757,7 @@ class Explorer:
                 yield rep
 
     def _info(self, i: int, faults: tuple[str, ...]) -> CrashInfo:
-        p = self.s.trace.points[i]
+        p = self.s.points[i]
         return CrashInfo(p.index, p.kind, p.markers, faults)
 
     def _lazy(
@@ -873,6 +893,10 @@ class _Candidate:
     strategy: str
     verdict: Verdict
     error: BaseException | None
+    #: The crash point and state the failure is at (kept for the report; a streamed check
+    #: keeps no other point).
+    crash_point: CrashPoint
+    state: CrashState
 
 
 class _Merge:
@@ -930,7 +954,7 @@ class _Merge:
 
     def _crash(self, rep: StateReport, note: FailNote) -> Crash:
         state = self._state(rep.point, rep.faults)
-        crash = crash_for(self.s.trace.points[rep.point], note.deviations, state)
+        crash = crash_for(self.s.points[rep.point], note.deviations, state)
         return dataclasses.replace(crash, faults=(*rep.faults, *note.extra))
 
     def _consider(self, rep: StateReport, note: FailNote, err: BaseException | None) -> None:
@@ -947,11 +971,19 @@ class _Merge:
         size = (lines, lost, rep.point, str(crash))
         if cur is None or size < cur.size:
             self.best[sig] = _Candidate(
-                size, rep.point, crash.faults, note.deviations, rep.strategy, note.verdict, err
+                size,
+                rep.point,
+                crash.faults,
+                note.deviations,
+                rep.strategy,
+                note.verdict,
+                err,
+                self.s.points[rep.point],
+                state,
             )
 
     def _state(self, point: int, faults: tuple[str, ...]) -> CrashState:
-        p = self.s.trace.points[point]
+        p = self.s.points[point]
         if "unsafe_shutdown" in faults:
             assert p.unsafe_state is not None
             return p.unsafe_state
@@ -962,8 +994,7 @@ class _Merge:
         it was found elsewhere: a worker, or a run shared with an earlier crash point)."""
         judge = self.s.judge
         for cand in sorted(self.best.values(), key=lambda c: c.size):
-            point = self.s.trace.points[cand.point]
-            state = self._state(cand.point, cand.faults)
+            point, state = cand.crash_point, cand.state
             err = cand.error
             if err is None:
                 image = judge.image(state, cand.deviations)
@@ -1112,46 +1143,124 @@ def check(
     show = progress_line() if progress == "auto" else progress
     timer = RunTimer(c.run_timeout)
     cuts = Cuts(c.time_budget, c.point_budget, c.max_images)
-    with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
-        judge.timer = timer
-        judge.steps = c.run_steps
-        result.findings = trace.findings
-        result.crash_points = len(trace.points)
-        session = Session(
-            c,
-            trace,
-            judge,
-            strategy_named(c.strategy),
-            {k: strategy_named(v) for k, v in c.markers.items()},
-            timer,
-            None if c.time_budget is None else time.monotonic() + c.time_budget,
-            c.point_budget,
-        )
-        planned = _possible(trace)
-        ex = executor if executor is not None else _executor_for(jobs, session)
-        merge = _Merge(session, result)
-        shown = 0.0
+    progress_at = [0.0]
+
+    def take(merge: _Merge, rep: StateReport, planned: int) -> None:
+        merge.add(rep)
+        if rep.cut == "time":
+            cuts.timed_out.append(rep.point)
+        elif rep.cut == "count":
+            cuts.counted.append(rep.point)
+        if rep.dropped and cuts.check_ran_out_at is None:
+            cuts.check_ran_out_at = rep.point
+        now = time.perf_counter()
+        if show is not None and now - progress_at[0] > 0.2:
+            progress_at[0] = now
+            planned = max(planned, result.images_possible)
+            show(_progress(result, merge.points_done + 1, planned, now - started))
+
+    if executor is None and jobs == 1 and isinstance(c, CrashCheck):
         with timer.installed():
-            for rep in ex.explore(session):
-                merge.add(rep)
-                if rep.cut == "time":
-                    cuts.timed_out.append(rep.point)
-                elif rep.cut == "count":
-                    cuts.counted.append(rep.point)
-                if rep.dropped and cuts.check_ran_out_at is None:
-                    cuts.check_ran_out_at = rep.point
-                now = time.perf_counter()
-                if show is not None and now - shown > 0.2:
-                    shown = now
-                    show(_progress(result, merge.points_done + 1, planned, now - started))
-            merge.finish()
+            trace = _streamed(c, result, timer, take)
+        planned = result.images_possible
+    else:
+        with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
+            judge.timer = timer
+            judge.steps = c.run_steps
+            result.findings = trace.findings
+            result.crash_points = len(trace.points)
+            session = _session(c, trace, judge, timer)
+            planned = _possible(trace)
+            ex = executor if executor is not None else _executor_for(jobs, session)
+            merge = _Merge(session, result)
+            with timer.installed():
+                for rep in ex.explore(session):
+                    take(merge, rep, planned)
+                merge.finish()
     result.images_skipped = max(0, result.images_possible - result.images_covered)
-    result.limits = cuts.notes(len(trace.points))
+    result.limits = cuts.notes(result.crash_points)
     result.exact = result.images_covered >= result.images_possible and not result.limits
     result.seconds = time.perf_counter() - started
     if show is not None:
-        show(_progress(result, len(trace.points), planned, result.seconds))
+        show(_progress(result, result.crash_points, planned, result.seconds))
     return result
+
+
+def _session(c: Any, trace: Trace, judge: Judge, timer: RunTimer) -> Session:
+    return Session(
+        c,
+        trace,
+        judge,
+        strategy_named(c.strategy),
+        {k: strategy_named(v) for k, v in c.markers.items()},
+        timer,
+        None if c.time_budget is None else time.monotonic() + c.time_budget,
+        c.point_budget,
+    )
+
+
+class _Recent(Sequence[CrashPoint]):
+    """The crash points a streamed check still keeps, by index: the one being explored and
+    the one before it (whose state tells whether this point's is new)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, CrashPoint] = {}
+        self._count = 0
+
+    def add(self, point: CrashPoint) -> None:
+        self._kept[point.index] = point
+        self._count = point.index + 1
+        self._kept.pop(point.index - 2, None)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> CrashPoint:  # type: ignore[override]
+        return self._kept[i]
+
+
+def _streamed(
+    c: CrashCheck,
+    result: CheckResult,
+    timer: RunTimer,
+    take: Callable[[_Merge, StateReport, int], None],
+) -> Trace:
+    """Record ``c`` and explore each crash point as the recording reaches it (inline), so
+    memory holds the state being explored and the failures to report, not every point."""
+    from pmemsim_backends.sim import SimBackend
+
+    sim = SimBackend(c.granularity)
+    judge = _PoolJudge(c)
+    judge.timer = timer
+    judge.steps = c.run_steps
+    placeholder = Trace(c.size, c.granularity, c.crash_points, [], [], [], [], sim)
+    window = _Recent()
+    session = _session(c, placeholder, judge, timer)
+    session.window = window
+    merge = _Merge(session, result)
+    explorer = Explorer(session)
+    seen: set[bytes] = set()
+
+    def on_point(point: CrashPoint) -> None:
+        window.add(point)
+        result.crash_points = point.index + 1
+        for rep in explorer.points(point.index, point.index + 1, seen=seen):
+            take(merge, rep, 0)
+
+    trace = record(
+        c.workload,
+        size=c.size,
+        granularity=c.granularity,
+        crash_points=c.crash_points,
+        unsafe_shutdown="unsafe_shutdown" in c.faults,
+        backend=sim,
+        on_point=on_point,
+    )
+    session.trace = trace
+    result.findings = trace.findings
+    result.crash_points = trace.point_count
+    merge.finish()
+    return trace
 
 
 def _progress(r: CheckResult, point: int, planned: int, seconds: float) -> Progress:
@@ -1290,6 +1399,8 @@ def _replayed(c: Any, token: str) -> CheckResult:
             "replay",
             Verdict.of(err),
             err,
+            point,
+            state,
         )
         result.inconsistent = 1
         exact = dataclasses.replace(crash_for(point, deviations, state), faults=crash.faults)
