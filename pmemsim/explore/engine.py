@@ -1143,6 +1143,9 @@ def check(
     show = progress_line() if progress == "auto" else progress
     timer = RunTimer(c.run_timeout)
     cuts = Cuts(c.time_budget, c.point_budget, c.max_images)
+    # The check's budget counts from here, recording included (a streamed check records
+    # and explores at once).
+    deadline = None if c.time_budget is None else time.monotonic() + c.time_budget
     progress_at = [0.0]
 
     def take(merge: _Merge, rep: StateReport, planned: int) -> None:
@@ -1161,7 +1164,7 @@ def check(
 
     if executor is None and jobs == 1 and isinstance(c, CrashCheck):
         with timer.installed():
-            trace = _streamed(c, result, timer, take)
+            trace = _streamed(c, result, timer, deadline, take)
         planned = result.images_possible
     else:
         with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
@@ -1169,7 +1172,7 @@ def check(
             judge.steps = c.run_steps
             result.findings = trace.findings
             result.crash_points = len(trace.points)
-            session = _session(c, trace, judge, timer)
+            session = _session(c, trace, judge, timer, deadline)
             planned = _possible(trace)
             ex = executor if executor is not None else _executor_for(jobs, session)
             merge = _Merge(session, result)
@@ -1186,7 +1189,9 @@ def check(
     return result
 
 
-def _session(c: Any, trace: Trace, judge: Judge, timer: RunTimer) -> Session:
+def _session(
+    c: Any, trace: Trace, judge: Judge, timer: RunTimer, deadline: float | None
+) -> Session:
     return Session(
         c,
         trace,
@@ -1194,7 +1199,7 @@ def _session(c: Any, trace: Trace, judge: Judge, timer: RunTimer) -> Session:
         strategy_named(c.strategy),
         {k: strategy_named(v) for k, v in c.markers.items()},
         timer,
-        None if c.time_budget is None else time.monotonic() + c.time_budget,
+        deadline,
         c.point_budget,
     )
 
@@ -1223,6 +1228,7 @@ def _streamed(
     c: CrashCheck,
     result: CheckResult,
     timer: RunTimer,
+    deadline: float | None,
     take: Callable[[_Merge, StateReport, int], None],
 ) -> Trace:
     """Record ``c`` and explore each crash point as the recording reaches it (inline), so
@@ -1235,7 +1241,7 @@ def _streamed(
     judge.steps = c.run_steps
     placeholder = Trace(c.size, c.granularity, c.crash_points, [], [], [], [], sim)
     window = _Recent()
-    session = _session(c, placeholder, judge, timer)
+    session = _session(c, placeholder, judge, timer, deadline)
     session.window = window
     merge = _Merge(session, result)
     explorer = Explorer(session)
