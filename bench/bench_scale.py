@@ -149,15 +149,57 @@ def _rss_mb() -> float:
     return peak_rss_bytes() / MIB
 
 
-def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
-    from pmemsim.pmlog import FunctionChecker, ProgramChecker, Replay, check_log, parse_log
+#: Each tool: who runs it, its checker, and its engine ("exact": pmemsim's exhaustive,
+#: pmreorder's ReorderFull; "acc": the accumulative engines). "record" is pmemsim's replay
+#: recording alone.
+TOOLS: dict[str, tuple[str, str, str]] = {
+    "py-exact": ("pmemsim", "py", "exact"),
+    "py-acc": ("pmemsim", "py", "acc"),
+    "lib-exact": ("pmemsim", "lib", "exact"),
+    "lib-acc": ("pmemsim", "lib", "acc"),
+    "prog-exact": ("pmemsim", "prog", "exact"),
+    "prog-acc": ("pmemsim", "prog", "acc"),
+    "record": ("pmemsim", "", ""),
+    "pmreorder-lib-full": ("pmreorder", "lib", "exact"),
+    "pmreorder-lib-acc": ("pmreorder", "lib", "acc"),
+    "pmreorder-prog-full": ("pmreorder", "prog", "exact"),
+    "pmreorder-prog-acc": ("pmreorder", "prog", "acc"),
+}
+#: Like with like: each pmemsim tool against the pmreorder tool with the same kind of
+#: checker and the matching engine (issue 16's done-when).
+PAIRS = (
+    ("lib-acc", "pmreorder-lib-acc"),
+    ("lib-exact", "pmreorder-lib-full"),
+    ("prog-acc", "pmreorder-prog-acc"),
+    ("prog-exact", "pmreorder-prog-full"),
+)
+#: Python checkers have no pmreorder counterpart: reported against the library rows.
+INFO_PAIRS = (("py-acc", "pmreorder-lib-acc"), ("py-exact", "pmreorder-lib-full"))
+#: Tools also run from the --baseline checkout (the code before a change, same run).
+BASELINE_TOOLS = ("py-exact", "py-acc", "lib-exact", "lib-acc", "record")
 
+
+def tool_of(name: str) -> tuple[str, str, str]:
+    return TOOLS[name.removeprefix("base:")]
+
+
+def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
+    from pmemsim.pmlog import (
+        FunctionChecker,
+        LibChecker,
+        ProgramChecker,
+        Replay,
+        check_log,
+        parse_log,
+    )
+
+    _, kind, engine = tool_of(spec["tool"])
     start_rss = _rss_mb()
     t0 = time.perf_counter()
     text = Path(spec["log"]).read_text()
     replay = Replay.of(parse_log(text))
     del text
-    if spec["tool"] == "record":
+    if not kind:  # the recording alone
         count = [0, 0]
 
         def on_point(point: Any) -> None:
@@ -176,12 +218,13 @@ def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
             "rss_start_mb": start_rss,
         }
     checker: Any
-    if spec["tool"] == "pmemsim-prog":
+    if kind == "prog":
         checker = ProgramChecker((shutil.which("true") or "/bin/true",))
+    elif kind == "lib":
+        checker = LibChecker.parse(f"{spec['library']}:ok")
     else:
         checker = FunctionChecker(lambda image: True, "trivial")
-    engine = "accumulative" if spec["tool"] == "pmemsim-acc" else "exhaustive"
-    r = check_log(replay, checker, engine=engine)
+    r = check_log(replay, checker, engine="accumulative" if engine == "acc" else "exhaustive")
     seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
@@ -200,6 +243,7 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
     import consistencycheckwrap  # type: ignore[import-not-found]
     import pmreorder  # type: ignore[import-not-found]
 
+    _, kind, engine = tool_of(spec["tool"])
     calls = [0]
     lib_check = consistencycheckwrap.LibChecker.check_consistency
     prog_check = consistencycheckwrap.ProgChecker.check_consistency
@@ -215,8 +259,10 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
     assert lib_check is not None
     consistencycheckwrap.LibChecker.check_consistency = lib
     consistencycheckwrap.ProgChecker.check_consistency = prog
-    argv = ["pmreorder", "-l", spec["log"], "-r", "ReorderAccumulative", "-o", spec["out"]]
-    if spec["tool"] == "pmreorder-lib":
+    order = "ReorderAccumulative" if engine == "acc" else "ReorderFull"
+    argv = ["pmreorder", "-l", spec["log"], "-r", order, "-o", spec["out"]]
+    if kind == "lib":
+        # pmreorder documents 1 as consistent but compares the result with 0 (0: consistent).
         argv += ["-c", "lib", "-p", spec["library"], "-n", "check"]
     else:
         argv += ["-c", "prog", "-p", shutil.which("true") or "/bin/true"]
@@ -242,10 +288,15 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any] | str:
+def run_child(
+    spec: dict[str, Any], timeout: float, baseline: str | None = None
+) -> dict[str, Any] | str:
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    env = None
+    if baseline is not None:
+        env = {**os.environ, "PYTHONPATH": baseline}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return "timeout"
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
@@ -254,6 +305,16 @@ def run_child(spec: dict[str, Any], timeout: float) -> dict[str, Any] | str:
         return f"failed: {tail[:100]}"
     out: dict[str, Any] = json.loads(lines[-1])
     return out
+
+
+def baseline_path(checkout: str, folder: Path) -> str:
+    """A PYTHONPATH that imports ``pmemsim`` and ``pmemsim_backends`` from another
+    checkout (the editable install maps ``pmemsim_backends`` to this one's backends/)."""
+    where = folder / "baseline-path"
+    where.mkdir()
+    (where / "pmemsim").symlink_to(Path(checkout, "pmemsim").resolve())
+    (where / "pmemsim_backends").symlink_to(Path(checkout, "backends").resolve())
+    return str(where)
 
 
 # -- the grid ------------------------------------------------------------------------------
@@ -279,62 +340,70 @@ def shapes(quick: bool) -> list[Shape]:
     return out
 
 
-def tools_for(shape: Shape, quick: bool) -> list[str]:
-    tools = ["pmemsim", "pmemsim-acc", "record", "pmreorder-lib"]
+def tools_for(shape: Shape, quick: bool, baseline: bool) -> list[str]:
+    tools = ["py-exact", "py-acc", "lib-exact", "lib-acc", "record"]
+    tools += ["pmreorder-lib-acc", "pmreorder-lib-full"]
     # Programs cost a process per image: only where that stays in minutes.
     if shape.epochs * (shape.stores + 1) <= (400 if quick else 4_000):
-        tools += ["pmemsim-prog", "pmreorder-prog"]
+        tools += ["prog-exact", "prog-acc", "pmreorder-prog-acc", "pmreorder-prog-full"]
+    if baseline:
+        tools += [f"base:{t}" for t in BASELINE_TOOLS]
     return tools
 
 
 def build_library(folder: Path) -> str | None:
+    """Trivial checkers: ``check`` for pmreorder (which takes 0 as consistent) and ``ok``
+    for pmemsim (1 is consistent, as pmreorder documents it)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
     src = folder / "check.c"
-    src.write_text("int check(const char *path) { (void)path; return 0; }\n")
+    src.write_text(
+        "int check(const char *path) { (void)path; return 0; }\n"
+        "int ok(const char *path) { (void)path; return 1; }\n"
+    )
     lib = folder / "libcheck.so"
     done = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=False)
     return str(lib) if done.returncode == 0 else None
 
 
-def run_grid(quick: bool, timeout: float) -> list[Result]:
+def run_grid(
+    quick: bool, timeout: float, full_timeout: float, baseline: str | None
+) -> list[Result]:
     pmreorder = next((p for p in PMREORDER_CANDIDATES if p and Path(p).is_file()), None)
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="pmemsim-scale-", dir=scratch) as tmp:
         folder = Path(tmp)
         library = build_library(folder)
+        base_path = None if baseline is None else baseline_path(baseline, folder)
         for n, shape in enumerate(shapes(quick)):
             log = folder / f"shape{n}.log"
             pool = folder / f"pool{n}.bin"  # absent: zeros (pmreorder gets its own file)
             write_log(log, pool, shape)
-            for tool in tools_for(shape, quick):
+            for tool in tools_for(shape, quick, baseline is not None):
+                side, kind, engine = tool_of(tool)
                 res = Result(
                     shape.sweep, shape.name, tool, shape.epochs, shape.stores, shape.pool, "ok"
                 )
-                spec: dict[str, Any] = {"tool": tool, "log": str(log)}
-                if tool.startswith("pmreorder"):
-                    if pmreorder is None:
-                        res.status = "skipped: pmreorder not found"
-                    elif tool == "pmreorder-lib" and library is None:
-                        res.status = "skipped: no C compiler"
-                    if res.status != "ok":
-                        results.append(res)
-                        continue
+                spec: dict[str, Any] = {"tool": tool, "log": str(log), "library": library}
+                if kind == "lib" and library is None:
+                    res.status = "skipped: no C compiler"
+                elif side == "pmreorder" and pmreorder is None:
+                    res.status = "skipped: pmreorder not found"
+                if res.status != "ok":
+                    results.append(res)
+                    continue
+                if side == "pmreorder":
                     copy = folder / f"pmreorder{n}.log"
                     target = folder / f"pmreorder-pool{n}.bin"
                     with open(target, "wb") as f:
                         f.truncate(shape.pool)  # sparse: pmreorder maps the whole file
                     copy.write_text(log.read_text().replace(str(pool), str(target), 1))
-                    spec.update(
-                        log=str(copy),
-                        pmreorder=pmreorder,
-                        library=library,
-                        out=str(folder / "pmreorder.out"),
-                    )
-                print(f"  {shape.name:<32} {tool:<15}", end="", flush=True)
-                out = run_child(spec, timeout)
+                    spec.update(log=str(copy), pmreorder=pmreorder, out=str(folder / "pm.out"))
+                limit = full_timeout if side == "pmreorder" and engine == "exact" else timeout
+                print(f"  {shape.name:<32} {tool:<20}", end="", flush=True)
+                out = run_child(spec, limit, base_path if tool.startswith("base:") else None)
                 if isinstance(out, str):
                     res.status = out
                 else:
@@ -386,10 +455,38 @@ def exponents(results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
+def compare(results: list[Result], pairs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    """Per pair and shape: pmemsim's tool against pmreorder's, both run on that shape."""
+    by_shape: dict[str, dict[str, Result]] = {}
+    for r in results:
+        by_shape.setdefault(r.sweep + r.shape, {})[r.tool] = r
+    out = []
+    for mine, theirs in pairs:
+        rows = []
+        for v in by_shape.values():
+            a, b = v.get(mine), v.get(theirs)
+            if (
+                a is None
+                or b is None
+                or a.status.startswith("skipped")
+                or b.status.startswith("skipped")
+            ):
+                continue
+            # Faster, or finished where pmreorder did not (its timeout).
+            won = a.status == "ok" and (
+                b.status == "timeout" or (b.status == "ok" and a.seconds < b.seconds)
+            )
+            ratio = b.seconds / a.seconds if a.status == b.status == "ok" and a.seconds else None
+            rows.append({"shape": a.shape, "won": won, "ratio": ratio, "theirs": b.status})
+        if rows:
+            out.append({"mine": mine, "theirs": theirs, "shapes": rows})
+    return out
+
+
 def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ok = [r for r in results if r.status == "ok"]
-    for tool in ("pmemsim", "record"):
+    for tool in ("py-exact", "lib-exact", "record"):
         pool = {r.pool: r for r in ok if r.sweep == "pool" and r.tool == tool}
         if 4 * KIB in pool and GIB in pool and pool[4 * KIB].us_per_point:
             ratio = pool[GIB].us_per_point / pool[4 * KIB].us_per_point
@@ -411,22 +508,16 @@ def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
                     "met": r.rss_mb < RSS_MAX_MB,
                 }
             )
-    by_shape: dict[str, dict[str, Result]] = {}
-    for r in ok:
-        by_shape.setdefault(r.shape + r.sweep, {})[r.tool] = r
-    pairs = [
-        (v["pmemsim-acc"], v["pmreorder-lib"])
-        for v in by_shape.values()
-        if "pmemsim-acc" in v and "pmreorder-lib" in v
-    ]
-    if pairs:
-        faster = sum(a.seconds < b.seconds for a, b in pairs)
+    for c in compare(results, PAIRS):
+        won = sum(s["won"] for s in c["shapes"])
+        lost = [s["shape"] for s in c["shapes"] if not s["won"]]
         out.append(
             {
-                "target": "pmemsim accumulative faster than pmreorder ReorderAccumulative (lib)",
-                "value": f"{faster}/{len(pairs)} shapes",
+                "target": f"{c['mine']} faster than {c['theirs']} (or finishes where it does not)",
+                "value": f"{won}/{len(c['shapes'])} shapes"
+                + (f"; not on {', '.join(lost)}" if lost else ""),
                 "limit": "every shape",
-                "met": faster == len(pairs),
+                "met": won == len(c["shapes"]),
             }
         )
     return out
@@ -434,20 +525,20 @@ def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
 
 def print_table(results: list[Result]) -> None:
     head = (
-        f"{'sweep':<7} {'shape':<32} {'tool':<15} {'seconds':>9} {'points':>8} "
+        f"{'sweep':<7} {'shape':<32} {'tool':<20} {'seconds':>9} {'points':>8} "
         f"{'images':>10} {'images/s':>10} {'us/point':>9} {'RSS MB':>7}  verdict"
     )
     print(head)
     print("-" * len(head))
     for r in results:
         if r.status != "ok":
-            print(f"{r.sweep:<7} {r.shape:<32} {r.tool:<15} {r.status}")
+            print(f"{r.sweep:<7} {r.shape:<32} {r.tool:<20} {r.status}")
             continue
         exact = "" if r.exact is None else (" (exact)" if r.exact else " (heuristic)")
         points = f"{r.points:,}" if r.points else "-"
         per = f"{r.us_per_point:,.0f}" if r.points else "-"
         print(
-            f"{r.sweep:<7} {r.shape:<32} {r.tool:<15} {r.seconds:9.2f} {points:>8} "
+            f"{r.sweep:<7} {r.shape:<32} {r.tool:<20} {r.seconds:9.2f} {points:>8} "
             f"{r.images:>10,} {r.images_per_s:>10,.0f} {per:>9} {r.rss_mb:7.0f}  "
             f"{r.verdict}{exact}"
         )
@@ -457,6 +548,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small grid, about a minute")
     ap.add_argument("--timeout", type=float, help="seconds per run (default 60 quick, 900)")
+    ap.add_argument(
+        "--full-timeout",
+        type=float,
+        help="seconds per pmreorder ReorderFull run (default 20 quick, 120); past it, the run "
+        "counts as not finishing",
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also run some pmemsim tools (as base:TOOL) from another checkout of pmemsim, "
+        "e.g. the code before a change, in the same run",
+    )
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -468,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout or (60.0 if args.quick else 900.0)
     started = time.perf_counter()
     print(f"check-log scaling ({'quick' if args.quick else 'full'} grid; one child per run)")
-    results = run_grid(args.quick, timeout)
+    full_timeout = args.full_timeout or (20.0 if args.quick else 120.0)
+    results = run_grid(args.quick, timeout, full_timeout, args.baseline)
     print()
     print_table(results)
     exps = exponents(results)
@@ -477,6 +581,15 @@ def main(argv: list[str] | None = None) -> int:
     for e in exps:
         print(f"  {e['tool']:<15} {e['of']:<24} ~ {e['against']}^{e['exponent']:.2f}")
     checks = targets(results, args.quick)
+    info = compare(results, PAIRS + INFO_PAIRS)
+    print()
+    print("pmreorder's time / pmemsim's, per shape (> 1: pmemsim faster; '-': did not finish):")
+    for c in info:
+        cells = ", ".join(
+            f"{s['ratio']:.2f}" if s["ratio"] is not None else f"- ({s['theirs']})"
+            for s in c["shapes"]
+        )
+        print(f"  {c['mine']:<11} vs {c['theirs']:<20} {cells}")
     print()
     for t in checks:
         value = t["value"] if isinstance(t["value"], str) else f"{t['value']:.2f}"
@@ -493,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "exponents": exps,
         "targets": checks,
+        "comparisons": info,
         "all_targets_met": all(t["met"] for t in checks),
         "wall_seconds": time.perf_counter() - started,
     }

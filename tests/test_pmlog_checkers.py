@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +349,45 @@ def test_pmreorder_markers_keep_their_newest_within_64_kib() -> None:
     value = seen[0]
     assert len(value) <= MARKERS_LIMIT + 4 and value.startswith("...|marker")
     assert value.endswith("|marker03999.BEGIN|marker03999.END")
+
+
+# -- a checker that crashes in a worker: later images keep their markers --------------------
+
+
+def _marked_log() -> str:
+    ops = []
+    for epoch in range(12):
+        ops.append(f"e{epoch % 3}.BEGIN")
+        for k in range(3):
+            ops.append(store(0x40 * k + 8 * (epoch % 8), epoch * 16 + k + 1))
+        ops.append(f"e{epoch % 3}.END")
+        ops.append(flush(0x40 * (epoch % 3)))
+        ops.append("FENCE")
+    return log_text(*ops)
+
+
+def _marker_verdict(image: Any) -> bool:
+    content = bytes(image)
+    return zlib.crc32(content + os.environ.get("PMREORDER_MARKERS", "?").encode()) % 3 != 0
+
+
+def _crashes_on_some(image: Any) -> bool:
+    if zlib.crc32(bytes(image)) % 7 == 0:
+        os._exit(3)  # in a worker process: the checker crashed
+    return _marker_verdict(image)
+
+
+def _raises_on_some(image: Any) -> bool:
+    if zlib.crc32(bytes(image)) % 7 == 0:
+        raise RuntimeError("crashed")
+    return _marker_verdict(image)
+
+
+def test_images_after_a_worker_crash_see_their_own_markers() -> None:
+    replay = Replay.of(parse_log(_marked_log()))
+    want = check_log(replay, FunctionChecker(_raises_on_some, "py"), engine="exhaustive")
+    got = check_log(replay, FunctionChecker(_crashes_on_some, "py"), engine="exhaustive", jobs=2)
+    assert got.images_checked == want.images_checked > 100
+    assert got.inconsistent == want.inconsistent > 0
+    assert got.minimal is not None and want.minimal is not None
+    assert got.minimal.token == want.minimal.token

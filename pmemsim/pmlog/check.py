@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
+import math
 import os
 import tempfile
 import time
@@ -37,13 +39,14 @@ from typing import Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
 from ..explore.engine import crash_for, deviations_for, strategy_for
-from ..explore.strategy import PointContext, Strategy, strategy_named
+from ..explore.strategy import Plan, PointContext, Strategy, _every, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
+from .fastreplay import record_log
 from .frames import source_of
 from .grammar import Marker, Store
-from .images import PoolImage
-from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, Workers, _file_names
+from .images import KEY_MASK, PoolImage
+from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, _file_names
 from .lint import LogFinding, log_findings
 from .readpaths import LazyJudge, NeedsBuffer
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
@@ -409,6 +412,10 @@ class _MarkerHistory:
         self.replay = replay
         self._cache: tuple[int, str] = (0, "")
 
+    def any(self) -> bool:
+        """Whether the replay has issued a marker record yet."""
+        return bool(self.replay.marker_names)
+
     def count(self, point: CrashPoint, ordinal: int) -> int:
         """How many marker records the log has before the crash."""
         names, ops = self.replay.marker_names, self.replay.marker_ops
@@ -455,24 +462,26 @@ class _Explorer:
         by_marker: Mapping[str, Strategy],
         seed: int,
         max_images: int,
-        judge: Callable[[Cand], None],
+        judge: Judge,
         verdicts: Verdicts,
         lazy: LazyJudge | None = None,
     ) -> None:
         self.img = img
+        #: The in-process judge of one pool, called without a Cand per image.
+        self.inline = judge if isinstance(judge, Inline) and judge.simple else None
         self.result = result
         self.default = default
         self.by_marker = by_marker
         self.seed = seed
         self.max_images = max_images
-        self.judge = judge
+        self.judge = judge.add
         self.verdicts = verdicts
         self.lazy = lazy
         self.history = _MarkerHistory(replay)
         self.seen: set[int] = set()
         self.failing: set[bytes] = set()
         self.last_state: object = None
-        self.last_strategy = ""
+        self.last_strategy: Strategy | None = None
         self.ordinal = -1
         self.seq = 0
 
@@ -481,15 +490,20 @@ class _Explorer:
         if point.kind == "marker":
             self.ordinal += 1
         result.crash_points += 1
-        strategy = strategy_for(point, self.default, self.by_marker)
+        strategy = (
+            strategy_for(point, self.default, self.by_marker)
+            if self.by_marker and point.markers
+            else self.default
+        )
         state = point.state
         # Consecutive points with nothing in between share their state: same images.
-        if state is self.last_state and strategy.name == self.last_strategy:
+        if state is self.last_state and strategy is self.last_strategy:
             return
         if state is not self.last_state:
             result.images_possible += state.image_count()
-        self.last_state, self.last_strategy = state, strategy.name
-        markers = self.history.text(self.history.count(point, self.ordinal))
+        self.last_state, self.last_strategy = state, strategy
+        history = self.history
+        markers = history.text(history.count(point, self.ordinal)) if history.any() else ""
         if strategy.lazy and self.lazy is not None:
             try:
                 self._lazily(point, markers)
@@ -501,7 +515,11 @@ class _Explorer:
                 result.engine = f"{result.engine} (then exhaustive)"
         if strategy.lazy:
             strategy = strategy_named("exhaustive")
-        plan = strategy.plan(state, PointContext(point.index, self.seed, self.max_images))
+        if strategy.name == "exhaustive" and self._every_line(point, markers):
+            return
+        plan = _line_plan(strategy.name, state, self.max_images) or strategy.plan(
+            state, PointContext(point.index, self.seed, self.max_images)
+        )
         if plan.skipped:
             result.images_skipped += plan.skipped
             result.exact = False
@@ -511,16 +529,90 @@ class _Explorer:
             return
         img = self.img
         img.move_to(state)
-        seen = self.seen
+        # PoolImage.key and .lost, inline (this loop runs once per image).
+        seen, judge, index, ordinal, seq = (
+            self.seen,
+            self.judge,
+            point.index,
+            self.ordinal,
+            self.seq,
+        )
+        inline = self.inline
+        cached, option = img._options.get, img._option
+        key0 = img.key0
+        checked = 0
         for dev in plan.images:
-            k = img.key(dev)
+            k = key0
+            lost = 0
+            for d in dev:
+                hit = cached(d) or option(*d)
+                k += hit[1]
+                lost += hit[2]
+            k &= KEY_MASK
             if k in seen:
                 continue
             seen.add(k)
-            result.images_checked += 1
-            size = (len(dev), img.lost(dev), point.index)
-            self.judge(Cand(self.seq, point, dev, size, markers, self.ordinal))
-            self.seq += 1
+            checked += 1
+            if inline is not None:
+                inline.image(point, markers, ordinal, seq, dev, (len(dev), lost, index))
+            else:
+                judge(Cand(seq, point, dev, (len(dev), lost, index), markers, ordinal))
+            seq += 1
+        self.seq = seq
+        result.images_checked += checked
+
+    def _every_line(self, point: CrashPoint, markers: str) -> bool:
+        """The exhaustive plan of a log machine's state (every combination of its lines'
+        options, in the strategy's order), keyed and judged in one loop; False when the
+        state is not one or has more than ``max_images`` images (the plan falls back)."""
+        lines = getattr(point.state, "in_flight", None)
+        if lines is None:
+            return False
+        counts = [line.n for line in lines]
+        if math.prod(counts) > self.max_images:
+            return False
+        img = self.img
+        img.move_to(point.state)
+        option = img._option
+        # Per line with a choice: None (all persisted) or ((i, o), key delta, atoms lost).
+        per = [
+            [None, *(((i, o), *option(i, o)[1:3]) for o in range(1, c))]
+            for i, c in enumerate(counts)
+            if c > 1
+        ]
+        seen, judge, index, ordinal, seq = (
+            self.seen,
+            self.judge,
+            point.index,
+            self.ordinal,
+            self.seq,
+        )
+        inline = self.inline
+        key0 = img.key0
+        checked = 0
+        for combo in itertools.product(*per):
+            k = key0
+            lost = 0
+            devs = []
+            for e in combo:
+                if e is not None:
+                    devs.append(e[0])
+                    k += e[1]
+                    lost += e[2]
+            k &= KEY_MASK
+            if k in seen:
+                continue
+            seen.add(k)
+            checked += 1
+            dev = tuple(devs)
+            if inline is not None:
+                inline.image(point, markers, ordinal, seq, dev, (len(dev), lost, index))
+            else:
+                judge(Cand(seq, point, dev, (len(dev), lost, index), markers, ordinal))
+            seq += 1
+        self.seq = seq
+        self.result.images_checked += checked
+        return True
 
     def _lazily(self, point: CrashPoint, markers: str) -> None:
         assert self.lazy is not None
@@ -542,6 +634,36 @@ class _Explorer:
             self.seq += 1
 
 
+def _line_plan(name: str, state: Any, max_images: int) -> Plan | None:
+    """The exhaustive and accumulative plans (the strategies' own, the same images in the
+    same order) of a log machine's state, from its lines in flight: no unit is built."""
+    lines = getattr(state, "in_flight", None)
+    if lines is None:
+        return None
+    if name == "exhaustive":
+        counts = [line.n for line in lines]
+        if math.prod(counts) > max_images:
+            return None
+        return Plan(_every(counts), 0)
+    if name == "accumulative":
+        seqs = sorted({a[0] for line in lines for a in line.atoms})
+        images = []
+        for cut in [*seqs, (seqs[-1] + 1) if seqs else 0]:
+            dev = []
+            for i, line in enumerate(lines):
+                kept = 0
+                for a in line.atoms:
+                    if a[0] >= cut:
+                        break
+                    kept += 1
+                o = line.rank[kept]
+                if o:
+                    dev.append((i, o))
+            images.append(tuple(dev))
+        return Plan(list(dict.fromkeys(images[::-1])))
+    return None
+
+
 def check_log(
     replay: Replay,
     checker: Checker,
@@ -556,6 +678,7 @@ def check_log(
     name: str = "",
     lint: bool = True,
     check: Any = None,
+    simulator: bool = False,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
     ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`).
@@ -563,7 +686,9 @@ def check_log(
     ``engine`` None: ``lazy`` (exact, by read path: :mod:`pmemsim.pmlog.readpaths`) for a
     Python checker judging in this process, ``exhaustive`` otherwise. ``check``: the
     CrashCheck whose recovery the checker is (``recovery_checker``): lazy exploration then
-    runs that recovery on the simulator.
+    runs that recovery on the simulator. ``simulator``: replay the log on the whole
+    simulator (:meth:`Replay.record`, the reference) instead of the lean machine of
+    :mod:`pmemsim.pmlog.fastreplay` (the same crash points, images and findings, faster).
     """
     inline = isinstance(checker, FunctionChecker) and jobs == 1
     if engine is None:
@@ -606,9 +731,12 @@ def check_log(
                 assert isinstance(checker, FunctionChecker)
                 lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
             explorer = _Explorer(
-                replay, img, result, default, by_marker, seed, max_images, judge.add, verdicts, lazy
+                replay, img, result, default, by_marker, seed, max_images, judge, verdicts, lazy
             )
-            trace = replay.record(crash_points, on_point=explorer.point, lint=lint)
+            if simulator:
+                trace: Any = replay.record(crash_points, on_point=explorer.point, lint=lint)
+            else:
+                trace = record_log(replay, img, crash_points, explorer.point, lint=lint)
             judge.finish()
     finally:
         if lazy is not None:
@@ -660,15 +788,17 @@ def _judging(
         if isinstance(checker, FunctionChecker) and jobs == 1:
             judge = Inline(checker, *common)
         else:
-            # Image files: at most the pools' sizes (sparse where untouched) per slot.
-            many = jobs if isinstance(checker, ProgramChecker) else 512
-            need = sum(p.size for p in replay.pools) * many
+            # Image files: at most the pools' sizes (sparse where untouched) per slot
+            # (checker programs) or worker.
+            need = sum(p.size for p in replay.pools) * jobs
             tmp = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="pmemsim-check-log-", dir=scratch_folder(need))
             )
             if isinstance(checker, ProgramChecker):
                 judge = Programs(checker, pools, jobs, tmp, *common)
             else:
+                from .workers import Workers
+
                 judge = Workers(checker, pools, jobs, tmp, *common)
         stack.callback(judge.close)
         yield judge
@@ -700,14 +830,15 @@ def replay_crash(
         if point.index >= crash.point:
             raise StopRecording
 
-    replay.record(crash_points, on_point=keep)
-    ((point, ordinal),) = found
-    dev = deviations_for(point.state, crash)
-    history = _MarkerHistory(replay)
-    markers = history.text(history.count(point, ordinal))
     img = _image(replay)
     verdicts = Verdicts()
     try:
+        # The replay stops at the token's crash point: the buffers show its state.
+        record_log(replay, img, crash_points, keep)
+        ((point, ordinal),) = found
+        dev = deviations_for(point.state, crash)
+        history = _MarkerHistory(replay)
+        markers = history.text(history.count(point, ordinal))
         img.move_to(point.state)
         if image_out is not None:
             _write_image(img, dev, replay, image_out)

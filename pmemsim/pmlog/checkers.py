@@ -5,7 +5,8 @@
   :mod:`pmemsim.pmlog.check`). Exit status 0 means consistent.
 * :class:`LibChecker`: ``int FUNCTION(const char *path)`` in a shared library, as pmreorder's
   library checker takes it: 1 means consistent, anything else inconsistent. It runs in a
-  worker process (:class:`LibWorker`), so a checker that crashes costs a restart, not the run.
+  worker process (:mod:`pmemsim.pmlog.workers`), so a checker that crashes costs a restart,
+  not the run.
 * :class:`FunctionChecker`: a Python function called in this process with the image as a
   read-only memoryview, valid for the call only (``bytes(image)`` keeps a copy). Returning
   False or raising means inconsistent. :func:`pmemsim.current_crash` tells it the crash
@@ -23,15 +24,10 @@ import contextlib
 import importlib
 import importlib.util
 import os
-import pickle
-import select
 import signal
-import struct
 import subprocess
 import sys
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +38,6 @@ from ..errors import ErrorCode, InvalidArgumentError
 __all__ = [
     "FunctionChecker",
     "LibChecker",
-    "LibWorker",
     "ProgramChecker",
     "load_function",
     "recovery_checker",
@@ -67,9 +62,13 @@ class FunctionChecker:
         try:
             ok = self.fn(image)
         except Exception as exc:  # the user's checker failed: that is the verdict
-            where = _innermost(exc)
-            return f"raised {type(exc).__name__}: {exc}{where}"
+            return raised(exc)
         return "returned False" if ok is False else None
+
+
+def raised(exc: BaseException) -> str:
+    """A checker's exception as its verdict."""
+    return f"raised {type(exc).__name__}: {exc}{_innermost(exc)}"
 
 
 def _innermost(exc: BaseException) -> str:
@@ -210,295 +209,10 @@ class LibChecker:
         if os.sep not in lib:
             lib = os.path.join(".", lib) if os.path.exists(lib) else lib
         checker = cls(lib, fn, timeout)
-        LibWorker(checker).close()
+        from .workers import spare_worker
+
+        spare_worker(checker)  # loads it in a worker process, kept for the check
         return checker
-
-
-_LEN = struct.Struct("<I")
-
-
-def _send(fd: int, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_LEN.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _Reader:
-    """Length-prefixed pickles from a pipe, with a deadline per message."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = bytearray()
-
-    def _fill(self, n: int, deadline: float | None) -> bool:
-        while len(self.buf) < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                    raise TimeoutError
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                return False
-            self.buf += chunk
-        return True
-
-    def get(self, deadline: float | None = None) -> object:
-        """The next message; EOFError when the other end is gone."""
-        if not self._fill(_LEN.size, deadline):
-            raise EOFError
-        (n,) = _LEN.unpack_from(self.buf)
-        if not self._fill(_LEN.size + n, deadline):
-            raise EOFError
-        data = bytes(self.buf[_LEN.size : _LEN.size + n])
-        del self.buf[: _LEN.size + n]
-        return pickle.loads(data)
-
-
-def _serve(load: Callable[[], Callable[[Any], object]], rfd: int, wfd: int) -> None:
-    """A worker's loop: ``(path(s), markers, crash info)`` in, a verdict out, until EOF."""
-    from ..markers import set_crash
-
-    try:
-        judge = load()
-    except InvalidArgumentError as exc:
-        _send(wfd, ("error", exc.message))
-        return
-    except Exception as exc:
-        _send(wfd, ("error", f"{type(exc).__name__}: {exc}"))
-        return
-    _send(wfd, ("ready", ""))
-    from ..markers import reset_crash
-
-    reader = _Reader(rfd)
-    last_markers: str | None = None
-    token: object = None
-    last_info: object = None
-    try:
-        while True:
-            try:
-                batch: Any = reader.get()
-            except EOFError:
-                return
-            verdicts = []
-            for files, markers, info in batch:
-                if markers != last_markers:
-                    os.environ["PMREORDER_MARKERS"] = last_markers = markers
-                if info != last_info:  # the crash info, for Python checkers
-                    if token is not None:
-                        reset_crash(token)
-                    token, last_info = set_crash(info), info
-                verdicts.append(judge(files))
-            _send(wfd, verdicts)
-    finally:
-        if token is not None:
-            reset_crash(token)
-
-
-#: One image for a worker: its file(s), PMREORDER_MARKERS, the crash info.
-Request = tuple[list[str], str, object]
-
-
-class LibWorker:
-    """One worker process judging image files with a checker, restarted when it dies.
-
-    For a :class:`LibChecker` the worker calls the C function on each file it is sent; for a
-    :class:`FunctionChecker` it maps the files read-only and calls the function on them (a
-    dict from registered path, ``names``, to memoryview when the checker takes all files).
-    """
-
-    def __init__(
-        self,
-        checker: LibChecker | FunctionChecker,
-        names: Sequence[str] = (),
-        timeout: float | None = None,
-    ) -> None:
-        self.checker = checker
-        self.names = list(names)
-        self.timeout = timeout if timeout is not None else getattr(checker, "timeout", None)
-        self.pid = 0
-        self.starts = 0
-        self._inflight: deque[list[Request]] = deque()
-        self._start()
-
-    def _load(self) -> Callable[[Any], object]:
-        checker = self.checker
-        if isinstance(checker, LibChecker):
-            return _c_judge(checker)
-        return _python_judge(checker, self.names)
-
-    def _start(self) -> None:
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                # A profiler or tracer (coverage, cProfile) of this process does not
-                # survive into a forked child: stop it there.
-                sys.setprofile(None)
-                sys.settrace(None)
-                # A crash of the checker is the checker's, reported by the parent: no
-                # Python traceback for it.
-                import faulthandler
-
-                faulthandler.disable()
-                os.close(w1)
-                os.close(r2)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _serve(self._load, r1, w2)
-            except BaseException:  # pmemsim's own bug: say what it was
-                import traceback
-
-                traceback.print_exc()
-                code = 70
-            finally:
-                os._exit(code)
-        os.close(r1)
-        os.close(w2)
-        self.pid, self._to, self._from = pid, w1, _Reader(r2)
-        self.starts += 1
-        try:
-            first: Any = self._from.get(time.monotonic() + 60)
-            kind, text = first
-        except (EOFError, TimeoutError):
-            status = self._reap()
-            raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"the checker {self.checker.label} failed to load: {status}"
-            ) from None
-        if kind != "ready":
-            self.close()
-            raise InvalidArgumentError(
-                ErrorCode.EINVAL, f"cannot load the checker {self.checker.label}: {text}"
-            )
-
-    def _reap(self, kill: bool = False) -> str:
-        if not self.pid:
-            return "not running"
-        if kill:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        for fd in (self._to, self._from.fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        code = os.waitstatus_to_exitcode(status)
-        return _status(code)
-
-    def close(self) -> None:
-        if self.pid:
-            with contextlib.suppress(OSError):
-                os.close(self._to)
-            self._to = -1
-            self._reap(kill=True)
-
-    def submit(self, batch: list[Request]) -> None:
-        """Queue images for judging, as one message (answers come back by batch, oldest
-        first: :meth:`collect`)."""
-        self._inflight.append(batch)
-        with contextlib.suppress(BrokenPipeError):  # it died: collect() says how
-            _send(self._to, batch)
-
-    @property
-    def pending(self) -> int:
-        """Batches submitted and not collected."""
-        return len(self._inflight)
-
-    def collect(self) -> list[str | None]:
-        """The verdicts of the oldest batch submitted.
-
-        When the worker dies or runs past its time on a batch, it is restarted and the
-        batch is judged again an image at a time, so that the image that crashed or hung
-        the checker is the one that gets that verdict; later batches are submitted again.
-        """
-        batch = self._inflight[0]
-        per = self.timeout
-        deadline = None if per is None else time.monotonic() + per * len(batch)
-        try:
-            verdicts: Any = self._from.get(deadline)
-        except (EOFError, TimeoutError):
-            self._reap(kill=True)
-            self._start()
-            verdicts = [self._alone(r) for r in batch]
-            for later in list(self._inflight)[1:]:
-                with contextlib.suppress(BrokenPipeError):
-                    _send(self._to, later)
-        self._inflight.popleft()
-        return verdicts  # type: ignore[no-any-return]
-
-    def _alone(self, request: Request) -> str | None:
-        with contextlib.suppress(BrokenPipeError):
-            _send(self._to, [request])
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        try:
-            answer: Any = self._from.get(deadline)
-        except TimeoutError:
-            self._reap(kill=True)
-            self._start()
-            return f"timed out after {self.timeout} s"
-        except EOFError:
-            status = self._reap()
-            self._start()
-            return f"the checker crashed: {status}"
-        return answer[0]  # type: ignore[no-any-return]
-
-
-def _c_judge(checker: LibChecker) -> Callable[[Any], object]:
-    """Loads the library in the worker, through cffi in ABI mode."""
-    try:
-        import cffi  # type: ignore[import-untyped]
-    except ImportError:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL, "--checker-lib needs cffi (pip install 'pmemsim[real]')"
-        ) from None
-    ffi = cffi.FFI()
-    ffi.cdef(f"int {checker.function}(const char *path);")
-    try:
-        lib = ffi.dlopen(checker.library)
-    except OSError as exc:
-        # cffi's message adds a guess of ctypes' that says nothing more.
-        text = str(exc).split("  Additionally")[0].rstrip(".")
-        raise InvalidArgumentError(ErrorCode.EINVAL, text) from None
-    try:
-        fn = getattr(lib, checker.function)
-    except AttributeError:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL, f"{checker.library} has no function {checker.function!r}"
-        ) from None
-
-    def judge(files: list[str]) -> str | None:
-        got = fn(os.fsencode(files[0]))
-        return None if got == 1 else f"returned {got}"
-
-    return judge
-
-
-def _python_judge(checker: FunctionChecker, names: list[str]) -> Callable[[Any], object]:
-    import mmap
-
-    def judge(files: list[str]) -> str | None:
-        maps: list[mmap.mmap] = []
-        views: list[memoryview] = []
-        try:
-            for path in files:
-                with open(path, "rb") as f:
-                    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                maps.append(m)
-                views.append(memoryview(m))
-            arg: Any = dict(zip(names, views, strict=True)) if checker.all_files else views[0]
-            return checker(arg)
-        finally:
-            for v in views:
-                v.release()
-            for m in maps:
-                with contextlib.suppress(BufferError):
-                    m.close()
-
-    return judge
 
 
 # -- Python checkers -----------------------------------------------------------------------

@@ -383,6 +383,35 @@ def _tokens(pieces: Pieces) -> Iterator[Tok]:
         yield (n, p, c_line, p - c_start + 1, text, c_prefixed)
 
 
+def _texts(pieces: Pieces, lo: int, hi: int) -> Iterator[list[str]]:
+    """The records numbered ``lo < n < hi`` by :func:`_tokens`, as lists of their texts (a
+    list per piece of the text): the same records, without positions, for a pass over a log
+    already read (positions only matter to name a malformed record)."""
+    n = 0
+    carry = ""
+    for s in _valgrind_stream(_segments(pieces)):
+        body = s.text
+        if "\r" in body:
+            body = body.replace("\r", "|")
+        parts = body.split("|")
+        if carry:
+            parts[0] = carry + parts[0]
+            carry = ""
+        if not s.last:
+            carry = parts.pop()
+        texts = [t for t in map(str.strip, parts) if t]
+        first = n
+        n += len(texts)
+        if n <= lo + 1:
+            continue
+        yield texts[max(0, lo + 1 - first) : hi - first]
+        if n >= hi:
+            return
+    text = carry.strip()
+    if text and lo < n < hi:
+        yield [text]
+
+
 # -- records ---------------------------------------------------------------------------------
 
 
@@ -651,6 +680,15 @@ class Log:
             rec = _parse_record(n - first, tok)
             if not isinstance(rec, str | RegisterFile):
                 yield rec
+
+    def iter_texts(self) -> Iterator[list[str]]:
+        """The text of every operation's record, in order, in lists (one per piece of the
+        log read): for a replay that parses them itself (:mod:`pmemsim.pmlog.fastreplay`).
+        The log was checked when it was read; a file that changed since is an error."""
+        if self._ops is not None:
+            raise ValueError("a log built from operations has no text")
+        lay = self.layout
+        return _texts(self.pieces, lay.start.n, lay.stop.n)
 
     @property
     def operations(self) -> list[Operation]:

@@ -25,8 +25,8 @@ import contextlib
 import hashlib
 import mmap
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
@@ -35,7 +35,7 @@ __all__ = ["Pool", "PoolImage"]
 
 PAGE = 4096
 LINE = 64
-_MASK = (1 << 128) - 1
+_MASK = KEY_MASK = (1 << 128) - 1
 _ZERO_LINE = bytes(LINE)
 _blake2b = hashlib.blake2b
 _ZERO_PAGE = bytes(PAGE)
@@ -117,24 +117,27 @@ class _Buffer:
         salt = (self.salt | offset).to_bytes(16, "little")
         return int.from_bytes(_blake2b(content, digest_size=16, salt=salt).digest(), "little")
 
-    def show(self, p: int, page: bytes | bytearray | None) -> None:
+    def show(self, p: int, page: bytes | bytearray | None) -> list[int]:
         """Make page ``p`` show ``page`` (None: the initial content), updating the key by
-        the lines that change."""
+        the lines that change; returns their offsets."""
         start = p * PAGE
         if start >= self.size:
-            return
+            return []
         end = min(start + PAGE, self.size)
         new = self.initial_bytes(start, end) if page is None else bytes(page[: end - start])
         old = self.buf[start:end]
         if old == new:
-            return
+            return []
         delta = 0
+        lines = []
         for lo, hi in _differing(old, new, 0, len(new)):
             for o in range(lo, hi, LINE):
                 e = min(o + LINE, len(new))
                 delta += self.line_key(start + o, new[o:e]) - self.line_key(start + o, old[o:e])
+                lines.append(start + o)
         self.key = (self.key + delta) & _MASK
         self.buf[start:end] = new
+        return lines
 
 
 def _differing(a: bytes, b: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -168,6 +171,14 @@ class PoolImage:
         # (content, key delta, atoms lost, pool, start, end).
         self._persisted: dict[int, bytes] = {}
         self._options: dict[tuple[int, int], tuple[bytes, int, int, int, int, int]] = {}
+        #: A log machine writing the buffers itself (:meth:`follow`), and then per line that
+        #: differs from the initial content its key contribution.
+        self._machine: Any = None
+        self._contrib: dict[tuple[int, int], int] = {}
+        #: The current state's lines in flight when the machine's (its unit i is line i).
+        self._lines: list[Any] | None = None
+        #: Hears the (pool, line) of every line each move rewrote (see :meth:`listen`).
+        self._listener: Callable[[set[tuple[int, int]]], None] | None = None
 
     @property
     def pools(self) -> int:
@@ -195,23 +206,72 @@ class PoolImage:
 
     # -- moving between crash states ---------------------------------------------------
 
+    def follow(self, machine: object) -> None:
+        """From now on a log machine (:mod:`pmemsim.pmlog.fastreplay`) writes every store
+        into the buffers itself, so that they always show the all-persisted image of its
+        current crash state; :meth:`move_to` then only brings the keys up to date, line by
+        line (``machine.take_dirty()``: the lines written since)."""
+        self._machine = machine
+        self._contrib = {}
+
+    def listen(self, fn: Callable[[set[tuple[int, int]]], None] | None) -> None:
+        """Call ``fn(lines)`` with the (pool, line offset) of the lines each move rewrites
+        (copies of the image follow at that cost); None: stop."""
+        self._listener = fn
+
+    def known_key(self, pool: int, line: int) -> int:
+        """The key contribution of a line as of the last move (see :meth:`follow`)."""
+        return self._contrib.get((pool, line), 0)
+
     def move_to(self, state: CrashState) -> None:
         """Make the buffers the all-persisted image of ``state``."""
         if state is self.state:
             return
-        before = self.state
-        changed: set[tuple[int, int]] = set()
-        for mi, b in enumerate(self._pools):
-            if mi >= len(state.media):
-                continue
-            for p in state.changed_pages(before, mi):
-                b.show(p, state.persisted_page(p, mi))
-                changed.add((mi, p))
+        machine = self._machine
+        if machine is not None and getattr(state, "_machine", None) is machine:
+            self._sync(self._machine.take_dirty())
+            self._lines = state.in_flight
+        else:
+            self._show_pages(state)
+            self._lines = None
         self.state = state
         self._persisted = {}
         self._options = {}
         self.moves += 1
+
+    def _sync(self, lines: set[tuple[int, int]]) -> None:
+        """The keys after the machine wrote ``lines`` ((pool, line offset))."""
+        pools, contrib = self._pools, self._contrib
+        changed = set()
+        for pool, line in lines:
+            b = pools[pool]
+            new = b.line_key(line, bytes(b.buf[line : line + LINE]))
+            old = contrib.get((pool, line), 0)
+            if new != old:
+                b.key = (b.key + new - old) & _MASK
+                if new:
+                    contrib[(pool, line)] = new
+                else:
+                    del contrib[(pool, line)]
+            changed.add((pool, line // PAGE))
         self._history.append(changed)
+        if self._listener is not None:
+            self._listener(lines)
+
+    def _show_pages(self, state: CrashState) -> None:
+        before = self.state
+        changed: set[tuple[int, int]] = set()
+        lines: set[tuple[int, int]] = set()
+        for mi, b in enumerate(self._pools):
+            if mi >= len(state.media):
+                continue
+            for p in state.changed_pages(before, mi):
+                for line in b.show(p, state.persisted_page(p, mi)):
+                    lines.add((mi, line))
+                changed.add((mi, p))
+        self._history.append(changed)
+        if self._listener is not None:
+            self._listener(lines)
 
     def pages_since(self, move: int) -> set[tuple[int, int]] | None:
         """``(pool, page)`` of every page rewritten by the moves after the ``move``-th
@@ -233,6 +293,8 @@ class PoolImage:
         hit = self._options.get((i, o))
         if hit is not None:
             return hit
+        if self._lines is not None:
+            return self._line_option(i, o)
         state = self.state
         assert state is not None
         u = state.units[i]
@@ -245,8 +307,30 @@ class PoolImage:
         if persisted is None:
             persisted = self._persisted[i] = bytes(b.buf[start : start + n])
         content = u.content(base, opt)[:n]
-        delta = (b.line_key(start, content) - b.line_key(start, persisted)) & _MASK
+        if self._machine is not None:  # the line's key is known
+            was = self._contrib.get((u.medium_index, start), 0)
+        else:
+            was = b.line_key(start, persisted)
+        delta = (b.line_key(start, content) - was) & _MASK
         hit = (content, delta, len(u.lost_atoms(opt)), u.medium_index, start, start + n)
+        self._options[(i, o)] = hit
+        return hit
+
+    def _line_option(self, i: int, o: int) -> tuple[bytes, int, int, int, int, int]:
+        """:meth:`_option` of a log machine's state, from its line in flight."""
+        assert self._lines is not None
+        line = self._lines[i]
+        pool, start = line.pool, line.offset
+        b = self._pools[pool]
+        n = min(LINE, b.size - start)
+        content = line.contents[o][:n]
+        k = line.keys[o]
+        if k is None:
+            k = line.keys[o] = b.line_key(start, content)
+        if i not in self._persisted:
+            self._persisted[i] = line.contents[0][:n]
+        delta = (k - self._contrib.get((pool, start), 0)) & _MASK
+        hit = (content, delta, len(line.atoms) - line.kept[o], pool, start, start + n)
         self._options[(i, o)] = hit
         return hit
 

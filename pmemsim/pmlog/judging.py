@@ -9,8 +9,8 @@ in which threads or workers answer.
 * :class:`Inline`: a Python function on the image buffers themselves (the fast path).
 * :class:`Programs`: ``jobs`` threads, each running the checker program on its own image
   files (:mod:`pmemsim.pmlog.slots`).
-* :class:`Workers`: ``jobs`` worker processes (:class:`LibWorker`) judging image files in
-  batches: a C library's function, or a Python function out of process.
+* :class:`pmemsim.pmlog.workers.Workers`: worker processes judging image files they keep
+  themselves: a C library's function, or a Python function out of process.
 """
 
 from __future__ import annotations
@@ -22,22 +22,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..markers import CrashInfo, reset_crash, set_crash
-from .checkers import (
-    FunctionChecker,
-    LibChecker,
-    LibWorker,
-    ProgramChecker,
-    Request,
-    resume_programs,
-    stop_programs,
-)
+from .checkers import FunctionChecker, ProgramChecker, raised, resume_programs, stop_programs
 from .images import Pool, PoolImage
 from .slots import ImageFiles
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
 
-__all__ = ["Cand", "Inline", "Judge", "PerFile", "Programs", "Verdicts", "Workers"]
+__all__ = ["Cand", "Inline", "Judge", "PerFile", "Programs", "Verdicts"]
 
 Deviations = tuple[tuple[int, int], ...]
 Progress = Callable[[int, int], None]
@@ -146,23 +138,73 @@ class Inline(Judge):
     def __init__(self, checker: FunctionChecker, *args: Any) -> None:
         super().__init__(*args)
         self.checker = checker
+        self.fn = checker.fn
         self.point: CrashPoint | None = None
         self.token: object = None
         self.saved = os.environ.get("PMREORDER_MARKERS")
+        self.markers: str | None = None
 
     def _enter(self, cand: Cand) -> None:
         point = self.point = cand.point
         if self.token is not None:
             reset_crash(self.token)
         self.token = set_crash(CrashInfo(point.index, point.kind, point.markers))
-        os.environ["PMREORDER_MARKERS"] = cand.markers
+        if cand.markers != self.markers:
+            os.environ["PMREORDER_MARKERS"] = self.markers = cand.markers
+
+    @property
+    def simple(self) -> bool:
+        """One pool, judged as a whole: :meth:`image` applies."""
+        return self.per_file is None and not self.checker.all_files and self.img.pools == 1
+
+    def image(
+        self,
+        point: CrashPoint,
+        markers: str,
+        ordinal: int,
+        seq: int,
+        dev: Deviations,
+        size: tuple[int, int, int],
+    ) -> None:
+        """:meth:`add` for a :attr:`simple` judge, the image given by its parts (a Cand is
+        made only for an inconsistent one: this is the in-process fast path)."""
+        if point is not self.point:
+            self._enter(Cand(seq, point, dev, size, markers, ordinal))
+        elif markers != self.markers:
+            os.environ["PMREORDER_MARKERS"] = self.markers = markers
+        img, verdicts = self.img, self.verdicts
+        buf, options = img.buf, img._options
+        for d in dev:
+            hit = options.get(d) or img._option(*d)
+            buf[hit[4] : hit[5]] = hit[0]
+        view = img.view(0)
+        verdict: str | None
+        try:
+            ok = self.fn(view)
+        except Exception as exc:  # the user's checker failed: that is the verdict
+            verdict = raised(exc)
+        else:
+            verdict = "returned False" if ok is False else None
+        finally:
+            view.release()
+            if dev:
+                img.restore(dev)
+        verdicts.runs += 1
+        verdicts.judged += 1
+        if verdict is not None:
+            verdicts.inconsistent += 1
+            verdicts.candidate(Cand(seq, point, dev, size, markers, ordinal), verdict)
+        if verdicts.progress is not None and not verdicts.judged % 1024:
+            verdicts.progress(verdicts.judged, verdicts.judged)
 
     def add(self, cand: Cand) -> None:
+        if self.simple:
+            self.image(cand.point, cand.markers, cand.marker_ordinal, cand.seq, cand.dev, cand.size)
+            return
         if cand.point is not self.point:
             self._enter(cand)
         img, checker, verdicts = self.img, self.checker, self.verdicts
         dev = cand.dev
-        # The common case inline (this is the fast path): patch, judge, restore.
         img.patch(dev)
         try:
             if checker.all_files:
@@ -265,107 +307,6 @@ class Programs(Judge):
             resume_programs()
         else:  # no thread outlives the check (a later fork would copy it mid-wait)
             self.ex.shutdown(wait=True, cancel_futures=True)
-        self.files.close()
-
-
-class Workers(Judge):
-    """``jobs`` worker processes, each judging image files in its own slots. Images go to a
-    worker in batches (one message each way per batch), two batches per worker at a time, so
-    that a worker judges one while this process writes the next."""
-
-    def __init__(
-        self,
-        checker: LibChecker | FunctionChecker,
-        pools: list[Pool],
-        jobs: int,
-        tmp: str,
-        *args: Any,
-    ) -> None:
-        super().__init__(*args)
-        self.pools = pools
-        self.jobs = jobs
-        total = sum(p[0] for p in pools)
-        # Each batch sent wakes a worker, and on a busy machine a wake-up can cost this
-        # process its turn on the CPU: batches are large (up to 256 images; fewer for large
-        # pools, whose slot files each hold a copy of the pages the log wrote), and at most
-        # 512 image files are open at once.
-        self.depth = max(1, min(256 // jobs, (1 << 26) // max(total, 1), 256 // len(pools)))
-        slots = 2 * self.depth * jobs
-        self.files = ImageFiles(self.img, pools, _file_names(self.names), slots, tmp)
-        self.free = list(range(slots))[::-1]
-        Item = tuple[Cand, int, list[int], int | None]
-        self.filling: list[Item] = []
-        self.inflight: list[deque[list[Item]]] = [deque() for _ in range(jobs)]
-        self.order: deque[int] = deque()  # workers, by batch submitted
-        # Per image still being judged: runs left, and the verdict so far.
-        self.pending: dict[int, list[Any]] = {}
-        self.turn = 0
-        self.workers: list[LibWorker] = []
-        for _ in range(jobs):
-            self.workers.append(LibWorker(checker, self.names))
-
-    def _flush(self) -> None:
-        if not self.filling:
-            return
-        w = self.turn % self.jobs
-        self.turn += 1
-        batch: list[Request] = []
-        info: CrashInfo | None = None
-        for cand, slot, chosen, _ in self.filling:
-            paths = self.files.paths(slot)
-            point = cand.point
-            if info is None or info.point != point.index:
-                info = CrashInfo(point.index, point.kind, point.markers)
-            batch.append(([paths[i] for i in chosen], cand.markers, info))
-        self.files.lend(*(item[1] for item in self.filling))
-        self.workers[w].submit(batch)
-        self.inflight[w].append(self.filling)
-        self.order.append(w)
-        self.filling = []
-
-    def _collect(self) -> None:
-        w = self.order.popleft()
-        items = self.inflight[w].popleft()
-        answers = self.workers[w].collect()
-        self.files.returned(*(item[1] for item in items))
-        for (cand, slot, chosen, key), verdict in zip(items, answers, strict=True):
-            self.free.append(slot)
-            if self.per_file is not None and key is not None:
-                verdict = self.per_file.note(chosen[0], key, verdict)
-            state = self.pending[cand.seq]
-            state[0] -= 1
-            if verdict is not None and state[1] is None:
-                state[1] = verdict
-            if state[0] == 0:
-                del self.pending[cand.seq]
-                self.verdicts.add(cand, state[1])
-
-    def add(self, cand: Cand) -> None:
-        runs, known = _runs(cand, self.per_file, len(self.pools))
-        if known is not None or not runs:
-            self.verdicts.add(cand, known)
-            return
-        self.pending[cand.seq] = [len(runs), None]
-        for chosen, key in runs:
-            while not self.free:
-                if not self.order:
-                    self._flush()
-                self._collect()
-            slot = self.free.pop()
-            self.files.write(slot, cand.dev)
-            self.filling.append((cand, slot, chosen, key))
-            self.verdicts.runs += 1
-            if len(self.filling) == self.depth:
-                self._flush()
-
-    def finish(self) -> None:
-        self._flush()
-        while self.order:
-            self._collect()
-
-    def close(self) -> None:
-        for worker in self.workers:
-            worker.close()
         self.files.close()
 
 

@@ -348,42 +348,45 @@ class Replay:
     def conversions(self) -> Iterator[tuple[Operation, Step | None, int]]:
         """Every operation, its step (None: outside every registered file) and how many
         bytes at its front were cut off."""
-        ignored = {"STORE": 0, "FLUSH": 0, "DEEP_SYNC": 0}
-        self.ignored = ignored
+        self.ignored = {"STORE": 0, "FLUSH": 0, "DEEP_SYNC": 0}
         self.clipped = 0
         locate = self._locator()
         for op in self.log.iter_operations():
-            kind = type(op)
-            if kind is Fence:
-                yield op, Step(FENCE, 0, 0, 0, op.index), 0
-                continue
-            if kind is Marker:
-                assert isinstance(op, Marker)
-                yield op, Step(BEGIN if op.begin else END, 0, 0, op.name, op.index), 0
-                continue
-            assert isinstance(op, Store | Flush | DeepSync)
-            address, size = op.address, op.size
-            if kind is Flush and size == _LINE:
-                address -= address % _LINE  # an instruction: the line holding its operand
-            where = locate(address, size)
-            if where is None:
-                if size:
-                    name = "STORE" if kind is Store else "FLUSH" if kind is Flush else "DEEP_SYNC"
-                    ignored[name] += 1
-                yield op, None, 0
-                continue
-            pool, off, skip, n = where
-            if n != size:
-                self.clipped += 1
-            if kind is Store:
-                assert isinstance(op, Store)
-                data = op.data
-                data = data[skip : skip + n] if n != size else data
-                yield op, Step(STORE, pool, off, data, op.index), skip
-            elif kind is Flush:
-                yield op, Step(FLUSH, pool, off, n, op.index), skip
-            else:
-                yield op, Step(DEEP, pool, off, n, op.index), skip
+            step, skip = self.step_of(op, locate)
+            yield op, step, skip
+
+    def step_of(
+        self, op: Operation, locate: Callable[[int, int], tuple[int, int, int, int] | None]
+    ) -> tuple[Step | None, int]:
+        """One operation's step (None: outside every registered file) and the bytes cut
+        off at its front; counts what is left out or cut (``ignored``, ``clipped``)."""
+        kind = type(op)
+        if kind is Fence:
+            return Step(FENCE, 0, 0, 0, op.index), 0
+        if kind is Marker:
+            assert isinstance(op, Marker)
+            return Step(BEGIN if op.begin else END, 0, 0, op.name, op.index), 0
+        assert isinstance(op, Store | Flush | DeepSync)
+        address, size = op.address, op.size
+        if kind is Flush and size == _LINE:
+            address -= address % _LINE  # an instruction: the line holding its operand
+        where = locate(address, size)
+        if where is None:
+            if size:
+                name = "STORE" if kind is Store else "FLUSH" if kind is Flush else "DEEP_SYNC"
+                self.ignored[name] += 1
+            return None, 0
+        pool, off, skip, n = where
+        if n != size:
+            self.clipped += 1
+        if kind is Store:
+            assert isinstance(op, Store)
+            data = op.data
+            data = data[skip : skip + n] if n != size else data
+            return Step(STORE, pool, off, data, op.index), skip
+        if kind is Flush:
+            return Step(FLUSH, pool, off, n, op.index), skip
+        return Step(DEEP, pool, off, n, op.index), skip
 
     def workload(self, views: list[View]) -> None:
         """Issue every step on ``views`` (one per pool, each the whole pool).

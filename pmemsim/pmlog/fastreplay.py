@@ -1,0 +1,989 @@
+"""A store log replayed on a lean model of the machine: check-log's crash points, fast.
+
+:meth:`Replay.record` runs a log through the whole simulator (the set layer, the backend's
+maps and locks, a medium with pages and provenance, a crash state with page maps per crash
+point). A log needs far less: its operations are write-back stores of at most 8 bytes,
+flushes, fences and deep syncs on CACHE_LINE pools, so here they drive a model of exactly
+that, kept per cache line:
+
+* the content loads see lives in the :class:`PoolImage` buffers themselves (a store writes
+  its bytes there at once), so at a crash point the buffers already show the all-persisted
+  image and nothing is copied or moved;
+* per line with stores in flight: its durable content, and its stores in flight as the
+  simulator's atoms (8-byte-aligned pieces, in program order);
+* per pool: its pending store records and flushes exactly as the simulator keeps them
+  (records of consecutive stores of one source line merged, program-order numbers), so that
+  lint findings, and the numbers strategies order stores by, come out the same.
+
+A crash point gets a :class:`LogState`: a :class:`CrashState` holding its lines in flight
+(:class:`LineInFlight`: durable content, atoms, and the distinct contents a crash can leave,
+which check-log's exploration reads directly); its ``units`` (the simulator's own ``Unit``
+objects, so their options, contents and losses are the simulator's code) are built when
+asked for, and its page-level questions read the buffers while it is the current point.
+The simulator stays the reference: tests/test_pmlog_fast.py replays random logs both
+ways and compares crash points, states, images, verdicts, minimal crashes and lint.
+
+The durability self-check runs here too, by default: the independent model of
+:mod:`pmemsim.pmlog.selfcheck` follows the same operations and compares, at every crash
+point, every changed or in-flight line's durable content, stores in flight and all-persisted
+content with the rules'. A disagreement is a :class:`DurabilityViolation` (a bug in pmemsim).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..snapshot import Snapshot
+from .frames import _call, source_line, trampoline
+from .grammar import RegisterFile, Store, _frames, _parse_record
+from .replay import BEGIN, DEEP, FENCE, FLUSH, STORE
+from .selfcheck import DEEP as _DEEP
+from .selfcheck import FENCE as _FENCE
+from .selfcheck import FLUSH as _FLUSH
+from .selfcheck import STORE as _STORE
+from .selfcheck import LineModel
+
+if TYPE_CHECKING:
+    from pmemsim_backends.sim import Finding
+    from pmemsim_backends.sim.lint import LintLog
+    from pmemsim_backends.sim.pagemap import PageMap
+
+    from ..explore.trace import CrashPoint
+    from .images import PoolImage
+    from .replay import Replay
+
+__all__ = ["LineInFlight", "LogMedium", "LogTrace", "log_state_type", "record_log"]
+
+LINE = 64
+PAGE = 4096
+
+
+class LogTrace(NamedTuple):
+    """What a recording of a log found besides its crash points."""
+
+    findings: list[Finding]
+    point_count: int
+    stopped: bool
+
+
+class _Stop(Exception):
+    """Ends the replay at a crash point (the callback raised StopRecording)."""
+
+
+def _workload_site() -> None:
+    """Stands for the replay loop as a provenance (a frame of pmemsim's own, which reports
+    leave out, as they leave out the simulator's replay loop)."""
+
+
+#: The provenance of a store without a C source line, and of every flush.
+_SITE = (_workload_site.__code__, 0)
+_FLUSH_PROV = (_SITE,)
+_FENCE_OP = (_FENCE,)
+
+
+def _call_offset() -> int:
+    """The instruction offset of the call inside a trampoline (frames.trampoline), which is
+    where the simulator's provenance of a trampolined store points."""
+    got: list[int] = []
+
+    def probe(a: object, b: object) -> None:
+        got.append(sys._getframe(1).f_lasti)
+
+    _call(probe, None, None)
+    return got[0]
+
+
+_TRAMPOLINE_LASTI = _call_offset()
+
+
+class LogMedium:
+    """One registered file as the crash states name it (what the simulator's medium is to
+    a CrashState: label, size, persistence unit, initial content)."""
+
+    __slots__ = ("index", "label", "loader", "size", "source_ident", "unit")
+
+    def __init__(
+        self, index: int, label: str, size: int, loader: Callable[[int], bytes] | None
+    ) -> None:
+        self.index = index
+        self.label = label
+        self.size = size
+        self.unit = LINE
+        self.loader = loader
+        self.source_ident = 0
+
+    def initial_page(self, p: int) -> bytes:
+        raw = self.loader(p) if self.loader is not None else b""
+        return raw + bytes(PAGE - len(raw)) if len(raw) < PAGE else bytes(raw)
+
+    def __repr__(self) -> str:
+        return f"<LogMedium {self.label}>"
+
+
+class LineInFlight:
+    """One line with stores in flight at a crash point: its durable content, its atoms in
+    program order (``(seq, offset, data, frame)``, as the simulator's ``Atom``), how many of
+    them a fence would make durable now, and (computed on first use) the distinct contents a
+    crash can leave, as the simulator's prefix rule orders them: any prefix of the atoms may
+    have persisted; contents are deduplicated (each kept with its longest prefix), longest
+    prefix first."""
+
+    __slots__ = (
+        "atoms",
+        "base",
+        "base_key",
+        "contents",
+        "floor",
+        "flushed",
+        "keys",
+        "kept",
+        "n",
+        "offset",
+        "pool",
+        "rank",
+        "sig",
+    )
+
+    def __init__(
+        self,
+        pool: int,
+        offset: int,
+        base: bytes,
+        atoms: tuple[Any, ...],
+        flushed: int,
+        base_key: int | None = None,
+    ) -> None:
+        self.pool = pool
+        self.offset = offset
+        self.base = base
+        self.atoms = atoms
+        self.flushed = flushed
+        #: The image key of ``base`` when known already (see PoolImage), else None.
+        self.base_key = base_key
+        self.sig: tuple[tuple[int, bytes], ...] | None = None
+        #: Per option: its content, how many atoms it keeps, its key (see PoolImage);
+        #: per prefix length, the option of its content; the option of ``base``.
+        self.contents: list[bytes]
+        self.kept: list[int]
+        self.keys: list[int | None]
+        self.rank: list[int]
+        self.floor = 0
+        if len(atoms) == 1:  # the common case
+            _, at, data, _ = atoms[0]
+            o = at - offset
+            one = base[:o] + data + base[o + len(data) :]
+            if one == base:
+                self.contents, self.kept, self.rank, self.keys = [one], [1], [0, 0], [base_key]
+            else:
+                self.contents, self.kept, self.rank = [one, base], [1, 0], [1, 0]
+                self.keys = [None, base_key]
+                self.floor = 1
+            self.n = len(self.contents)
+            return
+        buf = bytearray(base)
+        prefix = [base]
+        last: dict[bytes, int] = {base: 0}
+        for k, (_, at, data, _) in enumerate(atoms, 1):
+            o = at - offset
+            buf[o : o + len(data)] = data
+            content = bytes(buf)
+            prefix.append(content)
+            last[content] = k  # a later prefix with equal content wins: it loses fewer
+        ks = sorted(set(last.values()), reverse=True)
+        where = {k: i for i, k in enumerate(ks)}
+        self.contents = [prefix[k] for k in ks]
+        self.kept = ks
+        self.rank = [where[last[c]] for c in prefix]
+        self.floor = self.rank[0]
+        self.keys = [None] * len(ks)
+        self.keys[self.floor] = base_key
+        #: How many distinct contents.
+        self.n = len(ks)
+
+    def signature(self) -> tuple[tuple[int, bytes], ...]:
+        """The atoms as ``(offset, data)`` (what the self-check compares)."""
+        if self.sig is None:
+            self.sig = tuple((a[1], a[2]) for a in self.atoms)
+        return self.sig
+
+    def options(self) -> int:
+        """How many distinct contents the line can have after a crash."""
+        return self.n
+
+
+class _Pool:
+    """What the machine keeps of one pool."""
+
+    __slots__ = (
+        "base_keys",
+        "bases",
+        "buf",
+        "flush_seq",
+        "flushes",
+        "index",
+        "label",
+        "lines",
+        "lint_flag",
+        "medium",
+        "overlaps",
+        "records",
+        "size",
+        "tail",
+        "tail_seq",
+    )
+
+    def __init__(self, index: int, medium: LogMedium, buf: Any) -> None:
+        self.index = index
+        self.medium = medium
+        self.label = medium.label
+        self.size = medium.size
+        self.buf = buf
+        #: Pending store records as the simulator keeps them:
+        #: ``(seq, offset, data, False, code, lasti)``, in program order.
+        self.records: list[tuple[Any, ...]] = []
+        self.tail: tuple[Any, ...] | None = None
+        self.tail_seq = -2
+        #: Line offset -> its atoms in flight, in program order, and its durable content.
+        self.lines: dict[int, list[Any]] = {}
+        self.bases: dict[int, bytes] = {}
+        #: Line offset -> the image key of its durable content, when known (see store).
+        self.base_keys: dict[int, int | None] = {}
+        #: Flushes awaiting a fence: ``(seq, start, end, provenance)``, line-aligned.
+        self.flushes: list[tuple[int, int, int, Any]] = []
+        #: Line offset (with stores in flight) -> the number of the last pending flush of it.
+        self.flush_seq: dict[int, int] = {}
+        #: This pool's lint epoch may have findings (see _Machine.flush and store), and the
+        #: lines whose stores in flight overlap (lint reports them at every epoch until
+        #: they are durable).
+        self.lint_flag = False
+        self.overlaps: set[int] = set()
+
+    def line_bytes(self, line: int) -> bytes:
+        """The buffer's content of a line (zeros past the pool's end)."""
+        got = bytes(self.buf[line : line + LINE])
+        return got if len(got) == LINE else got + bytes(LINE - len(got))
+
+
+def _overlap(atoms: Any) -> bool:
+    """Whether two of a line's atoms in flight write the same bytes."""
+    for i, a in enumerate(atoms):
+        for b in atoms[i + 1 :]:
+            if a[1] < b[1] + len(b[2]) and b[1] < a[1] + len(a[2]):
+                return True
+    return False
+
+
+class _Shim:
+    """A pool's records as the simulator's Medium methods read them (``pending``,
+    ``flush_unit``, ``label``): lint's epoch replay runs the simulator's own code."""
+
+    __slots__ = ("flush_unit", "label", "pending")
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pending = pool.records
+        self.flush_unit = LINE
+        self.label = pool.label
+
+
+class _Pages(Mapping[int, bytes]):
+    """The durable content of a medium's pages at the current crash point."""
+
+    def __init__(self, machine: _Machine, pool: int, stamp: int) -> None:
+        self.machine = machine
+        self.pool = pool
+        self.stamp = stamp
+
+    def get(self, p: int, default: Any = None) -> bytes:
+        return self.machine.durable_page(self.pool, p, self.stamp)
+
+    def __getitem__(self, p: int) -> bytes:
+        return self.get(p)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self.machine.written[self.pool]))
+
+    def __len__(self) -> int:
+        return len(self.machine.written[self.pool])
+
+
+def _make_state_class() -> type:
+    from pmemsim_backends.sim.images import Atom, CrashMode, CrashState, Unit
+
+    class LogState(CrashState):  # type: ignore[misc]
+        """A crash state of a replayed log (see the module docstring). Unit-level questions
+        (units, options, contents, images' deviations) hold for good; page-level ones read
+        the buffers and hold only while the state is the machine's current one."""
+
+        def __init__(self, machine: _Machine, lines: list[LineInFlight]) -> None:
+            self.mode = CrashMode.POWER_FAILURE
+            self.barrier = machine.barriers
+            self.media = machine.media
+            self._address_of = None
+            self.usc: dict[Any, Any] = {}
+            #: The lines in flight, ordered by pool and offset (unit i is line i).
+            self.in_flight = lines
+            self._units: list[Any] | None = None
+            self._machine = machine
+            self._stamp = machine.stamp
+            self._persisted: dict[Any, Any] = {}
+            self._persisted_maps: dict[Any, Any] = {}
+            self._snapshots: list[Snapshot] | None = None
+            self._pages: list[dict[int, list[int]]] | None = None
+
+        @property
+        def units(self) -> list[Any]:
+            if self._units is None:
+                units = []
+                for line in self.in_flight:
+                    u = Unit(line.pool, line.offset, LINE)
+                    u.wb = [Atom(seq, at, data, False, fr) for seq, at, data, fr in line.atoms]
+                    u.flushed = line.flushed
+                    units.append(u)
+                self._units = units
+            return self._units
+
+        @property
+        def _bases(self) -> list[bytes]:
+            return [line.base for line in self.in_flight]
+
+        @property
+        def _unit_pages(self) -> list[dict[int, list[int]]]:
+            if self._pages is None:
+                pages: list[dict[int, list[int]]] = [{} for _ in self.media]
+                for i, line in enumerate(self.in_flight):
+                    pages[line.pool].setdefault(line.offset >> 12, []).append(i)
+                self._pages = pages
+            return self._pages
+
+        def image_count(self) -> int:
+            return math.prod([line.n for line in self.in_flight])
+
+        def base(self, unit: int) -> bytes:
+            return self.in_flight[unit].base
+
+        @property
+        def snapshots(self) -> list[Snapshot]:
+            if self._snapshots is None:
+                self._snapshots = [
+                    Snapshot(m.label, m.size, _Pages(self._machine, i, self._stamp), m.loader)
+                    for i, m in enumerate(self.media)
+                ]
+            return self._snapshots
+
+        def persisted_page(self, page: int, medium: int = 0) -> bytes:
+            return self._machine.visible_page(medium, page, self._stamp)
+
+        def changed_pages(self, since: Any, medium: int = 0) -> list[int]:
+            """Every page a store ever wrote (a superset whatever ``since`` is)."""
+            self._machine._current(self._stamp)
+            return sorted(self._machine.written[medium])
+
+        def _persisted_map(self, medium: int) -> PageMap[bytes | bytearray]:
+            return self._machine.frozen_visible(medium, self._stamp)
+
+    return LogState
+
+
+_STATE: type | None = None
+
+
+def log_state_type() -> type:
+    """The class of a log's crash states (a CrashState subclass; the simulator's package is
+    imported only when a log is replayed)."""
+    global _STATE
+    if _STATE is None:
+        _STATE = _make_state_class()
+    return _STATE
+
+
+class _Machine:
+    """The log's operations on lean per-line state, announcing crash points."""
+
+    def __init__(
+        self,
+        replay: Replay,
+        img: PoolImage,
+        crash_points: str,
+        on_point: Callable[[CrashPoint], object] | None,
+        lint: bool,
+        check: bool,
+    ) -> None:
+        from pmemsim_backends.sim.lint import LintLog
+
+        from ..explore.trace import CrashPoint, StopRecording
+
+        self.CrashPoint = CrashPoint
+        self.StopRecording = StopRecording
+        self.State = log_state_type()
+        self.replay = replay
+        self.img = img
+        self.mode = crash_points
+        self.on_point = on_point
+        self.media = [
+            LogMedium(i, f"image of {p.resolved}", p.size, None if p.source is None else p.page)
+            for i, p in enumerate(replay.pools)
+        ]
+        self.pools = [_Pool(i, m, img.buffer(i)) for i, m in enumerate(self.media)]
+        self.buffers = [p.buf for p in self.pools]
+        self.lint: LintLog | None = LintLog() if lint else None
+        self.model = (
+            LineModel(
+                [None if p.source is None else p.read for p in replay.pools],
+                [m.label for m in self.media],
+            )
+            if check
+            else None
+        )
+        self.ops = None if self.model is None else self.model.ops.append
+        self.seq = 0
+        self.since_barrier = False
+        self.barriers = 0
+        self.operations = 0
+        self.markers: list[str] = []
+        self.count = 0
+        self.changed = True
+        self.last: Any = None
+        self.stopped = False
+        self.unfenced = False
+        #: Crash points: the current stamp, and (pool, line) of every line whose content
+        #: (durable or in flight) changed since the last one.
+        self.stamp = 0
+        self.changed_lines: set[tuple[int, int]] = set()
+        #: Per pool: every page a store ever wrote (what may differ from the initial
+        #: content), and those written since the last frozen map of them (frozen_visible).
+        self.written: list[set[int]] = [set() for _ in self.pools]
+        self._stale: list[set[int]] = [set() for _ in self.pools]
+        self._frozen: list[Any] = [None for _ in self.pools]
+        #: (pool, line) written since the image buffers' keys were last brought up to date.
+        self.dirty: set[tuple[int, int]] = set()
+        self._frames: dict[tuple[str, ...], tuple[Any, int]] = {}
+        #: The lines in flight at the last crash point, reused while unchanged.
+        self._reuse: dict[tuple[int, int], LineInFlight] = {}
+
+    # -- operations ----------------------------------------------------------------------
+
+    def frame(self, frames: tuple[str, ...]) -> tuple[Any, int]:
+        """Where the simulator would say a store came from: its C line's trampoline, or
+        the replay loop."""
+        hit = self._frames.get(frames)
+        if hit is None:
+            where = source_line(frames) if frames else None
+            hit = _SITE if where is None else (trampoline(where).__code__, _TRAMPOLINE_LASTI)
+            self._frames[frames] = hit
+        return hit
+
+    def store(self, pool: int, off: int, data: bytes, frame: tuple[Any, int]) -> None:
+        """A write-back store of ``data`` (at most 8 bytes, inside the pool)."""
+        p = self.pools[pool]
+        code = frame[0]
+        self.seq = seq = self.seq + 1
+        self.since_barrier = True
+        n = len(data)
+        tail = p.tail
+        records = p.records
+        if (
+            seq == p.tail_seq + 1
+            and not off & 7
+            and records
+            and records[-1] is tail
+            and tail[4] is code
+            and tail[5] == frame[1]
+            and tail[1] + len(tail[2]) == off
+        ):
+            # The simulator extends the previous record (same instruction, next address,
+            # nothing in between): its atoms keep that record's number.
+            assert tail is not None
+            buf = tail[2]
+            if type(buf) is not bytearray:
+                buf = bytearray(buf)
+                tail = records[-1] = p.tail = (tail[0], tail[1], buf, False, code, frame[1])
+            buf += data
+            rseq = tail[0]
+        else:
+            rec = (seq, off, data, False, code, frame[1])
+            records.append(rec)
+            p.tail = rec
+            rseq = seq
+        p.tail_seq = seq
+        lines = p.lines
+        if (off & 7) + n <= 8:  # one atom: the common case
+            line = off & -LINE
+            atoms = lines.get(line)
+            if atoms is None:
+                p.bases[line] = p.line_bytes(line)
+                p.base_keys[line] = self._key_of(pool, line)
+                lines[line] = [(rseq, off, data, frame)]
+            else:
+                if line not in p.overlaps:
+                    end = off + n
+                    for other in atoms:  # an overwrite of bytes in flight: lint has findings
+                        if other[1] < end and off < other[1] + len(other[2]):
+                            p.lint_flag = True
+                            p.overlaps.add(line)
+                            break
+                atoms.append((rseq, off, data, frame))
+            key = (pool, line)
+            self.changed_lines.add(key)
+            self.dirty.add(key)
+        else:
+            self._atoms(p, rseq, off, data, frame)
+        p.buf[off : off + n] = data
+        page = off >> 12
+        self.written[pool].add(page)
+        self._stale[pool].add(page)
+        if (off + n - 1) >> 12 != page:
+            self.written[pool].add(page + 1)
+            self._stale[pool].add(page + 1)
+        self.changed = True
+        self.operations += 1
+        if self.ops is not None:
+            self.ops((_STORE, pool, off, data))
+        if self.mode == "operations":
+            self._capture("store", "after")
+
+    def _atoms(self, p: _Pool, rseq: int, off: int, data: bytes, frame: tuple[Any, int]) -> None:
+        """File a store that crosses an 8-byte boundary as its atoms."""
+        lines = p.lines
+        pos, n = 0, len(data)
+        while pos < n:
+            a = off + pos
+            take = min(8 - (a & 7), n - pos)
+            line = a & -LINE
+            atoms = lines.get(line)
+            if atoms is None:
+                p.bases[line] = p.line_bytes(line)
+                p.base_keys[line] = self._key_of(p.index, line)
+                atoms = lines[line] = []
+            elif line not in p.overlaps:
+                for other in atoms:
+                    if other[1] < a + take and a < other[1] + len(other[2]):
+                        p.lint_flag = True
+                        p.overlaps.add(line)
+                        break
+            atoms.append((rseq, a, data[pos : pos + take], frame))
+            self.changed_lines.add((p.index, line))
+            self.dirty.add((p.index, line))
+            pos += take
+
+    def _key_of(self, pool: int, line: int) -> int | None:
+        """The image key of a line's content now, if the image buffers know it (it was not
+        written since their keys were last brought up to date): a line just coming into
+        flight keeps it as the key of its durable content, which then costs no hash."""
+        key = (pool, line)
+        return None if key in self.dirty else self.img.known_key(pool, line)
+
+    def flush(self, pool: int, off: int, n: int) -> None:
+        """A flush of ``[off, off + n)`` (n > 0), already cut to the pool."""
+        p = self.pools[pool]
+        self.operations += 1
+        if self.ops is not None:
+            self.ops((_FLUSH, pool, off, n))
+        if self.mode == "operations":
+            self._capture("flush", "before")
+        self.seq = seq = self.seq + 1
+        end = off + n
+        lo = off - off % LINE
+        hi = min(-(-end // LINE) * LINE, max(p.size, end))
+        p.flushes.append((seq, lo, hi, _FLUSH_PROV))
+        self.unfenced = True
+        lines, marks = p.lines, p.flush_seq
+        if hi - lo == LINE:  # one line: the common case
+            atoms = lines.get(lo)
+            if atoms is None:
+                p.lint_flag = True  # a flush of a clean line
+            else:
+                if atoms[-1][0] < marks.get(lo, 0):
+                    p.lint_flag = True  # flushed again, nothing stored since
+                marks[lo] = seq
+        elif (hi - lo + LINE - 1) // LINE <= len(lines):
+            for line in range(lo, hi, LINE):
+                atoms = lines.get(line)
+                if atoms is None:
+                    p.lint_flag = True
+                    continue
+                if atoms[-1][0] < marks.get(line, 0):
+                    p.lint_flag = True
+                marks[line] = seq
+        else:
+            p.lint_flag = True  # more lines than are in flight: some are clean
+            for line in lines:
+                if lo <= line < hi:
+                    marks[line] = seq
+
+    def fence(self) -> None:
+        self.operations += 1
+        if self.unfenced:  # else nothing to order: not a barrier
+            self._barrier("fence")
+        # The self-check hears of the fence after its crash point, which comes before it.
+        if self.ops is not None:
+            self.ops(_FENCE_OP)
+        if self.unfenced:
+            self._resolve_all()
+
+    def deep_sync(self, pool: int, off: int, n: int) -> None:
+        p = self.pools[pool]
+        end = off + n
+        lo = off - off % LINE
+        hi = min(-(-end // LINE) * LINE, max(p.size, end))
+        self._barrier("deep_flush")
+        self.operations += 1
+        if self.ops is not None:
+            self.ops((_DEEP, pool, off, n))
+        # A deep sync flushes its range (not user code, for the lint) and fences.
+        self.seq = seq = self.seq + 1
+        p.flushes.append((seq, lo, hi, ()))
+        for line in p.lines:
+            if lo <= line < hi:
+                p.flush_seq[line] = seq
+        self._resolve_all()
+
+    def marker(self, name: str, begin: bool) -> None:
+        if begin:
+            self.markers.append(name)
+        if self.mode == "markers":
+            self._capture("marker", "at")
+        if not begin:
+            self.markers.pop()
+
+    def end(self) -> list[Finding]:
+        findings = self._final_lint() if self.lint is not None else []
+        self._capture("end", "at")
+        return findings
+
+    # -- barriers ------------------------------------------------------------------------
+
+    def _barrier(self, kind: str) -> None:
+        if self.mode != "markers" and (self.since_barrier or self.mode == "operations"):
+            self._capture(kind, "before")
+        self.changed = True
+        self.barriers += 1
+        self.since_barrier = False
+
+    def _resolve_all(self) -> None:
+        for p in self.pools:
+            if p.flushes:
+                if self.lint is not None and p.lint_flag:
+                    self._lint_epoch(p)
+                self._fold(p)
+        self.unfenced = False
+
+    def _lint_epoch(self, p: _Pool) -> None:
+        """The simulator's lint of one epoch (its own code, on this pool's records)."""
+        from pmemsim_backends.sim.medium import Medium
+
+        assert self.lint is not None
+        Medium._lint_epoch(_Shim(p), p.flushes, self.lint)
+
+    def _fold(self, p: _Pool) -> None:
+        """The fence: what a flush issued after it covers becomes durable."""
+        marks = p.flush_seq
+        lines, bases = p.lines, p.bases
+        for line, seq in marks.items():
+            atoms = lines[line]
+            k = 0
+            while k < len(atoms) and atoms[k][0] < seq:
+                k += 1
+            if not k:
+                continue
+            if k == len(atoms):
+                del lines[line], bases[line], p.base_keys[line]
+            else:
+                p.base_keys[line] = None
+                base = bytearray(bases[line])
+                for _, at, data, _ in atoms[:k]:
+                    base[at - line : at - line + len(data)] = data
+                bases[line] = bytes(base)
+                lines[line] = atoms[k:]
+            self.changed_lines.add((p.index, line))
+        if p.records:
+            kept: list[tuple[Any, ...]] = []
+            for rec in p.records:
+                seq, off, data = rec[0], rec[1], rec[2]
+                end = off + len(data)
+                first, last = off & -LINE, (end - 1) & -LINE
+                if first == last:
+                    if marks.get(first, 0) <= seq:
+                        kept.append(rec)
+                    continue
+                covered = [marks.get(line, 0) > seq for line in range(first, last + 1, LINE)]
+                if not any(covered):
+                    kept.append(rec)
+                    continue
+                # Cut at the covered lines: the uncovered runs stay in flight.
+                start = None
+                for k, line in enumerate(range(first, last + LINE + 1, LINE)):
+                    inside = k < len(covered) and not covered[k]
+                    if inside and start is None:
+                        start = max(line, off)
+                    elif not inside and start is not None:
+                        stop = min(line, end)
+                        kept.append((seq, start, data[start - off : stop - off], *rec[3:]))
+                        start = None
+            p.records = kept
+            if not kept:
+                p.tail = None
+        p.flushes = []
+        p.flush_seq = {}
+        if p.overlaps:  # overlapping stores still in flight: the next epoch reports them again
+            p.overlaps = {line for line in p.overlaps if _overlap(lines.get(line, ()))}
+        p.lint_flag = bool(p.overlaps)
+
+    def _final_lint(self) -> list[Finding]:
+        """What the simulator's lint() says at the end: the epochs' findings, and every
+        store not durable now."""
+        from pmemsim_backends.sim.lint import FindingKind, LintLog
+        from pmemsim_backends.sim.medium import Medium
+
+        assert self.lint is not None
+        now = LintLog()
+        for p in self.pools:
+            parts_of = Medium.flushed_parts(_Shim(p), p.flushes)
+            for rec, parts in parts_of:
+                _, off, data, _, code, lasti = rec
+                prov = ((code, lasti),)
+                pos = off
+                for s, e in parts:
+                    if s > pos:
+                        now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, s - pos, prov)
+                    now.add(FindingKind.UNFENCED_STORE, p.label, s, e - s, prov)
+                    pos = e
+                if pos < off + len(data):
+                    now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, off + len(data) - pos, prov)
+        found: list[Finding] = now.findings() + self.lint.findings()
+        return found
+
+    # -- crash points --------------------------------------------------------------------
+
+    def _capture(self, kind: str, position: str) -> None:
+        if self.stopped:
+            return
+        last = self.last
+        if self.changed or last is None:
+            state = self._state()
+            if self.model is not None:
+                self.model.verify(
+                    self.count,
+                    state.in_flight,
+                    self.buffers,
+                    self.changed_lines,
+                )
+            self.changed_lines = set()
+        else:
+            state = last.state
+        self.changed = False
+        point = self.CrashPoint(
+            self.count, kind, position, self.operations, tuple(self.markers), (), state
+        )
+        self.count += 1
+        self.last = point
+        if self.on_point is None:
+            return
+        try:
+            self.on_point(point)
+        except self.StopRecording:
+            self.stopped = True
+            raise _Stop() from None
+
+    def _state(self) -> Any:
+        self.stamp += 1
+        out = []
+        reuse = self._reuse
+        fresh: dict[tuple[int, int], LineInFlight] = {}
+        changed = self.changed_lines
+        for p in self.pools:
+            lines = p.lines
+            if not lines:
+                continue
+            marks = p.flush_seq
+            pi = p.index
+            for off in sorted(lines):
+                key = (pi, off)
+                atoms = lines[off]
+                mark = marks.get(off, 0)
+                k = 0
+                if mark:
+                    while k < len(atoms) and atoms[k][0] < mark:
+                        k += 1
+                line = reuse.get(key)
+                if line is None or key in changed or line.flushed != k:
+                    line = LineInFlight(pi, off, p.bases[off], tuple(atoms), k, p.base_keys[off])
+                fresh[key] = line
+                out.append(line)
+        self._reuse = fresh
+        return self.State(self, out)
+
+    # -- pages of the current crash point -------------------------------------------------
+
+    def _current(self, stamp: int) -> None:
+        if stamp != self.stamp:
+            raise RuntimeError(
+                "the pages of a log's crash state can be read only at its crash point "
+                "(the replay has moved on)"
+            )
+
+    def visible_page(self, pool: int, page: int, stamp: int) -> bytes:
+        """Page ``page`` with every store persisted."""
+        self._current(stamp)
+        buf = self.pools[pool].buf
+        got = bytes(buf[page * PAGE : page * PAGE + PAGE])
+        return got if len(got) == PAGE else got + bytes(PAGE - len(got))
+
+    def durable_page(self, pool: int, page: int, stamp: int) -> bytes:
+        """Page ``page`` with nothing in flight persisted."""
+        got = self.visible_page(pool, page, stamp)
+        p = self.pools[pool]
+        start = page * PAGE
+        inside = [line for line in p.lines if start <= line < start + PAGE]
+        if not inside:
+            return got
+        out = bytearray(got)
+        for line in inside:
+            out[line - start : line - start + LINE] = p.bases[line]
+        return bytes(out)
+
+    def frozen_visible(self, pool: int, stamp: int) -> PageMap[bytes | bytearray]:
+        """The visible pages as a frozen map (pages never written are left to the loader)."""
+        from pmemsim_backends.sim.pagemap import PageMap
+
+        self._current(stamp)
+        frozen = self._frozen[pool]
+        if frozen is None:
+            frozen = PageMap()
+        stale = self._stale[pool]
+        if stale:
+            frozen = frozen.updated({p: self.visible_page(pool, p, stamp) for p in stale})
+            stale.clear()
+        self._frozen[pool] = frozen
+        return frozen
+
+    def take_dirty(self) -> set[tuple[int, int]]:
+        """(pool, line) of every line written since the last call."""
+        out, self.dirty = self.dirty, set()
+        return out
+
+
+def record_log(
+    replay: Replay,
+    img: PoolImage,
+    crash_points: str = "barriers",
+    on_point: Callable[[CrashPoint], object] | None = None,
+    *,
+    lint: bool = False,
+    check: bool = True,
+) -> LogTrace:
+    """Replay ``replay`` on the lean machine, writing the visible content into ``img``'s
+    buffers (which must start as the pools' initial content), and hand each crash point to
+    ``on_point`` (raise :class:`pmemsim.explore.trace.StopRecording` there to end early).
+    ``lint``: gather the simulator's lint findings; ``check``: the durability self-check."""
+    m = _Machine(replay, img, crash_points, on_point, lint, check)
+    img.follow(m)
+    findings: list[Finding] = []
+    try:
+        _drive(replay, m)
+        findings = m.end()
+    except _Stop:
+        pass
+    return LogTrace(findings, m.count, m.stopped)
+
+
+def _drive(replay: Replay, m: _Machine) -> None:
+    """Every operation of the log, in order, to the machine; the replay's counts as
+    :meth:`Replay.workload` keeps them. The common records (STORE, FLUSH, FENCE) are read
+    here directly, the way the grammar reads them; the others through the grammar."""
+    replay.ignored = {"STORE": 0, "FLUSH": 0, "DEEP_SYNC": 0}
+    replay.clipped = 0
+    names: list[str] = []
+    at = array("q")
+    replay.marker_names, replay.marker_ops = names, at
+    marker_texts: dict[tuple[str, bool], str] = {}
+    locate = replay._locator()
+    spans = [(r.base, r.end, r.offset, i) for i, p in enumerate(replay.pools) for r in p.mappings]
+    # One registered range (the common case): a record inside it needs no search.
+    lo, hi, moff, only = spans[0] if len(spans) == 1 else (1, 0, 0, 0)
+    store, flush, fence, frame_of = m.store, m.flush, m.fence, m.frame
+    by_text: dict[str, tuple[Any, int]] = {}
+    site = frame_of(())
+    operations = stores = 0
+    try:
+        for chunk in replay.log.iter_texts():
+            for text in chunk:
+                if text == "FENCE":
+                    fence()
+                    operations += 1
+                    continue
+                head = text[:8]
+                if head == "STORE;0x" and text.isascii():
+                    f = text.split(";", 4)
+                    if len(f) >= 4 and f[2][:2] == f[3][:2] == "0x":
+                        try:
+                            addr, value, size = int(f[1], 16), int(f[2], 16), int(f[3], 16)
+                        except ValueError:
+                            pass
+                        else:
+                            # (The log was checked when read; a file changed since is
+                            # read by the careful path, which names a bad record.)
+                            fits = 0 < size <= 8 and not value >> (size << 3)
+                            if fits and lo <= addr and addr + size <= hi:
+                                if len(f) == 5:
+                                    frame = by_text.get(f[4])
+                                    if frame is None:
+                                        frame = by_text[f[4]] = frame_of(_frames(f[4]))
+                                else:
+                                    frame = site
+                                store(only, addr - lo + moff, value.to_bytes(size, "little"), frame)
+                                stores += 1
+                                operations += 1
+                                continue
+                elif head == "FLUSH;0x" and text.isascii():
+                    f = text.split(";")
+                    if len(f) == 3 and f[2][:2] == "0x":
+                        try:
+                            addr, size = int(f[1], 16), int(f[2], 16)
+                        except ValueError:
+                            pass
+                        else:
+                            if size == LINE:
+                                addr -= addr % LINE  # an instruction: its operand's line
+                            if size and lo <= addr and addr + size <= hi:
+                                flush(only, addr - lo + moff, size)
+                                operations += 1
+                                continue
+                # Anything else, or outside the one range: as the grammar and the
+                # simulator's replay read it.
+                op = _parse_record(0, (0, 0, 0, 0, text, False))
+                if isinstance(op, str | RegisterFile):
+                    continue
+                step, _ = replay.step_of(op, locate)
+                if step is None:
+                    continue
+                kind, pool, off, arg = step[0], step[1], step[2], step[3]
+                if kind == STORE:
+                    assert isinstance(op, Store)
+                    store(pool, off, arg, frame_of(op.frames))  # type: ignore[arg-type]
+                    stores += 1
+                elif kind == FLUSH:
+                    if arg:
+                        flush(pool, off, arg)  # type: ignore[arg-type]
+                elif kind == FENCE:
+                    fence()
+                elif kind == DEEP:
+                    if arg:
+                        m.deep_sync(pool, off, arg)  # type: ignore[arg-type]
+                else:
+                    name = str(arg)
+                    begin = kind == BEGIN
+                    known = marker_texts.get((name, begin))
+                    if known is None:
+                        known = f"{name}.{'BEGIN' if begin else 'END'}"
+                        marker_texts[(name, begin)] = known
+                    names.append(known)
+                    at.append(operations)
+                    m.marker(name, begin)
+                    continue
+                operations += 1
+    finally:
+        replay.operations, replay.stores = operations, stores

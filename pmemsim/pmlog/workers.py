@@ -1,0 +1,690 @@
+"""Checker worker processes: a C library's function (or a Python function out of process)
+judging image files that the worker keeps itself.
+
+Each worker is a forked process with one image file per registered file, in a private
+folder. This process streams it messages in batches, in the order the exploration chose the
+images:
+
+* ``("M", [(pool, line, content), ...])``: the lines whose all-persisted content changed
+  since the worker's last move (its files then show the crash state the next images are
+  made from);
+* ``("I", patches, runs, markers, info)``: one image: the worker writes the lines the image
+  deviates in (``patches``, ``(pool, offset, content)``), calls the checker once per run (a
+  list of pools: one for a library, pmreorder's protocol), writes the lines back, and
+  answers with the verdict of each run. ``markers`` (PMREORDER_MARKERS) and ``info`` (the
+  crash, for Python checkers) are None when unchanged.
+
+So an image costs this process a few small tuples, and the worker a few line copies into a
+shared mapping of its files: no file is written here, no process started per image, and a
+pool of any size costs what its crash points change.
+
+A checker may write to its image file (libpmemobj's open does); inotify tells the worker
+when someone opened one of its files for writing, and the worker rebuilds that file from its
+initial content and the lines it was sent. A checker that crashes (SIGSEGV) or runs past its
+time costs a restart: the new worker is brought to the state of the last batch answered
+(:class:`Workers` keeps those lines), and the failed batch is judged again one image at a
+time, so that the image that crashed or hung the checker is the one that gets that verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ErrorCode, InvalidArgumentError
+from ..markers import CrashInfo
+from .checkers import FunctionChecker, LibChecker, _status
+from .judging import Cand, Judge, _file_names, _runs
+from .slots import _Inotify
+
+if TYPE_CHECKING:
+    from .images import Pool
+
+__all__ = ["LibWorker", "Workers", "spare_worker"]
+
+_LEN = struct.Struct("<I")
+_PAGE = 4096
+_CHUNK = 1 << 20
+
+
+def _send(fd: int, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_LEN.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Reader:
+    """Length-prefixed pickles from a pipe, with a deadline per message."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+
+    def _fill(self, n: int, deadline: float | None) -> bool:
+        while len(self.buf) < n:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    raise TimeoutError
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return False
+            self.buf += chunk
+        return True
+
+    def get(self, deadline: float | None = None) -> Any:
+        """The next message; EOFError when the other end is gone."""
+        if not self._fill(_LEN.size, deadline):
+            raise EOFError
+        (n,) = _LEN.unpack_from(self.buf)
+        if not self._fill(_LEN.size + n, deadline):
+            raise EOFError
+        data = bytes(self.buf[_LEN.size : _LEN.size + n])
+        del self.buf[: _LEN.size + n]
+        return pickle.loads(data)
+
+
+# -- in the worker ---------------------------------------------------------------------------
+
+
+class _Files:
+    """The worker's image files: one per pool, shared-mapped, kept at the state it was sent
+    (the initial content plus every line moved)."""
+
+    def __init__(self, folder: str, names: Sequence[str], pools: Sequence[Pool]) -> None:
+        self.pools = list(pools)
+        self.paths = [os.path.join(folder, n) for n in names]
+        self.bpaths = [os.fsencode(p) for p in self.paths]
+        self.fds: list[int] = []
+        self.maps: list[mmap.mmap] = []
+        #: (pool, line) -> the content it was sent (what the file holds there).
+        self.moved: dict[tuple[int, int], bytes] = {}
+        self.notify: _Inotify | None = None
+        self.watches: dict[int, int] = {}
+        self.rebuilds = 0
+        os.makedirs(folder, 0o700, exist_ok=True)
+        try:
+            self.notify = _Inotify()
+        except (OSError, AttributeError):
+            self.notify = None  # every image rebuilt: correct, slower
+        for i in range(len(self.pools)):
+            self._create(i)
+
+    def _create(self, i: int) -> None:
+        size, source, source_size = self.pools[i]
+        path = self.paths[i]
+        # Events of the file being replaced are not news.
+        self.watches = {wd: j for wd, j in self.watches.items() if j != i}
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.ftruncate(fd, size)
+        if source is not None and source_size:
+            _copy(source, fd, min(size, source_size))
+        m = mmap.mmap(fd, size, mmap.MAP_SHARED)
+        if i < len(self.fds):
+            with contextlib.suppress(OSError, BufferError):
+                self.maps[i].close()
+                os.close(self.fds[i])
+            self.fds[i], self.maps[i] = fd, m
+        else:
+            self.fds.append(fd)
+            self.maps.append(m)
+        if self.notify is not None:
+            try:
+                self.watches[self.notify.watch(path)] = i
+            except OSError:  # out of watches: no telling what a checker does
+                self.notify.close()
+                self.notify = None
+        for (pool, line), content in self.moved.items():
+            if pool == i:
+                m[line : line + len(content)] = content
+
+    def move(self, changes: list[tuple[int, int, bytes]]) -> None:
+        maps, moved = self.maps, self.moved
+        for pool, line, content in changes:
+            maps[pool][line : line + len(content)] = content
+            moved[(pool, line)] = content
+
+    def held(self, pool: int, line: int, n: int) -> bytes:
+        """What the file holds at a line outside an image."""
+        got = self.moved.get((pool, line))
+        if got is not None:
+            return got
+        _, source, source_size = self.pools[pool]
+        if source is None or line >= source_size:
+            return bytes(n)
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, min(n, source_size - line), line)
+        finally:
+            os.close(fd)
+        return data + bytes(n - len(data))
+
+    def check(self) -> None:
+        """Rebuild every file that someone opened for writing (or changed) since."""
+        if self.notify is None:
+            for i in range(len(self.pools)):
+                self._create(i)
+            self.rebuilds += 1
+            return
+        events = self.notify.events()
+        if not events:
+            return
+        hit = {self.watches[wd] for wd, _ in events if wd in self.watches}
+        if any(mask & 0x4000 for _, mask in events):  # the queue overflowed
+            hit = set(range(len(self.pools)))
+        for i in sorted(hit):
+            self._create(i)
+        if hit:
+            self.rebuilds += 1
+        self.check()  # what rebuilding itself queued is for the old files: dropped
+
+
+def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int, wfd: int) -> None:
+    """A worker's loop: messages in, verdicts out, until EOF."""
+    from ..markers import reset_crash, set_crash
+
+    try:
+        judge = load()
+    except InvalidArgumentError as exc:
+        _send(wfd, ("error", exc.message))
+        return
+    except Exception as exc:
+        _send(wfd, ("error", f"{type(exc).__name__}: {exc}"))
+        return
+    _send(wfd, ("ready", ""))
+    reader = _Reader(rfd)
+    files: _Files | None = None
+    token: object = None
+    try:
+        while True:
+            try:
+                batch: Any = reader.get()
+            except EOFError:
+                return
+            if batch[0] == "setup":
+                _, folder, names, pools = batch
+                files = _Files(folder, names, pools)
+                continue
+            assert files is not None
+            out = []
+            maps = files.maps
+            for item in batch:
+                if item[0] == "M":
+                    files.move(item[1])
+                    continue
+                _, patches, runs, markers, info = item
+                if markers is not None:
+                    os.environ["PMREORDER_MARKERS"] = markers
+                if info is not None:
+                    if token is not None:
+                        reset_crash(token)
+                    token = set_crash(info)
+                for pool, off, content in patches:
+                    maps[pool][off : off + len(content)] = content
+                try:
+                    out.append([judge(files, run) for run in runs])
+                finally:
+                    for pool, off, content in patches:
+                        maps[pool][off : off + len(content)] = files.held(pool, off, len(content))
+                    files.check()
+            _send(wfd, out)
+    finally:
+        if token is not None:
+            reset_crash(token)
+
+
+def _c_judge(checker: LibChecker) -> Callable[[Any, list[int]], str | None]:
+    """Loads the library in the worker (ctypes: the C ABI, called in-process)."""
+    try:
+        lib = ctypes.CDLL(checker.library)
+    except OSError as exc:
+        raise InvalidArgumentError(ErrorCode.EINVAL, str(exc)) from None
+    try:
+        fn = getattr(lib, checker.function)
+    except AttributeError:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"{checker.library} has no function {checker.function!r}"
+        ) from None
+    fn.argtypes = [ctypes.c_char_p]
+    fn.restype = ctypes.c_int
+
+    def judge(files: _Files, run: list[int]) -> str | None:
+        got = fn(files.bpaths[run[0]])
+        return None if got == 1 else f"returned {got}"
+
+    return judge
+
+
+def _python_judge(
+    checker: FunctionChecker, names: list[str]
+) -> Callable[[Any, list[int]], str | None]:
+    def judge(files: _Files, run: list[int]) -> str | None:
+        views = [memoryview(files.maps[i]).toreadonly() for i in run]
+        try:
+            arg: Any = (
+                dict(zip([names[i] for i in run], views, strict=True))
+                if checker.all_files
+                else views[0]
+            )
+            return checker(arg)
+        finally:
+            for v in views:
+                v.release()
+
+    return judge
+
+
+def _copy(source: str, fd: int, n: int) -> None:
+    """The first ``n`` bytes of ``source`` into ``fd`` (in the kernel where it can)."""
+    with open(source, "rb") as f:
+        src = f.fileno()
+        done = 0
+        while done < n:
+            try:
+                got = os.copy_file_range(src, fd, n - done, done, done)
+            except OSError:
+                got = 0
+            if got <= 0:
+                data = os.pread(src, min(_CHUNK, n - done), done)
+                if not data:
+                    return
+                got = os.pwrite(fd, data, done)
+            done += got
+
+
+# -- in this process -------------------------------------------------------------------------
+
+
+class WorkerDied(Exception):
+    """The worker died or ran past its time (``status`` says which)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class LibWorker:
+    """One worker process (see the module docstring). Started at once; :meth:`ready`
+    waits until it loaded its checker (an error there is the checker's: InvalidArgumentError)."""
+
+    def __init__(
+        self,
+        checker: LibChecker | FunctionChecker,
+        names: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> None:
+        self.checker = checker
+        self.names = list(names)
+        self.timeout = timeout if timeout is not None else getattr(checker, "timeout", None)
+        self.pid = 0
+        self.loaded = False
+        self._start()
+
+    def _load(self) -> Callable[[Any, list[int]], str | None]:
+        checker = self.checker
+        if isinstance(checker, LibChecker):
+            return _c_judge(checker)
+        return _python_judge(checker, self.names)
+
+    def _start(self) -> None:
+        _reap_exited()
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                # A profiler or tracer (coverage, cProfile) of this process does not
+                # survive into a forked child: stop it there.
+                sys.setprofile(None)
+                sys.settrace(None)
+                # A crash of the checker is the checker's, reported by the parent: no
+                # Python traceback for it.
+                import faulthandler
+
+                faulthandler.disable()
+                os.close(w1)
+                os.close(r2)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _serve(self._load, r1, w2)
+            except BaseException:  # pmemsim's own bug: say what it was
+                import traceback
+
+                traceback.print_exc()
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(r1)
+        os.close(w2)
+        self.pid, self._to, self._from = pid, w1, _Reader(r2)
+        self.loaded = False
+
+    def ready(self) -> None:
+        """Wait until the worker loaded its checker."""
+        if self.loaded:
+            return
+        try:
+            kind, text = self._from.get(time.monotonic() + 60)
+        except (EOFError, TimeoutError):
+            status = self._reap(kill=True)
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"the checker {self.checker.label} failed to load: {status}"
+            ) from None
+        if kind != "ready":
+            self.close()
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"cannot load the checker {self.checker.label}: {text}"
+            )
+        self.loaded = True
+
+    def _reap(self, kill: bool = False) -> str:
+        if not self.pid:
+            return "not running"
+        if kill:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        for fd in (self._to, self._from.fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return _status(os.waitstatus_to_exitcode(status))
+
+    def close(self, wait: bool = True) -> None:
+        """End the worker: killed and waited for, or (``wait=False``, after its last answer)
+        told to stop by closing its pipe, and reaped later (its exit takes milliseconds)."""
+        if not self.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.close(self._to)
+        self._to = -1
+        if wait:
+            self._reap(kill=True)
+            return
+        with contextlib.suppress(OSError):
+            os.close(self._from.fd)
+        _EXITING.append(self.pid)
+        self.pid = 0
+        _reap_exited()
+
+    def send(self, message: object) -> None:
+        with contextlib.suppress(BrokenPipeError):  # it died: the next answer says how
+            _send(self._to, message)
+
+    def answer(self, deadline: float | None) -> Any:
+        """The answer to the oldest batch sent; WorkerDied when it died or ran past the
+        deadline (it is then dead)."""
+        try:
+            return self._from.get(deadline)
+        except TimeoutError:
+            self._reap(kill=True)
+            raise WorkerDied(f"timed out after {self.timeout} s") from None
+        except EOFError:
+            raise WorkerDied(f"the checker crashed: {self._reap()}") from None
+
+
+#: Workers told to stop and not waited for (see LibWorker.close).
+_EXITING: list[int] = []
+
+
+def _reap_exited() -> None:
+    for pid in list(_EXITING):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _EXITING.remove(pid)
+
+
+#: Workers started by LibChecker.parse (which loads the library in one to check it), kept for
+#: the check that follows: one process less to start.
+_SPARES: list[LibWorker] = []
+
+
+def spare_worker(checker: LibChecker) -> None:
+    """Start a worker for ``checker``, wait until it loaded the library (the library is
+    refused here when it cannot be), and keep it for the next check with that checker."""
+    worker = LibWorker(checker)
+    try:
+        worker.ready()
+    except BaseException:
+        worker.close()
+        raise
+    for old in _SPARES:
+        old.close()
+    _SPARES[:] = [worker]
+
+
+def _take_spare(checker: LibChecker | FunctionChecker, timeout: float | None) -> LibWorker:
+    for w in _SPARES:
+        if w.checker == checker and w.pid:
+            _SPARES.remove(w)
+            w.timeout = timeout if timeout is not None else w.timeout
+            return w
+    return LibWorker(checker, (), timeout)
+
+
+#: A queued item: a move, or an image with what to do with its verdicts.
+_Item = tuple[Any, ...]
+
+
+class _Slot:
+    """What this process keeps of one worker."""
+
+    def __init__(self, worker: LibWorker, folder: str) -> None:
+        self.worker = worker
+        self.folder = folder
+        #: Lines changed since the last move sent to it.
+        self.stale: set[tuple[int, int]] = set()
+        #: Its files' lines as of the last batch it answered (to start a new worker from).
+        self.acked: dict[tuple[int, int], bytes] = {}
+        #: Batches sent, oldest first: (items, images: [(cand, runs)]).
+        self.inflight: deque[tuple[list[_Item], list[Any]]] = deque()
+        self.markers: str | None = None
+        self.info: CrashInfo | None = None
+
+
+class Workers(Judge):
+    """``jobs`` worker processes judging images (see the module docstring). Images go to a
+    worker in batches (one message each way per batch; batches grow from 8 to 256 images),
+    two batches per worker at a time, so that a worker judges one while this process
+    prepares the next."""
+
+    def __init__(
+        self,
+        checker: LibChecker | FunctionChecker,
+        pools: list[Pool],
+        jobs: int,
+        tmp: str,
+        *args: Any,
+    ) -> None:
+        super().__init__(*args)
+        self.checker = checker
+        self.pools = pools
+        self.jobs = jobs
+        self.timeout = getattr(checker, "timeout", None)
+        self.python = isinstance(checker, FunctionChecker)
+        self.file_names = _file_names(self.names)
+        self.slots: list[_Slot] = []
+        self.depth = 8
+        self.turn = 0
+        self.filling: list[_Item] = []
+        self.images: list[Any] = []
+        self.finished = False
+        # Per image still being judged: runs left, and the verdict so far.
+        self.img.listen(self._moved)
+        try:
+            for k in range(jobs):
+                w = (
+                    _take_spare(checker, self.timeout)
+                    if not self.python and k == 0
+                    else LibWorker(checker, self.names, self.timeout)
+                )
+                slot = _Slot(w, os.path.join(tmp, f"worker-{k}"))
+                self.slots.append(slot)
+                self._setup(slot)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, slot: _Slot) -> None:
+        slot.worker.ready()
+        slot.worker.send(("setup", slot.folder, self.file_names, self.pools))
+        slot.markers = None
+        slot.info = None
+
+    def _moved(self, lines: set[tuple[int, int]]) -> None:
+        for slot in self.slots:
+            slot.stale |= lines
+
+    # -- sending -----------------------------------------------------------------------
+
+    def add(self, cand: Cand) -> None:
+        runs, known = _runs(cand, self.per_file, len(self.pools))
+        if known is not None or not runs:
+            self.verdicts.add(cand, known)
+            return
+        slot = self.slots[self.turn % self.jobs]
+        items = self.filling
+        if not items:
+            # A batch names its first image's markers and crash in full, so that it means
+            # the same to a worker restarted after an earlier batch (see _again).
+            slot.markers = slot.info = None
+        if slot.stale:
+            items.append(("M", self._contents(slot.stale)))
+            slot.stale = set()
+        img = self.img
+        options = img._options
+        patches = []
+        for d in cand.dev:
+            hit = options.get(d) or img._option(*d)
+            patches.append((hit[3], hit[4], hit[0]))
+        markers = None
+        if cand.markers != slot.markers:
+            markers = slot.markers = cand.markers
+        info = None
+        if self.python:
+            p = cand.point
+            if slot.info is None or slot.info.point != p.index:
+                info = slot.info = CrashInfo(p.index, p.kind, p.markers)
+        items.append(("I", patches, [r for r, _ in runs], markers, info))
+        self.images.append((cand, runs))
+        self.verdicts.runs += len(runs)
+        if len(self.images) >= self.depth:
+            self._flush()
+
+    def _contents(self, lines: set[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
+        img = self.img
+        out = []
+        for pool, line in sorted(lines):
+            buf = img.buffer(pool)
+            out.append((pool, line, bytes(buf[line : line + 64])))
+        return out
+
+    def _flush(self) -> None:
+        if not self.images:
+            return
+        slot = self.slots[self.turn % self.jobs]
+        self.turn += 1
+        while len(slot.inflight) >= 2:
+            self._collect(slot)
+        slot.worker.send(self.filling)
+        slot.inflight.append((self.filling, self.images))
+        self.filling, self.images = [], []
+        self.depth = min(256, self.depth * 2)
+        # The next worker's batch starts with what changed since its last one.
+
+    # -- answers -----------------------------------------------------------------------
+
+    def _collect(self, slot: _Slot) -> None:
+        items, images = slot.inflight[0]
+        n = len(images)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout * n
+        try:
+            answers = slot.worker.answer(deadline)
+        except WorkerDied:
+            answers = self._again(slot, items)
+        slot.inflight.popleft()
+        for item in items:
+            if item[0] == "M":
+                for pool, line, content in item[1]:
+                    slot.acked[(pool, line)] = content
+        for (cand, runs), verdicts in zip(images, answers, strict=True):
+            verdict = None
+            for (chosen, key), v in zip(runs, verdicts, strict=True):
+                if self.per_file is not None and key is not None:
+                    v = self.per_file.note(chosen[0], key, v)
+                if v is not None and verdict is None:
+                    verdict = v
+            self.verdicts.add(cand, verdict)
+
+    def _restart(self, slot: _Slot, acked: dict[tuple[int, int], bytes]) -> None:
+        slot.worker.close()
+        slot.worker = LibWorker(self.checker, self.names, self.timeout)
+        self._setup(slot)
+        if acked:
+            slot.worker.send([("M", [(p, ln, c) for (p, ln), c in sorted(acked.items())])])
+            slot.worker.answer(None)  # an empty answer: the move is in
+
+    def _again(self, slot: _Slot, items: list[_Item]) -> list[list[str | None]]:
+        """The worker died on this batch: judge it again an image at a time (the image that
+        crashed or hung the checker gets that verdict), from the state of the last batch it
+        answered; then send the later batches again."""
+        acked = dict(slot.acked)
+        self._restart(slot, acked)
+        answers: list[list[str | None]] = []
+        # The markers and crash of the image before (the batch's first image names both).
+        markers: str | None = None
+        info: CrashInfo | None = None
+        for item in items:
+            if item[0] == "M":
+                slot.worker.send([item])
+                slot.worker.answer(None)
+                for pool, line, content in item[1]:
+                    acked[(pool, line)] = content
+                continue
+            _, patches, runs = item[:3]
+            # A new worker has no markers or crash info yet: send them with every image.
+            markers = item[3] if item[3] is not None else markers
+            info = item[4] if item[4] is not None else info
+            slot.worker.send([("I", patches, runs, markers, info)])
+            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            try:
+                answers.append(slot.worker.answer(deadline)[0])
+            except WorkerDied as died:
+                answers.append([died.status] * len(runs))
+                self._restart(slot, acked)
+        for later, _ in list(slot.inflight)[1:]:
+            slot.worker.send(later)
+        return answers
+
+    def finish(self) -> None:
+        self._flush()
+        for slot in self.slots:
+            while slot.inflight:
+                self._collect(slot)
+        self.finished = True
+
+    def close(self) -> None:
+        self.img.listen(None)
+        for slot in self.slots:
+            # After the last answer the worker only has to exit: no need to wait for it.
+            slot.worker.close(wait=not self.finished)
