@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import PmemError
-from .check import CheckFileError, load_checks
 from .common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -30,6 +29,26 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks"
 
 #: Subcommand modules, in the order ``pmemsim --help`` lists them.
 COMMANDS = ("check", "info", "validate", "log", "record")
+#: Each subcommand's module: a command registers only its own (start-up time; ``pmemsim
+#: --help`` and mistakes register them all).
+MODULE_OF = {
+    "check": "check",
+    "replay": "check",
+    "info": "info",
+    "validate": "validate",
+    "check-log": "log",
+    "export-log": "log",
+    "record": "record",
+    "check-program": "record",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name == "load_checks":  # re-exported; its module is imported only when used
+        from .check import load_checks
+
+        return load_checks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Version(argparse.Action):
@@ -50,7 +69,8 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or (``command``) of that one's module only."""
     parser = argparse.ArgumentParser(
         prog="pmemsim",
         description="Crash-consistency testing for persistent-memory programs.",
@@ -59,13 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
+    only = MODULE_OF.get(command or "")
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        if only is None or name == only:
+            importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         with stop_on_sigterm(), restored_imports():
             return int(args.func(args))
@@ -78,12 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageProblem as exc:
         print(f"pmemsim: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except CheckFileError as exc:
-        print(f"pmemsim: ERROR {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except PmemError as exc:
         print(f"pmemsim: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        # A check file's error (CheckFileError) comes from cli.check, if it was imported.
+        check = sys.modules.get(f"{__name__}.check")
+        if check is None or not isinstance(exc, check.CheckFileError):
+            raise
+        print(f"pmemsim: ERROR {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt as exc:
         # Every finally on the way here ran: worker pools and temporary folders are gone.
         terminated = isinstance(exc, Terminated)
