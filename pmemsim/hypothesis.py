@@ -1,7 +1,8 @@
 """Hypothesis strategies for crashes of a recorded run (the only pmemsim module importing it).
 
 :func:`crashes` draws a :class:`~pmemsim.explore.Crash` over a :class:`~pmemsim.explore.Trace`
-as choices that shrink toward the minimal crash (persistency.md, last section):
+as choices that shrink toward the minimal crash (docs/persistency.md, "A crash, written
+down"):
 
 1. the crash point, an index into ``trace.points`` (shrinks toward the earliest point);
 2. a list of ``(index into trace.lines, alternative >= 1)``: each names a line that was in

@@ -6,8 +6,8 @@ where alternatives are ordered by how many in-flight stores they lose (0 = every
 visible persisted, the last = nothing unguaranteed persisted; non-temporal stores count like
 the others). Lines not listed persisted everything. Evaluation clamps every value into the
 legal range instead of rejecting it, so any shrink of a crash is still a crash
-(persistency.md, last section): shrinking lands on the fewest lines losing the fewest stores
-at the earliest crash point.
+(docs/persistency.md, "A crash, written down"): shrinking lands on the fewest lines losing
+the fewest stores at the earliest crash point.
 
 Its token (``str(crash)``) reads ``POINT:MEDIUM.OFFSET=ALT,...``, e.g. ``3:0.40=1``: crash
 point 3, line 0x40 of the first source lost its last store.

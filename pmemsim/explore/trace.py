@@ -1,6 +1,6 @@
 """Recording a workload once on the simulator: its crash points, each with a frozen crash state.
 
-Crash points (persistency.md, rule 6):
+Crash points (docs/persistency.md, "Where pmemsim crashes, and why that is enough"):
 
 * ``"barriers"`` (the default): just before every barrier (fence, clflush, msync, deep flush)
   that follows a store, and at the end of the run. Between two such barriers nothing
