@@ -131,3 +131,53 @@ def test_a_workload_that_fails_after_some_points_still_raises() -> None:
 
     with pytest.raises(ValueError, match="own bug"):
         check(CrashCheck("w", workload, lambda v: True), progress=None)
+
+
+def _epochs(n: int, lines: int) -> Any:
+    def workload(v: pm.View) -> None:
+        for e in range(n):
+            for i in range(lines):
+                v.u64[i * 8 + e % 8] = e * 10 + i + 1
+            v.persist(0, lines * 64)
+
+    return workload
+
+
+@pytest.mark.parametrize(
+    "epochs, lines, forks",
+    [
+        (3, 4, False),  # below the threshold: jobs=2 is jobs=1
+        (40, 4, True),  # past it mid-way: the rest in workers
+        (25, 4, False),  # past it, but too little left to fork for
+        (1, 9, True),  # one heavy point: straight to the workers (sliced)
+    ],
+)
+def test_jobs_explore_inline_until_the_work_is_worth_workers(
+    monkeypatch: pytest.MonkeyPatch, epochs: int, lines: int, forks: bool
+) -> None:
+    from pmemsim.explore import executor
+
+    monkeypatch.setattr(engine_module, "PARALLEL_FROM", 300)
+    started: list[int] = []
+    real = executor.LocalProcesses.explore
+
+    def explore(self: Any, session: Any) -> Any:
+        started.append(session.first)
+        return real(self, session)
+
+    monkeypatch.setattr(executor.LocalProcesses, "explore", explore)
+
+    def recover(v: pm.View) -> bool:
+        return sum(v.u64[k * 8 + 1] for k in range(lines)) % 5 != 3
+
+    c = CrashCheck("jobs", _epochs(epochs, lines), recover, strategy="exhaustive", seed=1)
+    one = check(c, progress=None)
+    two = check(c, progress=None, jobs=2)
+    assert bool(started) == forks, started
+    assert one.report() == two.report()
+    runs = {"seconds": 0, "images_per_second": 0, "recovery_runs": 0}
+    assert one.as_dict() | runs == two.as_dict() | runs
+    if not forks:
+        assert one.recovery_runs == two.recovery_runs
+    else:
+        assert started[0] == 0 if epochs == 1 else started[0] > 0

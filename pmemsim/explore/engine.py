@@ -646,6 +646,8 @@ class Session:
     point_budget: float | None
     #: A streamed check's crash points: the few still kept, by index (see :class:`_Recent`).
     window: Sequence[CrashPoint] | None = None
+    #: Crash points before this one were explored already (while recording): no work left.
+    first: int = 0
 
     @property
     def points(self) -> Sequence[CrashPoint]:
@@ -671,6 +673,8 @@ class Session:
     def weight(self, i: int) -> tuple[int, bool]:
         """About how much work crash point ``i`` is (images to run; a lazy point counts 1),
         and whether its states can be sliced."""
+        if i < self.first:
+            return 0, False
         strategy = self.strategy(i)
         if strategy.lazy:
             return 1, False
@@ -704,7 +708,7 @@ class Explorer:
         s = self.s
         if seen is None:
             seen = set()
-        for i in range(first, last):
+        for i in range(max(first, s.first), last):
             strategy = s.strategy(i)
             prev = s.strategy(i - 1) if i else None
             for state, faults, new in s.states(i):
@@ -749,7 +753,7 @@ class Explorer:
 
     def dropped(self, first: int, last: int) -> Iterator[StateReport]:
         """Reports of crash points ``[first, last)`` left out: what they had, none covered."""
-        for i in range(first, last):
+        for i in range(max(first, self.s.first), last):
             strategy = self.s.strategy(i)
             for state, faults, new in self.s.states(i):
                 rep = StateReport(i, faults, strategy.name, dropped=True)
@@ -1099,7 +1103,9 @@ def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
 
 #: Below this much work (images to run; a lazy crash point counts one) a check runs inline
 #: whatever ``jobs`` says: forking and feeding workers costs about 50 ms, the time this
-#: process takes to check well over a thousand images (bench/bench_explore.py, jobs).
+#: process takes to check well over a thousand images (bench/bench_explore.py, jobs). A
+#: streamed check (:func:`_streamed`) explores this much inline before it keeps points for
+#: workers, and forks only if they hold this much again.
 PARALLEL_FROM = 20_000
 
 
@@ -1162,9 +1168,9 @@ def check(
             planned = max(planned, result.images_possible)
             show(_progress(result, merge.points_done + 1, planned, now - started))
 
-    if executor is None and jobs == 1 and isinstance(c, CrashCheck):
+    if executor is None and isinstance(c, CrashCheck):
         with timer.installed():
-            trace = _streamed(c, result, timer, deadline, take)
+            trace = _streamed(c, result, timer, deadline, take, jobs)
         planned = result.images_possible
     else:
         with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
@@ -1230,9 +1236,15 @@ def _streamed(
     timer: RunTimer,
     deadline: float | None,
     take: Callable[[_Merge, StateReport, int], None],
+    jobs: int = 1,
 ) -> Trace:
     """Record ``c`` and explore each crash point as the recording reaches it (inline), so
-    memory holds the state being explored and the failures to report, not every point."""
+    memory holds the state being explored and the failures to report, not every point.
+
+    With ``jobs`` > 1, once the work done and the next point's reach :data:`PARALLEL_FROM`
+    images, the points from there on are kept instead; after the recording they go to
+    ``jobs`` worker processes if they hold that much work again, else they are explored
+    here. A check below the threshold is explored exactly as with ``jobs=1``."""
     from pmemsim_backends.sim import SimBackend
 
     sim = SimBackend(c.granularity)
@@ -1246,10 +1258,22 @@ def _streamed(
     merge = _Merge(session, result)
     explorer = Explorer(session)
     seen: set[bytes] = set()
+    work = 0
+    #: Points from the one where the work reached the threshold (jobs > 1).
+    kept: list[CrashPoint] = []
 
     def on_point(point: CrashPoint) -> None:
-        window.add(point)
+        nonlocal work
         result.crash_points = point.index + 1
+        if kept:
+            kept.append(point)
+            return
+        window.add(point)
+        if jobs > 1:
+            work += session.weight(point.index)[0]
+            if work >= PARALLEL_FROM:
+                kept.append(point)
+                return
         for rep in explorer.points(point.index, point.index + 1, seen=seen):
             take(merge, rep, 0)
 
@@ -1265,8 +1289,39 @@ def _streamed(
     session.trace = trace
     result.findings = trace.findings
     result.crash_points = trace.point_count
+    if kept:
+        _explore_kept(session, explorer, kept, jobs, merge, take, seen)
     merge.finish()
     return trace
+
+
+def _explore_kept(
+    session: Session,
+    explorer: Explorer,
+    kept: list[CrashPoint],
+    jobs: int,
+    merge: _Merge,
+    take: Callable[[_Merge, StateReport, int], None],
+    seen: set[bytes],
+) -> None:
+    """The crash points a streamed check kept (``kept[0]`` on): in worker processes when
+    they hold :data:`PARALLEL_FROM` images of work or more, else here."""
+    from .executor import LocalProcesses
+
+    first = kept[0].index
+    # Points before ``first`` were explored; only the one just before it is read (whether
+    # ``first``'s state is new), the others are stand-ins that no one reads.
+    before = [session.points[first - 1]] * first if first else []
+    session.trace = dataclasses.replace(session.trace, points=before + kept)
+    session.window = None
+    session.first = first
+    last = len(session.trace.points)
+    if sum(session.weight(i)[0] for i in range(first, last)) >= PARALLEL_FROM:
+        for rep in LocalProcesses(jobs).explore(session):
+            take(merge, rep, 0)
+    else:
+        for rep in explorer.points(first, last, seen=seen):
+            take(merge, rep, 0)
 
 
 def _progress(r: CheckResult, point: int, planned: int, seconds: float) -> Progress:

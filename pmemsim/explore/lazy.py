@@ -576,7 +576,10 @@ class LazyExplorer:
                 value = _masked(data[begin : begin + length], own)
             raw = value if isinstance(value, bytes) else repr(value).encode()
             leaf.update(len(raw).to_bytes(4, "little") + raw)
-            node = node.children.setdefault(value, _Node())
+            child = node.children.get(value)
+            if child is None:
+                child = node.children[value] = _Node()
+            node = child
         if node.event is not None:
             raise NondeterministicRecovery(
                 f"recovery read less than before on the same bytes: it ended with "
