@@ -1070,9 +1070,10 @@ def progress_line() -> ProgressCallback | None:
 
     def show(p: Progress) -> None:
         end = "\n" if p.point >= p.points else ""
+        on = f" on {p.workers} workers" if p.workers > 1 else ""
         sys.stderr.write(
             f"\r\x1b[K{p.check}: crash point {p.point}/{p.points}, {p.images:,} of "
-            f"{p.planned:,} images covered, {p.runs:,} runs, {p.rate:,.0f} images/s{end}"
+            f"{p.planned:,} images covered, {p.runs:,} runs, {p.rate:,.0f} images/s{on}{end}"
         )
         sys.stderr.flush()
 
@@ -1153,6 +1154,10 @@ def check(
     # and explores at once).
     deadline = None if c.time_budget is None else time.monotonic() + c.time_budget
     progress_at = [0.0]
+    exploring: list[Executor] = []  # who explores (asked for its workers at each line)
+
+    def workers() -> int:
+        return exploring[0].workers if exploring else 1
 
     def take(merge: _Merge, rep: StateReport, planned: int) -> None:
         merge.add(rep)
@@ -1166,21 +1171,20 @@ def check(
         if show is not None and now - progress_at[0] > 0.2:
             progress_at[0] = now
             planned = max(planned, result.images_possible)
-            show(_progress(result, merge.points_done + 1, planned, now - started))
+            show(_progress(result, merge.points_done + 1, planned, now - started, workers()))
 
     if executor is None and isinstance(c, CrashCheck):
         with timer.installed():
             trace = _streamed(c, result, timer, deadline, take, jobs)
         planned = result.images_possible
     else:
-        with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
-            judge.timer = timer
-            judge.steps = c.run_steps
+        with recorded_session(c, timer, deadline) as session:
+            trace = session.trace
             result.findings = trace.findings
             result.crash_points = len(trace.points)
-            session = _session(c, trace, judge, timer, deadline)
             planned = _possible(trace)
             ex = executor if executor is not None else _executor_for(jobs, session)
+            exploring.append(ex)
             merge = _Merge(session, result)
             with timer.installed():
                 for rep in ex.explore(session):
@@ -1191,8 +1195,25 @@ def check(
     result.exact = result.images_covered >= result.images_possible and not result.limits
     result.seconds = time.perf_counter() - started
     if show is not None:
-        show(_progress(result, result.crash_points, planned, result.seconds))
+        show(_progress(result, result.crash_points, planned, result.seconds, workers()))
     return result
+
+
+@contextmanager
+def recorded_session(
+    c: Any, timer: RunTimer | None = None, deadline: float | None = None
+) -> Iterator[Session]:
+    """The check's workload recorded, and everything exploring it needs (``deadline``:
+    the check's, from its start; None: its time budget from now). A distributed executor
+    opens one on each worker from the check itself: recording is deterministic."""
+    if timer is None:
+        timer = RunTimer(c.run_timeout)
+    if deadline is None and c.time_budget is not None:
+        deadline = time.monotonic() + c.time_budget
+    with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
+        judge.timer = timer
+        judge.steps = c.run_steps
+        yield _session(c, trace, judge, timer, deadline)
 
 
 def _session(
@@ -1324,10 +1345,20 @@ def _explore_kept(
             take(merge, rep, 0)
 
 
-def _progress(r: CheckResult, point: int, planned: int, seconds: float) -> Progress:
+def _progress(
+    r: CheckResult, point: int, planned: int, seconds: float, workers: int = 1
+) -> Progress:
     rate = r.images_covered / seconds if seconds > 0 else 0.0
     return Progress(
-        r.name, point, r.crash_points, r.images_covered, planned, r.recovery_runs, rate, seconds
+        r.name,
+        point,
+        r.crash_points,
+        r.images_covered,
+        planned,
+        r.recovery_runs,
+        rate,
+        seconds,
+        workers,
     )
 
 

@@ -70,6 +70,11 @@ class Executor(ABC):
     @abstractmethod
     def explore(self, session: Session) -> Iterator[StateReport]: ...
 
+    @property
+    def workers(self) -> int:
+        """Processes exploring, for progress lines."""
+        return 1
+
 
 class Inline(Executor):
     """Everything in this process, one point after the other (memory: one point's work)."""
@@ -90,6 +95,10 @@ class LocalProcesses(Executor):
         #: Seconds past the check's deadline (and one run's time) before a worker that has
         #: not answered counts as stuck.
         self.grace = grace
+
+    @property
+    def workers(self) -> int:
+        return self.jobs
 
     def explore(self, session: Session) -> Iterator[StateReport]:
         from .engine import Explorer

@@ -232,6 +232,8 @@ class Progress:
     #: Images covered per second so far.
     rate: float
     seconds: float
+    #: Processes exploring (1 inline; the worker processes, or a cluster's live workers).
+    workers: int = 1
 
 
 def _fraction(part: int, whole: int) -> str:
