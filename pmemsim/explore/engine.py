@@ -914,9 +914,21 @@ class _Merge:
         self.best: dict[tuple[str, str], _Candidate] = {}
         self.last_covered: dict[tuple[str, ...], int] = {}
         self.points_done = -1
+        #: The failing crashes of the current crash point, by state: a point cut into
+        #: slices arrives slice by slice, each with both states, and ``failing`` lists them
+        #: state by state whatever the slicing.
+        self.point_failing: dict[tuple[str, ...], list[FailedCrash]] = {}
+
+    def _flush_failing(self) -> None:
+        # States in Session.states' order: the power failure's, then the unsafe shutdown's.
+        for _, listed in sorted(self.point_failing.items(), key=lambda kv: len(kv[0])):
+            self.r.failing += listed[: FAILING_KEPT - len(self.r.failing)]
+        self.point_failing.clear()
 
     def add(self, rep: StateReport) -> None:
         r = self.r
+        if rep.point != self.points_done:
+            self._flush_failing()
         if rep.note and rep.note not in r.notes:
             r.notes.append(rep.note)
         r.images_possible += rep.possible
@@ -944,8 +956,9 @@ class _Merge:
             if note.key in new:
                 r.inconsistent += 1
                 r.hangs += note.verdict.kind == "hang"
-                if len(r.failing) < FAILING_KEPT:
-                    r.failing.append(self._failed(rep, note, self._crash(rep, note)))
+                listed = self.point_failing.setdefault(rep.faults, [])
+                if len(r.failing) + len(listed) < FAILING_KEPT:
+                    listed.append(self._failed(rep, note, self._crash(rep, note)))
             elif not rep.lazy:
                 continue  # judged at an earlier point: the same image, the same verdict
             # A read path met again may stand for a smaller crash here: consider it.
@@ -996,6 +1009,7 @@ class _Merge:
     def finish(self) -> None:
         """The minimal failure of each bug, with the user's live exception (re-run here when
         it was found elsewhere: a worker, or a run shared with an earlier crash point)."""
+        self._flush_failing()
         judge = self.s.judge
         for cand in sorted(self.best.values(), key=lambda c: c.size):
             point, state = cand.crash_point, cand.state
