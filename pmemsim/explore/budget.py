@@ -140,7 +140,7 @@ class RunTimer:
             signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT)
             return
         if self._watchdog is None:
-            self._watchdog = _Watchdog()
+            self._watchdog = _Watchdog(_hang_with(self.message()))
         self._watchdog.start(self.seconds)
 
     def disarm(self) -> None:
@@ -161,10 +161,24 @@ class RunTimer:
             raise RecoveryHang(self.message())
 
 
+def _hang_with(message: str) -> type[RecoveryHang]:
+    """RecoveryHang saying ``message`` when raised without arguments, as an exception raised
+    in another thread is: the verdict reads as the signal handler's, whichever thread ran
+    (a worker thread on a cluster, the main thread when the failure is re-run)."""
+
+    class Hang(RecoveryHang):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*(args or (message,)))
+
+    Hang.__name__ = Hang.__qualname__ = RecoveryHang.__name__
+    return Hang
+
+
 class _Watchdog:
     """One daemon thread that raises RecoveryHang in a thread whose run overstays."""
 
-    def __init__(self) -> None:
+    def __init__(self, hang: type[RecoveryHang] = RecoveryHang) -> None:
+        self._hang = hang
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._target = 0
@@ -216,5 +230,5 @@ class _Watchdog:
                 self._deadline = time.monotonic() + REPEAT  # until the run ends (see REPEAT)
                 self._fired = self._run
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self._target), ctypes.py_object(RecoveryHang)
+                    ctypes.c_ulong(self._target), ctypes.py_object(self._hang)
                 )
