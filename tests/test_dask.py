@@ -1,0 +1,253 @@
+"""Crash checks explored on a Dask cluster (a LocalCluster of 2 worker processes): the
+same reports as inline, byte for byte, for the catalogue and for checks made in Python;
+a worker killed mid-batch and a recovery that hangs change nothing; a worker that cannot
+run the check says why."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dask_support import _dask_cluster, _dask_session, dask_or_skip  # noqa: F401 (fixtures)
+
+import pmemsim as pm
+from pmemsim.cli.discover import Found, discover, restored_imports
+from pmemsim.errors import InvalidArgumentError
+from pmemsim.explore import CheckResult, CrashCheck, check
+
+ROOT = Path(__file__).resolve().parent.parent
+#: What differs between executors: timings, and how many runs the lazy explorer shared.
+VARYING = ("seconds", "images_per_second", "recovery_runs")
+
+
+def comparable(r: CheckResult) -> dict[str, Any]:
+    d = r.as_dict()
+    for k in VARYING:
+        d.pop(k, None)
+    return d
+
+
+def same(a: CheckResult, b: CheckResult) -> None:
+    assert a.report() == b.report()
+    assert comparable(a) == comparable(b)
+    assert [str(f.crash) for f in a.failing] == [str(f.crash) for f in b.failing]
+
+
+def test_the_catalogue_gives_the_reports_it_gives_inline(dask_cluster: Any) -> None:
+    dask_cluster.batch = 4
+    sent = 0
+    with restored_imports():
+        entries = [e for e in discover(ROOT / "scenarios", None) if isinstance(e, Found)]
+        assert len(entries) > 20
+        for e in entries:
+            inline = check(e.check, name=e.ref, progress=None)
+            on_dask = check(e.check, name=e.ref, progress=None, executor=dask_cluster)
+            same(on_dask, inline)
+            sent += dask_cluster.sent
+    assert sent >= 2 * len(entries)  # every check went out, in several batches
+
+
+# -- checks made in Python (they travel by value) ------------------------------------------
+
+RECORDS = 6
+
+
+def one_fence(v: pm.View) -> None:
+    """Record and count flushed together under one fence: the count may persist alone."""
+    for i in range(RECORDS):
+        v.u64[(i + 1) * 8] = i + 1
+        v.u64[0] = i + 1
+        v.flush((i + 1) * 64, 8)
+        v.flush(0, 8)
+        v.drain()
+
+
+def every_record_there(v: pm.View) -> bool:
+    return all(v.u64[(i + 1) * 8] == i + 1 for i in range(v.u64[0]))
+
+
+def log_check(recover: Any = every_record_there, **kw: Any) -> CrashCheck:
+    return CrashCheck("one fence", one_fence, recover, expect="inconsistent", **kw)
+
+
+@pytest.mark.parametrize("strategy", ["lazy", "exhaustive", "random:3"])
+def test_checks_made_in_python_give_the_same_report(dask_cluster: Any, strategy: str) -> None:
+    c = log_check(strategy=strategy, faults=("unsafe_shutdown",), seed=7)
+    inline = check(c, progress=None)
+    assert inline.failures
+    same(check(c, progress=None, executor=dask_cluster), inline)
+    assert dask_cluster.sent > 1
+    # The minimal failure was run again here: the report holds recovery's own verdict.
+    assert str(inline.failures[0].error) == "recovery returned False"
+
+
+def test_local_processes_list_failing_crashes_as_inline() -> None:
+    """A crash point cut into slices (each slice with both states) lists its failing crashes
+    state by state, as inline (this needs no Dask: the merge is the engine's)."""
+    from pmemsim.explore.executor import LocalProcesses
+
+    c = log_check(strategy="exhaustive", faults=("unsafe_shutdown",))
+    same(check(c, progress=None, executor=LocalProcesses(2)), check(c, progress=None))
+
+
+def test_progress_counts_workers(dask_cluster: Any) -> None:
+    seen: list[Any] = []
+    check(log_check(), progress=seen.append, executor=dask_cluster)
+    assert seen[-1].workers == 2
+    assert seen[-1].point == seen[-1].points
+
+
+def killing(flag: str, client: int, at: int) -> Any:
+    """Recovery that ends its worker process once, at crash point ``at`` or later (never in
+    the client, which runs recovery only to describe failures)."""
+
+    def recover(v: pm.View) -> bool:
+        crash = pm.explore.current_crash()
+        if os.getpid() != client and crash is not None and crash.point >= at:
+            try:
+                fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.close(fd)
+                os._exit(3)
+        return every_record_there(v)
+
+    return recover
+
+
+def test_a_worker_killed_mid_batch_changes_nothing(dask_cluster: Any, tmp_path: Path) -> None:
+    flag = tmp_path / "killed"
+    dask_cluster.batch = 4  # batches of several crash points: the kill is mid-batch
+    c = log_check(killing(str(flag), os.getpid(), 2), strategy="exhaustive")
+    inline = check(c, progress=None)
+    on_dask = check(c, progress=None, executor=dask_cluster)
+    assert flag.exists()  # a worker died, and its batch ran again elsewhere
+    same(on_dask, inline)
+
+
+def hanging(at: int) -> Any:
+    def recover(v: pm.View) -> bool:
+        crash = pm.explore.current_crash()
+        if crash is not None and crash.point == at:
+            while True:
+                pass
+        return every_record_there(v)
+
+    return recover
+
+
+def test_a_hang_reads_the_same_in_any_thread() -> None:
+    """Dask runs recovery in worker threads, where the run timer interrupts from another
+    thread; the client re-runs the failure in its main thread, under a signal. Both must
+    give one verdict (this needs no Dask)."""
+    c = log_check(hanging(3), run_timeout=0.3)
+    here = check(c, progress=None)
+    there: list[CheckResult] = []
+    t = threading.Thread(target=lambda: there.append(check(c, progress=None)))
+    t.start()
+    t.join(60)
+    assert here.hangs == 1
+    same(there[0], here)
+    assert "did not finish within 0.3 s" in here.report()
+
+
+def test_a_recovery_that_hangs_on_a_worker_is_a_hang(dask_cluster: Any) -> None:
+    c = log_check(hanging(3), run_timeout=0.5)
+    inline = check(c, progress=None)
+    assert inline.hangs >= 1
+    assert any(f.kind == "hang" for f in inline.failures)
+    same(check(c, progress=None, executor=dask_cluster), inline)
+
+
+def test_a_workload_that_records_differently_on_a_worker_is_refused(dask_cluster: Any) -> None:
+    client = os.getpid()
+
+    def workload(v: pm.View) -> None:
+        for i in range(1 if os.getpid() == client else 2):
+            v.u64[i * 8] = 1
+            v.persist(i * 64, 8)
+
+    c = CrashCheck("it depends", workload, lambda v: True)
+    with pytest.raises(InvalidArgumentError, match="recorded other crash states"):
+        check(c, progress=None, executor=dask_cluster)
+
+
+def test_a_check_that_does_not_pickle_says_so(dask_cluster: Any) -> None:
+    lock = threading.Lock()
+
+    def recover(v: pm.View) -> bool:
+        with lock:
+            return True
+
+    c = CrashCheck("locked", one_fence, recover)
+    with pytest.raises(InvalidArgumentError, match="cannot be sent to Dask workers"):
+        check(c, progress=None, executor=dask_cluster)
+
+
+def test_small_checks_can_stay_here(dask_cluster: Any) -> None:
+    dask_cluster.min_work = 1000
+    c = log_check()
+    same(check(c, progress=None, executor=dask_cluster), check(c, progress=None))
+    assert dask_cluster.sent == 0
+
+
+def test_without_dask_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pmemsim.distributed import Dask, DaskUnavailable
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(DaskUnavailable, match=r"pip install 'pmemsim\[dask\]'"):
+        Dask("local:2")
+
+
+@pytest.mark.parametrize(
+    ("text", "address", "workers"),
+    [
+        ("tcp://10.0.0.1:8786", "tcp://10.0.0.1:8786", None),
+        ("node7:8786", "tcp://node7:8786", None),
+        ("tls://[::1]:8786", "tls://[::1]:8786", None),
+        ("local", None, None),
+        ("local:3", None, 3),
+    ],
+)
+def test_scheduler_spellings(text: str, address: str | None, workers: int | None) -> None:
+    from pmemsim.distributed import Scheduler
+
+    s = Scheduler.parse(text)
+    assert (s.address, s.workers) == (address, workers)
+
+
+@pytest.mark.parametrize("text", ["", "local:0", "local:x", "http://x:1", "node7", "tcp://"])
+def test_bad_scheduler_spellings_are_refused(text: str) -> None:
+    from pmemsim.distributed import Scheduler
+
+    with pytest.raises(InvalidArgumentError, match="--scheduler"):
+        Scheduler.parse(text)
+
+
+def test_the_environment_names_the_scheduler() -> None:
+    from pmemsim.distributed import scheduler_from
+
+    env = {"PMEMSIM_SCHEDULER": "local:2"}
+    assert scheduler_from(None, env) is not None
+    assert str(scheduler_from(None, env)) == "local:2"
+    assert scheduler_from(None, {}) is None
+    assert str(scheduler_from("tcp://a:1", env)) == "tcp://a:1"  # the option wins
+    assert scheduler_from("", env) is None  # an empty option: no cluster
+    with pytest.raises(InvalidArgumentError, match="PMEMSIM_SCHEDULER"):
+        scheduler_from(None, {"PMEMSIM_SCHEDULER": "nonsense"})
+
+
+def test_importing_pmemsim_distributed_does_not_import_dask() -> None:
+    dask_or_skip()
+    import subprocess
+    import sys
+
+    code = "import sys, pmemsim.distributed; print('distributed' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
