@@ -10,11 +10,8 @@ here, and only when a cluster is asked for; without it the error says how to ins
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +147,9 @@ class Connection:
             raise
 
     def _start_local(self, workers: int | None) -> Any:
+        import logging
+        import tempfile
+
         from distributed import Client, LocalCluster
 
         n = workers if workers is not None else max(1, os.cpu_count() or 1)
@@ -233,5 +233,7 @@ class Connection:
                 self._cluster.close()
             self._cluster = None
         if self._scratch is not None:
+            import shutil
+
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
