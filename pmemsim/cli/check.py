@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ..distributed.options import add_scheduler_option, cluster_for
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -157,7 +158,9 @@ class _Table:
         )
 
 
-def _run_one(found: Found, args: argparse.Namespace, seed: int, out: Terminal) -> Outcome:
+def _run_one(
+    found: Found, args: argparse.Namespace, seed: int, out: Terminal, executor: Any = None
+) -> Outcome:
     from ..explore import Progress, check
 
     c = found.check
@@ -167,6 +170,7 @@ def _run_one(found: Found, args: argparse.Namespace, seed: int, out: Terminal) -
         out.status(
             f"{c.name}: crash point {p.point:,}/{p.points:,}, {p.images:,}/{p.planned:,} "
             f"images covered, {p.rate:,.0f} images/s"
+            + (f" on {p.workers} workers" if p.workers > 1 else "")
         )
 
     try:
@@ -177,6 +181,7 @@ def _run_one(found: Found, args: argparse.Namespace, seed: int, out: Terminal) -
             jobs=args.jobs,
             name=found.ref,
             progress=progress,
+            executor=executor,
         )
     except (Exception, SystemExit) as exc:
         return Outcome(c.name, found.origin, None, f"running `{found.variable}` raised", exc)
@@ -202,22 +207,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
     entries = discover(args.path, Selector(args.select), files=True)
     out = Terminal(args.color, live=None if not args.quiet else False)
     strategy = args.strategy or "per check"
-    if not args.quiet:
-        files = len({e.origin for e in entries})
-        out.print(
-            f"pmemsim check {args.path}: {plural(len(entries), 'check')} in "
-            f"{plural(files, 'file')}; seed {seed}, strategy {strategy}"
-        )
-    table = _Table(out, max(len(e.name) for e in entries), args.quiet)
-    table.head()
-    outcomes: list[Outcome] = []
-    for e in entries:
-        if isinstance(e, Broken):
-            o = Outcome(e.name, e.origin, None, e.what, e.error)
-        else:
-            o = _run_one(e, args, seed, out)
-        outcomes.append(o)
-        table.row(o)
+    with cluster_for(args.scheduler, args.jobs) as executor:
+        if not args.quiet:
+            files = len({e.origin for e in entries})
+            on = f"; on {executor.describe()}" if executor is not None else ""
+            out.print(
+                f"pmemsim check {args.path}: {plural(len(entries), 'check')} in "
+                f"{plural(files, 'file')}; seed {seed}, strategy {strategy}{on}"
+            )
+        table = _Table(out, max(len(e.name) for e in entries), args.quiet)
+        table.head()
+        outcomes: list[Outcome] = []
+        for e in entries:
+            if isinstance(e, Broken):
+                o = Outcome(e.name, e.origin, None, e.what, e.error)
+            else:
+                o = _run_one(e, args, seed, out, executor)
+            outcomes.append(o)
+            table.row(o)
     lint = "all" if args.verbose else "errors"
     for o in outcomes:
         if o.result is None:
@@ -395,6 +402,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--jobs", type=count(1), default=1, metavar="N", help="worker processes for recovery"
     )
+    add_scheduler_option(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument(
         "--junit-xml", metavar="FILE", help="also write JUnit XML, one test case per check"
