@@ -1,8 +1,8 @@
-"""One LocalCluster of 2 worker processes for every Dask test of the session.
+"""One LocalCluster of 2 worker processes per test module of Dask tests (closed after the
+module: its threads would weigh on tests that measure memory).
 
-Import the fixtures into a test module (``from dask_support import _dask_cluster,
-_dask_session``) and ask for ``dask_cluster``; the tests skip, with the reason, where dask is
-not installed.
+Loaded with ``pytest_plugins = ["dask_support"]``; tests ask for ``dask_cluster`` and skip,
+with the reason, where dask is not installed.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def dask_or_skip() -> None:
     pytest.importorskip("distributed", reason="dask is not installed: pip install 'pmemsim[dask]'")
 
 
-@pytest.fixture(scope="session", name="dask_session")
-def _dask_session() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def dask_executor() -> Iterator[Any]:
     dask_or_skip()
     from pmemsim.distributed import Dask
 
@@ -30,10 +30,10 @@ def _dask_session() -> Iterator[Any]:
         yield ex
 
 
-@pytest.fixture(name="dask_cluster")
-def _dask_cluster(dask_session: Any) -> Any:
+@pytest.fixture
+def dask_cluster(dask_executor: Any) -> Any:
     """The session's executor, with both workers up (a test may have killed one) and its
     settings as the session set them."""
-    dask_session.client.wait_for_workers(WORKERS, timeout=120)
-    dask_session.batch, dask_session.min_work, dask_session.by_value = 1, 0, ()
-    return dask_session
+    dask_executor.client.wait_for_workers(WORKERS, timeout=120)
+    dask_executor.batch, dask_executor.min_work, dask_executor.by_value = 1, 0, ()
+    return dask_executor

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dask_support import _dask_cluster, _dask_session, dask_or_skip  # noqa: F401 (fixtures)
 
 import pmemsim as pm
 from pmemsim.cli.discover import Found, discover, restored_imports
 from pmemsim.errors import InvalidArgumentError
 from pmemsim.explore import CheckResult, CrashCheck, check
+
+pytest_plugins = ["dask_support"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What differs between executors: timings, and how many runs the lazy explorer shared.
@@ -244,10 +245,104 @@ def test_the_environment_names_the_scheduler() -> None:
 
 
 def test_importing_pmemsim_distributed_does_not_import_dask() -> None:
-    dask_or_skip()
     import subprocess
     import sys
 
     code = "import sys, pmemsim.distributed; print('distributed' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _json_without_timings(path: Path) -> Any:
+    import json
+
+    data = json.loads(path.read_text())
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in (*VARYING, "runs")}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(data)
+
+
+def test_pmemsim_check_on_a_scheduler_reports_as_inline(
+    dask_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pmemsim.cli import main
+
+    path = str(ROOT / "scenarios" / "cow_node.py")
+    assert main(["check", path, "--json", str(tmp_path / "inline.json")]) == 0
+    inline = capsys.readouterr().out
+    address = dask_cluster.client.scheduler.address
+    code = main(["check", path, "--json", str(tmp_path / "dask.json"), "--scheduler", address])
+    on_dask = capsys.readouterr().out
+    assert code == 0
+    assert f"on the scheduler at {address}, 2 worker(s)" in on_dask.splitlines()[0]
+    assert _json_without_timings(tmp_path / "dask.json") == _json_without_timings(
+        tmp_path / "inline.json"
+    )
+    # Every report printed after the table is the same.
+    assert (
+        on_dask.split("\n\n", 1)[1].rsplit("\n\n", 1)[0]
+        == (inline.split("\n\n", 1)[1].rsplit("\n\n", 1)[0])
+    )
+
+
+def test_pmemsim_check_takes_the_scheduler_from_the_environment(
+    dask_cluster: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pmemsim.cli import main
+
+    address = dask_cluster.client.scheduler.address
+    monkeypatch.setenv("PMEMSIM_SCHEDULER", address)
+    assert main(["check", str(ROOT / "scenarios" / "cow_node.py"), "-k", "correct"]) == 0
+    assert f"on the scheduler at {address}" in capsys.readouterr().out
+    # --jobs asks for local processes: the variable is a default, the option wins.
+    assert main(["check", str(ROOT / "scenarios" / "cow_node.py"), "--jobs", "2"]) == 0
+    assert "on the scheduler" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scheduler", "nowhere"], "expected tcp://HOST:PORT"),
+        (["--scheduler", "local:0"], "local:N needs a number of workers >= 1"),
+        (["--scheduler", "local:2", "--jobs", "2"], "give --jobs or --scheduler, not both"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "cannot reach the Dask scheduler"),
+    ],
+)
+def test_pmemsim_check_refuses_a_bad_scheduler(
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("distributed", reason="dask is not installed")
+    from pmemsim.cli import main
+    from pmemsim.distributed import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)
+    assert main(["check", str(ROOT / "scenarios" / "cow_node.py"), *args]) == 2
+    out, err = capsys.readouterr()
+    assert message in err
+    assert out == ""  # refused before the header
+    assert "Traceback" not in err
+
+
+def test_pmemsim_check_without_dask_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    from pmemsim.cli import main
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    path = str(ROOT / "scenarios" / "cow_node.py")
+    assert main(["check", path, "--scheduler", "local:2"]) == 2
+    assert "pip install 'pmemsim[dask]'" in capsys.readouterr().err
