@@ -11,12 +11,21 @@ arm and one to disarm per run); in any other thread a watchdog thread raises the
 asynchronously in the thread running recovery. Either way the exception arrives between
 two Python bytecodes: recovery stuck inside one C call is interrupted when it returns.
 Worker processes run recovery in their main thread, so the signal works there too.
+
+The watchdog raises only while the thread runs the user's own code, not pmemsim's or the
+standard library's: an exception landing between a lock's acquire and the ``try`` that
+releases it would leave the simulator's lock held, and in another thread that is a
+deadlock. (Only after :data:`GRACE` seconds of never finding the thread there does it
+raise anyway.)
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +40,10 @@ __all__ = ["Cuts", "RunTimer"]
 
 #: Seconds between repeated interruptions of a run past its time.
 REPEAT = 0.05
+#: Seconds past a run's time after which the watchdog interrupts it wherever it is.
+GRACE = 5.0
+#: How often the watchdog looks again for the thread in the user's code.
+_LOOK = 0.001
 
 
 @dataclass
@@ -174,6 +187,29 @@ def _hang_with(message: str) -> type[RecoveryHang]:
     return Hang
 
 
+def _not_users() -> tuple[str, ...]:
+    import pmemsim_backends
+
+    import pmemsim
+
+    dirs = [os.path.dirname(m.__file__ or "") for m in (pmemsim, pmemsim_backends)]
+    dirs += [sysconfig.get_paths()["stdlib"]]
+    return tuple(os.path.join(d, "") for d in dirs if d)
+
+
+_NOT_USERS: tuple[str, ...] | None = None
+
+
+def _in_users_code(ident: int) -> bool:
+    """Whether thread ``ident`` runs the user's code (an exception raised there unwinds
+    through pmemsim's ``finally`` blocks, never between an acquire and its ``try``)."""
+    global _NOT_USERS
+    if _NOT_USERS is None:
+        _NOT_USERS = _not_users()
+    frame = sys._current_frames().get(ident)
+    return frame is not None and not frame.f_code.co_filename.startswith(_NOT_USERS)
+
+
 class _Watchdog:
     """One daemon thread that raises RecoveryHang in a thread whose run overstays."""
 
@@ -184,6 +220,7 @@ class _Watchdog:
         self._target = 0
         self._run = 0
         self._fired = -1
+        self._late = 0.0
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="pmemsim-run-timer", daemon=True)
         self._thread.start()
@@ -223,12 +260,18 @@ class _Watchdog:
                 if self._deadline is None:
                     self._cond.wait()
                     continue
-                left = self._deadline - time.monotonic()
+                now = time.monotonic()
+                left = self._deadline - now
                 if left > 0:
                     self._cond.wait(left)
                     continue
-                self._deadline = time.monotonic() + REPEAT  # until the run ends (see REPEAT)
-                self._fired = self._run
+                if self._fired != self._run:
+                    self._late = now  # the run's time is up
+                    self._fired = self._run
+                if now - self._late < GRACE and not _in_users_code(self._target):
+                    self._cond.wait(_LOOK)
+                    continue
+                self._deadline = now + REPEAT  # until the run ends (see REPEAT)
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(self._target), ctypes.py_object(self._hang)
                 )
