@@ -5,7 +5,8 @@
 2. ``pmemsim.explore`` (crash exploration), with the modules that put it in test suites;
 3. ``pmemsim.pmlog`` (store logs), which explores through 2;
 4. ``pmemsim.html`` (pictures of 2's and 3's results);
-5. ``pmemsim.cli`` and ``pmemsim.validate`` (commands over all of them).
+5. ``pmemsim.cli`` and ``pmemsim.validate`` (commands over all of them), and
+   ``pmemsim.distributed`` (exploration on a Dask cluster: it loads checks as the commands do).
 
 A module may reach up only from inside a function, for a convenience method whose feature
 lives above it (``CheckResult.to_html``): listed below, so a new one is a decision.
@@ -26,6 +27,7 @@ TIER = {
     "html": 4,
     "cli": 5,
     "validate": 5,
+    "distributed": 5,
     "__main__": 5,
 }
 #: (importing module, imported tier name): upward imports made inside a function.
