@@ -271,18 +271,30 @@ def _json_without_timings(path: Path) -> Any:
     return strip(data)
 
 
+def commands(capsys: pytest.CaptureFixture[str], *argvs: list[str]) -> list[tuple[int, str]]:
+    """Each command's exit code and output, all run from this one line: the stacks of
+    stores reach past the workload into the caller's frames."""
+    from pmemsim.cli import main
+
+    out = []
+    for argv in argvs:
+        code = main(argv)
+        out.append((code, capsys.readouterr().out))
+    return out
+
+
 def test_pmemsim_check_on_a_scheduler_reports_as_inline(
     dask_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pmemsim.cli import main
 
     path = str(ROOT / "scenarios" / "cow_node.py")
-    assert main(["check", path, "--json", str(tmp_path / "inline.json")]) == 0
-    inline = capsys.readouterr().out
     address = dask_cluster.client.scheduler.address
-    code = main(["check", path, "--json", str(tmp_path / "dask.json"), "--scheduler", address])
-    on_dask = capsys.readouterr().out
-    assert code == 0
+    (code, inline), (code_dask, on_dask) = commands(
+        capsys,
+        ["check", path, "--json", str(tmp_path / "inline.json")],
+        ["check", path, "--json", str(tmp_path / "dask.json"), "--scheduler", address],
+    )
+    assert code == code_dask == 0
     assert f"on the scheduler at {address}, 2 worker(s)" in on_dask.splitlines()[0]
     assert _json_without_timings(tmp_path / "dask.json") == _json_without_timings(
         tmp_path / "inline.json"

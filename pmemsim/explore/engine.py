@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -1213,10 +1213,9 @@ def check(
     return result
 
 
-@contextmanager
 def recorded_session(
     c: Any, timer: RunTimer | None = None, deadline: float | None = None
-) -> Iterator[Session]:
+) -> AbstractContextManager[Session]:
     """The check's workload recorded, and everything exploring it needs (``deadline``:
     the check's, from its start; None: its time budget from now). A distributed executor
     opens one on each worker from the check itself: recording is deterministic."""
@@ -1224,10 +1223,44 @@ def recorded_session(
         timer = RunTimer(c.run_timeout)
     if deadline is None and c.time_budget is not None:
         deadline = time.monotonic() + c.time_budget
-    with _recorded(c, "unsafe_shutdown" in c.faults) as (trace, judge):
-        judge.timer = timer
+    return _Recording(c, timer, deadline)
+
+
+class _Recording(AbstractContextManager["Session"]):
+    """:func:`recorded_session`. A class, not a generator: a crash check's workload is then
+    recorded from pmemsim's own frames only, as a streamed check's is, so the stacks of its
+    stores (which reach past the workload into its caller's frames) read the same whatever
+    the executor (a generator adds contextlib's frames)."""
+
+    def __init__(self, c: Any, timer: RunTimer, deadline: float | None) -> None:
+        self._c, self._timer, self._deadline = c, timer, deadline
+        self._files: AbstractContextManager[tuple[Trace, Judge]] | None = None
+
+    def __enter__(self) -> Session:
+        from .files import FileCrashCheck
+
+        c = self._c
+        unsafe_shutdown = "unsafe_shutdown" in c.faults
+        judge: Judge
+        if isinstance(c, FileCrashCheck):
+            self._files = _recorded(c, unsafe_shutdown)
+            trace, judge = self._files.__enter__()
+        else:
+            trace = record(
+                c.workload,
+                size=c.size,
+                granularity=c.granularity,
+                crash_points=c.crash_points,
+                unsafe_shutdown=unsafe_shutdown,
+            )
+            judge = _PoolJudge(c)
+        judge.timer = self._timer
         judge.steps = c.run_steps
-        yield _session(c, trace, judge, timer, deadline)
+        return _session(c, trace, judge, self._timer, self._deadline)
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        files, self._files = self._files, None
+        return files.__exit__(*exc) if files is not None else None
 
 
 def _session(
