@@ -679,6 +679,7 @@ def check_log(
     lint: bool = True,
     check: Any = None,
     simulator: bool = False,
+    executor: Any = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
     ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`).
@@ -689,8 +690,10 @@ def check_log(
     runs that recovery on the simulator. ``simulator``: replay the log on the whole
     simulator (:meth:`Replay.record`, the reference) instead of the lean machine of
     :mod:`pmemsim.pmlog.fastreplay` (the same crash points, images and findings, faster).
+    ``executor``: a :class:`pmemsim.distributed.Dask` judging the images on its workers
+    (each batch of images replays the log there; not with lazy exploration).
     """
-    inline = isinstance(checker, FunctionChecker) and jobs == 1
+    inline = isinstance(checker, FunctionChecker) and jobs == 1 and executor is None
     if engine is None:
         engine = "lazy" if inline else "exhaustive"
     if not isinstance(jobs, int) or jobs < 1:
@@ -726,7 +729,7 @@ def check_log(
     img = _image(replay)
     lazy = None
     try:
-        with _judging(replay, checker, img, jobs, verdicts) as judge:
+        with _judging(replay, checker, img, jobs, verdicts, executor, crash_points) as judge:
             if inline:
                 assert isinstance(checker, FunctionChecker)
                 lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
@@ -774,7 +777,13 @@ def _image(replay: Replay) -> PoolImage:
 
 @contextlib.contextmanager
 def _judging(
-    replay: Replay, checker: Checker, img: PoolImage, jobs: int, verdicts: Verdicts
+    replay: Replay,
+    checker: Checker,
+    img: PoolImage,
+    jobs: int,
+    verdicts: Verdicts,
+    executor: Any = None,
+    crash_points: str = "barriers",
 ) -> Iterator[Judge]:
     """The judge for ``checker``, with its image files' folder; released on the way out."""
     names = [p.path for p in replay.pools]
@@ -785,7 +794,9 @@ def _judging(
     pools = [(p.size, p.source, p.source_size) for p in replay.pools]
     with contextlib.ExitStack() as stack:
         judge: Judge
-        if isinstance(checker, FunctionChecker) and jobs == 1:
+        if executor is not None:
+            judge = executor.log_judge(replay, checker, crash_points, *common)
+        elif isinstance(checker, FunctionChecker) and jobs == 1:
             judge = Inline(checker, *common)
         else:
             # Image files: at most the pools' sizes (sparse where untouched) per slot
