@@ -358,3 +358,96 @@ def test_pmemsim_check_without_dask_says_how_to_install(
     path = str(ROOT / "scenarios" / "cow_node.py")
     assert main(["check", path, "--scheduler", "local:2"]) == 2
     assert "pip install 'pmemsim[dask]'" in capsys.readouterr().err
+
+
+# -- check-log -----------------------------------------------------------------------------
+
+DATA = ROOT / "tests" / "data" / "pmemcheck"
+#: Python versions of tests/c's checkers of two of the corpus's programs.
+CHECKERS = """
+import struct
+
+MASK = (1 << 64) - 1
+
+
+def raw_flag(img):
+    flag, length, sum_ = struct.unpack_from("<3Q", img, 0)
+    if flag == 0:
+        return True
+    if flag != 1 or not 0 < length <= 4096 - 64:
+        return False
+    s = 1469598103934665603
+    for b in bytes(img[64 : 64 + length]):
+        s = ((s ^ b) * 1099511628211) & MASK
+    return s == sum_
+
+
+def raw_tail(img):
+    magic, capacity, count = struct.unpack_from("<3Q", img, 0)
+    if magic != 0x4C494154574152:
+        return count == 0
+    if count > capacity:
+        return False
+    for i in range(count):
+        r0, r1, r2 = struct.unpack_from("<3Q", img, 64 + 32 * i)
+        if r0 == 0 or r2 != r0 ^ r1 ^ 0x9E3779B97F4A7C15:
+            return False
+    return True
+"""
+
+
+@pytest.mark.parametrize(
+    ("log", "checker", "code"),
+    [
+        ("raw_flag-bug-q.log", "raw_flag", 1),
+        ("raw_flag-fixed-q.log", "raw_flag", 0),
+        ("raw_tail-bug-q.log", "raw_tail", 1),
+        ("raw_tail-fixed-q.log", "raw_tail", 0),
+    ],
+)
+def test_check_log_on_a_scheduler_reports_as_inline(
+    dask_cluster: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    log: str,
+    checker: str,
+    code: int,
+) -> None:
+    from pmemsim.distributed import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "LOG_BATCH", 8)  # several batches, on both workers
+    checkers = tmp_path / "checkers.py"  # by file: it travels by value
+    checkers.write_text(CHECKERS)
+    args = ["check-log", str(DATA / log), "--checker-py", f"{checkers}:{checker}"]
+    args += ["--engine", "exhaustive"]
+    address = dask_cluster.client.scheduler.address
+    (inline_code, inline), (dask_code, on_dask) = commands(
+        capsys,
+        [*args, "--json", str(tmp_path / "inline.json")],
+        [*args, "--json", str(tmp_path / "dask.json"), "--scheduler", address],
+    )
+    assert inline_code == dask_code == code
+    assert f"on the scheduler at {address}, 2 worker(s)" in on_dask.splitlines()[0]
+    assert on_dask.splitlines()[1:-1] == inline.splitlines()[1:-1]  # all but header, timing
+    assert _json_without_timings(tmp_path / "dask.json") == _json_without_timings(
+        tmp_path / "inline.json"
+    )
+
+
+def test_check_log_in_python_on_a_cluster(dask_cluster: Any) -> None:
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, read_log
+
+    scope: dict[str, Any] = {}
+    exec(CHECKERS, scope)
+    replay = Replay.of(read_log(str(DATA / "raw_tail-bug-q.log")))
+    checker = FunctionChecker(scope["raw_tail"], "raw_tail")
+    dask_cluster.log_batch = 4
+    inline = check_log(replay, checker, engine="exhaustive")
+    on_dask = check_log(replay, checker, engine="exhaustive", executor=dask_cluster)
+    assert inline.inconsistent > 0
+    assert on_dask.report() == inline.report()
+    assert on_dask.as_dict().keys() == inline.as_dict().keys()
+    assert dask_cluster.sent > 1
+    with pytest.raises(InvalidArgumentError, match="lazy exploration"):
+        check_log(replay, checker, engine="lazy", executor=dask_cluster)

@@ -136,9 +136,8 @@ def _progress(term: Any) -> Any:
 
 
 def _cmd_check_log(args: argparse.Namespace) -> int:
-    from ..pmlog import Replay, check_log, read_log, replay_crash
+    from ..pmlog import Replay, read_log, replay_crash
     from .common import writable_file
-    from .terminal import Terminal
 
     if not os.path.isfile(args.log):
         raise UsageProblem(f"{args.log}: no such log file")
@@ -185,11 +184,20 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         print(f"the image of crash {args.replay} is inconsistent:\n{failure.describe()}")
         return EXIT_FAILED
     engines = _marker_engines(args.marker_engine)
-    from ..pmlog import FunctionChecker
+    from ..distributed.options import cluster_for
 
-    engine = args.engine or (
-        "lazy" if isinstance(checker, FunctionChecker) and args.jobs == 1 else "exhaustive"
-    )
+    with cluster_for(args.scheduler, args.jobs) as executor:
+        return _check_log(args, log, replay, checker, engines, executor)
+
+
+def _check_log(
+    args: argparse.Namespace, log: Any, replay: Any, checker: Any, engines: Any, executor: Any
+) -> int:
+    from ..pmlog import FunctionChecker, check_log
+    from .terminal import Terminal
+
+    inline = isinstance(checker, FunctionChecker) and args.jobs == 1 and executor is None
+    engine = args.engine or ("lazy" if inline else "exhaustive")
     files = "; ".join(
         f"file {p.path} ({p.size} bytes, base image: {_origin(p)})" for p in replay.pools
     )
@@ -198,6 +206,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         f"engine {engine}"
         f"{' with ' + str(len(engines)) + ' marker engine(s)' if engines else ''}"
         f"; seed {args.seed}; checker {checker.label}"
+        f"{'; on ' + executor.describe() if executor is not None else ''}"
     )
     term = Terminal()
     try:
@@ -214,6 +223,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
             name=args.log,
             lint=not args.no_lint,
             check=getattr(args, "_recovery_check", None),
+            executor=executor,
         )
     finally:
         term.clear()
@@ -370,6 +380,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "wins; 'none' or NoReorderNoCheck skips them); or a JSON file of them",
     )
     p.add_argument("--jobs", type=count(1), default=1, metavar="N", help="checkers at once")
+    from ..distributed.options import add_scheduler_option
+
+    add_scheduler_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed for random strategies (0)")
     p.add_argument(
         "--crash-points",

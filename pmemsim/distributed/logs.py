@@ -1,0 +1,251 @@
+"""check-log's images judged on a Dask cluster.
+
+This process replays the log and chooses the images, as it does with any judge (so the
+images, their order and their count are the same as inline); :class:`DaskJudge` collects
+them in batches of images of consecutive crash points, ``(seq, point, deviations, ...)``
+each, never their bytes. The log and the checker travel once per worker (the log as the
+parsed :class:`~pmemsim.pmlog.replay.Replay`; a ``--checker-py FILE.py:FUNCTION`` by value,
+a function of an importable module by reference). A worker replays the log up to the
+batch's last crash point, rebuilds each image from its crash state and deviations, and
+judges it with the judge this process would use with ``--jobs 1`` (a Python function in
+the worker, a library in a forked checker process, a program per image); it answers with
+the failures only. The minimal failure is chosen here, by the same rule as inline (fewest
+lines deviating, then first in order), so the report is the same.
+
+A batch replays the log from its start: it costs the replay up to its points, which the
+lean machine of :mod:`pmemsim.pmlog.fastreplay` makes small next to judging thousands of
+images, but it does make many small batches of a long log slow (see :data:`LOG_BATCH`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from ..pmlog.judging import Cand, Judge, PerFile, Verdicts
+
+if TYPE_CHECKING:
+    from ..pmlog.images import PoolImage
+    from ..pmlog.replay import Replay
+    from .executor import Dask
+
+__all__ = ["LOG_BATCH", "DaskJudge"]
+
+#: Images per batch (a worker replays the log up to the batch's points for each).
+LOG_BATCH = 2048
+#: Batches in flight per worker: more wait here, so that memory holds a bounded number.
+IN_FLIGHT = 4
+
+#: A batch's image: (seq, crash point, deviations, size key, markers, marker ordinal).
+Item = tuple[int, int, Any, tuple[int, int, int], str, int]
+
+
+class DaskJudge(Judge):
+    """Sends images to the workers in batches; their verdicts come back to ``verdicts``."""
+
+    def __init__(
+        self,
+        executor: Dask,
+        replay: Replay,
+        checker: Any,
+        crash_points: str,
+        img: PoolImage,
+        names: list[str],
+        per_file: PerFile | None,
+        verdicts: Verdicts,
+        batch: int = LOG_BATCH,
+    ) -> None:
+        super().__init__(img, names, per_file, verdicts)
+        self.client = executor.client
+        self.executor = executor
+        self.batch = batch
+        self.token = uuid.uuid4().hex
+        blob = _ship(replay, checker, crash_points)
+        self.payload = self.client.submit(
+            _payload, blob, key=f"pmemsim-log-{self.token}", pure=False
+        )
+        self.items: list[Item] = []
+        self.cands: list[Cand] = []
+        #: Batches sent and not answered: their future, and their images by seq.
+        self.waiting: OrderedDict[Any, dict[int, Cand]] = OrderedDict()
+        self.sent = 0
+
+    def add(self, cand: Cand) -> None:
+        self.items.append(
+            (cand.seq, cand.point.index, cand.dev, cand.size, cand.markers, cand.marker_ordinal)
+        )
+        self.cands.append(cand)
+        if len(self.items) >= self.batch:
+            self._send()
+
+    def _send(self) -> None:
+        if not self.items:
+            return
+        limit = max(1, self.executor.workers) * IN_FLIGHT
+        while len(self.waiting) >= limit:
+            self._collect(next(iter(self.waiting)))
+        fut = self.client.submit(
+            _judge_batch,
+            self.payload,
+            self.token,
+            self.items,
+            key=f"pmemsim-log-batch-{self.token}-{self.sent}",
+            pure=False,
+        )
+        # Only a failing image's Cand is read again (its crash point, for the report).
+        self.waiting[fut] = {c.seq: c for c in self.cands}
+        self.items, self.cands = [], []
+        self.sent += 1
+
+    def _collect(self, fut: Any) -> None:
+        cands = self.waiting.pop(fut)
+        judged, runs, failures = fut.result()
+        v = self.verdicts
+        v.judged += judged
+        v.runs += runs
+        for seq, verdict in failures:
+            v.inconsistent += 1
+            v.candidate(cands[seq], verdict)
+        if v.progress is not None:
+            v.progress(v.judged, v.judged)
+
+    def finish(self) -> None:
+        self._send()
+        while self.waiting:
+            self._collect(next(iter(self.waiting)))
+        self.executor.sent = self.sent
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.cancel([*self.waiting, self.payload])
+        self.waiting.clear()
+        with contextlib.suppress(Exception):
+            self.client.run(_forget, self.token, on_error="ignore")
+
+
+def _ship(replay: Replay, checker: Any, crash_points: str) -> bytes:
+    import cloudpickle
+
+    import pmemsim
+
+    from ..errors import ErrorCode, InvalidArgumentError
+    from ..pmlog import FunctionChecker
+
+    modules = []
+    if isinstance(checker, FunctionChecker):
+        module = __import__("sys").modules.get(getattr(checker.fn, "__module__", ""))
+        # A checker loaded from FILE.py has a private module name no worker can import.
+        if module is not None and module.__name__.startswith("pmemsim_checker_"):
+            modules.append(module)
+    try:
+        for m in modules:
+            cloudpickle.register_pickle_by_value(m)
+        blob: bytes = cloudpickle.dumps((pmemsim.__version__, replay, checker, crash_points))
+        return blob
+    except Exception as exc:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"the checker {checker.label} cannot be sent to Dask workers "
+            f"({type(exc).__name__}: {exc})",
+        ) from None
+    finally:
+        for m in modules:
+            cloudpickle.unregister_pickle_by_value(m)
+
+
+def _payload(blob: bytes) -> bytes:
+    return blob
+
+
+# -- on a worker -----------------------------------------------------------------------------
+
+_LOADED: OrderedDict[str, tuple[Replay, Any, str]] = OrderedDict()
+_LOCK = threading.Lock()
+_KEEP = 2
+
+
+def _loaded(token: str, blob: bytes) -> tuple[Replay, Any, str]:
+    import cloudpickle
+
+    import pmemsim
+
+    from .shipping import WorkerProblem
+
+    with _LOCK:
+        found = _LOADED.get(token)
+        if found is not None:
+            return found
+    try:
+        version, replay, checker, crash_points = cloudpickle.loads(blob)
+    except Exception as exc:
+        raise WorkerProblem(
+            f"the log's checker cannot be loaded on this worker ({type(exc).__name__}: "
+            f"{exc}): the modules it uses must be importable on every worker"
+        ) from None
+    if version != pmemsim.__version__:
+        raise WorkerProblem(f"this worker has pmemsim {pmemsim.__version__}, the client {version}")
+    with _LOCK:
+        _LOADED[token] = (replay, checker, crash_points)
+        while len(_LOADED) > _KEEP:
+            _LOADED.popitem(last=False)
+    return replay, checker, crash_points
+
+
+def _forget(token: str) -> None:
+    with _LOCK:
+        _LOADED.pop(token, None)
+
+
+class _Failures(Verdicts):
+    """A worker's verdicts: the failing images by seq (the client picks the minimal)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[tuple[int, str]] = []
+
+    def candidate(self, cand: Cand, verdict: str) -> None:
+        self.failures.append((cand.seq, verdict))
+
+
+def _judge_batch(blob: bytes, token: str, items: list[Item]) -> tuple[int, int, list[Any]]:
+    """Judge a batch's images on this worker: ``(images judged, checker runs, failures)``."""
+    from ..explore.trace import StopRecording
+    from ..pmlog.check import _image, _judging
+    from ..pmlog.fastreplay import record_log
+
+    replay, checker, crash_points = _loaded(token, blob)
+    by_point: dict[int, list[Item]] = {}
+    for item in items:
+        by_point.setdefault(item[1], []).append(item)
+    last = max(by_point)
+    img = _image(replay)
+    verdicts = _Failures()
+    reached = [-1]
+    try:
+        with _judging(replay, checker, img, 1, verdicts) as judge:
+
+            def on_point(point: Any) -> None:
+                reached[0] = point.index
+                wanted = by_point.get(point.index)
+                if wanted:
+                    img.move_to(point.state)
+                    for seq, _, dev, size, markers, ordinal in wanted:
+                        judge.add(Cand(seq, point, dev, size, markers, ordinal))
+                if point.index >= last:
+                    raise StopRecording
+
+            record_log(replay, img, crash_points, on_point, check=False)
+            judge.finish()
+    finally:
+        img.close()
+    if reached[0] < last:
+        from .shipping import WorkerProblem
+
+        raise WorkerProblem(
+            f"the log replayed on this worker has {reached[0] + 1} crash point(s), the "
+            f"client's at least {last + 1}"
+        )
+    return verdicts.judged, verdicts.runs, verdicts.failures
