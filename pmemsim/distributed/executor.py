@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.executor import Executor, Inline, Item, work_items
 from .cluster import Connection, Scheduler
+from .logs import LOG_BATCH
 from .shipping import fingerprint, forget, opened, ship
 
 if TYPE_CHECKING:
@@ -35,16 +36,21 @@ if TYPE_CHECKING:
 __all__ = ["BATCH", "PER_WORKER", "Dask", "batches"]
 
 #: Work per batch (images to run; a lazy crash point counts one) below which batches are
-#: not cut smaller: scheduling a task costs a few milliseconds (bench/bench_dask.py).
-BATCH = 256
-#: Batches per worker, at most: a slow batch does not leave the others idle.
-PER_WORKER = 8
+#: not cut smaller: a batch costs about 7 ms besides its images on a LocalCluster (sending
+#: it, its reports back, merging), a quarter of a second of images at 40,000 images/s
+#: would make that 3% (bench/bench_dask.py measures batch sizes).
+BATCH = 4096
+#: Batches per worker, at most: a slow batch does not leave the others idle, and a lost
+#: worker's batches cost a quarter of its share to run again.
+PER_WORKER = 4
 
 
-def batches(weights: list[tuple[int, bool]], workers: int, batch: int = BATCH) -> list[Item]:
-    """Work items of at least about ``batch`` work each, at most ``PER_WORKER`` per worker."""
+def batches(
+    weights: list[tuple[int, bool]], workers: int, batch: int = BATCH, per_worker: int = PER_WORKER
+) -> list[Item]:
+    """Work items of at least about ``batch`` work each, at most ``per_worker`` per worker."""
     total = sum(w for w, _ in weights)
-    count = max(1, min(max(1, workers) * PER_WORKER, total // max(1, batch)))
+    count = max(1, min(max(1, workers) * per_worker, total // max(1, batch)))
     return work_items(weights, count, per_worker=1)
 
 
@@ -77,7 +83,8 @@ class Dask(Executor):
     LocalCluster of 2 worker processes, closed with this executor) or ``Dask(client)`` (a
     ``distributed.Client`` of yours, left open).
 
-    ``batch``: the least work per batch (see :data:`BATCH`). ``min_work``: checks with less
+    ``batch``: the least work per batch (see :data:`BATCH`), ``per_worker``: the most
+    batches per worker (see :data:`PER_WORKER`). ``min_work``: checks with less
     work than this run in this process (shipping them costs more than it saves), as
     ``jobs`` does. ``by_value``: modules whose functions travel by value (not importable on
     the workers, e.g. a test module). Use it as a context manager, or call :meth:`close`.
@@ -88,6 +95,7 @@ class Dask(Executor):
         scheduler: str | Scheduler | Any,
         *,
         batch: int = BATCH,
+        per_worker: int = PER_WORKER,
         min_work: int = 0,
         by_value: Sequence[ModuleType] = (),
     ) -> None:
@@ -96,6 +104,9 @@ class Dask(Executor):
                 ErrorCode.EINVAL, f"batch must be an int >= 1, not {batch!r}"
             )
         self.batch = batch
+        self.per_worker = per_worker
+        #: Images per batch of check-log (:data:`.logs.LOG_BATCH`).
+        self.log_batch = LOG_BATCH
         self.min_work = min_work
         self.by_value = tuple(by_value)
         self.connection = Connection(scheduler)
@@ -116,6 +127,15 @@ class Dask(Executor):
     def close(self) -> None:
         self.connection.close()
 
+    def log_judge(self, replay: Any, checker: Any, crash_points: str, *common: Any) -> Any:
+        """check-log's judge of images on this cluster (:mod:`.logs`)."""
+        from .logs import DaskJudge
+
+        img, names, per_file, verdicts = common
+        return DaskJudge(
+            self, replay, checker, crash_points, img, names, per_file, verdicts, self.log_batch
+        )
+
     def __enter__(self) -> Dask:
         return self
 
@@ -134,7 +154,7 @@ class Dask(Executor):
             self.sent = 0
             yield from Inline().explore(session)
             return
-        items = batches(weights, self.workers, self.batch)
+        items = batches(weights, self.workers, self.batch, self.per_worker)
         self.sent = len(items)
         yield from self._run(session, items)
 
