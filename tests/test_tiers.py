@@ -33,6 +33,7 @@ TIER = {
 #: (importing module, imported tier name): upward imports made inside a function.
 LAZY_UPWARD = {
     ("pmemsim.explore.report", "html"),
+    ("pmemsim.pytest_plugin", "distributed"),  # --pmemsim-scheduler
 }
 
 
