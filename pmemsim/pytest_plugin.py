@@ -22,7 +22,7 @@ the backends, cffi and Hypothesis are imported by the fixtures that need them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -66,6 +66,10 @@ class _Session:
     backend: str
     seed: int
     replay: str | None = None
+    #: --pmemsim-scheduler, parsed (a pmemsim.distributed.Scheduler), and the Dask
+    #: executor opened for it at the first crash_check (closed with the session).
+    scheduler: Any = None
+    cluster: list[Any] = field(default_factory=list)
 
 
 _SESSION = pytest.StashKey[_Session]()
@@ -101,6 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "pmemsim-html in the pytest cache folder); 'none' writes none.",
     )
     group.addoption(
+        "--pmemsim-scheduler",
+        dest="pmemsim_scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="crash_check explores on a Dask cluster: tcp://HOST:PORT (a running scheduler), "
+        "local (a LocalCluster of one worker process per core) or local:N; needs "
+        "pip install 'pmemsim[dask]'. The report is the same as without.",
+    )
+    group.addoption(
         "--pmemsim-replay",
         dest="pmemsim_replay",
         default=None,
@@ -124,7 +137,46 @@ def pytest_configure(config: pytest.Config) -> None:
     replay = config.getoption("pmemsim_replay")
     if replay is not None and not replay.strip():
         raise pytest.UsageError("--pmemsim-replay: give the crash token a failure printed")
-    config.stash[_SESSION] = _Session(_backend_name(config), _session_seed(config), replay)
+    config.stash[_SESSION] = _Session(
+        _backend_name(config), _session_seed(config), replay, _scheduler(config)
+    )
+
+
+def _scheduler(config: pytest.Config) -> Any:
+    text = config.getoption("pmemsim_scheduler")
+    if text is None:
+        return None
+    from pmemsim.distributed import scheduler_from
+    from pmemsim.distributed.cluster import require_dask
+    from pmemsim.errors import PmemError
+
+    try:
+        scheduler = scheduler_from(text, what="--pmemsim-scheduler")
+        if scheduler is not None:
+            require_dask()
+    except PmemError as exc:
+        raise pytest.UsageError(exc.message) from None
+    return scheduler
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        for executor in session.cluster:
+            executor.close()
+        session.cluster.clear()
+
+
+def _cluster(session: _Session, module: Any) -> Any:
+    """The session's Dask executor (opened at its first use), shipping the test's module
+    by value (the workers cannot import a test module)."""
+    if not session.cluster:
+        from pmemsim.distributed import Dask
+
+        session.cluster.append(Dask(session.scheduler))
+    executor = session.cluster[0]
+    executor.by_value = (module,) if module is not None else ()
+    return executor
 
 
 def _backend_name(config: pytest.Config) -> str:
@@ -174,7 +226,8 @@ def _session_seed(config: pytest.Config) -> int:
 def pytest_report_header(config: pytest.Config) -> str:
     s = config.stash[_SESSION]
     replay = f" replay={s.replay}" if s.replay else ""
-    return f"pmemsim: backend={s.backend} seed={s.seed}{replay}"
+    scheduler = f" scheduler={s.scheduler}" if s.scheduler is not None else ""
+    return f"pmemsim: backend={s.backend} seed={s.seed}{replay}{scheduler}"
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -317,7 +370,10 @@ def crash_check(request: pytest.FixtureRequest, pmemsim_seed: int) -> CrashCheck
         c = _build(request.node.name, args, chosen, pmemsim_seed)
         if session.replay is not None:
             return _replayed(c, session.replay, nodeid)
-        result = check(c, jobs=jobs, progress=None)
+        executor = None
+        if session.scheduler is not None and jobs == 1:
+            executor = _cluster(session, getattr(request, "module", None))
+        result = check(c, jobs=jobs, progress=None, executor=executor)
         rerun = f"pmemsim: rerun the test with: pytest {_quoted(nodeid)} --pmemsim-seed={c.seed}"
         if c.expect == "inconsistent":
             if not result.failures:

@@ -17,7 +17,7 @@ from pmemsim.cli.discover import Found, discover, restored_imports
 from pmemsim.errors import InvalidArgumentError
 from pmemsim.explore import CheckResult, CrashCheck, check
 
-pytest_plugins = ["dask_support"]
+pytest_plugins = ["dask_support", "pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What differs between executors: timings, and how many runs the lazy explorer shared.
@@ -451,3 +451,77 @@ def test_check_log_in_python_on_a_cluster(dask_cluster: Any) -> None:
     assert dask_cluster.sent > 1
     with pytest.raises(InvalidArgumentError, match="lazy exploration"):
         check_log(replay, checker, engine="lazy", executor=dask_cluster)
+
+
+# -- the pytest plugin ---------------------------------------------------------------------
+
+INNER = """
+import os
+
+PIDS = {pids!r}
+REPORT = {report!r}
+
+
+def one_fence(v):
+    for i in range(6):
+        v.u64[(i + 1) * 8] = i + 1
+        v.u64[0] = i + 1
+        v.flush((i + 1) * 64, 8)
+        v.flush(0, 8)
+        v.drain()
+
+
+def every_record_there(v):
+    with open(PIDS, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    return all(v.u64[(i + 1) * 8] == i + 1 for i in range(v.u64[0]))
+
+
+def test_it(crash_check):
+    r = crash_check(one_fence, every_record_there, expect="inconsistent", strategy="exhaustive")
+    with open(REPORT, "w") as f:
+        f.write(r.report())
+"""
+
+
+def test_the_pytest_plugin_explores_on_a_scheduler(
+    dask_cluster: Any, pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pids, report = tmp_path / "pids", tmp_path / "report"
+    pytester.makepyfile(test_inner=INNER.format(pids=str(pids), report=str(report)))
+    address = dask_cluster.client.scheduler.address
+    reports = []
+    for extra in ([], [f"--pmemsim-scheduler={address}"]):
+        pids.write_text("")
+        result = pytester.runpytest_inprocess("-p", "no:cacheprovider", *extra)
+        result.assert_outcomes(passed=1)
+        reports.append(report.read_text())
+        ran = {int(x) for x in pids.read_text().split()}
+        assert (ran == {os.getpid()}) == (not extra)  # with the option, workers ran it
+    assert reports[0] == reports[1] and reports[0]
+    assert f"scheduler={address}" in str(result.outlines)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("nowhere", "expected tcp://HOST:PORT"), ("local:0", "local:N needs a number")],
+)
+def test_the_pytest_plugin_refuses_a_bad_scheduler(
+    pytester: pytest.Pytester, value: str, message: str
+) -> None:
+    pytester.makepyfile(test_inner="def test_it():\n    pass\n")
+    result = pytester.runpytest_inprocess(f"--pmemsim-scheduler={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in str(result.errlines)
+
+
+def test_the_pytest_plugin_without_dask_says_how_to_install(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    pytester.makepyfile(test_inner="def test_it():\n    pass\n")
+    result = pytester.runpytest_inprocess("--pmemsim-scheduler=local:2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "pip install 'pmemsim[dask]'" in str(result.errlines)
