@@ -4,8 +4,10 @@ report must be the one exploring the whole recorded trace gives (``executor=Inli
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
+import os
 import sys
 import weakref
 from pathlib import Path
@@ -181,3 +183,24 @@ def test_jobs_explore_inline_until_the_work_is_worth_workers(
         assert one.recovery_runs == two.recovery_runs
     else:
         assert started[0] == 0 if epochs == 1 else started[0] > 0
+
+
+def _pipes() -> int:
+    """Pipe ends this process holds (Linux: /proc/self/fd)."""
+    import stat
+
+    n = 0
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += stat.S_ISFIFO(os.fstat(int(name)).st_mode)
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_worker_holds_no_other_workers_pipes() -> None:
+    """A worker that held the parent's end of an earlier worker's pipe kept that worker from
+    seeing its pipe close: stopping it waited its 50 ms grace, then sent SIGTERM."""
+    from pmemsim.explore.workers import Workers
+
+    held = list(Workers(3, lambda: lambda item: _pipes()).map([0, 1, 2]))
+    assert len(held) == 3 and held[0] == held[1] == held[2], held

@@ -56,7 +56,9 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 
 class _Worker:
-    def __init__(self, start: Callable[[], Callable[[Any], Any]]) -> None:
+    def __init__(
+        self, start: Callable[[], Callable[[Any], Any]], siblings: Sequence[int] = ()
+    ) -> None:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
         pid = os.fork()
@@ -65,6 +67,10 @@ class _Worker:
             try:
                 os.close(from_parent)
                 os.close(to_parent)
+                # The parent's ends of the workers forked before: held here, they would
+                # keep those workers from seeing their pipe close until this one exits.
+                for fd in siblings:
+                    os.close(fd)
                 # Ctrl-C is the parent's to handle; SIGTERM exits through finally blocks.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, _exit_quietly)
@@ -79,12 +85,18 @@ class _Worker:
         self.receive_fd = to_parent
         self.item: int | None = None
 
+    def close(self) -> None:
+        """Close its pipes (once): an idle worker exits when no process holds them open."""
+        for fd in (self.send_fd, self.receive_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.send_fd = self.receive_fd = -1
+
     def stop(self, wait: float) -> None:
         """Close its pipes (an idle worker exits), then SIGTERM, then SIGKILL whatever is
         still running ``wait`` seconds later."""
-        for fd in (self.send_fd, self.receive_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.close()
         if self._reaped(0.05):
             return
         with contextlib.suppress(ProcessLookupError):
@@ -96,6 +108,7 @@ class _Worker:
 
     def _reaped(self, wait: float | None) -> bool:
         until = None if wait is None else time.monotonic() + wait
+        pause = 0.0005  # an idle worker exits within a millisecond of its pipe closing
         while True:
             try:
                 pid, _ = os.waitpid(self.pid, 0 if until is None else os.WNOHANG)
@@ -105,7 +118,8 @@ class _Worker:
                 return True
             if until is not None and time.monotonic() >= until:
                 return False
-            time.sleep(0.01)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.01)
 
 
 def _serve(receive: int, send: int, start: Callable[[], Callable[[Any], Any]]) -> int:
@@ -152,12 +166,15 @@ class Workers:
         workers: list[_Worker] = []
         try:
             for _ in range(min(self.jobs, len(items))):
-                workers.append(_Worker(self.start))
+                held = [fd for w in workers for fd in (w.send_fd, w.receive_fd)]
+                workers.append(_Worker(self.start, held))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         try:
             yield from self._run(workers, items, timeout)
         finally:
+            for w in workers:  # every pipe first: idle workers all exit at once
+                w.close()
             for w in workers:
                 w.stop(2.0)
 
