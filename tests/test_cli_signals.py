@@ -51,7 +51,7 @@ def files_recover(backend, folder):
 
 
 # Exhaustive: 32,768 slow runs (lazily, a recovery that reads nothing is one run per point),
-# past the 20,000 images from which --jobs 2 starts workers.
+# past the 5,000 images from which --jobs 2 starts workers.
 pool = CrashCheck("pool", pool_workload, pool_recover, strategy="exhaustive")
 files = FileCrashCheck("files", files_workload, files_recover, strategy="exhaustive")
 """

@@ -1117,11 +1117,11 @@ def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
 
 
 #: Below this much work (images to run; a lazy crash point counts one) a check runs inline
-#: whatever ``jobs`` says: forking and feeding workers costs about 50 ms, the time this
-#: process takes to check well over a thousand images (bench/bench_explore.py, jobs). A
-#: streamed check (:func:`_streamed`) explores this much inline before it keeps points for
-#: workers, and forks only if they hold this much again.
-PARALLEL_FROM = 20_000
+#: whatever ``jobs`` says: starting, feeding and stopping two workers costs about 10-20 ms,
+#: which two free cores win back from about 3,000 images of a trivial recovery
+#: (bench/bench_explore.py, jobs). A streamed check (:func:`_streamed`) explores this much
+#: inline before it keeps points for workers, and forks only if they hold this much again.
+PARALLEL_FROM = 5_000
 
 
 def check(
