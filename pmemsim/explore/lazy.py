@@ -553,7 +553,8 @@ class LazyExplorer:
         choice = dict(dev)
         node = root
         values = iter(out.values)
-        leaf = hashlib.blake2b(repr(context).encode(), digest_size=16)
+        raws = [repr(context).encode()]  # the leaf's digest input, hashed once at the end
+        unit_at, fixed, content = alts.unit_at, alts.fixed, alts.content
         for k, event in enumerate(out.events):
             if node.verdict is not None:
                 raise NondeterministicRecovery(
@@ -569,13 +570,17 @@ class LazyExplorer:
                 )
             if event[0] == "info":
                 value: object = next(values)
+                raw = value if isinstance(value, bytes) else repr(value).encode()
             else:
                 m, idx, begin, length, own = event  # type: ignore[misc]
-                u = alts.unit_at(m, idx)
-                data = alts.fixed(m, idx) if u is None else alts.content(u, choice.get(u, 0))
-                value = _masked(data[begin : begin + length], own)
-            raw = value if isinstance(value, bytes) else repr(value).encode()
-            leaf.update(len(raw).to_bytes(4, "little") + raw)
+                u = unit_at(m, idx)
+                data = fixed(m, idx) if u is None else content(u, choice.get(u, 0))
+                raw = data[begin : begin + length]
+                if own:
+                    raw = _masked(raw, own)
+                value = raw
+            raws.append(len(raw).to_bytes(4, "little"))
+            raws.append(raw)
             child = node.children.get(value)
             if child is None:
                 child = node.children[value] = _Node()
@@ -587,7 +592,7 @@ class LazyExplorer:
             )
         if node.verdict is None:
             node.verdict = out.verdict
-            node.leaf = leaf.digest()
+            node.leaf = hashlib.blake2b(b"".join(raws), digest_size=16).digest()
         elif node.verdict != out.verdict:
             raise NondeterministicRecovery(
                 f"recovery gave two verdicts on the same bytes: {_verdict(node.verdict)} "
