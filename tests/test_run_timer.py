@@ -6,6 +6,8 @@ wherever the thread is."""
 
 from __future__ import annotations
 
+import os
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -17,23 +19,23 @@ from pmemsim.explore import budget
 from pmemsim.explore.report import RecoveryHang
 
 
-def _as_pmemsims(body: str, name: str) -> Any:
-    """A function whose code is pmemsim's own as far as the watchdog can tell (its file is
-    one of pmemsim's)."""
+def _as_if_in(filename: str) -> Any:
+    """Bookkeeping that takes ``seconds`` and notes when it is through, whose code is in
+    ``filename`` as far as the watchdog can tell."""
+    body = (
+        "def bookkeeping(seconds, through):\n"
+        "    end = time.monotonic() + seconds\n"
+        "    while time.monotonic() < end:\n"
+        "        pass\n"
+        "    through.append(True)\n"
+    )
     scope: dict[str, Any] = {"time": time}
-    exec(compile(body, budget.__file__, "exec"), scope)
-    return scope[name]
+    exec(compile(body, filename, "exec"), scope)
+    return scope["bookkeeping"]
 
 
-#: pmemsim's bookkeeping that takes ``seconds`` and notes when it is through.
-bookkeeping = _as_pmemsims(
-    "def bookkeeping(seconds, through):\n"
-    "    end = time.monotonic() + seconds\n"
-    "    while time.monotonic() < end:\n"
-    "        pass\n"
-    "    through.append(True)\n",
-    "bookkeeping",
-)
+#: pmemsim's own bookkeeping.
+bookkeeping = _as_if_in(budget.__file__)
 
 
 def interrupted(body: Callable[[], None], run_timeout: float = 0.05) -> float | None:
@@ -77,6 +79,20 @@ def test_a_hang_waits_until_the_thread_is_back_in_the_users_code() -> None:
 
     took = interrupted(body)
     assert through == [True]  # not interrupted inside pmemsim's code
+    assert took is not None and 0.3 <= took < 5
+
+
+@pytest.mark.parametrize("where", ["stdlib", "purelib"])
+def test_nor_in_the_standard_library_or_an_installed_package(where: str) -> None:
+    elsewhere = _as_if_in(os.path.join(sysconfig.get_paths()[where], "somewhere.py"))
+    through: list[bool] = []
+
+    def body() -> None:
+        elsewhere(0.3, through)
+        spin(10)
+
+    took = interrupted(body)
+    assert through == [True]
     assert took is not None and 0.3 <= took < 5
 
 

@@ -12,11 +12,13 @@ asynchronously in the thread running recovery. Either way the exception arrives 
 two Python bytecodes: recovery stuck inside one C call is interrupted when it returns.
 Worker processes run recovery in their main thread, so the signal works there too.
 
-The watchdog raises only while the thread runs the user's own code, not pmemsim's or the
-standard library's: an exception landing between a lock's acquire and the ``try`` that
-releases it would leave the simulator's lock held, and in another thread that is a
-deadlock. (Only after :data:`GRACE` seconds of never finding the thread there does it
-raise anyway.)
+The watchdog raises only while the thread runs the user's own code, not pmemsim's, the
+standard library's or an installed package's (site-packages: Hypothesis' garbage-collector
+callback, say, which runs in whatever thread collects): an exception landing between a
+lock's acquire and the ``try`` that releases it would leave the lock held, and in another
+thread that is a deadlock. (Only after :data:`GRACE` seconds of never finding the thread
+there does it raise anyway: recovery that lives in an installed package is interrupted
+that much later.)
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ def _not_users() -> tuple[str, ...]:
     import pmemsim
 
     dirs = [os.path.dirname(m.__file__ or "") for m in (pmemsim, pmemsim_backends)]
-    dirs += [sysconfig.get_paths()["stdlib"]]
+    paths = sysconfig.get_paths()
+    dirs += [paths["stdlib"], paths["purelib"], paths["platlib"]]
     return tuple(os.path.join(d, "") for d in dirs if d)
 
 
