@@ -130,6 +130,31 @@ def test_a_worker_killed_mid_batch_changes_nothing(dask_cluster: Any, tmp_path: 
     same(on_dask, inline)
 
 
+def _allow_failures(dask_scheduler: Any, count: int) -> int:
+    old = int(dask_scheduler.allowed_failures)
+    dask_scheduler.allowed_failures = count
+    return old
+
+
+def test_a_batch_that_kills_every_worker_is_an_error_that_says_so(dask_cluster: Any) -> None:
+    client = os.getpid()
+
+    def recover(v: pm.View) -> bool:
+        crash = pm.explore.current_crash()
+        if os.getpid() != client and crash is not None and crash.point == 2:
+            os._exit(3)
+        return every_record_there(v)
+
+    c = log_check(recover, strategy="exhaustive")
+    run = dask_cluster.client.run_on_scheduler
+    old = run(_allow_failures, count=1)  # two deaths, not Dask's default four
+    try:
+        with pytest.raises(InvalidArgumentError, match=r"crash point.* died every time"):
+            check(c, progress=None, executor=dask_cluster)
+    finally:
+        run(_allow_failures, count=old)
+
+
 def hanging(at: int) -> Any:
     def recover(v: pm.View) -> bool:
         crash = pm.explore.current_crash()
