@@ -550,3 +550,89 @@ def test_the_pytest_plugin_without_dask_says_how_to_install(
     result = pytester.runpytest_inprocess("--pmemsim-scheduler=local:2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "pip install 'pmemsim[dask]'" in str(result.errlines)
+
+
+def test_check_log_progress_counts_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    from pmemsim.cli.log import _progress
+    from pmemsim.cli.terminal import Terminal
+
+    class TwoWorkers:
+        workers = 2
+
+    show = _progress(Terminal(live=True), TwoWorkers())
+    show(4096, 4096)
+    assert "4,096 image(s) judged" in capsys.readouterr().err
+    show = _progress(Terminal(live=True))
+    show(4096, 4096)
+    assert "workers" not in capsys.readouterr().err
+
+
+KILLING_CHECKER = """
+import os
+
+CLIENT = {client}
+FLAG = {flag!r}
+
+
+def killing(img):
+    if os.getpid() != CLIENT:
+        try:
+            fd = os.open(FLAG, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os._exit(3)
+    return raw_tail(img)
+"""
+
+
+def test_check_log_with_a_worker_killed_mid_batch_reports_as_inline(
+    dask_cluster: Any, tmp_path: Path
+) -> None:
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, load_function, read_log
+
+    flag = tmp_path / "killed"
+    path = tmp_path / "killing.py"
+    path.write_text(CHECKERS + KILLING_CHECKER.format(client=os.getpid(), flag=str(flag)))
+    fn = load_function(f"{path}:killing")
+    replay = Replay.of(read_log(str(DATA / "raw_tail-bug-q.log")))
+    checker = FunctionChecker(fn, "killing")
+    dask_cluster.log_batch = 4
+    inline = check_log(replay, checker, engine="exhaustive")
+    on_dask = check_log(replay, checker, engine="exhaustive", executor=dask_cluster)
+    assert flag.exists()  # a worker died, and its batch ran again elsewhere
+    assert on_dask.report() == inline.report()
+
+
+def test_check_log_with_a_base_image_reports_as_inline(dask_cluster: Any, tmp_path: Path) -> None:
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, read_log
+
+    scope: dict[str, Any] = {}
+    exec(CHECKERS, scope)
+    log = read_log(str(DATA / "raw_tail-bug-q.log"))
+    base = tmp_path / "base"
+    base.write_bytes(bytes(4096))
+    replay = Replay.of(log, base_images={log.files[0].path: str(base)})
+    assert replay.pools[0].source == str(base)
+    checker = FunctionChecker(scope["raw_tail"], "raw_tail")
+    dask_cluster.log_batch = 4
+    inline = check_log(replay, checker, engine="exhaustive")
+    assert check_log(replay, checker, engine="exhaustive", executor=dask_cluster).report() == (
+        inline.report()
+    )
+
+
+def test_a_worker_refuses_a_base_image_it_does_not_have_as_the_client(tmp_path: Path) -> None:
+    from pmemsim.distributed.logs import _same_base_images
+    from pmemsim.distributed.shipping import WorkerProblem
+
+    base = tmp_path / "base"
+    base.write_bytes(bytes(4096))
+    _same_base_images([(str(base), 4096, "")])
+    with pytest.raises(WorkerProblem, match="is not on this worker"):
+        _same_base_images([(str(tmp_path / "elsewhere"), 4096, "")])
+    with pytest.raises(WorkerProblem, match="differs on this worker"):
+        _same_base_images([(str(base), 8192, "")])
+    with pytest.raises(WorkerProblem, match="differs on this worker"):
+        _same_base_images([(str(base), 4096, "0" * 128)])

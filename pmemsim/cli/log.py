@@ -120,8 +120,9 @@ def _origin(pool: Any) -> str:
     return f"from {pool.source}"
 
 
-def _progress(term: Any) -> Any:
-    """One live line on stderr: images judged so far and the rate (streamed: no total)."""
+def _progress(term: Any, executor: Any = None) -> Any:
+    """One live line on stderr: images judged so far and the rate (streamed: no total), and
+    the workers of a Dask cluster judging them."""
     if not term.live:
         return None
     import time
@@ -130,7 +131,8 @@ def _progress(term: Any) -> Any:
 
     def show(done: int, _: int) -> None:
         rate = done / max(time.perf_counter() - started, 1e-9)
-        term.status(f"check-log: {done:,} image(s) judged, {rate:,.0f}/s")
+        on = f" on {executor.workers} workers" if executor is not None else ""
+        term.status(f"check-log: {done:,} image(s) judged, {rate:,.0f}/s{on}")
 
     return show
 
@@ -219,7 +221,7 @@ def _check_log(
             jobs=args.jobs,
             crash_points=args.crash_points,
             max_images=args.max_images,
-            progress=_progress(term),
+            progress=_progress(term, executor),
             name=args.log,
             lint=not args.no_lint,
             check=getattr(args, "_recovery_check", None),

@@ -143,7 +143,9 @@ def _ship(replay: Replay, checker: Any, crash_points: str) -> bytes:
     try:
         for m in modules:
             cloudpickle.register_pickle_by_value(m)
-        blob: bytes = cloudpickle.dumps((pmemsim.__version__, replay, checker, crash_points))
+        blob: bytes = cloudpickle.dumps(
+            (pmemsim.__version__, replay, checker, crash_points, _base_images(replay))
+        )
         return blob
     except Exception as exc:
         raise InvalidArgumentError(
@@ -158,6 +160,44 @@ def _ship(replay: Replay, checker: Any, crash_points: str) -> bytes:
 
 def _payload(blob: bytes) -> bytes:
     return blob
+
+
+#: Base images up to this size are compared by digest on the workers (larger ones by size).
+DIGEST_UP_TO = 256 << 20
+
+
+def _base_images(replay: Replay) -> list[tuple[str, int, str]]:
+    """Each base image a worker reads by path: (path, size, digest or "")."""
+    import hashlib
+
+    out = []
+    for p in replay.pools:
+        if p.source is None:
+            continue
+        digest = ""
+        if p.source_size <= DIGEST_UP_TO:
+            with open(p.source, "rb") as f:
+                digest = hashlib.file_digest(f, "blake2b").hexdigest()
+        out.append((p.source, p.source_size, digest))
+    return out
+
+
+def _same_base_images(images: list[tuple[str, int, str]]) -> None:
+    import hashlib
+    import os
+
+    from .shipping import WorkerProblem
+
+    for path, size, digest in images:
+        share = "(base images are read by path: share them, at the same path, with every worker)"
+        if not os.path.isfile(path):
+            raise WorkerProblem(f"the base image {path} is not on this worker {share}")
+        if os.path.getsize(path) != size:
+            raise WorkerProblem(f"the base image {path} differs on this worker {share}")
+        if digest:
+            with open(path, "rb") as f:
+                if hashlib.file_digest(f, "blake2b").hexdigest() != digest:
+                    raise WorkerProblem(f"the base image {path} differs on this worker {share}")
 
 
 # -- on a worker -----------------------------------------------------------------------------
@@ -179,7 +219,7 @@ def _loaded(token: str, blob: bytes) -> tuple[Replay, Any, str]:
         if found is not None:
             return found
     try:
-        version, replay, checker, crash_points = cloudpickle.loads(blob)
+        version, replay, checker, crash_points, images = cloudpickle.loads(blob)
     except Exception as exc:
         raise WorkerProblem(
             f"the log's checker cannot be loaded on this worker ({type(exc).__name__}: "
@@ -187,6 +227,7 @@ def _loaded(token: str, blob: bytes) -> tuple[Replay, Any, str]:
         ) from None
     if version != pmemsim.__version__:
         raise WorkerProblem(f"this worker has pmemsim {pmemsim.__version__}, the client {version}")
+    _same_base_images(images)
     with _LOCK:
         _LOADED[token] = (replay, checker, crash_points)
         while len(_LOADED) > _KEEP:
