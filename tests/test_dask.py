@@ -636,3 +636,22 @@ def test_a_worker_refuses_a_base_image_it_does_not_have_as_the_client(tmp_path: 
         _same_base_images([(str(base), 8192, "")])
     with pytest.raises(WorkerProblem, match="differs on this worker"):
         _same_base_images([(str(base), 4096, "0" * 128)])
+
+
+def test_check_log_ships_the_logs_text(
+    dask_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log read from a file is read again at each pass; a worker does not have the file
+    (here: a relative path, and the workers' folder is another)."""
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, read_log
+
+    scope: dict[str, Any] = {}
+    exec(CHECKERS, scope)
+    (tmp_path / "here.log").write_bytes((DATA / "raw_tail-bug-q.log").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    replay = Replay.of(read_log("here.log"))
+    checker = FunctionChecker(scope["raw_tail"], "raw_tail")
+    dask_cluster.log_batch = 4
+    inline = check_log(replay, checker, engine="exhaustive")
+    on_dask = check_log(replay, checker, engine="exhaustive", executor=dask_cluster)
+    assert on_dask.report() == inline.report()

@@ -4,13 +4,13 @@ This process replays the log and chooses the images, as it does with any judge (
 images, their order and their count are the same as inline); :class:`DaskJudge` collects
 them in batches of images of consecutive crash points, ``(seq, point, deviations, ...)``
 each, never their bytes. The log and the checker travel once per worker (the log as the
-parsed :class:`~pmemsim.pmlog.replay.Replay`; a ``--checker-py FILE.py:FUNCTION`` by value,
-a function of an importable module by reference). A worker replays the log up to the
-batch's last crash point, rebuilds each image from its crash state and deviations, and
-judges it with the judge this process would use with ``--jobs 1`` (a Python function in
-the worker, a library in a forked checker process, a program per image); it answers with
-the failures only. The minimal failure is chosen here, by the same rule as inline (fewest
-lines deviating, then first in order), so the report is the same.
+parsed :class:`~pmemsim.pmlog.replay.Replay` and its text; a ``--checker-py
+FILE.py:FUNCTION`` by value, a function of an importable module by reference). A worker
+replays the log up to the batch's last crash point, rebuilds each image from its crash
+state and deviations, and judges it with the judge this process would use with ``--jobs
+1`` (a Python function in the worker, a library in a forked checker process, a program per
+image); it answers with the failures only. The minimal failure is chosen here, by the same
+rule as inline (fewest lines deviating, then first in order), so the report is the same.
 
 A batch replays the log from its start: it costs the replay up to its points, which the
 lean machine of :mod:`pmemsim.pmlog.fastreplay` makes small next to judging thousands of
@@ -144,7 +144,14 @@ def _ship(replay: Replay, checker: Any, crash_points: str) -> bytes:
         for m in modules:
             cloudpickle.register_pickle_by_value(m)
         blob: bytes = cloudpickle.dumps(
-            (pmemsim.__version__, replay, checker, crash_points, _base_images(replay))
+            (
+                pmemsim.__version__,
+                replay,
+                _text(replay),
+                checker,
+                crash_points,
+                _base_images(replay),
+            )
         )
         return blob
     except Exception as exc:
@@ -160,6 +167,26 @@ def _ship(replay: Replay, checker: Any, crash_points: str) -> bytes:
 
 def _payload(blob: bytes) -> bytes:
     return blob
+
+
+def _text(replay: Replay) -> str | None:
+    """The log's text (a log read from a file reads it again at every pass: on a worker the
+    file may be elsewhere, or nowhere)."""
+    if replay.log._ops is not None:
+        return None
+    return "".join(replay.log.pieces())
+
+
+def _with_text(replay: Replay, text: str | None) -> Replay:
+    import dataclasses
+
+    from ..pmlog.grammar import _text_pieces
+
+    if text is None:
+        return replay
+    return dataclasses.replace(
+        replay, log=dataclasses.replace(replay.log, pieces=_text_pieces(text))
+    )
 
 
 #: Base images up to this size are compared by digest on the workers (larger ones by size).
@@ -219,7 +246,8 @@ def _loaded(token: str, blob: bytes) -> tuple[Replay, Any, str]:
         if found is not None:
             return found
     try:
-        version, replay, checker, crash_points, images = cloudpickle.loads(blob)
+        version, replay, text, checker, crash_points, images = cloudpickle.loads(blob)
+        replay = _with_text(replay, text)
     except Exception as exc:
         raise WorkerProblem(
             f"the log's checker cannot be loaded on this worker ({type(exc).__name__}: "
