@@ -20,15 +20,22 @@ Each configuration runs in a child process of its own (so its peak RSS is its ow
 from reading the log to the verdict (interpreter start-up and imports excluded, for every
 tool alike). Tools:
 
-* ``pmemsim``: check-log's exact default (exhaustive), a trivial in-process Python checker;
-* ``pmemsim-acc``: check-log's accumulative engine (program-order prefixes), same checker;
-* ``record``: the replay's recording alone, its crash points streamed and dropped (what the
-  simulator layer costs per crash point, whatever the consumer does);
-* ``pmemsim-prog``: exhaustive, ``true`` as the checker program (small shapes only);
-* ``pmreorder-lib``: pmreorder's ReorderAccumulative with an in-process C library checker
-  (its ``-c lib`` mode passes a str where ctypes wants bytes on Python 3, so the child patches
-  that one call; nothing else of pmreorder is changed), on a pool file in /dev/shm;
-* ``pmreorder-prog``: ReorderAccumulative with ``true`` as the checker program.
+* ``py-exact`` / ``py-acc``: check-log's exhaustive / accumulative engine with a trivial
+  in-process Python checker;
+* ``lib-exact`` / ``lib-acc``: the same with a trivial C library checker (``--checker-lib``,
+  in worker processes);
+* ``prog-exact`` / ``prog-acc``: ``true`` as the checker program (small shapes only);
+* ``record``: check-log's replay alone (pmemsim.pmlog.fastreplay), its crash points
+  streamed and dropped (what the replay costs per crash point, whatever the consumer does);
+* ``pmreorder-lib-full`` / ``pmreorder-lib-acc``: pmreorder's ReorderFull /
+  ReorderAccumulative with an in-process C library checker (its ``-c lib`` mode passes a
+  str where ctypes wants bytes on Python 3, so the child patches that one call; nothing
+  else of pmreorder is changed), on a pool file in /dev/shm;
+* ``pmreorder-prog-full`` / ``pmreorder-prog-acc``: the same with ``true`` as the checker
+  program.
+
+``--shape 30000x2@64M`` (repeatable) runs only the shapes given, ``--tools py-acc,lib-acc``
+only those tools.
 
 The scaling exponents are least-squares slopes in log-log space: time against epochs (1 is
 linear), seconds per crash point against the pool size (0 is independent of it), and so on.
@@ -199,14 +206,21 @@ def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
     text = Path(spec["log"]).read_text()
     replay = Replay.of(parse_log(text))
     del text
-    if not kind:  # the recording alone
+    if not kind:  # the recording alone: check-log's replay, crash points counted
+        from pmemsim.pmlog.check import _image
+        from pmemsim.pmlog.fastreplay import record_log
+
         count = [0, 0]
 
         def on_point(point: Any) -> None:
             count[0] += 1
             count[1] += point.state.image_count()
 
-        replay.record("barriers", on_point=on_point)
+        img = _image(replay)
+        try:
+            record_log(replay, img, "barriers", on_point)
+        finally:
+            img.close()
         seconds = time.perf_counter() - t0
         return {
             "seconds": seconds,
@@ -367,8 +381,29 @@ def build_library(folder: Path) -> str | None:
     return str(lib) if done.returncode == 0 else None
 
 
+def parse_shape(text: str) -> Shape:
+    """``EPOCHSxSTORES@POOL[/SPREAD]`` (sizes with K, M or G), e.g. ``30000x2@64M``."""
+
+    def size(t: str) -> int:
+        unit = {"K": KIB, "M": MIB, "G": GIB}.get(t[-1:].upper(), 1)
+        return int(t[:-1] if unit > 1 else t) * unit
+
+    try:
+        counts, where = text.split("@")
+        epochs, stores = (int(x) for x in counts.lower().split("x"))
+        pool, _, spread = where.partition("/")
+        return Shape("chosen", epochs, stores, size(pool), size(spread or pool))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not EPOCHSxSTORES@POOL[/SPREAD]: {text!r}") from None
+
+
 def run_grid(
-    quick: bool, timeout: float, full_timeout: float, baseline: str | None
+    quick: bool,
+    timeout: float,
+    full_timeout: float,
+    baseline: str | None,
+    chosen: list[Shape] | None = None,
+    only: list[str] | None = None,
 ) -> list[Result]:
     pmreorder = next((p for p in PMREORDER_CANDIDATES if p and Path(p).is_file()), None)
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -377,11 +412,12 @@ def run_grid(
         folder = Path(tmp)
         library = build_library(folder)
         base_path = None if baseline is None else baseline_path(baseline, folder)
-        for n, shape in enumerate(shapes(quick)):
+        for n, shape in enumerate(chosen or shapes(quick)):
             log = folder / f"shape{n}.log"
             pool = folder / f"pool{n}.bin"  # absent: zeros (pmreorder gets its own file)
             write_log(log, pool, shape)
-            for tool in tools_for(shape, quick, baseline is not None):
+            tools = tools_for(shape, quick, baseline is not None)
+            for tool in tools if only is None else [t for t in only if t in TOOLS]:
                 side, kind, engine = tool_of(tool)
                 res = Result(
                     shape.sweep, shape.name, tool, shape.epochs, shape.stores, shape.pool, "ok"
@@ -560,6 +596,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also run some pmemsim tools (as base:TOOL) from another checkout of pmemsim, "
         "e.g. the code before a change, in the same run",
     )
+    ap.add_argument(
+        "--shape",
+        action="append",
+        type=parse_shape,
+        metavar="EPOCHSxSTORES@POOL[/SPREAD]",
+        help="run only this shape (repeatable), e.g. 30000x2@64M (stores over the whole pool) "
+        "or 1000x4@64M/4K (stores in the first 4 KiB)",
+    )
+    ap.add_argument(
+        "--tools",
+        metavar="T1,T2",
+        help=f"run only these tools (of {', '.join(TOOLS)})",
+    )
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -572,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"check-log scaling ({'quick' if args.quick else 'full'} grid; one child per run)")
     full_timeout = args.full_timeout or (20.0 if args.quick else 120.0)
-    results = run_grid(args.quick, timeout, full_timeout, args.baseline)
+    only = None if args.tools is None else args.tools.split(",")
+    results = run_grid(args.quick, timeout, full_timeout, args.baseline, args.shape, only)
     print()
     print_table(results)
     exps = exponents(results)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..markers import CrashInfo, reset_crash, set_crash
@@ -27,6 +26,8 @@ from .images import Pool, PoolImage
 from .slots import ImageFiles
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from ..explore.trace import CrashPoint
 
 __all__ = ["Cand", "Inline", "Judge", "PerFile", "Programs", "Verdicts"]
@@ -259,6 +260,9 @@ class Programs(Judge):
         self.files = ImageFiles(self.img, pools, _file_names(self.names), jobs, tmp)
         self.free = list(range(jobs))[::-1]
         self.window: deque[tuple[Cand, int, Future[str | None]]] = deque()
+        # (Imported here: concurrent.futures costs a command that runs no program ~10 ms.)
+        from concurrent.futures import ThreadPoolExecutor
+
         self.ex = ThreadPoolExecutor(max_workers=jobs)
 
     def _judge(
