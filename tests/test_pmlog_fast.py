@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pmemsim.errors import PmemError
 from pmemsim.explore.durability import DurabilityViolation
 from pmemsim.pmlog import FunctionChecker, Replay, check_log, parse_log, read_log
 from pmemsim.pmlog import fastreplay as fast
@@ -267,6 +268,27 @@ def test_a_crash_point_past_a_fence_whose_own_point_was_not_compared() -> None:
     assert _record(text, "operations", fast_path=True) == _record(
         text, "operations", fast_path=False
     )
+
+
+@pytest.mark.parametrize("size", [0x1030, 0x64])
+def test_a_pool_of_part_of_a_page_is_refused_as_the_simulator_refuses_it(size: int) -> None:
+    text = "|".join(
+        [
+            "START",
+            f"REGISTER_FILE;/nonexistent-pmemsim-fast/p.bin;0x{BASE:x};0x{size:x};0x0",
+            f"STORE;0x{BASE:x};0x1;0x8",
+            "FENCE",
+            "STOP",
+        ]
+    )
+    errors = []
+    for simulator in (False, True):
+        with pytest.raises(PmemError) as caught:
+            check_log(
+                Replay.of(parse_log(text)), _failing_images_checker([], False), simulator=simulator
+            )
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
 
 
 # -- every log of the pmemcheck corpus, both ways -------------------------------------------

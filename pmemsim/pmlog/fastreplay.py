@@ -879,6 +879,15 @@ def record_log(
     buffers (which must start as the pools' initial content), and hand each crash point to
     ``on_point`` (raise :class:`pmemsim.explore.trace.StopRecording` there to end early).
     ``lint``: gather the simulator's lint findings; ``check``: the durability self-check."""
+    for pool in replay.pools:
+        # The simulator maps whole pages and refuses other sizes: so does this replay,
+        # which is proven exact against it (tests/test_pmlog_fast.py) on page-sized pools.
+        if pool.size % PAGE:
+            from ..errors import ErrorCode, error_for
+
+            raise error_for(
+                ErrorCode.LENGTH_UNALIGNED, f"length {pool.size} is not a multiple of {PAGE}"
+            )
     m = _Machine(replay, img, crash_points, on_point, lint, check)
     img.follow(m)
     findings: list[Finding] = []
