@@ -655,3 +655,62 @@ def test_check_log_ships_the_logs_text(
     inline = check_log(replay, checker, engine="exhaustive")
     on_dask = check_log(replay, checker, engine="exhaustive", executor=dask_cluster)
     assert on_dask.report() == inline.report()
+
+
+@pytest.fixture(scope="module")
+def c_checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/c's checkers of raw_flag and raw_tail, as a library and as a program."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("gcc")
+    if cc is None:
+        pytest.skip("gcc is not installed: the C checkers cannot be built")
+    out = tmp_path_factory.mktemp("c-checkers")
+    made = {}
+    for name in ("raw_flag", "raw_tail"):
+        src = str(ROOT / "tests" / "c" / f"check_{name}.c")
+        lib, exe = out / f"libcheck_{name}.so", out / f"check_{name}"
+        flags = [cc, "-std=gnu11", "-O2", src]
+        for cmd in (
+            [*flags, "-DCHECKER_LIB", "-shared", "-fPIC", "-o", str(lib)],
+            [*flags, "-o", str(exe)],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        made[f"lib:{name}"], made[f"program:{name}"] = lib, exe
+    return made
+
+
+@pytest.mark.parametrize(
+    ("log", "checker"),
+    [("raw_flag-bug-q.log", "lib:raw_flag"), ("raw_tail-bug-q.log", "program:raw_tail")],
+)
+def test_check_log_with_c_checkers_on_a_scheduler_reports_as_inline(
+    dask_cluster: Any,
+    c_checkers: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    log: str,
+    checker: str,
+) -> None:
+    path = c_checkers[checker]
+    how = ["--checker-lib", f"{path}:check"] if checker.startswith("lib") else ["--", str(path)]
+    address = dask_cluster.client.scheduler.address
+    (inline_code, inline), (dask_code, on_dask) = commands(
+        capsys,
+        ["check-log", str(DATA / log), "--json", str(tmp_path / "inline.json"), *how],
+        [
+            "check-log",
+            str(DATA / log),
+            "--json",
+            str(tmp_path / "dask.json"),
+            "--scheduler",
+            address,
+            *how,
+        ],
+    )
+    assert inline_code == dask_code == 1
+    assert on_dask.splitlines()[1:-1] == inline.splitlines()[1:-1]
+    assert _json_without_timings(tmp_path / "dask.json") == _json_without_timings(
+        tmp_path / "inline.json"
+    )
