@@ -231,8 +231,21 @@ def _failing_images_checker(failing: list[bytes], all_files: bool) -> FunctionCh
 def test_check_log_gives_the_same_result_both_ways(data: st.DataObject, data_file: str) -> None:
     text = data.draw(logs(data_file=data_file))
     engine = data.draw(
-        st.sampled_from(["exhaustive", "accumulative", "reverse-accumulative", "random:2", "lazy"])
+        st.sampled_from(
+            [
+                "exhaustive",
+                "accumulative",
+                "reverse-accumulative",
+                "random:2",
+                "lazy",
+                "extremes",
+                "flushed-only",
+                "persisted",
+                "bounded:2",
+            ]
+        )
     )
+    crash_points = data.draw(st.sampled_from(["barriers", "barriers", "operations", "markers"]))
     all_files = data.draw(st.booleans())
     out = []
     for simulator in (False, True):
@@ -241,6 +254,7 @@ def test_check_log_gives_the_same_result_both_ways(data: st.DataObject, data_fil
             Replay.of(parse_log(text)),
             _failing_images_checker(failing, all_files),
             engine=engine,
+            crash_points=crash_points,
             max_images=16,
             simulator=simulator,
         )
