@@ -8,6 +8,7 @@ command or program that needs one part of pmemsim does not pay for the rest at s
 
 from __future__ import annotations
 
+import _thread
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -185,14 +186,28 @@ _LAZY = {
 }
 
 
+#: Held while the public names are imported: the first use of any of them, from whichever
+#: thread, imports them all, in one thread, in the order above (threads that each imported
+#: one module on first use deadlocked: tests/test_pmlog_startup.py).
+_LOADING = _thread.RLock()
+_loaded = False
+
+
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
+    global _loaded
+    with _LOADING:
+        if not _loaded:
+            _loaded = True
+            for public, where in _LAZY.items():
+                globals()[public] = getattr(importlib.import_module(f".{where}", __name__), public)
+    value = globals().get(name)
+    if value is None:  # asked for while the names are being imported (by that import)
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
     return value
 
 
