@@ -46,7 +46,7 @@ from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
 from .checkers import FunctionChecker, LibChecker, _status
 from .judging import Cand, Judge, _file_names, _runs
-from .slots import _Inotify
+from .slots import _copy, _Inotify
 
 if TYPE_CHECKING:
     from .images import Pool
@@ -55,7 +55,6 @@ __all__ = ["LibWorker", "Workers", "spare_worker"]
 
 _LEN = struct.Struct("<I")
 _PAGE = 4096
-_CHUNK = 1 << 20
 
 
 def _send(fd: int, obj: object) -> None:
@@ -286,24 +285,6 @@ def _python_judge(
                 v.release()
 
     return judge
-
-
-def _copy(source: str, fd: int, n: int) -> None:
-    """The first ``n`` bytes of ``source`` into ``fd`` (in the kernel where it can)."""
-    with open(source, "rb") as f:
-        src = f.fileno()
-        done = 0
-        while done < n:
-            try:
-                got = os.copy_file_range(src, fd, n - done, done, done)
-            except OSError:
-                got = 0
-            if got <= 0:
-                data = os.pread(src, min(_CHUNK, n - done), done)
-                if not data:
-                    return
-                got = os.pwrite(fd, data, done)
-            done += got
 
 
 # -- in this process -------------------------------------------------------------------------
