@@ -425,3 +425,27 @@ def test_markers_are_columns_and_bars() -> None:
     bars = re.findall(r'<g class="mk">.*?<text[^>]*>(\w+)</text>', body)
     assert sorted(bars) == ["insert", "insert", "write", "write"]
     assert "(inside insert)" in text
+
+
+def test_log_report_places_lint_findings_on_the_records(tmp_path: Path) -> None:
+    """check-log's lint findings are listed and marked on the timeline at the records they
+    concern: here the store to +0x80 that t.c:3 never flushes, not t.c:2's flushed one."""
+    from pmemsim.pmlog import Replay, check_log, parse_log
+    from pmemsim.pmlog.checkers import FunctionChecker
+
+    (tmp_path / "t.c").write_text("int main(void) {\n  p->a = 1;\n  p->b = 2;\n}\n")
+    pool = tmp_path / "pool.bin"
+    log = (
+        f"START|REGISTER_FILE;{pool};0x10000000;0x1000;0x0"
+        "|STORE;0x10000000;0x1;0x8;0x109557: main (t.c:2)"
+        "|STORE;0x10000080;0x2;0x8;0x109561: main (t.c:3)"
+        "|FLUSH;0x10000000;0x40|FENCE|STOP"
+    )
+    replay = Replay.of(parse_log(log))
+    result = check_log(replay, FunctionChecker(lambda image: True, "true"))
+    (finding,) = [f for f in result.findings if f.kind == "store never flushed"]
+    text = log_report(result, replay, search=[str(tmp_path)])
+    assert f'<li class="error">{finding}</li>' in text.replace("&#x27;", "'")
+    # One mark, under the second operation of the run: the store t.c:3 never flushes.
+    marks = re.findall(r'<text class="lint lint-(\w+)"[^>]*data-op="(\d+)"', text)
+    assert marks == [("error", "1")]

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 from ..enums import Granularity
 from .explore import position
-from .model import Crash, Operation, Run, Summary
+from .model import Crash, Finding, Operation, Run, Summary
 from .page import CheckPage, FailurePage
 from .source import parse_frame
 from .timeline import History
 
 if TYPE_CHECKING:
     from ..pmlog import LogCheckResult, Replay
+    from ..pmlog.lint import LogFinding
 
 __all__ = ["log_page", "log_run"]
 
@@ -51,6 +52,25 @@ def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
     return Run(ops, [replay.pool.path], Granularity.CACHE_LINE, [64])
 
 
+def log_finding(run: Run, f: LogFinding) -> Finding:
+    """A check-log lint finding placed at the records it concerns: those of its kind over
+    its bytes and, when the log names its C line, issued from that line (as the text
+    report counts them)."""
+    from ..pmlog.lint import _FLUSH_KINDS, _own
+
+    kind = "flush" if f.kind in _FLUSH_KINDS else "store"
+    lo, hi = f.offset, f.offset + max(f.length, 1)
+    hits = tuple(
+        i
+        for i, op in enumerate(run.ops)
+        if op.kind == kind
+        and op.offset < hi
+        and lo < op.offset + max(op.length, 1)
+        and (f.source is None or kind == "flush" or _own(op.frames) == f.source)
+    )
+    return Finding(str(f), f.severity, hits)
+
+
 def log_page(
     result: LogCheckResult,
     replay: Replay,
@@ -79,6 +99,8 @@ def log_page(
     )
     folders = tuple(search) or (os.getcwd(),)
     run = log_run(replay, folders)
+    if len(replay.pools) == 1:  # the run draws one file: a finding on another has no place
+        run.findings = [log_finding(run, f) for f in result.findings]
     cp = CheckPage(summary, run)
     m = result.minimal
     if m is None:
