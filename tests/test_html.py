@@ -449,3 +449,24 @@ def test_log_report_places_lint_findings_on_the_records(tmp_path: Path) -> None:
     # One mark, under the second operation of the run: the store t.c:3 never flushes.
     marks = re.findall(r'<text class="lint lint-(\w+)"[^>]*data-op="(\d+)"', text)
     assert marks == [("error", "1")]
+
+
+def test_a_log_of_two_files_draws_each_file_s_lines() -> None:
+    """Each registered file is a medium of the run: its lines are rows named by the file
+    (they were drawn as lines of the first file, at the same offsets)."""
+    from pmemsim.pmlog import Replay, check_log, read_log
+    from pmemsim.pmlog.checkers import FunctionChecker
+
+    root = Path(__file__).parent
+    replay = Replay.of(read_log(str(root / "data/pmemcheck/two_files-bug-q.log")))
+
+    def no_count(images: Any) -> bool:  # the meta file's count must never persist
+        return not any(bytes(list(images.values())[1][:64]))
+
+    result = check_log(replay, FunctionChecker(no_count, "no_count", all_files=True))
+    assert result.minimal is not None
+    text = log_report(result, replay, search=[str(root / "c")])
+    rows = [r[2] for r in _data(_parse(text), "c0f1")["rows"]]
+    assert any("two_files.meta +0x0" in r for r in rows), rows
+    assert any("two_files.data +0x0" in r for r in rows), rows
+    assert "two_files.meta (4,096 bytes)" in text

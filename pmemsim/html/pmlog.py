@@ -24,12 +24,13 @@ _RECORD = {0: "STORE", 1: "FLUSH", 2: "FENCE", 3: "DEEP_SYNC"}
 
 
 def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
-    """The log's operations (inside the registered file), each named by its record."""
+    """The log's operations (inside the registered files, each file a medium of the run),
+    each named by its record."""
     ops: list[Operation] = []
     for record, step, _ in replay.conversions():
         if step is None:  # outside every registered file
             continue
-        kind, _, off, arg, rec = step
+        kind, pool, off, arg, rec = step
         if kind >= 4:  # a marker's BEGIN or END
             ops.append(Operation("marker", marker=str(arg), begin=kind == 4, label=""))
             continue
@@ -40,7 +41,7 @@ def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
         ops.append(
             Operation(
                 _NAMES[kind],
-                0 if kind != 2 else -1,
+                pool if kind != 2 else -1,
                 off,
                 length,
                 data,
@@ -49,7 +50,8 @@ def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
                 frames=frames,
             )
         )
-    return Run(ops, [replay.pool.path], Granularity.CACHE_LINE, [64])
+    paths = [p.path for p in replay.pools]
+    return Run(ops, paths, Granularity.CACHE_LINE, [64] * len(paths))
 
 
 def log_finding(run: Run, f: LogFinding) -> Finding:
@@ -59,11 +61,13 @@ def log_finding(run: Run, f: LogFinding) -> Finding:
     from ..pmlog.lint import _FLUSH_KINDS, _own
 
     kind = "flush" if f.kind in _FLUSH_KINDS else "store"
+    medium = run.media.index(f.file)
     lo, hi = f.offset, f.offset + max(f.length, 1)
     hits = tuple(
         i
         for i, op in enumerate(run.ops)
         if op.kind == kind
+        and op.medium == medium
         and op.offset < hi
         and lo < op.offset + max(op.length, 1)
         and (f.source is None or kind == "flush" or _own(op.frames) == f.source)
@@ -92,15 +96,15 @@ def log_page(
         seed=result.seed,
         granularity="CACHE_LINE (x86 ADR)",
         details=(
-            f"file {result.file} ({result.pool_size:,} bytes), {result.operations:,} "
-            f"operations, {result.stores:,} stores; checker: {result.checker}",
+            ", ".join(f"file {f['path']} ({f['size']:,} bytes)" for f in result.files)
+            + f", {result.operations:,} operations, {result.stores:,} stores; "
+            f"checker: {result.checker}",
         ),
         text_report=result.report(),
     )
     folders = tuple(search) or (os.getcwd(),)
     run = log_run(replay, folders)
-    if len(replay.pools) == 1:  # the run draws one file: a finding on another has no place
-        run.findings = [log_finding(run, f) for f in result.findings]
+    run.findings = [log_finding(run, f) for f in result.findings]
     cp = CheckPage(summary, run)
     m = result.minimal
     if m is None:
