@@ -19,8 +19,8 @@ from pmemsim.explore import (
     replay,
     strategy_named,
 )
+from pmemsim.explore.checks import Workload
 from pmemsim.explore.durability import DurabilityViolation
-from pmemsim.explore.engine import Workload
 from pmemsim.provenance import locations
 
 BYTE, LINE = pm.Granularity.BYTE, pm.Granularity.CACHE_LINE

@@ -443,8 +443,8 @@ def test_one_heavy_crash_point_is_cut_into_slices_with_the_same_report() -> None
 
 
 def test_the_reused_set_shows_each_image_as_a_fresh_one_would() -> None:
-    from pmemsim.explore.engine import run_recovery
     from pmemsim.explore.harness import PoolHarness
+    from pmemsim.explore.recovery import run_recovery
     from pmemsim.explore.trace import record
 
     trace = record(_many_points)
@@ -481,7 +481,7 @@ def test_the_reused_set_shows_each_image_as_a_fresh_one_would() -> None:
 
 
 def test_image_keys_are_equal_exactly_when_contents_are() -> None:
-    from pmemsim.explore.engine import _PageSums
+    from pmemsim.explore.images import _PageSums
     from pmemsim.explore.lazy import StateAlternatives
     from pmemsim.explore.trace import record
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import pmemsim as pm
-from pmemsim.explore import CrashCheck, check, marker
+from pmemsim.explore import CrashCheck, check, judges, marker
 from pmemsim.explore import engine as engine_module
 from pmemsim.explore.executor import Inline
 
@@ -95,7 +95,7 @@ def test_a_streamed_check_keeps_only_the_states_it_reports(
     most = [0]
     runs = [0]
     make_state = SimBackend.crash_state
-    judge = engine_module._PoolJudge.verdict
+    judge = judges._PoolJudge.verdict
 
     def made(self: Any, *a: Any, **kw: Any) -> Any:
         st = make_state(self, *a, **kw)
@@ -115,7 +115,7 @@ def test_a_streamed_check_keeps_only_the_states_it_reports(
             v.persist((i % 64) * 8, 8)
 
     monkeypatch.setattr(SimBackend, "crash_state", made)
-    monkeypatch.setattr(engine_module._PoolJudge, "verdict", verdict)
+    monkeypatch.setattr(judges._PoolJudge, "verdict", verdict)
     c = CrashCheck("keep", workload, lambda v: v.u64[0] != 65, strategy="exhaustive")
     r = check(c, progress=None)
     assert r.verdict == "inconsistent" and r.crash_points == 201 and len(states) >= 201

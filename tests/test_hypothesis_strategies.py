@@ -15,7 +15,7 @@ from hypothesis.errors import NoSuchExample
 
 import pmemsim as pm
 from pmemsim.explore import Crash, CrashCheck, CrashConsistencyError, Trace, check, record
-from pmemsim.explore.engine import crash_for
+from pmemsim.explore.images import crash_for
 from pmemsim.explore.replaying import check_crash, crash_snapshot, normalize
 from pmemsim.explore.seeding import fresh_seed, parse_seed
 from pmemsim.hypothesis import _alternatives_bound, crashes

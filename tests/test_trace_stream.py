@@ -10,7 +10,7 @@ import pytest
 
 import pmemsim as pm
 from pmemsim.explore import CrashCheck, check, marker, record
-from pmemsim.explore.engine import run_recovery
+from pmemsim.explore.recovery import run_recovery
 from pmemsim.explore.trace import CrashPoint, StopRecording
 from pmemsim.markers import CrashInfo
 

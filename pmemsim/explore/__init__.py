@@ -11,9 +11,11 @@ plugin in :mod:`pmemsim.pytest_plugin`.
 from ..markers import CrashInfo, current_crash, marker
 from .checks import BaseCheck, CrashCheck
 from .crash import Crash
-from .engine import check, replay, run_recovery
+from .engine import check
 from .files import FileCrashCheck
 from .lazy import NondeterministicRecovery
+from .recovery import run_recovery
+from .replaying import replay
 from .report import (
     CheckResult,
     CrashConsistencyError,

@@ -28,6 +28,14 @@ FAULTS = ("unsafe_shutdown", "badblock")
 EXPECT = ("consistent", "inconsistent")
 
 
+def validate_check(c: object) -> None:
+    """``c`` is a check this engine runs (its fields were checked when it was made)."""
+    if not isinstance(c, BaseCheck):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"{c!r} is not a CrashCheck or a FileCrashCheck"
+        )
+
+
 def granularity_of(value: object, where: str = "granularity") -> Granularity:
     """A granularity from the enum, its name in any case ("cache_line") or its value."""
     if isinstance(value, Granularity):

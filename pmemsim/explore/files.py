@@ -44,7 +44,7 @@ from ..markers import CrashInfo, reset_crash, set_crash
 from ..snapshot import Snapshot
 from .budget import RunTimer
 from .checks import BaseCheck
-from .engine import SECTOR, Deviations
+from .images import SECTOR, Deviations
 from .lazy import Observation, ObservedInfo, Outcome, Verdict
 from .report import HANG_ERRORS, CrashConsistencyError
 from .trace import Trace, record_run
@@ -218,7 +218,7 @@ _ZERO_PAGE = _hash(bytes(_PAGE))
 
 
 class _FilesJudge:
-    """FileCrashCheck's judge (see engine.Judge): recovery runs on a directory."""
+    """FileCrashCheck's judge (see judges.Judge): recovery runs on a directory."""
 
     def __init__(self, c: FileCrashCheck, layouts: dict[int, _Layout]) -> None:
         self.c = c

@@ -41,7 +41,7 @@ accounts. The first image of a check is run twice for the same reason.
 The explorer is independent of how recovery is run: it needs a crash state's alternatives
 (:class:`Alternatives`) and a function that runs recovery on a choice of alternatives and
 reports the verdict and the observations (:class:`Outcome`). The in-process runner is
-:class:`Observation` plus :func:`pmemsim.explore.engine.run_recovery`; check-log can plug in
+:class:`Observation` plus :func:`pmemsim.explore.recovery.run_recovery`; check-log can plug in
 its own.
 """
 

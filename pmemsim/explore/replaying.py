@@ -5,26 +5,46 @@ These are the pieces a property test needs once it holds a :class:`Trace` and a
 written by hand): :func:`normalize` says what a crash means at its point,
 :func:`crash_snapshot` builds its image, and :func:`check_crash` runs recovery on it and
 re-raises the user's own exception with the crash as notes.
+
+:func:`replay` does the same for a check and a replay token from its report: it records the
+check again, rebuilds the image the token names (through the crashes of recovery the token
+chains) and runs recovery on it; ``check(c, replay=token)`` reports that one crash.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo
 from ..snapshot import Snapshot
+from .budget import RunTimer
+from .checks import CrashCheck, Recovery, validate_check
 from .crash import Crash
-from .engine import SECTOR, Recovery, crash_for, deviations_for, lost_of, run_recovery
-from .report import Failure
-from .trace import CrashPoint, Trace
+from .images import SECTOR, crash_for, deviations_for, lost_of
+from .judges import Judge, _PoolJudge, _recorded
+from .lazy import Verdict
+from .merge import _Candidate, _failure
+from .recovery import _recovery_as_workload, run_recovery
+from .report import (
+    HANG_ERRORS,
+    CheckResult,
+    FailedCrash,
+    Failure,
+    RecoveryCrashFailure,
+    RecoveryHang,
+)
+from .trace import CrashPoint, Trace, record
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashImage, CrashState
 
-__all__ = ["check_crash", "crash_image", "crash_point", "crash_snapshot", "normalize"]
+    from .files import FileCrashCheck
+
+__all__ = ["check_crash", "crash_image", "crash_point", "crash_snapshot", "normalize", "replay"]
 
 
 def _validated(trace: Trace, crash: Crash) -> None:
@@ -138,3 +158,123 @@ def check_crash(
     err.add_note(f"pmemsim: {name} is inconsistent after this crash:")
     err.add_note(failure.describe(replay))
     raise err
+
+
+# -- replay tokens -------------------------------------------------------------------------
+
+
+def _split_token(c: Any, token: str) -> tuple[Crash, list[Crash]]:
+    if not isinstance(token, str):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"a replay token is a string, not {token!r}")
+    who, at, crash_part = token.rpartition("@")
+    if at and who and who != c.name and who.rpartition("::")[2] != c.name:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"replay token {token!r} is for check {who!r}, not {c.name!r}"
+        )
+    first, *chain = crash_part.split(">")
+    crashes = [Crash.parse(first), *(Crash.parse(x) for x in chain)]
+    if chain and not isinstance(c, CrashCheck):
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"{c.name}: recovery is never crashed")
+    return crashes[0], crashes[1:]
+
+
+def _fault_image(
+    trace: Trace, judge: Judge, crash: Crash, what: str = "the workload"
+) -> tuple[Any, CrashInfo, CrashPoint, CrashState]:
+    """The image a crash names in a recorded trace, with its faults applied (strictly: a
+    point out of range or a line not in flight is an error, never clamped)."""
+    if not 0 <= crash.point < len(trace.points):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"crash {crash}: {what} has crash points 0 to {len(trace.points) - 1}, "
+            f"not {crash.point}",
+        )
+    point = trace.points[crash.point]
+    state = point.state
+    if "unsafe_shutdown" in crash.faults:
+        if point.unsafe_state is None:
+            raise InvalidArgumentError(ErrorCode.EINVAL, "no unsafe-shutdown state recorded")
+        state = point.unsafe_state
+    image = judge.image(state, deviations_for(state, crash, strict=True))
+    for fault in crash.faults:
+        if fault.startswith("badblock."):
+            image = judge.with_badblock(image, fault)
+        elif fault != "unsafe_shutdown":
+            raise InvalidArgumentError(ErrorCode.EINVAL, f"unknown fault {fault!r} in the crash")
+    return image, CrashInfo(point.index, point.kind, point.markers, crash.faults), point, state
+
+
+def replay(c: CrashCheck | FileCrashCheck, token: str) -> BaseException | None:
+    """Rebuild the image a replay token names and run recovery on it again.
+
+    ``token`` is a failure's token (``name@crash[>recovery crash...]``) or just the crash
+    part. Returns recovery's exception (None if the image is consistent now). A token that
+    names another check, a crash point the run does not have, or a line with nothing in
+    flight there is an error.
+    """
+    validate_check(c)
+    err = _replay(c, token)[0]
+    return err.error if isinstance(err, RecoveryCrashFailure) else err
+
+
+def _replay(c: Any, token: str) -> tuple[BaseException | None, Crash, CrashPoint, Any, Any]:
+    timer = RunTimer(c.run_timeout)
+    with timer.installed():
+        return _replay_with(c, token, timer)
+
+
+def _replay_with(
+    c: Any, token: str, timer: RunTimer
+) -> tuple[BaseException | None, Crash, CrashPoint, Any, Any]:
+    crash, chain = _split_token(c, token)
+    with _recorded(c, "unsafe_shutdown" in crash.faults) as (trace, judge):
+        judge.timer = timer
+        image, info, point, state = _fault_image(trace, judge, crash)
+        if not isinstance(c, CrashCheck):
+            return judge.verdict(image, info), crash, point, state, judge
+    pool_judge = _PoolJudge(c)
+    for link in chain:
+        try:
+            with timer.running():
+                t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
+        except HANG_ERRORS as exc:
+            timer.disarm()
+            return exc, crash, point, state, judge
+        except Exception as exc:  # recovery failed as a recorded workload: its verdict
+            return exc, crash, point, state, judge
+        image, info, _, _ = _fault_image(t, pool_judge, link, "recovery")
+    err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy, timer=timer)
+    if err is not None and chain:
+        err = RecoveryCrashFailure(tuple(chain), err)
+    return err, crash, point, state, judge
+
+
+def _replayed(c: Any, token: str) -> CheckResult:
+    """``check(c, replay=token)``: the one crash a token names, as a result."""
+    started = time.perf_counter()
+    result = CheckResult(c.name, c.expect, "replay", c.seed, crash_points=1, check=c)
+    err, crash, point, state, judge = _replay(c, token)
+    result.images_possible = result.images_checked = result.images_covered = 1
+    result.recovery_runs = 1
+    if err is not None:
+        deviations = deviations_for(state, crash, strict=True)
+        cand = _Candidate(
+            (len(deviations), 0, crash.point, str(crash)),
+            crash.point,
+            crash.faults,
+            deviations,
+            "replay",
+            Verdict.of(err),
+            err,
+            point,
+            state,
+        )
+        result.inconsistent = 1
+        exact = dataclasses.replace(crash_for(point, deviations, state), faults=crash.faults)
+        lines, lost = lost_of(state, deviations)
+        v = Verdict.of(err)
+        result.failing.append(FailedCrash(exact, lines, lost, v.kind, v.signature, v.message))
+        result.hangs = int(isinstance(err, RecoveryHang))
+        result.failures.append(_failure(c.name, judge, cand, point, state, err))
+    result.seconds = time.perf_counter() - started
+    return result

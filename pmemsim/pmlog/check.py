@@ -38,7 +38,8 @@ from typing import Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
-from ..explore.engine import crash_for, deviations_for, strategy_for
+from ..explore.engine import strategy_for
+from ..explore.images import crash_for, deviations_for
 from ..explore.strategy import Plan, PointContext, Strategy, _every, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
 from .checkers import FunctionChecker, LibChecker, ProgramChecker

@@ -181,7 +181,7 @@ class LazyJudge:
     def _recover(
         self, alts: StateAlternatives, dev: Deviations, info: CrashInfo, obs: Observation
     ) -> BaseException | None:
-        from ..explore.engine import run_recovery
+        from ..explore.recovery import run_recovery
 
         c = self.check
         # Recovery sees the first registered file (a CrashCheck has one pool): its reads
