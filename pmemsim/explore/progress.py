@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 
 from .report import Progress
@@ -11,26 +10,6 @@ from .report import Progress
 __all__ = ["ProgressCallback", "progress_line"]
 
 ProgressCallback = Callable[[Progress], None]
-
-
-def _progress_bar() -> Callable[[int, int], None] | None:
-    """A ``(done, total)`` bar on stderr when it is a terminal (check-log uses it)."""
-    if not sys.stderr.isatty():
-        return None
-    started = time.perf_counter()
-
-    def show(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images, {rate:,.0f}/s"
-        )
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
 
 
 def progress_line() -> ProgressCallback | None:
