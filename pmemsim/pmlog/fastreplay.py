@@ -41,10 +41,6 @@ from ..snapshot import Snapshot
 from .frames import _call, source_line, trampoline
 from .grammar import RegisterFile, Store, _frames, _parse_record
 from .replay import BEGIN, DEEP, FENCE, FLUSH, STORE
-from .selfcheck import DEEP as _DEEP
-from .selfcheck import FENCE as _FENCE
-from .selfcheck import FLUSH as _FLUSH
-from .selfcheck import STORE as _STORE
 from .selfcheck import LineModel
 
 if TYPE_CHECKING:
@@ -82,7 +78,6 @@ def _workload_site() -> None:
 #: The provenance of a store without a C source line, and of every flush.
 _SITE = (_workload_site.__code__, 0)
 _FLUSH_PROV = (_SITE,)
-_FENCE_OP = (_FENCE,)
 
 
 def _call_offset() -> int:
@@ -438,7 +433,6 @@ class _Machine:
             if check
             else None
         )
-        self.ops = None if self.model is None else self.model.ops.append
         self.seq = 0
         self.since_barrier = False
         self.barriers = 0
@@ -540,8 +534,8 @@ class _Machine:
             self._stale[pool].add(page + 1)
         self.changed = True
         self.operations += 1
-        if self.ops is not None:
-            self.ops((_STORE, pool, off, data))
+        if self.model is not None:
+            self.model.store(pool, off, data)
         if self.mode == "operations":
             self._capture("store", "after")
 
@@ -580,8 +574,8 @@ class _Machine:
         """A flush of ``[off, off + n)`` (n > 0), already cut to the pool."""
         p = self.pools[pool]
         self.operations += 1
-        if self.ops is not None:
-            self.ops((_FLUSH, pool, off, n))
+        if self.model is not None:
+            self.model.flush(pool, off, n)
         if self.mode == "operations":
             self._capture("flush", "before")
         self.seq = seq = self.seq + 1
@@ -619,8 +613,8 @@ class _Machine:
         if self.unfenced:  # else nothing to order: not a barrier
             self._barrier("fence")
         # The self-check hears of the fence after its crash point, which comes before it.
-        if self.ops is not None:
-            self.ops(_FENCE_OP)
+        if self.model is not None:
+            self.model.fence()
         if self.unfenced:
             self._resolve_all()
 
@@ -631,8 +625,8 @@ class _Machine:
         hi = min(-(-end // LINE) * LINE, max(p.size, end))
         self._barrier("deep_flush")
         self.operations += 1
-        if self.ops is not None:
-            self.ops((_DEEP, pool, off, n))
+        if self.model is not None:
+            self.model.deep_sync(pool, off, n)
         # A deep sync flushes its range (not user code, for the lint) and fences.
         self.seq = seq = self.seq + 1
         p.flushes.append((seq, lo, hi, ()))

@@ -36,126 +36,110 @@ from typing import Any
 
 from ..explore.durability import DurabilityViolation
 
-__all__ = ["DEEP", "FENCE", "FLUSH", "STORE", "LineModel"]
+__all__ = ["LineModel"]
 
 LINE = 64
 _ZERO_LINE = bytes(LINE)
-#: Operation kinds in the queue (LineModel.ops).
-STORE, FLUSH, FENCE, DEEP = range(4)
 
 
 class LineModel:
-    """Follows a log's operations; :meth:`verify` compares a crash point with them."""
+    """Follows a log's operations (:meth:`store`, :meth:`flush`, :meth:`fence`,
+    :meth:`deep_sync`, called in the log's order as the replay runs past each one: a crash
+    point before a fence or deep sync comes before the operation is heard of);
+    :meth:`verify` compares a crash point with them."""
 
     def __init__(self, initial: list[Callable[[int, int], bytes] | None], labels: list[str]):
         #: Per pool: reads ``[offset, offset + 64)`` of the initial content (None: zeros).
         self._initial = initial
-        self._read: list[dict[int, bytes]] = [{} for _ in initial]
         self.labels = labels
-        #: Per pool: line offset -> durable content, for lines something was made durable in.
-        self.durable: list[dict[int, bytes]] = [{} for _ in initial]
-        #: Per pool: line offset -> [its pieces in flight in program order, its content with
-        #: all of them persisted, its atoms in flight]: a line in flight.
+        #: Per pool: line offset -> what the line holds for good, for every line read so
+        #: far (its initial content until something is made durable in it).
+        self.held: list[dict[int, bytes]] = [{} for _ in initial]
+        #: Per pool: line offset -> [its pieces in flight in program order as ``(offset,
+        #: data)``, its content with all of them persisted, its atoms in flight, how many of
+        #: its pieces a flush has covered (a flush covers every piece issued before it, so
+        #: the covered ones are always the first ones)]: a line in flight.
         self.pending: list[dict[int, list[Any]]] = [{} for _ in initial]
         #: Per pool: lines holding a flushed piece (what the next fence makes durable).
         self.ready: list[set[int]] = [set() for _ in initial]
         #: Per pool: lines changed since the last comparison.
         self.touched: list[set[int]] = [set() for _ in initial]
-        #: The log's operations since the last comparison (see :meth:`_apply`).
-        self.ops: list[tuple[Any, ...]] = []
 
     # -- operations ----------------------------------------------------------------------
 
-    def _apply(self) -> None:
-        """Take the operations queued since the last comparison (``ops``: ``(STORE, pool,
-        offset, data)``, ``(FLUSH, pool, offset, length)``, ``(FENCE,)``, ``(DEEP, pool,
-        offset, length)``), in order: the replay queues each one once the run is past it
-        (a crash point before a fence or deep sync comes before the operation is queued)."""
-        ops = self.ops
-        for op in ops:
-            kind = op[0]
-            if kind == STORE:
-                self._store(op[1], op[2], op[3])
-            elif kind == FENCE:
-                self._fence_now()
-            elif kind == FLUSH:
-                self._flush(op[1], op[2], op[3])
-            else:
-                self._flush(op[1], op[2], op[3])
-                self._fence_now()
-        ops.clear()  # the list the replay appends to: kept
-
-    def _store(self, pool: int, off: int, data: bytes) -> None:
-        pending, touched = self.pending[pool], self.touched[pool]
+    def store(self, pool: int, off: int, data: bytes) -> None:
+        """A store, visible at once, in flight until a flush of its line and a fence."""
         line = off - off % LINE
-        if off + len(data) <= line + LINE:  # one line: the common case
-            got = pending.get(line)
-            if got is None:
-                got = pending[line] = [[], self.content(pool, line), ()]
-            got[0].append([off, data, False])
-            o = off - line
-            got[1] = got[1][:o] + data + got[1][o + len(data) :]
-            got[2] += _atoms(off, data)
-            touched.add(line)
+        if off + len(data) > line + LINE:  # across lines: a piece per line
+            end = off + len(data)
+            while off < end:
+                take = min(line + LINE, end) - off
+                self.store(pool, off, data[:take])
+                data = data[take:]
+                off += take
+                line += LINE
             return
-        end = off + len(data)
-        while off < end:
-            take = min(line + LINE, end) - off
-            self._store(pool, off, data[:take])
-            data = data[take:]
-            off += take
-            line += LINE
+        pending = self.pending[pool]
+        got = pending.get(line)
+        if got is None:
+            got = pending[line] = [[], self.content(pool, line), (), 0]
+        got[0].append((off, data))
+        o = off - line
+        whole = got[1]
+        got[1] = whole[:o] + data + whole[o + len(data) :]
+        got[2] += ((off, data),) if (off & 7) + len(data) <= 8 else _atoms(off, data)
+        self.touched[pool].add(line)
 
-    def _flush(self, pool: int, off: int, length: int) -> None:
+    def flush(self, pool: int, off: int, length: int) -> None:
         """Flush the lines ``[off, off + length)`` meets: their pieces issued so far."""
-        pending, ready = self.pending[pool], self.ready[pool]
+        pending = self.pending[pool]
         lo, end = off - off % LINE, off + length
         if (end - lo) // LINE < len(pending):
             lines: Iterable[int] = [n for n in range(lo, end, LINE) if n in pending]
         else:
             lines = [n for n in pending if lo <= n < end]
+        ready = self.ready[pool]
         for line in lines:
-            for p in pending[line][0]:
-                p[2] = True
+            got = pending[line]
+            got[3] = len(got[0])
             ready.add(line)
 
-    def _fence_now(self) -> None:
-        for pool, pending in enumerate(self.pending):
-            ready = self.ready[pool]
+    def fence(self) -> None:
+        """What every flush so far covered becomes durable, line by line."""
+        for pool, ready in enumerate(self.ready):
             if not ready:
                 continue
             self.ready[pool] = set()
-            durable, touched = self.durable[pool], self.touched[pool]
+            pending, held, touched = self.pending[pool], self.held[pool], self.touched[pool]
             for line in ready:
                 got = pending[line]
+                pieces, n = got[0], got[3]
                 content = bytearray(self.content(pool, line))
-                kept = []
-                for piece in got[0]:  # program order: later pieces win
-                    off, data, flushed = piece
-                    if flushed:
-                        content[off - line : off - line + len(data)] = data
-                    else:
-                        kept.append(piece)
-                durable[line] = bytes(content)
+                for off, data in pieces[:n]:  # program order: later pieces win
+                    content[off - line : off - line + len(data)] = data
+                held[line] = bytes(content)
                 touched.add(line)
-                if kept:
-                    got[0] = kept
+                if n < len(pieces):
+                    kept = pieces[n:]
+                    got[0], got[3] = kept, 0
                     got[2] = tuple(a for p in kept for a in _atoms(p[0], p[1]))
                 else:
                     del pending[line]
+
+    def deep_sync(self, pool: int, off: int, length: int) -> None:
+        """A deep sync: a flush of its range and a fence."""
+        self.flush(pool, off, length)
+        self.fence()
 
     # -- the rules' answers --------------------------------------------------------------
 
     def content(self, pool: int, line: int) -> bytes:
         """What the line holds for good (nothing in flight persisted)."""
-        got = self.durable[pool].get(line)
-        if got is not None:
-            return got
-        got = self._read[pool].get(line)
+        held = self.held[pool]
+        got = held.get(line)
         if got is None:
             read = self._initial[pool]
-            got = _ZERO_LINE if read is None else read(line, LINE)
-            self._read[pool][line] = got
+            got = held[line] = _ZERO_LINE if read is None else read(line, LINE)
         return got
 
     # -- comparing -----------------------------------------------------------------------
@@ -174,43 +158,41 @@ class LineModel:
         per pool, the image buffer (what it shows is the all-persisted content);
         ``changed``: ``(pool, line)`` of every line the replay changed since the previous
         crash point. Raises DurabilityViolation, naming crash point ``point``."""
-        self._apply()
         where = f"crash point {point}"
-        state = {(x.pool, x.offset): x for x in lines}
-        todo = set(state)
-        todo.update(changed)
-        in_flight = 0
-        for pool, touched in enumerate(self.touched):
-            if touched:
-                todo.update([(pool, line) for line in touched])
-                touched.clear()
-            in_flight += len(self.pending[pool])
-        matched = 0
         pending_of, content = self.pending, self.content
-        for key in todo:
-            pool, line = key
-            shown = bytes(buffers[pool][line : line + LINE])
+        # Every line in flight in the state: in flight by the rules too, with the same
+        # durable content, stores in flight and all-persisted content.
+        state: set[tuple[int, int]] = set()
+        for x in lines:
+            pool, line = key = (x.pool, x.offset)
+            state.add(key)
+            shown = buffers[pool][line : line + LINE]
             if len(shown) < LINE:
-                shown += bytes(LINE - len(shown))
-            x = state.get(key)
+                shown = _padded(shown)
             got = pending_of[pool].get(line)
-            if got is None:  # nothing in flight: it shows what it holds
-                if x is not None or shown != content(pool, line):
-                    self._violation(where, pool, line, x, shown)
-                continue
-            matched += 1
             if (
-                x is None
+                got is None
                 or shown != got[1]
                 or x.signature() != got[2]
                 or x.base != content(pool, line)
             ):
                 self._violation(where, pool, line, x, shown)
-        if matched != in_flight:  # a line in flight here but not in the state
+        # Every other line either side changed: in flight by neither, showing what it holds.
+        others = [key for key in changed if key not in state]
+        for pool, touched in enumerate(self.touched):
+            if touched:
+                others += [(pool, line) for line in touched if (pool, line) not in state]
+                touched.clear()
+        for pool, line in others:
+            shown = _padded(buffers[pool][line : line + LINE])
+            if line in pending_of[pool] or shown != content(pool, line):
+                self._violation(where, pool, line, None, shown)
+        # And no line in flight by the rules is missing from the state.
+        if len(state) != sum(map(len, pending_of)):
             for pool, pending in enumerate(pending_of):
                 for line in pending:
                     if (pool, line) not in state:
-                        shown = bytes(buffers[pool][line : line + LINE])
+                        shown = _padded(buffers[pool][line : line + LINE])
                         self._violation(where, pool, line, None, shown)
 
     def _violation(self, where: str, pool: int, line: int, x: Any, shown: bytes) -> None:
@@ -234,6 +216,11 @@ class LineModel:
                 f"stores make {whole.hex()}"
             )
         raise DurabilityViolation(f"{where}: {problem}; this is a pmemsim bug")
+
+
+def _padded(shown: bytes) -> bytes:
+    """A line as a buffer shows it, zeros past the pool's end."""
+    return shown if len(shown) == LINE else bytes(shown) + bytes(LINE - len(shown))
 
 
 def _atoms(off: int, data: bytes) -> tuple[tuple[int, bytes], ...]:
