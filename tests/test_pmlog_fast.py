@@ -459,6 +459,18 @@ def _lost_line(original: Any) -> Any:  # a crash state leaves out a line in flig
     return state
 
 
+def _extra_line(original: Any) -> Any:  # a crash state holds a line with nothing in flight
+    def state(self: Any) -> Any:
+        got = original(self)
+        if got.in_flight:
+            x = got.in_flight[0]
+            clean = fast.LineInFlight(x.pool, 0xC0, bytes(64), ((0, 0xC0, b"\x07", None),), 0)
+            got.in_flight = [*got.in_flight, clean]
+        return got
+
+    return state
+
+
 @pytest.mark.parametrize(
     ("name", "make", "point"),
     [
@@ -470,6 +482,7 @@ def _lost_line(original: Any) -> Any:  # a crash state leaves out a line in flig
         ("store", _reordered, 0),
         ("_fold", _stale_flush, 2),
         ("_state", _lost_line, 0),
+        ("_state", _extra_line, 0),
     ],
 )
 def test_the_self_check_catches_a_bug_planted_in_the_lean_replay(

@@ -209,6 +209,15 @@ def test_a_malformed_record_names_its_number_line_and_column(tmp_path: Path) -> 
     assert "--log-file" in str(err)  # a valgrind log: maybe the program's output
 
 
+@pytest.mark.parametrize(("blanks", "column"), [("", 7), ("  ", 9), ("\t ", 9)])
+def test_a_record_with_or_without_blanks_before_it_is_named_at_its_first_letter(
+    blanks: str, column: int
+) -> None:
+    with pytest.raises(LogFormatError) as info:
+        parse_log(f"START|{blanks}STORE;0x10;0x1 |STOP")
+    assert (info.value.record, info.value.line, info.value.column) == (1, 1, column)
+
+
 def test_bytes_that_are_not_utf8_are_named_inside_the_log_and_ignored_outside(
     tmp_path: Path,
 ) -> None:

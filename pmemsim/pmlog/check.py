@@ -576,11 +576,14 @@ class _Explorer:
         img.move_to(point.state)
         option = img._option
         # Per line with a choice: None (all persisted) or ((i, o), key delta, atoms lost).
-        per = [
-            [None, *(((i, o), *option(i, o)[1:3]) for o in range(1, c))]
-            for i, c in enumerate(counts)
-            if c > 1
-        ]
+        per = []
+        for i, c in enumerate(counts):
+            if c > 1:
+                choices: list[Any] = [None]
+                for o in range(1, c):
+                    hit = option(i, o)
+                    choices.append(((i, o), hit[1], hit[2]))
+                per.append(choices)
         seen, judge, index, ordinal, seq = (
             self.seen,
             self.judge,

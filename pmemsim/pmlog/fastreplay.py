@@ -507,9 +507,11 @@ class _Machine:
         if (off & 7) + n <= 8:  # one atom: the common case
             line = off & -LINE
             atoms = lines.get(line)
+            key = (pool, line)
             if atoms is None:
                 p.bases[line] = p.line_bytes(line)
-                p.base_keys[line] = self._key_of(pool, line)
+                # (_key_of, inline: this runs once per store.)
+                p.base_keys[line] = None if key in self.dirty else self.img.known_key(pool, line)
                 lines[line] = [(rseq, off, data, frame)]
             else:
                 if line not in p.overlaps:
@@ -520,7 +522,6 @@ class _Machine:
                             p.overlaps.add(line)
                             break
                 atoms.append((rseq, off, data, frame))
-            key = (pool, line)
             self.changed_lines.add(key)
             self.dirty.add(key)
         else:

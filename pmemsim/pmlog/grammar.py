@@ -374,7 +374,8 @@ def _tokens(pieces: Pieces) -> Iterator[Tok]:
                 break
             text = raw.strip()
             if text:
-                p = pos + len(raw) - len(raw.lstrip())
+                # (strip() gives back the very string when it has no blanks to remove.)
+                p = pos if text is raw else pos + len(raw) - len(raw.lstrip())
                 yield (n, p, line, p - start + 1, text, prefixed)
                 n += 1
     text = carry.strip()

@@ -94,6 +94,12 @@ class LineModel:
         """Flush the lines ``[off, off + length)`` meets: their pieces issued so far."""
         pending = self.pending[pool]
         lo, end = off - off % LINE, off + length
+        if length > 0 and end - lo <= LINE:  # one line: the common case
+            got = pending.get(lo)
+            if got is not None:
+                got[3] = len(got[0])
+                self.ready[pool].add(lo)
+            return
         if (end - lo) // LINE < len(pending):
             lines: Iterable[int] = [n for n in range(lo, end, LINE) if n in pending]
         else:
@@ -109,12 +115,11 @@ class LineModel:
         for pool, ready in enumerate(self.ready):
             if not ready:
                 continue
-            self.ready[pool] = set()
             pending, held, touched = self.pending[pool], self.held[pool], self.touched[pool]
             for line in ready:
                 got = pending[line]
                 pieces, n = got[0], got[3]
-                content = bytearray(self.content(pool, line))
+                content = bytearray(held[line])  # held since the line came into flight
                 for off, data in pieces[:n]:  # program order: later pieces win
                     content[off - line : off - line + len(data)] = data
                 held[line] = bytes(content)
@@ -125,6 +130,7 @@ class LineModel:
                     got[2] = tuple(a for p in kept for a in _atoms(p[0], p[1]))
                 else:
                     del pending[line]
+            ready.clear()
 
     def deep_sync(self, pool: int, off: int, length: int) -> None:
         """A deep sync: a flush of its range and a fence."""
@@ -158,44 +164,44 @@ class LineModel:
         per pool, the image buffer (what it shows is the all-persisted content);
         ``changed``: ``(pool, line)`` of every line the replay changed since the previous
         crash point. Raises DurabilityViolation, naming crash point ``point``."""
-        where = f"crash point {point}"
-        pending_of, content = self.pending, self.content
+        pending_of, held_of = self.pending, self.held
         # Every line in flight in the state: in flight by the rules too, with the same
-        # durable content, stores in flight and all-persisted content.
+        # durable content (held since it came into flight), stores in flight and
+        # all-persisted content.
         state: set[tuple[int, int]] = set()
         for x in lines:
             pool, line = key = (x.pool, x.offset)
             state.add(key)
             shown = buffers[pool][line : line + LINE]
-            if len(shown) < LINE:
-                shown = _padded(shown)
             got = pending_of[pool].get(line)
             if (
                 got is None
                 or shown != got[1]
                 or x.signature() != got[2]
-                or x.base != content(pool, line)
+                or x.base != held_of[pool].get(line)
             ):
-                self._violation(where, pool, line, x, shown)
+                self._violation(point, pool, line, x, _padded(shown))
         # Every other line either side changed: in flight by neither, showing what it holds.
-        others = [key for key in changed if key not in state]
+        others = set(changed)
         for pool, touched in enumerate(self.touched):
             if touched:
-                others += [(pool, line) for line in touched if (pool, line) not in state]
+                others.update([(pool, line) for line in touched])
                 touched.clear()
+        others -= state
+        content = self.content
         for pool, line in others:
-            shown = _padded(buffers[pool][line : line + LINE])
+            shown = buffers[pool][line : line + LINE]
             if line in pending_of[pool] or shown != content(pool, line):
-                self._violation(where, pool, line, None, shown)
+                self._violation(point, pool, line, None, _padded(shown))
         # And no line in flight by the rules is missing from the state.
         if len(state) != sum(map(len, pending_of)):
             for pool, pending in enumerate(pending_of):
                 for line in pending:
                     if (pool, line) not in state:
                         shown = _padded(buffers[pool][line : line + LINE])
-                        self._violation(where, pool, line, None, shown)
+                        self._violation(point, pool, line, None, shown)
 
-    def _violation(self, where: str, pool: int, line: int, x: Any, shown: bytes) -> None:
+    def _violation(self, point: int, pool: int, line: int, x: Any, shown: bytes) -> None:
         durable = self.content(pool, line)
         got = self.pending[pool].get(line)
         atoms, whole = (got[2], got[1]) if got is not None else ((), durable)
@@ -215,7 +221,7 @@ class LineModel:
                 f"with every store in flight persisted, {label} shows {shown.hex()} but its "
                 f"stores make {whole.hex()}"
             )
-        raise DurabilityViolation(f"{where}: {problem}; this is a pmemsim bug")
+        raise DurabilityViolation(f"crash point {point}: {problem}; this is a pmemsim bug")
 
 
 def _padded(shown: bytes) -> bytes:
