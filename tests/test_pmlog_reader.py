@@ -209,6 +209,19 @@ def test_a_malformed_record_names_its_number_line_and_column(tmp_path: Path) -> 
     assert "--log-file" in str(err)  # a valgrind log: maybe the program's output
 
 
+def test_counts_are_the_last_runs_and_an_earlier_runs_records_are_checked_too() -> None:
+    last = (
+        "START|STORE;0x10;0x1;0x8|STORE;0x18;0x2;0x8|FLUSH;0x0;0x40|FENCE|DEEP_SYNC;0x0;0x40"
+        "|m.BEGIN|m.END|STOP"
+    )
+    log = parse_log("START|STORE;0x10;0x1;0x8|FLUSH;0x0;0x40|FENCE|FENCE|STOP|" + last)
+    assert log.counts == {"STORE": 2, "FLUSH": 1, "FENCE": 1, "DEEP_SYNC": 1, "MARKER": 2}
+    for bad in ("STORE;0x10;0x1;0x9", "FLUSH;0x10", "FENCE;0x1"):
+        with pytest.raises(LogFormatError) as info:
+            parse_log(f"START|FENCE|{bad}|STOP|" + last)
+        assert info.value.record == 2
+
+
 @pytest.mark.parametrize(("blanks", "column"), [("", 7), ("  ", 9), ("\t ", 9)])
 def test_a_record_with_or_without_blanks_before_it_is_named_at_its_first_letter(
     blanks: str, column: int
