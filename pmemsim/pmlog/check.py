@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import itertools
 import math
 import os
 import tempfile
@@ -575,15 +574,17 @@ class _Explorer:
         img = self.img
         img.move_to(point.state)
         option = img._option
-        # Per line with a choice: None (all persisted) or ((i, o), key delta, atoms lost).
-        per = []
+        # Every combination of the lines' options as (deviations, key, atoms lost), in
+        # itertools.product's order (the last line's option varies fastest), the first
+        # option of each (all persisted) being no deviation.
+        combos: list[tuple[tuple[tuple[int, int], ...], int, int]] = [((), img.key0, 0)]
         for i, c in enumerate(counts):
             if c > 1:
-                choices: list[Any] = [None]
+                choices: list[tuple[tuple[tuple[int, int], ...], int, int]] = [((), 0, 0)]
                 for o in range(1, c):
                     hit = option(i, o)
-                    choices.append(((i, o), hit[1], hit[2]))
-                per.append(choices)
+                    choices.append((((i, o),), hit[1], hit[2]))
+                combos = [(d + e, k + ek, n + en) for d, k, n in combos for e, ek, en in choices]
         seen, judge, index, ordinal, seq = (
             self.seen,
             self.judge,
@@ -592,23 +593,13 @@ class _Explorer:
             self.seq,
         )
         inline = self.inline
-        key0 = img.key0
         checked = 0
-        for combo in itertools.product(*per):
-            k = key0
-            lost = 0
-            devs = []
-            for e in combo:
-                if e is not None:
-                    devs.append(e[0])
-                    k += e[1]
-                    lost += e[2]
+        for dev, k, lost in combos:
             k &= KEY_MASK
             if k in seen:
                 continue
             seen.add(k)
             checked += 1
-            dev = tuple(devs)
             if inline is not None:
                 inline.image(point, markers, ordinal, seq, dev, (len(dev), lost, index))
             else:

@@ -169,6 +169,7 @@ class LineInFlight:
         self.floor = 0
         if len(atoms) == 1:  # the common case
             _, at, data, _ = atoms[0]
+            self.sig = ((at, data),)
             o = at - offset
             one = base[:o] + data + base[o + len(data) :]
             if one == base:

@@ -174,11 +174,12 @@ class Inline(Judge):
         elif markers != self.markers:
             os.environ["PMREORDER_MARKERS"] = self.markers = markers
         img, verdicts = self.img, self.verdicts
-        buf, options = img.buf, img._options
+        pool = img._pools[0]  # (img.buf and img.view(0), inline: this runs once per image)
+        buf, options = pool.buf, img._options
         for d in dev:
             hit = options.get(d) or img._option(*d)
             buf[hit[4] : hit[5]] = hit[0]
-        view = img.view(0)
+        view = pool.view()
         verdict: str | None
         try:
             ok = self.fn(view)
