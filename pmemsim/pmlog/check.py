@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -529,7 +529,28 @@ class _Explorer:
             return
         img = self.img
         img.move_to(state)
-        # PoolImage.key and .lost, inline (this loop runs once per image).
+        cached, option, key0 = img._options.get, img._option, img.key0
+
+        def keyed() -> Iterator[tuple[tuple[tuple[int, int], ...], int, int]]:
+            # PoolImage.key and .lost, inline (this runs once per image).
+            for dev in plan.images:
+                k = key0
+                lost = 0
+                for d in dev:
+                    hit = cached(d) or option(*d)
+                    k += hit[1]
+                    lost += hit[2]
+                yield dev, k, lost
+
+        self._judge_new(point, markers, keyed())
+
+    def _judge_new(
+        self,
+        point: CrashPoint,
+        markers: str,
+        keyed: Iterable[tuple[tuple[tuple[int, int], ...], int, int]],
+    ) -> None:
+        """Judge each image (deviations, key, atoms lost) whose key no earlier image had."""
         seen, judge, index, ordinal, seq = (
             self.seen,
             self.judge,
@@ -538,16 +559,8 @@ class _Explorer:
             self.seq,
         )
         inline = self.inline
-        cached, option = img._options.get, img._option
-        key0 = img.key0
         checked = 0
-        for dev in plan.images:
-            k = key0
-            lost = 0
-            for d in dev:
-                hit = cached(d) or option(*d)
-                k += hit[1]
-                lost += hit[2]
+        for dev, k, lost in keyed:
             k &= KEY_MASK
             if k in seen:
                 continue
@@ -559,7 +572,7 @@ class _Explorer:
                 judge(Cand(seq, point, dev, (len(dev), lost, index), markers, ordinal))
             seq += 1
         self.seq = seq
-        result.images_checked += checked
+        self.result.images_checked += checked
 
     def _every_line(self, point: CrashPoint, markers: str) -> bool:
         """The exhaustive plan of a log machine's state (every combination of its lines'
@@ -585,28 +598,7 @@ class _Explorer:
                     hit = option(i, o)
                     choices.append((((i, o),), hit[1], hit[2]))
                 combos = [(d + e, k + ek, n + en) for d, k, n in combos for e, ek, en in choices]
-        seen, judge, index, ordinal, seq = (
-            self.seen,
-            self.judge,
-            point.index,
-            self.ordinal,
-            self.seq,
-        )
-        inline = self.inline
-        checked = 0
-        for dev, k, lost in combos:
-            k &= KEY_MASK
-            if k in seen:
-                continue
-            seen.add(k)
-            checked += 1
-            if inline is not None:
-                inline.image(point, markers, ordinal, seq, dev, (len(dev), lost, index))
-            else:
-                judge(Cand(seq, point, dev, (len(dev), lost, index), markers, ordinal))
-            seq += 1
-        self.seq = seq
-        self.result.images_checked += checked
+        self._judge_new(point, markers, combos)
         return True
 
     def _lazily(self, point: CrashPoint, markers: str) -> None:
