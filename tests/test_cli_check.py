@@ -221,6 +221,7 @@ def test_a_poisoned_read_in_crashed_recovery_is_not_a_usage_error() -> None:
     "option, message",
     [
         (["--jobs", "0"], "argument --jobs: 0 is less than 1"),
+        (["--jobs", "99999999999999999999999"], "is more than 256"),  # was forked, one by one
         (["--jobs", "two"], "--jobs"),
         (["--max-images", "1"], "--max-images"),
         (["--recovery-depth", "-1"], "--recovery-depth"),

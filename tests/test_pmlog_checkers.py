@@ -391,3 +391,47 @@ def test_images_after_a_worker_crash_see_their_own_markers() -> None:
     assert got.inconsistent == want.inconsistent > 0
     assert got.minimal is not None and want.minimal is not None
     assert got.minimal.token == want.minimal.token
+
+
+def test_workers_answer_on_file_descriptors_past_1024(tmp_path: Path) -> None:
+    """A process with many files open (a long test run) gets pipe descriptors numbered
+    1,024 and up, which select() refuses: the workers' reader waits with poll. Found by a
+    long CLI fuzz run (ValueError: filedescriptor out of range in select())."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the open-file limit ({hard}) leaves no descriptor past 1,024")
+    limit = 2048 if hard == resource.RLIM_INFINITY else hard
+    log = (
+        f"START|REGISTER_FILE;{tmp_path / 'p.bin'};0x10000000;0x1000;0x0"
+        "|STORE;0x10000000;0x1;0x8|FLUSH;0x10000000;0x40|FENCE|STOP"
+    )
+    code = f"""
+import os, resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (2048, {limit}))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the next ones are past 1,024
+from pmemsim.pmlog import Replay, check_log, parse_log
+from pmemsim.pmlog.checkers import FunctionChecker
+r = check_log(Replay.of(parse_log({log!r})), FunctionChecker(lambda i: True, "true"), jobs=2)
+print(r.verdict, r.images_checked)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "consistent"
+
+
+@pytest.mark.parametrize("jobs", [0, 257, 10**23, True, 2.0])
+def test_a_number_of_workers_no_machine_has_is_refused(jobs: Any) -> None:
+    """``jobs`` of 10**23 forked workers one by one until the process ran out of files."""
+    from pmemsim.errors import InvalidArgumentError
+    from pmemsim.explore import CrashCheck, check
+    from pmemsim.pmlog import Replay, check_log, parse_log
+    from pmemsim.pmlog.checkers import FunctionChecker
+
+    log = "START|REGISTER_FILE;p.bin;0x10000000;0x1000;0x0|STOP"
+    with pytest.raises(InvalidArgumentError, match="from 1 to 256"):
+        check_log(Replay.of(parse_log(log)), FunctionChecker(lambda i: True, "t"), jobs=jobs)
+    c = CrashCheck("c", lambda v: None, lambda v: True)
+    with pytest.raises(InvalidArgumentError, match="from 1 to 256"):
+        check(c, jobs=jobs, progress=None)

@@ -58,6 +58,7 @@ def good(tmp_path: Path) -> Path:
             "--image-out",
         ),
         (["--jobs", "0", "--", "true"], "--jobs"),
+        (["--jobs", "99999999999999999999999", "--", "true"], "is more than 256"),
         (["--timeout", "nan", "--", "true"], "--timeout"),
         (["--base-image", "/nonexistent-pmemsim-test/base", "--", "true"], "no such file"),
         (["--base-image", "other=/dev/null", "--", "true"], "registers no file other"),

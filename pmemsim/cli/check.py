@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..distributed.options import add_scheduler_option, cluster_for
+from ..explore.workers import MAX_JOBS
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -400,7 +401,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--seed", metavar="N", help="seed for random strategies (default 0)")
     p.add_argument(
-        "--jobs", type=count(1), default=1, metavar="N", help="worker processes for recovery"
+        "--jobs",
+        type=count(1, MAX_JOBS),
+        default=1,
+        metavar="N",
+        help="worker processes for recovery",
     )
     add_scheduler_option(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")

@@ -70,8 +70,9 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def count(least: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``least`` (message names the bound)."""
+def count(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least`` (and at most ``most``); the
+    message names the bound."""
 
     def parse(text: str) -> int:
         try:
@@ -80,9 +81,11 @@ def count(least: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"{value} is less than {least}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{value} is more than {most}")
         return value
 
-    parse.__name__ = f"integer >= {least}"
+    parse.__name__ = f"integer >= {least}" if most is None else f"integer {least}..{most}"
     return parse
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..explore.workers import MAX_JOBS
 from .common import EXIT_FAILED, EXIT_OK, UsageProblem, count, finite_seconds
 
 __all__ = ["register"]
@@ -381,7 +382,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="strategy for crash points inside a marker (the innermost marker with one "
         "wins; 'none' or NoReorderNoCheck skips them); or a JSON file of them",
     )
-    p.add_argument("--jobs", type=count(1), default=1, metavar="N", help="checkers at once")
+    jobs = count(1, MAX_JOBS)
+    p.add_argument("--jobs", type=jobs, default=1, metavar="N", help="checkers at once")
     from ..distributed.options import add_scheduler_option
 
     add_scheduler_option(p)

@@ -20,7 +20,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
 from .budget import Cuts, RunTimer
 from .checks import CrashCheck, validate_check
@@ -33,6 +32,7 @@ from .replaying import _replayed
 from .report import CheckResult, Progress
 from .strategy import Exhaustive, PointContext, Strategy, strategy_named
 from .trace import CrashPoint, Trace, record
+from .workers import check_jobs
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
@@ -400,8 +400,7 @@ def check(
         overrides["name"] = name
     if overrides:
         c = dataclasses.replace(c, **overrides)
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
+    check_jobs(jobs)
     if replay is not None:
         return _replayed(c, replay)
     started = time.perf_counter()

@@ -22,8 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import ErrorCode, InvalidArgumentError
-from .workers import Timeout, Workers
+from .workers import Timeout, Workers, check_jobs
 
 if TYPE_CHECKING:
     from .engine import Session, StateReport
@@ -89,9 +88,7 @@ class LocalProcesses(Executor):
     """``jobs`` forked worker processes, started once per check (POSIX only)."""
 
     def __init__(self, jobs: int, *, grace: float = 5.0) -> None:
-        if not isinstance(jobs, int) or jobs < 1:
-            raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
-        self.jobs = jobs
+        self.jobs = check_jobs(jobs)
         #: Seconds past the check's deadline (and one run's time) before a worker that has
         #: not answered counts as stuck.
         self.grace = grace

@@ -41,6 +41,7 @@ from ..explore.engine import strategy_for
 from ..explore.images import crash_for, deviations_for
 from ..explore.strategy import Plan, PointContext, Strategy, _every, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
+from ..explore.workers import check_jobs
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
 from .fastreplay import record_log
 from .frames import source_of
@@ -683,8 +684,7 @@ def check_log(
     inline = isinstance(checker, FunctionChecker) and jobs == 1 and executor is None
     if engine is None:
         engine = "lazy" if inline else "exhaustive"
-    if not isinstance(jobs, int) or jobs < 1:
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"jobs must be an int >= 1, not {jobs!r}")
+    check_jobs(jobs)
     if crash_points not in CRASH_POINT_MODES:
         raise InvalidArgumentError(
             ErrorCode.EINVAL, f"crash points must be one of {', '.join(CRASH_POINT_MODES)}"

@@ -70,12 +70,16 @@ class _Reader:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buf = bytearray()
+        # poll, not select: select() refuses descriptors numbered 1,024 and up, which a
+        # process with many files open (a long test run) hands out.
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
 
     def _fill(self, n: int, deadline: float | None) -> bool:
         while len(self.buf) < n:
             if deadline is not None:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                if left <= 0 or not self._poll.poll(left * 1000):
                     raise TimeoutError
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
