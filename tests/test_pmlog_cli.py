@@ -158,9 +158,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("jobs", ["1", "2"])  # with 1, the signal came while the only
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # checker had left the queue
 def test_ctrl_c_and_sigterm_stop_at_once_and_leave_nothing(
-    tmp_path: Path, good: Path, sig: int
+    tmp_path: Path, good: Path, sig: int, jobs: str
 ) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -176,7 +177,7 @@ def test_ctrl_c_and_sigterm_stop_at_once_and_leave_nothing(
             "check-log",
             str(good),
             "--jobs",
-            "2",
+            jobs,
             "--",
             str(checker),
         ],

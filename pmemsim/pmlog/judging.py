@@ -280,10 +280,13 @@ class Programs(Judge):
         return None
 
     def _settle(self, keep: int) -> None:
-        # Oldest first, so that this waits for the image that has waited longest.
+        # Oldest first, so that this waits for the image that has waited longest. It leaves
+        # the window only once judged: interrupted while waiting, close() must still see it
+        # running (and kill its program).
         while len(self.window) > keep:
-            cand, slot, fut = self.window.popleft()
+            cand, slot, fut = self.window[0]
             verdict = fut.result()
+            self.window.popleft()
             self.files.returned(slot)
             self.free.append(slot)
             self.verdicts.add(cand, verdict)
