@@ -114,8 +114,8 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
 
 
 def _origin(pool: Any) -> str:
-    if pool.source is None:
-        return "zeros, no such file"
+    if pool.source is None:  # chosen (--base-image PATH=), or the file is not there
+        return "zeros" if os.path.exists(pool.resolved) else "zeros, no such file"
     if os.path.realpath(pool.source) == os.path.realpath(pool.resolved):
         return "the file's content"
     return f"from {pool.source}"
