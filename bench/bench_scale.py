@@ -3,8 +3,9 @@ to pmreorder on the same logs, in the same run.
 
 Run from the repository root (with pmemsim installed)::
 
-    python bench/bench_scale.py --quick     # about a minute
-    python bench/bench_scale.py             # the full grid, about half an hour on 2 cores
+    python bench/bench_scale.py --quick     # a small grid, each run once: about 75 s
+    python bench/bench_scale.py             # the full grid, best of 3: hours on 2 cores
+    python bench/bench_scale.py --shape 1x4@64M --shape 1000x4@4K --tools lib-acc,pmreorder-lib-acc
     python bench/bench_scale.py --json-out bench/results/scale.json
 
 Logs are generated in pmemcheck's format: ``epochs`` times, ``stores`` 8-byte stores each to
@@ -16,46 +17,78 @@ its own cache line, a FLUSH of each line and a FENCE. Three sweeps around one sh
   rest of the pool is never touched (sparse); and one shape with 2 stores an epoch spread
   over a 64 MiB pool (every page touched in the end).
 
-Each configuration runs in a child process of its own (so its peak RSS is its own), timed
-from reading the log to the verdict (interpreter start-up and imports excluded, for every
-tool alike). Tools:
+Every tool is timed two ways, each run a fresh child process:
+
+* **whole run**: what a user waits for, the wall time of the tool's own command line from
+  exec to exit (interpreter start-up, imports, reading the log, the verdict), measured by
+  this process around the child. pmemsim: ``python -m pmemsim check-log LOG --engine
+  exhaustive|accumulative`` with ``--checker-py FILE.py:ok``, ``--checker-lib LIB.so:ok``
+  or ``-- true``. pmreorder: ``python pmreorder.py -l LOG -r ReorderFull|ReorderAccumulative
+  -o OUT -c prog -p /bin/true``, and for ``-c lib -p LIB.so -n check``
+  ``python bench/pmreorder_lib.py pmreorder.py ...``: pmreorder's ``-c lib`` mode passes a
+  str where ctypes wants bytes on Python 3, and that wrapper changes that one call, then
+  runs pmreorder.py as ``__main__`` (nothing else of pmreorder is changed);
+* **after start-up**: in a child of this script, from reading the log to the verdict (the
+  interpreter's start-up and the tool's imports excluded, the same for every tool), which
+  also counts crash points and checker calls and reads the child's peak RSS (VmHWM).
+  pmemsim's check_log API with the same checkers; pmreorder's ``main()`` with the same
+  arguments and the same one-call patch.
+
+Each configuration is measured ``--repeat N`` times (default 3, 1 with ``--quick``) and
+the best time of each measure is kept, because this VM is shared and noisy. Children run
+with bytecode cached in a scratch folder (PYTHONPYCACHEPREFIX, PYTHONDONTWRITEBYTECODE
+unset), as from an installed package, for every tool alike, and every tool runs once on a
+one-store log before it is timed, so no timed run compiles a module (pmreorder.py itself, a
+script, is compiled on every run, as a user's pmreorder is).
+
+Tools:
 
 * ``py-exact`` / ``py-acc``: check-log's exhaustive / accumulative engine with a trivial
-  in-process Python checker;
+  in-process Python checker (``lambda image: True``);
 * ``lib-exact`` / ``lib-acc``: the same with a trivial C library checker (``--checker-lib``,
   in worker processes);
 * ``prog-exact`` / ``prog-acc``: ``true`` as the checker program (small shapes only);
 * ``record``: check-log's replay alone (pmemsim.pmlog.fastreplay), its crash points
   streamed and dropped (what the replay costs per crash point, whatever the consumer does);
+  it has no command line, so no whole run;
 * ``pmreorder-lib-full`` / ``pmreorder-lib-acc``: pmreorder's ReorderFull /
-  ReorderAccumulative with an in-process C library checker (its ``-c lib`` mode passes a
-  str where ctypes wants bytes on Python 3, so the child patches that one call; nothing
-  else of pmreorder is changed), on a pool file in /dev/shm;
+  ReorderAccumulative with an in-process C library checker, on a pool file in /dev/shm;
 * ``pmreorder-prog-full`` / ``pmreorder-prog-acc``: the same with ``true`` as the checker
   program.
 
-``--shape 30000x2@64M`` (repeatable) runs only the shapes given, ``--tools py-acc,lib-acc``
-only those tools.
+Counts: ``checks`` is how many times the checker ran, for both tools: pmreorder checks every
+state it produces, duplicates included; pmemsim checks each distinct image once (with one
+registered file, ``checks`` equals ``distinct``, the distinct images pmemsim judged).
+``possible`` is pmemsim's images possible summed over crash points, duplicates across points
+included (for ``record``, the only count: it checks nothing). pmreorder's distinct states
+are not counted (hashing every state would slow its timed run).
 
-The scaling exponents are least-squares slopes in log-log space: time against epochs (1 is
-linear), seconds per crash point against the pool size (0 is independent of it), and so on.
-A missed target shows in the table and the JSON, never as an exception. The last line is
-``BENCH_JSON {...}``.
+``--shape 30000x2@64M`` (repeatable) runs only the shapes given, ``--tools py-acc,lib-acc``
+only those tools (with ``--baseline CHECKOUT``, each pmemsim tool also as ``base:TOOL``
+from that checkout, the code before a change, in the same run).
+
+The scaling exponents are least-squares slopes in log-log space of the after-start-up times:
+time against epochs (1 is linear), seconds per crash point against the pool size (0 is
+independent of it), and so on. A missed target shows in the table and the JSON, never as an
+exception. The last line is ``BENCH_JSON {...}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +97,9 @@ from peak_rss import peak_rss_bytes
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 BASE = 0x10000000
-SCHEMA = 1
+SCHEMA = 2
+HERE = Path(__file__).resolve().parent
+TRUE = shutil.which("true") or "/bin/true"
 
 #: Done-when targets (issue 16) this benchmark checks.
 POOL_RATIO_MAX = 2.0  # seconds per crash point, 1 GiB pool / 4 KiB pool, same log
@@ -72,8 +107,14 @@ RSS_MAX_MB = 200.0  # peak RSS on 100,000 epochs x 2 stores
 
 PMREORDER_CANDIDATES = (
     os.environ.get("PMREORDER", ""),
-    str(Path(__file__).resolve().parent.parent.parent / "shared/tools/pmreorder/pmreorder.py"),
+    str(HERE.parent.parent / "shared/tools/pmreorder/pmreorder.py"),
     "/work/shared/tools/pmreorder/pmreorder.py",
+)
+
+#: The two measures: Result's attribute for each, and how it is labelled.
+MEASURES = (
+    ("whole", "whole run (exec to exit, as a user waits)"),
+    ("after", "after start-up (reading the log to the verdict)"),
 )
 
 
@@ -100,22 +141,46 @@ class Result:
     epochs: int
     stores: int
     pool: int
-    status: str  # "ok", "timeout", "skipped: ...", "failed: ..."
+    #: The after-start-up measure: "ok", "timeout", "skipped: ...", "failed: ...".
+    status: str
+    #: Best after-start-up seconds over the repeats.
     seconds: float = 0.0
+    #: The whole-run measure: as ``status``, or "none" (``record`` has no command line).
+    whole_status: str = "ok"
+    #: Best whole-run seconds over the repeats.
+    whole_seconds: float = 0.0
+    #: Runs of each measure made (the best kept).
+    repeats: int = 0
     points: int = 0
-    images: int = 0
+    #: Checker calls: pmreorder one per state (duplicates included), pmemsim one per
+    #: distinct image and file.
+    checks: int = 0
+    #: pmemsim: distinct images judged; None for pmreorder (not counted) and ``record``.
+    distinct: int | None = None
+    #: pmemsim: images possible, summed over crash points (duplicates across points included).
+    possible: int | None = None
     exact: bool | None = None
     verdict: str = ""
     rss_mb: float = 0.0
     rss_start_mb: float = 0.0
+
+    def measured(self, measure: str) -> tuple[str, float]:
+        return (
+            (self.whole_status, self.whole_seconds)
+            if measure == "whole"
+            else (
+                self.status,
+                self.seconds,
+            )
+        )
 
     @property
     def us_per_point(self) -> float:
         return 1e6 * self.seconds / self.points if self.points else 0.0
 
     @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
+    def checks_per_s(self) -> float:
+        return self.checks / self.seconds if self.seconds > 0 else 0.0
 
 
 def _size(n: int) -> str:
@@ -149,7 +214,7 @@ def write_log(path: Path, pool_path: Path, shape: Shape, seed: int = 1) -> None:
         f.write("|STOP\n")
 
 
-# -- children ------------------------------------------------------------------------------
+# -- children (after start-up) ---------------------------------------------------------------
 
 
 def _rss_mb() -> float:
@@ -182,7 +247,8 @@ PAIRS = (
 )
 #: Python checkers have no pmreorder counterpart: reported against the library rows.
 INFO_PAIRS = (("py-acc", "pmreorder-lib-acc"), ("py-exact", "pmreorder-lib-full"))
-#: Tools also run from the --baseline checkout (the code before a change, same run).
+#: Tools also run from the --baseline checkout (the code before a change, same run) in the
+#: full grid; --tools adds base:TOOL for each pmemsim tool it names.
 BASELINE_TOOLS = ("py-exact", "py-acc", "lib-exact", "lib-acc", "record")
 
 
@@ -225,7 +291,9 @@ def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
         return {
             "seconds": seconds,
             "points": count[0],
-            "images": count[1],
+            "checks": 0,
+            "distinct": None,
+            "possible": count[1],
             "verdict": "-",
             "exact": None,
             "rss_mb": _rss_mb(),
@@ -233,7 +301,7 @@ def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
         }
     checker: Any
     if kind == "prog":
-        checker = ProgramChecker((shutil.which("true") or "/bin/true",))
+        checker = ProgramChecker((TRUE,))
     elif kind == "lib":
         checker = LibChecker.parse(f"{spec['library']}:ok")
     else:
@@ -243,7 +311,10 @@ def child_pmemsim(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "points": r.crash_points,
-        "images": r.images_checked,
+        # A checkout from before checker_runs counted the distinct images' checks only.
+        "checks": getattr(r, "checker_runs", 0) or r.images_checked,
+        "distinct": r.images_checked,
+        "possible": r.images_possible,
         "verdict": r.verdict,
         "exact": r.exact,
         "rss_mb": _rss_mb(),
@@ -256,31 +327,18 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, str(tool.parent))
     import consistencycheckwrap  # type: ignore[import-not-found]
     import pmreorder  # type: ignore[import-not-found]
+    from pmreorder_lib import patch_lib_checker
 
-    _, kind, engine = tool_of(spec["tool"])
+    patch_lib_checker(consistencycheckwrap)  # the same one call as the whole run's
     calls = [0]
-    lib_check = consistencycheckwrap.LibChecker.check_consistency
-    prog_check = consistencycheckwrap.ProgChecker.check_consistency
+    for cls in (consistencycheckwrap.LibChecker, consistencycheckwrap.ProgChecker):
 
-    def lib(self: Any, filename: str) -> int:
-        calls[0] += 1
-        return int(self._lib_func(filename.encode()))  # the one Python 3 fix
+        def counted(self: Any, filename: str, _check: Any = cls.check_consistency) -> Any:
+            calls[0] += 1
+            return _check(self, filename)
 
-    def prog(self: Any, filename: str) -> int:
-        calls[0] += 1
-        return int(prog_check(self, filename))
-
-    assert lib_check is not None
-    consistencycheckwrap.LibChecker.check_consistency = lib
-    consistencycheckwrap.ProgChecker.check_consistency = prog
-    order = "ReorderAccumulative" if engine == "acc" else "ReorderFull"
-    argv = ["pmreorder", "-l", spec["log"], "-r", order, "-o", spec["out"]]
-    if kind == "lib":
-        # pmreorder documents 1 as consistent but compares the result with 0 (0: consistent).
-        argv += ["-c", "lib", "-p", spec["library"], "-n", "check"]
-    else:
-        argv += ["-c", "prog", "-p", shutil.which("true") or "/bin/true"]
-    sys.argv = argv
+        cls.check_consistency = counted
+    sys.argv = ["pmreorder.py", *spec["argv"]]
     start_rss = _rss_mb()
     t0 = time.perf_counter()
     verdict = "consistent"
@@ -294,7 +352,9 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "points": 0,
-        "images": calls[0],
+        "checks": calls[0],
+        "distinct": None,
+        "possible": None,
         "verdict": verdict,
         "exact": None,
         "rss_mb": _rss_mb(),
@@ -302,23 +362,163 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_child(
-    spec: dict[str, Any], timeout: float, baseline: str | None = None
-) -> dict[str, Any] | str:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    env = None
-    if baseline is not None:
-        env = {**os.environ, "PYTHONPATH": baseline}
+# -- running children ------------------------------------------------------------------------
+
+
+def _run(
+    cmd: list[str], timeout: float, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float] | None:
+    """Run ``cmd`` in a session of its own (on timeout its whole group is killed, a checker
+    worker included); None on timeout, else the process and its wall time, exec to exit."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "timeout"
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"failed: {tail[:100]}"
-    out: dict[str, Any] = json.loads(lines[-1])
-    return out
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None
+    seconds = time.perf_counter() - t0
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seconds
+
+
+def _failure(done: subprocess.CompletedProcess[str]) -> str:
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"failed: exit {done.returncode}: {tail[:100]}"
+
+
+@dataclass
+class Job:
+    """One tool on one log: the after-start-up child's spec and the whole run's command."""
+
+    tool: str
+    spec: dict[str, Any]
+    #: The tool's own command line; None when it has none (``record``).
+    command: list[str] | None
+    env: dict[str, str]
+    #: pmreorder writes its states into the registered file and its report to ``-o``: the
+    #: file is made afresh (zeros, sparse) and the report removed before every run.
+    pool_file: Path | None = None
+    pool_size: int = 0
+    report: Path | None = None
+
+    def reset(self) -> None:
+        if self.pool_file is not None:
+            with open(self.pool_file, "wb") as f:
+                f.truncate(self.pool_size)
+        if self.report is not None and self.report.exists():
+            self.report.unlink()
+
+    def after_startup(self, timeout: float) -> dict[str, Any] | str:
+        self.reset()
+        ran = _run([sys.executable, __file__, "--child", json.dumps(self.spec)], timeout, self.env)
+        if ran is None:
+            return "timeout"
+        done, _ = ran
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        if done.returncode != 0 or not lines:
+            return _failure(done)
+        out: dict[str, Any] = json.loads(lines[-1])
+        return out
+
+    def whole_run(self, timeout: float) -> float | str:
+        assert self.command is not None
+        self.reset()
+        ran = _run(self.command, timeout, self.env)
+        if ran is None:
+            return "timeout"
+        done, seconds = ran
+        # Every log here is consistent for the trivial checkers: both tools exit 0.
+        return seconds if done.returncode == 0 else _failure(done)
+
+
+@dataclass
+class Setup:
+    """What every job of a run shares."""
+
+    folder: Path
+    library: str | None
+    checker_py: Path
+    pmreorder: str | None
+    env: dict[str, str]
+    baseline_env: dict[str, str] | None
+
+
+def child_env(folder: Path, pythonpath: str | None = None) -> dict[str, str]:
+    """Bytecode cached in ``folder`` (as an installed package has it), for every child alike:
+    PYTHONDONTWRITEBYTECODE, set here, would make each child compile every module it imports."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
+def make_job(setup: Setup, tool: str, log: Path, pool: Path, pool_size: int, n: int) -> Job:
+    """``tool`` on ``log`` (which registers ``pool``, ``pool_size`` bytes)."""
+    side, kind, engine = tool_of(tool)
+    if side == "pmemsim":
+        env = setup.baseline_env if tool.startswith("base:") else setup.env
+        assert env is not None
+        spec: dict[str, Any] = {"tool": tool, "log": str(log), "library": setup.library}
+        if not kind:
+            return Job(tool, spec, None, env)
+        cmd = [sys.executable, "-m", "pmemsim", "check-log", str(log)]
+        cmd += ["--engine", "accumulative" if engine == "acc" else "exhaustive"]
+        if kind == "py":
+            cmd += ["--checker-py", f"{setup.checker_py}:ok"]
+        elif kind == "lib":
+            cmd += ["--checker-lib", f"{setup.library}:ok"]
+        else:
+            cmd += ["--", TRUE]
+        return Job(tool, spec, cmd, env)
+    # pmreorder: its own copy of the log, registering a file of its own.
+    assert setup.pmreorder is not None
+    copy = setup.folder / f"pmreorder{n}.log"
+    target = setup.folder / f"pmreorder-pool{n}.bin"
+    report = setup.folder / f"pmreorder{n}.out"
+    copy.write_text(log.read_text().replace(str(pool), str(target), 1))
+    order = "ReorderAccumulative" if engine == "acc" else "ReorderFull"
+    argv = ["-l", str(copy), "-r", order, "-o", str(report)]
+    if kind == "lib":
+        # pmreorder documents 1 as consistent but compares the result with 0 (0: consistent).
+        argv += ["-c", "lib", "-p", str(setup.library), "-n", "check"]
+        cmd = [sys.executable, str(HERE / "pmreorder_lib.py"), setup.pmreorder, *argv]
+    else:
+        argv += ["-c", "prog", "-p", TRUE]
+        cmd = [sys.executable, setup.pmreorder, *argv]
+    spec = {"tool": tool, "pmreorder": setup.pmreorder, "argv": argv}
+    return Job(tool, spec, cmd, setup.env, target, pool_size, report)
+
+
+def measure(job: Job, res: Result, repeat: int, timeout: float) -> None:
+    """Best of ``repeat`` runs of each measure, alternating them; a run that fails or times
+    out ends that measure (its status says why)."""
+    if job.command is None:
+        res.whole_status = "none"
+    for _ in range(repeat):
+        if res.status == "ok":
+            out = job.after_startup(timeout)
+            if isinstance(out, str):
+                res.status = out
+            elif res.repeats == 0 or out["seconds"] < res.seconds:
+                for key, value in out.items():
+                    setattr(res, key, value)
+        if res.whole_status == "ok":
+            got = job.whole_run(timeout)
+            if isinstance(got, str):
+                res.whole_status = got
+            elif res.repeats == 0 or got < res.whole_seconds:
+                res.whole_seconds = got
+        res.repeats += 1
 
 
 def baseline_path(checkout: str, folder: Path) -> str:
@@ -335,6 +535,9 @@ def baseline_path(checkout: str, folder: Path) -> str:
 
 
 def shapes(quick: bool) -> list[Shape]:
+    epochs: tuple[int, ...]
+    widths: tuple[int, ...]
+    pools: tuple[int, ...]
     if quick:
         epochs, widths, pools = (100, 1_000, 3_000), (1, 4, 8), (4 * KIB, MIB, GIB)
         pool_epochs, width_epochs, spread = 1_000, 300, None
@@ -363,6 +566,32 @@ def tools_for(shape: Shape, quick: bool, baseline: bool) -> list[str]:
     if baseline:
         tools += [f"base:{t}" for t in BASELINE_TOOLS]
     return tools
+
+
+def chosen_tools(only: list[str], baseline: bool) -> list[str]:
+    """``--tools``' names in order, each pmemsim tool followed by its ``base:`` twin when a
+    baseline is given (a ``base:`` name may also be given itself)."""
+    out: list[str] = []
+    for name in only:
+        twins = [name]
+        if baseline and not name.startswith("base:") and TOOLS[name][0] == "pmemsim":
+            twins.append(f"base:{name}")
+        out += [t for t in twins if t not in out]
+    return out
+
+
+def check_tools(text: str, baseline: bool) -> list[str] | str:
+    """The names of ``--tools``, or why they are refused."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        return "--tools: no tool named"
+    for t in names:
+        plain = t.removeprefix("base:")
+        if plain not in TOOLS:
+            return f"--tools: unknown tool {t!r} (of {', '.join(TOOLS)})"
+        if t != plain and (not baseline or TOOLS[plain][0] != "pmemsim"):
+            return f"--tools: {t!r} needs --baseline and a pmemsim tool"
+    return names
 
 
 def build_library(folder: Path) -> str | None:
@@ -404,47 +633,51 @@ def run_grid(
     baseline: str | None,
     chosen: list[Shape] | None = None,
     only: list[str] | None = None,
+    repeat: int = 1,
 ) -> list[Result]:
     pmreorder = next((p for p in PMREORDER_CANDIDATES if p and Path(p).is_file()), None)
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="pmemsim-scale-", dir=scratch) as tmp:
         folder = Path(tmp)
-        library = build_library(folder)
-        base_path = None if baseline is None else baseline_path(baseline, folder)
+        checker_py = folder / "trivial_checker.py"
+        checker_py.write_text("def ok(image):\n    return True\n")
+        setup = Setup(
+            folder,
+            build_library(folder),
+            checker_py,
+            pmreorder,
+            child_env(folder),
+            None if baseline is None else child_env(folder, baseline_path(baseline, folder)),
+        )
+        warm_log, warm_pool = folder / "warm.log", folder / "warm.bin"
+        write_log(warm_log, warm_pool, Shape("warm", 1, 1, 4 * KIB, 4 * KIB))
+        warmed: set[str] = set()
         for n, shape in enumerate(chosen or shapes(quick)):
             log = folder / f"shape{n}.log"
             pool = folder / f"pool{n}.bin"  # absent: zeros (pmreorder gets its own file)
             write_log(log, pool, shape)
             tools = tools_for(shape, quick, baseline is not None)
-            for tool in tools if only is None else [t for t in only if t in TOOLS]:
+            for tool in tools if only is None else chosen_tools(only, baseline is not None):
                 side, kind, engine = tool_of(tool)
                 res = Result(
                     shape.sweep, shape.name, tool, shape.epochs, shape.stores, shape.pool, "ok"
                 )
-                spec: dict[str, Any] = {"tool": tool, "log": str(log), "library": library}
-                if kind == "lib" and library is None:
-                    res.status = "skipped: no C compiler"
+                if kind == "lib" and setup.library is None:
+                    res.status = res.whole_status = "skipped: no C compiler"
                 elif side == "pmreorder" and pmreorder is None:
-                    res.status = "skipped: pmreorder not found"
+                    res.status = res.whole_status = "skipped: pmreorder not found"
                 if res.status != "ok":
                     results.append(res)
                     continue
-                if side == "pmreorder":
-                    copy = folder / f"pmreorder{n}.log"
-                    target = folder / f"pmreorder-pool{n}.bin"
-                    with open(target, "wb") as f:
-                        f.truncate(shape.pool)  # sparse: pmreorder maps the whole file
-                    copy.write_text(log.read_text().replace(str(pool), str(target), 1))
-                    spec.update(log=str(copy), pmreorder=pmreorder, out=str(folder / "pm.out"))
+                if tool not in warmed:  # bytecode written, caches warm: results dropped
+                    warm = make_job(setup, tool, warm_log, warm_pool, 4 * KIB, -1)
+                    measure(warm, Result("", "", tool, 0, 0, 0, "ok"), 1, timeout)
+                    warmed.add(tool)
+                job = make_job(setup, tool, log, pool, shape.pool, n)
                 limit = full_timeout if side == "pmreorder" and engine == "exact" else timeout
                 print(f"  {shape.name:<32} {tool:<20}", end="", flush=True)
-                out = run_child(spec, limit, base_path if tool.startswith("base:") else None)
-                if isinstance(out, str):
-                    res.status = out
-                else:
-                    for key, value in out.items():
-                        setattr(res, key, value)
+                measure(job, res, repeat, limit)
                 print(_summary(res), flush=True)
                 results.append(res)
                 for leftover in folder.glob("pmreorder*"):
@@ -452,10 +685,25 @@ def run_grid(
     return results
 
 
+def _cell(status: str, seconds: float, width: int = 8) -> str:
+    if status == "ok":
+        return f"{seconds:{width}.3f}"
+    return f"{'-' if status == 'none' else status.split(':')[0]:>{width}}"
+
+
 def _summary(r: Result) -> str:
-    if r.status != "ok":
+    if r.status.startswith("skipped"):
         return f" {r.status}"
-    return f" {r.seconds:8.2f} s  {r.images:>9,} images  {r.rss_mb:6.0f} MB"
+    text = (
+        f" whole {_cell(r.whole_status, r.whole_seconds)} s, after start-up "
+        f"{_cell(r.status, r.seconds)} s"
+    )
+    if r.status == "ok":
+        text += f", {r.checks:>9,} checks, {r.rss_mb:4.0f} MB"
+    for what, status in (("whole", r.whole_status), ("after start-up", r.status)):
+        if status not in ("ok", "none", "timeout"):
+            text += f"  [{what}: {status}]"
+    return text
 
 
 # -- analysis ------------------------------------------------------------------------------
@@ -475,7 +723,7 @@ def slope(points: list[tuple[float, float]]) -> float | None:
 def exponents(results: list[Result]) -> list[dict[str, Any]]:
     out = []
     tools = sorted({r.tool for r in results})
-    axes = (
+    axes: tuple[tuple[str, str, str, Callable[[Result], float]], ...] = (
         ("epochs", "epochs", "seconds", lambda r: r.seconds),
         ("epochs", "epochs", "peak RSS", lambda r: r.rss_mb),
         ("stores", "stores", "seconds", lambda r: r.seconds),
@@ -491,8 +739,11 @@ def exponents(results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
-def compare(results: list[Result], pairs: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
-    """Per pair and shape: pmemsim's tool against pmreorder's, both run on that shape."""
+def compare(
+    results: list[Result], pairs: tuple[tuple[str, str], ...], measure: str
+) -> list[dict[str, Any]]:
+    """Per pair and shape: pmemsim's tool against pmreorder's, both run on that shape, by
+    one measure ("whole" or "after")."""
     by_shape: dict[str, dict[str, Result]] = {}
     for r in results:
         by_shape.setdefault(r.sweep + r.shape, {})[r.tool] = r
@@ -501,25 +752,32 @@ def compare(results: list[Result], pairs: tuple[tuple[str, str], ...]) -> list[d
         rows = []
         for v in by_shape.values():
             a, b = v.get(mine), v.get(theirs)
-            if (
-                a is None
-                or b is None
-                or a.status.startswith("skipped")
-                or b.status.startswith("skipped")
-            ):
+            if a is None or b is None:
+                continue
+            (a_status, a_s), (b_status, b_s) = a.measured(measure), b.measured(measure)
+            if a_status.startswith("skipped") or b_status.startswith("skipped"):
                 continue
             # Faster, or finished where pmreorder did not (its timeout).
-            won = a.status == "ok" and (
-                b.status == "timeout" or (b.status == "ok" and a.seconds < b.seconds)
+            won = a_status == "ok" and (b_status == "timeout" or (b_status == "ok" and a_s < b_s))
+            ratio = b_s / a_s if a_status == b_status == "ok" and a_s else None
+            rows.append(
+                {
+                    "sweep": a.sweep,
+                    "shape": a.shape,
+                    "won": won,
+                    "ratio": ratio,
+                    "mine_seconds": a_s if a_status == "ok" else None,
+                    "theirs_seconds": b_s if b_status == "ok" else None,
+                    "mine": a_status,
+                    "theirs": b_status,
+                }
             )
-            ratio = b.seconds / a.seconds if a.status == b.status == "ok" and a.seconds else None
-            rows.append({"shape": a.shape, "won": won, "ratio": ratio, "theirs": b.status})
         if rows:
-            out.append({"mine": mine, "theirs": theirs, "shapes": rows})
+            out.append({"measure": measure, "mine": mine, "theirs": theirs, "shapes": rows})
     return out
 
 
-def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
+def targets(results: list[Result]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ok = [r for r in results if r.status == "ok"]
     for tool in ("py-exact", "lib-exact", "record"):
@@ -528,6 +786,7 @@ def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
             ratio = pool[GIB].us_per_point / pool[4 * KIB].us_per_point
             out.append(
                 {
+                    "measure": "after",
                     "target": f"{tool}: s/crash point, 1 GiB / 4 KiB pool, same log",
                     "value": ratio,
                     "limit": f"<= {POOL_RATIO_MAX:g}",
@@ -538,51 +797,124 @@ def targets(results: list[Result], quick: bool) -> list[dict[str, Any]]:
         for r in big:
             out.append(
                 {
+                    "measure": "after",
                     "target": f"{tool}: peak RSS, 100,000 x 2 stores, {_size(r.pool)}",
                     "value": r.rss_mb,
                     "limit": f"< {RSS_MAX_MB:g} MB",
                     "met": r.rss_mb < RSS_MAX_MB,
                 }
             )
-    for c in compare(results, PAIRS):
-        won = sum(s["won"] for s in c["shapes"])
-        lost = [s["shape"] for s in c["shapes"] if not s["won"]]
-        out.append(
-            {
-                "target": f"{c['mine']} faster than {c['theirs']} (or finishes where it does not)",
-                "value": f"{won}/{len(c['shapes'])} shapes"
-                + (f"; not on {', '.join(lost)}" if lost else ""),
-                "limit": "every shape",
-                "met": won == len(c["shapes"]),
-            }
-        )
+    for measure, _ in MEASURES:
+        for c in compare(results, PAIRS, measure):
+            won = sum(s["won"] for s in c["shapes"])
+            lost = [f"{s['sweep']} {s['shape']}" for s in c["shapes"] if not s["won"]]
+            wins = [f"{s['sweep']} {s['shape']}" for s in c["shapes"] if s["won"]]
+            out.append(
+                {
+                    "measure": measure,
+                    "target": f"{c['mine']} faster than {c['theirs']} "
+                    "(or finishes where it does not)",
+                    "value": f"{won}/{len(c['shapes'])} shapes"
+                    + (
+                        ""
+                        if not lost
+                        else f"; not on {'; '.join(lost)}"
+                        if len(lost) <= len(wins)
+                        else f"; only on {'; '.join(wins)}"
+                        if wins
+                        else ""
+                    ),
+                    "limit": "every shape",
+                    "met": won == len(c["shapes"]),
+                }
+            )
     return out
 
 
 def print_table(results: list[Result]) -> None:
     head = (
-        f"{'sweep':<7} {'shape':<32} {'tool':<20} {'seconds':>9} {'points':>8} "
-        f"{'images':>10} {'images/s':>10} {'us/point':>9} {'RSS MB':>7}  verdict"
+        f"{'sweep':<7} {'shape':<32} {'tool':<23} {'whole s':>8} {'after s':>8} {'points':>8} "
+        f"{'checks':>9} {'distinct':>9} {'possible':>9} {'checks/s':>9} {'us/point':>8} "
+        f"{'RSS MB':>6}  verdict"
     )
     print(head)
     print("-" * len(head))
     for r in results:
+        if r.status.startswith("skipped"):
+            print(f"{r.sweep:<7} {r.shape:<32} {r.tool:<23} {r.status}")
+            continue
+        whole = _cell(r.whole_status, r.whole_seconds)
         if r.status != "ok":
-            print(f"{r.sweep:<7} {r.shape:<32} {r.tool:<20} {r.status}")
+            print(f"{r.sweep:<7} {r.shape:<32} {r.tool:<23} {whole} {r.status}")
             continue
         exact = "" if r.exact is None else (" (exact)" if r.exact else " (heuristic)")
-        points = f"{r.points:,}" if r.points else "-"
+
+        def count(n: int | None) -> str:
+            return f"{n:,}" if n else "-"
+
+        rate = f"{r.checks_per_s:,.0f}" if r.checks else "-"
         per = f"{r.us_per_point:,.0f}" if r.points else "-"
         print(
-            f"{r.sweep:<7} {r.shape:<32} {r.tool:<20} {r.seconds:9.2f} {points:>8} "
-            f"{r.images:>10,} {r.images_per_s:>10,.0f} {per:>9} {r.rss_mb:7.0f}  "
-            f"{r.verdict}{exact}"
+            f"{r.sweep:<7} {r.shape:<32} {r.tool:<23} {whole} {r.seconds:8.3f} "
+            f"{count(r.points):>8} {count(r.checks):>9} {count(r.distinct):>9} "
+            f"{count(r.possible):>9} {rate:>9} {per:>8} {r.rss_mb:6.0f}  {r.verdict}{exact}"
         )
+    print(
+        "whole s: exec to exit of the tool's command line; after s: reading the log to the "
+        "verdict;\nboth the best of the runs made. checks: checker calls (pmreorder: one per "
+        "state, duplicates\nincluded; pmemsim: one per distinct image); distinct: images "
+        "pmemsim judged; possible:\nimages possible summed over crash points (duplicates "
+        "included); checks/s and us/point after\nstart-up; RSS MB: the after-start-up "
+        "child's own peak (not its checker programs' or pmemsim's\nlibrary-checker workers')."
+    )
+    for r in results:
+        if r.whole_status not in ("ok", "none") and not r.whole_status.startswith("skipped"):
+            print(f"  {r.shape}, {r.tool}, whole run: {r.whole_status}")
+        if r.status not in ("ok",) and not r.status.startswith("skipped"):
+            print(f"  {r.shape}, {r.tool}, after start-up: {r.status}")
+
+
+def print_comparisons(info: dict[str, list[dict[str, Any]]], repeat: int) -> None:
+    """One table per measure: a row per shape, a column per pmemsim tool (against its
+    pmreorder counterpart), pmreorder's time over pmemsim's in each cell."""
+    pairs = [
+        p for p in PAIRS + INFO_PAIRS if any(c["mine"] == p[0] for m in info.values() for c in m)
+    ]
+    if not pairs:
+        return
+    print()
+    print(
+        f"pmreorder's time / pmemsim's, per shape (> 1: pmemsim faster; best of {repeat}; "
+        "'A/B': pmemsim's and\npmreorder's status where not both finished; blank: not run); "
+        "each column's pmemsim tool against " + ", ".join(f"{theirs}" for _, theirs in pairs) + ":"
+    )
+    for measure, label in MEASURES:
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for c in info[measure]:
+            for row in c["shapes"]:
+                if row["ratio"] is not None:
+                    text = f"{row['ratio']:.2f}"
+                else:
+                    text = f"{row['mine'].split(':')[0]}/{row['theirs'].split(':')[0]}"
+                cells.setdefault((row["sweep"], row["shape"]), {})[c["mine"]] = text
+        print(f" {label}:")
+        print(f"  {'sweep':<7} {'shape':<33}" + "".join(f"{m:>11}" for m, _ in pairs))
+        for (sweep, shape), row_cells in cells.items():
+            print(
+                f"  {sweep:<7} {shape:<33}"
+                + "".join(f"{row_cells.get(m, ''):>11}" for m, _ in pairs)
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a small grid, about a minute")
+    ap.add_argument("--quick", action="store_true", help="a small grid, each run once")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="runs of each measure per configuration, the best kept (default 3; 1 with --quick)",
+    )
     ap.add_argument("--timeout", type=float, help="seconds per run (default 60 quick, 900)")
     ap.add_argument(
         "--full-timeout",
@@ -593,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--baseline",
         metavar="CHECKOUT",
-        help="also run some pmemsim tools (as base:TOOL) from another checkout of pmemsim, "
+        help="also run pmemsim tools (as base:TOOL) from another checkout of pmemsim, "
         "e.g. the code before a change, in the same run",
     )
     ap.add_argument(
@@ -607,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tools",
         metavar="T1,T2",
-        help=f"run only these tools (of {', '.join(TOOLS)})",
+        help=f"run only these tools (of {', '.join(TOOLS)}; with --baseline each pmemsim "
+        "tool also as base:TOOL)",
     )
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -617,41 +950,52 @@ def main(argv: list[str] | None = None) -> int:
         run = child_pmreorder if spec["tool"].startswith("pmreorder") else child_pmemsim
         print(json.dumps(run(spec)))
         return 0
+    only = None
+    if args.tools is not None:
+        checked = check_tools(args.tools, args.baseline is not None)
+        if isinstance(checked, str):
+            ap.error(checked)
+        only = checked
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
+    if repeat < 1:
+        ap.error("--repeat: at least 1")
     timeout = args.timeout or (60.0 if args.quick else 900.0)
-    started = time.perf_counter()
-    print(f"check-log scaling ({'quick' if args.quick else 'full'} grid; one child per run)")
     full_timeout = args.full_timeout or (20.0 if args.quick else 120.0)
-    only = None if args.tools is None else args.tools.split(",")
-    results = run_grid(args.quick, timeout, full_timeout, args.baseline, args.shape, only)
+    started = time.perf_counter()
+    print(
+        f"check-log scaling ({'quick' if args.quick else 'full'} grid; a fresh child per run; "
+        f"best of {repeat} run(s) of each measure per configuration, as this shared VM is "
+        "noisy)"
+    )
+    results = run_grid(args.quick, timeout, full_timeout, args.baseline, args.shape, only, repeat)
     print()
     print_table(results)
     exps = exponents(results)
     print()
-    print("scaling exponents (log-log least squares; 1 = linear, 0 = independent):")
+    print("scaling exponents, after start-up (log-log least squares; 1 = linear, 0 = independent):")
     for e in exps:
         print(f"  {e['tool']:<15} {e['of']:<24} ~ {e['against']}^{e['exponent']:.2f}")
-    checks = targets(results, args.quick)
-    info = compare(results, PAIRS + INFO_PAIRS)
+    checks = targets(results)
+    info = {m: compare(results, PAIRS + INFO_PAIRS, m) for m, _ in MEASURES}
+    print_comparisons(info, repeat)
     print()
-    print("pmreorder's time / pmemsim's, per shape (> 1: pmemsim faster; '-': did not finish):")
-    for c in info:
-        cells = ", ".join(
-            f"{s['ratio']:.2f}" if s["ratio"] is not None else f"- ({s['theirs']})"
-            for s in c["shapes"]
-        )
-        print(f"  {c['mine']:<11} vs {c['theirs']:<20} {cells}")
-    print()
+    labels = dict(MEASURES)
     for t in checks:
         value = t["value"] if isinstance(t["value"], str) else f"{t['value']:.2f}"
-        print(f"  {'pass' if t['met'] else 'MISS'}  {t['target']}: {value} ({t['limit']})")
+        where = labels[t["measure"]].split(" (")[0]
+        print(
+            f"  {'pass' if t['met'] else 'MISS'}  [{where}] {t['target']}: {value} ({t['limit']})"
+        )
     result = {
         "schema": SCHEMA,
         "quick": args.quick,
+        "repeat": repeat,
+        "measures": labels,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "results": [
-            {**asdict(r), "us_per_point": r.us_per_point, "images_per_s": r.images_per_s}
+            {**asdict(r), "us_per_point": r.us_per_point, "checks_per_s": r.checks_per_s}
             for r in results
         ],
         "exponents": exps,

@@ -1,0 +1,88 @@
+"""bench/bench_scale.py's own logic: which tools run, which measure a comparison reads, the
+pmreorder wrapper's one fix, and one tiny run end to end (both measures, the baseline)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+bench_scale: Any = importlib.import_module("bench_scale")
+pmreorder_lib: Any = importlib.import_module("pmreorder_lib")
+
+
+def test_tools_keep_their_baseline_twins() -> None:
+    assert bench_scale.chosen_tools(["lib-acc"], False) == ["lib-acc"]
+    assert bench_scale.chosen_tools(["lib-acc", "pmreorder-lib-acc"], True) == [
+        "lib-acc",
+        "base:lib-acc",
+        "pmreorder-lib-acc",
+    ]
+    assert bench_scale.chosen_tools(["base:py-acc", "py-acc"], True) == ["base:py-acc", "py-acc"]
+
+
+def test_tools_refused_by_name() -> None:
+    assert "unknown tool 'lib-fast'" in bench_scale.check_tools("lib-acc,lib-fast", False)
+    assert "needs --baseline" in bench_scale.check_tools("base:lib-acc", False)
+    assert "needs --baseline" in bench_scale.check_tools("base:pmreorder-lib-acc", True)
+    assert bench_scale.check_tools("lib-acc, base:lib-acc", True) == ["lib-acc", "base:lib-acc"]
+
+
+def _result(tool: str, after: float, whole: float, whole_status: str = "ok") -> Any:
+    r = bench_scale.Result("chosen", "1 x 4, 64 MiB", tool, 1, 4, 64 << 20, "ok")
+    r.seconds, r.whole_seconds, r.whole_status = after, whole, whole_status
+    return r
+
+
+def test_each_measure_compared_on_its_own_times() -> None:
+    rows = [_result("lib-acc", 0.01, 0.15), _result("pmreorder-lib-acc", 0.02, 0.05)]
+    pair = (("lib-acc", "pmreorder-lib-acc"),)
+    (after,) = bench_scale.compare(rows, pair, "after")
+    (whole,) = bench_scale.compare(rows, pair, "whole")
+    assert after["shapes"][0]["won"] and after["shapes"][0]["ratio"] == pytest.approx(2.0)
+    assert not whole["shapes"][0]["won"] and whole["shapes"][0]["ratio"] == pytest.approx(1 / 3)
+    rows[1].whole_status = "timeout"  # pmreorder did not finish: pmemsim wins that measure
+    (whole,) = bench_scale.compare(rows, pair, "whole")
+    assert whole["shapes"][0]["won"] and whole["shapes"][0]["ratio"] is None
+    met = {(t["measure"], t["met"]) for t in bench_scale.targets(rows)}
+    assert met == {("after", True), ("whole", True)}
+
+
+def test_wrapper_hands_pmreorder_bytes() -> None:
+    seen: list[object] = []
+
+    class LibChecker:
+        def check_consistency(self, filename: object) -> int:
+            seen.append(filename)
+            return 0
+
+    module = types.ModuleType("consistencycheckwrap")
+    module.LibChecker = LibChecker  # type: ignore[attr-defined]
+    pmreorder_lib.patch_lib_checker(module)
+    assert LibChecker().check_consistency("/dev/shm/pool") == 0
+    assert seen == [b"/dev/shm/pool"]
+
+
+def test_tiny_run_measures_both_ways(capsys: pytest.CaptureFixture[str]) -> None:
+    """py-acc and its twin from this checkout as the baseline: every row timed both ways."""
+    argv = ["--shape", "1x1@4K", "--tools", "py-acc,record", "--baseline", str(ROOT)]
+    assert bench_scale.main([*argv, "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "whole run (exec to exit, as a user waits)" in out
+    data = json.loads(out.rsplit("BENCH_JSON ", 1)[1])
+    rows = {r["tool"]: r for r in data["results"]}
+    assert list(rows) == ["py-acc", "base:py-acc", "record", "base:record"]
+    for tool in ("py-acc", "base:py-acc"):
+        row = rows[tool]
+        assert (row["status"], row["whole_status"]) == ("ok", "ok")
+        assert 0 < row["seconds"] < row["whole_seconds"]
+        assert (row["checks"], row["distinct"], row["possible"]) == (2, 2, 3)
+    assert rows["record"]["whole_status"] == "none"
+    assert rows["record"]["checks"] == 0 and rows["record"]["possible"] == 3
