@@ -468,8 +468,8 @@ class _Explorer:
         lazy: LazyJudge | None = None,
     ) -> None:
         self.img = img
-        #: The in-process judge of one pool, called without a Cand per image.
-        self.inline = judge if isinstance(judge, Inline) and judge.simple else None
+        #: The judge taking images without a Cand each.
+        self.inline = judge if judge.simple else None
         self.result = result
         self.default = default
         self.by_marker = by_marker

@@ -67,6 +67,13 @@ class Verdicts:
         if self.progress is not None and not self.judged % 1024:
             self.progress(self.judged, self.judged)
 
+    def passed(self, n: int) -> None:
+        """``n`` consistent images."""
+        before = self.judged
+        self.judged += n
+        if self.progress is not None and before >> 10 != self.judged >> 10:
+            self.progress(self.judged, self.judged)
+
     def candidate(self, cand: Cand, verdict: str) -> None:
         """An inconsistent image: the minimal failure so far?"""
         key = (cand.size, cand.seq)  # the first of equally small ones wins
@@ -124,6 +131,24 @@ class Judge:
         self.verdicts = verdicts
 
     def add(self, cand: Cand) -> None:
+        raise NotImplementedError
+
+    @property
+    def simple(self) -> bool:
+        """Whether :meth:`image` applies (one run per image)."""
+        return False
+
+    def image(
+        self,
+        point: CrashPoint,
+        markers: str,
+        ordinal: int,
+        seq: int,
+        dev: Deviations,
+        size: tuple[int, int, int],
+    ) -> None:
+        """:meth:`add` for a :attr:`simple` judge, the image given by a Cand's fields (the
+        fast path: a Cand is made only for an inconsistent image)."""
         raise NotImplementedError
 
     def finish(self) -> None:

@@ -45,10 +45,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
 from .checkers import FunctionChecker, LibChecker, _status
-from .judging import Cand, Judge, _file_names, _runs
+from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .slots import _copy, _Inotify
 
 if TYPE_CHECKING:
+    from ..explore.trace import CrashPoint
     from .images import Pool
 
 __all__ = ["LibWorker", "Workers", "spare_worker"]
@@ -114,6 +115,8 @@ class _Files:
         self.maps: list[mmap.mmap] = []
         #: (pool, line) -> the content it was sent (what the file holds there).
         self.moved: dict[tuple[int, int], bytes] = {}
+        #: (pool, line) -> the initial content read back from the source file.
+        self.initial: dict[tuple[int, int], bytes] = {}
         self.notify: _Inotify | None = None
         self.watches: dict[int, int] = {}
         self.rebuilds = 0
@@ -166,6 +169,9 @@ class _Files:
         got = self.moved.get((pool, line))
         if got is not None:
             return got
+        got = self.initial.get((pool, line))
+        if got is not None and len(got) == n:
+            return got
         _, source, source_size = self.pools[pool]
         if source is None or line >= source_size:
             return bytes(n)
@@ -174,7 +180,13 @@ class _Files:
             data = os.pread(fd, min(n, source_size - line), line)
         finally:
             os.close(fd)
-        return data + bytes(n - len(data))
+        got = data + bytes(n - len(data))
+        # Kept: the same lines deviate image after image. Bounded: a pool of millions of
+        # lines would otherwise be held twice.
+        if len(self.initial) >= 1 << 16:
+            self.initial.clear()
+        self.initial[(pool, line)] = got
+        return got
 
     def check(self) -> None:
         """Rebuild every file that someone opened for writing (or changed) since."""
@@ -223,8 +235,11 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
                 files = _Files(folder, names, pools)
                 continue
             assert files is not None
+            # Only the images some run found inconsistent are answered, by their number
+            # in the batch: most images pass, and their verdicts cost nothing to send.
             out = []
-            maps = files.maps
+            maps, held = files.maps, files.held
+            n = 0
             for item in batch:
                 if item[0] == "M":
                     files.move(item[1])
@@ -239,11 +254,14 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
                 for pool, off, content in patches:
                     maps[pool][off : off + len(content)] = content
                 try:
-                    out.append([judge(files, run) for run in runs])
+                    got = [judge(files, run) for run in runs]
                 finally:
                     for pool, off, content in patches:
-                        maps[pool][off : off + len(content)] = files.held(pool, off, len(content))
+                        maps[pool][off : off + len(content)] = held(pool, off, len(content))
                     files.check()
+                if got.count(None) != len(got):
+                    out.append((n, got))
+                n += 1
             _send(wfd, out)
     finally:
         if token is not None:
@@ -514,7 +532,10 @@ class Workers(Judge):
         self.filling: list[_Item] = []
         self.images: list[Any] = []
         self.finished = False
-        # Per image still being judged: runs left, and the verdict so far.
+        #: The runs of an image of a simple judge: one over every file (one list for all:
+        #: pickle sends what a batch's images share once).
+        self._all: list[tuple[list[int], int | None]] = [(list(range(len(pools))), None)]
+        self._every = [self._all[0][0]]
         self.img.listen(self._moved)
         try:
             for k in range(jobs):
@@ -542,11 +563,33 @@ class Workers(Judge):
 
     # -- sending -----------------------------------------------------------------------
 
+    @property
+    def simple(self) -> bool:
+        """Every image is one run over every file: :meth:`image` applies."""
+        return self.per_file is None
+
     def add(self, cand: Cand) -> None:
         runs, known = _runs(cand, self.per_file, len(self.pools))
         if known is not None or not runs:
             self.verdicts.add(cand, known)
             return
+        self._queue(tuple(cand), runs)
+
+    def image(
+        self,
+        point: CrashPoint,
+        markers: str,
+        ordinal: int,
+        seq: int,
+        dev: Deviations,
+        size: tuple[int, int, int],
+    ) -> None:
+        """:meth:`add` for a :attr:`simple` judge, the image given by its parts (a Cand is
+        made only for an inconsistent one)."""
+        self._queue((seq, point, dev, size, markers, ordinal), self._all)
+
+    def _queue(self, parts: tuple[Any, ...], runs: list[tuple[list[int], int | None]]) -> None:
+        """Queue an image (``parts``: a Cand's fields) for the next batch."""
         slot = self.slots[self.turn % self.jobs]
         items = self.filling
         if not items:
@@ -559,19 +602,20 @@ class Workers(Judge):
         img = self.img
         options = img._options
         patches = []
-        for d in cand.dev:
+        for d in parts[2]:
             hit = options.get(d) or img._option(*d)
             patches.append((hit[3], hit[4], hit[0]))
         markers = None
-        if cand.markers != slot.markers:
-            markers = slot.markers = cand.markers
+        if parts[4] != slot.markers:
+            markers = slot.markers = parts[4]
         info = None
         if self.python:
-            p = cand.point
+            p = parts[1]
             if slot.info is None or slot.info.point != p.index:
                 info = slot.info = CrashInfo(p.index, p.kind, p.markers)
-        items.append(("I", patches, [r for r, _ in runs], markers, info))
-        self.images.append((cand, runs))
+        sent = self._every if runs is self._all else [r for r, _ in runs]
+        items.append(("I", patches, sent, markers, info))
+        self.images.append((parts, runs))
         self.verdicts.runs += len(runs)
         if len(self.images) >= self.depth:
             self._flush()
@@ -612,14 +656,21 @@ class Workers(Judge):
             if item[0] == "M":
                 for pool, line, content in item[1]:
                     slot.acked[(pool, line)] = content
-        for (cand, runs), verdicts in zip(images, answers, strict=True):
+        verdicts, per_file = self.verdicts, self.per_file
+        failed: dict[int, list[str | None]] = dict(answers)
+        if per_file is None and not failed:
+            verdicts.passed(n)
+            return
+        for i, (parts, runs) in enumerate(images):
+            got = failed.get(i)
             verdict = None
-            for (chosen, key), v in zip(runs, verdicts, strict=True):
-                if self.per_file is not None and key is not None:
-                    v = self.per_file.note(chosen[0], key, v)
+            for k, (chosen, key) in enumerate(runs):
+                v = None if got is None else got[k]
+                if per_file is not None and key is not None:
+                    v = per_file.note(chosen[0], key, v)
                 if v is not None and verdict is None:
                     verdict = v
-            self.verdicts.add(cand, verdict)
+            verdicts.add(Cand(*parts), verdict)
 
     def _restart(self, slot: _Slot, acked: dict[tuple[int, int], bytes]) -> None:
         slot.worker.close()
@@ -629,13 +680,14 @@ class Workers(Judge):
             slot.worker.send([("M", [(p, ln, c) for (p, ln), c in sorted(acked.items())])])
             slot.worker.answer(None)  # an empty answer: the move is in
 
-    def _again(self, slot: _Slot, items: list[_Item]) -> list[list[str | None]]:
+    def _again(self, slot: _Slot, items: list[_Item]) -> list[tuple[int, list[str | None]]]:
         """The worker died on this batch: judge it again an image at a time (the image that
         crashed or hung the checker gets that verdict), from the state of the last batch it
         answered; then send the later batches again."""
         acked = dict(slot.acked)
         self._restart(slot, acked)
-        answers: list[list[str | None]] = []
+        answers: list[tuple[int, list[str | None]]] = []
+        n = 0
         # The markers and crash of the image before (the batch's first image names both).
         markers: str | None = None
         info: CrashInfo | None = None
@@ -653,10 +705,11 @@ class Workers(Judge):
             slot.worker.send([("I", patches, runs, markers, info)])
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
             try:
-                answers.append(slot.worker.answer(deadline)[0])
+                answers += [(n, got) for _, got in slot.worker.answer(deadline)]
             except WorkerDied as died:
-                answers.append([died.status] * len(runs))
+                answers.append((n, [died.status] * len(runs)))
                 self._restart(slot, acked)
+            n += 1
         for later, _ in list(slot.inflight)[1:]:
             slot.worker.send(later)
         return answers
