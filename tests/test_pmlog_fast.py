@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from pmemsim.errors import PmemError
 from pmemsim.explore.durability import DurabilityViolation
+from pmemsim.explore.trace import StopRecording
 from pmemsim.pmlog import FunctionChecker, Replay, check_log, parse_log, read_log
 from pmemsim.pmlog import fastreplay as fast
 from pmemsim.pmlog.check import _image
@@ -367,13 +368,30 @@ LOG = "|".join(
 )
 
 
-def _replay(**kw: Any) -> int:
+def _replay(on_point: Any = lambda p: None, **kw: Any) -> int:
     replay = Replay.of(parse_log(LOG))
     img = _image(replay)
     try:
-        return fast.record_log(replay, img, "barriers", lambda p: None, **kw).point_count
+        return fast.record_log(replay, img, "barriers", on_point, **kw).point_count
     finally:
         img.close()
+
+
+@pytest.fixture(params=["in process", "twin"])
+def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The self-check in this process, or in a forked twin (pmemsim.pmlog.twin) whatever
+    the log's length and the CPUs; the twins started are counted."""
+    started: list[int] = []
+    twin = request.param == "twin"
+    monkeypatch.setattr(fast, "worth_a_twin", lambda replay: twin)
+    original = fast.Twin.__init__
+
+    def counted(self: Any, *args: Any) -> None:
+        started.append(1)
+        original(self, *args)
+
+    monkeypatch.setattr(fast.Twin, "__init__", counted)
+    return started
 
 
 def test_the_planted_log_is_fine_as_it_is() -> None:
@@ -486,15 +504,42 @@ def _extra_line(original: Any) -> Any:  # a crash state holds a line with nothin
     ],
 )
 def test_the_self_check_catches_a_bug_planted_in_the_lean_replay(
-    monkeypatch: pytest.MonkeyPatch, name: str, make: Any, point: int
+    monkeypatch: pytest.MonkeyPatch, name: str, make: Any, point: int, where: list[int]
 ) -> None:
     _plant(monkeypatch, name, make)
     with pytest.raises(DurabilityViolation, match=f"crash point {point}: .*pmemsim bug"):
         _replay()
     assert _replay(check=False) == 3  # without the check the bug goes unseen
+    assert len(where) == (1 if fast.worth_a_twin(None) else 0)  # type: ignore[arg-type]
 
 
-def test_the_self_check_is_on_by_default_in_check_log(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_past_where_the_replay_stopped_is_not_reported(
+    monkeypatch: pytest.MonkeyPatch, where: list[int]
+) -> None:
+    """As in process, whether or not the twin ran ahead of this process."""
+    _plant(monkeypatch, "_fold", _skip_fold)  # found at crash point 2
+
+    def stop(point: Any) -> None:
+        if point.index == 1:
+            raise StopRecording
+
+    assert _replay(stop) == 2
+    with pytest.raises(DurabilityViolation, match="crash point 2: "):
+        _replay()
+
+
+def test_a_twin_that_dies_is_a_pmemsim_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pmemsim.pmlog import twin
+
+    monkeypatch.setattr(fast, "worth_a_twin", lambda replay: True)
+    monkeypatch.setattr(twin, "_replay", lambda *a: os._exit(3))
+    with pytest.raises(RuntimeError, match="self-check's process died"):
+        _replay()
+
+
+def test_the_self_check_is_on_by_default_in_check_log(
+    monkeypatch: pytest.MonkeyPatch, where: list[int]
+) -> None:
     _plant(monkeypatch, "_fold", _skip_fold)
     with pytest.raises(DurabilityViolation):
         check_log(Replay.of(parse_log(LOG)), FunctionChecker(lambda image: True, "ok"))

@@ -42,6 +42,7 @@ from .frames import _call, source_line, trampoline
 from .grammar import RegisterFile, Store, _frames, _parse_record
 from .replay import BEGIN, DEEP, FENCE, FLUSH, STORE
 from .selfcheck import LineModel
+from .twin import Twin, worth_a_twin
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import Finding
@@ -870,11 +871,13 @@ def record_log(
     *,
     lint: bool = False,
     check: bool = True,
+    twin: bool = True,
 ) -> LogTrace:
     """Replay ``replay`` on the lean machine, writing the visible content into ``img``'s
     buffers (which must start as the pools' initial content), and hand each crash point to
     ``on_point`` (raise :class:`pmemsim.explore.trace.StopRecording` there to end early).
-    ``lint``: gather the simulator's lint findings; ``check``: the durability self-check."""
+    ``lint``: gather the simulator's lint findings; ``check``: the durability self-check,
+    on a second core when the log is long and ``twin`` (:mod:`pmemsim.pmlog.twin`)."""
     for pool in replay.pools:
         # The simulator maps whole pages and refuses other sizes: so does this replay,
         # which is proven exact against it (tests/test_pmlog_fast.py) on page-sized pools.
@@ -884,14 +887,23 @@ def record_log(
             raise error_for(
                 ErrorCode.LENGTH_UNALIGNED, f"length {pool.size} is not a multiple of {PAGE}"
             )
-    m = _Machine(replay, img, crash_points, on_point, lint, check)
-    img.follow(m)
-    findings: list[Finding] = []
+    checker: Twin | None = None
+    if check and twin and worth_a_twin(replay):
+        checker, check = Twin(replay, crash_points), False
     try:
-        _drive(replay, m)
-        findings = m.end()
-    except _Stop:
-        pass
+        m = _Machine(replay, img, crash_points, on_point, lint, check)
+        img.follow(m)
+        findings: list[Finding] = []
+        try:
+            _drive(replay, m)
+            findings = m.end()
+        except _Stop:
+            pass
+        if checker is not None:
+            checker.verify(m.count)
+    finally:
+        if checker is not None:
+            checker.close()
     return LogTrace(findings, m.count, m.stopped)
 
 

@@ -1,0 +1,145 @@
+"""The lean replay's durability self-check on a second core.
+
+The self-check (:mod:`pmemsim.pmlog.selfcheck`) costs about as much as the replay it checks.
+The replay is deterministic: the same log gives the same crash states, line for line, in any
+process. So on a machine with a core to spare, a forked twin replays the log with the
+self-check on and hands nothing to a judge, while this process replays it with the
+self-check off and judges the images; the twin's verdict on its replay is the verdict on
+this one's, for every crash point this process reached.
+
+This process tells the twin, through a word of shared memory, how many crash points it
+reached once it is done; the twin stops there (a crash point is verified before anything
+hears of it), or at the end of the log, and answers once: no violation, or the first one
+with the crash point it was found at. A violation at a point this process never reached
+(it stopped early) is not one the in-process self-check would have found, so it is
+dropped: the outcome is the same as with the self-check in process, whatever the timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..explore.trace import CrashPoint
+    from .replay import Replay
+
+__all__ = ["Twin", "worth_a_twin"]
+
+#: Logs of fewer operations are checked in process: a fork costs a few milliseconds.
+TWIN_FROM = 20_000
+
+_WORD = struct.Struct("<q")
+
+
+def worth_a_twin(replay: Replay) -> bool:
+    """Whether to check ``replay``'s crash points in a twin: the log is long, a second CPU
+    is there, and this process runs no other thread (a fork copies only the caller's)."""
+    if not hasattr(os, "fork") or sum(replay.log.counts.values()) < TWIN_FROM:
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return cpus >= 2 and threading.active_count() == 1
+
+
+class Twin:
+    """A forked process replaying ``replay`` with the self-check on (see the module
+    docstring). :meth:`verify` waits for its verdict; :meth:`close` ends it in any case."""
+
+    def __init__(self, replay: Replay, crash_points: str) -> None:
+        # Where this process stopped: -1 while it runs.
+        self._upto = mmap.mmap(-1, _WORD.size)
+        _WORD.pack_into(self._upto, 0, -1)
+        rfd, wfd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(rfd)
+                sys.setprofile(None)
+                sys.settrace(None)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # this process decides
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _answer(wfd, _replay(replay, crash_points, self._upto))
+            except BaseException:  # pmemsim's own bug: say what it was
+                import traceback
+
+                traceback.print_exc()
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        self.pid = pid
+        self._from = rfd
+
+    def verify(self, points: int) -> None:
+        """This process reached ``points`` crash points: raise the DurabilityViolation the
+        twin found among them, if any."""
+        _WORD.pack_into(self._upto, 0, points)
+        data = bytearray()
+        while chunk := os.read(self._from, 1 << 16):
+            data += chunk
+        self.close()
+        if not data:
+            raise RuntimeError("the durability self-check's process died (a pmemsim bug)")
+        found: tuple[int, str] | None = pickle.loads(bytes(data))
+        if found is not None and found[0] < points:
+            from ..explore.durability import DurabilityViolation
+
+            raise DurabilityViolation(found[1])
+
+    def close(self) -> None:
+        if not self.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.pid = 0
+        os.close(self._from)
+        self._upto.close()
+
+
+def _replay(replay: Replay, crash_points: str, upto: mmap.mmap) -> tuple[int, str] | None:
+    """In the twin: the replay with the self-check, until the point the parent reached."""
+    from ..explore.durability import DurabilityViolation
+    from ..explore.trace import StopRecording
+    from .fastreplay import record_log
+    from .images import PoolImage
+
+    seen = [0]
+    read = _WORD.unpack_from
+
+    def reached(point: CrashPoint) -> None:
+        seen[0] = point.index + 1
+        stop = read(upto, 0)[0]
+        if 0 <= stop <= seen[0]:
+            raise StopRecording
+
+    img = PoolImage([(p.size, p.source, p.source_size) for p in replay.pools])
+    try:
+        record_log(replay, img, crash_points, reached, twin=False)
+    except DurabilityViolation as exc:
+        # The point it was found at: the one after the last one heard of.
+        return seen[0], str(exc)
+    finally:
+        img.close()
+    return None
+
+
+def _answer(fd: int, found: Any) -> None:
+    view = memoryview(pickle.dumps(found))
+    while view:
+        view = view[os.write(fd, view) :]
+    os.close(fd)
