@@ -67,6 +67,19 @@ _PIECE = 1 << 20
 _PREFIX = re.compile(r">*(==|--|\*\*)(?:\d\d:\d\d:\d\d:\d\d\.\d+ )?\d+\1(?: |(?=[\r\n])|$)")
 #: Undecodable bytes, as ``errors="surrogateescape"`` keeps them.
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
+#: The common records, well formed, as a subset of what _parse_record's quick path takes (a
+#: value of at most 2 * size hex digits fits its size; addresses and sizes of at most 15
+#: digits stay far from the limits): matched in one call, for the pass that checks a log.
+_H = "[0-9a-fA-F]"
+_COMMON = re.compile(
+    "(FENCE)"
+    f"|(STORE;0x(?={_H})0*{_H}{{0,15}};0x(?={_H})0*(?:"
+    + "|".join(f"{_H}{{0,{2 * k}}};0x0*{k}" for k in range(1, MAX_STORE + 1))
+    + ")(?:;[\x00-\x7f]*)?)"
+    f"|(FLUSH;0x(?={_H})0*{_H}{{0,15}};0x(?={_H})0*{_H}{{0,15}})"
+).fullmatch
+#: What each of _COMMON's groups is.
+_COMMON_KIND = (None, "FENCE", "STORE", "FLUSH")
 #: Where one stack frame of a STORE ends and the next begins: valgrind separates frames with
 #: ';' but writes the inlined frames of one address back to back
 #: (``0x10927C: put (inl.c:7)0x10927C: outer (inl.c:8)``).
@@ -765,6 +778,11 @@ def _read(pieces: Pieces, name: str) -> Log:
         if n <= lo or n >= hi:
             if n >= lay.stop.n:
                 break
+            continue
+        common = _COMMON(tok[4])
+        if common is not None:
+            if r + 1 == len(ranges):
+                counts[_COMMON_KIND[common.lastindex]] += 1  # type: ignore[index]
             continue
         try:
             rec = _parse_record(n - first, tok, True)
