@@ -885,8 +885,13 @@ def print_comparisons(info: dict[str, list[dict[str, Any]]], repeat: int) -> Non
     print()
     print(
         f"pmreorder's time / pmemsim's, per shape (> 1: pmemsim faster; best of {repeat}; "
-        "'A/B': pmemsim's and\npmreorder's status where not both finished; blank: not run); "
-        "each column's pmemsim tool against " + ", ".join(f"{theirs}" for _, theirs in pairs) + ":"
+        "'A/B': pmemsim's and\npmreorder's status where not both finished; blank: not run).\n"
+        "columns: pmemsim's tools, against "
+        + "; ".join(
+            f"{theirs} ({', '.join(m for m, t in pairs if t == theirs)})"
+            for theirs in dict.fromkeys(t for _, t in pairs)
+        )
+        + ":"
     )
     for measure, label in MEASURES:
         cells: dict[tuple[str, str], dict[str, str]] = {}
