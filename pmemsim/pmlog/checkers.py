@@ -16,6 +16,12 @@ Several registered files: a checker judges each file's image (pmreorder's protoc
 is consistent when every file is), or, with ``all_files``, all of one image's files at once
 (a program gets every file's path, in the order the log first registers them; a function a
 dict from registered path to memoryview).
+
+A program or library checker run has a time limit (``timeout``, :data:`DEFAULT_TIMEOUT`
+unless given; None: none), so that a checker looping on a bad image costs the limit, not the
+check. A verdict that is not the checker's own answer, because its run ran out of time or
+crashed, is a :class:`Fault` (a ``str`` whose ``kind`` says which): it counts as
+inconsistent, and reports count those apart.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -36,6 +43,8 @@ from typing import Any
 from ..errors import ErrorCode, InvalidArgumentError
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
+    "Fault",
     "FunctionChecker",
     "LibChecker",
     "ProgramChecker",
@@ -45,6 +54,59 @@ __all__ = [
 
 #: How much of a failing program's output a report keeps.
 _TAIL = 2000
+
+#: Seconds a checker program or library function may take on one image (per run) unless
+#: told otherwise: as long as a Python recovery's ``run_timeout``.
+DEFAULT_TIMEOUT = 10.0
+
+
+class Fault(str):
+    """A verdict the checker did not give: its run ran out of time (``kind`` "timeout") or
+    crashed ("crash"). It is inconsistent like any other."""
+
+    __slots__ = ()
+    kind = ""
+
+    def relabel(self, text: str) -> Fault:
+        """``text`` (this verdict, worded otherwise) as a fault of the same kind."""
+        return type(self)(text)
+
+
+class TimedOut(Fault):
+    __slots__ = ()
+    kind = "timeout"
+
+
+class Crashed(Fault):
+    __slots__ = ()
+    kind = "crash"
+
+
+def timed_out(seconds: float) -> TimedOut:
+    """The verdict of a run stopped at its time limit: says so, and names the limit."""
+    return TimedOut(f"timed out after {seconds:g} s (the time limit per checker run)")
+
+
+def relabel(verdict: str, text: str) -> str:
+    """``text`` standing for ``verdict``: a fault stays one (of the same kind)."""
+    return verdict.relabel(text) if isinstance(verdict, Fault) else text
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A time limit is None (none) or a positive, finite number of seconds."""
+    if timeout is None:
+        return
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL,
+            f"timeout={timeout!r}: expected a positive, finite number of seconds, or None",
+        )
+
 
 ImageFn = Callable[[Any], object]
 
@@ -84,6 +146,7 @@ def _innermost(exc: BaseException) -> str:
 
 
 def _status(returncode: int) -> str:
+    """How a process ended, in words."""
     if returncode < 0:
         try:
             name = f" ({signal.Signals(-returncode).name})"
@@ -98,8 +161,11 @@ class ProgramChecker:
     """A program judging images written to files."""
 
     argv: tuple[str, ...]
-    timeout: float | None = None
+    timeout: float | None = DEFAULT_TIMEOUT
     all_files: bool = False
+
+    def __post_init__(self) -> None:
+        check_timeout(self.timeout)
 
     @property
     def label(self) -> str:
@@ -136,7 +202,8 @@ class ProgramChecker:
             out, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return f"timed out after {self.timeout} s"
+            assert self.timeout is not None
+            return timed_out(self.timeout)
         except BaseException:
             _kill_group(proc)
             raise
@@ -148,7 +215,10 @@ class ProgramChecker:
         text = out.decode(errors="replace").strip()
         if len(text) > _TAIL:
             text = "..." + text[-_TAIL:]
-        return f"{_status(proc.returncode)}{': ' + text if text else ''}"
+        verdict = f"{_status(proc.returncode)}{': ' + text if text else ''}"
+        # A signal is a crash (SIGSEGV, an assert's SIGABRT...): counted apart, still
+        # inconsistent.
+        return Crashed(verdict) if proc.returncode < 0 else verdict
 
 
 #: Checker programs running now (in any thread), so that an interrupt ends them at once.
@@ -187,7 +257,10 @@ class LibChecker:
 
     library: str
     function: str
-    timeout: float | None = None
+    timeout: float | None = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        check_timeout(self.timeout)
 
     @property
     def label(self) -> str:
@@ -198,7 +271,7 @@ class LibChecker:
         return False
 
     @classmethod
-    def parse(cls, spec: str, timeout: float | None = None) -> LibChecker:
+    def parse(cls, spec: str, timeout: float | None = DEFAULT_TIMEOUT) -> LibChecker:
         """``LIB.so:FUNCTION``; checks that the library loads and has the function (in a
         throwaway process: a library whose constructor crashes cannot take this one)."""
         lib, sep, fn = spec.rpartition(":")
