@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
-from .checkers import FunctionChecker, LibChecker, _status
+from .checkers import Crashed, FunctionChecker, LibChecker, _status, timed_out
 from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .slots import _copy, _Inotify
 
@@ -268,6 +268,32 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
             reset_crash(token)
 
 
+def _limited(
+    load: Callable[[], Callable[[Any, list[int]], str | None]], seconds: float | None
+) -> Callable[[], Callable[[Any, list[int]], str | None]]:
+    """``load`` whose judge runs under a time limit: past it, SIGALRM (its default action)
+    ends the worker, wherever the checker is (a C loop never returns to Python), and the
+    parent reads that exit as "timed out". So a hang costs its image's limit, not a
+    batch's (the parent's own deadline for a batch is only a backstop)."""
+    if seconds is None:
+        return load
+
+    def limited_load() -> Callable[[Any, list[int]], str | None]:
+        judge = load()
+        arm, real = signal.setitimer, signal.ITIMER_REAL
+
+        def limited(files: Any, run: list[int]) -> str | None:
+            arm(real, seconds)
+            try:
+                return judge(files, run)
+            finally:
+                arm(real, 0)
+
+        return limited
+
+    return limited_load
+
+
 def _c_judge(checker: LibChecker) -> Callable[[Any, list[int]], str | None]:
     """Loads the library in the worker (ctypes: the C ABI, called in-process)."""
     try:
@@ -334,6 +360,7 @@ class LibWorker:
         self.names = list(names)
         self.timeout = timeout if timeout is not None else getattr(checker, "timeout", None)
         self.pid = 0
+        self.exit_code = 0
         self.loaded = False
         self._start()
 
@@ -366,7 +393,8 @@ class LibWorker:
                 os.close(r2)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _serve(self._load, r1, w2)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
+                _serve(_limited(self._load, self.timeout), r1, w2)
             except BaseException:  # pmemsim's own bug: say what it was
                 import traceback
 
@@ -408,7 +436,8 @@ class LibWorker:
         for fd in (self._to, self._from.fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        return _status(os.waitstatus_to_exitcode(status))
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        return _status(self.exit_code)
 
     def close(self, wait: bool = True) -> None:
         """End the worker: killed and waited for, or (``wait=False``, after its last answer)
@@ -438,9 +467,13 @@ class LibWorker:
             return self._from.get(deadline)
         except TimeoutError:
             self._reap(kill=True)
-            raise WorkerDied(f"timed out after {self.timeout} s") from None
+            assert self.timeout is not None
+            raise WorkerDied(timed_out(self.timeout)) from None
         except EOFError:
-            raise WorkerDied(f"the checker crashed: {self._reap()}") from None
+            status = self._reap()
+            if self.exit_code == -signal.SIGALRM and self.timeout is not None:
+                raise WorkerDied(timed_out(self.timeout)) from None  # its own time limit
+            raise WorkerDied(Crashed(f"the checker crashed: {status}")) from None
 
 
 #: Workers told to stop and not waited for (see LibWorker.close).
