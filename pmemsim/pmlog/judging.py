@@ -21,7 +21,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..markers import CrashInfo, reset_crash, set_crash
-from .checkers import FunctionChecker, ProgramChecker, raised, resume_programs, stop_programs
+from .checkers import (
+    FunctionChecker,
+    ProgramChecker,
+    raised,
+    relabel,
+    resume_programs,
+    stop_programs,
+)
 from .images import Pool, PoolImage
 from .slots import ImageFiles
 
@@ -52,12 +59,18 @@ class Cand(NamedTuple):
 class Verdicts:
     """Verdicts as they come: counts, and the minimal failure so far."""
 
-    def __init__(self, progress: Progress | None = None) -> None:
+    def __init__(
+        self, progress: Progress | None = None, notice: Callable[[Cand, str], None] | None = None
+    ) -> None:
         self.progress = progress
         self.best: tuple[tuple[tuple[int, int, int], int], Cand, str] | None = None
         self.judged = 0
         self.inconsistent = 0
         self.runs = 0
+        #: Inconsistent images whose checker ran out of time / crashed (checkers.Fault),
+        #: each also handed to ``notice`` as it comes.
+        self.faults = {"timeout": 0, "crash": 0}
+        self.notice = notice
 
     def add(self, cand: Cand, verdict: str | None) -> None:
         self.judged += 1
@@ -76,6 +89,11 @@ class Verdicts:
 
     def candidate(self, cand: Cand, verdict: str) -> None:
         """An inconsistent image: the minimal failure so far?"""
+        kind = getattr(verdict, "kind", "")  # a checkers.Fault: counted apart
+        if kind:
+            self.faults[kind] += 1
+            if self.notice is not None:
+                self.notice(cand, verdict)
         key = (cand.size, cand.seq)  # the first of equally small ones wins
         if self.best is None or key < self.best[0]:
             self.best = (key, cand, verdict)
@@ -105,7 +123,7 @@ class PerFile:
 
     def note(self, pool: int, key: int, verdict: str | None) -> str | None:
         self.known[pool][key] = verdict
-        return None if verdict is None else f"{self.names[pool]}: {verdict}"
+        return None if verdict is None else relabel(verdict, f"{self.names[pool]}: {verdict}")
 
 
 def _runs(
