@@ -171,6 +171,12 @@ class LogCheckResult:
     #: and what made the check explore by plan instead, if anything did.
     read_paths: int = 0
     fallback: str = ""
+    #: Of the inconsistent images: those whose checker run ran out of time, and those whose
+    #: run crashed (a program killed by a signal, a library's worker dying); ``timeout`` is
+    #: the time limit per checker run in seconds (None: none, or not a program or library).
+    timed_out: int = 0
+    crashed: int = 0
+    timeout: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -195,6 +201,13 @@ class LogCheckResult:
             )
         else:
             checked = f"{self.images_checked} distinct checked, {self.inconsistent} inconsistent"
+        faults = [
+            f"{n} {what}"
+            for n, what in ((self.timed_out, "timed out"), (self.crashed, "crashed the checker"))
+            if n
+        ]
+        if faults:
+            checked += f" ({', '.join(faults)})"
         return (
             f"{self.verdict.upper()} ({self.coverage}); {self.crash_points} crash point(s), "
             f"{self.images_possible} image(s) possible, {checked}"
@@ -211,6 +224,17 @@ class LogCheckResult:
             out.append(f"left out (outside every registered file): {listed}")
         if self.clipped:
             out.append(f"{self.clipped} record(s) cut to the part inside a registered file")
+        if self.timed_out:
+            limit = f"{self.timeout:g} s" if self.timeout is not None else "its time limit"
+            out.append(
+                f"{self.timed_out} image(s) inconsistent because the checker ran past {limit} "
+                "per run (a checker that loops on a bad image; or a limit too tight for it)"
+            )
+        if self.crashed:
+            out.append(
+                f"{self.crashed} image(s) inconsistent because the checker crashed on them "
+                "(killed by a signal, or its worker process died)"
+            )
         if self.minimal is not None:
             out.append("the minimal inconsistent crash:")
             out.append(self.minimal.describe())
@@ -245,6 +269,9 @@ class LogCheckResult:
             "images_skipped": self.images_skipped,
             "read_paths": self.read_paths,
             "inconsistent": self.inconsistent,
+            "timed_out": self.timed_out,
+            "crashed": self.crashed,
+            "timeout": self.timeout,
             "minimal": None
             if m is None
             else {
