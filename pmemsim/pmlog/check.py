@@ -695,6 +695,7 @@ def check_log(
     check: Any = None,
     simulator: bool = False,
     executor: Any = None,
+    notice: Callable[[str, str], None] | None = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
     ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`).
@@ -707,6 +708,9 @@ def check_log(
     :mod:`pmemsim.pmlog.fastreplay` (the same crash points, images and findings, faster).
     ``executor``: a :class:`pmemsim.distributed.Dask` judging the images on its workers
     (each batch of images replays the log there; not with lazy exploration).
+    ``notice(token, verdict)``: told at once of each image whose checker run ran out of
+    time or crashed (:class:`pmemsim.pmlog.checkers.Fault`), so a check slowed by a
+    looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
     """
     inline = isinstance(checker, FunctionChecker) and jobs == 1 and executor is None
     if engine is None:
@@ -739,7 +743,14 @@ def check_log(
     )
     if isinstance(engine, str) and engine != default.name:
         result.engine = f"{engine} (= {default.name})"
-    verdicts = Verdicts(progress)
+    told = None
+    if notice is not None:
+        tell = notice
+
+        def told(cand: Cand, verdict: str) -> None:
+            tell(str(crash_for(cand.point, cand.dev)), verdict)
+
+    verdicts = Verdicts(progress, told)
     img = _image(replay)
     lazy = None
     try:
@@ -763,6 +774,9 @@ def check_log(
     if trace.findings:
         result.findings = log_findings(replay, trace.findings)
     result.inconsistent += verdicts.inconsistent
+    result.timed_out = verdicts.faults["timeout"]
+    result.crashed = verdicts.faults["crash"]
+    result.timeout = getattr(checker, "timeout", None)
     result.checker_runs = verdicts.runs
     if verdicts.best is not None:
         _, cand, verdict = verdicts.best
