@@ -114,7 +114,7 @@ def test_a_library_checker_finds_what_a_python_checker_finds(built: dict[str, st
         c = check_log(replay, lib).as_dict()
         py = check_log(replay, FunctionChecker(append_ok, "py"), engine="exhaustive").as_dict()
         for d in (c, py):
-            d.pop("seconds"), d.pop("checker")
+            d.pop("seconds"), d.pop("checker"), d.pop("timeout")
             if d["minimal"]:
                 d["minimal"].pop("checker")
         assert c == py, name
@@ -143,7 +143,8 @@ def test_a_library_that_crashes_or_hangs_costs_a_restart_not_the_run(
         LibChecker.parse(f"{built['lib']}:hangs", timeout=0.5),
     )
     assert hangs.inconsistent == 1 and hangs.minimal is not None
-    assert hangs.minimal.verdict == "timed out after 0.5 s"
+    assert hangs.minimal.verdict == "timed out after 0.5 s (the time limit per checker run)"
+    assert (hangs.timed_out, hangs.crashed, crashy.crashed) == (1, 0, crashy.inconsistent)
 
 
 def test_library_mistakes_are_named(built: dict[str, str]) -> None:

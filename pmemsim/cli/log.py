@@ -56,11 +56,11 @@ def _checker(args: argparse.Namespace) -> Any:
             "--checker-py MODULE:FUNCTION or --recovery PATH::CHECK"
         )
     if args.checker:
-        return ProgramChecker(tuple(args.checker), args.timeout, args.all_files)
+        return ProgramChecker(tuple(args.checker), _time_limit(args), args.all_files)
     if args.checker_lib:
         if args.all_files:
             raise UsageProblem("--all-files: a library checker takes one file (per call)")
-        return LibChecker.parse(args.checker_lib, args.timeout)
+        return LibChecker.parse(args.checker_lib, _time_limit(args))
     if args.checker_py:
         fn = load_function(args.checker_py)
         return FunctionChecker(fn, args.checker_py, args.all_files)
@@ -72,6 +72,55 @@ def _checker(args: argparse.Namespace) -> Any:
     checker = FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
     args._recovery_check = c  # lazy exploration runs the recovery itself, on the simulator
     return checker
+
+
+def _seconds_or_none(text: str) -> float | str:
+    """``--timeout``: seconds, or ``none`` (no limit)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return finite_seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a positive, finite number of seconds, or none"
+        ) from None
+
+
+def _time_limit(args: argparse.Namespace) -> float | None:
+    """The time limit per checker run: ``--timeout``, else the default (read now: tests
+    lower it)."""
+    from ..pmlog import checkers
+
+    if args.timeout is None:
+        return checkers.DEFAULT_TIMEOUT
+    return None if args.timeout == "none" else float(args.timeout)
+
+
+#: Checker runs that timed out or crashed, told on stderr as they come (then only counted).
+_NOTICES = 5
+
+
+def _notice(term: Any) -> Any:
+    """Tells stderr of a checker run that timed out or crashed, as it happens."""
+    told = 0
+
+    def notice(token: str, verdict: str) -> None:
+        nonlocal told
+        told += 1
+        if told > _NOTICES + 1:
+            return
+        if told > _NOTICES:
+            text = "more images timed out or crashed the checker: the report counts them"
+        else:
+            first = verdict.splitlines()[0] if verdict else ""
+            if len(first) > 200:
+                first = first[:197] + "..."
+            text = f"[crash {token}] {first}; counted as inconsistent, going on"
+        term.clear()
+        sys.stdout.flush()
+        print(f"check-log: {text}", file=sys.stderr, flush=True)
+
+    return notice
 
 
 def _base_images(specs: list[str] | str | None) -> dict[str, str]:
@@ -102,6 +151,8 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
         out += ["--base-image", spec]
     if args.all_files:
         out.append("--all-files")
+    if args.timeout is not None and (args.checker or args.checker_lib):
+        out += ["--timeout", "none" if args.timeout == "none" else f"{args.timeout:g}"]
     if args.checker_py:
         out += ["--checker-py", args.checker_py]
     elif args.checker_lib:
@@ -227,12 +278,15 @@ def _check_log(
             lint=not args.no_lint,
             check=getattr(args, "_recovery_check", None),
             executor=executor,
+            notice=_notice(term),
         )
     finally:
         term.clear()
     print(result.report(lint=False))
     if result.minimal is not None:
         print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
+    if result.timed_out:
+        print("(--timeout SECONDS changes the time limit per checker run; none removes it)")
     if result.findings:
         print(result.lint_report())
     if result.read_paths:
@@ -410,9 +464,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=finite_seconds,
-        metavar="SECONDS",
-        help="a checker run taking longer fails (programs and libraries)",
+        type=_seconds_or_none,
+        metavar="SECONDS|none",
+        help="time limit per checker run of a program or library (default 10 s; none: no "
+        "limit): an image whose run takes longer is inconsistent, counted as timed out",
     )
     p.add_argument(
         "--no-lint",

@@ -1,0 +1,220 @@
+"""check-log's time limit per checker run, and the count of images whose checker timed out
+or crashed (apart from plain inconsistent verdicts)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pmemsim.cli import main
+from pmemsim.errors import InvalidArgumentError
+from pmemsim.pmlog import FunctionChecker, LibChecker, ProgramChecker, Replay, check_log, parse_log
+from pmemsim.pmlog import checkers as checkers_module
+
+BASE = 0x10000000
+NOFILE = "/nonexistent-pmemsim-test/limits.pool"
+
+
+def log_text(*ops: str) -> str:
+    return "|".join(["START", f"REGISTER_FILE;{NOFILE};0x{BASE:x};0x1000;0x0", *ops, "STOP"])
+
+
+def store(off: int, value: int, size: int = 8) -> str:
+    return f"STORE;0x{BASE + off:x};0x{value:x};0x{size:x}"
+
+
+# Two lines stored, flushed together, fenced: the image with the first line's store and
+# without the second's is the one bad image (and the one the checkers below hang on).
+LOG = log_text(store(0, 1), store(0x40, 2), f"FLUSH;0x{BASE:x};0x80", "FENCE")
+
+
+def bad(img: Any) -> bool:
+    return bool(img[0] == 1 and img[0x40] == 0)
+
+
+def expected_token() -> str:
+    """The minimal failing image, as a Python checker that says "inconsistent" finds it."""
+    r = check_log(
+        Replay.of(parse_log(LOG)),
+        FunctionChecker(lambda img: not bad(img), "py"),
+        engine="exhaustive",
+    )
+    assert r.inconsistent == 1 and r.minimal is not None
+    return r.minimal.token
+
+
+LOOPS = """#!/bin/sh
+# Loops forever on the bad image (bytes 0 and 0x40 of the image file: 1 and 0).
+a=$(od -An -tu1 -j0 -N1 "$1" | tr -d ' ')
+b=$(od -An -tu1 -j64 -N1 "$1" | tr -d ' ')
+if [ "$a" = 1 ] && [ "$b" = 0 ]; then
+    while :; do sleep 1; done
+fi
+exit 0
+"""
+
+
+def test_a_checker_program_looping_on_one_image_times_out_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "two.log"
+    log.write_text(LOG)
+    checker = tmp_path / "loops.sh"
+    checker.write_text(LOOPS)
+    checker.chmod(0o755)
+    out = tmp_path / "r.json"
+    # The default limit (no --timeout given), lowered so that the test takes a second.
+    monkeypatch.setattr(checkers_module, "DEFAULT_TIMEOUT", 0.5)
+    started = time.monotonic()
+    assert main(["check-log", str(log), "--json", str(out), "--", str(checker)]) == 1
+    took = time.monotonic() - started
+    std = capsys.readouterr()
+    token = expected_token()
+    got = json.loads(out.read_text())
+    assert (got["inconsistent"], got["timed_out"], got["crashed"]) == (1, 1, 0)
+    assert got["timeout"] == 0.5
+    assert got["minimal"]["token"] == token
+    verdict = "timed out after 0.5 s (the time limit per checker run)"
+    assert got["minimal"]["checker"] == verdict
+    assert "1 inconsistent (1 timed out)" in std.out
+    assert "ran past 0.5 s per run" in std.out
+    assert f"--replay {token} --timeout 0.5 --" not in std.out  # the default is not repeated
+    # Told on stderr as it happened, not only at the end.
+    assert f"check-log: [crash {token}] {verdict}; counted as inconsistent" in std.err
+    assert took < 30  # (the limit is what ended it: without one this never returns)
+
+
+def test_timeout_none_turns_the_limit_off_and_bad_limits_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "two.log"
+    log.write_text(LOG)
+    out = tmp_path / "r.json"
+    argv = ["check-log", str(log), "--json", str(out), "--timeout", "none", "--", "true"]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["timeout"] is None
+    for bad_limit in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["check-log", str(log), "--timeout", bad_limit, "--", "true"])
+        assert stopped.value.code == 2
+        assert "--timeout: " in capsys.readouterr().err
+    for value in (0, -1.0, float("nan"), float("inf"), "10", True):
+        with pytest.raises(InvalidArgumentError, match="timeout="):
+            ProgramChecker(("true",), value)  # type: ignore[arg-type]
+    assert ProgramChecker(("true",)).timeout == checkers_module.DEFAULT_TIMEOUT
+    assert ProgramChecker(("true",), None).timeout is None
+
+
+def test_help_states_the_default_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["check-log", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default {checkers_module.DEFAULT_TIMEOUT:g} s; none: no limit" in text
+
+
+def test_timeouts_and_crashes_are_counted_apart_from_other_verdicts() -> None:
+    from pmemsim.pmlog.check import LogCheckResult
+
+    r = LogCheckResult("x.log", "exhaustive", 0, "c", inconsistent=5, timed_out=2, crashed=1)
+    r.timeout = 10.0
+    assert "5 inconsistent (2 timed out, 1 crashed the checker)" in r.summary()
+    assert "2 image(s) inconsistent because the checker ran past 10 s per run" in r.report()
+    assert "1 image(s) inconsistent because the checker crashed" in r.report()
+    d = r.as_dict()
+    assert (d["inconsistent"], d["timed_out"], d["crashed"], d["timeout"]) == (5, 2, 1, 10.0)
+    plain = LogCheckResult("x.log", "exhaustive", 0, "c", inconsistent=5)
+    assert plain.summary().endswith("5 inconsistent")
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C checker cannot be built")
+    out = tmp_path_factory.mktemp("limits")
+    src, lib = out / "limits.c", out / "liblimits.so"
+    src.write_text(
+        """
+#include <stdio.h>
+#include <stdint.h>
+#include <signal.h>
+static int bytes(const char *path, unsigned char *a, unsigned char *b, uint64_t *w)
+{
+    unsigned char buf[0x48];
+    FILE *f = fopen(path, "rb");
+    if (!f || fread(buf, 1, sizeof buf, f) != sizeof buf) { if (f) fclose(f); return 0; }
+    fclose(f);
+    *a = buf[0]; *b = buf[0x40];
+    *w = 0; for (int i = 7; i >= 0; i--) *w = (*w << 8) | buf[i];
+    return 1;
+}
+/* Spins (in C: no Python code runs meanwhile) on the bad image. */
+int spins(const char *path)
+{
+    unsigned char a, b; uint64_t w;
+    if (!bytes(path, &a, &b, &w)) return 0;
+    if (a == 1 && b == 0) { volatile unsigned long n = 0; for (;;) n++; }
+    return 1;
+}
+/* Crashes on the bad image. */
+int crashes(const char *path)
+{
+    unsigned char a, b; uint64_t w;
+    if (!bytes(path, &a, &b, &w)) return 0;
+    if (a == 1 && b == 0) raise(SIGSEGV);
+    return 1;
+}
+/* Of many epochs, spins on one late image only (line 0 holds 90, line 0x40 still 88). */
+int late(const char *path)
+{
+    unsigned char a, b; uint64_t w;
+    if (!bytes(path, &a, &b, &w)) return 0;
+    if (w == 90 && b == 88) { volatile unsigned long n = 0; for (;;) n++; }
+    return 1;
+}
+"""
+    )
+    subprocess.run([gcc, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return str(lib)
+
+
+def test_a_library_checker_spinning_in_c_times_out_and_a_crash_is_counted(library: str) -> None:
+    token = expected_token()
+    spins = check_log(Replay.of(parse_log(LOG)), LibChecker.parse(f"{library}:spins", 0.3))
+    assert (spins.inconsistent, spins.timed_out, spins.crashed) == (1, 1, 0)
+    assert spins.minimal is not None and spins.minimal.token == token
+    assert spins.minimal.verdict == "timed out after 0.3 s (the time limit per checker run)"
+    crashes = check_log(Replay.of(parse_log(LOG)), LibChecker.parse(f"{library}:crashes"))
+    assert (crashes.inconsistent, crashes.timed_out, crashes.crashed) == (1, 0, 1)
+    assert crashes.minimal is not None and crashes.minimal.token == token
+    told: list[tuple[str, str]] = []
+    check_log(
+        Replay.of(parse_log(LOG)),
+        LibChecker.parse(f"{library}:crashes"),
+        notice=lambda t, v: told.append((t, v)),
+    )
+    assert told == [(token, crashes.minimal.verdict)]
+
+
+def test_a_hang_in_a_large_batch_costs_its_image_s_limit_not_the_batch_s(library: str) -> None:
+    # 60 epochs: images go to the worker in batches growing to 256, and the hanging image
+    # (value 90 is stored in epoch 45) is in a batch of over a hundred. The parent's
+    # deadline for a batch is the limit times its images (a backstop); the worker's own
+    # timer ends the run at the limit.
+    ops = []
+    for e in range(1, 61):
+        ops += [store(0, 2 * e), store(0x40, 2 * e), f"FLUSH;0x{BASE:x};0x80", "FENCE"]
+    text = log_text(*ops)
+    started = time.monotonic()
+    r = check_log(Replay.of(parse_log(text)), LibChecker.parse(f"{library}:late", 0.3))
+    took = time.monotonic() - started
+    assert r.images_checked > 100
+    assert (r.inconsistent, r.timed_out) == (1, 1)
+    # A batch of dozens of images times 0.3 s would be well past 10 s.
+    assert took < 10, took
