@@ -19,8 +19,10 @@ from pathlib import Path
 import hypothesis  # noqa: F401
 import pytest
 
-import pmemsim.explore  # noqa: F401
 import pmemsim.pytest_plugin as plugin
+
+# (pmemsim.explore imports all its modules at the first use of one of its names.)
+from pmemsim.explore import CrashCheck  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..distributed.options import add_scheduler_option, cluster_for
-from ..explore.workers import MAX_JOBS
+from ..explore.jobs import MAX_JOBS
 from .common import (
     EXIT_FAILED,
     EXIT_OK,

@@ -18,23 +18,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import ErrorCode, InvalidArgumentError
+from .jobs import MAX_JOBS, check_jobs
 
 __all__ = ["MAX_JOBS", "Workers", "check_jobs"]
-
-#: The most worker processes one check starts: more than the cores of any one machine (past
-#: that, a cluster: pmemsim.distributed), and few enough that their pipes stay far below
-#: the usual limit of 1,024 open files.
-MAX_JOBS = 256
-
-
-def check_jobs(jobs: object) -> int:
-    """``jobs`` if it is a number of worker processes a check may start."""
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= MAX_JOBS:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL, f"jobs must be an int from 1 to {MAX_JOBS}, not {jobs!r}"
-        )
-    return jobs
 
 
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
