@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .events import BadBlock
+if TYPE_CHECKING:  # only named in annotations: readers of images need no event types
+    from .events import BadBlock
 
 __all__ = ["Snapshot"]
 

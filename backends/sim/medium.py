@@ -35,14 +35,15 @@ from typing import TYPE_CHECKING
 
 from pmemsim.enums import Granularity
 from pmemsim.errors import PoisonError
-from pmemsim.events import BadBlock
 from pmemsim.provenance import Frame, Provenance
 
 from .intervals import IntervalSet
 from .lint import FindingKind, LintLog
 from .pagemap import PageMap
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (events only for annotations: crash-state readers need none of them)
+    from pmemsim.events import BadBlock
+
     from .machine import Machine
 
 __all__ = ["PAGE", "Flush", "Medium", "Rec"]

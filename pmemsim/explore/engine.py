@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,15 +24,15 @@ from ..markers import CrashInfo
 from .budget import Cuts, RunTimer
 from .checks import CrashCheck, validate_check
 from .images import Deviations
+from .jobs import check_jobs
 from .judges import Judge, _PoolJudge, _recorded
 from .lazy import LazyExplorer, OpaqueRecovery, Outcome, StateAlternatives, Verdict, Walk
 from .merge import _Merge
 from .progress import ProgressCallback, progress_line
 from .replaying import _replayed
 from .report import CheckResult, Progress
-from .strategy import Exhaustive, PointContext, Strategy, strategy_named
+from .strategy import Exhaustive, PointContext, Strategy, strategy_for, strategy_named
 from .trace import CrashPoint, Trace, record
-from .workers import check_jobs
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
@@ -44,16 +44,6 @@ __all__ = ["check"]
 
 
 # -- exploring crash points ------------------------------------------------------------------
-
-
-def strategy_for(
-    point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
-) -> Strategy:
-    for name in reversed(point.markers):
-        s = by_marker.get(name)
-        if s is not None:
-            return s
-    return default
 
 
 @dataclass(frozen=True, slots=True)

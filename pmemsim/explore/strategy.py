@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,8 @@ from ..errors import ErrorCode, InvalidArgumentError
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
+
+    from .trace import CrashPoint
 
 __all__ = [
     "Accumulative",
@@ -42,6 +44,7 @@ __all__ = [
     "ReadGuided",
     "ReverseAccumulative",
     "Strategy",
+    "strategy_for",
     "strategy_named",
 ]
 
@@ -409,3 +412,14 @@ def strategy_named(spec: str | Strategy) -> Strategy:
         ErrorCode.EINVAL,
         f"unknown exploration strategy {spec!r}; use one of: {', '.join(STRATEGY_NAMES)}",
     )
+
+
+def strategy_for(
+    point: CrashPoint, default: Strategy, by_marker: Mapping[str, Strategy]
+) -> Strategy:
+    """The strategy of the innermost marker around ``point`` that has one, else ``default``."""
+    for name in reversed(point.markers):
+        s = by_marker.get(name)
+        if s is not None:
+            return s
+    return default
