@@ -37,11 +37,17 @@ from typing import Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
-from ..explore.engine import strategy_for
 from ..explore.images import crash_for, deviations_for
-from ..explore.strategy import Plan, PointContext, Strategy, _every, strategy_named
+from ..explore.jobs import check_jobs
+from ..explore.strategy import (
+    Plan,
+    PointContext,
+    Strategy,
+    _every,
+    strategy_for,
+    strategy_named,
+)
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
-from ..explore.workers import check_jobs
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
 from .fastreplay import record_log
 from .frames import source_of

@@ -40,7 +40,6 @@ from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError, NotSupportedError
 from ..markers import _sink
 from ..snapshot import Snapshot
-from ..view import View
 from .frames import source_line, trampoline
 from .grammar import (
     DeepSync,
@@ -56,6 +55,7 @@ from .grammar import (
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint, Trace
+    from ..view import View
 
 __all__ = ["LogPool", "Replay", "Step"]
 

@@ -16,7 +16,6 @@ from scratch for its next image. Where inotify is not available, every image is 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import struct
 from collections.abc import Sequence
@@ -41,6 +40,8 @@ class _Inotify:
     """Just enough of inotify(7), through libc."""
 
     def __init__(self) -> None:
+        import ctypes  # here: an in-process checker writes no image files
+
         libc = ctypes.CDLL(None, use_errno=True)
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
@@ -52,6 +53,8 @@ class _Inotify:
     def watch(self, path: str) -> int:
         wd = self._add(self.fd, os.fsencode(path), _WATCH)
         if wd < 0:
+            import ctypes
+
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
         return int(wd)
 
