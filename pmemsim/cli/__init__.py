@@ -21,9 +21,9 @@ from .common import (
     EXIT_USAGE,
     Terminated,
     UsageProblem,
+    restored_imports,
     stop_on_sigterm,
 )
-from .discover import restored_imports
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks", "main"]
 

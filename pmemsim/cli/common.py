@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,8 +121,6 @@ def writable_file(path: str, option: str) -> Path:
 
 
 def _internal_dirs() -> tuple[str, ...]:
-    import sys
-
     from ..provenance import _PACKAGE_DIRS
 
     prefixes = {os.path.abspath(p) + os.sep for p in (sys.prefix, sys.base_prefix)}
@@ -152,3 +151,30 @@ def describe_error(exc: BaseException) -> str:
         return f"SystemExit: the code called sys.exit({exc.code!r})"
     first = str(exc).split("\n", 1)[0]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+#: Module names of check files outside packages (never a name the user could import).
+_PRIVATE = "pmemsim_check_"
+
+
+@contextmanager
+def restored_imports() -> Iterator[None]:
+    """Put ``sys.path`` back afterwards, and forget the modules imported meanwhile from the
+    folders that were added to it (check files and the user's modules: a later run in this
+    process, a test's, imports them afresh); pmemsim's own and installed modules stay.
+    (Here, not in discover.py: every command runs inside it, most never discover.)"""
+    path = list(sys.path)
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        added = tuple(os.path.abspath(p) + os.sep for p in set(sys.path) - set(path) if p)
+        internal = _internal_dirs()
+        sys.path[:] = path
+        for name in set(sys.modules) - before:
+            module = sys.modules.get(name)
+            where = os.path.abspath(getattr(module, "__file__", None) or "/")
+            if name.startswith(_PRIVATE) or (
+                added and where.startswith(added) and not where.startswith(internal)
+            ):
+                del sys.modules[name]

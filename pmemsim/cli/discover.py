@@ -27,20 +27,17 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .common import UsageProblem
+from .common import _PRIVATE, UsageProblem, restored_imports
 
 __all__ = ["Broken", "Found", "Selector", "discover", "restored_imports"]
 
 _SKIP_DIRS = {"build", "dist", "node_modules", "venv", "site-packages"}
 _ROOT_MARKERS = ("pyproject.toml", "setup.cfg", "setup.py", "pytest.ini", "tox.ini")
-#: Module names of check files outside packages (never a name the user could import).
-_PRIVATE = "pmemsim_check_"
 
 
 @dataclass(frozen=True)
@@ -254,30 +251,6 @@ def _import(f: Path) -> Any:
         del sys.modules[name]
         raise
     return module
-
-
-@contextmanager
-def restored_imports() -> Iterator[None]:
-    """Put ``sys.path`` back afterwards, and forget the modules imported meanwhile from the
-    folders that were added to it (check files and the user's modules: a later run in this
-    process, a test's, imports them afresh); pmemsim's own and installed modules stay."""
-    from .common import _internal_dirs
-
-    path = list(sys.path)
-    before = set(sys.modules)
-    try:
-        yield
-    finally:
-        added = tuple(os.path.abspath(p) + os.sep for p in set(sys.path) - set(path) if p)
-        internal = _internal_dirs()
-        sys.path[:] = path
-        for name in set(sys.modules) - before:
-            module = sys.modules.get(name)
-            where = os.path.abspath(getattr(module, "__file__", None) or "/")
-            if name.startswith(_PRIVATE) or (
-                added and where.startswith(added) and not where.startswith(internal)
-            ):
-                del sys.modules[name]
 
 
 def discover(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..explore.workers import MAX_JOBS
+from ..explore.jobs import MAX_JOBS
 from .common import EXIT_FAILED, EXIT_OK, UsageProblem, count, finite_seconds
 
 __all__ = ["register"]
@@ -22,6 +21,8 @@ def _marker_engines(specs: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for spec in specs or ():
         if spec.endswith(".json") and os.path.isfile(spec):
+            import json
+
             try:
                 table = json.loads(Path(spec).read_text())
             except (OSError, ValueError) as exc:
@@ -301,6 +302,8 @@ def _check_log(
             f"({result.images_per_second:,.0f} images/s)"
         )
     if args.json:
+        import json
+
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     if args.html:
         _html(args, replay, result)
