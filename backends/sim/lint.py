@@ -3,11 +3,16 @@
 They are gathered at fences (where the simulator looks at one epoch of stores and flushes
 anyway) and, for stores still not durable, when asked. Findings with the same kind and the
 same code location are merged, so a loop that forgets a flush yields one finding with a count.
+A finding also keeps where each occurrence merged into it was (:attr:`Finding.places`: the
+store record's or flush's sequence number and bytes), so that a report in other terms (a
+log's records) can name exactly the operations it concerns.
 """
 
 from __future__ import annotations
 
 import enum
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pmemsim.provenance import Provenance, describe
@@ -54,7 +59,17 @@ class Finding:
     provenance: Provenance
     #: For OVERWRITTEN_STORE: where the overwritten store was issued.
     other: Provenance = ()
+    #: Occurrences merged into it (one per pending store record part or flush noted).
     count: int = 1
+    #: Each occurrence as ``seq, start, end`` (flat): the sequence number of the store
+    #: record (its first store; a record may be a run of stores) or flush, and its bytes.
+    places: Sequence[int] = field(default=(), compare=False, repr=False)
+
+    def occurrences(self) -> Iterator[tuple[int, int, int]]:
+        """``(seq, start, end)`` of each occurrence merged, in the order noted."""
+        p = self.places
+        for k in range(0, len(p) - 2, 3):
+            yield p[k], p[k + 1], p[k + 2]
 
     @property
     def location(self) -> str:
@@ -82,6 +97,7 @@ class _Entry:
     provenance: Provenance
     other: Provenance
     count: int = 1
+    places: array[int] = field(default_factory=lambda: array("q"))
 
 
 @dataclass(slots=True)
@@ -98,19 +114,35 @@ class LintLog:
         length: int,
         provenance: Provenance,
         other: Provenance = (),
+        seq: int = 0,
     ) -> None:
+        """One occurrence; ``seq``: the store record (its first store) or flush it is
+        about, by its sequence number (0: none)."""
         key = (kind, source, provenance[:1], other[:1])
         e = self._entries.get(key)
         if e is None:
-            self._entries[key] = _Entry(kind, source, offset, offset + length, provenance, other)
+            e = self._entries[key] = _Entry(
+                kind, source, offset, offset + length, provenance, other
+            )
         else:
             e.count += 1
             e.offset = min(e.offset, offset)
             e.end = max(e.end, offset + length)
+        if seq:
+            e.places.extend((seq, offset, offset + length))
 
     def findings(self) -> list[Finding]:
         out = [
-            Finding(e.kind, e.source, e.offset, e.end - e.offset, e.provenance, e.other, e.count)
+            Finding(
+                e.kind,
+                e.source,
+                e.offset,
+                e.end - e.offset,
+                e.provenance,
+                e.other,
+                e.count,
+                array("q", e.places),  # (the entry goes on growing)
+            )
             for e in self._entries.values()
         ]
         out.sort(key=lambda f: (f.kind.severity != "error", f.source, f.offset, f.kind.name))
