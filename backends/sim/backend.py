@@ -1020,21 +1020,21 @@ class SimBackend(Backend):
             # A record may be a run of stores (see Medium.store_wb) spanning lines that were
             # flushed and lines that were not: each part is reported for what it is.
             for rec, parts in medium.flushed_parts(flushes):
-                _, off, data, nt, code, lasti = rec
+                seq, off, data, nt, code, lasti = rec
                 prov = ((code, lasti),)
+                label = medium.label
                 if nt:
-                    now.add(FindingKind.UNDRAINED_NT_STORE, medium.label, off, len(data), prov)
+                    now.add(FindingKind.UNDRAINED_NT_STORE, label, off, len(data), prov, seq=seq)
                     continue
                 pos = off
                 for s, e in parts:
                     if s > pos:
-                        now.add(FindingKind.UNFLUSHED_STORE, medium.label, pos, s - pos, prov)
-                    now.add(FindingKind.UNFENCED_STORE, medium.label, s, e - s, prov)
+                        now.add(FindingKind.UNFLUSHED_STORE, label, pos, s - pos, prov, seq=seq)
+                    now.add(FindingKind.UNFENCED_STORE, label, s, e - s, prov, seq=seq)
                     pos = e
-                if pos < off + len(data):
-                    now.add(
-                        FindingKind.UNFLUSHED_STORE, medium.label, pos, off + len(data) - pos, prov
-                    )
+                end = off + len(data)
+                if pos < end:
+                    now.add(FindingKind.UNFLUSHED_STORE, label, pos, end - pos, prov, seq=seq)
         return now.findings() + found
 
     def on_barrier(self, observer: Observer) -> None:

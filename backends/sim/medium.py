@@ -528,7 +528,7 @@ class Medium:
             if not nt and seq < fseq:
                 unstored.remove(off - off % u, -(-(off + len(data)) // u) * u)
             for s, e in unstored:
-                lint.add(FindingKind.CLEAN_FLUSH, self.label, s, e - s, prov)
+                lint.add(FindingKind.CLEAN_FLUSH, self.label, s, e - s, prov, seq=fseq)
             return
         # (seq, 0 = store / 1 = flush, index): stores sort before a flush of equal seq.
         events = [(r[0], 0, i) for i, r in enumerate(self.pending)]
@@ -540,20 +540,22 @@ class Medium:
         owners: list[Rec] = []
         for _, is_flush, i in events:
             if is_flush:
-                _, start, end, prov = flushes[i]
+                fseq, start, end, prov = flushes[i]
                 if not prov:  # implicit (a non-temporal store's eviction): not user code
                     continue
                 for cs, ce in dirty.split(start, end)[1]:
                     again, clean = flushed.split(cs, ce)
                     for rs, re_ in again:
-                        lint.add(FindingKind.REDUNDANT_FLUSH, self.label, rs, re_ - rs, prov)
+                        lint.add(
+                            FindingKind.REDUNDANT_FLUSH, self.label, rs, re_ - rs, prov, seq=fseq
+                        )
                     for rs, re_ in clean:
-                        lint.add(FindingKind.CLEAN_FLUSH, self.label, rs, re_ - rs, prov)
+                        lint.add(FindingKind.CLEAN_FLUSH, self.label, rs, re_ - rs, prov, seq=fseq)
                 dirty.remove(start, end)
                 flushed.add(start, end)
                 continue
             rec = self.pending[i]
-            _, off, data, nt, code, lasti = rec
+            rseq, off, data, nt, code, lasti = rec
             end = off + len(data)
             if unsafe.overlaps(off, end):
                 # A record may be a run of stores (see store_wb): report the bytes that were
@@ -569,6 +571,7 @@ class Medium:
                             e - s,
                             ((code, lasti),),
                             ((prev[4], prev[5]),),
+                            seq=rseq,
                         )
                     left.remove(ps, pe)
                     if not left:

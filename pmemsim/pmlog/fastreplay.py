@@ -740,16 +740,17 @@ class _Machine:
         for p in self.pools:
             parts_of = Medium.flushed_parts(_Shim(p), p.flushes)
             for rec, parts in parts_of:
-                _, off, data, _, code, lasti = rec
+                seq, off, data, _, code, lasti = rec
                 prov = ((code, lasti),)
                 pos = off
                 for s, e in parts:
                     if s > pos:
-                        now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, s - pos, prov)
-                    now.add(FindingKind.UNFENCED_STORE, p.label, s, e - s, prov)
+                        now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, s - pos, prov, seq=seq)
+                    now.add(FindingKind.UNFENCED_STORE, p.label, s, e - s, prov, seq=seq)
                     pos = e
-                if pos < off + len(data):
-                    now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, off + len(data) - pos, prov)
+                end = off + len(data)
+                if pos < end:
+                    now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, end - pos, prov, seq=seq)
         found: list[Finding] = now.findings() + self.lint.findings()
         return found
 
