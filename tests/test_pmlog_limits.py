@@ -218,3 +218,55 @@ def test_a_hang_in_a_large_batch_costs_its_image_s_limit_not_the_batch_s(library
     assert (r.inconsistent, r.timed_out) == (1, 1)
     # A batch of dozens of images times 0.3 s would be well past 10 s.
     assert took < 10, took
+
+
+# -- lint: a finding's count and records are the records it merged ------------------------
+
+
+def framed(off: int, value: int, line: int, size: int = 8) -> str:
+    return f"STORE;0x{BASE + off:x};0x{value:x};0x{size:x};0x4011{line:02X}: main (prog.c:{line})"
+
+
+def lint_of(*ops: str, simulator: bool = False) -> list[Any]:
+    r = check_log(
+        Replay.of(parse_log(log_text(*ops))),
+        FunctionChecker(lambda img: True, "ok"),
+        simulator=simulator,
+    )
+    return r.findings
+
+
+@pytest.mark.parametrize("simulator", [False, True])
+def test_lint_counts_agree_with_the_records_a_finding_merged(simulator: bool) -> None:
+    # PMDK's basic example with its persist left out: four stores from one C line, none
+    # flushed. Two of them run on (the simulator keeps them as one record of 16 bytes).
+    (f,) = lint_of(
+        framed(0, 0x70202C6F6C6C6568, 58),
+        framed(8, 0x6E65747369737265, 58),
+        framed(9, 0x746E657473697372, 58),
+        framed(0x11, 0x79726F6D656D20, 58),
+        simulator=simulator,
+    )
+    assert (f.kind, f.record, f.records, f.count) == ("store never flushed", 2, 4, 4)
+    assert str(f).startswith("error: store never flushed: STORE #2 (and 3 more) at prog.c:58")
+    assert str(f).endswith(", 25 byte(s)")  # ("(and 3 more)" is the count)
+
+
+@pytest.mark.parametrize("simulator", [False, True])
+def test_lint_names_the_records_it_concerns_not_others_at_the_same_place(
+    simulator: bool,
+) -> None:
+    # The first store to +0 from line 7 is flushed and fenced; the second is never flushed:
+    # the finding is about record #6 alone.
+    ops = [framed(0, 1, 7), f"FLUSH;0x{BASE:x};0x40", "FENCE", framed(0, 2, 7)]
+    (f,) = lint_of(*ops, simulator=simulator)
+    assert (f.kind, f.record, f.records, f.count) == ("store never flushed", 5, 1, 1)
+    # The HTML report marks that record on the timeline, and no other.
+    from pmemsim.html.pmlog import log_finding, log_run
+
+    run = log_run(Replay.of(parse_log(log_text(*ops))))
+    assert [run.ops[i].label for i in log_finding(run, f).ops] == ["STORE #5"]
+    # A flush of a line with nothing stored since it was durable: the second FLUSH only.
+    ops = [framed(0, 1, 7), f"FLUSH;0x{BASE:x};0x40", "FENCE", f"FLUSH;0x{BASE:x};0x40", "FENCE"]
+    (f,) = lint_of(*ops, simulator=simulator)
+    assert (f.kind, f.record, f.records, f.count) == ("flush of clean lines", 5, 1, 1)

@@ -55,23 +55,13 @@ def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
 
 
 def log_finding(run: Run, f: LogFinding) -> Finding:
-    """A check-log lint finding placed at the records it concerns: those of its kind over
-    its bytes and, when the log names its C line, issued from that line (as the text
-    report counts them)."""
-    from ..pmlog.lint import _FLUSH_KINDS, _own
+    """A check-log lint finding placed at the records it concerns (as the text report
+    counts them)."""
+    from ..pmlog.lint import _FLUSH_KINDS
 
-    kind = "flush" if f.kind in _FLUSH_KINDS else "store"
-    medium = run.media.index(f.file)
-    lo, hi = f.offset, f.offset + max(f.length, 1)
-    hits = tuple(
-        i
-        for i, op in enumerate(run.ops)
-        if op.kind == kind
-        and op.medium == medium
-        and op.offset < hi
-        and lo < op.offset + max(op.length, 1)
-        and (f.source is None or kind == "flush" or _own(op.frames) == f.source)
-    )
+    what = "FLUSH" if f.kind in _FLUSH_KINDS else "STORE"
+    labels = {f"{what} #{r}" for r in f.concerns}
+    hits = tuple(i for i, op in enumerate(run.ops) if op.label in labels)
     return Finding(str(f), f.severity, hits)
 
 

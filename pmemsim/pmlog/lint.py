@@ -14,12 +14,11 @@ instruction (dozens before the program registers a file), none of them the progr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..provenance import locations
-from .grammar import Flush, Store
-from .replay import Replay
+from .replay import DEEP, FLUSH, STORE, Replay
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import Finding
@@ -46,13 +45,15 @@ class LogFinding:
     length: int
     #: Where in the C program (``append.c:21 in append_record``), when the log says.
     source: str | None
-    #: How many times the simulator saw it (merged by kind and source line).
+    #: How many log records it merged (by kind and source line): as many as ``records``.
     count: int
     #: The first log record it concerns, and how many records it concerns.
     record: int | None
     records: int
     #: For an overwritten store: where the earlier store was made.
     earlier: str | None = None
+    #: Every log record it concerns (``record`` is the first), in log order.
+    concerns: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         what = "FLUSH" if self.kind in _FLUSH_KINDS else "STORE"
@@ -65,8 +66,6 @@ class LogFinding:
             f"{self.severity}: {self.kind}: {at}, {os.path.basename(self.file)} "
             f"+0x{self.offset:x}, {self.length} byte(s)"
         )
-        if self.count > 1:
-            text += f", {self.count} times"
         if self.earlier:
             text += f"; earlier store at {self.earlier}"
         return text
@@ -92,7 +91,16 @@ def _where(prov: Any) -> str | None:
 
 
 def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
-    """The simulator's findings in the log's terms (one pass over the log)."""
+    """The simulator's findings in the log's terms (one pass over the log).
+
+    A finding knows each occurrence merged into it by the sequence number of its store
+    record or flush (:attr:`Finding.places`); the replay numbers the log's stores, flushes
+    and deep syncs in log order (fences take no number), so each occurrence is found here
+    by its number: the records a finding names and counts are the ones it merged, never
+    another store of the same line at the same place. A store record may be a run of stores
+    (the same instruction storing the next bytes, nothing in between: the simulator keeps
+    them as one), so an occurrence covers each store of its run that overlaps its bytes.
+    """
     pools = {f"image of {p.resolved}": i for i, p in enumerate(replay.pools)}
     wanted: list[tuple[Finding, int, str | None]] = []
     for f in findings:
@@ -104,33 +112,46 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
         wanted.append((f, pool, _where(f.provenance)))
     if not wanted:
         return []
-    firsts: list[int | None] = [None] * len(wanted)
-    counts = [0] * len(wanted)
-    sources: dict[tuple[str, ...], str | None] = {}
+    # seq -> the occurrences noted at it: (finding, start, end).
+    at: dict[int, list[tuple[int, int, int]]] = {}
+    for j, (f, _, _) in enumerate(wanted):
+        for seq, start, end in f.occurrences():
+            at.setdefault(seq, []).append((j, start, end))
+    concerned: list[set[int]] = [set() for _ in wanted]
+    # Runs being followed: (finding, start, end, pool, where the next store must start).
+    runs: list[tuple[int, int, int, int, int]] = []
+    seq = 0
     for op, step, _ in replay.conversions():
-        if step is None or not isinstance(op, Store | Flush):
+        if step is None:
             continue
-        is_store = isinstance(op, Store)
-        arg = step.arg
-        start = step.offset
-        end = start + (len(arg) if isinstance(arg, bytes) else int(arg))
-        for j, (f, pool, where) in enumerate(wanted):
-            if pool != step.pool or (f.kind.value in _STORE_KINDS) != is_store:
-                continue
-            if end <= f.offset or start >= f.offset + f.length:
-                continue
-            if is_store and where is not None:
-                frames = op.frames  # type: ignore[union-attr]
-                src = sources.get(frames, "")
-                if src == "":
-                    src = sources[frames] = _own(frames)
-                if src != where:
-                    continue
-            if firsts[j] is None:
-                firsts[j] = op.index
-            counts[j] += 1
+        kind = step.kind
+        if kind == STORE:
+            size = len(step.arg)  # type: ignore[arg-type]
+        elif kind in (FLUSH, DEEP) and step.arg:
+            size = int(step.arg)
+        else:
+            continue  # a fence, a marker, an empty flush: no number
+        seq += 1
+        lo, hi = step.offset, step.offset + size
+        if runs:
+            # A store right after a run's last one, where it ended: the run goes on.
+            going = []
+            for j, start, end, pool, expect in runs:
+                if kind == STORE and step.pool == pool and lo == expect and lo < end:
+                    if start < hi:
+                        concerned[j].add(op.index)
+                    going.append((j, start, end, pool, hi))
+            runs = going
+        for j, start, end in at.get(seq, ()):
+            if (kind == STORE) != (wanted[j][0].kind.value in _STORE_KINDS):
+                continue  # (cannot happen: the replay numbers as the simulator does)
+            if start < hi and lo < end:
+                concerned[j].add(op.index)
+            if kind == STORE and hi < end:
+                runs.append((j, start, end, step.pool, hi))
     out = []
     for j, (f, pool, where) in enumerate(wanted):
+        records = concerned[j]
         out.append(
             LogFinding(
                 f.kind.value,
@@ -139,20 +160,11 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
                 f.offset,
                 f.length,
                 where,
-                f.count,
-                firsts[j],
-                counts[j],
+                len(records),
+                min(records) if records else None,
+                len(records),
                 _where(f.other) if f.other else None,
+                tuple(sorted(records)),
             )
         )
     return out
-
-
-def _own(frames: tuple[str, ...]) -> str | None:
-    """The source line a store was issued from in the replay (as the simulator names it)."""
-    from .frames import source_line
-
-    where = source_line(frames)
-    if where is None:
-        return None
-    return f"{where.file}:{where.line} in {where.function}"
