@@ -65,6 +65,15 @@ def _send(fd: int, obj: object) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _widen(fd: int) -> None:
+    """Room in a pipe for the two batches a worker is given at a time (Linux's default 64
+    KiB holds one: this process would wait on the worker to write the second)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+
+
 class _Reader:
     """Length-prefixed pickles from a pipe, with a deadline per message."""
 
@@ -374,6 +383,7 @@ class LibWorker:
         _reap_exited()
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
+        _widen(w1)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
