@@ -23,9 +23,10 @@ import os
 import pickle
 import signal
 import struct
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
+
+from .forked import fork
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
@@ -60,25 +61,12 @@ class Twin:
         self._upto = mmap.mmap(-1, _WORD.size)
         _WORD.pack_into(self._upto, 0, -1)
         rfd, wfd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                os.close(rfd)
-                sys.setprofile(None)
-                sys.settrace(None)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # this process decides
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _answer(wfd, _replay(replay, crash_points, self._upto))
-            except BaseException:  # pmemsim's own bug: say what it was
-                import traceback
 
-                traceback.print_exc()
-                code = 70
-            finally:
-                os._exit(code)
+        def run() -> None:
+            os.close(rfd)
+            _answer(wfd, _replay(replay, crash_points, self._upto))
+
+        pid = fork(run)
         os.close(wfd)
         self.pid = pid
         self._from = rfd

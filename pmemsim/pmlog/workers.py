@@ -36,7 +36,6 @@ import pickle
 import select
 import signal
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
 from .checkers import Crashed, FunctionChecker, LibChecker, _status, timed_out
+from .forked import fork
 from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .slots import _copy, _Inotify
 
@@ -384,34 +384,14 @@ class LibWorker:
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
         _widen(w1)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 0
-            try:
-                # A profiler or tracer (coverage, cProfile) of this process does not
-                # survive into a forked child: stop it there.
-                sys.setprofile(None)
-                sys.settrace(None)
-                # A crash of the checker is the checker's, reported by the parent: no
-                # Python traceback for it.
-                import faulthandler
 
-                faulthandler.disable()
-                os.close(w1)
-                os.close(r2)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
-                _serve(_limited(self._load, self.timeout), r1, w2)
-            except BaseException:  # pmemsim's own bug: say what it was
-                import traceback
+        def serve() -> None:
+            os.close(w1)
+            os.close(r2)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
+            _serve(_limited(self._load, self.timeout), r1, w2)
 
-                traceback.print_exc()
-                code = 70
-            finally:
-                os._exit(code)
+        pid = fork(serve)
         os.close(r1)
         os.close(w2)
         self.pid, self._to, self._from = pid, w1, _Reader(r2)
