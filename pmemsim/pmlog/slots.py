@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class _Inotify:
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.fd: int = fd
+        # Asked once per image: a poll answers "nothing" without a failed read's exception.
+        self._ready = select.poll()
+        self._ready.register(fd, select.POLLIN)
 
     def watch(self, path: str) -> int:
         wd = self._add(self.fd, os.fsencode(path), _WATCH)
@@ -61,6 +65,8 @@ class _Inotify:
     def events(self) -> list[tuple[int, int]]:
         """``(watch, mask)`` of every event queued so far."""
         out: list[tuple[int, int]] = []
+        if not self._ready.poll(0):
+            return out
         while True:
             try:
                 data = os.read(self.fd, 65536)
