@@ -39,14 +39,7 @@ from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
 from ..explore.images import crash_for, deviations_for
 from ..explore.jobs import check_jobs
-from ..explore.strategy import (
-    Plan,
-    PointContext,
-    Strategy,
-    _every,
-    strategy_for,
-    strategy_named,
-)
+from ..explore.strategy import PointContext, Strategy, strategy_for, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
 from .fastreplay import record_log
@@ -551,9 +544,9 @@ class _Explorer:
             strategy = strategy_named("exhaustive")
         if strategy.name == "exhaustive" and self._every_line(point, markers):
             return
-        plan = _line_plan(strategy.name, state, self.max_images) or strategy.plan(
-            state, PointContext(point.index, self.seed, self.max_images)
-        )
+        if strategy.name == "accumulative" and self._cut_lines(point, markers):
+            return
+        plan = strategy.plan(state, PointContext(point.index, self.seed, self.max_images))
         if plan.skipped:
             result.images_skipped += plan.skipped
             result.exact = False
@@ -635,6 +628,42 @@ class _Explorer:
         self._judge_new(point, markers, combos)
         return True
 
+    def _cut_lines(self, point: CrashPoint, markers: str) -> bool:
+        """The accumulative plan of a log machine's state (the strategy's own images in its
+        order: every program-order prefix of the stores in flight, the longest first, each
+        once), keyed and judged in one loop; False when the state is not one."""
+        lines = getattr(point.state, "in_flight", None)
+        if lines is None:
+            return False
+        self.result.exact = False
+        # The stores in flight by number: a cut keeps, in each line, those numbered below it.
+        events = sorted([(a[0], i) for i, line in enumerate(lines) for a in line.atoms])
+        ranks = [line.rank for line in lines]
+        kept = [0] * len(lines)
+        images = []
+        k, n = 0, len(events)
+        while True:
+            images.append(tuple([(i, r[kept[i]]) for i, r in enumerate(ranks) if r[kept[i]]]))
+            if k == n:
+                break
+            seq = events[k][0]
+            while k < n and events[k][0] == seq:
+                kept[events[k][1]] += 1
+                k += 1
+        img = self.img
+        img.move_to(point.state)
+        cached, option, key0 = img._options.get, img._option, img.key0
+        keyed = []
+        for dev in dict.fromkeys(images[::-1]):
+            key, lost = key0, 0
+            for d in dev:
+                hit = cached(d) or option(*d)
+                key += hit[1]
+                lost += hit[2]
+            keyed.append((dev, key, lost))
+        self._judge_new(point, markers, keyed)
+        return True
+
     def _lazily(self, point: CrashPoint, markers: str) -> None:
         assert self.lazy is not None
         before = self.lazy.runs
@@ -653,36 +682,6 @@ class _Explorer:
                 Cand(self.seq, point, dev, size, markers, self.ordinal), message
             )
             self.seq += 1
-
-
-def _line_plan(name: str, state: Any, max_images: int) -> Plan | None:
-    """The exhaustive and accumulative plans (the strategies' own, the same images in the
-    same order) of a log machine's state, from its lines in flight: no unit is built."""
-    lines = getattr(state, "in_flight", None)
-    if lines is None:
-        return None
-    if name == "exhaustive":
-        counts = [line.n for line in lines]
-        if math.prod(counts) > max_images:
-            return None
-        return Plan(_every(counts), 0)
-    if name == "accumulative":
-        seqs = sorted({a[0] for line in lines for a in line.atoms})
-        images = []
-        for cut in [*seqs, (seqs[-1] + 1) if seqs else 0]:
-            dev = []
-            for i, line in enumerate(lines):
-                kept = 0
-                for a in line.atoms:
-                    if a[0] >= cut:
-                        break
-                    kept += 1
-                o = line.rank[kept]
-                if o:
-                    dev.append((i, o))
-            images.append(tuple(dev))
-        return Plan(list(dict.fromkeys(images[::-1])))
-    return None
 
 
 def check_log(
