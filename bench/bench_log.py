@@ -258,9 +258,9 @@ def bench_lazy(repeat: int, epochs: int, tmp: str) -> dict[str, float]:
 
 
 def rss_child(path: str) -> dict[str, float]:
-    from peak_rss import peak_rss_bytes
-
     import resource
+
+    from peak_rss import peak_rss_bytes
 
     r = check_log(Replay.of(read_log(path)), FunctionChecker(_trivial, "trivial"), engine=ENGINE)
     peak = peak_rss_bytes()
