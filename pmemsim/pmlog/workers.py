@@ -453,6 +453,7 @@ class LibWorker:
     def answer(self, deadline: float | None) -> Any:
         """The answer to the oldest batch sent; WorkerDied when it died or ran past the
         deadline (it is then dead)."""
+        self.ready()  # (not waited for at the start: the replay runs while it loads)
         try:
             return self._from.get(deadline)
         except TimeoutError:
@@ -575,7 +576,6 @@ class Workers(Judge):
             raise
 
     def _setup(self, slot: _Slot) -> None:
-        slot.worker.ready()
         slot.worker.send(("setup", slot.folder, self.file_names, self.pools))
         slot.markers = None
         slot.info = None
