@@ -32,7 +32,7 @@ from ..explore.lazy import (
 )
 from ..explore.report import CrashConsistencyError
 from ..markers import CrashInfo, reset_crash, set_crash
-from .checkers import FunctionChecker, _innermost
+from .checkers import FunctionChecker, TimedOut, _innermost
 from .images import PoolImage
 
 if TYPE_CHECKING:
@@ -113,6 +113,8 @@ _BUFFER_ERRORS = (TypeError, AttributeError, BufferError)
 
 def message_of(error: BaseException | None, verdict: Verdict) -> str:
     """What the checker said, as check-log reports it (see FunctionChecker)."""
+    if verdict.kind == "hang":  # a recovery past its run_timeout: counted apart
+        return TimedOut(f"timed out: {verdict.message}")
     if error is not None:
         if type(error) is CrashConsistencyError:
             return "returned False"
@@ -133,8 +135,14 @@ class LazyJudge:
         self.checker = checker
         self.img = img
         self.names = names
-        #: A CrashCheck whose recovery judges the images (``--recovery``), else None.
+        #: A CrashCheck whose recovery judges the images (``--recovery``), else None; its
+        #: runs are limited by its run_timeout, as in ``pmemsim check``.
         self.check = check
+        self.timer = None
+        if check is not None:
+            from ..explore.budget import RunTimer
+
+            self.timer = RunTimer(check.run_timeout)
         self.explorer = LazyExplorer()
         self.runs = 0
         self.paths = 0
@@ -188,7 +196,12 @@ class LazyJudge:
         # are the simulator's medium 0.
         obs_one = Observation((64,), lambda m: 0)
         err = run_recovery(
-            c.recover, alts.snapshot(dev, 0), c.granularity, info, observation=obs_one
+            c.recover,
+            alts.snapshot(dev, 0),
+            c.granularity,
+            info,
+            observation=obs_one,
+            timer=self.timer,
         )
         obs.events, obs.values = obs_one.events, obs_one.values
         return err
