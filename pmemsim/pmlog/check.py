@@ -677,6 +677,8 @@ class _Explorer:
             if leaf not in self.failing:  # a read path reached again at a later point
                 self.failing.add(leaf)
                 result.inconsistent += 1
+            else:
+                message = str(message)  # a timeout (a Fault) is counted once, as above
             size = (len(dev), img.lost(dev), point.index)
             self.verdicts.candidate(
                 Cand(self.seq, point, dev, size, markers, self.ordinal), message
