@@ -270,3 +270,43 @@ def test_lint_names_the_records_it_concerns_not_others_at_the_same_place(
     ops = [framed(0, 1, 7), f"FLUSH;0x{BASE:x};0x40", "FENCE", f"FLUSH;0x{BASE:x};0x40", "FENCE"]
     (f,) = lint_of(*ops, simulator=simulator)
     assert (f.kind, f.record, f.records, f.count) == ("flush of clean lines", 5, 1, 1)
+
+
+SCENARIO = """
+import time
+from pmemsim.explore import CrashCheck
+
+def work(view):
+    view.write(0, b"\\x01")
+    view.write(0x40, b"\\x02")
+    view.persist(0, 0x80)
+
+def recover(view):
+    if view.read(0, 1) == b"\\x01" and view.read(0x40, 1) == b"\\x00":
+        while True:  # a recovery that loops on the bad image
+            time.sleep(0.02)
+    return True
+
+looping = CrashCheck("looping", work, recover, size=4096, run_timeout=0.3)
+"""
+
+
+@pytest.mark.parametrize("engine", ["lazy", "exhaustive"])
+def test_a_recovery_looping_on_one_image_stops_at_its_run_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str
+) -> None:
+    log = tmp_path / "two.log"
+    log.write_text(LOG)
+    scenario = tmp_path / "scenario.py"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "r.json"
+    argv = ["check-log", str(log), "--recovery", f"{scenario}::looping", "--json", str(out)]
+    assert main([*argv, "--engine", engine]) == 1
+    std = capsys.readouterr()
+    got = json.loads(out.read_text())
+    assert (got["inconsistent"], got["timed_out"]) == (1, 1)
+    assert got["minimal"]["token"] == expected_token()
+    verdict = "timed out: recovery did not finish within 0.3 s (run_timeout)"
+    assert got["minimal"]["checker"] == verdict
+    assert f"the run_timeout of {scenario}::looping" in std.out
+    assert verdict in std.err

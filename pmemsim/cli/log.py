@@ -286,8 +286,10 @@ def _check_log(
     print(result.report(lint=False))
     if result.minimal is not None:
         print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
-    if result.timed_out:
+    if result.timed_out and (args.checker or args.checker_lib):
         print("(--timeout SECONDS changes the time limit per checker run; none removes it)")
+    elif result.timed_out and args.recovery:
+        print(f"(the time limit of a recovery run is the run_timeout of {args.recovery})")
     if result.findings:
         print(result.lint_report())
     if result.read_paths:

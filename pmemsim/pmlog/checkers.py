@@ -128,8 +128,14 @@ class FunctionChecker:
         return "returned False" if ok is False else None
 
 
+class CheckerTimedOut(Exception):
+    """A Python checker's run stopped at its time limit (a recovery's ``run_timeout``)."""
+
+
 def raised(exc: BaseException) -> str:
     """A checker's exception as its verdict."""
+    if isinstance(exc, CheckerTimedOut):
+        return TimedOut(f"timed out: {exc}")
     return f"raised {type(exc).__name__}: {exc}{_innermost(exc)}"
 
 
@@ -334,22 +340,28 @@ def load_function(spec: str) -> ImageFn:
 
 def recovery_checker(check: Any) -> ImageFn:
     """A CrashCheck's recovery as an image checker: each image is mapped into a fresh set on
-    the simulator and ``check.recover(view)`` runs on it, as the crash check itself runs it."""
+    the simulator and ``check.recover(view)`` runs on it, as the crash check itself runs it,
+    under the check's ``run_timeout`` (past it: :class:`CheckerTimedOut`)."""
+    from ..explore.budget import RunTimer
     from ..markers import CrashInfo, current_crash
     from ..snapshot import Snapshot
 
     page = 4096
+    timer = RunTimer(check.run_timeout)
 
     def judge(image: memoryview) -> bool:
         from ..explore import CrashConsistencyError, run_recovery
+        from ..explore.report import HANG_ERRORS
 
         data = bytes(image)
         pages = {i // page: data[i : i + page] for i in range(0, len(data), page)}
         snap = Snapshot("image", len(data), pages)
         info = current_crash() or CrashInfo(-1, "image", ())
-        err = run_recovery(check.recover, snap, check.granularity, info)
+        err = run_recovery(check.recover, snap, check.granularity, info, timer=timer)
         if type(err) is CrashConsistencyError:  # recovery returned False
             return False
+        if isinstance(err, HANG_ERRORS):  # (a BaseException: it would end the check)
+            raise CheckerTimedOut(str(err)) from None
         if err is not None:
             raise err  # keeps its traceback: the report names recovery's own line
         return True
