@@ -31,6 +31,8 @@ content with the rules'. A disagreement is a :class:`DurabilityViolation` (a bug
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import sys
 from array import array
@@ -891,6 +893,35 @@ def record_log(
     checker: Twin | None = None
     if check and twin and worth_a_twin(replay):
         checker, check = Twin(replay, crash_points), False
+    with _old_objects_frozen():
+        return _record(replay, img, crash_points, on_point, lint, check, checker)
+
+
+@contextlib.contextmanager
+def _old_objects_frozen() -> Iterator[None]:
+    """The garbage collector leaves the objects there before the replay alone while it runs
+    (the log, the interpreter's own): what a judge holds across crash points (a worker's
+    batches of images) survives young collections, and every old collection would walk
+    everything. Not when something else froze objects: thawing would thaw those too."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _record(
+    replay: Replay,
+    img: PoolImage,
+    crash_points: str,
+    on_point: Callable[[CrashPoint], object] | None,
+    lint: bool,
+    check: bool,
+    checker: Twin | None,
+) -> LogTrace:
     try:
         m = _Machine(replay, img, crash_points, on_point, lint, check)
         img.follow(m)

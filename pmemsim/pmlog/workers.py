@@ -9,7 +9,8 @@ images:
   since the worker's last move (its files then show the crash state the next images are
   made from);
 * ``("I", patches, runs, markers, info)``: one image: the worker writes the lines the image
-  deviates in (``patches``, ``(pool, offset, content)``), calls the checker once per run (a
+  deviates in (``patches``, the image's line options: ``content`` at ``[start, end)`` of
+  ``pool``, as ``(content, _, _, pool, start, end)``), calls the checker once per run (a
   list of pools: one for a library, pmreorder's protocol), writes the lines back, and
   answers with the verdict of each run. ``markers`` (PMREORDER_MARKERS) and ``info`` (the
   crash, for Python checkers) are None when unchanged.
@@ -260,13 +261,13 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
                     if token is not None:
                         reset_crash(token)
                     token = set_crash(info)
-                for pool, off, content in patches:
-                    maps[pool][off : off + len(content)] = content
+                for p in patches:
+                    maps[p[3]][p[4] : p[5]] = p[0]
                 try:
                     got = [judge(files, run) for run in runs]
                 finally:
-                    for pool, off, content in patches:
-                        maps[pool][off : off + len(content)] = held(pool, off, len(content))
+                    for p in patches:
+                        maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
                     files.check()
                 if got.count(None) != len(got):
                     out.append((n, got))
@@ -524,7 +525,7 @@ class _Slot:
         #: Its files' lines as of the last batch it answered (to start a new worker from).
         self.acked: dict[tuple[int, int], bytes] = {}
         #: Batches sent, oldest first: (items, images: [(cand, runs)]).
-        self.inflight: deque[tuple[list[_Item], list[Any]]] = deque()
+        self.inflight: deque[tuple[list[_Item], list[Any], list[CrashPoint]]] = deque()
         self.markers: str | None = None
         self.info: CrashInfo | None = None
 
@@ -555,11 +556,13 @@ class Workers(Judge):
         self.turn = 0
         self.filling: list[_Item] = []
         self.images: list[Any] = []
+        #: The crash points of the images being batched (an image names its point by index).
+        self.points: list[CrashPoint] = []
         self.finished = False
         #: The runs of an image of a simple judge: one over every file (one list for all:
         #: pickle sends what a batch's images share once).
-        self._all: list[tuple[list[int], int | None]] = [(list(range(len(pools))), None)]
-        self._every = [self._all[0][0]]
+        self._every = (tuple(range(len(pools))),)
+        self._all: tuple[tuple[Sequence[int], int | None]] = ((self._every[0], None),)
         self.img.listen(self._moved)
         try:
             for k in range(jobs):
@@ -596,7 +599,9 @@ class Workers(Judge):
         if known is not None or not runs:
             self.verdicts.add(cand, known)
             return
-        self._queue(tuple(cand), runs)
+        self._queue(
+            cand.seq, cand.point, cand.dev, cand.size, cand.markers, cand.marker_ordinal, runs
+        )
 
     def image(
         self,
@@ -609,10 +614,22 @@ class Workers(Judge):
     ) -> None:
         """:meth:`add` for a :attr:`simple` judge, the image given by its parts (a Cand is
         made only for an inconsistent one)."""
-        self._queue((seq, point, dev, size, markers, ordinal), self._all)
+        self._queue(seq, point, dev, size, markers, ordinal, self._all)
 
-    def _queue(self, parts: tuple[Any, ...], runs: list[tuple[list[int], int | None]]) -> None:
-        """Queue an image (``parts``: a Cand's fields) for the next batch."""
+    def _queue(
+        self,
+        seq: int,
+        point: CrashPoint,
+        dev: Deviations,
+        size: tuple[int, int, int],
+        markers: str,
+        ordinal: int,
+        runs: Sequence[tuple[Sequence[int], int | None]],
+    ) -> None:
+        """Queue an image (a Cand's fields, and its runs) for the next batch. What a batch
+        holds per image until it is answered is kept to tuples of numbers and strings, which
+        the garbage collector stops tracking: a batch's objects survive young collections,
+        and tracked ones would make every old one longer (a third of the time, measured)."""
         slot = self.slots[self.turn % self.jobs]
         items = self.filling
         if not items:
@@ -623,22 +640,22 @@ class Workers(Judge):
             items.append(("M", self._contents(slot.stale)))
             slot.stale = set()
         img = self.img
-        options = img._options
-        patches = []
-        for d in parts[2]:
-            hit = options.get(d) or img._option(*d)
-            patches.append((hit[3], hit[4], hit[0]))
-        markers = None
-        if parts[4] != slot.markers:
-            markers = slot.markers = parts[4]
+        cached, option = img._options.get, img._option
+        # The options themselves ((content, key delta, atoms lost, pool, start, end)): an
+        # option in several images of a batch is pickled once.
+        patches = tuple([cached(d) or option(*d) for d in dev])
+        changed = None
+        if markers != slot.markers:
+            changed = slot.markers = markers
         info = None
-        if self.python:
-            p = parts[1]
-            if slot.info is None or slot.info.point != p.index:
-                info = slot.info = CrashInfo(p.index, p.kind, p.markers)
-        sent = self._every if runs is self._all else [r for r, _ in runs]
-        items.append(("I", patches, sent, markers, info))
-        self.images.append((parts, runs))
+        if self.python and (slot.info is None or slot.info.point != point.index):
+            info = slot.info = CrashInfo(point.index, point.kind, point.markers)
+        sent = self._every if runs is self._all else tuple(r for r, _ in runs)
+        items.append(("I", patches, sent, changed, info))
+        points = self.points
+        if not points or points[-1] is not point:
+            points.append(point)
+        self.images.append((seq, dev, size, markers, ordinal, len(points) - 1, runs))
         self.verdicts.runs += len(runs)
         if len(self.images) >= self.depth:
             self._flush()
@@ -659,15 +676,15 @@ class Workers(Judge):
         while len(slot.inflight) >= 2:
             self._collect(slot)
         slot.worker.send(self.filling)
-        slot.inflight.append((self.filling, self.images))
-        self.filling, self.images = [], []
+        slot.inflight.append((self.filling, self.images, self.points))
+        self.filling, self.images, self.points = [], [], []
         self.depth = min(256, self.depth * 2)
         # The next worker's batch starts with what changed since its last one.
 
     # -- answers -----------------------------------------------------------------------
 
     def _collect(self, slot: _Slot) -> None:
-        items, images = slot.inflight[0]
+        items, images, points = slot.inflight[0]
         n = len(images)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout * n
         try:
@@ -684,16 +701,16 @@ class Workers(Judge):
         if per_file is None and not failed:
             verdicts.passed(n)
             return
-        for i, (parts, runs) in enumerate(images):
+        for i, (seq, dev, size, markers, ordinal, k, runs) in enumerate(images):
             got = failed.get(i)
             verdict = None
-            for k, (chosen, key) in enumerate(runs):
-                v = None if got is None else got[k]
+            for r, (chosen, key) in enumerate(runs):
+                v = None if got is None else got[r]
                 if per_file is not None and key is not None:
                     v = per_file.note(chosen[0], key, v)
                 if v is not None and verdict is None:
                     verdict = v
-            verdicts.add(Cand(*parts), verdict)
+            verdicts.add(Cand(seq, points[k], dev, size, markers, ordinal), verdict)
 
     def _restart(self, slot: _Slot, acked: dict[tuple[int, int], bytes]) -> None:
         slot.worker.close()
@@ -733,7 +750,7 @@ class Workers(Judge):
                 answers.append((n, [died.status] * len(runs)))
                 self._restart(slot, acked)
             n += 1
-        for later, _ in list(slot.inflight)[1:]:
+        for later, *_ in list(slot.inflight)[1:]:
             slot.worker.send(later)
         return answers
 
