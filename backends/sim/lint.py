@@ -1,7 +1,8 @@
 """Findings in the spirit of pmemcheck, each pointing at the user's code.
 
 They are gathered at fences (where the simulator looks at one epoch of stores and flushes
-anyway) and, for stores still not durable, when asked. Findings with the same kind and the
+anyway) and, for stores still not durable and overwrites in the epoch no fence has ended yet,
+when asked. Findings with the same kind and the
 same code location are merged, so a loop that forgets a flush yields one finding with a count.
 A finding also keeps where each occurrence merged into it was (:attr:`Finding.places`: the
 store record's or flush's sequence number and bytes), so that a report in other terms (a
@@ -130,6 +131,33 @@ class LintLog:
             e.end = max(e.end, offset + length)
         if seq:
             e.places.extend((seq, offset, offset + length))
+
+    def merged(self, other: LintLog) -> LintLog:
+        """A new log: this one's occurrences, then ``other``'s (neither changes)."""
+        out = LintLog()
+        for log in (self, other):
+            for key, e in log._entries.items():
+                mine = out._entries.get(key)
+                if mine is None:
+                    out._entries[key] = _Entry(
+                        e.kind,
+                        e.source,
+                        e.offset,
+                        e.end,
+                        e.provenance,
+                        e.other,
+                        e.count,
+                        array("q", e.places),
+                    )
+                else:
+                    mine.count += e.count
+                    mine.offset = min(mine.offset, e.offset)
+                    mine.end = max(mine.end, e.end)
+                    mine.places.extend(e.places)
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
 
     def findings(self) -> list[Finding]:
         out = [

@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # (events only for annotations: crash-state readers need none
 
     from .machine import Machine
 
-__all__ = ["PAGE", "Flush", "Medium", "Rec"]
+__all__ = ["PAGE", "Flush", "LintMark", "Medium", "Rec", "lint_mark"]
 
 PAGE_SHIFT = 12
 PAGE = 1 << PAGE_SHIFT
@@ -59,6 +59,8 @@ LINE = 64
 Rec = tuple[int, int, bytes | bytearray, bool, CodeType, int]
 #: (seq, start, end, provenance): a flush awaiting its fence, already unit-aligned.
 Flush = tuple[int, int, int, Provenance]
+#: See :func:`lint_mark`.
+LintMark = tuple[int, int, int]
 
 Loader = Callable[[int], bytes]
 
@@ -83,6 +85,7 @@ class Medium:
         "initial",
         "key",
         "label",
+        "lint_mark",
         "loader",
         "machine",
         "media",
@@ -157,6 +160,8 @@ class Medium:
         self.badblocks: list[BadBlock] = badblocks if badblocks is not None else []
         #: What the backend files devices and bad blocks under (None: anonymous memory).
         self.key = key
+        #: Where the last epoch lint stopped (see :func:`lint_mark`).
+        self.lint_mark: LintMark = (0, 0, 0)
 
     # -- loads -------------------------------------------------------------------------
 
@@ -439,6 +444,7 @@ class Medium:
         """
         if lint is not None and self.granularity == Granularity.CACHE_LINE:
             self._lint_epoch(flushes, lint)
+            self.lint_mark = lint_mark(self.pending, flushes)
         if not self.pending:
             return
         if (
@@ -555,27 +561,10 @@ class Medium:
                 flushed.add(start, end)
                 continue
             rec = self.pending[i]
-            rseq, off, data, nt, code, lasti = rec
+            off, data, nt = rec[1], rec[2], rec[3]
             end = off + len(data)
             if unsafe.overlaps(off, end):
-                # A record may be a run of stores (see store_wb): report the bytes that were
-                # overwritten, each against the latest store that wrote them.
-                left = IntervalSet(unsafe.intersection(off, end))
-                for prev in reversed(owners):
-                    ps, pe = prev[1], prev[1] + len(prev[2])
-                    for s, e in left.intersection(ps, pe):
-                        lint.add(
-                            FindingKind.OVERWRITTEN_STORE,
-                            self.label,
-                            s,
-                            e - s,
-                            ((code, lasti),),
-                            ((prev[4], prev[5]),),
-                            seq=rseq,
-                        )
-                    left.remove(ps, pe)
-                    if not left:
-                        break
+                _note_overwrites(self.label, rec, off, end, unsafe, owners, lint)
             unsafe.add(off, end)
             owners.append(rec)
             lo, hi = off - off % u, -(-end // u) * u
@@ -584,6 +573,28 @@ class Medium:
             else:
                 dirty.add(lo, hi)
             flushed.remove(lo, hi)
+
+    def _lint_trailing(self, lint: LintLog) -> None:
+        """The overwrites no epoch lint has seen: by stores issued since the last one.
+
+        A fence reports every overwrite among the stores then in flight; those issued after
+        the last fence that linted this medium are in its last, unfinished epoch, and the
+        end of a run (or a ``lint()`` before it) reports them as that fence would. Overwrites
+        an epoch already reported (both stores still in flight) are not noted again.
+        """
+        bound, run_seq, run_end = self.lint_mark
+        unsafe = IntervalSet()  # bytes whose latest store is not yet durable
+        owners: list[Rec] = []
+        for rec in self.pending:
+            seq, off, data = rec[0], rec[1], rec[2]
+            end = off + len(data)
+            # Only the stores after the mark: a whole record, or what a run that was the
+            # last record at the mark has grown by since (store_wb extends it in place).
+            start = off if seq > bound else max(off, run_end) if seq == run_seq else end
+            if start < end and unsafe.overlaps(start, end):
+                _note_overwrites(self.label, rec, start, end, unsafe, owners, lint)
+            unsafe.add(off, end)
+            owners.append(rec)
 
     def flushed_parts(self, flushes: list[Flush]) -> list[tuple[Rec, list[tuple[int, int]]]]:
         """Each pending record with the parts of it that a pending flush issued later covers.
@@ -634,6 +645,51 @@ class Medium:
         self.visible.clear()
         self.pending.clear()
         self.nt_pending = 0
+
+
+def _note_overwrites(
+    label: str,
+    rec: Rec,
+    start: int,
+    end: int,
+    unsafe: IntervalSet,
+    owners: list[Rec],
+    lint: LintLog,
+) -> None:
+    """Note where ``[start, end)`` of ``rec`` overwrites ``unsafe`` bytes (the bytes of the
+    earlier records in flight, ``owners``)."""
+    # A record may be a run of stores (see store_wb): report the bytes that were
+    # overwritten, each against the latest store that wrote them.
+    left = IntervalSet(unsafe.intersection(start, end))
+    prov = ((rec[4], rec[5]),)
+    for prev in reversed(owners):
+        ps, pe = prev[1], prev[1] + len(prev[2])
+        for s, e in left.intersection(ps, pe):
+            lint.add(
+                FindingKind.OVERWRITTEN_STORE,
+                label,
+                s,
+                e - s,
+                prov,
+                ((prev[4], prev[5]),),
+                seq=rec[0],
+            )
+        left.remove(ps, pe)
+        if not left:
+            break
+
+
+def lint_mark(pending: list[Rec], flushes: list[Flush]) -> LintMark:
+    """Where an epoch lint stops: ``(bound, run_seq, run_end)``.
+
+    Every store issued later has a sequence number above ``bound``; the last record in
+    flight (``run_seq``, ending at ``run_end``) is the one a later store may still extend.
+    """
+    bound = max((f[0] for f in flushes), default=0)
+    if not pending:
+        return bound, 0, 0
+    last = pending[-1]
+    return max(bound, last[0]), last[0], last[1] + len(last[2])
 
 
 def _drop_older_nt(keep: list[Rec], fold: list[Rec]) -> list[Rec]:
