@@ -1009,11 +1009,16 @@ class SimBackend(Backend):
 
     @_locked
     def lint(self) -> list[Finding]:
-        """Findings so far, plus every store that is not durable right now."""
+        """Findings so far, plus every store that is not durable right now and the
+        overwrites since the last fence (see Medium._lint_trailing)."""
         log = self.machine.lint
         if log is None:
             return []
-        found = log.findings()
+        trailing = LintLog()
+        for medium in self._media:
+            if medium.granularity == Granularity.CACHE_LINE:
+                medium._lint_trailing(trailing)
+        found = log.merged(trailing).findings() if trailing else log.findings()
         now = LintLog()
         for medium in self._media:
             flushes = self.machine.pending_flushes(medium)
