@@ -227,6 +227,7 @@ class _Pool:
         "label",
         "lines",
         "lint_flag",
+        "lint_mark",
         "medium",
         "overlaps",
         "records",
@@ -260,6 +261,8 @@ class _Pool:
         #: they are durable).
         self.lint_flag = False
         self.overlaps: set[int] = set()
+        #: Where the last epoch lint stopped, as the simulator notes it (see _resolve_all).
+        self.lint_mark = (0, 0, 0)
 
     def line_bytes(self, line: int) -> bytes:
         """The buffer's content of a line (zeros past the pool's end)."""
@@ -280,12 +283,13 @@ class _Shim:
     """A pool's records as the simulator's Medium methods read them (``pending``,
     ``flush_unit``, ``label``): lint's epoch replay runs the simulator's own code."""
 
-    __slots__ = ("flush_unit", "label", "pending")
+    __slots__ = ("flush_unit", "label", "lint_mark", "pending")
 
     def __init__(self, pool: _Pool) -> None:
         self.pending = pool.records
         self.flush_unit = LINE
         self.label = pool.label
+        self.lint_mark = pool.lint_mark
 
 
 class _Pages(Mapping[int, bytes]):
@@ -665,8 +669,17 @@ class _Machine:
     def _resolve_all(self) -> None:
         for p in self.pools:
             if p.flushes:
-                if self.lint is not None and p.lint_flag:
-                    self._lint_epoch(p)
+                if self.lint is not None:
+                    if p.lint_flag:
+                        self._lint_epoch(p)
+                    # Linted, findings or not: the end reports only the stores after this
+                    # (see the simulator's lint_mark; any bound between them will do).
+                    recs = p.records
+                    if recs:
+                        last = recs[-1]
+                        p.lint_mark = (self.seq, last[0], last[1] + len(last[2]))
+                    else:
+                        p.lint_mark = (self.seq, 0, 0)
                 self._fold(p)
         self.unfenced = False
 
@@ -732,8 +745,8 @@ class _Machine:
         p.lint_flag = bool(p.overlaps)
 
     def _final_lint(self) -> list[Finding]:
-        """What the simulator's lint() says at the end: the epochs' findings, and every
-        store not durable now."""
+        """What the simulator's lint() says at the end: the epochs' findings, the
+        overwrites in the last epoch (no fence linted them), and every store not durable now."""
         from pmemsim_backends.sim.lint import FindingKind, LintLog
         from pmemsim_backends.sim.medium import Medium
 
@@ -753,7 +766,12 @@ class _Machine:
                 end = off + len(data)
                 if pos < end:
                     now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, end - pos, prov, seq=seq)
-        found: list[Finding] = now.findings() + self.lint.findings()
+        trailing = LintLog()
+        for p in self.pools:
+            if p.overlaps:  # (else no store in flight overwrites another)
+                Medium._lint_trailing(_Shim(p), trailing)
+        log = self.lint.merged(trailing) if trailing else self.lint
+        found: list[Finding] = now.findings() + log.findings()
         return found
 
     # -- crash points --------------------------------------------------------------------
