@@ -240,7 +240,7 @@ def lint_of(*ops: str, simulator: bool = False) -> list[Any]:
 def test_lint_counts_agree_with_the_records_a_finding_merged(simulator: bool) -> None:
     # PMDK's basic example with its persist left out: four stores from one C line, none
     # flushed. Two of them run on (the simulator keeps them as one record of 16 bytes).
-    (f,) = lint_of(
+    f, over = lint_of(
         framed(0, 0x70202C6F6C6C6568, 58),
         framed(8, 0x6E65747369737265, 58),
         framed(9, 0x746E657473697372, 58),
@@ -248,6 +248,14 @@ def test_lint_counts_agree_with_the_records_a_finding_merged(simulator: bool) ->
         simulator=simulator,
     )
     assert (f.kind, f.record, f.records, f.count) == ("store never flushed", 2, 4, 4)
+    # The third store rewrites 7 bytes of the second (no fence after it: found at the end).
+    assert (over.kind, over.record, over.records, over.offset, over.length) == (
+        "store overwrote a store that was not yet durable",
+        4,
+        1,
+        9,
+        7,
+    )
     assert str(f).startswith("error: store never flushed: STORE #2 (and 3 more) at prog.c:58")
     assert str(f).endswith(", 25 byte(s)")  # ("(and 3 more)" is the count)
 
