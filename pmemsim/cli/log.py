@@ -63,6 +63,12 @@ def _checker(args: argparse.Namespace) -> Any:
             raise UsageProblem("--all-files: a library checker takes one file (per call)")
         return LibChecker.parse(args.checker_lib, _time_limit(args))
     if args.checker_py:
+        if args.timeout is not None:
+            raise UsageProblem(
+                "--timeout limits a checker program, a --checker-lib function or a --recovery "
+                "run; a --checker-py function runs inside pmemsim with no time limit (to limit "
+                "it, make it a program after '--')"
+            )
         fn = load_function(args.checker_py)
         return FunctionChecker(fn, args.checker_py, args.all_files)
     if args.all_files:
@@ -70,6 +76,11 @@ def _checker(args: argparse.Namespace) -> Any:
     from .check import load_check
 
     c = load_check(args.recovery, "--recovery")
+    if args.timeout is not None:
+        import dataclasses
+
+        # The limit of each recovery run, as the check's own run_timeout is otherwise.
+        c = dataclasses.replace(c, run_timeout=_time_limit(args))
     checker = FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
     args._recovery_check = c  # lazy exploration runs the recovery itself, on the simulator
     return checker
@@ -152,7 +163,7 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
         out += ["--base-image", spec]
     if args.all_files:
         out.append("--all-files")
-    if args.timeout is not None and (args.checker or args.checker_lib):
+    if args.timeout is not None:  # (never with --checker-py: refused)
         out += ["--timeout", "none" if args.timeout == "none" else f"{args.timeout:g}"]
     if args.checker_py:
         out += ["--checker-py", args.checker_py]
@@ -288,8 +299,13 @@ def _check_log(
         print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
     if result.timed_out and (args.checker or args.checker_lib):
         print("(--timeout SECONDS changes the time limit per checker run; none removes it)")
+    elif result.timed_out and args.recovery and args.timeout is not None:
+        print(f"(--timeout replaced the run_timeout of {args.recovery}; none removes the limit)")
     elif result.timed_out and args.recovery:
-        print(f"(the time limit of a recovery run is the run_timeout of {args.recovery})")
+        print(
+            f"(the time limit of a recovery run is the run_timeout of {args.recovery}; "
+            "--timeout SECONDS replaces it)"
+        )
     if result.findings:
         print(result.lint_report())
     if result.read_paths:
@@ -472,7 +488,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_seconds_or_none,
         metavar="SECONDS|none",
         help="time limit per checker run of a program or library (default 10 s; none: no "
-        "limit): an image whose run takes longer is inconsistent, counted as timed out",
+        "limit): an image whose run takes longer is inconsistent, counted as timed out; with "
+        "--recovery it replaces the check's run_timeout; not with --checker-py (a Python "
+        "function in pmemsim is not limited)",
     )
     p.add_argument(
         "--no-lint",
