@@ -8,8 +8,9 @@ command or program that needs one part of pmemsim does not pay for the rest at s
 
 from __future__ import annotations
 
-import _thread
 from typing import TYPE_CHECKING
+
+from ._lazy import first_use
 
 if TYPE_CHECKING:
     from .backend import (
@@ -128,87 +129,65 @@ __all__ = [
 
 #: Public name -> the module that defines it.
 _LAZY = {
-    "Backend": "backend",
-    "available_backends": "backend",
-    "default_backend": "backend",
-    "load_backend": "backend",
-    "register_backend": "backend",
-    "set_default_backend": "backend",
-    "Config": "config",
-    "Reservation": "config",
-    "Coalescing": "enums",
-    "Granularity": "enums",
-    "MemFlag": "enums",
-    "PartState": "enums",
-    "SourceFlag": "enums",
-    "BackendUnavailableError": "errors",
-    "CallbackError": "errors",
-    "ErrorCode": "errors",
-    "InvalidArgumentError": "errors",
-    "LookupFailure": "errors",
-    "MapError": "errors",
-    "MediaError": "errors",
-    "NotSupportedError": "errors",
-    "PartStateError": "errors",
-    "Pmem2Code": "errors",
-    "PmemError": "errors",
-    "PoisonError": "errors",
-    "RangeError": "errors",
-    "SourceError": "errors",
-    "StateError": "errors",
-    "BadBlock": "events",
-    "BadBlockEvent": "events",
-    "BadBlocksClearedEvent": "events",
-    "CopyEvent": "events",
-    "DrainEvent": "events",
-    "Event": "events",
-    "EventType": "events",
-    "FlushEvent": "events",
-    "MoveEvent": "events",
-    "PartAddEvent": "events",
-    "PartRemoveEvent": "events",
-    "PersistEvent": "events",
-    "RemoveRangeEvent": "events",
-    "SdsRecord": "events",
-    "SdsUpdateEvent": "events",
-    "SetEvent": "events",
-    "TrackHandle": "events",
-    "Descriptor": "part",
-    "Part": "part",
-    "PartMap": "part",
-    "helper": "provenance",
-    "SafeRead": "set",
-    "Set": "set",
-    "Snapshot": "snapshot",
-    "Source": "source",
-    "TypedArray": "view",
-    "View": "view",
+    "Backend": ".backend",
+    "available_backends": ".backend",
+    "default_backend": ".backend",
+    "load_backend": ".backend",
+    "register_backend": ".backend",
+    "set_default_backend": ".backend",
+    "Config": ".config",
+    "Reservation": ".config",
+    "Coalescing": ".enums",
+    "Granularity": ".enums",
+    "MemFlag": ".enums",
+    "PartState": ".enums",
+    "SourceFlag": ".enums",
+    "BackendUnavailableError": ".errors",
+    "CallbackError": ".errors",
+    "ErrorCode": ".errors",
+    "InvalidArgumentError": ".errors",
+    "LookupFailure": ".errors",
+    "MapError": ".errors",
+    "MediaError": ".errors",
+    "NotSupportedError": ".errors",
+    "PartStateError": ".errors",
+    "Pmem2Code": ".errors",
+    "PmemError": ".errors",
+    "PoisonError": ".errors",
+    "RangeError": ".errors",
+    "SourceError": ".errors",
+    "StateError": ".errors",
+    "BadBlock": ".events",
+    "BadBlockEvent": ".events",
+    "BadBlocksClearedEvent": ".events",
+    "CopyEvent": ".events",
+    "DrainEvent": ".events",
+    "Event": ".events",
+    "EventType": ".events",
+    "FlushEvent": ".events",
+    "MoveEvent": ".events",
+    "PartAddEvent": ".events",
+    "PartRemoveEvent": ".events",
+    "PersistEvent": ".events",
+    "RemoveRangeEvent": ".events",
+    "SdsRecord": ".events",
+    "SdsUpdateEvent": ".events",
+    "SetEvent": ".events",
+    "TrackHandle": ".events",
+    "Descriptor": ".part",
+    "Part": ".part",
+    "PartMap": ".part",
+    "helper": ".provenance",
+    "SafeRead": ".set",
+    "Set": ".set",
+    "Snapshot": ".snapshot",
+    "Source": ".source",
+    "TypedArray": ".view",
+    "View": ".view",
 }
 
 
-#: Held while the public names are imported: the first use of any of them, from whichever
-#: thread, imports them all, in one thread, in the order above (threads that each imported
-#: one module on first use deadlocked: tests/test_pmlog_startup.py).
-_LOADING = _thread.RLock()
-_loaded = False
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    global _loaded
-    with _LOADING:
-        if not _loaded:
-            _loaded = True
-            for public, where in _LAZY.items():
-                globals()[public] = getattr(importlib.import_module(f".{where}", __name__), public)
-    value = globals().get(name)
-    if value is None:  # asked for while the names are being imported (by that import)
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-    return value
+__getattr__ = first_use(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -13,8 +13,9 @@ package (``check-log`` the crash-point strategies, not the engine) does not pay 
 
 from __future__ import annotations
 
-import _thread
 from typing import TYPE_CHECKING
+
+from .._lazy import first_use
 
 if TYPE_CHECKING:
     from ..markers import CrashInfo, current_crash, marker
@@ -134,29 +135,7 @@ _LAZY = {
     "per_granularity": ".variants",
 }
 
-#: Held while the public names are imported: the first use of any of them imports every
-#: module behind them, in one thread, in the order above (as pmemsim/__init__.py does, for
-#: the same reason: threads that each imported one module on first use could deadlock).
-_LOADING = _thread.RLock()
-_loaded = False
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    global _loaded
-    with _LOADING:
-        if not _loaded:
-            _loaded = True
-            for where in dict.fromkeys(_LAZY.values()):
-                importlib.import_module(where, __name__)
-    # Looked up in the module each time, not cached here: a name always agrees with its
-    # module in sys.modules (pytester drops and re-imports modules between inner sessions;
-    # a cached class would then be another class than the one a re-imported module uses).
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = first_use(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
