@@ -556,3 +556,52 @@ def test_a_stale_page_of_a_log_state_is_refused() -> None:
         assert states[0].units[0].wb  # unit-level questions hold for good
     finally:
         img.close()
+
+
+def test_a_twin_whose_parent_was_killed_stops(tmp_path: Path) -> None:
+    """A check killed with SIGKILL (no chance to end its twin) leaves no process replaying."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "long.log"
+    records = [f"REGISTER_FILE;{tmp_path / 'p'};0x{BASE:x};0x10000;0x0"]
+    for i in range(10_000):
+        line = BASE + (i % 1024) * 64
+        records += [f"STORE;0x{line:x};0x{i + 1:x};0x8", f"FLUSH;0x{line:x};0x40", "FENCE"]
+    log.write_text("START|" + "|".join(records) + "|STOP\n")
+    code = f"""
+import os, sys, time
+from pmemsim.pmlog import Replay, read_log
+from pmemsim.pmlog import fastreplay as fast
+from pmemsim.pmlog.check import _image
+replay = Replay.of(read_log({str(log)!r}))
+verify = fast.LineModel.verify
+def slow(*args):  # 10 s for the whole log: it would outlive the test's deadline
+    time.sleep(0.001)
+    return verify(*args)
+fast.LineModel.verify = slow
+twin = fast.Twin(replay, "barriers")
+print(twin.pid, flush=True)
+sys.stdin.readline()
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    pid = int(child.stdout.readline())
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    break  # exited, not yet reaped by init
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the twin kept replaying after its parent was killed")

@@ -108,12 +108,15 @@ def _replay(replay: Replay, crash_points: str, upto: mmap.mmap) -> tuple[int, st
 
     seen = [0]
     read = _WORD.unpack_from
+    parent = os.getppid()
 
     def reached(point: CrashPoint) -> None:
         seen[0] = point.index + 1
         stop = read(upto, 0)[0]
         if 0 <= stop <= seen[0]:
             raise StopRecording
+        if os.getppid() != parent:  # killed (SIGKILL: no close): nobody will ask
+            os._exit(0)
 
     img = PoolImage([(p.size, p.source, p.source_size) for p in replay.pools])
     try:
