@@ -629,7 +629,7 @@ class Workers(Judge):
         """Queue an image (a Cand's fields, and its runs) for the next batch. What a batch
         holds per image until it is answered is kept to tuples of numbers and strings, which
         the garbage collector stops tracking: a batch's objects survive young collections,
-        and tracked ones would make every old one longer (a third of the time, measured)."""
+        and tracked ones would lengthen every old one."""
         slot = self.slots[self.turn % self.jobs]
         items = self.filling
         if not items:
