@@ -586,13 +586,12 @@ twin = fast.Twin(replay, "barriers")
 print(twin.pid, flush=True)
 sys.stdin.readline()
 """
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    pid = int(child.stdout.readline())
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    ) as child:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline())
+        child.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         try:
