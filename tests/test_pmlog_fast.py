@@ -582,6 +582,12 @@ def slow(*args):  # 10 s for the whole log: it would outlive the test's deadline
     time.sleep(0.001)
     return verify(*args)
 fast.LineModel.verify = slow
+from pmemsim.pmlog import twin as twin_module
+real = twin_module._replay
+def late(*args):  # this process is gone before the twin starts
+    time.sleep(0.5)
+    return real(*args)
+twin_module._replay = late
 twin = fast.Twin(replay, "barriers")
 print(twin.pid, flush=True)
 sys.stdin.readline()

@@ -62,9 +62,11 @@ class Twin:
         _WORD.pack_into(self._upto, 0, -1)
         rfd, wfd = os.pipe()
 
+        parent = os.getpid()  # (here: the child may start after this process is gone)
+
         def run() -> None:
             os.close(rfd)
-            _answer(wfd, _replay(replay, crash_points, self._upto))
+            _answer(wfd, _replay(replay, crash_points, self._upto, parent))
 
         pid = fork(run)
         os.close(wfd)
@@ -99,7 +101,9 @@ class Twin:
         self._upto.close()
 
 
-def _replay(replay: Replay, crash_points: str, upto: mmap.mmap) -> tuple[int, str] | None:
+def _replay(
+    replay: Replay, crash_points: str, upto: mmap.mmap, parent: int
+) -> tuple[int, str] | None:
     """In the twin: the replay with the self-check, until the point the parent reached."""
     from ..explore.durability import DurabilityViolation
     from ..explore.trace import StopRecording
@@ -108,7 +112,6 @@ def _replay(replay: Replay, crash_points: str, upto: mmap.mmap) -> tuple[int, st
 
     seen = [0]
     read = _WORD.unpack_from
-    parent = os.getppid()
 
     def reached(point: CrashPoint) -> None:
         seen[0] = point.index + 1
