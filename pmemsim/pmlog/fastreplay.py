@@ -911,8 +911,22 @@ def record_log(
     checker: Twin | None = None
     if check and twin and worth_a_twin(replay):
         checker, check = Twin(replay, crash_points), False
-    with _old_objects_frozen():
-        return _record(replay, img, crash_points, on_point, lint, check, checker)
+    try:
+        with _old_objects_frozen():
+            m = _Machine(replay, img, crash_points, on_point, lint, check)
+            img.follow(m)
+            findings: list[Finding] = []
+            try:
+                _drive(replay, m)
+                findings = m.end()
+            except _Stop:
+                pass
+        if checker is not None:
+            checker.verify(m.count)
+    finally:
+        if checker is not None:
+            checker.close()
+    return LogTrace(findings, m.count, m.stopped)
 
 
 @contextlib.contextmanager
@@ -929,32 +943,6 @@ def _old_objects_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def _record(
-    replay: Replay,
-    img: PoolImage,
-    crash_points: str,
-    on_point: Callable[[CrashPoint], object] | None,
-    lint: bool,
-    check: bool,
-    checker: Twin | None,
-) -> LogTrace:
-    try:
-        m = _Machine(replay, img, crash_points, on_point, lint, check)
-        img.follow(m)
-        findings: list[Finding] = []
-        try:
-            _drive(replay, m)
-            findings = m.end()
-        except _Stop:
-            pass
-        if checker is not None:
-            checker.verify(m.count)
-    finally:
-        if checker is not None:
-            checker.close()
-    return LogTrace(findings, m.count, m.stopped)
 
 
 def _drive(replay: Replay, m: _Machine) -> None:
