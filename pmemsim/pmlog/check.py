@@ -51,6 +51,7 @@ from .lint import LogFinding, log_findings
 from .readpaths import LazyJudge, NeedsBuffer
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
 from .slots import scratch_folder
+from .speculate import Speculative, attempt, worth_speculating
 
 __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_crash"]
 
@@ -703,6 +704,7 @@ def check_log(
     simulator: bool = False,
     executor: Any = None,
     notice: Callable[[str, str], None] | None = None,
+    _image_file: str | None = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
     ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`).
@@ -718,6 +720,8 @@ def check_log(
     ``notice(token, verdict)``: told at once of each image whose checker run ran out of
     time or crashed (:class:`pmemsim.pmlog.checkers.Fault`), so a check slowed by a
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
+    A library checker on a long log is first tried in this process's image, in a fork
+    (:mod:`pmemsim.pmlog.speculate`; ``_image_file`` is that image's file there).
     """
     inline = isinstance(checker, FunctionChecker) and jobs == 1 and executor is None
     if engine is None:
@@ -745,6 +749,35 @@ def check_log(
                 "(--checker-py or --recovery, --jobs 1); use exhaustive for this checker",
             )
     started = time.perf_counter()
+    if (
+        _image_file is None
+        and executor is None
+        and not simulator
+        and worth_speculating(replay, checker, jobs)
+    ):
+        size = replay.pools[0].size
+        with tempfile.TemporaryDirectory(
+            prefix="pmemsim-check-log-", dir=scratch_folder(size)
+        ) as tmp:
+            path = os.path.join(tmp, _file_names([replay.pools[0].path])[0])
+            got = attempt(
+                lambda: check_log(
+                    replay,
+                    checker,
+                    engine=engine,
+                    markers=markers,
+                    seed=seed,
+                    crash_points=crash_points,
+                    max_images=max_images,
+                    progress=progress,
+                    name=name,
+                    lint=lint,
+                    _image_file=path,
+                )
+            )
+        if got is not None:
+            got.seconds = time.perf_counter() - started
+            return got
     result = LogCheckResult(
         name, str(engine) if isinstance(engine, str) else default.name, seed, checker.label
     )
@@ -758,10 +791,12 @@ def check_log(
             tell(str(crash_for(cand.point, cand.dev)), verdict)
 
     verdicts = Verdicts(progress, told)
-    img = _image(replay)
+    img = _image(replay, _image_file)
     lazy = None
     try:
-        with _judging(replay, checker, img, jobs, verdicts, executor, crash_points) as judge:
+        with _judging(
+            replay, checker, img, jobs, verdicts, executor, crash_points, _image_file
+        ) as judge:
             if inline:
                 assert isinstance(checker, FunctionChecker)
                 lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
@@ -806,8 +841,9 @@ def _fill(result: LogCheckResult, replay: Replay) -> None:
     result.files = [{"path": p.path, "size": p.size, "base_image": p.source} for p in replay.pools]
 
 
-def _image(replay: Replay) -> PoolImage:
-    return PoolImage([(p.size, p.source, p.source_size) for p in replay.pools])
+def _image(replay: Replay, file: str | None = None) -> PoolImage:
+    pools = [(p.size, p.source, p.source_size) for p in replay.pools]
+    return PoolImage(pools, None if file is None else [file])
 
 
 @contextlib.contextmanager
@@ -819,8 +855,10 @@ def _judging(
     verdicts: Verdicts,
     executor: Any = None,
     crash_points: str = "barriers",
+    image_file: str | None = None,
 ) -> Iterator[Judge]:
-    """The judge for ``checker``, with its image files' folder; released on the way out."""
+    """The judge for ``checker``, with its image files' folder; released on the way out.
+    ``image_file``: the file ``img``'s buffer is, for a library checker called here."""
     names = [p.path for p in replay.pools]
     per_file = None
     if len(names) > 1 and not checker.all_files:
@@ -831,6 +869,9 @@ def _judging(
         judge: Judge
         if executor is not None:
             judge = executor.log_judge(replay, checker, crash_points, *common)
+        elif image_file is not None:
+            assert isinstance(checker, LibChecker)
+            judge = Speculative(checker, image_file, *common)
         elif isinstance(checker, FunctionChecker) and jobs == 1:
             judge = Inline(checker, *common)
         else:

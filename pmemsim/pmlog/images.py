@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import mmap
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -57,7 +58,9 @@ class _Buffer:
 
     __slots__ = ("_ro", "buf", "initial", "initial_map", "key", "salt", "size")
 
-    def __init__(self, number: int, size: int, source: str | None, source_size: int) -> None:
+    def __init__(
+        self, number: int, size: int, source: str | None, source_size: int, file: str | None
+    ) -> None:
         if size <= 0:
             raise ValueError("a pool image needs at least one byte")
         self.size = size
@@ -71,10 +74,22 @@ class _Buffer:
             with open(source, "rb") as f:
                 # Private and read-only: the file's pages, shared with the page cache.
                 self.initial_map = mmap.mmap(f.fileno(), n, mmap.MAP_PRIVATE, mmap.PROT_READ)
-                if n == size:
+                if n == size and file is None:
                     # The buffer too, its pages copied when first written.
                     buf = mmap.mmap(f.fileno(), size, mmap.MAP_PRIVATE)
             self.initial = memoryview(self.initial_map)
+        if file is not None:
+            # The buffer is that file (a checker that takes a path reads the image there).
+            fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, size)
+                if source is not None and source_size > 0:
+                    from .slots import _copy
+
+                    _copy(source, fd, min(size, source_size))
+                buf = mmap.mmap(fd, size, mmap.MAP_SHARED)
+            finally:
+                os.close(fd)
         if buf is None:
             # Private (forked workers patch their own copies) and not reserved.
             buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
@@ -154,11 +169,13 @@ def _differing(a: bytes, b: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
 class PoolImage:
     """The crash images of a log's pools, one at a time, in one reusable buffer per pool."""
 
-    def __init__(self, pools: Sequence[Pool]) -> None:
+    def __init__(self, pools: Sequence[Pool], files: Sequence[str] | None = None) -> None:
+        """``files``: paths of new files to hold the pools' buffers (else anonymous memory)."""
         self._pools: list[_Buffer] = []
         try:
             for i, (size, source, source_size) in enumerate(pools):
-                self._pools.append(_Buffer(i, size, source, source_size))
+                file = None if files is None else files[i]
+                self._pools.append(_Buffer(i, size, source, source_size, file))
         except BaseException:
             self.close()
             raise
