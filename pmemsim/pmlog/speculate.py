@@ -106,8 +106,9 @@ def attempt(run: Callable[[], LogCheckResult]) -> LogCheckResult | None:
         if result is not None and (result.inconsistent or result.minimal is not None):
             result = None
         view = memoryview(pickle.dumps(result))
-        while view:
-            view = view[os.write(wfd, view) :]
+        with contextlib.suppress(BrokenPipeError):  # this process is gone: nobody to tell
+            while view:
+                view = view[os.write(wfd, view) :]
 
     pid = fork(child)
     os.close(wfd)

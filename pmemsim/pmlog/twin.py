@@ -134,6 +134,7 @@ def _replay(
 
 def _answer(fd: int, found: Any) -> None:
     view = memoryview(pickle.dumps(found))
-    while view:
-        view = view[os.write(fd, view) :]
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone: nobody to tell
+        while view:
+            view = view[os.write(fd, view) :]
     os.close(fd)
