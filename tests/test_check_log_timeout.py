@@ -108,7 +108,7 @@ def test_a_shorter_timeout_stops_a_looping_recovery_sooner(
     assert time.monotonic() - started < 15  # (its own run_timeout is 20 s)
     std = capsys.readouterr()
     got = json.loads(out.read_text())
-    assert (got["inconsistent"], got["timed_out"]) == (1, 1)
+    assert (got["inconsistent"], got["timed_out"], got["timeout"]) == (1, 1, 0.3)
     verdict = "timed out: recovery did not finish within 0.3 s (run_timeout)"
     assert got["minimal"]["checker"] == verdict
     assert f"--timeout replaced the run_timeout of {scenario}::looping_loose" in std.out

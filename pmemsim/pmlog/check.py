@@ -818,7 +818,10 @@ def check_log(
     result.inconsistent += verdicts.inconsistent
     result.timed_out = verdicts.faults["timeout"]
     result.crashed = verdicts.faults["crash"]
-    result.timeout = getattr(checker, "timeout", None)
+    # A recovery's limit is its check's run_timeout.
+    result.timeout = (
+        getattr(checker, "timeout", None) if check is None else getattr(check, "run_timeout", None)
+    )
     result.checker_runs = verdicts.runs
     if verdicts.best is not None:
         _, cand, verdict = verdicts.best
