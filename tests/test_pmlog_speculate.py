@@ -197,3 +197,25 @@ def test_not_tried_for_several_files_jobs_threads_or_short_logs(
     assert not speculate.worth_speculating(two, checker, 1)
     threads[0] = 2  # a fork copies only the calling thread
     assert not speculate.worth_speculating(short, checker, 1)
+
+
+def test_no_inotify_means_no_speculation_and_no_traceback(
+    lib: str,
+    tries: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Without a way to see the checker write its image, the speculation is not tried out."""
+    from pmemsim.pmlog import slots
+
+    def unavailable() -> None:
+        raise OSError(38, "inotify_init1")
+
+    replay = Replay.of(parse_log(FIXED))
+    checker = LibChecker.parse(f"{lib}:check")
+    want = _careful(monkeypatch, replay, checker)
+    capfd.readouterr()
+    monkeypatch.setattr(slots, "_Inotify", unavailable)
+    assert _plain(check_log(replay, checker)) == want
+    assert tries == [False]
+    assert "Traceback" not in capfd.readouterr().err

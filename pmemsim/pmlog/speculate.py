@@ -73,8 +73,11 @@ class Speculative(Inline):
 
         # What a worker's judge is handed: its files' paths, and a run over the first.
         one, runs = types.SimpleNamespace(bpaths=[os.fsencode(path)]), [0]
-        self.notify = _Inotify()
-        self.notify.watch(path)
+        try:
+            self.notify = _Inotify()
+            self.notify.watch(path)
+        except (OSError, AttributeError):  # no telling whether the checker writes: no try
+            raise _Wrote from None
         events = self.notify.events
 
         def call(view: object) -> bool:
@@ -101,7 +104,7 @@ def attempt(run: Callable[[], LogCheckResult]) -> LogCheckResult | None:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         try:
             result: LogCheckResult | None = run()
-        except _Wrote:
+        except (_Wrote, Exception):  # the careful way runs it again, and says what it is
             result = None
         if result is not None and (result.inconsistent or result.minimal is not None):
             result = None
