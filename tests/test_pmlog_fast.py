@@ -26,6 +26,7 @@ from pmemsim.explore.durability import DurabilityViolation
 from pmemsim.explore.trace import StopRecording
 from pmemsim.pmlog import FunctionChecker, Replay, check_log, parse_log, read_log
 from pmemsim.pmlog import fastreplay as fast
+from pmemsim.pmlog import twin as twin_module
 from pmemsim.pmlog.check import _image
 from pmemsim.pmlog.grammar import Log
 from pmemsim.pmlog.lint import log_findings
@@ -384,13 +385,13 @@ def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> li
     started: list[int] = []
     twin = request.param == "twin"
     monkeypatch.setattr(fast, "worth_a_twin", lambda replay: twin)
-    original = fast.Twin.__init__
+    original = twin_module.Twin.__init__
 
     def counted(self: Any, *args: Any) -> None:
         started.append(1)
         original(self, *args)
 
-    monkeypatch.setattr(fast.Twin, "__init__", counted)
+    monkeypatch.setattr(twin_module.Twin, "__init__", counted)
     return started
 
 
@@ -588,7 +589,7 @@ def late(*args):  # this process is gone before the twin starts
     time.sleep(0.5)
     return real(*args)
 twin_module._replay = late
-twin = fast.Twin(replay, "barriers")
+twin = twin_module.Twin(replay, "barriers")
 print(twin.pid, flush=True)
 sys.stdin.readline()
 """

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pmemsim.pmlog import LibChecker, Replay, check_log, parse_log, read_log, speculate
+from pmemsim.pmlog import LibChecker, Replay, check_log, forked, parse_log, read_log, speculate
 from pmemsim.pmlog import check as check_module
 
 DATA = Path(__file__).resolve().parent / "data" / "pmlog"
@@ -73,7 +73,7 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> str:
 def tries(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Speculation on every log, however short, and whatever threads earlier tests left
     running; each attempt's outcome (taken or not)."""
-    monkeypatch.setattr(speculate, "SPECULATE_FROM", 0)
+    monkeypatch.setattr(forked, "SPECULATE_FROM", 0)
     monkeypatch.setattr(
         check_module,
         "worth_speculating",
@@ -89,7 +89,7 @@ def tries(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         outcomes.append(got is not None)
         return got
 
-    monkeypatch.setattr(check_module, "attempt", counted)
+    monkeypatch.setattr(speculate, "attempt", counted)
     return outcomes
 
 
@@ -189,14 +189,14 @@ def test_not_tried_for_several_files_jobs_threads_or_short_logs(
     two = Replay.of(read_log(str(DATA / "twofiles-fixed.log")))
     assert len(two.pools) == 2
     threads = [1]
-    monkeypatch.setattr(speculate.threading, "active_count", lambda: threads[0])
-    assert not speculate.worth_speculating(short, checker, 1)  # shorter than SPECULATE_FROM
-    monkeypatch.setattr(speculate, "SPECULATE_FROM", 0)
-    assert speculate.worth_speculating(short, checker, 1)
-    assert not speculate.worth_speculating(short, checker, 2)
-    assert not speculate.worth_speculating(two, checker, 1)
+    monkeypatch.setattr(forked.threading, "active_count", lambda: threads[0])
+    assert not forked.worth_speculating(short, checker, 1)  # shorter than SPECULATE_FROM
+    monkeypatch.setattr(forked, "SPECULATE_FROM", 0)
+    assert forked.worth_speculating(short, checker, 1)
+    assert not forked.worth_speculating(short, checker, 2)
+    assert not forked.worth_speculating(two, checker, 1)
     threads[0] = 2  # a fork copies only the calling thread
-    assert not speculate.worth_speculating(short, checker, 1)
+    assert not forked.worth_speculating(short, checker, 1)
 
 
 def test_no_inotify_means_no_speculation_and_no_traceback(

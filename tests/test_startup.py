@@ -55,6 +55,21 @@ ON_REQUEST = {"json", "pmemsim.html"}
 #: Only for checkers that are not Python functions run here (programs run from threads,
 #: libraries in worker processes).
 FOR_OTHER_CHECKERS = {"concurrent.futures", "pmemsim.pmlog.workers"}
+#: Only for what a short, consistent log without lint findings does not have: describing an
+#: inconsistent image or a finding, a long log's twin or speculative run, checker programs'
+#: image files and processes, lazy exploration (read paths), exporting a log.
+WHEN_NEEDED = {
+    "pmemsim.explore.images",
+    "pmemsim.explore.lazy",
+    "pmemsim.explore.report",
+    "pmemsim.pmlog.export",
+    "pmemsim.pmlog.lint",
+    "pmemsim.pmlog.readpaths",
+    "pmemsim.pmlog.slots",
+    "pmemsim.pmlog.speculate",
+    "pmemsim.pmlog.twin",
+    "subprocess",
+}
 
 TRIVIAL = (
     "START|REGISTER_FILE;{pool};0x10000;0x1000;0x0|STORE;0x10000;0x1;0x8|"
@@ -119,6 +134,19 @@ def test_a_python_checker_imports_no_simulator_engine_or_other_command(tmp_path:
     )
 
 
+@pytest.mark.parametrize("engine", ["exhaustive", "accumulative"])
+def test_a_planned_check_of_a_short_consistent_log_imports_only_what_it_uses(
+    engine: str, tmp_path: Path
+) -> None:
+    modules, out, status = _imported(
+        ["check-log", "t.log", "--engine", engine, "--checker-py", "good.py:check"],
+        _folder(tmp_path),
+    )
+    assert sorted(modules & (NEVER | ON_REQUEST | FOR_OTHER_CHECKERS | WHEN_NEEDED)) == []
+    assert status == 0
+    assert out.startswith(_header(tmp_path, 6, 3, engine, "good.py:check") + "CONSISTENT")
+
+
 def test_an_inconsistent_image_and_a_lint_finding_import_no_more(tmp_path: Path) -> None:
     # The failure's description and the lint report are on the way too.
     modules, out, status = _imported(
@@ -160,7 +188,7 @@ def test_a_checker_library_imports_no_simulator_engine_or_other_command(tmp_path
         ["check-log", "t.log", "--checker-lib", "./libc.so:check"], folder
     )
     # cffi is the worker processes' business, not this one's.
-    assert sorted(modules & (NEVER | ON_REQUEST)) == []
+    assert sorted(modules & (NEVER | ON_REQUEST | (WHEN_NEEDED - {"pmemsim.pmlog.slots"}))) == []
     assert status == 0
     assert out.startswith(_header(tmp_path, 6, 3, "exhaustive", "./libc.so:check"))
 
@@ -203,11 +231,13 @@ THREADS_FIRST_USE = """
 import sys, threading
 sys.setswitchinterval(1e-6)
 import pmemsim.explore as ex
+import pmemsim.pmlog as log
 import pmemsim_backends.sim as sim
 
 names = [(ex, "check"), (ex, "CrashCheck"), (ex, "FileCrashCheck"), (ex, "record"),
          (ex, "replay"), (ex, "Exhaustive"), (sim, "SimBackend"), (sim, "CrashState"),
-         (sim, "Op"), (sim, "Finding")]
+         (sim, "Op"), (sim, "Finding"), (log, "check_log"), (log, "Store"),
+         (log, "LogFinding"), (log, "export_log")]
 got = {}
 start = threading.Barrier(len(names))
 

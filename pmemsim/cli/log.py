@@ -42,7 +42,7 @@ def _marker_engines(specs: list[str] | None) -> dict[str, str]:
 
 
 def _checker(args: argparse.Namespace) -> Any:
-    from ..pmlog import (
+    from ..pmlog.checkers import (
         FunctionChecker,
         LibChecker,
         ProgramChecker,
@@ -101,7 +101,7 @@ def _seconds_or_none(text: str) -> float | str:
 def _time_limit(args: argparse.Namespace) -> float | None:
     """The time limit per checker run: ``--timeout``, else the default (read now: tests
     lower it)."""
-    from ..pmlog import checkers
+    from ..pmlog import checkers  # the module: tests lower its default
 
     if args.timeout is None:
         return checkers.DEFAULT_TIMEOUT
@@ -202,7 +202,9 @@ def _progress(term: Any, executor: Any = None) -> Any:
 
 
 def _cmd_check_log(args: argparse.Namespace) -> int:
-    from ..pmlog import Replay, read_log, replay_crash
+    from ..pmlog.check import replay_crash
+    from ..pmlog.grammar import read_log
+    from ..pmlog.replay import Replay
     from .common import writable_file
 
     if not os.path.isfile(args.log):
@@ -239,7 +241,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         if args.image_out:
             print(f"wrote the image of crash {args.replay} to {args.image_out}")
         if args.html:
-            from ..pmlog import LogCheckResult
+            from ..pmlog.check import LogCheckResult
 
             one = LogCheckResult(args.log, f"replay of {args.replay}", 0, checker.label, 1, 1, 1)
             one.inconsistent, one.minimal = int(failure is not None), failure
@@ -259,7 +261,8 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
 def _check_log(
     args: argparse.Namespace, log: Any, replay: Any, checker: Any, engines: Any, executor: Any
 ) -> int:
-    from ..pmlog import FunctionChecker, check_log
+    from ..pmlog.check import check_log
+    from ..pmlog.checkers import FunctionChecker
     from .terminal import Terminal
 
     inline = isinstance(checker, FunctionChecker) and args.jobs == 1 and executor is None
@@ -345,7 +348,7 @@ def _html(args: argparse.Namespace, replay: Any, result: Any) -> None:
 
 
 def _cmd_export_log(args: argparse.Namespace) -> int:
-    from ..pmlog import export_log
+    from ..pmlog.export import export_log
     from .check import load_check, load_checks
     from .common import writable_file
 

@@ -56,7 +56,7 @@ def _valgrind(args: argparse.Namespace) -> str:
 def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Recording, Log]:
     """Record ``program`` into ``log``; the recording and the log, with what they say
     printed."""
-    from ..pmlog import read_log
+    from ..pmlog.grammar import read_log
     from ..pmlog.pmemcheck import RECORD_DEPTH, RecordingFailed, record
 
     valgrind = _valgrind(args)

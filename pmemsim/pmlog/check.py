@@ -28,30 +28,29 @@ import bisect
 import contextlib
 import math
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
-from ..explore.images import crash_for, deviations_for
 from ..explore.jobs import check_jobs
 from ..explore.strategy import PointContext, Strategy, strategy_for, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
 from .fastreplay import record_log
+from .forked import worth_speculating
 from .frames import source_of
 from .grammar import Marker, Store
 from .images import KEY_MASK, PoolImage
 from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, _file_names
-from .lint import LogFinding, log_findings
-from .readpaths import LazyJudge, NeedsBuffer
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
-from .slots import scratch_folder
-from .speculate import Speculative, attempt, worth_speculating
+
+if TYPE_CHECKING:
+    from .lint import LogFinding
+    from .readpaths import LazyJudge
 
 __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_crash"]
 
@@ -382,6 +381,8 @@ class _Describer:
         marker: int = -1,
         pmreorder_markers: str = "",
     ) -> LogFailure:
+        from ..explore.images import crash_for  # a failure's: not every check's start-up
+
         state = point.state
         pools = self.replay.pools
         units = [state.units[i] for i, _ in dev]
@@ -533,6 +534,8 @@ class _Explorer:
         history = self.history
         markers = history.text(history.count(point, self.ordinal)) if history.any() else ""
         if strategy.lazy and self.lazy is not None:
+            from .readpaths import NeedsBuffer  # imported with the lazy judge
+
             try:
                 self._lazily(point, markers)
                 return
@@ -755,6 +758,11 @@ def check_log(
         and not simulator
         and worth_speculating(replay, checker, jobs)
     ):
+        import tempfile
+
+        from .slots import scratch_folder
+        from .speculate import attempt
+
         size = replay.pools[0].size
         with tempfile.TemporaryDirectory(
             prefix="pmemsim-check-log-", dir=scratch_folder(size)
@@ -788,6 +796,8 @@ def check_log(
         tell = notice
 
         def told(cand: Cand, verdict: str) -> None:
+            from ..explore.images import crash_for
+
             tell(str(crash_for(cand.point, cand.dev)), verdict)
 
     verdicts = Verdicts(progress, told)
@@ -797,7 +807,9 @@ def check_log(
         with _judging(
             replay, checker, img, jobs, verdicts, executor, crash_points, _image_file
         ) as judge:
-            if inline:
+            if inline and any(s.lazy for s in (default, *by_marker.values())):
+                from .readpaths import LazyJudge
+
                 assert isinstance(checker, FunctionChecker)
                 lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
             explorer = _Explorer(
@@ -814,6 +826,8 @@ def check_log(
         img.close()
     _fill(result, replay)
     if trace.findings:
+        from .lint import log_findings
+
         result.findings = log_findings(replay, trace.findings)
     result.inconsistent += verdicts.inconsistent
     result.timed_out = verdicts.faults["timeout"]
@@ -873,6 +887,8 @@ def _judging(
         if executor is not None:
             judge = executor.log_judge(replay, checker, crash_points, *common)
         elif image_file is not None:
+            from .speculate import Speculative
+
             assert isinstance(checker, LibChecker)
             judge = Speculative(checker, image_file, *common)
         elif isinstance(checker, FunctionChecker) and jobs == 1:
@@ -880,6 +896,10 @@ def _judging(
         else:
             # Image files: at most the pools' sizes (sparse where untouched) per slot
             # (checker programs) or worker.
+            import tempfile
+
+            from .slots import scratch_folder
+
             need = sum(p.size for p in replay.pools) * jobs
             tmp = stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="pmemsim-check-log-", dir=scratch_folder(need))
@@ -908,6 +928,8 @@ def replay_crash(
     ``image_out``: also write the image there (a folder of one file per registered file
     when the log registers several).
     """
+    from ..explore.images import deviations_for
+
     crash = Crash.parse(token)
     found: list[tuple[CrashPoint, int]] = []
     ordinal = -1

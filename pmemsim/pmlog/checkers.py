@@ -32,15 +32,17 @@ import importlib.util
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -184,6 +186,8 @@ class ProgramChecker:
 
         ``markers``: the value of PMREORDER_MARKERS (a sequence is ``|``-joined).
         """
+        import subprocess  # a program checker's: not every check's start-up
+
         env = dict(os.environ)
         env["PMREORDER_MARKERS"] = markers if isinstance(markers, str) else "|".join(markers)
         files = [paths] if isinstance(paths, str) else list(paths)

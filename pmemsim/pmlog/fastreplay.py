@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..snapshot import Snapshot
+from .forked import worth_a_twin
 from .frames import _call, source_line, trampoline
 from .grammar import RegisterFile, Store, _frames, _parse_record
 from .replay import BEGIN, DEEP, FENCE, FLUSH, STORE
 from .selfcheck import LineModel
-from .twin import Twin, worth_a_twin
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import Finding
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
     from .images import PoolImage
     from .replay import Replay
+    from .twin import Twin
 
 __all__ = ["LineInFlight", "LogMedium", "LogTrace", "log_state_type", "record_log"]
 
@@ -910,6 +911,8 @@ def record_log(
             )
     checker: Twin | None = None
     if check and twin and worth_a_twin(replay):
+        from .twin import Twin
+
         checker, check = Twin(replay, crash_points), False
     try:
         with _old_objects_frozen():

@@ -1,13 +1,59 @@
-"""Child processes of check-log (checker workers, the self-check's twin), forked alike."""
+"""Child processes of check-log (checker workers, the self-check's twin, a speculative
+check), forked alike, and whether a long log is worth forking for.
+
+The predicates live here, not with what they fork, so that a short log's check imports
+neither (start-up time)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["fork"]
+if TYPE_CHECKING:
+    from .replay import Replay
+
+__all__ = ["SPECULATE_FROM", "TWIN_FROM", "fork", "worth_a_twin", "worth_speculating"]
+
+#: Logs of fewer operations are self-checked in process: a fork costs a few milliseconds.
+TWIN_FROM = 20_000
+#: Logs of fewer operations go the careful way at once: the fork, and the second run when
+#: an image is inconsistent, would cost more than the speculation saves.
+SPECULATE_FROM = 20_000
+
+
+def _alone() -> bool:
+    """No other thread runs here (a fork copies only the caller's)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def worth_a_twin(replay: Replay) -> bool:
+    """Whether to self-check ``replay``'s crash points in a twin
+    (:mod:`pmemsim.pmlog.twin`): the log is long and a second CPU is there."""
+    if sum(replay.log.counts.values()) < TWIN_FROM or not _alone():
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return cpus >= 2
+
+
+def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
+    """Whether to run the check speculatively (:mod:`pmemsim.pmlog.speculate`): a library
+    checker on a long log of one file, with one job."""
+    from .checkers import LibChecker
+
+    return (
+        isinstance(checker, LibChecker)
+        and jobs == 1
+        and len(replay.pools) == 1
+        and sum(replay.log.counts.values()) >= SPECULATE_FROM
+        and _alone()
+    )
 
 
 def fork(run: Callable[[], None]) -> int:

@@ -30,7 +30,6 @@ from .checkers import (
     stop_programs,
 )
 from .images import Pool, PoolImage
-from .slots import ImageFiles
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -298,6 +297,8 @@ class Programs(Judge):
     def __init__(
         self, checker: ProgramChecker, pools: list[Pool], jobs: int, tmp: str, *args: Any
     ) -> None:
+        from .slots import ImageFiles  # a program checker's: not every check's start-up
+
         super().__init__(*args)
         self.checker = checker
         self.pools = pools

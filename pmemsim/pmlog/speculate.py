@@ -24,7 +24,6 @@ import contextlib
 import os
 import pickle
 import signal
-import threading
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,26 +34,8 @@ from .judging import Inline
 
 if TYPE_CHECKING:
     from .check import LogCheckResult
-    from .replay import Replay
 
-__all__ = ["Speculative", "attempt", "worth_speculating"]
-
-#: Logs of fewer operations go the careful way at once: the fork, and the second run when
-#: an image is inconsistent, would cost more than the speculation saves.
-SPECULATE_FROM = 20_000
-
-
-def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
-    """A library checker on a long log of one file, one job, and no other thread here (a
-    fork copies only the caller's)."""
-    return (
-        isinstance(checker, LibChecker)
-        and jobs == 1
-        and len(replay.pools) == 1
-        and hasattr(os, "fork")
-        and sum(replay.log.counts.values()) >= SPECULATE_FROM
-        and threading.active_count() == 1
-    )
+__all__ = ["Speculative", "attempt"]
 
 
 class _Wrote(BaseException):

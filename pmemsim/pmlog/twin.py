@@ -23,7 +23,6 @@ import os
 import pickle
 import signal
 import struct
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .forked import fork
@@ -32,24 +31,9 @@ if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
     from .replay import Replay
 
-__all__ = ["Twin", "worth_a_twin"]
-
-#: Logs of fewer operations are checked in process: a fork costs a few milliseconds.
-TWIN_FROM = 20_000
+__all__ = ["Twin"]
 
 _WORD = struct.Struct("<q")
-
-
-def worth_a_twin(replay: Replay) -> bool:
-    """Whether to check ``replay``'s crash points in a twin: the log is long, a second CPU
-    is there, and this process runs no other thread (a fork copies only the caller's)."""
-    if not hasattr(os, "fork") or sum(replay.log.counts.values()) < TWIN_FROM:
-        return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return cpus >= 2 and threading.active_count() == 1
 
 
 class Twin:
