@@ -1,9 +1,11 @@
 """The lean log replay (pmemsim.pmlog.fastreplay) against the whole simulator, its reference.
 
-Random logs (stores of 1 to 8 bytes at any alignment, flushes of every size and alignment,
-fences, deep syncs, markers, several registered files, an alias, records outside every file)
-are replayed both ways: crash points, their states (units, atoms, options, durable content),
-every image of each point (bytes and content keys), lint findings, the replay's counts, and
+Random logs (stores of 1 to 8 bytes at any alignment, runs of stores of one source line,
+flushes of every size and alignment, fences, deep syncs, markers, several registered files,
+an alias, records outside every file) are replayed both ways: crash points, their states
+(units, atoms, options, durable content), every image of each point (bytes and content
+keys), lint findings (with their counts, in the simulator's terms and the log's), the
+replay's counts, and
 check-log's whole result (verdict, minimal crash, counts) must be the same. Then the
 durability self-check of the lean path: bugs planted in it are caught.
 """
@@ -29,7 +31,7 @@ from pmemsim.pmlog import fastreplay as fast
 from pmemsim.pmlog import twin as twin_module
 from pmemsim.pmlog.check import _image
 from pmemsim.pmlog.grammar import Log
-from pmemsim.pmlog.lint import log_findings
+from pmemsim.pmlog.lint import _FLUSH_KINDS, _STORE_KINDS, log_findings
 
 #: More examples, drawn at random (PMEMSIM_FAST_EXAMPLES=2000), for a longer search.
 EXAMPLES = int(os.environ.get("PMEMSIM_FAST_EXAMPLES", "30"))
@@ -72,7 +74,7 @@ def logs(draw: st.DrawFn, *, data_file: str) -> str:
         return bases[k] + draw(st.integers(-8, sizes_of[k] + 8))
 
     for _ in range(draw(st.integers(1, 30))):
-        kind = draw(st.sampled_from(["S", "S", "S", "S", "T", "F", "F", "N", "N", "D", "M"]))
+        kind = draw(st.sampled_from(["S", "S", "S", "S", "R", "T", "F", "F", "N", "N", "D", "M"]))
         if kind == "T":  # a non-temporal store, as pmemcheck logs one: the store, its flush
             size = draw(st.integers(1, 8))
             at = address()
@@ -83,6 +85,14 @@ def logs(draw: st.DrawFn, *, data_file: str) -> str:
             value = draw(st.integers(0, (1 << (8 * size)) - 1))
             frames = draw(st.sampled_from(FRAMES))
             ops.append(f"STORE;0x{address():x};0x{value:x};0x{size:x}{frames}")
+        elif kind == "R":  # a run: one source line, each store where the last one ended
+            at = address()
+            frames = draw(st.sampled_from(FRAMES))
+            size = 8 - at % 8  # the first store may be short; the next ones are aligned
+            for _ in range(draw(st.integers(2, 5))):
+                value = draw(st.integers(0, (1 << (8 * size)) - 1))
+                ops.append(f"STORE;0x{at:x};0x{value:x};0x{size:x}{frames}")
+                at, size = at + size, 8
         elif kind == "F":
             size = draw(st.sampled_from([0x40, 0x40, 0x40, 0, 1, 0x10, 0x41, 0x80, 0xC8, 0x1000]))
             ops.append(f"FLUSH;0x{address():x};0x{size:x}")
@@ -177,10 +187,23 @@ def _record(text: str | Log, mode: str, fast_path: bool) -> dict[str, Any]:
             trace = replay.record(mode, on_point=on_point, lint=True)
     finally:
         img.close()
+    logged = log_findings(replay, trace.findings)
+    # Each finding of the log counts as many records as the simulator's counts operations.
+    pools = {f"image of {p.resolved}" for p in replay.pools}
+    kinds = _STORE_KINDS | _FLUSH_KINDS
+    of_log = [f for f in trace.findings if f.source in pools and f.kind.value in kinds]
+    for f, lf in zip(of_log, logged, strict=True):
+        assert lf.count == len(lf.concerns) == f.count
     return {
         "points": points,
         "count": trace.point_count,
-        "lint": [f.as_dict() for f in log_findings(replay, trace.findings)],
+        "lint": [f.as_dict() for f in logged],
+        "concerns": [f.concerns for f in logged],
+        "findings": [  # (fences with nothing to order are not reported for logs)
+            (f.kind, f.source, f.offset, f.length, f.count, tuple(f.places), f.location)
+            for f in trace.findings
+            if f.kind.value in kinds
+        ],
         "replay": (
             replay.operations,
             replay.stores,
@@ -210,6 +233,8 @@ def test_the_lean_replay_gives_the_simulators_crash_points_images_and_lint(
     for g, w in zip(got["points"], want["points"], strict=True):
         assert g == w
     assert got["lint"] == want["lint"]
+    assert got["concerns"] == want["concerns"]
+    assert got["findings"] == want["findings"]
 
 
 def _failing_images_checker(failing: list[bytes], all_files: bool) -> FunctionChecker:
@@ -322,6 +347,8 @@ def test_every_corpus_log_replays_the_same_both_ways(name: str) -> None:
     for g, w in zip(got["points"], want["points"], strict=True):
         assert g == w
     assert got["lint"] == want["lint"]
+    assert got["concerns"] == want["concerns"]
+    assert got["findings"] == want["findings"]
 
 
 @pytest.mark.parametrize("engine", ["exhaustive", "accumulative"])

@@ -41,7 +41,7 @@ from pmemsim.provenance import HELPERS, blamed
 from .device import InjectedBadBlocks, SimDevice
 from .images import CrashImage, CrashMode, CrashState, LineState, collect_units
 from .intervals import IntervalSet
-from .lint import Finding, FindingKind, LintLog
+from .lint import Finding, LintLog
 from .machine import Barrier, Machine, Observer, Statistics, Tap
 from .medium import LINE, PAGE, PAGE_SHIFT, Medium
 
@@ -1015,31 +1015,13 @@ class SimBackend(Backend):
         if log is None:
             return []
         trailing = LintLog()
-        for medium in self._media:
-            if medium.granularity == Granularity.CACHE_LINE:
-                medium._lint_trailing(trailing)
-        found = log.merged(trailing).findings() if trailing else log.findings()
         now = LintLog()
         for medium in self._media:
             flushes = self.machine.pending_flushes(medium)
-            # A record may be a run of stores (see Medium.store_wb) spanning lines that were
-            # flushed and lines that were not: each part is reported for what it is.
-            for rec, parts in medium.flushed_parts(flushes):
-                seq, off, data, nt, code, lasti = rec
-                prov = ((code, lasti),)
-                label = medium.label
-                if nt:
-                    now.add(FindingKind.UNDRAINED_NT_STORE, label, off, len(data), prov, seq=seq)
-                    continue
-                pos = off
-                for s, e in parts:
-                    if s > pos:
-                        now.add(FindingKind.UNFLUSHED_STORE, label, pos, s - pos, prov, seq=seq)
-                    now.add(FindingKind.UNFENCED_STORE, label, s, e - s, prov, seq=seq)
-                    pos = e
-                end = off + len(data)
-                if pos < end:
-                    now.add(FindingKind.UNFLUSHED_STORE, label, pos, end - pos, prov, seq=seq)
+            if medium.granularity == Granularity.CACHE_LINE:
+                medium._lint_trailing(trailing)
+            medium._lint_in_flight(flushes, now)
+        found = log.merged(trailing).findings() if trailing else log.findings()
         return now.findings() + found
 
     def on_barrier(self, observer: Observer) -> None:

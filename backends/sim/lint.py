@@ -1,18 +1,20 @@
 """Findings in the spirit of pmemcheck, each pointing at the user's code.
 
 They are gathered at fences (where the simulator looks at one epoch of stores and flushes
-anyway) and, for stores still not durable and overwrites in the epoch no fence has ended yet,
-when asked. Findings with the same kind and the
-same code location are merged, so a loop that forgets a flush yields one finding with a count.
-A finding also keeps where each occurrence merged into it was (:attr:`Finding.places`: the
-store record's or flush's sequence number and bytes), so that a report in other terms (a
-log's records) can name exactly the operations it concerns.
+anyway) and, for stores still not durable and the overwrites and flushes of the epoch no
+fence has ended yet, when asked. Findings with the same kind and the same code location are
+merged, so a loop that forgets a flush yields one finding with a count: the number of
+operations (stores, flushes, fences) it covers, each once however often it was noted. A
+finding also keeps each store or flush merged into it (:attr:`Finding.places`: its sequence
+number and bytes), so that a report in other terms (a log's records) can name exactly the
+operations it concerns.
 """
 
 from __future__ import annotations
 
 import enum
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -60,14 +62,15 @@ class Finding:
     provenance: Provenance
     #: For OVERWRITTEN_STORE: where the overwritten store was issued.
     other: Provenance = ()
-    #: Occurrences merged into it (one per pending store record part or flush noted).
+    #: How many operations it covers: stores (each store of a run of them), flushes or
+    #: fences, each counted once.
     count: int = 1
-    #: Each occurrence as ``seq, start, end`` (flat): the sequence number of the store
-    #: record (its first store; a record may be a run of stores) or flush, and its bytes.
+    #: Each store or flush it covers as ``seq, start, end`` (flat, by sequence number): its
+    #: sequence number and the bytes of it the finding is about.
     places: Sequence[int] = field(default=(), compare=False, repr=False)
 
     def occurrences(self) -> Iterator[tuple[int, int, int]]:
-        """``(seq, start, end)`` of each occurrence merged, in the order noted."""
+        """``(seq, start, end)`` of each store or flush it covers, in program order."""
         p = self.places
         for k in range(0, len(p) - 2, 3):
             yield p[k], p[k + 1], p[k + 2]
@@ -97,7 +100,9 @@ class _Entry:
     end: int
     provenance: Provenance
     other: Provenance
-    count: int = 1
+    #: Occurrences without a sequence number (fences): each one operation.
+    unnumbered: int = 0
+    #: Each store or flush noted, ``seq, start, end`` (flat; the same one may come twice).
     places: array[int] = field(default_factory=lambda: array("q"))
 
 
@@ -116,21 +121,28 @@ class LintLog:
         provenance: Provenance,
         other: Provenance = (),
         seq: int = 0,
+        run: Sequence[int] | None = None,
     ) -> None:
-        """One occurrence; ``seq``: the store record (its first store) or flush it is
-        about, by its sequence number (0: none)."""
+        """One occurrence; ``seq``: the store or flush it is about, by its sequence number
+        (0: none, a fence). A store record may be a run of stores (see Medium.store_wb):
+        ``run``, the boundaries of its stores, numbered from ``seq`` on; the occurrence
+        covers each of them that overlaps its bytes."""
+        end = offset + length
         key = (kind, source, provenance[:1], other[:1])
         e = self._entries.get(key)
         if e is None:
-            e = self._entries[key] = _Entry(
-                kind, source, offset, offset + length, provenance, other
-            )
+            e = self._entries[key] = _Entry(kind, source, offset, end, provenance, other)
         else:
-            e.count += 1
             e.offset = min(e.offset, offset)
-            e.end = max(e.end, offset + length)
-        if seq:
-            e.places.extend((seq, offset, offset + length))
+            e.end = max(e.end, end)
+        if not seq:
+            e.unnumbered += 1
+        elif run is None:
+            e.places.extend((seq, offset, end))
+        else:
+            first = max(bisect_right(run, offset) - 1, 0)
+            for k in range(first, bisect_left(run, end, first)):
+                e.places.extend((seq + k, max(offset, run[k]), min(end, run[k + 1])))
 
     def merged(self, other: LintLog) -> LintLog:
         """A new log: this one's occurrences, then ``other``'s (neither changes)."""
@@ -146,11 +158,11 @@ class LintLog:
                         e.end,
                         e.provenance,
                         e.other,
-                        e.count,
+                        e.unnumbered,
                         array("q", e.places),
                     )
                 else:
-                    mine.count += e.count
+                    mine.unnumbered += e.unnumbered
                     mine.offset = min(mine.offset, e.offset)
                     mine.end = max(mine.end, e.end)
                     mine.places.extend(e.places)
@@ -160,21 +172,38 @@ class LintLog:
         return bool(self._entries)
 
     def findings(self) -> list[Finding]:
-        out = [
-            Finding(
-                e.kind,
-                e.source,
-                e.offset,
-                e.end - e.offset,
-                e.provenance,
-                e.other,
-                e.count,
-                array("q", e.places),  # (the entry goes on growing)
+        out = []
+        for e in self._entries.values():
+            places = _distinct(e.places)
+            out.append(
+                Finding(
+                    e.kind,
+                    e.source,
+                    e.offset,
+                    e.end - e.offset,
+                    e.provenance,
+                    e.other,
+                    len(places) // 3 + e.unnumbered,
+                    places,
+                )
             )
-            for e in self._entries.values()
-        ]
         out.sort(key=lambda f: (f.kind.severity != "error", f.source, f.offset, f.kind.name))
         return out
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _distinct(places: array[int]) -> array[int]:
+    """Each operation of ``places`` once, by sequence number, with all its bytes noted (an
+    operation may be noted twice: a store whose bytes on either side of a flushed line are
+    unflushed, an overwrite that two fences saw)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for k in range(0, len(places) - 2, 3):
+        seq, start, end = places[k], places[k + 1], places[k + 2]
+        had = spans.get(seq)
+        spans[seq] = (start, end) if had is None else (min(had[0], start), max(had[1], end))
+    out = array("q")
+    for seq in sorted(spans):
+        out.extend((seq, *spans[seq]))
+    return out

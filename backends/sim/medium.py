@@ -29,6 +29,7 @@ cleared there): loads through a map check it, and it is empty on the fast path.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import TYPE_CHECKING
@@ -91,12 +92,14 @@ class Medium:
         "media",
         "nt_pending",
         "pending",
+        "runs",
         "size",
         "source_ident",
         "unit",
         "visible",
         "wb_durable",
         "_tail",
+        "_tail_bounds",
         "_tail_seq",
         "__weakref__",
     )
@@ -145,6 +148,12 @@ class Medium:
         # number (see store_wb).
         self._tail: Rec | None = None
         self._tail_seq = -2
+        # The tail's entry of runs, if it is a run (kept here: store_wb's hot path).
+        self._tail_bounds: array[int] | None = None
+        #: A pending record that is a run of stores (see store_wb), by its sequence number ->
+        #: its stores' boundaries: store ``k`` (number ``seq + k``) wrote ``[b[k], b[k+1])``.
+        #: Lint counts the stores a finding covers by them.
+        self.runs: dict[int, array[int]] = {}
         self.nt_pending = 0
         #: Media pages changed since load: what a file receives at write-back.
         self.changed: set[int] = set()
@@ -343,10 +352,15 @@ class Medium:
                     last = pending[-1] = self._tail = (last[0], last[1], buf, False, code, lasti)
                 buf += data
                 self._tail_seq = seq
+                bounds = self._tail_bounds
+                if bounds is None:
+                    bounds = self._tail_bounds = self.runs[last[0]] = array("q", (last[1], off))
+                bounds.append(off + n)
                 return
         rec = (seq, off, data, False, code, lasti)
         pending.append(rec)
         self._tail = rec
+        self._tail_bounds = None
         self._tail_seq = seq
 
     def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> None:
@@ -404,6 +418,7 @@ class Medium:
                 kept.append((seq, end, data[end - off :], nt, code, lasti))
         self.pending = kept
         self.nt_pending = sum(1 for r in kept if r[3])
+        self._forget_runs()
 
     def initial_page(self, p: int) -> bytes:
         """Page ``p`` as the medium started: durable before any store (independent checks
@@ -487,6 +502,7 @@ class Medium:
         self.nt_pending = sum(1 for r in keep if r[3])
         if not keep:
             self._drop_visible()
+        self._forget_runs()
 
     def _resolve_one(self, flush: Flush) -> bool:
         """The common case of :meth:`resolve` (one flush, as ``persist`` issues), if it applies.
@@ -513,7 +529,20 @@ class Medium:
         self.nt_pending = 0
         if not keep:
             self._drop_visible()
+        self._forget_runs()
         return True
+
+    def _forget_runs(self) -> None:
+        """Drop the boundaries of runs no longer in flight."""
+        runs = self.runs
+        if not runs:
+            return
+        if not self.pending:
+            runs.clear()
+            return
+        live = {r[0] for r in self.pending}
+        for seq in [seq for seq in runs if seq not in live]:
+            del runs[seq]
 
     def _drop_visible(self) -> None:
         """Nothing is in flight: loads see the media, so the copies loads saw go (memory then
@@ -564,7 +593,7 @@ class Medium:
             off, data, nt = rec[1], rec[2], rec[3]
             end = off + len(data)
             if unsafe.overlaps(off, end):
-                _note_overwrites(self.label, rec, off, end, unsafe, owners, lint)
+                _note_overwrites(self.label, rec, off, end, unsafe, owners, lint, self.runs)
             unsafe.add(off, end)
             owners.append(rec)
             lo, hi = off - off % u, -(-end // u) * u
@@ -592,9 +621,32 @@ class Medium:
             # last record at the mark has grown by since (store_wb extends it in place).
             start = off if seq > bound else max(off, run_end) if seq == run_seq else end
             if start < end and unsafe.overlaps(start, end):
-                _note_overwrites(self.label, rec, start, end, unsafe, owners, lint)
+                _note_overwrites(self.label, rec, start, end, unsafe, owners, lint, self.runs)
             unsafe.add(off, end)
             owners.append(rec)
+
+    def _lint_in_flight(self, flushes: list[Flush], lint: LintLog) -> None:
+        """Note each store not durable now: never flushed, flushed (by ``flushes``, the
+        pending ones) but not fenced, or non-temporal and not fenced."""
+        # A record may be a run of stores (see store_wb) spanning lines that were flushed
+        # and lines that were not: each part is reported for what it is.
+        label = self.label
+        for rec, parts in Medium.flushed_parts(self, flushes):
+            seq, off, data, nt, code, lasti = rec
+            prov = ((code, lasti),)
+            run = self.runs.get(seq)
+            if nt:
+                lint.add(FindingKind.UNDRAINED_NT_STORE, label, off, len(data), prov, seq=seq)
+                continue
+            pos = off
+            for s, e in parts:
+                if s > pos:
+                    lint.add(FindingKind.UNFLUSHED_STORE, label, pos, s - pos, prov, (), seq, run)
+                lint.add(FindingKind.UNFENCED_STORE, label, s, e - s, prov, (), seq, run)
+                pos = e
+            end = off + len(data)
+            if pos < end:
+                lint.add(FindingKind.UNFLUSHED_STORE, label, pos, end - pos, prov, (), seq, run)
 
     def flushed_parts(self, flushes: list[Flush]) -> list[tuple[Rec, list[tuple[int, int]]]]:
         """Each pending record with the parts of it that a pending flush issued later covers.
@@ -644,6 +696,7 @@ class Medium:
         """Drop the cached view (after a crash only media content survives)."""
         self.visible.clear()
         self.pending.clear()
+        self.runs.clear()
         self.nt_pending = 0
 
 
@@ -655,9 +708,10 @@ def _note_overwrites(
     unsafe: IntervalSet,
     owners: list[Rec],
     lint: LintLog,
+    runs: dict[int, array[int]],
 ) -> None:
     """Note where ``[start, end)`` of ``rec`` overwrites ``unsafe`` bytes (the bytes of the
-    earlier records in flight, ``owners``)."""
+    earlier records in flight, ``owners``; ``runs``: the medium's, see Medium.runs)."""
     # A record may be a run of stores (see store_wb): report the bytes that were
     # overwritten, each against the latest store that wrote them.
     left = IntervalSet(unsafe.intersection(start, end))
@@ -672,7 +726,8 @@ def _note_overwrites(
                 e - s,
                 prov,
                 ((prev[4], prev[5]),),
-                seq=rec[0],
+                rec[0],
+                runs.get(rec[0]),
             )
         left.remove(ps, pe)
         if not left:

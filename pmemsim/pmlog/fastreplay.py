@@ -232,8 +232,10 @@ class _Pool:
         "medium",
         "overlaps",
         "records",
+        "runs",
         "size",
         "tail",
+        "tail_bounds",
         "tail_seq",
     )
 
@@ -248,6 +250,10 @@ class _Pool:
         self.records: list[tuple[Any, ...]] = []
         self.tail: tuple[Any, ...] | None = None
         self.tail_seq = -2
+        #: The boundaries of the stores of each record that is a run, as the simulator's
+        #: Medium.runs keeps them; the tail's, if it is a run.
+        self.runs: dict[int, array[int]] = {}
+        self.tail_bounds: array[int] | None = None
         #: Line offset -> its atoms in flight, in program order, and its durable content.
         self.lines: dict[int, list[Any]] = {}
         self.bases: dict[int, bytes] = {}
@@ -284,13 +290,14 @@ class _Shim:
     """A pool's records as the simulator's Medium methods read them (``pending``,
     ``flush_unit``, ``label``): lint's epoch replay runs the simulator's own code."""
 
-    __slots__ = ("flush_unit", "label", "lint_mark", "pending")
+    __slots__ = ("flush_unit", "label", "lint_mark", "pending", "runs")
 
     def __init__(self, pool: _Pool) -> None:
         self.pending = pool.records
         self.flush_unit = LINE
         self.label = pool.label
         self.lint_mark = pool.lint_mark
+        self.runs = pool.runs
 
 
 class _Pages(Mapping[int, bytes]):
@@ -506,10 +513,15 @@ class _Machine:
                 tail = records[-1] = p.tail = (tail[0], tail[1], buf, False, code, frame[1])
             buf += data
             rseq = tail[0]
+            bounds = p.tail_bounds
+            if bounds is None:
+                bounds = p.tail_bounds = p.runs[rseq] = array("q", (tail[1], off))
+            bounds.append(off + n)
         else:
             rec = (seq, off, data, False, code, frame[1])
             records.append(rec)
             p.tail = rec
+            p.tail_bounds = None
             rseq = seq
         p.tail_seq = seq
         lines = p.lines
@@ -739,6 +751,10 @@ class _Machine:
             p.records = kept
             if not kept:
                 p.tail = None
+                p.runs.clear()
+            elif p.runs:
+                live = {rec[0] for rec in kept}
+                p.runs = {seq: b for seq, b in p.runs.items() if seq in live}
         p.flushes = []
         p.flush_seq = {}
         if p.overlaps:  # overlapping stores still in flight: the next epoch reports them again
@@ -748,29 +764,17 @@ class _Machine:
     def _final_lint(self) -> list[Finding]:
         """What the simulator's lint() says at the end: the epochs' findings, the
         overwrites in the last epoch (no fence linted them), and every store not durable now."""
-        from pmemsim_backends.sim.lint import FindingKind, LintLog
+        from pmemsim_backends.sim.lint import LintLog
         from pmemsim_backends.sim.medium import Medium
 
         assert self.lint is not None
         now = LintLog()
-        for p in self.pools:
-            parts_of = Medium.flushed_parts(_Shim(p), p.flushes)
-            for rec, parts in parts_of:
-                seq, off, data, _, code, lasti = rec
-                prov = ((code, lasti),)
-                pos = off
-                for s, e in parts:
-                    if s > pos:
-                        now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, s - pos, prov, seq=seq)
-                    now.add(FindingKind.UNFENCED_STORE, p.label, s, e - s, prov, seq=seq)
-                    pos = e
-                end = off + len(data)
-                if pos < end:
-                    now.add(FindingKind.UNFLUSHED_STORE, p.label, pos, end - pos, prov, seq=seq)
         trailing = LintLog()
         for p in self.pools:
+            shim = _Shim(p)
             if p.overlaps:  # (else no store in flight overwrites another)
-                Medium._lint_trailing(_Shim(p), trailing)
+                Medium._lint_trailing(shim, trailing)
+            Medium._lint_in_flight(shim, p.flushes, now)
         log = self.lint.merged(trailing) if trailing else self.lint
         found: list[Finding] = now.findings() + log.findings()
         return found

@@ -4,8 +4,8 @@ The replay runs with the simulator's lint on (``backends/sim/lint.py``: stores n
 flushed but never fenced, flushes of clean lines, repeated flushes, stores overwriting a store
 not yet durable). Each store is issued from its C source line
 (:func:`pmemsim.pmlog.frames.trampoline`), so a finding already knows where in the program it
-is; here it also gets the log records it concerns: the stores (or flushes) of its kind, place
-and source line.
+is; here it also gets the log records it concerns: the stores (or flushes) it covers, by
+their numbers.
 
 Fences with nothing to order are not reported for logs: valgrind logs a fence for every CPUID
 instruction (dozens before the program registers a file), none of them the program's.
@@ -45,7 +45,8 @@ class LogFinding:
     length: int
     #: Where in the C program (``append.c:21 in append_record``), when the log says.
     source: str | None
-    #: How many log records it merged (by kind and source line): as many as ``records``.
+    #: How many log records it covers (the simulator's ``Finding.count``): as many as
+    #: ``records``.
     count: int
     #: The first log record it concerns, and how many records it concerns.
     record: int | None
@@ -93,13 +94,11 @@ def _where(prov: Any) -> str | None:
 def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
     """The simulator's findings in the log's terms (one pass over the log).
 
-    A finding knows each occurrence merged into it by the sequence number of its store
-    record or flush (:attr:`Finding.places`); the replay numbers the log's stores, flushes
-    and deep syncs in log order (fences take no number), so each occurrence is found here
-    by its number: the records a finding names and counts are the ones it merged, never
-    another store of the same line at the same place. A store record may be a run of stores
-    (the same instruction storing the next bytes, nothing in between: the simulator keeps
-    them as one), so an occurrence covers each store of its run that overlaps its bytes.
+    A finding knows each store or flush it covers by its sequence number
+    (:attr:`Finding.places`, each store of a run of them on its own); the replay numbers the
+    log's stores, flushes and deep syncs in log order as the simulator does (fences take no
+    number), so each is found here by its number: the records a finding names and counts
+    are the operations it covers, never another store of the same line at the same place.
     """
     pools = {f"image of {p.resolved}": i for i, p in enumerate(replay.pools)}
     wanted: list[tuple[Finding, int, str | None]] = []
@@ -112,43 +111,21 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
         wanted.append((f, pool, _where(f.provenance)))
     if not wanted:
         return []
-    # seq -> the occurrences noted at it: (finding, start, end).
-    at: dict[int, list[tuple[int, int, int]]] = {}
+    # seq -> the findings covering that operation.
+    at: dict[int, list[int]] = {}
     for j, (f, _, _) in enumerate(wanted):
-        for seq, start, end in f.occurrences():
-            at.setdefault(seq, []).append((j, start, end))
-    concerned: list[set[int]] = [set() for _ in wanted]
-    # Runs being followed: (finding, start, end, pool, where the next store must start).
-    runs: list[tuple[int, int, int, int, int]] = []
+        for seq, _, _ in f.occurrences():
+            at.setdefault(seq, []).append(j)
+    concerned: list[list[int]] = [[] for _ in wanted]
     seq = 0
     for op, step, _ in replay.conversions():
         if step is None:
             continue
-        kind = step.kind
-        if kind == STORE:
-            size = len(step.arg)  # type: ignore[arg-type]
-        elif kind in (FLUSH, DEEP) and step.arg:
-            size = int(step.arg)
-        else:
+        if step.kind != STORE and not (step.kind in (FLUSH, DEEP) and step.arg):
             continue  # a fence, a marker, an empty flush: no number
         seq += 1
-        lo, hi = step.offset, step.offset + size
-        if runs:
-            # A store right after a run's last one, where it ended: the run goes on.
-            going = []
-            for j, start, end, pool, expect in runs:
-                if kind == STORE and step.pool == pool and lo == expect and lo < end:
-                    if start < hi:
-                        concerned[j].add(op.index)
-                    going.append((j, start, end, pool, hi))
-            runs = going
-        for j, start, end in at.get(seq, ()):
-            if (kind == STORE) != (wanted[j][0].kind.value in _STORE_KINDS):
-                continue  # (cannot happen: the replay numbers as the simulator does)
-            if start < hi and lo < end:
-                concerned[j].add(op.index)
-            if kind == STORE and hi < end:
-                runs.append((j, start, end, step.pool, hi))
+        for j in at.get(seq, ()):
+            concerned[j].append(op.index)
     out = []
     for j, (f, pool, where) in enumerate(wanted):
         records = concerned[j]
@@ -161,10 +138,10 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
                 f.length,
                 where,
                 len(records),
-                min(records) if records else None,
+                records[0] if records else None,
                 len(records),
                 _where(f.other) if f.other else None,
-                tuple(sorted(records)),
+                tuple(records),
             )
         )
     return out

@@ -1,0 +1,149 @@
+"""A lint finding's count is the number of operations it covers, in the Python API as in
+check-log.
+
+The simulator keeps a run of stores (one instruction, the next address, nothing in between)
+as one record: a finding about the run covers each of its stores, not one. An operation
+merged twice into one finding (an overwrite seen by two fences, a store whose unflushed
+bytes lie on both sides of a flushed line) is still one operation.
+"""
+
+from __future__ import annotations
+
+from pmemsim_backends.sim import Finding, FindingKind, SimBackend
+
+import pmemsim as pm
+from pmemsim.pmlog import Replay, parse_log
+from pmemsim.pmlog import fastreplay as fast
+from pmemsim.pmlog.check import _image
+from pmemsim.pmlog.lint import LogFinding, log_findings
+
+CL = pm.Granularity.CACHE_LINE
+K = FindingKind
+
+
+def _view(sim: SimBackend) -> pm.View:
+    s = pm.Set(pm.Config(granularity=CL, backend=sim))
+    return s.view(s.map(pm.Part(pm.Source.anonymous(4 * 4096))))
+
+
+def _of(kind: FindingKind, findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.kind == kind]
+
+
+# -- the Python API's count ------------------------------------------------------------------
+
+
+def test_a_run_of_stores_counts_each_store(sim: SimBackend) -> None:
+    v = _view(sim)
+    for i in range(4):
+        v.u64[8 + i] = i  # one instruction, the next address each time: one record of 4
+    [f] = _of(K.UNFLUSHED_STORE, sim.lint())
+    assert (f.offset, f.length, f.count) == (64, 32, 4)
+    assert str(f).endswith(", 4 times)")
+    assert [(s, e) for _, s, e in f.occurrences()] == [(64 + 8 * i, 72 + 8 * i) for i in range(4)]
+    assert len({seq for seq, _, _ in f.occurrences()}) == 4
+
+
+def test_a_run_cut_by_a_flushed_line_counts_the_stores_on_each_side(sim: SimBackend) -> None:
+    v = _view(sim)
+    for i in range(12):
+        v.u64[4 + i] = i  # bytes 32..128: 4 stores on line 0, 8 on line 1
+    v.flush(64, 64)
+    found = sim.lint()
+    [unflushed] = _of(K.UNFLUSHED_STORE, found)
+    [unfenced] = _of(K.UNFENCED_STORE, found)
+    assert (unflushed.offset, unflushed.length, unflushed.count) == (32, 32, 4)
+    assert (unfenced.offset, unfenced.length, unfenced.count) == (64, 64, 8)
+
+
+def test_one_store_unflushed_on_both_sides_of_a_flushed_line_is_one(sim: SimBackend) -> None:
+    v = _view(sim)
+    v.write(0, bytes(range(192)))  # one store over three lines
+    v.flush(64, 64)  # the middle one flushed
+    [f] = _of(K.UNFLUSHED_STORE, sim.lint())
+    assert (f.offset, f.length, f.count) == (0, 192, 1)
+    assert "times" not in str(f)
+
+
+def test_an_overwrite_seen_by_two_fences_is_one_operation(sim: SimBackend) -> None:
+    v = _view(sim)
+    v.u64[0] = 1
+    v.u64[0] = 2  # in flight at both fences below, which both see the overwrite
+    v.persist(512, 8)
+    v.persist(1024, 8)
+    [f] = _of(K.OVERWRITTEN_STORE, sim.lint())
+    assert f.count == 1
+    assert len(list(f.occurrences())) == 1
+
+
+def test_a_flush_clean_on_both_sides_of_a_dirty_line_is_one(sim: SimBackend) -> None:
+    v = _view(sim)
+    v.u64[8] = 1  # line 1 dirty, lines 0 and 2 clean
+    v.persist(0, 192)
+    [f] = _of(K.CLEAN_FLUSH, sim.lint())
+    assert (f.offset, f.length, f.count) == (0, 192, 1)
+
+
+def test_the_explore_report_says_the_count(sim: SimBackend) -> None:
+    from pmemsim.explore import CrashCheck, check
+
+    def workload(v: pm.View) -> None:
+        for i in range(3):
+            v.u64[8 + i] = i  # a run of 3, never flushed
+        v.u64[0] = 1
+        v.persist(0, 8)
+
+    result = check(CrashCheck("run", workload, lambda v: None))
+    [f] = _of(K.UNFLUSHED_STORE, result.findings)
+    assert f.count == 3
+    assert "(anonymous(4096) +0x40, 24 bytes, 3 times)" in result.report()
+
+
+# -- logs: both replays ----------------------------------------------------------------------
+
+BASE = 0x10000000
+REG = f"REGISTER_FILE;/nonexistent-pmemsim-counts/f.bin;0x{BASE:x};0x1000;0x0"
+
+
+def _store(off: int, value: int, line: int, size: int = 8) -> str:
+    return f"STORE;0x{BASE + off:x};0x{value:x};0x{size:x};0x1: main (t.c:{line})"
+
+
+def _flush(off: int, size: int = 8) -> str:
+    return f"FLUSH;0x{BASE + off:x};0x{size:x}"
+
+
+def _lint(ops: list[str], fast_path: bool) -> tuple[list[Finding], list[LogFinding]]:
+    replay = Replay.of(parse_log("|".join(["START", REG, *ops, "STOP"])))
+    img = _image(replay)
+    try:
+        if fast_path:
+            trace = fast.record_log(replay, img, "barriers", lambda p: None, lint=True)
+        else:
+            trace = replay.record("barriers", on_point=lambda p: None, lint=True)
+    finally:
+        img.close()
+    return trace.findings, log_findings(replay, trace.findings)
+
+
+def _both(ops: list[str]) -> list[LogFinding]:
+    """check-log's findings, the same from both replays, each counting as its finding in
+    the simulator's terms does."""
+    out = []
+    for fast_path in (False, True):
+        findings, logged = _lint(ops, fast_path)
+        by_kind = {(f.kind.value, f.offset, f.length): f.count for f in findings}
+        for lf in logged:
+            assert lf.count == len(lf.concerns) == by_kind[(lf.kind, lf.offset, lf.length)]
+        out.append(logged)
+    want, got = out
+    assert [f.as_dict() for f in got] == [f.as_dict() for f in want]
+    assert [f.concerns for f in got] == [f.concerns for f in want]
+    return got
+
+
+def test_a_logged_run_counts_as_many_in_both_terms() -> None:
+    ops = [_store(8 * i, i, 7) for i in range(4)] + [_store(0x100, 1, 8), _flush(0x100), "FENCE"]
+    [f] = [f for f in _both(ops) if f.kind == K.UNFLUSHED_STORE.value]
+    # Records: #0 START, #1 REGISTER_FILE, #2.. the stores.
+    assert (f.count, f.record, f.concerns) == (4, 2, (2, 3, 4, 5))
