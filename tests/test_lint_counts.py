@@ -1,5 +1,5 @@
 """A lint finding's count is the number of operations it covers, in the Python API as in
-check-log.
+check-log; and flushes in the last, never-fenced epoch are linted as a fence would.
 
 The simulator keeps a run of stores (one instruction, the next address, nothing in between)
 as one record: a finding about the run covers each of its stores, not one. An operation
@@ -9,6 +9,11 @@ bytes lie on both sides of a flushed line) is still one operation.
 
 from __future__ import annotations
 
+import json
+import os
+
+import pytest
+from helpers import lineno
 from pmemsim_backends.sim import Finding, FindingKind, SimBackend
 
 import pmemsim as pm
@@ -16,6 +21,7 @@ from pmemsim.pmlog import Replay, parse_log
 from pmemsim.pmlog import fastreplay as fast
 from pmemsim.pmlog.check import _image
 from pmemsim.pmlog.lint import LogFinding, log_findings
+from pmemsim.provenance import describe
 
 CL = pm.Granularity.CACHE_LINE
 K = FindingKind
@@ -99,6 +105,49 @@ def test_the_explore_report_says_the_count(sim: SimBackend) -> None:
     assert "(anonymous(4096) +0x40, 24 bytes, 3 times)" in result.report()
 
 
+# -- flushes after the last fence ------------------------------------------------------------
+
+
+def _flush_findings(findings: list[Finding]) -> list[tuple[str, int, int, int, int]]:
+    return sorted(
+        (f.kind.name, f.offset, f.length, f.count, line)
+        for f in findings
+        if f.kind in (K.CLEAN_FLUSH, K.REDUNDANT_FLUSH)
+        for line in [int(describe(f.provenance).split(":")[1].split()[0])]
+    )
+
+
+@pytest.mark.parametrize("fence", [False, True])
+def test_a_clean_and_a_repeated_flush_after_the_last_fence(sim: SimBackend, fence: bool) -> None:
+    v = _view(sim)
+    v.u64[0] = 1
+    v.persist(0, 8)
+    v.flush(0, 8)  # nothing stored since: clean
+    clean = lineno() - 1
+    v.u64[16] = 2
+    v.flush(128, 8)
+    v.flush(128, 8)  # flushed again, nothing stored since
+    again = lineno() - 1
+    if fence:
+        v.drain()
+    assert _flush_findings(sim.lint()) == [
+        ("CLEAN_FLUSH", 0, 64, 1, clean),
+        ("REDUNDANT_FLUSH", 128, 64, 1, again),
+    ]
+
+
+def test_lint_before_the_fence_and_after_it_agree(sim: SimBackend) -> None:
+    v = _view(sim)
+    v.u64[0] = 1
+    v.flush(0, 8)
+    v.flush(0, 8)
+    before = _flush_findings(sim.lint())
+    assert _flush_findings(sim.lint()) == before  # lint() only reads
+    v.drain()
+    assert _flush_findings(sim.lint()) == before
+    assert [f[0] for f in before] == ["REDUNDANT_FLUSH"]
+
+
 # -- logs: both replays ----------------------------------------------------------------------
 
 BASE = 0x10000000
@@ -147,3 +196,52 @@ def test_a_logged_run_counts_as_many_in_both_terms() -> None:
     [f] = [f for f in _both(ops) if f.kind == K.UNFLUSHED_STORE.value]
     # Records: #0 START, #1 REGISTER_FILE, #2.. the stores.
     assert (f.count, f.record, f.concerns) == (4, 2, (2, 3, 4, 5))
+
+
+def _flushes(found: list[LogFinding]) -> list[tuple[str, int | None, int]]:
+    return sorted(
+        (f.kind, f.record, f.count)
+        for f in found
+        if f.kind in (K.CLEAN_FLUSH.value, K.REDUNDANT_FLUSH.value)
+    )
+
+
+@pytest.mark.parametrize("fence", [False, True])
+def test_a_logged_clean_and_repeated_flush_after_the_last_fence(fence: bool) -> None:
+    ops = [
+        _store(0x0, 1, 1),
+        _flush(0x0),
+        "FENCE",
+        _flush(0x0),  # #5: clean
+        _store(0x80, 2, 2),
+        _flush(0x80),
+        _flush(0x80),  # #8: again
+    ] + ["FENCE"] * fence
+    assert _flushes(_both(ops)) == [
+        (K.CLEAN_FLUSH.value, 5, 1),
+        (K.REDUNDANT_FLUSH.value, 8, 1),
+    ]
+
+
+def test_check_log_prints_a_trailing_clean_flush(tmp_path: os.PathLike[str]) -> None:
+    import contextlib
+    import io
+
+    from pmemsim.cli import main
+
+    ops = [_store(0x0, 1, 1), _flush(0x0), "FENCE", _flush(0x0)]
+    log = os.path.join(tmp_path, "t.log")
+    with open(log, "w") as f:
+        f.write("|".join(["START", REG, *ops, "STOP"]))
+    chk = os.path.join(tmp_path, "chk.py")
+    with open(chk, "w") as f:
+        f.write("def check(image):\n    return True\n")
+    out = io.StringIO()
+    js = os.path.join(tmp_path, "out.json")
+    with contextlib.redirect_stdout(out):
+        code = main(["check-log", log, "--checker-py", f"{chk}:check", "--json", js])
+    assert code == 0
+    assert "flush of clean lines: FLUSH #5" in out.getvalue()
+    with open(js) as f:
+        found = json.load(f)["lint"]
+    assert [(f["kind"], f["record"], f["count"]) for f in found] == [(K.CLEAN_FLUSH.value, 5, 1)]

@@ -1009,8 +1009,8 @@ class SimBackend(Backend):
 
     @_locked
     def lint(self) -> list[Finding]:
-        """Findings so far, plus every store that is not durable right now and the
-        overwrites since the last fence (see Medium._lint_trailing)."""
+        """Findings so far, every store that is not durable right now, and what the fence
+        ending the current epoch would find in it (see Medium._lint_epoch)."""
         log = self.machine.lint
         if log is None:
             return []
@@ -1019,7 +1019,7 @@ class SimBackend(Backend):
         for medium in self._media:
             flushes = self.machine.pending_flushes(medium)
             if medium.granularity == Granularity.CACHE_LINE:
-                medium._lint_trailing(trailing)
+                medium._lint_epoch(flushes, trailing)
             medium._lint_in_flight(flushes, now)
         found = log.merged(trailing).findings() if trailing else log.findings()
         return now.findings() + found

@@ -551,7 +551,15 @@ class Medium:
         self._tail = None
 
     def _lint_epoch(self, flushes: list[Flush], lint: LintLog) -> None:
-        """Replay pending stores and this epoch's flushes in program order, noting misuse."""
+        """Replay pending stores and this epoch's flushes in program order, noting misuse:
+        flushes of clean lines or of lines flushed again, and overwrites of stores not yet
+        durable.
+
+        A fence lints its epoch (see resolve); the end of a run (or a ``lint()`` before it)
+        lints the epoch no fence has ended yet, with its flushes still pending, as its fence
+        would. An overwrite is noted by the stores issued since the last epoch lint of this
+        medium (see :func:`lint_mark`): one seen before was noted then.
+        """
         u = self.flush_unit
         if len(flushes) == 1 and len(self.pending) == 1:
             # One store, one flush (a persist): only a flush of clean lines can be wrong.
@@ -573,6 +581,7 @@ class Medium:
         flushed = IntervalSet()  # lines flushed in this epoch with no store since
         unsafe = IntervalSet()  # bytes whose latest store is not yet durable
         owners: list[Rec] = []
+        bound, run_seq, run_end = self.lint_mark
         for _, is_flush, i in events:
             if is_flush:
                 fseq, start, end, prov = flushes[i]
@@ -590,10 +599,13 @@ class Medium:
                 flushed.add(start, end)
                 continue
             rec = self.pending[i]
-            off, data, nt = rec[1], rec[2], rec[3]
+            seq, off, data, nt = rec[0], rec[1], rec[2], rec[3]
             end = off + len(data)
-            if unsafe.overlaps(off, end):
-                _note_overwrites(self.label, rec, off, end, unsafe, owners, lint, self.runs)
+            # Only the stores since the mark: a whole record, or what a run that was the
+            # last record at the mark has grown by since (store_wb extends it in place).
+            start = off if seq > bound else max(off, run_end) if seq == run_seq else end
+            if start < end and unsafe.overlaps(start, end):
+                _note_overwrites(self.label, rec, start, end, unsafe, owners, lint, self.runs)
             unsafe.add(off, end)
             owners.append(rec)
             lo, hi = off - off % u, -(-end // u) * u
@@ -602,28 +614,6 @@ class Medium:
             else:
                 dirty.add(lo, hi)
             flushed.remove(lo, hi)
-
-    def _lint_trailing(self, lint: LintLog) -> None:
-        """The overwrites no epoch lint has seen: by stores issued since the last one.
-
-        A fence reports every overwrite among the stores then in flight; those issued after
-        the last fence that linted this medium are in its last, unfinished epoch, and the
-        end of a run (or a ``lint()`` before it) reports them as that fence would. Overwrites
-        an epoch already reported (both stores still in flight) are not noted again.
-        """
-        bound, run_seq, run_end = self.lint_mark
-        unsafe = IntervalSet()  # bytes whose latest store is not yet durable
-        owners: list[Rec] = []
-        for rec in self.pending:
-            seq, off, data = rec[0], rec[1], rec[2]
-            end = off + len(data)
-            # Only the stores after the mark: a whole record, or what a run that was the
-            # last record at the mark has grown by since (store_wb extends it in place).
-            start = off if seq > bound else max(off, run_end) if seq == run_seq else end
-            if start < end and unsafe.overlaps(start, end):
-                _note_overwrites(self.label, rec, start, end, unsafe, owners, lint, self.runs)
-            unsafe.add(off, end)
-            owners.append(rec)
 
     def _lint_in_flight(self, flushes: list[Flush], lint: LintLog) -> None:
         """Note each store not durable now: never flushed, flushed (by ``flushes``, the

@@ -757,13 +757,15 @@ class _Machine:
                 p.runs = {seq: b for seq, b in p.runs.items() if seq in live}
         p.flushes = []
         p.flush_seq = {}
-        if p.overlaps:  # overlapping stores still in flight: the next epoch reports them again
+        # Overlapping stores still in flight keep the flag: store() looks no further at a line
+        # already known to overlap (the next epoch lint notes only the overwrites new then).
+        if p.overlaps:
             p.overlaps = {line for line in p.overlaps if _overlap(lines.get(line, ()))}
         p.lint_flag = bool(p.overlaps)
 
     def _final_lint(self) -> list[Finding]:
-        """What the simulator's lint() says at the end: the epochs' findings, the
-        overwrites in the last epoch (no fence linted them), and every store not durable now."""
+        """What the simulator's lint() says at the end: the epochs' findings, what a fence
+        would find in the last epoch (no fence linted it), and every store not durable now."""
         from pmemsim_backends.sim.lint import LintLog
         from pmemsim_backends.sim.medium import Medium
 
@@ -772,8 +774,8 @@ class _Machine:
         trailing = LintLog()
         for p in self.pools:
             shim = _Shim(p)
-            if p.overlaps:  # (else no store in flight overwrites another)
-                Medium._lint_trailing(shim, trailing)
+            if p.lint_flag:  # (else no flush of it is useless, no store overwrites another)
+                Medium._lint_epoch(shim, p.flushes, trailing)
             Medium._lint_in_flight(shim, p.flushes, now)
         log = self.lint.merged(trailing) if trailing else self.lint
         found: list[Finding] = now.findings() + log.findings()
