@@ -758,15 +758,10 @@ def check_log(
         and not simulator
         and worth_speculating(replay, checker, jobs)
     ):
-        import tempfile
-
-        from .slots import scratch_folder
+        from .slots import image_folder
         from .speculate import attempt
 
-        size = replay.pools[0].size
-        with tempfile.TemporaryDirectory(
-            prefix="pmemsim-check-log-", dir=scratch_folder(size)
-        ) as tmp:
+        with image_folder([replay.pools[0].size]) as tmp:
             path = os.path.join(tmp, _file_names([replay.pools[0].path])[0])
             got = attempt(
                 lambda: check_log(
@@ -894,16 +889,11 @@ def _judging(
         elif isinstance(checker, FunctionChecker) and jobs == 1:
             judge = Inline(checker, *common)
         else:
-            # Image files: at most the pools' sizes (sparse where untouched) per slot
-            # (checker programs) or worker.
-            import tempfile
+            # Image files: the pools' sizes (sparse where untouched) per slot (checker
+            # programs) or worker.
+            from .slots import image_folder
 
-            from .slots import scratch_folder
-
-            need = sum(p.size for p in replay.pools) * jobs
-            tmp = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="pmemsim-check-log-", dir=scratch_folder(need))
-            )
+            tmp = stack.enter_context(image_folder([p.size for p in replay.pools], jobs))
             if isinstance(checker, ProgramChecker):
                 judge = Programs(checker, pools, jobs, tmp, *common)
             else:
@@ -966,15 +956,16 @@ def replay_crash(
 
 
 def _write_image(img: PoolImage, dev: Deviations, replay: Replay, out: str) -> None:
-    img.patch(dev)
+    from .slots import write_image
+
+    pools = [(p.size, p.source, p.source_size) for p in replay.pools]
+    paths = [out]
     try:
-        if len(replay.pools) == 1:
-            with open(out, "wb") as f:
-                f.write(img.buffer(0))
-            return
-        os.makedirs(out, exist_ok=True)
-        for i, name in enumerate(_file_names([p.path for p in replay.pools])):
-            with open(os.path.join(out, name), "wb") as f:
-                f.write(img.buffer(i))
-    finally:
-        img.restore(dev)
+        if len(replay.pools) > 1:
+            os.makedirs(out, exist_ok=True)
+            paths = [os.path.join(out, n) for n in _file_names([p.path for p in replay.pools])]
+        write_image(img, dev, pools, paths)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            ErrorCode.EINVAL, f"cannot write the image to {exc.filename or out}: {exc.strerror}"
+        ) from None

@@ -19,12 +19,12 @@ import contextlib
 import os
 import select
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .images import PAGE, Deviations, Pool, PoolImage
 
-__all__ = ["ImageFiles", "scratch_folder"]
+__all__ = ["ImageFiles", "image_folder", "scratch_folder", "write_image"]
 
 _IN_MODIFY = 0x2
 _IN_ATTRIB = 0x4
@@ -145,17 +145,12 @@ class ImageFiles:
                 self._rebuild(s, mine)
             else:
                 for pool, p in sorted(pages | s.patched | mine):
-                    self._write_page(s, pool, p)
+                    _write_page(img, pool, s.fds[pool], p)
         finally:
             img.restore(deviations)
         s.synced = img.moves
         s.patched = mine
         s.touched = False
-
-    def _write_page(self, s: _Slot, pool: int, p: int) -> None:
-        buf = self.img.buffer(pool)
-        start = p * PAGE
-        os.pwrite(s.fds[pool], buf[start : min(start + PAGE, len(buf))], start)
 
     def _rebuild(self, s: _Slot, mine: set[tuple[int, int]]) -> None:
         """Write the slot's files afresh: the initial content, then every page the state
@@ -164,7 +159,6 @@ class ImageFiles:
         for fd in s.fds:
             os.close(fd)
         s.fds = []
-        state = self.img.state
         os.makedirs(os.path.dirname(s.paths[0]), 0o700, exist_ok=True)
         for pool, (path, (size, source, source_size)) in enumerate(
             zip(s.paths, self.pools, strict=True)
@@ -173,22 +167,13 @@ class ImageFiles:
                 os.unlink(path)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             s.fds.append(fd)
-            os.ftruncate(fd, size)
-            if source is not None and source_size:
-                _copy(source, fd, min(size, source_size))
+            _fill(self.img, pool, fd, (size, source, source_size), mine)
             if self._notify is not None:
                 try:
                     self._watches[self._notify.watch(path)] = self._slots.index(s)
                 except OSError:  # out of watches: no telling what a checker does
                     self._notify.close()
                     self._notify = None
-            held = (
-                [] if state is None or pool >= len(state.media) else state.changed_pages(None, pool)
-            )
-            for p in held:
-                self._write_page(s, pool, p)
-        for pool, p in sorted(mine):
-            self._write_page(s, pool, p)
 
     # -- lending slots to checkers -----------------------------------------------------
 
@@ -239,6 +224,76 @@ def scratch_folder(need: int) -> str | None:
     if not os.access(shm, os.W_OK | os.X_OK) or need > st.f_bavail * st.f_frsize // 8:
         return None
     return shm
+
+
+def _write_page(img: PoolImage, pool: int, fd: int, p: int) -> None:
+    buf = img.buffer(pool)
+    start = p * PAGE
+    os.pwrite(fd, buf[start : min(start + PAGE, len(buf))], start)
+
+
+def _fill(img: PoolImage, pool: int, fd: int, spec: Pool, patched: set[tuple[int, int]]) -> None:
+    """Make the empty file ``fd`` hold pool ``pool`` of the image (with the deviations that
+    patched ``patched`` applied): its size, sparse; its initial content; then only the
+    pages the state holds or the deviations patch (a terabyte pool costs its changes)."""
+    size, source, source_size = spec
+    os.ftruncate(fd, size)
+    if source is not None and source_size:
+        _copy(source, fd, min(size, source_size))
+    state = img.state
+    held = [] if state is None or pool >= len(state.media) else state.changed_pages(None, pool)
+    for p in sorted({*held, *(p for q, p in patched if q == pool)}):
+        _write_page(img, pool, fd, p)
+
+
+def write_image(
+    img: PoolImage, deviations: Deviations, pools: Sequence[Pool], paths: Sequence[str]
+) -> None:
+    """The image (the buffers' state with ``deviations``) as files at ``paths``, one per
+    pool, replacing what they held; sparse, like the checkers' image files."""
+    mine = img.pages_of(deviations)
+    img.patch(deviations)
+    try:
+        for pool, (path, spec) in enumerate(zip(paths, pools, strict=True)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                _fill(img, pool, fd, spec, mine)
+            finally:
+                os.close(fd)
+    finally:
+        img.restore(deviations)
+
+
+@contextlib.contextmanager
+def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
+    """A new folder for ``copies`` sets of image files of ``sizes`` bytes (sparse), removed
+    on the way out. Whether the folder's file system takes a file of the largest size is
+    tried first: a pool bigger than its largest file (a log may register terabytes) is
+    then a clear error here, not a traceback from a checker's worker halfway through."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(
+        prefix="pmemsim-check-log-", dir=scratch_folder(sum(sizes) * copies)
+    ) as folder:
+        probe = os.path.join(folder, "size-probe")
+        try:
+            fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, max(sizes, default=0))
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            from ..errors import ErrorCode, error_for
+
+            raise error_for(
+                ErrorCode.CANNOT_CREATE_TEMP_FILE,
+                f"cannot make a {max(sizes, default=0)}-byte image file in "
+                f"{os.path.dirname(folder)}: "
+                f"{exc.strerror} (image files are sparse: point TMPDIR at a file system that "
+                "takes files that large)",
+            ) from None
+        yield folder
 
 
 def _copy(source: str, fd: int, n: int) -> None:
