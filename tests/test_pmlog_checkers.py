@@ -22,6 +22,7 @@ from pmemsim.pmlog import (
     check_log,
     parse_log,
     read_log,
+    replay_crash,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "pmlog"
@@ -125,6 +126,22 @@ def test_a_library_checker_finds_what_a_python_checker_finds(built: dict[str, st
     assert many_c.images_checked == many_py.images_checked > 50
     assert many_c.inconsistent == many_py.inconsistent > 0
     assert many_c.minimal is not None and many_c.minimal.verdict == "returned 0"
+
+
+def test_a_replayed_crash_gets_the_library_verdict_the_run_gave(built: dict[str, str]) -> None:
+    # The count (line 0) is durable before the record (line 0x40) is ever stored: every
+    # image from crash point 0 on is inconsistent through lines written before the crash
+    # point, not through the lines the crash loses. A replay must judge those lines too.
+    text = log_text(store(8, 1), flush(8), "FENCE", store(0xC0, 5), flush(0xC0), "FENCE")
+    lib = LibChecker.parse(f"{built['lib']}:check")
+    py = FunctionChecker(append_ok, "py")
+    run = check_log(Replay.of(parse_log(text)), lib)
+    assert run.minimal is not None and run.inconsistent == 2
+    for token in (run.minimal.token, "1:", "1:0.c0=1", "2:", "0:0.0=1"):
+        by_lib, _ = replay_crash(Replay.of(parse_log(text)), lib, token)
+        by_py, _ = replay_crash(Replay.of(parse_log(text)), py, token)
+        assert (by_lib is None) == (by_py is None), token
+    assert replay_crash(Replay.of(parse_log(text)), lib, "0:0.0=1")[0] is None
 
 
 def test_a_library_that_crashes_or_hangs_costs_a_restart_not_the_run(

@@ -935,16 +935,18 @@ def replay_crash(
     img = _image(replay)
     verdicts = Verdicts()
     try:
-        # The replay stops at the token's crash point: the buffers show its state.
-        record_log(replay, img, crash_points, keep)
-        ((point, ordinal),) = found
-        dev = deviations_for(point.state, crash)
-        history = _MarkerHistory(replay)
-        markers = history.text(history.count(point, ordinal))
-        img.move_to(point.state)
-        if image_out is not None:
-            _write_image(img, dev, replay, image_out)
+        # The judge is made first, as for a check: a library's worker learns the image
+        # from the buffers' moves, and one made after the replay would judge the base image.
         with _judging(replay, checker, img, 1, verdicts) as judge:
+            # The replay stops at the token's crash point: the buffers show its state.
+            record_log(replay, img, crash_points, keep)
+            ((point, ordinal),) = found
+            dev = deviations_for(point.state, crash)
+            history = _MarkerHistory(replay)
+            markers = history.text(history.count(point, ordinal))
+            img.move_to(point.state)
+            if image_out is not None:
+                _write_image(img, dev, replay, image_out)
             judge.add(Cand(0, point, dev, (0, 0, 0), markers, ordinal))
             judge.finish()
     finally:
