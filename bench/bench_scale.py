@@ -366,13 +366,16 @@ def child_pmreorder(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(
-    cmd: list[str], timeout: float, env: dict[str, str]
+    cmd: list[str], timeout: float, env: dict[str, str], cwd: Path
 ) -> tuple[subprocess.CompletedProcess[str], float] | None:
     """Run ``cmd`` in a session of its own (on timeout its whole group is killed, a checker
-    worker included); None on timeout, else the process and its wall time, exec to exit."""
+    worker included); None on timeout, else the process and its wall time, exec to exit.
+    ``cwd``: a folder with no pmemsim in it (``python -m pmemsim`` imports from the current
+    folder before PYTHONPATH: from a checkout, a baseline run would mix the two)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -404,6 +407,8 @@ class Job:
     #: The tool's own command line; None when it has none (``record``).
     command: list[str] | None
     env: dict[str, str]
+    #: Where the tool runs: the run's scratch folder.
+    cwd: Path
     #: pmreorder writes its states into the registered file and its report to ``-o``: the
     #: file is made afresh (zeros, sparse) and the report removed before every run.
     pool_file: Path | None = None
@@ -419,7 +424,8 @@ class Job:
 
     def after_startup(self, timeout: float) -> dict[str, Any] | str:
         self.reset()
-        ran = _run([sys.executable, __file__, "--child", json.dumps(self.spec)], timeout, self.env)
+        child = [sys.executable, __file__, "--child", json.dumps(self.spec)]
+        ran = _run(child, timeout, self.env, self.cwd)
         if ran is None:
             return "timeout"
         done, _ = ran
@@ -432,7 +438,7 @@ class Job:
     def whole_run(self, timeout: float) -> float | str:
         assert self.command is not None
         self.reset()
-        ran = _run(self.command, timeout, self.env)
+        ran = _run(self.command, timeout, self.env, self.cwd)
         if ran is None:
             return "timeout"
         done, seconds = ran
@@ -470,7 +476,7 @@ def make_job(setup: Setup, tool: str, log: Path, pool: Path, pool_size: int, n: 
         assert env is not None
         spec: dict[str, Any] = {"tool": tool, "log": str(log), "library": setup.library}
         if not kind:
-            return Job(tool, spec, None, env)
+            return Job(tool, spec, None, env, setup.folder)
         cmd = [sys.executable, "-m", "pmemsim", "check-log", str(log)]
         cmd += ["--engine", "accumulative" if engine == "acc" else "exhaustive"]
         if kind == "py":
@@ -479,7 +485,7 @@ def make_job(setup: Setup, tool: str, log: Path, pool: Path, pool_size: int, n: 
             cmd += ["--checker-lib", f"{setup.library}:ok"]
         else:
             cmd += ["--", TRUE]
-        return Job(tool, spec, cmd, env)
+        return Job(tool, spec, cmd, env, setup.folder)
     # pmreorder: its own copy of the log, registering a file of its own.
     assert setup.pmreorder is not None
     copy = setup.folder / f"pmreorder{n}.log"
@@ -496,7 +502,7 @@ def make_job(setup: Setup, tool: str, log: Path, pool: Path, pool_size: int, n: 
         argv += ["-c", "prog", "-p", TRUE]
         cmd = [sys.executable, setup.pmreorder, *argv]
     spec = {"tool": tool, "pmreorder": setup.pmreorder, "argv": argv}
-    return Job(tool, spec, cmd, setup.env, target, pool_size, report)
+    return Job(tool, spec, cmd, setup.env, setup.folder, target, pool_size, report)
 
 
 def measure(job: Job, res: Result, repeat: int, timeout: float) -> None:

@@ -86,3 +86,26 @@ def test_tiny_run_measures_both_ways(capsys: pytest.CaptureFixture[str]) -> None
         assert (row["checks"], row["distinct"], row["possible"]) == (2, 2, 3)
     assert rows["record"]["whole_status"] == "none"
     assert rows["record"]["checks"] == 0 and rows["record"]["possible"] == 3
+
+
+def test_a_baseline_runs_its_own_code_whatever_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m pmemsim`` imports from the current folder before PYTHONPATH: run from
+    this checkout, the baseline's whole runs were this checkout's code. A baseline whose
+    ``python -m pmemsim`` exits 3 must show it."""
+    import shutil
+
+    base = tmp_path / "checkout"
+    for part in ("pmemsim", "backends"):
+        shutil.copytree(ROOT / part, base / part, ignore=shutil.ignore_patterns("__pycache__"))
+    main_py = base / "pmemsim" / "__main__.py"
+    main_py.write_text("raise SystemExit(3)\n" + main_py.read_text())
+    monkeypatch.chdir(ROOT)
+    argv = ["--shape", "1x1@4K", "--tools", "py-acc", "--baseline", str(base), "--repeat", "1"]
+    bench_scale.main(argv)
+    data = json.loads(capsys.readouterr().out.rsplit("BENCH_JSON ", 1)[1])
+    rows = {r["tool"]: r for r in data["results"]}
+    assert rows["py-acc"]["whole_status"] == "ok"
+    assert rows["base:py-acc"]["whole_status"].startswith("failed: exit 3")
+    assert rows["base:py-acc"]["status"] == "ok"  # the after-start-up child imports no __main__
