@@ -84,9 +84,9 @@ def tries(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     outcomes: list[bool] = []
     real = speculate.attempt
 
-    def counted(run: Any) -> Any:
-        got = real(run)
-        outcomes.append(got is not None)
+    def counted(file: str, run: Any) -> Any:
+        got = real(file, run)
+        outcomes.append(got[0] is not None)
         return got
 
     monkeypatch.setattr(speculate, "attempt", counted)
@@ -133,6 +133,59 @@ def test_an_inconsistent_image_a_crash_or_a_hang_ends_the_speculation(
     assert got == _careful(monkeypatch, replay, checker)
     assert got["verdict"] == "inconsistent"
     assert tries == [False]
+
+
+# FIXED's consistent epochs, then one BROKEN epoch: inconsistent only at the last points.
+LATE = (
+    FIXED.removesuffix("|STOP")
+    + "|"
+    + "|".join([_store(0x40, 42), _store(8, 1), _flush(0x40), "FENCE", "STOP"])
+)
+
+
+@pytest.mark.parametrize(("function", "timeout"), [("counted", None), ("hangs", 0.3)])
+def test_after_a_speculation_ends_the_careful_way_judges_only_the_rest(
+    lib: str,
+    tries: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    function: str,
+    timeout: Any,
+) -> None:
+    """The images of the points before the one the speculation stopped at were judged
+    consistent there: the careful way counts them and judges the rest, with the result a
+    careful way alone gives."""
+    seen = tmp_path / "seen.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_SEEN", str(seen))
+
+    def calls() -> int:
+        return len(seen.read_text().splitlines()) if seen.exists() else 0
+
+    replay = Replay.of(parse_log(LATE))
+    checker = LibChecker.parse(f"{lib}:{function}", timeout)
+    careful = _careful(monkeypatch, replay, checker)
+    assert careful["verdict"] == "inconsistent"
+    alone = calls()
+    seen.unlink(missing_ok=True)
+    stopped: list[tuple[int, int]] = []  # (calls so far, the point the speculation noted)
+    real = speculate.attempt
+
+    def noted(file: str, run: Any) -> Any:
+        got = real(file, run)
+        stopped.append((calls(), got[1]))
+        return got
+
+    monkeypatch.setattr(speculate, "attempt", noted)
+    got = _plain(check_log(replay, checker))
+    assert tries == [False]
+    assert got == careful
+    ((speculated, point),) = stopped
+    assert point > 0
+    if function == "counted":
+        again = calls() - speculated
+        # Judged again only from the failing point on; what was skipped was judged there.
+        assert 0 < again < alone // 2
+        assert speculated + again >= alone
 
 
 def test_a_checker_that_writes_its_image_ends_the_speculation(

@@ -51,6 +51,7 @@ from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
 if TYPE_CHECKING:
     from .lint import LogFinding
     from .readpaths import LazyJudge
+    from .speculate import Speculation
 
 __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_crash"]
 
@@ -494,6 +495,7 @@ class _Explorer:
         judge: Judge,
         verdicts: Verdicts,
         lazy: LazyJudge | None = None,
+        proven: int = 0,
     ) -> None:
         self.img = img
         #: The judge taking images without a Cand each.
@@ -513,6 +515,9 @@ class _Explorer:
         self.last_strategy: Strategy | None = None
         self.ordinal = -1
         self.seq = 0
+        #: Crash points before this one had every image judged consistent by a speculative
+        #: run (:mod:`pmemsim.pmlog.speculate`): their images are counted, not judged again.
+        self.proven = proven
 
     def point(self, point: CrashPoint) -> None:
         result = self.result
@@ -589,6 +594,9 @@ class _Explorer:
             self.ordinal,
             self.seq,
         )
+        if index < self.proven:
+            self._count_proven(keyed)
+            return
         inline = self.inline
         checked = 0
         for dev, k, lost in keyed:
@@ -604,6 +612,21 @@ class _Explorer:
             seq += 1
         self.seq = seq
         self.result.images_checked += checked
+
+    def _count_proven(self, keyed: Iterable[tuple[tuple[tuple[int, int], ...], int, int]]) -> None:
+        """The new images of a point the speculative run judged consistent, counted as the
+        careful way counts them (one file: one checker run each), not judged again."""
+        seen = self.seen
+        new = 0
+        for _, k, _ in keyed:
+            k &= KEY_MASK
+            if k not in seen:
+                seen.add(k)
+                new += 1
+        self.seq += new
+        self.result.images_checked += new
+        self.verdicts.runs += new
+        self.verdicts.passed(new)
 
     def _every_line(self, point: CrashPoint, markers: str) -> bool:
         """The exhaustive plan of a log machine's state (every combination of its lines'
@@ -707,7 +730,7 @@ def check_log(
     simulator: bool = False,
     executor: Any = None,
     notice: Callable[[str, str], None] | None = None,
-    _image_file: str | None = None,
+    _speculation: Speculation | None = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
     ``lint``, also report the simulator's lint findings (:mod:`pmemsim.pmlog.lint`).
@@ -724,7 +747,7 @@ def check_log(
     time or crashed (:class:`pmemsim.pmlog.checkers.Fault`), so a check slowed by a
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
     A library checker on a long log is first tried in this process's image, in a fork
-    (:mod:`pmemsim.pmlog.speculate`; ``_image_file`` is that image's file there).
+    (:mod:`pmemsim.pmlog.speculate`; ``_speculation`` is what that run has of its own).
     """
     inline = isinstance(checker, FunctionChecker) and jobs == 1 and executor is None
     if engine is None:
@@ -752,8 +775,9 @@ def check_log(
                 "(--checker-py or --recovery, --jobs 1); use exhaustive for this checker",
             )
     started = time.perf_counter()
+    proven = 0  # the crash points before it: every image judged consistent by speculation
     if (
-        _image_file is None
+        _speculation is None
         and executor is None
         and not simulator
         and worth_speculating(replay, checker, jobs)
@@ -762,9 +786,9 @@ def check_log(
         from .speculate import attempt
 
         with image_folder([replay.pools[0].size]) as tmp:
-            path = os.path.join(tmp, _file_names([replay.pools[0].path])[0])
-            got = attempt(
-                lambda: check_log(
+            got, proven = attempt(
+                os.path.join(tmp, _file_names([replay.pools[0].path])[0]),
+                lambda where: check_log(
                     replay,
                     checker,
                     engine=engine,
@@ -775,8 +799,8 @@ def check_log(
                     progress=progress,
                     name=name,
                     lint=lint,
-                    _image_file=path,
-                )
+                    _speculation=where,
+                ),
             )
         if got is not None:
             got.seconds = time.perf_counter() - started
@@ -796,11 +820,11 @@ def check_log(
             tell(str(crash_for(cand.point, cand.dev)), verdict)
 
     verdicts = Verdicts(progress, told)
-    img = _image(replay, _image_file)
+    img = _image(replay, None if _speculation is None else _speculation.file)
     lazy = None
     try:
         with _judging(
-            replay, checker, img, jobs, verdicts, executor, crash_points, _image_file
+            replay, checker, img, jobs, verdicts, executor, crash_points, _speculation
         ) as judge:
             if inline and any(s.lazy for s in (default, *by_marker.values())):
                 from .readpaths import LazyJudge
@@ -808,7 +832,17 @@ def check_log(
                 assert isinstance(checker, FunctionChecker)
                 lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
             explorer = _Explorer(
-                replay, img, result, default, by_marker, seed, max_images, judge, verdicts, lazy
+                replay,
+                img,
+                result,
+                default,
+                by_marker,
+                seed,
+                max_images,
+                judge,
+                verdicts,
+                lazy,
+                proven,
             )
             if simulator:
                 trace: Any = replay.record(crash_points, on_point=explorer.point, lint=lint)
@@ -867,10 +901,10 @@ def _judging(
     verdicts: Verdicts,
     executor: Any = None,
     crash_points: str = "barriers",
-    image_file: str | None = None,
+    speculation: Speculation | None = None,
 ) -> Iterator[Judge]:
     """The judge for ``checker``, with its image files' folder; released on the way out.
-    ``image_file``: the file ``img``'s buffer is, for a library checker called here."""
+    ``speculation``: a library checker called here (its image file is ``img``'s buffer)."""
     names = [p.path for p in replay.pools]
     per_file = None
     if len(names) > 1 and not checker.all_files:
@@ -881,11 +915,11 @@ def _judging(
         judge: Judge
         if executor is not None:
             judge = executor.log_judge(replay, checker, crash_points, *common)
-        elif image_file is not None:
+        elif speculation is not None:
             from .speculate import Speculative
 
             assert isinstance(checker, LibChecker)
-            judge = Speculative(checker, image_file, *common)
+            judge = Speculative(checker, speculation, *common)
         elif isinstance(checker, FunctionChecker) and jobs == 1:
             judge = Inline(checker, *common)
         else:

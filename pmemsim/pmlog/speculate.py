@@ -16,17 +16,26 @@ image file (the buffers would no longer be the crash state) ends the speculation
 check runs again the careful way, with workers, which then finds and describes what went
 wrong. The result taken is the one the careful way would give: the same images, judged in
 the same order, all consistent (tests/test_pmlog_speculate.py compares them).
+
+The speculation stops at the first image that is not consistent (or at the crash or hang of
+the checker), and notes in a word of memory it shares with this process the crash point it
+was judging. Every image of an earlier point was then judged consistent, as the careful way
+would judge it; the careful way judges only the images from that point on and counts the
+earlier ones as the speculation judged them, so an inconsistent long log costs about one
+check, not two.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import pickle
 import signal
+import struct
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .checkers import FunctionChecker, LibChecker
 from .forked import fork
@@ -34,49 +43,80 @@ from .judging import Inline
 
 if TYPE_CHECKING:
     from .check import LogCheckResult
+    from .judging import Cand
 
-__all__ = ["Speculative", "attempt"]
+__all__ = ["Speculation", "Speculative", "attempt"]
+
+_WORD = struct.Struct("<q")
 
 
-class _Wrote(BaseException):
-    """The checker wrote to its image file: the speculation ends (not a verdict, so not an
-    Exception, which the in-process judge would take for the checker's own)."""
+class Speculation(NamedTuple):
+    """A speculative check's own: the image file the checker reads (the image's buffer), and
+    the shared word where it notes the crash point it is judging."""
+
+    file: str
+    reached: mmap.mmap
+
+
+class _Stop(BaseException):
+    """The speculation ends: an image is not consistent, or the checker wrote to its image
+    file (not a verdict, so not an Exception, which the in-process judge would take for the
+    checker's own)."""
 
 
 class Speculative(Inline):
     """The in-process judge of a library checker: the image buffer is the file it reads."""
 
-    def __init__(self, checker: LibChecker, path: str, *args: Any) -> None:
+    def __init__(self, checker: LibChecker, where: Speculation, *args: Any) -> None:
         from .slots import _Inotify
         from .workers import _c_judge, _limited
 
         judge = _limited(lambda: _c_judge(checker), getattr(checker, "timeout", None))()
 
         # What a worker's judge is handed: its files' paths, and a run over the first.
-        one, runs = types.SimpleNamespace(bpaths=[os.fsencode(path)]), [0]
+        one, runs = types.SimpleNamespace(bpaths=[os.fsencode(where.file)]), [0]
+        self.reached = where.reached
         try:
             self.notify = _Inotify()
-            self.notify.watch(path)
+            self.notify.watch(where.file)
         except (OSError, AttributeError):  # no telling whether the checker writes: no try
-            raise _Wrote from None
+            raise _Stop from None
         events = self.notify.events
 
         def call(view: object) -> bool:
             verdict = judge(one, runs)
-            if events():
-                raise _Wrote
-            return verdict is None
+            if verdict is not None or events():
+                raise _Stop
+            return True
 
         super().__init__(FunctionChecker(call, checker.label), *args)
+
+    def _enter(self, cand: Cand) -> None:
+        _WORD.pack_into(self.reached, 0, cand.point.index)
+        super()._enter(cand)
 
     def close(self) -> None:
         super().close()
         self.notify.close()
 
 
-def attempt(run: Callable[[], LogCheckResult]) -> LogCheckResult | None:
-    """``run()`` (a check with the :class:`Speculative` judge) in a forked child: its result
-    when every image was consistent, else None (run the check the careful way)."""
+def attempt(
+    file: str, run: Callable[[Speculation], LogCheckResult]
+) -> tuple[LogCheckResult | None, int]:
+    """``run(Speculation(file, ...))`` (a check with the :class:`Speculative` judge) in a
+    forked child: its result when every image was consistent, else None (run the check the
+    careful way), and the crash point it stopped at (every earlier one's images were judged
+    consistent)."""
+    reached = mmap.mmap(-1, _WORD.size)
+    try:
+        return _attempt(Speculation(file, reached), run), _WORD.unpack_from(reached)[0]
+    finally:
+        reached.close()
+
+
+def _attempt(
+    where: Speculation, run: Callable[[Speculation], LogCheckResult]
+) -> LogCheckResult | None:
     rfd, wfd = os.pipe()
 
     def child() -> None:
@@ -84,8 +124,8 @@ def attempt(run: Callable[[], LogCheckResult]) -> LogCheckResult | None:
         # The checker's time limit ends this child with SIGALRM's default action.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         try:
-            result: LogCheckResult | None = run()
-        except (_Wrote, Exception):  # the careful way runs it again, and says what it is
+            result: LogCheckResult | None = run(where)
+        except (_Stop, Exception):  # the careful way runs it again, and says what it is
             result = None
         if result is not None and (result.inconsistent or result.minimal is not None):
             result = None

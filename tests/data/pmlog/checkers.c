@@ -89,6 +89,15 @@ int markers(const char *path)
 	return 1;
 }
 
+/* Judges as check() does, and appends a line per call to $PMEMSIM_TEST_SEEN. */
+int counted(const char *path)
+{
+	FILE *seen = fopen(getenv("PMEMSIM_TEST_SEEN"), "a");
+	fputs("1\n", seen);
+	fclose(seen);
+	return check(path);
+}
+
 /* As a program: check() (or scribbles() when $PMEMSIM_TEST_SEEN is set); exit 0 when
  * consistent. */
 int main(int argc, char **argv)
