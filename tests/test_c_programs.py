@@ -661,3 +661,50 @@ def test_check_program_on_two_files_sees_the_bug_across_them(
     lib = f"{made['libcheck_two_files.so']}:check"
     done = _pmemsim("check-program", "--checker-lib", lib, "--", *program, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_record_env_forces_cache_line_unless_told_otherwise() -> None:
+    from pmemsim.pmlog.pmemcheck import record_env
+
+    assert record_env({})["PMEM2_FORCE_GRANULARITY"] == "CACHE_LINE"
+    assert record_env({"PMEM2_FORCE_GRANULARITY": "BYTE"})["PMEM2_FORCE_GRANULARITY"] == "BYTE"
+    forced = {"PMEM2_FORCE_GRANULARITY": "BYTE"}
+    assert record_env(forced, "page")["PMEM2_FORCE_GRANULARITY"] == "PAGE"
+    assert "PMEM2_FORCE_GRANULARITY" not in record_env(forced, "native")
+    assert forced == {"PMEM2_FORCE_GRANULARITY": "BYTE"}  # the caller's mapping is not changed
+
+
+def test_record_flushes_lines_as_on_persistent_memory_by_default(
+    recorded_bins: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    """On a plain file libpmem2 persists with msync, logged from the page's start: a flush
+    that covers lines the program never flushed. Recorded as on persistent memory (the
+    default), every flush is of the lines the program persisted."""
+    from pmemsim.pmlog import Flush, read_log
+
+    _, made = recorded_bins
+    env = {k: v for k, v in os.environ.items() if k != "PMEM2_FORCE_GRANULARITY"}
+    flushes = {}
+    for how in ("default", "native"):
+        pool = tmp_path / f"{how}.pool"
+        extra = [] if how == "default" else ["--granularity", "native"]
+        argv = ["record", "-o", f"{how}.log", *extra, "--", str(made["pmem2_kv"]), "fixed"]
+        done = _pmemsim(*argv, str(pool), cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        log = read_log(str(tmp_path / f"{how}.log"))
+        (base,) = {f.base for f in log.files}
+        flushes[how] = [
+            (op.address - base, op.size) for op in log.iter_operations() if isinstance(op, Flush)
+        ]
+        forced = "(libpmem2 at CACHE_LINE granularity)" in done.stderr
+        assert forced == (how == "default"), done.stderr
+    assert flushes["default"] and flushes["native"]
+    # As on persistent memory: whole lines, those of the range persisted.
+    assert all(off % 64 == 0 and size % 64 == 0 for off, size in flushes["default"])
+    # msync's: from the page's start to the range's end, over lines the program did not
+    # persist (the slot before the one it wrote).
+    assert any(
+        p % 4096 == 0 and p < q < p + n and q + m == p + n
+        for p, n in flushes["native"]
+        for q, m in flushes["default"]
+    )

@@ -57,10 +57,21 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
     """Record ``program`` into ``log``; the recording and the log, with what they say
     printed."""
     from ..pmlog.grammar import read_log
-    from ..pmlog.pmemcheck import RECORD_DEPTH, RecordingFailed, record
+    from ..pmlog.pmemcheck import (
+        GRANULARITY_ENV,
+        RECORD_DEPTH,
+        RecordingFailed,
+        record,
+        record_env,
+    )
 
     valgrind = _valgrind(args)
-    print(f"recording {shlex.join(program)} with {valgrind} --tool=pmemcheck", file=sys.stderr)
+    forced = record_env(granularity=args.granularity).get(GRANULARITY_ENV, "")
+    print(
+        f"recording {shlex.join(program)} with {valgrind} --tool=pmemcheck"
+        f"{f' (libpmem2 at {forced} granularity)' if forced else ''}",
+        file=sys.stderr,
+    )
     try:
         rec = record(
             program,
@@ -68,6 +79,7 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
             valgrind=valgrind,
             depth=args.depth or RECORD_DEPTH,
             clflush_needs_fence=args.clflush_needs_fence,
+            granularity=args.granularity,
         )
     except RecordingFailed as exc:
         raise UsageProblem(str(exc)) from None
@@ -208,6 +220,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             action="store_true",
             help="treat clflush like clflushopt, durable only at the next fence (AMD's "
             "ordering; default: Intel's, ordered at its own position)",
+        )
+        p.add_argument(
+            "--granularity",
+            choices=("cache_line", "byte", "page", "native"),
+            default=None,
+            help="libpmem2's store granularity while recording (PMEM2_FORCE_GRANULARITY): "
+            "cache_line by default (unless the environment forces one), as on persistent "
+            "memory: on a plain file libpmem2 would msync pages, whose page-wide flushes hide "
+            "missing ones (docs/c-programs.md); byte for eADR; native: what the file gives",
         )
         p.add_argument("program", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 

@@ -28,6 +28,7 @@ from .grammar import Log, Store
 
 __all__ = [
     "ENV_VAR",
+    "GRANULARITY_ENV",
     "RECORD_DEPTH",
     "PmemcheckNotFound",
     "Recording",
@@ -172,11 +173,31 @@ def record_argv(
     ]
 
 
-def record_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+GRANULARITY_ENV = "PMEM2_FORCE_GRANULARITY"
+
+
+def record_env(
+    env: Mapping[str, str] | None = None, granularity: str | None = None
+) -> dict[str, str]:
     """``env`` with ``PMREORDER_EMIT_LOG=1`` (unless set): libpmem2 and PMDK then wrap their
-    calls in markers (``pmem2_memmove.BEGIN`` ...)."""
+    calls in markers (``pmem2_memmove.BEGIN`` ...); and libpmem2's store granularity forced
+    to ``granularity`` ("cache_line", "byte" or "page"), by default (None) to CACHE_LINE
+    unless ``env`` forces one itself.
+
+    Why CACHE_LINE: the program is recorded to find what a power failure on persistent memory
+    does to it. On a plain file libpmem2 works at PAGE granularity: its persist is an msync,
+    logged as a flush from the page's start, which covers lines the program never flushed
+    (hiding a missing flush) and, read as line flushes, allows images a page cache cannot
+    leave (docs/c-programs.md has PMDK's redo example both ways). Forced, libpmem2 flushes
+    lines as it does on persistent memory. "native" leaves libpmem2 to the file."""
     out = dict(os.environ if env is None else env)
     out.setdefault("PMREORDER_EMIT_LOG", "1")
+    if granularity is None:
+        out.setdefault(GRANULARITY_ENV, "CACHE_LINE")
+    elif granularity == "native":
+        out.pop(GRANULARITY_ENV, None)
+    else:
+        out[GRANULARITY_ENV] = granularity.upper()
     return out
 
 
@@ -208,8 +229,10 @@ def record(
     depth: int = RECORD_DEPTH,
     clflush_needs_fence: bool = False,
     env: Mapping[str, str] | None = None,
+    granularity: str | None = None,
 ) -> Recording:
-    """Run ``program`` under pmemcheck and leave its store log at ``log``.
+    """Run ``program`` under pmemcheck and leave its store log at ``log``; libpmem2's
+    granularity as :func:`record_env` sets it.
 
     The log is written to a hidden file beside ``log`` and renamed into place only when
     valgrind has finished, so an interrupted recording (Ctrl-C, SIGTERM: any exception out
@@ -225,7 +248,7 @@ def record(
         argv = record_argv(
             valgrind, tmp, program, depth=depth, clflush_needs_fence=clflush_needs_fence
         )
-        code = _run_killable(argv, record_env(env))
+        code = _run_killable(argv, record_env(env, granularity))
         head = tmp.read_bytes()[:65536]
         if b"START" not in head:
             why = head.decode(errors="replace").strip() or "no output"
