@@ -85,7 +85,11 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
         raise UsageProblem(str(exc)) from None
     parsed = read_log(log)
     c = parsed.counts
-    files = {r.path: r.size for r in parsed.files}
+    # A file's extent is its furthest registered range: libpmemobj registers a pool's
+    # 4 KiB header mapping as well as the whole pool, the header last.
+    files: dict[str, int] = {}
+    for r in parsed.files:
+        files[r.path] = max(files.get(r.path, 0), r.offset + r.size)
     where = ", ".join(f"{p} ({s} bytes)" for p, s in files.items()) or "no file"
     print(
         f"{log}: {parsed.records} records ({c.get('STORE', 0)} stores, {c.get('FLUSH', 0)} "

@@ -1,0 +1,58 @@
+"""check-log on libpmemobj programs, as a pmreorder user would run it.
+
+libpmemobj maps a pool's 4 KiB header on its own before the whole pool (two registrations of
+one file), wraps its API calls in markers (``pmemobj_open.BEGIN|libpmemobj.BEGIN|...``) that
+users pick engines for with ``-x``, and opens each crash image for writing. The small logs
+here are written by hand in those shapes; the end-to-end test builds tests/c/pmemobj (a
+transactional program and its checker), records it under pmemcheck and checks it, and skips
+where gcc, libpmemobj or pmemcheck is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pmemsim.cli import main
+from pmemsim.pmlog.pmemcheck import pmemcheck_available
+
+ROOT = Path(__file__).resolve().parent.parent
+OBJ_DIR = ROOT / "tests" / "c" / "pmemobj"
+
+
+def _pool_log(path: Path, body: str) -> str:
+    """A log registering ``path`` as libpmemobj does: the header page at one address, then
+    the whole 64 KiB pool at another, then the header again; ``body`` addresses the pool at
+    0x10000000."""
+    header = f"REGISTER_FILE;{path};0x4000000;0x1000;0x0"
+    whole = f"REGISTER_FILE;{path};0x10000000;0x10000;0x0"
+    return f"START|{header}|{whole}|{header}|{body}|STOP\n"
+
+
+# --- pmemsim record --------------------------------------------------------------------------
+
+
+def test_record_names_a_pools_size_not_its_last_registration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpmemobj registers the header page last; the summary gave the pool as 4096 bytes."""
+    pool = tmp_path / "pool"
+    log = _pool_log(pool, "STORE;0x10000040;0x1;0x8|FLUSH;0x10000040;0x40|FENCE")
+    fake = tmp_path / "valgrind"
+    # A stand-in valgrind: answers the pmemcheck probe, and "records" by writing the log.
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in --log-file=*) f="${a#--log-file=}";; esac; done\n'
+        f'[ -n "$f" ] && printf "%s" "{log.strip()}" > "$f"\n'
+        "exit 0\n"
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "x.log"
+    assert main(["record", "--valgrind", str(fake), "-o", str(out), "--", "true"]) == 0
+    said = capsys.readouterr().out
+    assert f"over {pool} (65536 bytes)" in said, said
