@@ -513,6 +513,9 @@ class _Explorer:
         self.failing: set[bytes] = set()
         self.last_state: object = None
         self.last_strategy: Strategy | None = None
+        #: The last state's image count, and how many of its images no plan covered yet.
+        self.last_count = 0
+        self.last_left = 0
         self.ordinal = -1
         self.seq = 0
         #: Crash points before this one had every image judged consistent by a speculative
@@ -534,7 +537,9 @@ class _Explorer:
         if state is self.last_state and strategy is self.last_strategy:
             return
         if state is not self.last_state:
-            result.images_possible += state.image_count()
+            self.last_count = state.image_count()
+            result.images_possible += self.last_count
+            self.last_left = -1
         self.last_state, self.last_strategy = state, strategy
         history = self.history
         markers = history.text(history.count(point, self.ordinal)) if history.any() else ""
@@ -543,6 +548,7 @@ class _Explorer:
 
             try:
                 self._lazily(point, markers)
+                self._left_out(0)
                 return
             except NeedsBuffer as exc:
                 self.lazy.close()
@@ -552,24 +558,30 @@ class _Explorer:
         if strategy.lazy:
             strategy = strategy_named("exhaustive")
         if strategy.name == "exhaustive" and self._every_line(point, markers):
+            self._left_out(0)
             return
         if strategy.name == "accumulative" and self._cut_lines(point, markers):
             return
         plan = strategy.plan(state, PointContext(point.index, self.seed, self.max_images))
-        if plan.skipped:
-            result.images_skipped += plan.skipped
+        if plan.skipped or not strategy.exact:
             result.exact = False
-        elif not strategy.exact:
-            result.exact = False
+        if plan.skipped is not None:
+            self._left_out(plan.skipped)
         if not plan.images:
+            if plan.skipped is None:
+                self._left_out(self.last_count)
             return
         img = self.img
         img.move_to(state)
         cached, option, key0 = img._options.get, img._option, img.key0
 
+        planned = 0
+
         def keyed() -> Iterator[tuple[tuple[tuple[int, int], ...], int, int]]:
             # PoolImage.key and .lost, inline (this runs once per image).
+            nonlocal planned
             for dev in plan.images:
+                planned += 1
                 k = key0
                 lost = 0
                 for d in dev:
@@ -579,6 +591,18 @@ class _Explorer:
                 yield dev, k, lost
 
         self._judge_new(point, markers, keyed())
+        if plan.skipped is None:
+            self._left_out(self.last_count - planned)
+
+    def _left_out(self, n: int) -> None:
+        """Count ``n`` images of the current state that its point's plan left out (the
+        report's "not checked"). For a state reached again under another strategy (a marker
+        begins) the smaller count stands: no more images than that were left out by both."""
+        if self.last_left >= 0:
+            n = min(n, self.last_left)
+            self.result.images_skipped -= self.last_left
+        self.result.images_skipped += n
+        self.last_left = n
 
     def _judge_new(
         self,
@@ -689,6 +713,7 @@ class _Explorer:
                 lost += hit[2]
             keyed.append((dev, key, lost))
         self._judge_new(point, markers, keyed)
+        self._left_out(self.last_count - len(keyed))
         return True
 
     def _lazily(self, point: CrashPoint, markers: str) -> None:
