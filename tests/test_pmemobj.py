@@ -99,3 +99,19 @@ def test_a_heuristic_check_counts_the_images_it_left_out(
     if left_out:
         assert f"{left_out} image(s) not checked" in result.report()
 
+
+def test_an_engine_for_a_marker_the_log_lacks_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pmreorder's -x takes a marker's name; one written as the log writes it
+    (``pmemobj_alloc.BEGIN``), or misspelt, was silently never applied."""
+    log = tmp_path / "obj.log"
+    log.write_text(_pool_log(tmp_path / "pool", TWO_LINES))
+    argv = ["check-log", str(log), "-x", "pmemobj_alloc.BEGIN=none", "-x", "pmemobj_aloc=none"]
+    assert main([*argv, "-x", "libpmemobj=persisted", "--", "true"]) == 0
+    err = capsys.readouterr().err
+    assert "-x pmemobj_alloc.BEGIN: no marker 'pmemobj_alloc.BEGIN' in the log" in err
+    assert "named without .BEGIN/.END: -x pmemobj_alloc=none" in err
+    assert "-x pmemobj_aloc: no marker" in err
+    assert "the log's markers: libpmemobj, pmemobj_alloc" in err
+    assert "-x libpmemobj" not in err  # a marker the log has

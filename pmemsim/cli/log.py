@@ -41,6 +41,27 @@ def _marker_engines(specs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _unmatched_markers(engines: dict[str, str], markers: frozenset[str]) -> None:
+    """Warn of each ``-x`` marker the log never begins: its engine would apply nowhere, and
+    the check would go on with the default engine where the user meant another (a marker
+    named as the log writes it, ``pmemobj_alloc.BEGIN``, or a typo). Not an error: one
+    table of engines may serve several logs, as with pmreorder."""
+    for name in engines:
+        if name in markers:
+            continue
+        base = name.removesuffix(".BEGIN").removesuffix(".END")
+        if base != name and base in markers:
+            hint = f"; a marker is named without .BEGIN/.END: -x {base}={engines[name]}"
+        else:
+            shown = ", ".join(sorted(markers)[:12]) + (", ..." if len(markers) > 12 else "")
+            hint = f"; the log's markers: {shown}" if markers else "; the log has no markers"
+        print(
+            f"check-log: warning: -x {name}: no marker {name!r} in the log, so its engine "
+            f"applies nowhere{hint}",
+            file=sys.stderr,
+        )
+
+
 def _checker(args: argparse.Namespace) -> Any:
     from ..pmlog.checkers import (
         FunctionChecker,
@@ -252,6 +273,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         print(f"the image of crash {args.replay} is inconsistent:\n{failure.describe()}")
         return EXIT_FAILED
     engines = _marker_engines(args.marker_engine)
+    _unmatched_markers(engines, log.markers)
     from ..distributed.options import cluster_for
 
     with cluster_for(args.scheduler, args.jobs) as executor:

@@ -687,6 +687,8 @@ class Log:
     pieces: Pieces = field(repr=False)
     layout: _Layout = field(repr=False)
     _ops: list[Operation] | None = field(default=None, repr=False)
+    #: The names of the markers between the last START and the last STOP.
+    markers: frozenset[str] = field(default=frozenset(), repr=False)
 
     def iter_operations(self) -> Iterator[Operation]:
         """The operations between the last START and the last STOP, in order."""
@@ -767,6 +769,7 @@ def _read(pieces: Pieces, name: str) -> Log:
     counts = {"STORE": 0, "FLUSH": 0, "FENCE": 0, "DEEP_SYNC": 0, "MARKER": 0}
     kinds = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
     open_markers: list[Marker] = []
+    names: set[str] = set()
     ranges = [*lay.earlier, (lay.start.n, lay.stop.n)]
     r = 0
     lo, hi = ranges[0]
@@ -811,6 +814,7 @@ def _read(pieces: Pieces, name: str) -> Log:
         if isinstance(rec, Marker):
             if rec.begin:
                 open_markers.append(rec)
+                names.add(rec.name)
             elif not open_markers or open_markers[-1].name != rec.name:
                 inner = f"{open_markers[-1].name!r} is open" if open_markers else "none is open"
                 raise _Err(rec.index, tok)(f"marker {rec.name!r} ends but {inner} (markers nest)")
@@ -832,6 +836,7 @@ def _read(pieces: Pieces, name: str) -> Log:
         name,
         pieces,
         lay,
+        markers=frozenset(names),
     )
 
 
