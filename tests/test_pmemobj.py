@@ -10,16 +10,13 @@ where gcc, libpmemobj or pmemcheck is missing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pmemsim.cli import main
-from pmemsim.pmlog.pmemcheck import pmemcheck_available
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJ_DIR = ROOT / "tests" / "c" / "pmemobj"
@@ -115,3 +112,49 @@ def test_an_engine_for_a_marker_the_log_lacks_is_warned_of(
     assert "-x pmemobj_aloc: no marker" in err
     assert "the log's markers: libpmemobj, pmemobj_alloc" in err
     assert "-x libpmemobj" not in err  # a marker the log has
+
+
+# --- a library checker written for pmreorder -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zero_is_consistent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``int ok0(path)``: 0 for every image; ``int bad0(path)``: 1 for every image (pmreorder's
+    manual: 0 is consistent)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    folder = tmp_path_factory.mktemp("lib0")
+    src = folder / "zero.c"
+    src.write_text(
+        "int ok0(const char *path) { (void)path; return 0; }\n"
+        "int bad0(const char *path) { (void)path; return 1; }\n"
+    )
+    lib = folder / "libzero.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+def test_a_library_checker_may_take_0_as_consistent(
+    tmp_path: Path, zero_is_consistent: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pmreorder's manual and its comparison take 0 as consistent; check-log took only 1, so
+    such a checker failed every image, with no way to say otherwise."""
+    log = tmp_path / "obj.log"
+    log.write_text(_pool_log(tmp_path / "pool", TWO_LINES))
+    lib = str(zero_is_consistent)
+    assert main(["check-log", str(log), "--checker-lib", f"{lib}:ok0"]) == 1
+    out = capsys.readouterr().out
+    assert "checker: returned 0" in out
+    assert "needs --lib-consistent 0" in out
+    assert (
+        main(["check-log", str(log), "--checker-lib", f"{lib}:ok0", "--lib-consistent", "0"]) == 0
+    )
+    assert "CONSISTENT (exact)" in capsys.readouterr().out
+    argv = ["check-log", str(log), "--checker-lib", f"{lib}:bad0", "--lib-consistent", "0"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "checker: returned 1" in out and "needs --lib-consistent" not in out
+    # the replay line keeps it
+    assert f"--checker-lib {lib}:bad0 --lib-consistent 0" in out
+    assert main(["check-log", str(log), "--lib-consistent", "0", "--", "true"]) == 2
+    assert "--lib-consistent" in capsys.readouterr().err

@@ -77,12 +77,14 @@ def _checker(args: argparse.Namespace) -> Any:
             "name one checker: a program after '--', --checker-lib LIB.so:FUNCTION, "
             "--checker-py MODULE:FUNCTION or --recovery PATH::CHECK"
         )
+    if args.lib_consistent != 1 and not args.checker_lib:
+        raise UsageProblem("--lib-consistent: what a --checker-lib function returns; none given")
     if args.checker:
         return ProgramChecker(tuple(args.checker), _time_limit(args), args.all_files)
     if args.checker_lib:
         if args.all_files:
             raise UsageProblem("--all-files: a library checker takes one file (per call)")
-        return LibChecker.parse(args.checker_lib, _time_limit(args))
+        return LibChecker.parse(args.checker_lib, _time_limit(args), args.lib_consistent)
     if args.checker_py:
         if args.timeout is not None:
             raise UsageProblem(
@@ -190,6 +192,8 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
         out += ["--checker-py", args.checker_py]
     elif args.checker_lib:
         out += ["--checker-lib", args.checker_lib]
+        if args.lib_consistent != 1:
+            out += ["--lib-consistent", str(args.lib_consistent)]
     elif args.recovery:
         out += ["--recovery", args.recovery]
     else:
@@ -331,6 +335,17 @@ def _check_log(
             f"(the time limit of a recovery run is the run_timeout of {args.recovery}; "
             "--timeout SECONDS replaces it)"
         )
+    if (
+        args.checker_lib
+        and args.lib_consistent == 1
+        and result.minimal is not None
+        and result.minimal.verdict == "returned 0"
+        and result.inconsistent == result.images_checked
+    ):
+        print(
+            "(every image returned 0: a function written for pmreorder's lib mode, whose "
+            "manual takes 0 as consistent, needs --lib-consistent 0)"
+        )
     if result.findings:
         print(result.lint_report())
     if result.read_paths:
@@ -454,7 +469,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--checker-lib",
         metavar="LIB.so:FUNCTION",
         help="judge images with int FUNCTION(const char *path) from a shared library (1: "
-        "consistent), called in a worker process, no process per image",
+        "consistent, or --lib-consistent's value), called in a worker process, no process "
+        "per image",
+    )
+    p.add_argument(
+        "--lib-consistent",
+        type=int,
+        default=1,
+        metavar="N",
+        help="what the --checker-lib function returns for a consistent image (default 1; "
+        "0 for a function written to pmreorder's manual)",
     )
     p.add_argument(
         "--recovery",

@@ -263,14 +263,21 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass(frozen=True)
 class LibChecker:
-    """``int FUNCTION(const char *path)`` in the shared library ``library``."""
+    """``int FUNCTION(const char *path)`` in the shared library ``library``; an image is
+    consistent when it returns ``consistent`` (1, as pmreorder's code documents it; its
+    manual and its comparison take 0)."""
 
     library: str
     function: str
     timeout: float | None = DEFAULT_TIMEOUT
+    consistent: int = 1
 
     def __post_init__(self) -> None:
         check_timeout(self.timeout)
+        if type(self.consistent) is not int or not -(2**31) <= self.consistent < 2**31:
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL, f"{self.consistent!r}: a C int is what FUNCTION returns"
+            )
 
     @property
     def label(self) -> str:
@@ -281,7 +288,9 @@ class LibChecker:
         return False
 
     @classmethod
-    def parse(cls, spec: str, timeout: float | None = DEFAULT_TIMEOUT) -> LibChecker:
+    def parse(
+        cls, spec: str, timeout: float | None = DEFAULT_TIMEOUT, consistent: int = 1
+    ) -> LibChecker:
         """``LIB.so:FUNCTION``; checks that the library loads and has the function (in a
         throwaway process: a library whose constructor crashes cannot take this one)."""
         lib, sep, fn = spec.rpartition(":")
@@ -291,7 +300,7 @@ class LibChecker:
             )
         if os.sep not in lib:
             lib = os.path.join(".", lib) if os.path.exists(lib) else lib
-        checker = cls(lib, fn, timeout)
+        checker = cls(lib, fn, timeout, consistent)
         from .workers import spare_worker
 
         spare_worker(checker)  # loads it in a worker process, kept for the check

@@ -318,10 +318,11 @@ def _c_judge(checker: LibChecker) -> Callable[[Any, list[int]], str | None]:
         ) from None
     fn.argtypes = [ctypes.c_char_p]
     fn.restype = ctypes.c_int
+    ok = checker.consistent
 
     def judge(files: _Files, run: list[int]) -> str | None:
         got = fn(files.bpaths[run[0]])
-        return None if got == 1 else f"returned {got}"
+        return None if got == ok else f"returned {got}"
 
     return judge
 
