@@ -80,6 +80,18 @@ def test_timeout_with_a_python_checker_is_a_usage_error(
     assert main(["check-log", str(log), "--checker-py", f"{chk}:check"]) == 0
 
 
+def test_no_time_limit_is_said_at_the_start(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, _ = files
+    for limit, said in (("none", True), ("5", False)):
+        assert main(["check-log", str(log), "--timeout", limit, "--", "true"]) == 0
+        err = capsys.readouterr().err
+        assert ("no time limit per checker run (--timeout none)" in err) == said, err
+    assert main(["check-log", str(log), "--", "true"]) == 0
+    assert "no time limit" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("limit", ["5", "none"])
 def test_timeout_replaces_a_recoverys_run_timeout(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], limit: str

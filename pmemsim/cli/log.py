@@ -303,6 +303,13 @@ def _check_log(
         f"; seed {args.seed}; checker {checker.label}"
         f"{'; on ' + executor.describe() if executor is not None else ''}"
     )
+    if args.timeout == "none":
+        # Nothing will say so later: a checker that never returns stops the check silently.
+        print(
+            "check-log: no time limit per checker run (--timeout none): a checker that never "
+            "returns on an image stops the check there (Ctrl-C ends it)",
+            file=sys.stderr,
+        )
     term = Terminal()
     try:
         result = check_log(
