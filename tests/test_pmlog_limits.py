@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -318,3 +320,55 @@ def test_a_recovery_looping_on_one_image_stops_at_its_run_timeout(
     assert got["minimal"]["checker"] == verdict
     assert f"the run_timeout of {scenario}::looping" in std.out
     assert verdict in std.err
+
+
+# Inconsistent at the first fence (the first line's store without the second's), then it
+# never returns on the image holding the third store (with no time limit), after touching
+# a file so that the test knows.
+STOPS = """#!/bin/sh
+a=$(od -An -tu1 -j0 -N1 "$1" | tr -d ' ')
+b=$(od -An -tu1 -j64 -N1 "$1" | tr -d ' ')
+c=$(od -An -tu1 -j128 -N1 "$1" | tr -d ' ')
+if [ "$a" = 1 ] && [ "$b" = 0 ]; then exit 1; fi
+if [ "$c" = 7 ]; then touch "$1.hanging"; touch {flag}; while :; do sleep 1; done; fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_check_shows_the_minimal_failure_so_far(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """A check stopped by Ctrl-C (a checker looping on image after image, say) said only
+    "interrupted": the failures found so far were lost with it."""
+    log = tmp_path / "stops.log"
+    log.write_text(
+        LOG.removesuffix("|STOP") + f"|{store(0x80, 7)}|FLUSH;0x{BASE + 0x80:x};0x40|FENCE|STOP"
+    )
+    flag = tmp_path / "hanging"
+    checker = tmp_path / "stops.sh"
+    checker.write_text(STOPS.format(flag=flag))
+    checker.chmod(0o755)
+    argv = ["check-log", str(log), "--timeout", "none", "--", str(checker)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmemsim", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    assert "INTERRUPTED: 1 inconsistent image(s) found so far" in out, out
+    assert "the minimal inconsistent crash so far:" in out
+    token = expected_token()
+    assert f"--replay {token}" in out

@@ -311,6 +311,7 @@ def _check_log(
             file=sys.stderr,
         )
     term = Terminal()
+    partial: list[Any] = []
     try:
         result = check_log(
             replay,
@@ -327,7 +328,13 @@ def _check_log(
             check=getattr(args, "_recovery_check", None),
             executor=executor,
             notice=_notice(term),
+            interrupted=partial.append,
         )
+    except KeyboardInterrupt:
+        term.clear()
+        if partial:
+            _interrupted(args, partial[0])
+        raise
     finally:
         term.clear()
     print(result.report(lint=False))
@@ -373,6 +380,20 @@ def _check_log(
     if args.html:
         _html(args, replay, result)
     return EXIT_FAILED if result.inconsistent else EXIT_OK
+
+
+def _interrupted(args: argparse.Namespace, result: Any) -> None:
+    """What a stopped check had found: the minimal failure so far is worth its replay line
+    (a check stopped because its checker loops on image after image, say)."""
+    print(
+        f"INTERRUPTED: {result.inconsistent} inconsistent image(s) found so far (the replay "
+        f"had reached {result.crash_points} crash point(s); not every image was judged)"
+    )
+    if result.minimal is not None:
+        print("the minimal inconsistent crash so far:")
+        print(result.minimal.describe())
+        print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
+    sys.stdout.flush()
 
 
 def _html(args: argparse.Namespace, replay: Any, result: Any) -> None:

@@ -755,6 +755,7 @@ def check_log(
     simulator: bool = False,
     executor: Any = None,
     notice: Callable[[str, str], None] | None = None,
+    interrupted: Callable[[LogCheckResult], None] | None = None,
     _speculation: Speculation | None = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
@@ -771,6 +772,8 @@ def check_log(
     ``notice(token, verdict)``: told at once of each image whose checker run ran out of
     time or crashed (:class:`pmemsim.pmlog.checkers.Fault`), so a check slowed by a
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
+    ``interrupted(result)``: told what was judged so far when Ctrl-C or SIGTERM stops the
+    check (a KeyboardInterrupt, raised on after it): not every image was judged.
     A library checker on a long log is first tried in this process's image, in a fork
     (:mod:`pmemsim.pmlog.speculate`; ``_speculation`` is what that run has of its own).
     """
@@ -874,15 +877,32 @@ def check_log(
             else:
                 trace = record_log(replay, img, crash_points, explorer.point, lint=lint)
             judge.finish()
+    except KeyboardInterrupt:
+        if interrupted is not None:
+            _settle(result, replay, verdicts, checker, check)
+            result.seconds = time.perf_counter() - started
+            interrupted(result)
+        raise
     finally:
         if lazy is not None:
             lazy.close()
         img.close()
-    _fill(result, replay)
+    _settle(result, replay, verdicts, checker, check)
     if trace.findings:
         from .lint import log_findings
 
         result.findings = log_findings(replay, trace.findings)
+    if progress is not None:
+        progress(verdicts.judged, result.images_checked)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _settle(
+    result: LogCheckResult, replay: Replay, verdicts: Verdicts, checker: Checker, check: Any
+) -> None:
+    """The result's counts and minimal failure from the verdicts (so far)."""
+    _fill(result, replay)
     result.inconsistent += verdicts.inconsistent
     result.timed_out = verdicts.faults["timeout"]
     result.crashed = verdicts.faults["crash"]
@@ -896,10 +916,6 @@ def check_log(
         result.minimal = _Describer(replay).failure(
             cand.point, cand.dev, verdict, cand.marker_ordinal, cand.markers
         )
-    if progress is not None:
-        progress(verdicts.judged, result.images_checked)
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _fill(result: LogCheckResult, replay: Replay) -> None:
