@@ -229,3 +229,34 @@ def test_a_libpmemobj_transaction_recorded_and_checked(
             assert "checker: returned 0" in said.out
         # the checker opened every image for writing; the pool itself was never written
         assert pool.read_bytes() == after_run != base.read_bytes()
+
+
+# --- lint of stores a library made ------------------------------------------------------------
+
+
+def test_lint_says_which_stores_a_library_made(tmp_path: Path) -> None:
+    """libpmemobj leaves some of its stores unflushed on purpose and tells pmemcheck so
+    (pmemcheck's summary: 0 stores not made persistent), which the store log does not record:
+    check-log's lint blamed them on the program's line as a plain error."""
+    from pmemsim.pmlog.check import check_log
+    from pmemsim.pmlog.checkers import FunctionChecker
+    from pmemsim.pmlog.grammar import parse_log
+    from pmemsim.pmlog.replay import Replay
+
+    lib = "0x4861006: ??? (in /usr/lib/x86_64-linux-gnu/libpmemobj.so.1.0.0)"
+    libc = "0x49E9192: ??? (in /usr/lib/x86_64-linux-gnu/libc.so.6)"
+    body = (
+        f"STORE;0x10000080;0x1;0x8;{lib};0x10963B: main (t.c:9)|"  # libpmemobj's, from t.c:9
+        f"STORE;0x100000c0;0x2;0x8;{libc};0x10964B: main (t.c:10)|"  # a memcpy of the program
+        "STORE;0x10000100;0x3;0x8;0x10965B: main (t.c:11)"  # the program's own
+    )
+    log = parse_log(_pool_log(tmp_path / "pool", body))
+    result = check_log(Replay.of(log), FunctionChecker(lambda image: True, "ok"), engine="none")
+    found = {f.source: f for f in result.findings if f.kind == "store never flushed"}
+    assert set(found) == {"t.c:9 in main", "t.c:10 in main", "t.c:11 in main"}
+    assert found["t.c:9 in main"].inside == "libpmemobj.so.1.0.0"
+    assert found["t.c:10 in main"].inside is None and found["t.c:11 in main"].inside is None
+    text = str(found["t.c:9 in main"])
+    assert "at t.c:9 in main (made inside libpmemobj.so.1.0.0, which may have told" in text
+    assert "made inside" not in str(found["t.c:10 in main"])
+    assert found["t.c:9 in main"].as_dict()["inside"] == "libpmemobj.so.1.0.0"
