@@ -195,7 +195,10 @@ def _cmd_check_program(args: argparse.Namespace) -> int:
             print(
                 f"warning: {path} at +{bad:#x} holds bytes that the starting image with the "
                 "logged stores does not explain (written with write(), or before the program "
-                "registered it?): the images may not be ones the program could leave",
+                "registered it?): the images may not be ones the program could leave. (A "
+                "library may also write memory it told pmemcheck not to track: libpmemobj "
+                "does, in its pool's run-time fields, which it sets again at every open; "
+                "that is harmless.)",
                 file=sys.stderr,
             )
     handler = _check_log_parser().get_default("func")
