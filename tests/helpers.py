@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 
 def lineno() -> int:
@@ -12,3 +13,23 @@ def lineno() -> int:
 
 def u64(x: int) -> bytes:
     return x.to_bytes(8, "little")
+
+
+def log_lint(text: str, fast_path: bool) -> tuple[list[Any], list[Any]]:
+    """A store log's lint: the simulator's findings and check-log's, from the lean replay
+    (``fast_path``) or the whole simulator."""
+    from pmemsim.pmlog import Replay, parse_log
+    from pmemsim.pmlog import fastreplay as fast
+    from pmemsim.pmlog.check import _image
+    from pmemsim.pmlog.lint import log_findings
+
+    replay = Replay.of(parse_log(text))
+    img = _image(replay)
+    try:
+        if fast_path:
+            trace = fast.record_log(replay, img, "barriers", lambda p: None, lint=True)
+        else:
+            trace = replay.record("barriers", on_point=lambda p: None, lint=True)
+    finally:
+        img.close()
+    return trace.findings, log_findings(replay, trace.findings)

@@ -13,14 +13,11 @@ import json
 import os
 
 import pytest
-from helpers import lineno
+from helpers import lineno, log_lint
 from pmemsim_backends.sim import Finding, FindingKind, SimBackend
 
 import pmemsim as pm
-from pmemsim.pmlog import Replay, parse_log
-from pmemsim.pmlog import fastreplay as fast
-from pmemsim.pmlog.check import _image
-from pmemsim.pmlog.lint import LogFinding, log_findings
+from pmemsim.pmlog.lint import LogFinding
 from pmemsim.provenance import describe
 
 CL = pm.Granularity.CACHE_LINE
@@ -163,16 +160,7 @@ def _flush(off: int, size: int = 8) -> str:
 
 
 def _lint(ops: list[str], fast_path: bool) -> tuple[list[Finding], list[LogFinding]]:
-    replay = Replay.of(parse_log("|".join(["START", REG, *ops, "STOP"])))
-    img = _image(replay)
-    try:
-        if fast_path:
-            trace = fast.record_log(replay, img, "barriers", lambda p: None, lint=True)
-        else:
-            trace = replay.record("barriers", on_point=lambda p: None, lint=True)
-    finally:
-        img.close()
-    return trace.findings, log_findings(replay, trace.findings)
+    return log_lint("|".join(["START", REG, *ops, "STOP"]), fast_path)
 
 
 def _both(ops: list[str]) -> list[LogFinding]:

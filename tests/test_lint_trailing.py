@@ -11,14 +11,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import lineno
+from helpers import lineno, log_lint
 from pmemsim_backends.sim import Finding, FindingKind, SimBackend
 
 import pmemsim as pm
-from pmemsim.pmlog import Replay, parse_log
-from pmemsim.pmlog import fastreplay as fast
-from pmemsim.pmlog.check import _image
-from pmemsim.pmlog.lint import LogFinding, log_findings
+from pmemsim.pmlog.lint import LogFinding
 from pmemsim.provenance import locations
 
 CL = pm.Granularity.CACHE_LINE
@@ -147,16 +144,7 @@ def _store(off: int, value: int, line: int, size: int = 8) -> str:
 
 
 def _lint(ops: list[str], fast_path: bool) -> list[LogFinding]:
-    replay = Replay.of(parse_log("|".join(["START", REG, *ops, "STOP"])))
-    img = _image(replay)
-    try:
-        if fast_path:
-            trace = fast.record_log(replay, img, "barriers", lambda p: None, lint=True)
-        else:
-            trace = replay.record("barriers", on_point=lambda p: None, lint=True)
-    finally:
-        img.close()
-    return log_findings(replay, trace.findings)
+    return log_lint("|".join(["START", REG, *ops, "STOP"]), fast_path)[1]
 
 
 def _both(ops: list[str]) -> list[LogFinding]:
