@@ -365,6 +365,8 @@ def test_a_pmemcheck_log_of_a_c_program_shows_its_c_source() -> None:
         assert c_source[n - 1].strip()[:20] in page.text_by_id[f"c0f1-s0-{n}"]
     # The 62 fences the program issues before it registers its pool fold away.
     assert any(col[3] - col[2] >= 60 for col in _data(page, "c0f1")["cols"])
+    # The header counts what was replayed (the text report's counts the log's operations).
+    assert f"{result.operations:,} operations replayed ({result.stores:,} stores)" in text
 
 
 def test_a_bad_block_is_shown_on_its_lines() -> None:
