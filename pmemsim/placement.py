@@ -77,10 +77,14 @@ _USER_REGIONS: weakref.WeakKeyDictionary[Reservation, Region] = weakref.WeakKeyD
 
 
 def user_region(reservation: Reservation) -> Region:
-    region = _USER_REGIONS.get(reservation)
-    if region is None:
-        region = _USER_REGIONS[reservation] = Region(reservation.raw, owned=False)
-    return region
+    # Under the lock: two threads first using a reservation at once (a set made in one, the
+    # reservation closed in another) made a Region each, so first fit in one did not see the
+    # other's part maps (two maps on one range: INVALID_PMEM2_MAP) and close counted none.
+    with lock:
+        region = _USER_REGIONS.get(reservation)
+        if region is None:
+            region = _USER_REGIONS[reservation] = Region(reservation.raw, owned=False)
+        return region
 
 
 @dataclass(slots=True)

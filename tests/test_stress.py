@@ -16,9 +16,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from differential import real_unavailable_reason
+
+import pmemsim as pm
 
 SCALE = max(1, int(os.environ.get("PMEMSIM_STRESS_SCALE", "1")))
 TESTS = Path(__file__).parent
@@ -340,3 +343,40 @@ def test_processes_taking_turns_on_one_simulated_file(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
     assert int.from_bytes(path.read_bytes()[:8], "little") == 4 * rounds
+
+
+def test_threads_first_using_a_reservation_at_once_share_its_region() -> None:
+    """A set made in one thread while the reservation is closed in another: both first
+    looked up the reservation's region at once and could make one each, so first fit in
+    one set did not see the other's part maps (two maps on one range, INVALID_PMEM2_MAP
+    under this file's reservation test) and close counted none of them."""
+    import threading
+
+    from pmemsim_backends.sim import SimBackend
+
+    from pmemsim import placement
+
+    backend = SimBackend()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    split = 0
+    try:
+        for _ in range(400 * SCALE):
+            r = pm.Reservation(4 * 4096, backend=backend)
+            got = []
+            start = threading.Barrier(8)
+
+            def look(r: pm.Reservation = r, got: list[object] = got, start: Any = start) -> None:
+                start.wait()
+                got.append(placement.user_region(r))
+
+            threads = [threading.Thread(target=look) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            split += len({id(g) for g in got}) > 1
+            r.close()
+    finally:
+        sys.setswitchinterval(switch)
+    assert split == 0
