@@ -165,6 +165,23 @@ def test_a_library_checker_may_take_0_as_consistent(
 # --- end to end: a transactional libpmemobj program, recorded and checked ---------------------
 
 
+def test_record_makes_libpmem_flush_lines_as_libpmem2_does() -> None:
+    """libpmemobj flushes through libpmem 1.x, which on a plain file persists with msync:
+    page-wide flushes that hide missing ones. Recording forced libpmem2 to cache lines but
+    left libpmem to the file."""
+    from pmemsim.pmlog.pmemcheck import record_env
+
+    assert record_env({})["PMEM_IS_PMEM_FORCE"] == "1"
+    assert record_env({"PMEM_IS_PMEM_FORCE": "0"})["PMEM_IS_PMEM_FORCE"] == "0"  # the user's
+    assert record_env({"PMEM2_FORCE_GRANULARITY": "PAGE"})["PMEM_IS_PMEM_FORCE"] == "0"
+    mine = {"PMEM_IS_PMEM_FORCE": "0"}
+    assert record_env(mine, "cache_line")["PMEM_IS_PMEM_FORCE"] == "1"
+    assert record_env({}, "page")["PMEM_IS_PMEM_FORCE"] == "0"
+    assert "PMEM_IS_PMEM_FORCE" not in record_env({}, "byte")
+    assert "PMEM_IS_PMEM_FORCE" not in record_env(mine, "native")
+    assert mine == {"PMEM_IS_PMEM_FORCE": "0"}  # the caller's mapping is not changed
+
+
 def _libpmemobj_dev() -> bool:
     probe = subprocess.run(
         ["gcc", "-x", "c", "-", "-o", os.devnull, "-lpmemobj"],
@@ -203,6 +220,8 @@ def test_a_libpmemobj_transaction_recorded_and_checked(
     item, checked exactly with a checker that opens each image with pmemobj_open: consistent;
     with the count stored outside the transaction, inconsistent at the crash inside
     pmemobj_tx_commit (the undo log rolls the slot back, not the count)."""
+    from pmemsim.pmlog.grammar import Flush, read_log
+
     valgrind = pmemcheck_available()
     if valgrind is None:
         pytest.skip("pmemcheck is not installed (set PMEMSIM_VALGRIND to a valgrind with it)")
@@ -217,6 +236,14 @@ def test_a_libpmemobj_transaction_recorded_and_checked(
         assert main([*argv, str(pool), "1"]) == 0
         said = capsys.readouterr().out
         assert f"over {pool} (8388608 bytes)" in said  # PMEMOBJ_MIN_POOL
+        # libpmem flushed lines, as on persistent memory, not msync'd pages (ranges from a
+        # page's start); libpmemobj still msyncs its pool header itself
+        recorded = read_log(str(log))
+        headers = {r.base for r in recorded.files}
+        flushes = [op for op in recorded.iter_operations() if isinstance(op, Flush)]
+        assert sum(f.size == 64 for f in flushes) > len(flushes) // 2
+        pages = [f for f in flushes if f.size > 64 and f.address % 4096 == 0]
+        assert {f.address for f in pages} <= headers, pages
         after_run = pool.read_bytes()
         argv = ["check-log", str(log), "--base-image", f"{pool}={base}", "--checker-lib", lib]
         assert main([*argv, "-x", "pmemobj_tx_commit=exhaustive", "--no-lint"]) == status

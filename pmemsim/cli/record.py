@@ -59,6 +59,7 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
     from ..pmlog.grammar import read_log
     from ..pmlog.pmemcheck import (
         GRANULARITY_ENV,
+        PMEM_FORCE_ENV,
         RECORD_DEPTH,
         RecordingFailed,
         record,
@@ -66,10 +67,13 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
     )
 
     valgrind = _valgrind(args)
-    forced = record_env(granularity=args.granularity).get(GRANULARITY_ENV, "")
+    env = record_env(granularity=args.granularity)
+    forced = env.get(GRANULARITY_ENV, "")
+    pmem = env.get(PMEM_FORCE_ENV)
     print(
         f"recording {shlex.join(program)} with {valgrind} --tool=pmemcheck"
-        f"{f' (libpmem2 at {forced} granularity)' if forced else ''}",
+        f"{f' (libpmem2 at {forced} granularity)' if forced else ''}"
+        f"{f' ({PMEM_FORCE_ENV}={pmem} for libpmem)' if pmem is not None else ''}",
         file=sys.stderr,
     )
     try:
@@ -235,7 +239,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             help="libpmem2's store granularity while recording (PMEM2_FORCE_GRANULARITY): "
             "cache_line by default (unless the environment forces one), as on persistent "
             "memory: on a plain file libpmem2 would msync pages, whose page-wide flushes hide "
-            "missing ones (docs/c-programs.md); byte for eADR; native: what the file gives",
+            "missing ones (docs/c-programs.md); byte for eADR; native: what the file gives. "
+            "libpmem (under libpmemobj) follows: PMEM_IS_PMEM_FORCE=1 with cache_line, 0 with "
+            "page",
         )
         p.add_argument("program", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 

@@ -29,6 +29,7 @@ from .grammar import Log, Store
 __all__ = [
     "ENV_VAR",
     "GRANULARITY_ENV",
+    "PMEM_FORCE_ENV",
     "RECORD_DEPTH",
     "PmemcheckNotFound",
     "Recording",
@@ -174,6 +175,8 @@ def record_argv(
 
 
 GRANULARITY_ENV = "PMEM2_FORCE_GRANULARITY"
+#: libpmem 1.x's: "1" treats every mapping as persistent memory (line flushes), "0" as a file.
+PMEM_FORCE_ENV = "PMEM_IS_PMEM_FORCE"
 
 
 def record_env(
@@ -189,15 +192,24 @@ def record_env(
     logged as a flush from the page's start, which covers lines the program never flushed
     (hiding a missing flush) and, read as line flushes, allows images a page cache cannot
     leave (docs/c-programs.md has PMDK's redo example both ways). Forced, libpmem2 flushes
-    lines as it does on persistent memory. "native" leaves libpmem2 to the file."""
+    lines as it does on persistent memory. "native" leaves libpmem2 to the file.
+
+    libpmem (1.x, which libpmemobj flushes through) does the same on a plain file, and
+    ``PMEM_IS_PMEM_FORCE=1`` makes it flush lines: set with CACHE_LINE, ``0`` (msync) with
+    PAGE (BYTE has no libpmem counterpart; "native" removes it); when no granularity is
+    given, only unless ``env`` sets it."""
     out = dict(os.environ if env is None else env)
     out.setdefault("PMREORDER_EMIT_LOG", "1")
     if granularity is None:
         out.setdefault(GRANULARITY_ENV, "CACHE_LINE")
     elif granularity == "native":
         out.pop(GRANULARITY_ENV, None)
+        out.pop(PMEM_FORCE_ENV, None)
     else:
         out[GRANULARITY_ENV] = granularity.upper()
+    pmem = {"CACHE_LINE": "1", "PAGE": "0"}.get(out.get(GRANULARITY_ENV, ""))
+    if pmem is not None and (granularity is not None or PMEM_FORCE_ENV not in out):
+        out[PMEM_FORCE_ENV] = pmem
     return out
 
 
