@@ -115,6 +115,17 @@ def _marked(v: pm.View) -> None:
             v.persist(0, 8)
 
 
+def test_crash_points_at_markers_only_are_not_an_exact_verdict() -> None:
+    """Marker boundaries are some of the barriers: the states between them go unseen, so a
+    check crashed there alone is heuristic, and says why (it said "exact")."""
+    c = CrashCheck("marked", _marked, lambda v: True, strategy="exhaustive")
+    assert check(c, progress=None).exact
+    r = check(dataclasses.replace(c, crash_points="markers"), progress=None)
+    assert not r.exact and r.images_covered == r.images_possible
+    assert "crash points at marker boundaries only" in r.limits
+    assert r.coverage.endswith("; crash points at marker boundaries only")
+
+
 def test_crash_point_modes() -> None:
     barriers = record(_marked)
     ops = record(_marked, crash_points="operations")

@@ -504,6 +504,23 @@ def test_cli_bad_input_exits_2(
     assert message in capsys.readouterr().err
 
 
+def test_crash_points_at_markers_only_are_not_an_exact_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "m.log"
+    log.write_text(log_text("m.BEGIN", store(0, 1), flush(0), "FENCE", "m.END"))
+    out = tmp_path / "r.json"
+    for mode, exact in (("barriers", True), ("markers", False)):
+        argv = ["check-log", str(log), "--crash-points", mode, "--json", str(out), "--", "true"]
+        assert main(argv) == 0
+        got = json.loads(out.read_text())
+        assert got["exact"] is exact
+        assert got["limits"] == ([] if exact else ["crash points at marker boundaries only"])
+        said = capsys.readouterr().out
+        assert ("(exact)" in said) is exact
+        assert ("; crash points at marker boundaries only)" in said) is not exact
+
+
 def test_cli_replay_rebuilds_the_failing_image(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -440,6 +440,9 @@ def check(
                 merge.finish()
     result.images_skipped = max(0, result.images_possible - result.images_covered)
     result.limits = cuts.notes(result.crash_points)
+    if c.crash_points == "markers":
+        # Marker boundaries are some of the barriers: the states between them go unseen.
+        result.limits.append("crash points at marker boundaries only")
     result.exact = result.images_covered >= result.images_possible and not result.limits
     result.seconds = time.perf_counter() - started
     if show is not None:

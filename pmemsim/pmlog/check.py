@@ -171,6 +171,8 @@ class LogCheckResult:
     #: and what made the check explore by plan instead, if anything did.
     read_paths: int = 0
     fallback: str = ""
+    #: What made the verdict heuristic besides the engines (where the run was crashed).
+    limits: list[str] = field(default_factory=list)
     #: Of the inconsistent images: those whose checker run ran out of time, and those whose
     #: run crashed (a program killed by a signal, a library's worker dying); ``timeout`` is
     #: the time limit per checker run in seconds (None: none, or not a program or library).
@@ -186,7 +188,8 @@ class LogCheckResult:
     def coverage(self) -> str:
         if self.exact:
             return "exact"
-        return f"heuristic: {self.engine}, {self.images_skipped} image(s) not checked"
+        why = "".join(f"; {limit}" for limit in self.limits)
+        return f"heuristic: {self.engine}, {self.images_skipped} image(s) not checked{why}"
 
     @property
     def images_per_second(self) -> float:
@@ -258,6 +261,7 @@ class LogCheckResult:
             "verdict": self.verdict,
             "engine": self.engine,
             "exact": self.exact,
+            "limits": list(self.limits),
             "seed": self.seed,
             "operations": self.operations,
             "stores": self.stores,
@@ -888,6 +892,10 @@ def check_log(
             lazy.close()
         img.close()
     _settle(result, replay, verdicts, checker, check)
+    if crash_points == "markers":
+        # Marker boundaries are some of the barriers: the states between them go unseen.
+        result.exact = False
+        result.limits.append("crash points at marker boundaries only")
     if trace.findings:
         from .lint import log_findings
 
