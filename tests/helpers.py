@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -33,3 +34,23 @@ def log_lint(text: str, fast_path: bool) -> tuple[list[Any], list[Any]]:
     finally:
         img.close()
     return trace.findings, log_findings(replay, trace.findings)
+
+
+def check_log_cli(folder: str | os.PathLike[str], text: str, *args: str) -> tuple[int, str]:
+    """``pmemsim check-log`` on the log ``text`` in ``folder`` with a Python checker that
+    accepts every image (and ``args``): its exit status and what it printed."""
+    import contextlib
+    import io
+
+    from pmemsim.cli import main
+
+    log = os.path.join(folder, "t.log")
+    with open(log, "w") as f:
+        f.write(text)
+    chk = os.path.join(folder, "chk.py")
+    with open(chk, "w") as f:
+        f.write("def check(image):\n    return True\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check-log", log, "--checker-py", f"{chk}:check", *args])
+    return code, out.getvalue()

@@ -13,7 +13,7 @@ import json
 import os
 
 import pytest
-from helpers import lineno, log_lint
+from helpers import check_log_cli, lineno, log_lint
 from pmemsim_backends.sim import Finding, FindingKind, SimBackend
 
 import pmemsim as pm
@@ -212,24 +212,11 @@ def test_a_logged_clean_and_repeated_flush_after_the_last_fence(fence: bool) -> 
 
 
 def test_check_log_prints_a_trailing_clean_flush(tmp_path: os.PathLike[str]) -> None:
-    import contextlib
-    import io
-
-    from pmemsim.cli import main
-
     ops = [_store(0x0, 1, 1), _flush(0x0), "FENCE", _flush(0x0)]
-    log = os.path.join(tmp_path, "t.log")
-    with open(log, "w") as f:
-        f.write("|".join(["START", REG, *ops, "STOP"]))
-    chk = os.path.join(tmp_path, "chk.py")
-    with open(chk, "w") as f:
-        f.write("def check(image):\n    return True\n")
-    out = io.StringIO()
     js = os.path.join(tmp_path, "out.json")
-    with contextlib.redirect_stdout(out):
-        code = main(["check-log", log, "--checker-py", f"{chk}:check", "--json", js])
+    code, out = check_log_cli(tmp_path, "|".join(["START", REG, *ops, "STOP"]), "--json", js)
     assert code == 0
-    assert "flush of clean lines: FLUSH #5" in out.getvalue()
+    assert "flush of clean lines: FLUSH #5" in out
     with open(js) as f:
         found = json.load(f)["lint"]
     assert [(f["kind"], f["record"], f["count"]) for f in found] == [(K.CLEAN_FLUSH.value, 5, 1)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import lineno, log_lint
+from helpers import check_log_cli, lineno, log_lint
 from pmemsim_backends.sim import Finding, FindingKind, SimBackend
 
 import pmemsim as pm
@@ -211,21 +211,7 @@ def test_a_log_without_overwrites_has_none_at_the_end() -> None:
 
 @pytest.mark.parametrize("fence", [False, True])
 def test_check_log_reports_it(tmp_path: os.PathLike[str], fence: bool) -> None:
-    from pmemsim.cli import main
-
     ops = [_store(0x0, 1, 1), _store(0x0, 2, 2)] + (["FLUSH;0x10000000;0x40", "FENCE"] * fence)
-    log = os.path.join(tmp_path, "t.log")
-    with open(log, "w") as f:
-        f.write("|".join(["START", REG, *ops, "STOP"]))
-    chk = os.path.join(tmp_path, "chk.py")
-    with open(chk, "w") as f:
-        f.write("def check(image):\n    return True\n")
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["check-log", log, "--checker-py", f"{chk}:check"])
+    code, text = check_log_cli(tmp_path, "|".join(["START", REG, *ops, "STOP"]))
     assert code == 0
-    text = out.getvalue()
     assert "store overwrote a store that was not yet durable: STORE #3 at t.c:2" in text
