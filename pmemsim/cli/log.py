@@ -278,6 +278,8 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     engines = _marker_engines(args.marker_engine)
     _unmatched_markers(engines, log.markers)
+    # --jobs given is the CPUs the user grants: no twin replaying beside the check.
+    args.twin, args.jobs = args.jobs is None, args.jobs or 1
     from ..distributed.options import cluster_for
 
     with cluster_for(args.scheduler, args.jobs) as executor:
@@ -329,6 +331,7 @@ def _check_log(
             executor=executor,
             notice=_notice(term),
             interrupted=partial.append,
+            twin=args.twin,
         )
     except KeyboardInterrupt:
         term.clear()
@@ -535,7 +538,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "wins; 'none' or NoReorderNoCheck skips them); or a JSON file of them",
     )
     jobs = count(1, MAX_JOBS)
-    p.add_argument("--jobs", type=jobs, default=1, metavar="N", help="checkers at once")
+    p.add_argument(
+        "--jobs",
+        type=jobs,
+        default=None,
+        metavar="N",
+        help="checkers at once (default 1); given, also keeps the durability self-check of a "
+        "long log in this process instead of a twin process on a free CPU",
+    )
     from ..distributed.options import add_scheduler_option
 
     add_scheduler_option(p)

@@ -760,6 +760,7 @@ def check_log(
     executor: Any = None,
     notice: Callable[[str, str], None] | None = None,
     interrupted: Callable[[LogCheckResult], None] | None = None,
+    twin: bool = True,
     _speculation: Speculation | None = None,
 ) -> LogCheckResult:
     """Check every distinct crash image the log allows (see the module docstring); with
@@ -778,6 +779,9 @@ def check_log(
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
     ``interrupted(result)``: told what was judged so far when Ctrl-C or SIGTERM stops the
     check (a KeyboardInterrupt, raised on after it): not every image was judged.
+    ``twin``: a long log's durability self-check may run in a forked twin on a free CPU
+    (:mod:`pmemsim.pmlog.twin`, at a lower priority); False keeps it in this process (the
+    CLI's ``--jobs`` given).
     A library checker on a long log is first tried in this process's image, in a fork
     (:mod:`pmemsim.pmlog.speculate`; ``_speculation`` is what that run has of its own).
     """
@@ -831,6 +835,7 @@ def check_log(
                     progress=progress,
                     name=name,
                     lint=lint,
+                    twin=twin,
                     _speculation=where,
                 ),
             )
@@ -879,7 +884,7 @@ def check_log(
             if simulator:
                 trace: Any = replay.record(crash_points, on_point=explorer.point, lint=lint)
             else:
-                trace = record_log(replay, img, crash_points, explorer.point, lint=lint)
+                trace = record_log(replay, img, crash_points, explorer.point, lint=lint, twin=twin)
             judge.finish()
     except KeyboardInterrupt:
         if interrupted is not None:

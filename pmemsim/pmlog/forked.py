@@ -16,10 +16,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .replay import Replay
 
-__all__ = ["SPECULATE_FROM", "TWIN_FROM", "fork", "worth_a_twin", "worth_speculating"]
+__all__ = [
+    "SPECULATE_FROM",
+    "TWIN_ENV",
+    "TWIN_FROM",
+    "TWIN_NICE",
+    "fork",
+    "worth_a_twin",
+    "worth_speculating",
+]
 
 #: Logs of fewer operations are self-checked in process: a fork costs a few milliseconds.
 TWIN_FROM = 20_000
+#: ``PMEMSIM_TWIN=0`` keeps the self-check in process whatever the log and the CPUs (many
+#: checks run side by side, each expected to use one CPU).
+TWIN_ENV = "PMEMSIM_TWIN"
+#: How much lower the twin's priority is than its parent's: it takes the CPU time the check
+#: leaves, never the check's own.
+TWIN_NICE = 10
 #: Logs of fewer operations go the careful way at once: the fork, and the second run when
 #: an image is inconsistent, would cost more than the speculation saves.
 SPECULATE_FROM = 20_000
@@ -30,16 +44,24 @@ def _alone() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def worth_a_twin(replay: Replay) -> bool:
     """Whether to self-check ``replay``'s crash points in a twin
-    (:mod:`pmemsim.pmlog.twin`): the log is long and a second CPU is there."""
+    (:mod:`pmemsim.pmlog.twin`): the log is long, a second CPU is there, and
+    ``PMEMSIM_TWIN`` is not 0. (Whether the caller allows a twin at all, check-log's
+    ``--jobs`` given, is the caller's: ``record_log(twin=False)``.)"""
+    if os.environ.get(TWIN_ENV, "").strip() == "0":
+        return False
     if sum(replay.log.counts.values()) < TWIN_FROM or not _alone():
         return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return cpus >= 2
+    return _cpus() >= 2
 
 
 def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:

@@ -25,7 +25,7 @@ import signal
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .forked import fork
+from .forked import TWIN_NICE, fork
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
@@ -50,6 +50,10 @@ class Twin:
 
         def run() -> None:
             os.close(rfd)
+            # Second to the check it shadows: on a busy machine it runs in what the check
+            # leaves (at worst after it, as the self-check in process would).
+            with contextlib.suppress(OSError):
+                os.nice(TWIN_NICE)
             _answer(wfd, _replay(replay, crash_points, self._upto, parent))
 
         pid = fork(run)
