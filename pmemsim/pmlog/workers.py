@@ -398,6 +398,8 @@ class LibWorker:
         os.close(w2)
         self.pid, self._to, self._from = pid, w1, _Reader(r2)
         self.loaded = False
+        #: Messages sent, and answers read: the worker answers every message but "setup".
+        self.sent = self.answered = 0
 
     def ready(self) -> None:
         """Wait until the worker loaded its checker."""
@@ -449,6 +451,8 @@ class LibWorker:
         _reap_exited()
 
     def send(self, message: object) -> None:
+        if not (isinstance(message, tuple) and message[0] == "setup"):
+            self.sent += 1
         with contextlib.suppress(BrokenPipeError):  # it died: the next answer says how
             _send(self._to, message)
 
@@ -457,7 +461,7 @@ class LibWorker:
         deadline (it is then dead)."""
         self.ready()  # (not waited for at the start: the replay runs while it loads)
         try:
-            return self._from.get(deadline)
+            got = self._from.get(deadline)
         except TimeoutError:
             self._reap(kill=True)
             assert self.timeout is not None
@@ -467,6 +471,8 @@ class LibWorker:
             if self.exit_code == -signal.SIGALRM and self.timeout is not None:
                 raise WorkerDied(timed_out(self.timeout)) from None  # its own time limit
             raise WorkerDied(Crashed(f"the checker crashed: {status}")) from None
+        self.answered += 1
+        return got
 
 
 #: Workers told to stop and not waited for (see LibWorker.close).
@@ -765,5 +771,8 @@ class Workers(Judge):
     def close(self) -> None:
         self.img.listen(None)
         for slot in self.slots:
-            # After the last answer the worker only has to exit: no need to wait for it.
-            slot.worker.close(wait=not self.finished)
+            # After the last answer the worker only has to exit: no need to wait for it. One
+            # that has answered nothing may still be making its image files (given no image,
+            # or the check ended early): ended now, before its folder is removed.
+            w = slot.worker
+            w.close(wait=not self.finished or not w.answered)
