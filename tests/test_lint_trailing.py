@@ -161,12 +161,15 @@ def _overwrites(found: list[LogFinding]) -> list[LogFinding]:
 
 def test_the_planted_bug_of_pmdks_basic_example() -> None:
     # As basic_bug.c records it: strcpy's stores, the third over the second, never flushed.
+    # The third stores bytes 9-15 again with the value they hold: no overwrite.
     ops = [
         _store(0x0, 0x70202C6F6C6C6568, 58),
         _store(0x8, 0x6E65747369737265, 58),
         _store(0x9, 0x746E657473697372, 58),
         _store(0x11, 0x79726F6D656D20, 58),
     ]
+    assert _overwrites(_both(ops)) == []
+    ops[2] = _store(0x9, 0x746E6574736973FF, 58)  # byte 9 changed: an overwrite
     [f] = _overwrites(_both(ops))
     # Records: #0 START, #1 REGISTER_FILE, #2.. the stores.
     assert (f.record, f.records, f.offset, f.length) == (4, 1, 9, 7)
