@@ -133,7 +133,8 @@ class LogFailure:
             out += [f"    {s}" for s in self.lost]
         else:
             out.append("  every store persisted (nothing was lost)")
-        out.append(f"  checker: {self.verdict}")
+        verdict = self.verdict.replace("\n", "\n    ")  # a checker's lines, under its own
+        out.append(f"  checker: {verdict}")
         return "\n".join(out)
 
 
