@@ -6,7 +6,11 @@ pmemcheck recorded (no valgrind needed), or on a small library checker built wit
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from pmemsim.pmlog.check import check_log
 from pmemsim.pmlog.checkers import FunctionChecker
@@ -45,3 +49,46 @@ def test_memcpy_storing_bytes_again_with_their_value_is_no_overwrite(tmp_path: P
     other = int.from_bytes(b"XX2_LOG\0", "little")
     found = _overwrites(tmp_path, other)
     assert len(found) == 1 and "+0x2, 6 byte(s)" in found[0]
+
+
+#: A library checker that talks, as PMDK's map recovery does ("rebuild, previous attempt
+#: crashed" on stdout at each open): one line on stdout per image, and why on stderr.
+TALKING_CHECKER = r"""
+#include <stdio.h>
+int check(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	int c = f ? fgetc(f) : -1;
+	if (f) fclose(f);
+	printf("opened %s\n", path);
+	if (c != 0x2a) { fprintf(stderr, "no header (byte 0 is %d)\n", c); return 0; }
+	return 1;
+}
+"""
+
+
+def test_a_library_checkers_output_goes_with_its_verdict(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """PMDK's map example prints a line each time its recovery runs: a library checker
+    calling it flooded the terminal with one line per image (1,327 for four operations),
+    where a checker program's output is kept and shown with its verdict."""
+    from pmemsim.cli import main
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    src, lib = tmp_path / "talk.c", tmp_path / "libtalk.so"
+    src.write_text(TALKING_CHECKER)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    pool = tmp_path / "pool"
+    log = tmp_path / "t.log"
+    body = "STORE;0x5200000;0x2a;0x1|FLUSH;0x5200000;0x40|FENCE|STORE;0x5200040;0x1;0x1"
+    log.write_text(f"START|REGISTER_FILE;{pool};0x5200000;0x1000;0x0|{body}|STOP\n")
+    argv = ["check-log", str(log), "--base-image", f"{pool}=", "--checker-lib", f"{lib}:check"]
+    assert main([*argv, "--no-lint"]) == 1
+    out, err = capfd.readouterr()
+    # the minimal crash's checker said both lines (under its own, not at the margin); no
+    # other image's output reached the terminal
+    assert "checker: returned 0: opened " in out, out
+    assert "/pool\n    no header (byte 0 is 0)\n" in out, out
+    assert (out + err).count("opened ") == 1, out + err

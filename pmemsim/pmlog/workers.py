@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
-from .checkers import Crashed, FunctionChecker, LibChecker, _status, timed_out
+from .checkers import _TAIL, Crashed, FunctionChecker, LibChecker, _status, timed_out
 from .forked import fork
 from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .slots import _copy, _Inotify
@@ -304,8 +304,13 @@ def _limited(
     return limited_load
 
 
-def _c_judge(checker: LibChecker) -> Callable[[Any, list[int]], str | None]:
-    """Loads the library in the worker (ctypes: the C ABI, called in-process)."""
+def _c_judge(
+    checker: LibChecker, streams: tuple[int, ...] = (1,)
+) -> Callable[[Any, list[int]], str | None]:
+    """Loads the library in the worker (ctypes: the C ABI, called in-process). What the
+    checker writes to ``streams`` (its stdout; a worker's stderr too, where nothing else
+    writes) goes with its verdict, as a checker program's output does, instead of onto the
+    terminal once per image."""
     try:
         lib = ctypes.CDLL(checker.library)
     except OSError as exc:
@@ -319,12 +324,32 @@ def _c_judge(checker: LibChecker) -> Callable[[Any, list[int]], str | None]:
     fn.argtypes = [ctypes.c_char_p]
     fn.restype = ctypes.c_int
     ok = checker.consistent
+    out, flush = _own_output(streams)
 
     def judge(files: _Files, run: list[int]) -> str | None:
         got = fn(files.bpaths[run[0]])
-        return None if got == ok else f"returned {got}"
+        flush(None)
+        said = os.lseek(out, 0, os.SEEK_CUR)
+        text = ""
+        if said:
+            if got != ok:
+                text = os.pread(out, _TAIL, max(0, said - _TAIL)).decode(errors="replace")
+                text = ("..." if said > _TAIL else "") + text.strip()
+            os.ftruncate(out, 0)
+            os.lseek(out, 0, os.SEEK_SET)
+        return None if got == ok else f"returned {got}{': ' + text if text else ''}"
 
     return judge
+
+
+def _own_output(streams: tuple[int, ...]) -> tuple[int, Callable[[None], int]]:
+    """``streams`` sent to a file of this process's own, and libc's fflush."""
+    out = os.memfd_create("checker-output")
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)
+    for fd in streams:
+        os.dup2(out, fd)
+    return out, libc.fflush
 
 
 def _python_judge(
@@ -378,7 +403,7 @@ class LibWorker:
     def _load(self) -> Callable[[Any, list[int]], str | None]:
         checker = self.checker
         if isinstance(checker, LibChecker):
-            return _c_judge(checker)
+            return _c_judge(checker, (1, 2))
         return _python_judge(checker, self.names)
 
     def _start(self) -> None:
