@@ -92,3 +92,16 @@ def test_a_library_checkers_output_goes_with_its_verdict(
     assert "checker: returned 0: opened " in out, out
     assert "/pool\n    no header (byte 0 is 0)\n" in out, out
     assert (out + err).count("opened ") == 1, out + err
+
+
+def test_a_finding_over_places_far_apart_says_how_many_bytes(tmp_path: Path) -> None:
+    """libpmemobj flushed 12 clean lines across PMDK's map pool: lint reported "flush of
+    clean lines: FLUSH #89 (and 11 more), hm.pool +0x0, 4156096 byte(s)", the span from the
+    first to the last, as if 4 MB had been flushed."""
+    body = "FLUSH;0x5200000;0x40|FENCE|FLUSH;0x5300000;0x40|FENCE|FLUSH;0x5300040;0x40|FENCE"
+    text = f"START|REGISTER_FILE;{tmp_path / 'pool'};0x5200000;0x200000;0x0|{body}|STOP\n"
+    accept = FunctionChecker(lambda image: True, "ok")
+    result = check_log(Replay.of(parse_log(text)), accept, engine="none")
+    [f] = [f for f in result.findings if f.kind == "flush of clean lines"]
+    assert str(f).endswith("pool +0x0 to +0x100080, 192 byte(s) in 2 range(s)"), str(f)
+    assert f.as_dict()["covered"] == 192 and f.length == 0x100080

@@ -77,6 +77,10 @@ class LogFinding:
     #: For stores: the library every one of them was made in (their frames' innermost one
     #: outside the C library), if they were, e.g. ``libpmemobj.so.1.0.0``.
     inside: str | None = None
+    #: The bytes its operations concern, when fewer than ``length`` (the span from the
+    #: first to the last of them), and in how many separate ranges.
+    covered: int | None = None
+    ranges: int = 1
 
     def __str__(self) -> str:
         what = "FLUSH" if self.kind in _FLUSH_KINDS else "STORE"
@@ -93,10 +97,14 @@ class LogFinding:
                 # pmemcheck's summary then counts none of them; its store log cannot say.
                 at += ", which may have told pmemcheck they need no flush; the log cannot say"
             at += ")"
-        text = (
-            f"{self.severity}: {self.kind}: {at}, {os.path.basename(self.file)} "
-            f"+0x{self.offset:x}, {self.length} byte(s)"
-        )
+        where = f"{os.path.basename(self.file)} +0x{self.offset:x}, {self.length} byte(s)"
+        if self.covered is not None:  # 12 flushes far apart do not flush 4 MiB
+            end = self.offset + self.length
+            where = (
+                f"{os.path.basename(self.file)} +0x{self.offset:x} to +0x{end:x}, "
+                f"{self.covered} byte(s) in {self.ranges} range(s)"
+            )
+        text = f"{self.severity}: {self.kind}: {at}, {where}"
         if self.earlier:
             text += f"; earlier store at {self.earlier}"
         return text
@@ -114,6 +122,7 @@ class LogFinding:
             "records": self.records,
             "earlier": self.earlier,
             "inside": self.inside,
+            "covered": self.length if self.covered is None else self.covered,
         }
 
 
@@ -165,6 +174,7 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
     out = []
     for j, (f, pool, where) in enumerate(wanted):
         records = concerned[j]
+        covered, ranges = _covered(f)
         out.append(
             LogFinding(
                 f.kind.value,
@@ -179,6 +189,22 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
                 _where(f.other) if f.other else None,
                 tuple(records),
                 inside[j] or None,
+                covered if covered < f.length else None,
+                ranges,
             )
         )
     return out
+
+
+def _covered(f: Finding) -> tuple[int, int]:
+    """The bytes ``f``'s operations concern, and in how many separate ranges."""
+    spans = sorted((s, e) for _, s, e in f.occurrences())
+    if not spans:
+        return f.length, 1
+    total, ranges = 0, 0
+    lo, hi = spans[0]
+    for s, e in spans[1:]:
+        if s > hi:
+            total, ranges, lo = total + hi - lo, ranges + 1, s
+        hi = max(hi, e)
+    return total + hi - lo, ranges + 1
