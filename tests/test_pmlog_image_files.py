@@ -175,3 +175,79 @@ def test_image_out_past_the_file_size_limit_is_a_clear_error(tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"cannot write the image to {tmp_path / 'out.bin'}: File too large" in done.stderr
+
+
+def _sparse_base(folder: Path) -> tuple[Path, dict[int, bytes]]:
+    """A 64 MiB registered file holding three runs of data, the rest holes."""
+    base = folder / "sparse-pool"
+    data = {0x100000: b"\x5a" * 4096, 0x2800000: os.urandom(8192), 0x3FFF000: b"\xa5" * 4096}
+    with base.open("wb") as f:
+        f.truncate(64 << 20)
+        for at, chunk in data.items():
+            f.seek(at)
+            f.write(chunk)
+    return base, data
+
+
+@pytest.mark.parametrize("checker", ["program", "library", "image-out"])
+def test_a_sparse_base_image_costs_its_data_not_its_size(tmp_path: Path, checker: str) -> None:
+    # The image files were filled with a plain copy of the base image: a 64 MiB sparse pool
+    # cost 64 MiB of disk and ~20 ms per file (a terabyte pool, hours). Its holes now stay
+    # holes, and its data is where it was.
+    base, data = _sparse_base(tmp_path)
+    log = tmp_path / "sparse.log"
+    log.write_text(
+        f"START|REGISTER_FILE;{base};0x10000000;0x4000000;0x0|STORE;0x10000000;0x1;0x8|"
+        "FLUSH;0x10000000;0x40|FENCE|STOP\n"
+    )
+    expect = {hex(at): len(chunk) for at, chunk in data.items()}
+    (tmp_path / "expect.json").write_text(json.dumps(expect))
+    (tmp_path / "base.bin").write_bytes(b"".join(data.values()))
+    judge = tmp_path / "judge.py"
+    judge.write_text(
+        "import json, os, sys\n"
+        f"expect = json.load(open({str(tmp_path / 'expect.json')!r}))\n"
+        f"want = open({str(tmp_path / 'base.bin')!r}, 'rb').read()\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    got = b''\n"
+        "    for at, n in expect.items():\n"
+        "        f.seek(int(at, 16))\n"
+        "        got += f.read(n)\n"
+        "    blocks = os.fstat(f.fileno()).st_blocks * 512\n"
+        "sys.exit(0 if got == want and blocks <= 1 << 20 else 1)\n"
+    )
+    if checker == "program":
+        args = ["--", sys.executable, str(judge)]
+    elif checker == "library":
+        if shutil.which("gcc") is None:
+            pytest.skip("gcc is needed to build the library")
+        (tmp_path / "sparse.c").write_text(
+            "#include <stdlib.h>\n#include <stdio.h>\n"
+            "int check(const char *path) {\n"
+            f'  char cmd[4096]; snprintf(cmd, sizeof cmd, "{sys.executable} {judge} %s", path);\n'
+            "  return system(cmd) == 0;\n}\n"
+        )
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-o", "libsparse.so", "sparse.c"], cwd=tmp_path, check=True
+        )
+        args = ["--checker-lib", f"{tmp_path / 'libsparse.so'}:check"]
+    else:
+        (tmp_path / "ok.py").write_text("def check(image):\n    return True\n")
+        out = tmp_path / "out.bin"
+        args = ["--replay", "1:", "--image-out", str(out), "--checker-py", "ok.py:check"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "check-log", str(log), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    if checker == "image-out":
+        done = subprocess.run(
+            [sys.executable, str(judge), str(out)], capture_output=True, check=False
+        )
+        assert done.returncode == 0
+    else:
+        assert "CONSISTENT" in done.stdout

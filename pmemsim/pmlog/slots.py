@@ -16,6 +16,7 @@ from scratch for its next image. Where inotify is not available, every image is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import struct
@@ -297,18 +298,40 @@ def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
 
 
 def _copy(source: str, fd: int, n: int) -> None:
-    """The first ``n`` bytes of ``source`` into ``fd`` (in the kernel where it can)."""
+    """The first ``n`` bytes of ``source`` into ``fd``, an empty file of at least that size:
+    only the source's data (its holes already read as zeros there), in the kernel where it
+    can. A sparse pool of gigabytes so costs its data, not its size, in time and on disk."""
     with open(source, "rb") as f:
         src = f.fileno()
-        done = 0
-        while done < n:
-            try:
-                got = os.copy_file_range(src, fd, n - done, done, done)
-            except OSError:
-                got = 0
-            if got <= 0:
-                data = os.pread(src, min(1 << 20, n - done), done)
-                if not data:
-                    return
-                got = os.pwrite(fd, data, done)
-            done += got
+        for start, end in _extents(src, n):
+            done = start
+            while done < end:
+                try:
+                    got = os.copy_file_range(src, fd, end - done, done, done)
+                except OSError:
+                    got = 0
+                if got <= 0:
+                    data = os.pread(src, min(1 << 20, end - done), done)
+                    if not data:
+                        return
+                    got = os.pwrite(fd, data, done)
+                done += got
+
+
+def _extents(fd: int, n: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` of each run of data in the first ``n`` bytes of ``fd``; the whole of
+    them where the file system cannot tell data from holes."""
+    at = 0
+    while at < n:
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from here on
+                return
+            yield at, n  # no SEEK_DATA here: copy it all
+            return
+        if start >= n:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), n)
+        yield start, end
+        at = end
