@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import shutil
@@ -44,6 +43,7 @@ from typing import Any, Literal
 
 from .backend import Backend, BackendMap, load_backend
 from .config import Config
+from .digest import blake2b
 from .enums import Granularity, SourceFlag
 from .errors import ErrorCode, InvalidArgumentError, PmemError
 from .part import Part
@@ -161,7 +161,7 @@ def filesystem_of(path: str | os.PathLike[str]) -> str:
 
 
 def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return blake2b(data, digest_size=16).hexdigest()
 
 
 def _slug(name: str) -> str:
@@ -181,7 +181,7 @@ def file_digests(directory: str | os.PathLike[str]) -> dict[str, str]:
             full = os.path.join(dirpath, name)
             if not stat.S_ISREG(os.lstat(full).st_mode):
                 continue
-            h = hashlib.blake2b(digest_size=16)
+            h = blake2b(digest_size=16)
             with open(full, "rb") as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)

@@ -49,6 +49,9 @@ NEVER = {
     "cffi",
     "hypothesis",
     "multiprocessing",
+    # OpenSSL, loaded by hashlib: the digests are BLAKE2b, CPython's own (pmemsim.digest).
+    "_hashlib",
+    "hashlib",
 }
 #: Only when asked for (--json, --html).
 ON_REQUEST = {"json", "pmemsim.html"}

@@ -22,13 +22,13 @@ queue: memory then stays proportional to the pages written, not to the stores.
 from __future__ import annotations
 
 import enum
-import hashlib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
+from pmemsim.digest import blake2b
 from pmemsim.errors import ErrorCode, InvalidArgumentError
 from pmemsim.provenance import Frame
 from pmemsim.snapshot import Snapshot
@@ -256,7 +256,7 @@ class Unit:
         small = self.size <= 64
 
         def key() -> bytes:
-            return bytes(buf) if small else hashlib.blake2b(buf, digest_size=16).digest()
+            return bytes(buf) if small else blake2b(buf, digest_size=16).digest()
 
         base_key = key()
         first_k: dict[bytes, int] = {base_key: 0}

@@ -21,7 +21,6 @@ rest.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from ..digest import blake2b
 from .common import _PRIVATE, UsageProblem, restored_imports
 
 __all__ = ["Broken", "Found", "Selector", "discover", "restored_imports"]
@@ -236,7 +236,7 @@ def _import(f: Path) -> Any:
     _, dotted = _package_base(f)
     if dotted is not None:
         return importlib.import_module(dotted)
-    digest = hashlib.blake2b(str(f.resolve()).encode(), digest_size=4).hexdigest()
+    digest = blake2b(str(f.resolve()).encode(), digest_size=4).hexdigest()
     stem = re.sub(r"\W", "_", f.stem)
     name = f"{_PRIVATE}{stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, f)

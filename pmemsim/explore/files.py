@@ -25,7 +25,6 @@ is checked; a load of the block raises :class:`pmemsim.PoisonError`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import signal
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..digest import blake2b
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError
 from ..events import BadBlock
@@ -172,7 +172,7 @@ _PAGE = 4096
 
 
 def _hash(data: bytes | bytearray) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return blake2b(data, digest_size=16).digest()
 
 
 class _ContentKeys:
@@ -187,7 +187,7 @@ class _ContentKeys:
         self._loaded: dict[tuple[int, int], tuple[object, bytes]] = {}
 
     def snapshot(self, snap: Snapshot, base: Mapping[int, bytes | bytearray]) -> bytes:
-        h = hashlib.blake2b(snap.size.to_bytes(8, "little"), digest_size=16)
+        h = blake2b(snap.size.to_bytes(8, "little"), digest_size=16)
         loader = snap.loader
         for p in range(-(-snap.size // _PAGE)):
             page = snap.pages.get(p)
@@ -208,7 +208,7 @@ class _ContentKeys:
         return h.digest()
 
     def data(self, data: bytes) -> bytes:
-        h = hashlib.blake2b(len(data).to_bytes(8, "little"), digest_size=16)
+        h = blake2b(len(data).to_bytes(8, "little"), digest_size=16)
         for off in range(0, len(data), _PAGE):
             h.update(_hash(data[off : off + _PAGE].ljust(_PAGE, b"\0")))
         return h.digest()
@@ -232,7 +232,7 @@ class _FilesJudge:
         return _Files(state, deviations, self.layouts[id(state)])
 
     def key(self, image: _Files, state: CrashState, deviations: Deviations) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
+        h = blake2b(digest_size=16)
         crash = state.image(image.deviations)
         h.update("\0".join(image.layout.dirs).encode() + b"\1")
         for f in image.files:
@@ -301,7 +301,7 @@ class _FilesJudge:
         layout = self.layouts[id(state)]
         digest = self._contexts.get(id(layout))
         if digest is None:
-            h = hashlib.blake2b(digest_size=16)
+            h = blake2b(digest_size=16)
             h.update("\0".join(layout.dirs).encode() + b"\1")
             for f in layout.files:
                 h.update(f"{f.path}\0{f.number}\0{f.held}\0".encode())

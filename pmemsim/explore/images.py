@@ -7,9 +7,9 @@ image loses, and key images by content so that each distinct one is run once.
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
+from ..digest import blake2b
 from ..errors import ErrorCode, InvalidArgumentError
 from .crash import Crash
 from .lazy import StateAlternatives
@@ -53,7 +53,7 @@ class _PageSums:
     def _lines(offset: int, data: bytes | bytearray) -> int:
         total = 0
         for k in range(0, len(data), 64):
-            h = hashlib.blake2b((offset + k).to_bytes(8, "little"), digest_size=16)
+            h = blake2b((offset + k).to_bytes(8, "little"), digest_size=16)
             h.update(data[k : k + 64])
             total += int.from_bytes(h.digest(), "little")
         return total

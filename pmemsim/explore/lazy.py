@@ -47,12 +47,12 @@ its own.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..digest import blake2b
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo
 from ..snapshot import Snapshot
@@ -592,7 +592,7 @@ class LazyExplorer:
             )
         if node.verdict is None:
             node.verdict = out.verdict
-            node.leaf = hashlib.blake2b(b"".join(raws), digest_size=16).digest()
+            node.leaf = blake2b(b"".join(raws), digest_size=16).digest()
         elif node.verdict != out.verdict:
             raise NondeterministicRecovery(
                 f"recovery gave two verdicts on the same bytes: {_verdict(node.verdict)} "

@@ -22,12 +22,13 @@ see :mod:`pmemsim.pmlog.slots`) follow at the same cost.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from ..digest import blake2b as _blake2b
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
@@ -38,7 +39,6 @@ PAGE = 4096
 LINE = 64
 _MASK = KEY_MASK = (1 << 128) - 1
 _ZERO_LINE = bytes(LINE)
-_blake2b = hashlib.blake2b
 _ZERO_PAGE = bytes(PAGE)
 #: Linux's MAP_NORESERVE (Python's mmap module does not name it before 3.13).
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
