@@ -26,6 +26,7 @@ from .common import (
     plural,
     user_frame,
     writable_file,
+    write_output,
 )
 from .discover import Broken, Found, Selector, discover
 from .reports import Outcome, write_json, write_junit
@@ -282,13 +283,7 @@ def _summary(outcomes: list[Outcome], out: Terminal) -> str:
 def write_html(path: str | Path, text: str) -> None:
     """Write an HTML report (``--html FILE``) and say where; a path that cannot be written
     is the user's mistake."""
-    from ..html import write_report
-
-    try:
-        written = write_report(path, text)
-    except OSError as exc:
-        raise UsageProblem(f"--html {path}: {exc.strerror or exc}") from None
-    print(f"HTML report: {written}")
+    print(f"HTML report: {write_output(path, text, '--html')}")
 
 
 # -- pmemsim replay ------------------------------------------------------------------------

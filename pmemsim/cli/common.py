@@ -120,6 +120,18 @@ def writable_file(path: str, option: str) -> Path:
     return p
 
 
+def write_output(path: str | Path, data: str | bytes, option: str) -> Path:
+    """Write what ``option`` asked for to ``path``, whole or not at all
+    (:mod:`pmemsim.reportfile`); a path that cannot take it is the user's problem (exit 2),
+    not a traceback."""
+    from ..reportfile import write_file
+
+    try:
+        return write_file(path, data)
+    except OSError as exc:
+        raise UsageProblem(f"{option} {path}: cannot write it: {exc.strerror or exc}") from None
+
+
 def _internal_dirs() -> tuple[str, ...]:
     from ..provenance import _PACKAGE_DIRS
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..explore.jobs import MAX_JOBS
-from .common import EXIT_FAILED, EXIT_OK, UsageProblem, count, finite_seconds
+from .common import EXIT_FAILED, EXIT_OK, UsageProblem, count, finite_seconds, write_output
 
 __all__ = ["register"]
 
@@ -379,7 +379,7 @@ def _check_log(
     if args.json:
         import json
 
-        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        write_output(args.json, json.dumps(result.as_dict(), indent=2) + "\n", "--json")
     if args.html:
         _html(args, replay, result)
     return EXIT_FAILED if result.inconsistent else EXIT_OK
@@ -437,7 +437,7 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
         raise UsageProblem(f"{len(checks)} checks match ({names}); pick one with -k NAME")
     (c,) = checks
     text = export_log(c, args.pool, base=args.base, frames=not args.no_frames)
-    Path(args.output).write_text(text)
+    write_output(args.output, text, "-o")
     records = text.count("|") + 1
     pool = os.path.abspath(args.pool)
     print(f"{c.name}: {records} records written to {args.output} (pool {pool}, {c.size} bytes)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .common import describe_error, user_frame
+from .common import describe_error, user_frame, write_output
 
 if TYPE_CHECKING:
     from ..explore import CheckResult, Failure
@@ -173,7 +173,7 @@ def write_json(path: Path, outcomes: list[Outcome], header: dict[str, Any]) -> N
         },
         "checks": [outcome_dict(o) for o in outcomes],
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    write_output(path, json.dumps(doc, indent=2) + "\n", "--json")
 
 
 # -- JUnit XML -----------------------------------------------------------------------------
@@ -229,4 +229,5 @@ def write_junit(
             # A known bug found as expected: its report is worth keeping next to the case.
             ET.SubElement(case, "system-out").text = _text(report(r))
     ET.indent(root)
-    path.write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n")
+    data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    write_output(path, data, "--junit-xml")

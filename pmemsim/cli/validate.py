@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .common import EXIT_FAILED, EXIT_OK, UsageProblem, writable_file
+from .common import EXIT_FAILED, EXIT_OK, UsageProblem, writable_file, write_output
 
 __all__ = ["register"]
 
@@ -70,7 +70,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{skipped} skipped (buggy variants)"
     )
     if json_path is not None:
-        json_path.write_text(
+        write_output(
+            json_path,
             json.dumps(
                 {
                     "dir": str(args.dir),
@@ -82,7 +83,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 },
                 indent=2,
             )
-            + "\n"
+            + "\n",
+            "--json",
         )
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 

@@ -103,6 +103,6 @@ def log_report(
 
 def write_report(path: str | os.PathLike[str], text: str) -> Path:
     """Write a report; returns its absolute path."""
-    p = Path(path).absolute()
-    p.write_text(text, encoding="utf-8")
-    return p
+    from ..reportfile import write_file
+
+    return write_file(path, text)

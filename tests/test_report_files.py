@@ -1,0 +1,124 @@
+"""Reports written whole or not at all (pmemsim.reportfile), by every command that writes one.
+
+A report that fails halfway (a full disk, a quota, a file-size limit) printed a traceback,
+and left the previous report truncated. Now the command exits 2 naming the option and the
+path, and a regular file keeps its previous content. /dev/full stands in for a full disk,
+RLIMIT_FSIZE for a quota on a regular file.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pmemsim.reportfile import write_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = str(ROOT / "scenarios" / "append_log.py")
+LOG = (
+    "START|REGISTER_FILE;{pool};0x10000;0x1000;0x0|STORE;0x10000;0x1;0x8|"
+    "STORE;0x10040;0x2;0x8|FLUSH;0x10000;0x40|FENCE|STOP\n"
+)
+
+
+CHECK = ["check", SCENARIO, "-k", "correct"]
+# A Python checker for check-log: it needs no image files, which the file-size limit refuses.
+CHECK_LOG = ["check-log", "LOG", "--checker-py", "OK"]
+#: Each command with a report option: its argv (REPORT: the report's path), the option.
+COMMANDS = {
+    "check --json": ([*CHECK, "--json", "REPORT"], "--json"),
+    "check --junit-xml": ([*CHECK, "--junit-xml", "REPORT"], "--junit-xml"),
+    "check --html": ([*CHECK, "--html", "REPORT"], "--html"),
+    "check-log --json": ([*CHECK_LOG, "--json", "REPORT"], "--json"),
+    "check-log --html": ([*CHECK_LOG, "--html", "REPORT"], "--html"),
+    "export-log -o": (
+        ["export-log", SCENARIO, "-k", "correct", "--pool", "POOL", "-o", "REPORT"],
+        "-o",
+    ),
+}
+
+
+def _run(
+    folder: Path, argv: list[str], report: str, limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    (folder / "store.log").write_text(LOG.format(pool=folder / "pool"))
+    (folder / "ok.py").write_text("def check(image):\n    return True\n")
+    paths = {
+        "LOG": str(folder / "store.log"),
+        "OK": f"{folder / 'ok.py'}:check",
+        "POOL": str(folder / "exported-pool"),
+        "REPORT": report,
+    }
+
+    def limited() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "pmemsim", *[paths.get(a, a) for a in argv]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limited,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_full_disk_is_a_clear_error_not_a_traceback(tmp_path: Path, name: str) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    argv, option = COMMANDS[name]
+    done = _run(tmp_path, argv, "/dev/full")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{option} /dev/full: cannot write it: No space left on device" in done.stderr
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_report_that_cannot_be_finished_leaves_the_last_one_whole(
+    tmp_path: Path, name: str
+) -> None:
+    argv, option = COMMANDS[name]
+    report = tmp_path / "report"
+    done = _run(tmp_path, argv, str(report))
+    assert done.returncode in (0, 1), done.stderr
+    whole = report.read_bytes()
+    assert len(whole) > 64
+    report.write_bytes(b"the last good report\n")
+    done = _run(tmp_path, argv, str(report), limit=len(whole) // 2)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{option} {report}: cannot write it: File too large" in done.stderr
+    assert report.read_bytes() == b"the last good report\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_link_stays_a_link_and_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert write_file(link, "new") == link
+    assert link.is_symlink() and target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640
+    fresh = write_file(tmp_path / "fresh.json", b"bytes")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.read_bytes() == b"bytes" and fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_device_is_written_in_place(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    write_file(fifo, "through the pipe\n")
+    out, _ = reader.communicate(timeout=30)
+    assert out == b"through the pipe\n"
+    assert fifo.exists() and not fifo.is_file()
