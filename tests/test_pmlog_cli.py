@@ -84,6 +84,35 @@ def test_a_bad_json_path_is_refused_before_any_work(good: Path) -> None:
     assert time.monotonic() - started < 20  # no checker ran
 
 
+@pytest.mark.parametrize("kind", ["gzip", "xz", "bzip2"])
+def test_a_compressed_log_is_named_as_such(tmp_path: Path, kind: str) -> None:
+    # Its bytes were reported as a record with no START, in escaped binary.
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {"gzip": gzip.compress, "xz": lzma.compress, "bzip2": bz2.compress}[kind]
+    log = tmp_path / "store.log.z"
+    log.write_bytes(compress(GOOD.encode()))
+    done = pmemsim("check-log", str(log), "--", "true", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"is {kind}-compressed" in done.stderr and "no START" not in done.stderr
+
+
+def test_a_log_from_a_pipe_is_refused_with_why(tmp_path: Path) -> None:
+    # "-" and /dev/fd/N were "no such log file"; a log is read more than once.
+    done = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "check-log", "-", "--", "true"],
+        input=GOOD,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "-: not a regular file" in done.stderr and "save it to a file" in done.stderr
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_a_fifo_or_a_device_as_registered_file_is_a_clear_error(tmp_path: Path, kind: str) -> None:
     if kind == "fifo":

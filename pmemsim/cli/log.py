@@ -233,6 +233,11 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
     from .common import writable_file
 
     if not os.path.isfile(args.log):
+        if args.log == "-" or os.path.exists(args.log):
+            raise UsageProblem(
+                f"{args.log}: not a regular file (check-log reads the log more than once: "
+                "save it to a file first)"
+            )
         raise UsageProblem(f"{args.log}: no such log file")
     # Where results go is checked before any work: the work is lost otherwise.
     for option, path in (("--json", args.json), ("--html", args.html)):

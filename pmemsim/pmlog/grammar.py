@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, overload
@@ -216,6 +217,31 @@ def _text_pieces(text: str) -> Pieces:
     return pieces
 
 
+#: The first bytes of a compressed file, its format and the command that undoes it.
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip", "gunzip -k"),
+    (b"\xfd7zXZ\x00", "xz", "unxz -k"),
+    (b"BZh", "bzip2", "bunzip2 -k"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+)
+
+
+def _not_compressed(path: str) -> None:
+    """A compressed log is refused by name: its bytes would be reported as a record with no
+    START, which does not say what to do."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return  # said when the log is read
+    for magic, kind, undo in _COMPRESSED:
+        if head.startswith(magic):
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"the log {path} is {kind}-compressed: check the log itself ({undo} {path})",
+            )
+
+
 def _file_pieces(path: str) -> Pieces:
     try:
         st = os.stat(path)
@@ -224,6 +250,8 @@ def _file_pieces(path: str) -> Pieces:
             ErrorCode.EINVAL, f"cannot read the log {path}: {exc.strerror}"
         ) from None
     stamp = (st.st_size, st.st_mtime_ns)
+    if stat.S_ISREG(st.st_mode):  # (reading a pipe's first bytes would lose them)
+        _not_compressed(path)
 
     def pieces() -> Iterator[str]:
         try:
