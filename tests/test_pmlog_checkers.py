@@ -314,6 +314,35 @@ def test_several_files_with_a_program(tmp_path: Path) -> None:
     assert fixed.verdict == "consistent"
 
 
+def test_a_program_is_judged_by_its_exit_not_by_what_it_left_running(tmp_path: Path) -> None:
+    # A checker that leaves a process in the background holding its output (a shell
+    # script's "cmd &") was judged when the pipe closed: every image "timed out". Its exit is
+    # the verdict, and what it left is stopped: it could read or write the next image.
+    pids = tmp_path / "pids"
+    script = tmp_path / "leaves.sh"
+    script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! >> {pids}\nexit 0\n")
+    script.chmod(0o755)
+    replay = Replay.of(parse_log(log_text(store(0, 1), store(64, 2), flush(0, 128), "FENCE")))
+    r = check_log(replay, ProgramChecker((str(script),), timeout=5))
+    assert r.verdict == "consistent" and r.images_checked == 4
+    left = [int(p) for p in pids.read_text().split()]
+    assert len(left) == 4
+    for pid in left:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue  # gone
+        assert state == "Z", f"process {pid} still runs"  # killed, not yet reaped by init
+
+
+def test_a_chatty_programs_verdict_keeps_the_end_of_what_it_said(tmp_path: Path) -> None:
+    chatty = ("-c", "import sys; print('x' * 10**7); print('THE END'); sys.exit(3)")
+    replay = Replay.of(parse_log(log_text(store(0, 1), flush(0), "FENCE")))
+    r = check_log(replay, ProgramChecker((sys.executable, *chatty)))
+    assert r.minimal is not None and r.minimal.verdict.endswith("THE END")
+
+
 # -- PMREORDER_MARKERS -----------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,17 +210,16 @@ class ProgramChecker:
         with _LOCK:
             _RUNNING.add(proc)
         try:
-            out, _ = proc.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            assert self.timeout is not None
-            return timed_out(self.timeout)
+            out = _until_exit(proc, self.timeout)
         except BaseException:
             _kill_group(proc)
             raise
         finally:
             with _LOCK:
                 _RUNNING.discard(proc)
+        if out is None:
+            assert self.timeout is not None
+            return timed_out(self.timeout)
         if proc.returncode == 0:
             return None
         text = out.decode(errors="replace").strip()
@@ -250,6 +250,62 @@ def stop_programs() -> None:
 
 def resume_programs() -> None:
     _STOPPING.clear()
+
+
+def _until_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bytes | None:
+    """The tail of what ``proc`` printed, once it exited; None when it ran past ``timeout``
+    (its group killed). The verdict is its exit: a process it left in the background,
+    holding the output pipe, neither delays the verdict (it was read as a timeout) nor
+    outlives its image (it could read or write the next one), so its group is killed."""
+    import select
+
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    tail = bytearray()
+    try:
+        exited = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        exited = -1
+    try:
+        watch = select.poll()
+        watch.register(fd, select.POLLIN)
+        if exited >= 0:
+            watch.register(exited, select.POLLIN)
+        while proc.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                _kill_group(proc)
+                return None
+            ms = None if left is None else left * 1000
+            if exited < 0:  # the exit polled for
+                ms = 50 if ms is None else min(50, ms)
+            for ready, _ in watch.poll(ms):
+                if ready == fd and _drain(fd, tail):
+                    watch.unregister(fd)  # EOF: only the exit is left to wait for
+        _drain(fd, tail)
+    finally:
+        if exited >= 0:
+            os.close(exited)
+        proc.stdout.close()
+    _kill_group(proc)  # what it left behind
+    return bytes(tail)
+
+
+def _drain(fd: int, tail: bytearray) -> bool:
+    """Read what the pipe holds now into ``tail`` (its last bytes kept: a chatty checker's
+    output is not held whole); True at end of file."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return False
+        if not data:
+            return True
+        tail += data
+        if len(tail) > 4 * _TAIL:
+            del tail[: len(tail) - 4 * _TAIL]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
