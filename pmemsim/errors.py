@@ -407,3 +407,9 @@ def error_for(
     """The exception (of the right class) for ``code``; raise it at the call site."""
     cls = _BY_CODE.get(code, PmemError)
     return cls(code, message, pmem2_code=pmem2_code, pmem2_message=pmem2_message)
+
+
+#: What user code (a recovery, a checker function) may fail with, as its verdict: any
+#: Exception, and SystemExit, as a checker ported from a program's main() calls sys.exit().
+#: (Uncaught, that ended pmemsim on the spot with the checker's status and no report.)
+USER_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)

@@ -45,6 +45,23 @@ def test_eviction_flag_in_another_line_persisted_before_its_data_is_found() -> N
     assert m is not None and [(x.offset, x.lost) for x in m.lines] == [(64, 1)]
 
 
+def test_a_recovery_calling_sys_exit_is_inconsistent_not_the_end_of_the_run() -> None:
+    # SystemExit went past recovery's verdict: check() raised it (pmemsim check called the
+    # whole check errored), and check-log's --recovery ended the process with no report.
+    import sys
+
+    def workload(v: pm.View) -> None:
+        v.write(0, b"\x01" * 8)
+        v.persist(0, 8)
+
+    def recover(v: pm.View) -> bool:
+        sys.exit(0)
+
+    r = check(CrashCheck("exits", workload, recover, expect="inconsistent"))
+    assert r.verdict == "inconsistent"
+    assert r.minimal is not None and isinstance(r.minimal.error, SystemExit)
+
+
 def test_two_stores_to_one_line_flushed_together_are_not_a_false_positive() -> None:
     def workload(v: pm.View) -> None:
         v.u64[0] = 7  # data

@@ -343,6 +343,20 @@ def test_a_chatty_programs_verdict_keeps_the_end_of_what_it_said(tmp_path: Path)
     assert r.minimal is not None and r.minimal.verdict.endswith("THE END")
 
 
+@pytest.mark.parametrize("code", [0, 1])
+@pytest.mark.parametrize(("engine", "jobs"), [("lazy", 1), ("exhaustive", 1), ("exhaustive", 2)])
+def test_a_checker_calling_sys_exit_gets_a_verdict(engine: str, jobs: int, code: int) -> None:
+    # sys.exit() in a checker (one ported from a program's main) ended pmemsim on the spot,
+    # with the checker's status and no report; it is the checker's failure, as an exception.
+    def exits(image: Any) -> bool:
+        sys.exit(code)
+
+    replay = Replay.of(parse_log(log_text(store(0, 1), flush(0), "FENCE")))
+    r = check_log(replay, FunctionChecker(exits, "exits"), engine=engine, jobs=jobs)
+    assert r.verdict == "inconsistent" and r.minimal is not None
+    assert r.minimal.verdict.startswith(f"called sys.exit({code})")
+
+
 # -- PMREORDER_MARKERS -----------------------------------------------------------------------
 
 

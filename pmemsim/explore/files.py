@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..digest import blake2b
 from ..enums import Granularity
-from ..errors import ErrorCode, InvalidArgumentError
+from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo, reset_crash, set_crash
 from ..snapshot import Snapshot
@@ -410,7 +410,7 @@ class _FilesJudge:
                     finally:
                         if opened is not None:
                             opened.extend(seen)
-            except Exception as exc:  # the user's recovery failed: that is the verdict
+            except USER_FAILURES as exc:  # the user's recovery failed: that is the verdict
                 return exc
             except HANG_ERRORS as exc:
                 if timer is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import Config
 from ..enums import Granularity
-from ..errors import PmemError
+from ..errors import USER_FAILURES, PmemError
 from ..markers import CrashInfo, reset_crash, set_crash
 from ..part import Part
 from ..set import Set
@@ -90,7 +90,7 @@ def run_recovery(
                 return exc
             try:
                 ok = recover(s.view(d))
-            except Exception as exc:  # the user's recovery failed: that is the verdict
+            except USER_FAILURES as exc:  # the user's recovery failed: that is the verdict
                 return exc
     except HANG_ERRORS as exc:
         if timer is not None:
@@ -120,7 +120,7 @@ def _on_harness(
             timer.arm()
         try:
             ok = recover(view)
-        except Exception as exc:  # the user's recovery failed: that is the verdict
+        except USER_FAILURES as exc:  # the user's recovery failed: that is the verdict
             return exc
         finally:
             if timer is not None:
@@ -196,7 +196,7 @@ def _crash_recovery(
         if timer is not None:
             timer.disarm()
         return exc
-    except Exception as exc:  # recovery failed as a recorded workload: that is its verdict
+    except USER_FAILURES as exc:  # recovery failed as a recorded workload: that is its verdict
         return exc
     sums = _PageSums()
     seen: set[bytes] = set()

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ErrorCode, InvalidArgumentError
+from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo
 from ..snapshot import Snapshot
@@ -240,7 +240,7 @@ def _replay_with(
         except HANG_ERRORS as exc:
             timer.disarm()
             return exc, crash, point, state, judge
-        except Exception as exc:  # recovery failed as a recorded workload: its verdict
+        except USER_FAILURES as exc:  # recovery failed as a recorded workload: its verdict
             return exc, crash, point, state, judge
         image, info, _, _ = _fault_image(t, pool_judge, link, "recovery")
     err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy, timer=timer)

@@ -54,8 +54,13 @@ def _exactly(fd: int, n: int) -> bytes | None:
     return b"".join(chunks)
 
 
+class _Stopped(BaseException):
+    """SIGTERM in a worker: unwinds through finally blocks (a recovery's temporary folder).
+    Not SystemExit, which a recovery's own sys.exit() raises and which is then its verdict."""
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # finally blocks run (a recovery's temporary folder)
+    raise _Stopped(signum)
 
 
 class _Worker:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ErrorCode, InvalidArgumentError
+from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
 
 if TYPE_CHECKING:
     import subprocess
@@ -126,7 +126,7 @@ class FunctionChecker:
         """None when the image is consistent, else what the function said."""
         try:
             ok = self.fn(image)
-        except Exception as exc:  # the user's checker failed: that is the verdict
+        except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
             return raised(exc)
         return "returned False" if ok is False else None
 
@@ -139,6 +139,8 @@ def raised(exc: BaseException) -> str:
     """A checker's exception as its verdict."""
     if isinstance(exc, CheckerTimedOut):
         return TimedOut(f"timed out: {exc}")
+    if isinstance(exc, SystemExit):  # (even sys.exit(0): a checker returns its verdict)
+        return f"called sys.exit({exc.code!r}){_innermost(exc)}"
     return f"raised {type(exc).__name__}: {exc}{_innermost(exc)}"
 
 

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..errors import USER_FAILURES
 from ..markers import CrashInfo, reset_crash, set_crash
 from .checkers import (
     FunctionChecker,
@@ -225,7 +226,7 @@ class Inline(Judge):
         verdict: str | None
         try:
             ok = self.fn(view)
-        except Exception as exc:  # the user's checker failed: that is the verdict
+        except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
             verdict = raised(exc)
         else:
             verdict = "returned False" if ok is False else None

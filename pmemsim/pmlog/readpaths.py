@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..errors import USER_FAILURES
 from ..explore.lazy import (
     LazyExplorer,
     Observation,
@@ -32,7 +33,7 @@ from ..explore.lazy import (
 )
 from ..explore.report import CrashConsistencyError
 from ..markers import CrashInfo, reset_crash, set_crash
-from .checkers import FunctionChecker, TimedOut, _innermost
+from .checkers import FunctionChecker, TimedOut, raised
 from .images import PoolImage
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def message_of(error: BaseException | None, verdict: Verdict) -> str:
     if error is not None:
         if type(error) is CrashConsistencyError:
             return "returned False"
-        return f"raised {type(error).__name__}: {error}{_innermost(error)}"
+        return raised(error)
     kind, origin = verdict.signature
     if kind == "CrashConsistencyError":
         return "returned False"
@@ -241,11 +242,11 @@ class LazyJudge:
                 self.checker.fn(real)
             except type(exc):
                 return exc  # the checker's own mistake: that is its verdict
-            except Exception:
+            except USER_FAILURES:
                 pass
             finally:
                 reset_crash(token)
             raise NeedsBuffer(f"{type(exc).__name__}: {exc}") from None
-        except Exception as exc:  # the user's checker failed: that is the verdict
+        except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
             return exc
         return CrashConsistencyError("returned False") if ok is False else None
