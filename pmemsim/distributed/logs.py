@@ -6,20 +6,23 @@ them in batches of images of consecutive crash points, ``(seq, point, deviations
 each, never their bytes. The log and the checker travel once per worker (the log as the
 parsed :class:`~pmemsim.pmlog.replay.Replay` and its text; a ``--checker-py
 FILE.py:FUNCTION`` by value, a function of an importable module by reference). A worker
-replays the log up to the batch's last crash point, rebuilds each image from its crash
-state and deviations, and judges it with the judge this process would use with ``--jobs
-1`` (a Python function in the worker, a library in a forked checker process, a program per
-image); it answers with the failures only. The minimal failure is chosen here, by the same
-rule as inline (fewest lines deviating, then first in order), so the report is the same.
+rebuilds each image from its crash state and deviations, and judges it with the judge this
+process would use with ``--jobs 1`` (a Python function in the worker, a library in a forked
+checker process, a program per image); it answers with the failures only. The minimal
+failure is chosen here, by the same rule as inline (fewest lines deviating, then first in
+order), so the report is the same.
 
-A batch replays the log from its start: it costs the replay up to its points, which the
-lean machine of :mod:`pmemsim.pmlog.fastreplay` makes small next to judging thousands of
-images, but it does make many small batches of a long log slow (see :data:`LOG_BATCH`).
+A worker keeps its replay of the log between batches (:mod:`.cursor`), waiting at the last
+crash point it judged: the next batch at or after that point costs only the operations in
+between, so a worker replays the log about once whatever the number of batches. A batch
+before that point (rare: the scheduler runs a worker's batches in the order they were sent)
+starts another replay from the log's start; the replay furthest ahead is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import pickle
 import threading
 import uuid
 from collections import OrderedDict
@@ -28,13 +31,15 @@ from typing import TYPE_CHECKING, Any
 from ..pmlog.judging import Cand, Judge, PerFile, Verdicts
 
 if TYPE_CHECKING:
+    from ..explore.trace import CrashPoint
     from ..pmlog.images import PoolImage
     from ..pmlog.replay import Replay
+    from .cursor import LogCursor
     from .executor import Dask
 
 __all__ = ["LOG_BATCH", "DaskJudge"]
 
-#: Images per batch (a worker replays the log up to the batch's points for each).
+#: Images per batch.
 LOG_BATCH = 2048
 #: Batches in flight per worker: more wait here, so that memory holds a bounded number.
 IN_FLIGHT = 4
@@ -72,6 +77,10 @@ class DaskJudge(Judge):
         #: Batches sent and not answered: their future, and their images by seq.
         self.waiting: OrderedDict[Any, dict[int, Cand]] = OrderedDict()
         self.sent = 0
+        self.resume = executor.log_resume
+        #: Log operations the workers replayed, and replays they started at the log's start.
+        self.replayed = 0
+        self.replays = 0
 
     def add(self, cand: Cand) -> None:
         self.items.append(
@@ -91,7 +100,10 @@ class DaskJudge(Judge):
             _judge_batch,
             self.payload,
             self.token,
-            self.items,
+            # Pickled here: Dask would walk every tuple of every image looking for futures
+            # (15-45 ms to submit a batch of 2,048 images here, 1 ms pickled).
+            pickle.dumps(self.items, pickle.HIGHEST_PROTOCOL),
+            self.resume,
             key=f"pmemsim-log-batch-{self.token}-{self.sent}",
             pure=False,
         )
@@ -102,7 +114,9 @@ class DaskJudge(Judge):
 
     def _collect(self, fut: Any) -> None:
         cands = self.waiting.pop(fut)
-        judged, runs, failures = fut.result()
+        judged, runs, failures, replayed, fresh = fut.result()
+        self.replayed += replayed
+        self.replays += fresh
         v = self.verdicts
         v.judged += judged
         v.runs += runs
@@ -116,7 +130,8 @@ class DaskJudge(Judge):
         self._send()
         while self.waiting:
             self._collect(next(iter(self.waiting)))
-        self.executor.sent = self.sent
+        ex = self.executor
+        ex.sent, ex.log_replayed, ex.log_replays = self.sent, self.replayed, self.replays
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -229,12 +244,56 @@ def _same_base_images(images: list[tuple[str, int, str]]) -> None:
 
 # -- on a worker -----------------------------------------------------------------------------
 
-_LOADED: OrderedDict[str, tuple[Replay, Any, str]] = OrderedDict()
+
+class _Log:
+    """A log this worker judges: what the client sent, and the replay of it that waits
+    between batches (:class:`~.cursor.LogCursor`)."""
+
+    def __init__(self, replay: Replay, checker: Any, crash_points: str) -> None:
+        self.replay = replay
+        self.checker = checker
+        self.crash_points = crash_points
+        #: The replay waiting for the next batch (one: the furthest ahead), None if none.
+        self.idle: LogCursor | None = None
+        self.closed = False
+
+    def take(self, first: int, resume: bool) -> tuple[LogCursor, bool]:
+        """A replay for a batch from crash point ``first``: the waiting one if it is not
+        past ``first``, else a new one (True) from the log's start."""
+        from .cursor import LogCursor
+
+        with _LOCK:
+            cursor = self.idle
+            if resume and cursor is not None and cursor.serves(first):
+                self.idle = None
+                return cursor, False
+        return LogCursor(self.replay, self.crash_points), True
+
+    def give_back(self, cursor: LogCursor, resume: bool) -> None:
+        """Keep the replay furthest ahead for the next batch; end the other."""
+        with _LOCK:
+            drop: LogCursor | None = cursor
+            if resume and not self.closed and not cursor.ended:
+                kept = self.idle
+                if kept is None or kept.ended or cursor.at >= kept.at:
+                    self.idle, drop = cursor, kept
+        if drop is not None:
+            drop.close()
+
+    def close(self) -> None:
+        with _LOCK:
+            self.closed = True
+            cursor, self.idle = self.idle, None
+        if cursor is not None:
+            cursor.close()
+
+
+_LOADED: OrderedDict[str, _Log] = OrderedDict()
 _LOCK = threading.Lock()
 _KEEP = 2
 
 
-def _loaded(token: str, blob: bytes) -> tuple[Replay, Any, str]:
+def _loaded(token: str, blob: bytes) -> _Log:
     import cloudpickle
 
     import pmemsim
@@ -256,16 +315,22 @@ def _loaded(token: str, blob: bytes) -> tuple[Replay, Any, str]:
     if version != pmemsim.__version__:
         raise WorkerProblem(f"this worker has pmemsim {pmemsim.__version__}, the client {version}")
     _same_base_images(images)
+    log = _Log(replay, checker, crash_points)
+    dropped = []
     with _LOCK:
-        _LOADED[token] = (replay, checker, crash_points)
+        log = _LOADED.setdefault(token, log)
         while len(_LOADED) > _KEEP:
-            _LOADED.popitem(last=False)
-    return replay, checker, crash_points
+            dropped.append(_LOADED.popitem(last=False)[1])
+    for old in dropped:
+        old.close()
+    return log
 
 
 def _forget(token: str) -> None:
     with _LOCK:
-        _LOADED.pop(token, None)
+        log = _LOADED.pop(token, None)
+    if log is not None:
+        log.close()
 
 
 class _Failures(Verdicts):
@@ -279,42 +344,62 @@ class _Failures(Verdicts):
         self.failures.append((cand.seq, verdict))
 
 
-def _judge_batch(blob: bytes, token: str, items: list[Item]) -> tuple[int, int, list[Any]]:
-    """Judge a batch's images on this worker: ``(images judged, checker runs, failures)``."""
-    from ..explore.trace import StopRecording
-    from ..pmlog.check import _image, _judging
-    from ..pmlog.fastreplay import record_log
+class _Batch:
+    """A batch's images, judged at their crash points as ``--jobs 1`` would (a
+    :class:`~.cursor.Job`: this runs in the replay's thread)."""
 
-    replay, checker, crash_points = _loaded(token, blob)
-    by_point: dict[int, list[Item]] = {}
-    for item in items:
-        by_point.setdefault(item[1], []).append(item)
-    last = max(by_point)
-    img = _image(replay)
-    verdicts = _Failures()
-    reached = [-1]
+    def __init__(self, log: _Log, items: list[Item]) -> None:
+        self.log = log
+        self.by_point: dict[int, list[Item]] = {}
+        for item in items:
+            self.by_point.setdefault(item[1], []).append(item)
+        self.first, self.last = min(self.by_point), max(self.by_point)
+        self.verdicts = _Failures()
+        self.stack = contextlib.ExitStack()
+        self.judge: Judge | None = None
+
+    def visit(self, point: CrashPoint, img: PoolImage) -> None:
+        wanted = self.by_point.get(point.index)
+        if not wanted:
+            return
+        if self.judge is None:
+            from ..pmlog.check import _judging
+
+            log = self.log
+            self.judge = self.stack.enter_context(
+                _judging(log.replay, log.checker, img, 1, self.verdicts)
+            )
+        img.move_to(point.state)
+        for seq, _, dev, size, markers, ordinal in wanted:
+            self.judge.add(Cand(seq, point, dev, size, markers, ordinal))
+
+    def close(self, done: bool) -> tuple[int, int, list[tuple[int, str]]]:
+        with self.stack:
+            if done and self.judge is not None:
+                self.judge.finish()
+        v = self.verdicts
+        return v.judged, v.runs, v.failures
+
+
+def _judge_batch(
+    blob: bytes, token: str, packed: bytes, resume: bool = True
+) -> tuple[int, int, list[Any], int, bool]:
+    """Judge a batch's images on this worker (``packed``: the pickled list of its
+    :data:`Item`): ``(images judged, checker runs, failures, log operations replayed for
+    it, whether its replay started at the log's start)``. ``resume``: go on with the replay
+    an earlier batch left where it can (else the batch replays the log from its start, the
+    old way, kept as the benchmark's reference)."""
+    from .cursor import ReplayEnded
+    from .shipping import WorkerProblem
+
+    log = _loaded(token, blob)
+    batch = _Batch(log, pickle.loads(packed))
+    cursor, fresh = log.take(batch.first, resume)
+    before = cursor.operations
     try:
-        with _judging(replay, checker, img, 1, verdicts) as judge:
-
-            def on_point(point: Any) -> None:
-                reached[0] = point.index
-                wanted = by_point.get(point.index)
-                if wanted:
-                    img.move_to(point.state)
-                    for seq, _, dev, size, markers, ordinal in wanted:
-                        judge.add(Cand(seq, point, dev, size, markers, ordinal))
-                if point.index >= last:
-                    raise StopRecording
-
-            record_log(replay, img, crash_points, on_point, check=False)
-            judge.finish()
+        judged, runs, failures = cursor.run(batch)
+    except ReplayEnded as exc:
+        raise WorkerProblem(str(exc)) from None
     finally:
-        img.close()
-    if reached[0] < last:
-        from .shipping import WorkerProblem
-
-        raise WorkerProblem(
-            f"the log replayed on this worker has {reached[0] + 1} crash point(s), the "
-            f"client's at least {last + 1}"
-        )
-    return verdicts.judged, verdicts.runs, verdicts.failures
+        log.give_back(cursor, resume)
+    return judged, runs, failures, cursor.operations - before, fresh

@@ -1,0 +1,304 @@
+"""check-log's replays on the workers (pmemsim/distributed/logs.py, cursor.py): a worker
+goes on with its replay of the log from the last batch it judged, so a log of many batches
+costs each worker about one replay, not one per batch; and whatever order the batches
+arrive in, the result is inline's.
+
+Most tests run the workers' code in this process through a client that runs the batches
+in an order of the test's choosing (no cluster to start); the last runs a LocalCluster."""
+
+from __future__ import annotations
+
+import random
+import struct
+import threading
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["dask_support"]
+
+BASE = 0x10000000
+
+
+def epochs_log(epochs: int, seed: int = 7) -> str:
+    """Per epoch: a record's value to line 1, then its "valid" copy to line 0, a third
+    line's store; each flushed, one fence. A crash that persists line 0 without line 1 is
+    inconsistent (see :func:`ordered`)."""
+    rng = random.Random(seed)
+    recs = ["START", f"REGISTER_FILE;/nonexistent-pmemsim-test/pool;0x{BASE:x};0x1000;0x0"]
+    for e in range(1, epochs + 1):
+        other = 2 + rng.randrange(60)
+        recs += [
+            f"STORE;0x{BASE + 64:x};0x{e:x};0x8",
+            f"STORE;0x{BASE:x};0x{e:x};0x8",
+            f"STORE;0x{BASE + other * 64 + 8 * rng.randrange(8):x};0x{e:x};0x8",
+            f"FLUSH;0x{BASE:x};0x40",
+            f"FLUSH;0x{BASE + 64:x};0x40",
+            f"FLUSH;0x{BASE + other * 64:x};0x40",
+            "FENCE",
+        ]
+    recs.append("STOP")
+    return "|".join(recs)
+
+
+def ordered(img: memoryview) -> bool:
+    """Line 0 never runs ahead of line 1."""
+    valid, value = struct.unpack_from("<Q", img, 0)[0], struct.unpack_from("<Q", img, 64)[0]
+    return valid <= value
+
+
+class _Future:
+    def __init__(self, client: OrderedClient, fn: Any, args: tuple[Any, ...]) -> None:
+        self.client, self.fn, self.args = client, fn, args
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def result(self) -> Any:
+        self.client.run_until(self)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class OrderedClient:
+    """What DaskJudge uses of a Dask client, running the tasks in this process, one at a
+    time, when a result is asked for: the oldest first, the newest first, or a seeded
+    random one of those submitted."""
+
+    def __init__(self, order: str | int) -> None:
+        self.order = order
+        self.rng = random.Random(order if isinstance(order, int) else 0)
+        self.pending: list[_Future] = []
+        self.ran: list[int] = []
+
+    def submit(self, fn: Any, *args: Any, key: str, pure: bool) -> _Future:
+        fut = _Future(self, fn, args)
+        self.pending.append(fut)
+        return fut
+
+    def run_until(self, fut: _Future) -> None:
+        while not fut.done:
+            if self.order == "forward":
+                k = 0
+            elif self.order == "reverse":
+                k = len(self.pending) - 1
+            else:
+                k = self.rng.randrange(len(self.pending))
+            task = self.pending.pop(k)
+            args = [a.result() if isinstance(a, _Future) else a for a in task.args]
+            try:
+                task.value = task.fn(*args)
+            except BaseException as exc:
+                task.error = exc
+            task.done = True
+
+    def cancel(self, futures: list[_Future]) -> None:
+        self.pending = [f for f in self.pending if f not in futures]
+
+    def run(self, fn: Any, *args: Any, on_error: str) -> None:
+        fn(*args)
+
+
+class InProcess:
+    """A Dask executor's check-log side, its one worker this process."""
+
+    workers = 1
+
+    def __init__(self, order: str | int, batch: int, resume: bool = True) -> None:
+        self.client = OrderedClient(order)
+        self.log_batch = batch
+        self.log_resume = resume
+        self.sent = self.log_replayed = self.log_replays = 0
+
+    def log_judge(self, replay: Any, checker: Any, crash_points: str, *common: Any) -> Any:
+        from pmemsim.distributed.logs import DaskJudge
+
+        return DaskJudge(self, replay, checker, crash_points, *common, batch=self.log_batch)
+
+
+def _comparable(result: Any) -> dict[str, Any]:
+    d = result.as_dict()
+    for k in ("seconds", "images_per_second"):
+        d.pop(k, None)
+    return d
+
+
+@pytest.fixture(scope="module")
+def long_log() -> tuple[Any, Any, Any]:
+    """A log of 150 epochs (1,050 operations) and its inline result."""
+    pytest.importorskip("cloudpickle", reason="dask is not installed: pip install 'pmemsim[dask]'")
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, parse_log
+
+    replay = Replay.of(parse_log(epochs_log(150)))
+    checker = FunctionChecker(ordered, "ordered")
+    inline = check_log(replay, checker, engine="exhaustive")
+    assert inline.inconsistent and inline.minimal is not None
+    return replay, checker, inline
+
+
+def _on(ex: InProcess, long_log: tuple[Any, Any, Any]) -> Any:
+    from pmemsim.pmlog import check_log
+
+    replay, checker, inline = long_log
+    result = check_log(replay, checker, engine="exhaustive", executor=ex)
+    assert result.report() == inline.report()
+    assert _comparable(result) == _comparable(inline)
+    return result
+
+
+def test_a_worker_replays_a_log_of_many_batches_once(long_log: tuple[Any, Any, Any]) -> None:
+    replay, _, _ = long_log
+    ex = InProcess("forward", batch=16)
+    _on(ex, long_log)
+    assert ex.sent >= 40
+    # One replay, each operation once: the batches went on from where the last one stopped.
+    assert ex.log_replays == 1
+    assert ex.log_replayed == replay.operations
+
+
+def test_every_batch_replays_from_the_start_without_resume(
+    long_log: tuple[Any, Any, Any],
+) -> None:
+    """The old way (bench/bench_dask.py's reference): what the counters say of it."""
+    replay, _, _ = long_log
+    ex = InProcess("forward", batch=16, resume=False)
+    _on(ex, long_log)
+    assert ex.log_replays == ex.sent >= 40
+    assert ex.log_replayed > ex.sent // 2 * replay.operations // 2
+
+
+@pytest.mark.parametrize("order", ["reverse", 1, 2])
+def test_batches_out_of_order_give_inline_s_result(
+    long_log: tuple[Any, Any, Any], order: str | int
+) -> None:
+    replay, _, _ = long_log
+    ex = InProcess(order, batch=16)
+    _on(ex, long_log)
+    # A batch before the replay's point starts another replay; one after goes on with it.
+    assert 1 < ex.log_replays < ex.sent
+    assert ex.log_replayed < ex.log_replays * replay.operations
+
+
+def test_a_batch_at_the_point_the_replay_waits_at_goes_on_there(
+    long_log: tuple[Any, Any, Any],
+) -> None:
+    """Batches of 1 image: most crash points' images span several batches."""
+    replay, _, _ = long_log
+    ex = InProcess("forward", batch=1)
+    result = _on(ex, long_log)
+    assert ex.sent == result.images_checked
+    assert ex.log_replays == 1
+    assert ex.log_replayed == replay.operations
+
+
+# -- the cursor ------------------------------------------------------------------------------
+
+
+class Visits:
+    """A job that notes the crash points it is handed."""
+
+    def __init__(self, first: int, last: int, fail_at: int | None = None) -> None:
+        self.first, self.last, self.fail_at = first, last, fail_at
+        self.seen: list[int] = []
+        self.closed: list[bool] = []
+        self.threads: set[str] = set()
+
+    def visit(self, point: Any, img: Any) -> None:
+        self.threads.add(threading.current_thread().name)
+        if point.index == self.fail_at:
+            raise RuntimeError("the judge failed")
+        self.seen.append(point.index)
+
+    def close(self, done: bool) -> list[int]:
+        self.closed.append(done)
+        return self.seen
+
+
+@pytest.fixture
+def small_replay() -> Any:
+    from pmemsim.pmlog import Replay, parse_log
+
+    return Replay.of(parse_log(epochs_log(10)))
+
+
+def test_a_cursor_goes_on_from_its_point(small_replay: Any) -> None:
+    from pmemsim.distributed.cursor import LogCursor
+
+    cursor = LogCursor(small_replay, "barriers")
+    try:
+        assert cursor.run(Visits(2, 4)) == [2, 3, 4]
+        assert cursor.at == 4 and cursor.serves(4) and not cursor.serves(3)
+        assert cursor.run(Visits(4, 4)) == [4]  # the point it waits at, again
+        assert cursor.run(Visits(7, 10)) == [7, 8, 9, 10]  # 10: the end of the log
+        assert cursor.operations == 70  # 10 epochs of 7
+        with pytest.raises(ValueError, match="cannot serve 3"):
+            cursor.run(Visits(3, 5))
+    finally:
+        cursor.close()
+
+
+def test_the_job_runs_in_the_replays_thread(small_replay: Any) -> None:
+    from pmemsim.distributed.cursor import LogCursor
+
+    cursor = LogCursor(small_replay, "barriers")
+    job = Visits(0, 1)
+    cursor.run(job)
+    cursor.close()
+    assert job.threads == {"pmemsim-log-replay"}
+    assert job.closed == [True]
+
+
+def test_a_log_shorter_than_the_batch_ends_the_cursor(small_replay: Any) -> None:
+    from pmemsim.distributed.cursor import LogCursor, ReplayEnded
+
+    cursor = LogCursor(small_replay, "barriers")
+    job = Visits(9, 12)
+    with pytest.raises(ReplayEnded, match="has 11 crash point"):
+        cursor.run(job)
+    assert job.seen == [9, 10] and job.closed == [False]
+    assert cursor.ended and not cursor.serves(12)
+
+
+def test_a_failing_job_ends_the_cursor_with_its_error(small_replay: Any) -> None:
+    from pmemsim.distributed.cursor import LogCursor
+
+    cursor = LogCursor(small_replay, "barriers")
+    job = Visits(1, 5, fail_at=3)
+    with pytest.raises(RuntimeError, match="the judge failed"):
+        cursor.run(job)
+    assert job.seen == [1, 2] and job.closed == [False]
+    assert cursor.ended
+
+
+def test_closing_a_cursor_ends_its_thread(small_replay: Any) -> None:
+    from pmemsim.distributed.cursor import LogCursor
+
+    cursor = LogCursor(small_replay, "barriers")
+    cursor.run(Visits(0, 0))
+    thread = cursor._thread
+    assert thread is not None and thread.is_alive()
+    cursor.close()
+    thread.join(10)
+    assert not thread.is_alive() and cursor.ended
+
+
+# -- on a LocalCluster -----------------------------------------------------------------------
+
+
+def test_on_a_cluster_each_worker_replays_the_log_about_once(
+    dask_cluster: Any, long_log: tuple[Any, Any, Any]
+) -> None:
+    from dask_support import WORKERS
+
+    from pmemsim.pmlog import check_log
+
+    replay, checker, inline = long_log
+    dask_cluster.log_batch = 16
+    result = check_log(replay, checker, engine="exhaustive", executor=dask_cluster)
+    assert result.report() == inline.report()
+    assert _comparable(result) == _comparable(inline)
+    assert dask_cluster.sent >= 40
+    # Every batch from the start would be about sent / 2 replays of the whole log; a batch
+    # that reaches a worker after a later one (rare, early) costs a replay up to it.
+    assert dask_cluster.log_replayed <= (WORKERS + 2) * replay.operations
