@@ -105,3 +105,18 @@ def test_a_finding_over_places_far_apart_says_how_many_bytes(tmp_path: Path) -> 
     [f] = [f for f in result.findings if f.kind == "flush of clean lines"]
     assert str(f).endswith("pool +0x0 to +0x100080, 192 byte(s) in 2 range(s)"), str(f)
     assert f.as_dict()["covered"] == 192 and f.length == 0x100080
+
+
+def test_stores_libpmem2_made_are_not_said_to_be_excused(tmp_path: Path) -> None:
+    """PMDK's log example with its append copied under PMEM2_F_MEM_NOFLUSH: lint said the
+    stores were "made inside libpmem2.so.1.0.0, which may have told pmemcheck they need no
+    flush", which is libpmemobj's habit for its run-time state; libpmem2 has no such state
+    in the mapping, and these stores were the program's data, never flushed."""
+    lib = "0x484F93E: ??? (in /usr/lib/x86_64-linux-gnu/libpmem2.so.1.0.0)"
+    body = f"STORE;0x5200040;0x61;0x1;{lib};0x109839: log_append (log.c:230)"
+    text = f"START|REGISTER_FILE;{tmp_path / 'pool'};0x5200000;0x1000;0x0|{body}|STOP\n"
+    accept = FunctionChecker(lambda image: True, "ok")
+    result = check_log(Replay.of(parse_log(text)), accept, engine="none")
+    [f] = [f for f in result.findings if f.kind == "store never flushed"]
+    assert f.inside == "libpmem2.so.1.0.0"
+    assert "at log.c:230 in log_append (made inside libpmem2.so.1.0.0), pool +0x40" in str(f)

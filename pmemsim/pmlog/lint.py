@@ -91,10 +91,13 @@ class LogFinding:
             at += f" at {self.source}"
         if self.inside:
             at += f" (made inside {self.inside}"
-            if self.kind != "store overwrote a store that was not yet durable":
+            if self.kind != "store overwrote a store that was not yet durable" and (
+                self.inside.startswith("libpmemobj")
+            ):
                 # libpmemobj leaves stores to its runtime state unflushed on purpose and
                 # tells pmemcheck (VALGRIND_PMC_SET_CLEAN, or by removing the mapping):
                 # pmemcheck's summary then counts none of them; its store log cannot say.
+                # (libpmem2 keeps no state in the mapping: its stores are the program's.)
                 at += ", which may have told pmemcheck they need no flush; the log cannot say"
             at += ")"
         where = f"{os.path.basename(self.file)} +0x{self.offset:x}, {self.length} byte(s)"
