@@ -11,7 +11,9 @@ banner, break its record line where valgrind flushed a message (``...|FENCE`` th
 ``==PID== |STOP``) and end with a summary. So:
 
 * a ``==PID== `` prefix (with ``--time-stamp=yes`` too) is removed from every line; lines of
-  valgrind's other messages (``--PID--``, ``**PID**``) are skipped;
+  valgrind's other messages (``--PID--``, ``**PID**``, and the report of a signal that
+  ended the program, ``==PID== Process terminating ...`` and its indented lines) are
+  skipped;
 * newlines, like ``|``, separate records; blanks around a record and empty records are skipped;
 * records count from the first ``START`` (#0). The operations are those between the last
   ``START`` and the last ``STOP`` (a stray ``STOP`` in between does not end them); every
@@ -302,8 +304,10 @@ def _segments(pieces: Pieces) -> Iterator[_Seg]:
             if piece[:1] in ("=", "-", "*", ">"):
                 m = _PREFIX.match(piece)
                 if m is not None:
-                    # Another kind of valgrind message (--PID--, **PID**) is not the log.
-                    skip = m.group(1) != "=="
+                    # Another kind of valgrind message (--PID--, **PID**) is not the log;
+                    # nor is the report of the signal that ended the program, which valgrind
+                    # writes into the log before its STOP (its later lines are indented).
+                    skip = m.group(1) != "==" or _REPORT.match(piece, m.end()) is not None
                     prefixed = not skip
                     start = m.end()
         last = piece.endswith("\n")
@@ -316,6 +320,10 @@ def _segments(pieces: Pieces) -> Iterator[_Seg]:
             line += 1
             line_start = pos
 
+
+#: Valgrind's own message inside a log: a fatal signal's report (``Process terminating with
+#: default action of signal 11 (SIGSEGV)``, then indented lines: the address, the stack).
+_REPORT = re.compile(r" |Process terminating with default action of signal ")
 
 #: valgrind writes its messages through a buffer that it hands to the output whenever 512
 #: characters have piled up (or when a message ends a line).
