@@ -57,12 +57,12 @@ TALKING_CHECKER = r"""
 #include <stdio.h>
 int check(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	int c = f ? fgetc(f) : -1;
-	if (f) fclose(f);
-	printf("opened %s\n", path);
-	if (c != 0x2a) { fprintf(stderr, "no header (byte 0 is %d)\n", c); return 0; }
-	return 1;
+    FILE *f = fopen(path, "rb");
+    int c = f ? fgetc(f) : -1;
+    if (f) fclose(f);
+    printf("opened %s\n", path);
+    if (c != 0x2a) { fprintf(stderr, "no header (byte 0 is %d)\n", c); return 0; }
+    return 1;
 }
 """
 
@@ -120,3 +120,86 @@ def test_stores_libpmem2_made_are_not_said_to_be_excused(tmp_path: Path) -> None
     [f] = [f for f in result.findings if f.kind == "store never flushed"]
     assert f.inside == "libpmem2.so.1.0.0"
     assert "at log.c:230 in log_append (made inside libpmem2.so.1.0.0), pool +0x40" in str(f)
+
+
+#: How valgrind ends a log when the program dies of a signal (PMDK's mapcli on a ctree pool
+#: left broken by an earlier crash): its report in the log, before the STOP.
+SIGNAL_REPORT = """\
+==10930== Process terminating with default action of signal 11 (SIGSEGV)
+==10930==  Access not within mapped region at address 0x1AB0
+==10930==    at 0x4869557: ??? (in /usr/lib/x86_64-linux-gnu/libpmemobj.so.1.0.0)
+==10930==    by 0x11685D: ctree_map_insert_leaf (ctree_map.c:131)
+==10930==  If you believe this happened as a result of a stack
+==10930==  The main thread stack size used in this run was 8388608.
+==10930== |STOP
+==10930== Number of stores not made persistent: 5
+"""
+
+
+def test_a_log_whose_program_died_of_a_signal_is_read(tmp_path: Path) -> None:
+    """A run that crashed is often the one to check, and ``pmemsim record`` keeps its log;
+    but valgrind writes its report of the signal into the log before STOP, and reading the
+    log failed ("malformed store log: ... 'Process terminating with default action of signal
+    11 (SIGSEGV)'"), in record itself (exit 2) and in check-log."""
+    from pmemsim.pmlog.grammar import LogFormatError, Store
+
+    head = f"==10930== START|REGISTER_FILE;{tmp_path / 'pool'};0x5200000;0x1000;0x0|"
+    stores = "STORE;0x5200000;0x1;0x8|FLUSH;0x5200000;0x40|FENCE|STORE;0x5200040;0x2;0x8\n"
+    log = parse_log(head + stores + SIGNAL_REPORT)
+    assert [op.address for op in log.iter_operations() if isinstance(op, Store)] == [
+        0x5200000,
+        0x5200040,
+    ]
+    # a line of the log that is not valgrind's report is still an error
+    with pytest.raises(LogFormatError, match="WHAT"):
+        parse_log(head + stores + "==10930== WHAT\n" + SIGNAL_REPORT)
+
+
+#: A libpmem2 program that persists one word and then dies of SIGSEGV (a fault: valgrind
+#: reports it in the log; it does not for raise()).
+DIES = r"""
+#include <fcntl.h>
+#include <libpmem2.h>
+int main(int argc, char **argv)
+{
+    (void)argc;
+    int fd = open(argv[1], O_RDWR);
+    struct pmem2_config *cfg; struct pmem2_source *src; struct pmem2_map *map;
+    if (fd < 0 || pmem2_config_new(&cfg) || pmem2_source_from_fd(&src, fd) ||
+        pmem2_config_set_required_store_granularity(cfg, PMEM2_GRANULARITY_PAGE) ||
+        pmem2_map_new(&map, cfg, src))
+        return 1;
+    unsigned long *word = pmem2_map_get_address(map);
+    *word = 42;
+    pmem2_get_persist_fn(map)(word, sizeof(*word));
+    *(volatile int *)16 = 1;
+    return 0;
+}
+"""
+
+
+def test_record_keeps_a_readable_log_of_a_program_that_died(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pmemsim.cli import main
+    from pmemsim.pmlog.pmemcheck import pmemcheck_available
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    valgrind = pmemcheck_available()
+    if valgrind is None:
+        pytest.skip("pmemcheck is not installed (set PMEMSIM_VALGRIND to a valgrind with it)")
+    src, prog = tmp_path / "dies.c", tmp_path / "dies"
+    src.write_text(DIES)
+    made = subprocess.run(["gcc", "-g", "-o", str(prog), str(src), "-lpmem2"], text=True)
+    if made.returncode:
+        pytest.skip("libpmem2's header or library is missing (apt-get install libpmem2-dev)")
+    pool, log = tmp_path / "pool", tmp_path / "dies.log"
+    pool.write_bytes(bytes(4096))
+    assert (
+        main(["record", "--valgrind", valgrind, "-o", str(log), "--", str(prog), str(pool)]) == 139
+    )
+    out = capsys.readouterr().out
+    assert "dies.log: " in out and " records (1 stores," in out, out
+    argv = ["check-log", str(log), "--base-image", f"{pool}=", "--engine", "none", "--no-lint"]
+    assert main([*argv, "--", "true"]) == 0
