@@ -484,12 +484,12 @@ class SimMap(BackendMap):
                     self._check(addr, len(data))
                 m = self.medium
                 if m.wb_durable:
-                    m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
+                    seq = m.store(addr - self._delta, data, (caller.f_code, caller.f_lasti), False)
                 else:
-                    m.store_wb(addr - self._delta, data, caller.f_code, caller.f_lasti)
+                    seq = m.store_wb(addr - self._delta, data, caller.f_code, caller.f_lasti)
                 if self.machine.tap is not None:
                     self.machine._tapped(
-                        "store", m, addr - self._delta, len(data), caller, bytes(data), False
+                        "store", m, addr - self._delta, len(data), caller, bytes(data), False, seq
                     )
 
     def _nontemporal(self, flags: MemFlag, length: int) -> bool:
@@ -520,9 +520,9 @@ class SimMap(BackendMap):
         tap = self.machine.tap
         if flags & MemFlag.NOFLUSH:
             # libpmem2: a plain copy, nothing flushed and nothing drained.
-            self.medium.store(off, data, frame, False)
+            seq = self.medium.store(off, data, frame, False)
             if tap is not None:
-                self.machine._tapped("store", self.medium, off, len(data), caller, data, False)
+                self.machine._tapped("store", self.medium, off, len(data), caller, data, False, seq)
             return
         gran = self.granularity
         if gran == Granularity.BYTE:
@@ -533,9 +533,9 @@ class SimMap(BackendMap):
             # At PAGE libpmem2 copies and then msyncs the range (its "nonpmem" memmove),
             # whatever the flags: non-temporal stores do not make a page durable.
             nt = gran != Granularity.PAGE and self._nontemporal(flags, len(data))
-        self.medium.store(off, data, frame, nt)
+        seq = self.medium.store(off, data, frame, nt)
         if tap is not None:
-            self.machine._tapped("store", self.medium, off, len(data), caller, data, nt)
+            self.machine._tapped("store", self.medium, off, len(data), caller, data, nt, seq)
         if not nt and gran != Granularity.BYTE:
             self.machine.flush(self.medium, off, off + len(data), caller)
         if not flags & MemFlag.NODRAIN:

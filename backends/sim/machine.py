@@ -68,6 +68,11 @@ class Op(NamedTuple):
     data: bytes
     nontemporal: bool
     provenance: Provenance
+    #: The number lint findings name it by (see lint.Finding.occurrences): a store's,
+    #: flush's or deep flush's sequence number; a fence's count among the machine's fences
+    #: (fences take no sequence number). 0: none (an eADR flush, which does nothing; an
+    #: erase).
+    seq: int = 0
 
 
 Tap = Callable[[Op], None]
@@ -120,18 +125,21 @@ class Machine:
         if HELPERS.active:
             caller = blamed(caller)
         self.flush_count += 1
-        if self.tap is not None:
-            self._tapped("flush", medium, start, end - start, caller)
         if medium.wb_durable:
+            if self.tap is not None:
+                self._tapped("flush", medium, start, end - start, caller)
             return  # eADR: a flush has nothing to do
+        seq = next(self.seq)
+        if self.tap is not None:
+            self._tapped("flush", medium, start, end - start, caller, seq=seq)
         lo, hi = medium.align(start, end)
         if medium.granularity == Granularity.PAGE or self.clflush:
             # msync (PAGE) and Intel's clflush guarantee the range by themselves.
             kind = "msync" if medium.granularity == Granularity.PAGE else "clflush"
             prov = self._barrier(kind, caller)
-            medium.resolve([(next(self.seq), lo, hi, prov[:1])], False, self.lint)
+            medium.resolve([(seq, lo, hi, prov[:1])], False, self.lint)
             return
-        self.flushes.append((medium, (next(self.seq), lo, hi, ((caller.f_code, caller.f_lasti),))))
+        self.flushes.append((medium, (seq, lo, hi, ((caller.f_code, caller.f_lasti),))))
         self.unfenced.add(medium)
 
     def fence(self, granularity: Granularity, caller: FrameType) -> None:
@@ -140,12 +148,13 @@ class Machine:
             caller = blamed(caller)
         self.fence_count += 1
         if self.tap is not None:
-            self._tapped("fence", None, 0, 0, caller)
+            self._tapped("fence", None, 0, 0, caller, seq=self.fence_count)
         if granularity == Granularity.PAGE:
             return  # drain of a PAGE map is a no-op: msync already waited
         if not self.unfenced and not self.flushes:
             if self.lint is not None and granularity == Granularity.CACHE_LINE:
-                self.lint.add(FindingKind.EMPTY_FENCE, "-", 0, 0, capture_stack(caller, 1))
+                prov = capture_stack(caller, 1)
+                self.lint.add(FindingKind.EMPTY_FENCE, "-", 0, 0, prov, seq=self.fence_count)
             # Nothing to order: not a barrier that can reveal anything.
             return
         self._barrier("fence", caller)
@@ -161,13 +170,14 @@ class Machine:
         self.deep_flush_count += 1
         lo, hi = medium.align(start, end)
         self._barrier("deep_flush", caller)
+        seq = next(self.seq)
         if self.tap is not None:
-            self._tapped("deep_flush", medium, start, end - start, caller)
+            self._tapped("deep_flush", medium, start, end - start, caller, seq=seq)
         if medium.granularity == Granularity.PAGE:
-            medium.resolve([(next(self.seq), lo, hi, ())], False, None)
+            medium.resolve([(seq, lo, hi, ())], False, None)
             return
         # A deep flush flushes and fences; its own flush is not user code for the lint.
-        self.flushes.append((medium, (next(self.seq), lo, hi, ())))
+        self.flushes.append((medium, (seq, lo, hi, ())))
         self._resolve_all()
         # ... and pushes the range out of the memory controller's queues: an unsafe shutdown
         # can no longer lose it. Only the range: libpmem2 promises no more (the hardware
@@ -183,6 +193,7 @@ class Machine:
         caller: FrameType,
         data: bytes = b"",
         nontemporal: bool = False,
+        seq: int = 0,
     ) -> None:
         # A flush or fence is reported before it takes effect, so the tap sees the state
         # the operation found; a store after (see SimMap). Either way the order of taps is
@@ -190,7 +201,7 @@ class Machine:
         assert self.tap is not None
         depth = self.tap_depth
         prov = capture_stack(caller, depth) if depth else ()
-        self.tap(Op(kind, medium, offset, length, data, nontemporal, prov))
+        self.tap(Op(kind, medium, offset, length, data, nontemporal, prov, seq))
 
     def _resolve_all(self) -> None:
         by_medium: dict[Medium, list[Flush]] = {m: [] for m in self.unfenced}

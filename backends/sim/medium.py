@@ -319,10 +319,11 @@ class Medium:
             else:
                 deep[p] = kept
 
-    def store_wb(self, off: int, data: bytes, code: CodeType, lasti: int) -> None:
+    def store_wb(self, off: int, data: bytes, code: CodeType, lasti: int) -> int:
         """An ordinary write-back store that is not durable at once (not BYTE): the hot path.
 
         Loads see it at once; it stays pending, whatever becomes of it on power failure.
+        Returns its sequence number.
         """
         machine = self.machine
         n = len(data)
@@ -356,18 +357,19 @@ class Medium:
                 if bounds is None:
                     bounds = self._tail_bounds = self.runs[last[0]] = array("q", (last[1], off))
                 bounds.append(off + n)
-                return
+                return seq
         rec = (seq, off, data, False, code, lasti)
         pending.append(rec)
         self._tail = rec
         self._tail_bounds = None
         self._tail_seq = seq
+        return seq
 
-    def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> None:
-        """A store of ``data`` at ``off``; ``data`` must be immutable."""
+    def store(self, off: int, data: bytes, frame: Frame, nontemporal: bool) -> int:
+        """A store of ``data`` at ``off``; ``data`` must be immutable. Returns its sequence
+        number."""
         if (not nontemporal or self.granularity == Granularity.PAGE) and not self.wb_durable:
-            self.store_wb(off, data, frame[0], frame[1])
-            return
+            return self.store_wb(off, data, frame[0], frame[1])
         machine = self.machine
         machine.stores += 1
         machine.store_bytes += len(data)
@@ -385,6 +387,7 @@ class Medium:
             if self.nt_pending:
                 self._supersede_nt(off, off + n)
             self.write_media(off, data)
+        return seq
 
     def _implicit_flush(self, seq: int, start: int, end: int, frame: Frame) -> None:
         """A non-temporal store evicts the lines it hits: earlier stores to them get flushed.
