@@ -472,3 +472,63 @@ def test_a_log_of_two_files_draws_each_file_s_lines() -> None:
     assert any("two_files.meta +0x0" in r for r in rows), rows
     assert any("two_files.data +0x0" in r for r in rows), rows
     assert "two_files.meta (4,096 bytes)" in text
+
+
+def _lint_marks(text: str) -> list[tuple[str, int]]:
+    return [
+        (s, int(i))
+        for s, i in re.findall(r'<text class="lint lint-(\w+)"[^>]*data-op="(\d+)"', text)
+    ]
+
+
+@pytest.mark.parametrize("stride", [64, 8], ids=["line-each", "one-run"])
+def test_lint_marks_only_the_stores_a_finding_covers(stride: int) -> None:
+    """One source line stores 8 times (a line each, or one contiguous run over three
+    lines); flushes cover the middle ones. The finding "never flushed" covers the first
+    and last stores only, and only their columns are marked, not every store of the line
+    inside the finding's byte range."""
+    flushed = range(1, 7) if stride == 64 else range(3, 5)  # (the run: line 1 of 0..2)
+
+    def workload(v: pm.View) -> None:
+        for i in range(8 if stride == 64 else 24):
+            v.u64[i * stride // 8] = i + 1  # the line under test
+        if stride == 64:
+            for i in flushed:
+                v.flush(i * 64, 8)
+        else:
+            v.flush(64, 64)
+        v.drain()
+
+    c = CrashCheck("partly flushed", workload, lambda v: True, size=4096)
+    result = check(c, progress=None)
+    text = result.to_html()
+    with recorded(c, False) as (_, run):
+        pass
+    stores = [i for i, op in enumerate(run.ops) if op.kind == "store"]
+    if stride == 64:
+        want = [stores[0], stores[7]]
+    else:  # the run's stores outside line 1 (bytes 64..127)
+        want = [i for i in stores if not 64 <= run.ops[i].offset < 128]
+    unflushed = [f for f in run.findings if "never flushed" in f.text]
+    assert len(unflushed) == 1 and unflushed[0].ops == tuple(want)
+    assert [i for s, i in _lint_marks(text) if s == "error"] == want
+
+
+def test_lint_marks_only_the_fences_with_nothing_to_order() -> None:
+    """One source line fences three times; only the first and the last have nothing to
+    order, and only they are marked (not every fence of the line)."""
+
+    def workload(v: pm.View) -> None:
+        for i in range(3):
+            if i == 1:
+                v.u64[0] = 1
+                v.flush(0, 8)
+            v.drain()  # the line under test
+
+    c = CrashCheck("empty fences", workload, lambda v: True, size=4096)
+    text = check(c, progress=None).to_html()
+    with recorded(c, False) as (_, run):
+        pass
+    fences = [i for i, op in enumerate(run.ops) if op.kind == "fence"]
+    assert len(fences) == 3
+    assert [i for s, i in _lint_marks(text) if s == "warning"] == [fences[0], fences[2]]

@@ -5,9 +5,10 @@ anyway) and, for stores still not durable and the overwrites and flushes of the 
 fence has ended yet, when asked. Findings with the same kind and the same code location are
 merged, so a loop that forgets a flush yields one finding with a count: the number of
 operations (stores, flushes, fences) it covers, each once however often it was noted. A
-finding also keeps each store or flush merged into it (:attr:`Finding.places`: its sequence
-number and bytes), so that a report in other terms (a log's records) can name exactly the
-operations it concerns.
+finding also keeps each operation merged into it (:attr:`Finding.places`: a store's or
+flush's sequence number and bytes, a fence's number), so that a report in other terms (a
+log's records, the operations an HTML timeline draws) can name exactly the operations it
+concerns.
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ class Finding:
     #: How many operations it covers: stores (each store of a run of them), flushes or
     #: fences, each counted once.
     count: int = 1
-    #: Each store or flush it covers as ``seq, start, end`` (flat, by sequence number): its
-    #: sequence number and the bytes of it the finding is about.
+    #: Each operation it covers as ``seq, start, end`` (flat, by number): a store's or
+    #: flush's sequence number and the bytes of it the finding is about; for a fence
+    #: (EMPTY_FENCE), which takes no sequence number, its count among the machine's fences
+    #: and ``0, 0``. A tapped operation (Machine.tap) carries the same number as ``Op.seq``.
     places: Sequence[int] = field(default=(), compare=False, repr=False)
 
     def occurrences(self) -> Iterator[tuple[int, int, int]]:
-        """``(seq, start, end)`` of each store or flush it covers, in program order."""
+        """``(seq, start, end)`` of each operation it covers, in program order."""
         p = self.places
         for k in range(0, len(p) - 2, 3):
             yield p[k], p[k + 1], p[k + 2]
@@ -100,9 +103,7 @@ class _Entry:
     end: int
     provenance: Provenance
     other: Provenance
-    #: Occurrences without a sequence number (fences): each one operation.
-    unnumbered: int = 0
-    #: Each store or flush noted, ``seq, start, end`` (flat; the same one may come twice).
+    #: Each operation noted, ``seq, start, end`` (flat; the same one may come twice).
     places: array[int] = field(default_factory=lambda: array("q"))
 
 
@@ -123,10 +124,11 @@ class LintLog:
         seq: int = 0,
         run: Sequence[int] | None = None,
     ) -> None:
-        """One occurrence; ``seq``: the store or flush it is about, by its sequence number
-        (0: none, a fence). A store record may be a run of stores (see Medium.store_wb):
-        ``run``, the boundaries of its stores, numbered from ``seq`` on; the occurrence
-        covers each of them that overlaps its bytes."""
+        """One occurrence; ``seq``: the operation it is about, by its number (see
+        :attr:`Finding.places`). A store record may be a run of stores (see
+        Medium.store_wb): ``run``, the boundaries of its stores, numbered from ``seq`` on;
+        the occurrence covers each of them that overlaps its bytes."""
+        assert seq > 0, "every occurrence names its operation"
         end = offset + length
         key = (kind, source, provenance[:1], other[:1])
         e = self._entries.get(key)
@@ -135,9 +137,7 @@ class LintLog:
         else:
             e.offset = min(e.offset, offset)
             e.end = max(e.end, end)
-        if not seq:
-            e.unnumbered += 1
-        elif run is None:
+        if run is None:
             e.places.extend((seq, offset, end))
         else:
             first = max(bisect_right(run, offset) - 1, 0)
@@ -158,11 +158,9 @@ class LintLog:
                         e.end,
                         e.provenance,
                         e.other,
-                        e.unnumbered,
                         array("q", e.places),
                     )
                 else:
-                    mine.unnumbered += e.unnumbered
                     mine.offset = min(mine.offset, e.offset)
                     mine.end = max(mine.end, e.end)
                     mine.places.extend(e.places)
@@ -183,7 +181,7 @@ class LintLog:
                     e.end - e.offset,
                     e.provenance,
                     e.other,
-                    len(places) // 3 + e.unnumbered,
+                    len(places) // 3,
                     places,
                 )
             )

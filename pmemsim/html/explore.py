@@ -101,6 +101,7 @@ def run_of(trace: Trace, labels: Callable[[str], str] = shown_path) -> Run:
                 bytes(op.data[:64]),
                 op.nontemporal,
                 where_of(op.provenance, STACK if op.kind in ("fence", "deep_flush") else 1),
+                seq=op.seq,
             )
         )
     for p in trace.points:  # media a crash state names that no operation touched
@@ -169,22 +170,12 @@ _KINDS = {
 
 
 def _finding(run: Run, f: Any, labels: Callable[[str], str]) -> Finding:
-    """A lint finding placed at the operations issued from its code location (and, for
-    stores and flushes, in its range)."""
-    kind = _KINDS.get(f.kind.name, "store")
-    at = where_of(f.provenance)
-    lo, hi = f.offset, f.offset + max(f.length, 1)
-    hits = []
-    for i, op in enumerate(run.ops):
-        if op.kind != kind or op.where is None or not at or op.where != at[0]:
-            continue
-        if kind != "fence" and not (op.offset < hi and lo < op.offset + op.length):
-            continue
-        hits.append(i)
+    """A lint finding placed at the operations it covers, found by their numbers."""
+    hits = run.numbered(_KINDS[f.kind.name], (seq for seq, _, _ in f.occurrences()))
     text = str(f).replace(str(f.source), labels(str(f.source)))
-    for full in {w.path for w in at if w.path}:
+    for full in {w.path for w in where_of(f.provenance) if w.path}:
         text = text.replace(full, shown_path(full))
-    return Finding(text, f.kind.severity, tuple(hits))
+    return Finding(text, f.kind.severity, hits)
 
 
 @contextmanager

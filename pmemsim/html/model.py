@@ -8,6 +8,7 @@ re-recorded with its operations, :mod:`.pmlog` from a store log's records.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,9 @@ class Operation:
     frames: tuple[str, ...] = ()
     marker: str = ""
     begin: bool = False
+    #: The number the run's lint findings name it by (see :meth:`Run.numbered`): the
+    #: simulator's (Op.seq) for a recorded run, its record number for a log; 0: none.
+    seq: int = 0
 
     @property
     def where(self) -> Where | None:
@@ -95,6 +99,13 @@ class Run:
     media_keys: dict[int, int] = field(default_factory=dict)
     #: Keeps those objects alive while their ids are in use.
     media_objects: list[Any] = field(default_factory=list, repr=False)
+
+    def numbered(self, kind: str, numbers: Iterable[int]) -> tuple[int, ...]:
+        """The positions of the operations of ``kind`` that carry one of ``numbers``
+        (:attr:`Operation.seq`): exactly those a lint finding covers, never another
+        operation of the same source line."""
+        wanted = set(numbers)
+        return tuple(i for i, op in enumerate(self.ops) if op.kind == kind and op.seq in wanted)
 
 
 @dataclass

@@ -48,6 +48,7 @@ def log_run(replay: Replay, search: tuple[str, ...] = ()) -> Run:
                 stack=stack,
                 label=f"{_RECORD[kind]} #{rec}",
                 frames=frames,
+                seq=rec,
             )
         )
     paths = [p.path for p in replay.pools]
@@ -59,10 +60,8 @@ def log_finding(run: Run, f: LogFinding) -> Finding:
     counts them)."""
     from ..pmlog.lint import _FLUSH_KINDS
 
-    what = "FLUSH" if f.kind in _FLUSH_KINDS else "STORE"
-    labels = {f"{what} #{r}" for r in f.concerns}
-    hits = tuple(i for i, op in enumerate(run.ops) if op.label in labels)
-    return Finding(str(f), f.severity, hits)
+    kind = "flush" if f.kind in _FLUSH_KINDS else "store"
+    return Finding(str(f), f.severity, run.numbered(kind, f.concerns))
 
 
 def log_page(
