@@ -5,6 +5,7 @@ Run from the repository root (with pmemsim installed, e.g. in a virtualenv)::
     python bench/bench_sim.py                 # best of 5
     python bench/bench_sim.py --quick         # best of 2, fewer iterations
     python bench/bench_sim.py --json-out bench/results/run.json
+    python bench/bench_sim.py --baseline /path/to/old/checkout   # the store loop, both ways
 
 What is measured (bench/README.md explains how to read it):
 
@@ -21,6 +22,9 @@ What is measured (bench/README.md explains how to read it):
    Target: < 64 MiB.
 4. For every number a reference measured in the same run: the equivalent plain-Python
    ``bytearray`` operation, and the ratio simulator / reference.
+5. With ``--baseline CHECKOUT``, only this instead: the ``v.u64[i] = i`` pass of (1), lint on
+   and off, with this checkout's pmemsim and with CHECKOUT's (the code before a change),
+   each in child processes taking turns, and the ratio this / baseline of the store loop.
 
 Time is ``time.perf_counter``; each timing is the best of N repetitions, each memory figure the
 worst of N. A missed target is reported in the table and the JSON, never raised: the exit
@@ -38,9 +42,11 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from pmemsim_backends.sim import SimBackend
@@ -91,7 +97,9 @@ def _helper_store(u: Any, i: int, x: int) -> None:
     u[i] = x  # a user's small store helper (an accessor, a store_u64 wrapper)
 
 
-def _store_pass(kind: str, lint: bool) -> tuple[float, float]:
+def _store_pass(
+    kind: str, lint: bool, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, float]:
     """One pass of 8-byte stores over a fresh 1 MiB map: (store seconds, persist seconds).
 
     ``kind``: "u64" (``v.u64[i] = i``), "store" (``s.store``), "marked" (``v.u64[i] = i``
@@ -105,27 +113,27 @@ def _store_pass(kind: str, lint: bool) -> tuple[float, float]:
     try:
         if kind in ("u64", "marked"):
             u = v.u64
-            t0 = time.perf_counter()
+            t0 = clock()
             for i in range(n):
                 u[i] = i
-            t1 = time.perf_counter()
+            t1 = clock()
         elif kind in ("helper", "helper_marked"):
             u, put = v.u64, _helper_store
-            t0 = time.perf_counter()
+            t0 = clock()
             for i in range(n):
                 put(u, i, i)
-            t1 = time.perf_counter()
+            t1 = clock()
         else:
             store = s.store
             base = d.address
-            t0 = time.perf_counter()
+            t0 = clock()
             for i in range(n):
                 store(base + (i << 3), i.to_bytes(8, "little"))
-            t1 = time.perf_counter()
+            t1 = clock()
     finally:
         clear_helpers()
     v.persist(0, STORE_MAP)
-    t2 = time.perf_counter()
+    t2 = clock()
     s.close()
     return t1 - t0, t2 - t1
 
@@ -316,6 +324,103 @@ def bench_memory(repeat: int) -> dict[str, float]:
     return out
 
 
+# -- 5. against a baseline checkout ----------------------------------------------------------
+
+
+SIDES = ("this", "baseline")
+
+
+def store_child(lint: bool, passes: int) -> dict[str, Any]:
+    """Run in a fresh interpreter, with whichever pmemsim PYTHONPATH names: the best store and
+    persist seconds of ``passes`` ``v.u64[i] = i`` passes, in wall time and in the process's
+    CPU time, and where the backend came from."""
+    import pmemsim_backends
+
+    out: dict[str, Any] = {}
+    for clock, name in ((time.perf_counter, "wall"), (time.process_time, "cpu")):
+        runs = []
+        for _ in range(passes):
+            gc.collect()
+            runs.append(_store_pass("u64", lint, clock))
+        out[f"store_{name}_s"] = min(r[0] for r in runs)
+        out[f"persist_{name}_s"] = min(r[1] for r in runs)
+    out["backend"] = os.path.realpath(os.path.dirname(pmemsim_backends.__file__))
+    return out
+
+
+def bench_baseline(checkout: str, rounds: int, passes: int) -> dict[str, Any]:
+    """The store pass of this checkout and of ``checkout``, lint on and off, each a child
+    process per round, taking turns (a noisy neighbour slows both alike)."""
+    from bench_scale import baseline_path
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sides = dict(zip(SIDES, (here, os.path.abspath(checkout)), strict=True))
+    best: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:
+        paths = {}
+        for side, root in sides.items():
+            (Path(tmp) / side).mkdir()
+            paths[side] = baseline_path(root, Path(tmp) / side)
+        for _ in range(rounds):
+            for lint in (False, True):
+                for side, root in sides.items():
+                    # cwd: a folder without pmemsim (the script's own folder, bench/, comes
+                    # first on sys.path in the child, and holds none either).
+                    cmd = [sys.executable, os.path.abspath(__file__), "--store-child"]
+                    proc = subprocess.run(
+                        [*cmd, str(int(lint)), str(passes)],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                        cwd=tmp,
+                        env={**os.environ, "PYTHONPATH": paths[side]},
+                    )
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"store child ({side}) failed:\n{proc.stderr}")
+                    got = json.loads(proc.stdout.strip().splitlines()[-1])
+                    want = os.path.realpath(os.path.join(root, "backends"))
+                    if got["backend"] != want:
+                        raise RuntimeError(f"{side}: imported {got['backend']}, not {want}")
+                    mine = best.setdefault(f"{side}_lint_{'on' if lint else 'off'}", {})
+                    for name, sec in got.items():
+                        if name.endswith("_s"):
+                            mine[name] = min(mine.get(name, sec), sec)
+    out: dict[str, Any] = {
+        "baseline": sides["baseline"],
+        "rounds": rounds,
+        "passes_per_child": passes,
+        "stores_per_pass": STORE_MAP // 8,
+    }
+    for key, v in best.items():
+        out.update({f"{key}_{name}": sec for name, sec in v.items()})
+    for lint in ("on", "off"):
+        for clock in ("cpu", "wall"):
+            this, base = (out[f"{side}_lint_{lint}_store_{clock}_s"] for side in sides)
+            out[f"lint_{lint}_{clock}_ratio"] = this / base
+    return out
+
+
+def baseline_main(checkout: str, quick: bool) -> int:
+    rounds, passes = (3, 2) if quick else (7, 3)
+    print(
+        f"the store loop, this checkout against {checkout} ({rounds} rounds of child processes, "
+        f"best of {passes} passes each)",
+        flush=True,
+    )
+    res = bench_baseline(checkout, rounds, passes)
+    n = res["stores_per_pass"]
+    print(f"seconds per {n:,} stores (the loop alone); CPU: the process's CPU time, which a")
+    print("busy machine disturbs less than wall time (time spent waiting for a core)")
+    print(f"{'':18}{'this':>10}{'baseline':>10}{'this/base':>11}")
+    for lint in ("off", "on"):
+        for clock in ("cpu", "wall"):
+            this, base = (res[f"{side}_lint_{lint}_store_{clock}_s"] for side in SIDES)
+            ratio = res[f"lint_{lint}_{clock}_ratio"]
+            print(f"{f'lint {lint}, {clock}':18}{this:10.4f}{base:10.4f}{ratio:11.3f}")
+    print("BENCH_JSON " + json.dumps({"schema": SCHEMA, "baseline_stores": res}, sort_keys=True))
+    return 0
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -448,12 +553,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="best of 2 and fewer iterations")
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
+    ap.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="only the store loop, this checkout against CHECKOUT's pmemsim (e.g. the commit "
+        "before a change, from git worktree add or git archive)",
+    )
     ap.add_argument("--memory-child", nargs=2, metavar=("CASE", "METRIC"), help=argparse.SUPPRESS)
+    ap.add_argument("--store-child", nargs=2, metavar=("LINT", "PASSES"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.memory_child:
         print(json.dumps(memory_child(*args.memory_child)))
         return 0
+    if args.store_child:
+        print(json.dumps(store_child(args.store_child[0] == "1", int(args.store_child[1]))))
+        return 0
+    if args.baseline:
+        if not os.path.isdir(os.path.join(args.baseline, "backends", "sim")):
+            ap.error(f"--baseline {args.baseline}: not a pmemsim checkout (no backends/sim)")
+        return baseline_main(args.baseline, args.quick)
 
     repeat = 2 if args.quick else 5
     inner = 4 if args.quick else 16

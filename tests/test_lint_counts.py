@@ -294,3 +294,19 @@ def test_each_occurrence_is_the_tapped_operation_of_that_number(seed: int, flush
                 assert op.offset <= start < end <= op.offset + op.length, (f, op)
             elif kind == "flush":  # lines of the flushed range
                 assert start < op.offset + op.length and op.offset < end, (f, op)
+
+
+def test_without_lint_a_run_of_stores_keeps_no_boundaries() -> None:
+    """The boundaries of a run's stores are for lint alone: a simulator without lint keeps
+    none (its store path pays nothing for them; bench/bench_sim.py --baseline times it),
+    and one with lint keeps them while the run is in flight."""
+    for lint in (False, True):
+        sim = SimBackend(lint=lint)
+        v = _view(sim)
+        for i in range(16):
+            v.u64[i] = i  # one record of 16 stores
+        [medium] = sim._media
+        assert len(medium.pending) == 1
+        assert [len(b) for b in medium.runs.values()] == ([17] if lint else [])
+        v.persist(0, 128)
+        assert not medium.runs

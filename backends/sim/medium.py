@@ -148,11 +148,14 @@ class Medium:
         # number (see store_wb).
         self._tail: Rec | None = None
         self._tail_seq = -2
-        # The tail's entry of runs, if it is a run (kept here: store_wb's hot path).
+        # The entry of runs of the last record that became a run (kept here: store_wb's hot
+        # path), extended while that record is the tail; None without lint, whose store
+        # path keeps no runs (a store's data is bytes, so every record becomes a run by
+        # the branch that sets this).
         self._tail_bounds: array[int] | None = None
         #: A pending record that is a run of stores (see store_wb), by its sequence number ->
         #: its stores' boundaries: store ``k`` (number ``seq + k``) wrote ``[b[k], b[k+1])``.
-        #: Lint counts the stores a finding covers by them.
+        #: Lint counts the stores a finding covers by them; without lint it stays empty.
         self.runs: dict[int, array[int]] = {}
         self.nt_pending = 0
         #: Media pages changed since load: what a file receives at write-back.
@@ -348,20 +351,20 @@ class Medium:
             last = self._tail
             if last[4] is code and last[5] == lasti and last[1] + len(last[2]) == off:
                 buf = last[2]
-                if type(buf) is not bytearray:
+                if type(buf) is not bytearray:  # its second store: the record becomes a run
                     buf = bytearray(buf)
                     last = pending[-1] = self._tail = (last[0], last[1], buf, False, code, lasti)
+                    if machine.lint is not None:  # lint counts each store of a run
+                        self._tail_bounds = self.runs[last[0]] = array("q", (last[1], off))
                 buf += data
                 self._tail_seq = seq
                 bounds = self._tail_bounds
-                if bounds is None:
-                    bounds = self._tail_bounds = self.runs[last[0]] = array("q", (last[1], off))
-                bounds.append(off + n)
+                if bounds is not None:
+                    bounds.append(off + n)
                 return seq
         rec = (seq, off, data, False, code, lasti)
         pending.append(rec)
         self._tail = rec
-        self._tail_bounds = None
         self._tail_seq = seq
         return seq
 
