@@ -35,6 +35,35 @@ def test_every_replay_line_of_the_catalogue_runs_as_printed() -> None:
         assert "recovery on the image of crash" in proc.stderr
 
 
+@pytest.mark.parametrize("name", ["it's $HOME", "it's `id`", "both ' and \"", "at @0: sign"])
+def test_a_replay_line_runs_in_a_shell_whatever_the_checks_name(tmp_path: Path, name: str) -> None:
+    # The line quoted the token with repr(): a name with a quote could not be pasted, and
+    # one with $ or backticks was expanded by the shell into another token.
+    (tmp_path / "named.py").write_text(
+        "from pmemsim.explore import CrashCheck\n"
+        "def workload(v):\n    v.write(64, b'\\x02' * 8)\n"
+        "def recover(v):\n    return v.read(64, 8) == b'\\x02' * 8\n"
+        f"check = CrashCheck({name!r}, workload, recover, expect='inconsistent')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "check", "named.py"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    ).stdout
+    (line,) = {m for m in re.findall(r"replay: (pmemsim replay .*)", out)}
+    done = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m {line}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"{name}: recovery on the image of crash" in done.stderr
+
+
 @pytest.mark.parametrize(
     "token, message",
     [

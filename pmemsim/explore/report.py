@@ -155,7 +155,9 @@ class Failure:
         """How to replay this crash: ``pmemsim replay`` for a check from a file (its name is
         ``PATH::NAME``), else the Python call."""
         if "::" in self.check:
-            return f"replay: pmemsim replay {self.token!r}"
+            import shlex  # (a name's quotes, $ and backticks: repr() is no shell quoting)
+
+            return f"replay: pmemsim replay {shlex.quote(self.token)}"
         return f"replay: pmemsim.explore.check(check, replay={self.token!r})"
 
     def describe(self, replay: str | None = None) -> str:
