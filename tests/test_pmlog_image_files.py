@@ -251,3 +251,24 @@ def test_a_sparse_base_image_costs_its_data_not_its_size(tmp_path: Path, checker
         assert done.returncode == 0
     else:
         assert "CONSISTENT" in done.stdout
+
+
+def test_an_image_written_over_its_own_base_file_is_that_image(tmp_path: Path) -> None:
+    # The image file was truncated before the base content was read from it: an image
+    # written over the registered pool (its base image) came out all zeros.
+    from pmemsim.pmlog import FunctionChecker, Replay, parse_log, replay_crash
+
+    pool = tmp_path / "pool"
+    content = bytes(range(256)) * 16
+    pool.write_bytes(content)
+    log = (
+        f"START|REGISTER_FILE;{pool};0x10000;0x1000;0x0|STORE;0x10008;0x1122334455667788;0x8|"
+        "FLUSH;0x10000;0x40|FENCE|STOP"
+    )
+    replay = Replay.of(parse_log(log))
+    ok = FunctionChecker(lambda image: True, "ok")
+    failure, _ = replay_crash(replay, ok, "1:", image_out=str(pool))
+    assert failure is None
+    want = content[:8] + (0x1122334455667788).to_bytes(8, "little") + content[16:]
+    assert pool.read_bytes() == want
+    assert [p.name for p in tmp_path.iterdir()] == ["pool"]  # no temporary file left

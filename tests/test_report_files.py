@@ -122,3 +122,43 @@ def test_a_device_is_written_in_place(tmp_path: Path) -> None:
     out, _ = reader.communicate(timeout=30)
     assert out == b"through the pipe\n"
     assert fifo.exists() and not fifo.is_file()
+
+
+#: An output given the path of one of the command's inputs: (argv, option, what it is).
+OVER_INPUTS = {
+    "check-log --json LOG": ([*CHECK_LOG, "--json", "LOG"], "--json", "the log being checked"),
+    "check-log --html CHECKER": ([*CHECK_LOG, "--html", "OKFILE"], "--html", "the checker"),
+    "check-log --image-out POOL": (
+        [*CHECK_LOG, "--replay", "0:", "--image-out", "POOLFILE"],
+        "--image-out",
+        "the registered file",
+    ),
+    "check --json SCENARIO": (["check", "SCENARIO", "--json", "SCENARIO"], "--json", "the check"),
+    "export-log -o SCENARIO": (
+        ["export-log", "SCENARIO", "-k", "correct", "--pool", "POOL", "-o", "SCENARIO"],
+        "-o",
+        "the check file",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OVER_INPUTS))
+def test_an_output_over_an_input_is_refused_and_the_input_kept(tmp_path: Path, name: str) -> None:
+    # A tab-completed --json overwrote the log being checked (or the checker's source, the
+    # scenario...) with the report.
+    argv, option, what = OVER_INPUTS[name]
+    scenario = tmp_path / "append_log.py"
+    scenario.write_text(Path(SCENARIO).read_text())
+    pool = tmp_path / "pool"
+    pool.write_bytes(bytes(range(256)) * 16)
+    names = {"SCENARIO": str(scenario), "OKFILE": str(tmp_path / "ok.py"), "POOLFILE": str(pool)}
+    argv = [names.get(a, a) for a in argv]
+    before = {p: p.read_bytes() for p in (scenario, pool)}
+    done = _run(tmp_path, argv, "unused")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{option} " in done.stderr and f": is {what}" in done.stderr
+    assert "which it would overwrite" in done.stderr
+    assert {p: p.read_bytes() for p in (scenario, pool)} == before
+    assert (tmp_path / "store.log").read_text().startswith("START|")
+    assert (tmp_path / "ok.py").read_text().startswith("def check")

@@ -203,9 +203,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     args.strategy = _strategy(args.strategy)
     args.crash_points = _crash_points(args.crash_points)
     seed = _seed(args.seed)
-    json_path = writable_file(args.json, "--json") if args.json else None
-    junit_path = writable_file(args.junit_xml, "--junit-xml") if args.junit_xml else None
-    html_path = writable_file(args.html, "--html") if args.html else None
+    inputs = {f"the check file {args.path}": args.path}  # (a folder is no file)
+    json_path = writable_file(args.json, "--json", inputs) if args.json else None
+    junit_path = writable_file(args.junit_xml, "--junit-xml", inputs) if args.junit_xml else None
+    html_path = writable_file(args.html, "--html", inputs) if args.html else None
     entries = discover(args.path, Selector(args.select), files=True)
     out = Terminal(args.color, live=None if not args.quiet else False)
     strategy = args.strategy or "per check"

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -101,14 +101,16 @@ def finite_seconds(text: str) -> float:
     return value
 
 
-def writable_file(path: str, option: str) -> Path:
+def writable_file(path: str, option: str, inputs: Mapping[str, str] | None = None) -> Path:
     """``path`` as a file this process can create or overwrite, checked by opening it before
     any work is done (the work would otherwise be lost at the end; permission bits do not
     tell root the truth). Nothing is left behind: a file created to try is removed, an
-    existing one is opened for appending and closed untouched. UsageProblem otherwise."""
+    existing one is opened for appending and closed untouched. UsageProblem otherwise, and
+    for a path that is one of ``inputs`` (see :func:`not_an_input`)."""
     p = Path(path)
     if p.is_dir():
         raise UsageProblem(f"{option} {path}: is a folder")
+    not_an_input(path, option, inputs or {})
     existed = p.exists()
     flags = os.O_WRONLY | os.O_NONBLOCK | (os.O_APPEND if existed else os.O_CREAT | os.O_EXCL)
     try:
@@ -118,6 +120,19 @@ def writable_file(path: str, option: str) -> Path:
     if not existed:
         p.unlink()
     return p
+
+
+def not_an_input(path: str, option: str, inputs: Mapping[str, str]) -> None:
+    """UsageProblem when the output ``path`` is the same file as one of ``inputs`` (what it
+    is -> its path): a mistyped or tab-completed ``--json`` would overwrite the log that
+    took an hour to record, or the checker's source."""
+    for what, other in inputs.items():
+        try:
+            same = os.path.samefile(path, other)
+        except (OSError, ValueError):
+            continue  # one of them does not exist (yet): not the same file
+        if same:
+            raise UsageProblem(f"{option} {path}: is {what}, which it would overwrite")
 
 
 def write_output(path: str | Path, data: str | bytes, option: str) -> Path:

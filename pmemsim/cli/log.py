@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ..explore.jobs import MAX_JOBS
-from .common import EXIT_FAILED, EXIT_OK, UsageProblem, count, finite_seconds, write_output
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageProblem,
+    count,
+    finite_seconds,
+    not_an_input,
+    write_output,
+)
 
 __all__ = ["register"]
 
@@ -60,6 +68,30 @@ def _unmatched_markers(engines: dict[str, str], markers: frozenset[str]) -> None
             f"applies nowhere{hint}",
             file=sys.stderr,
         )
+
+
+def _inputs(args: argparse.Namespace, replay: Any) -> dict[str, str]:
+    """What check-log reads, which no output of it may overwrite: the log, the registered
+    files and base images, the checker's own file."""
+    import shutil
+
+    found = {"the log being checked": args.log}
+    for p in replay.pools:
+        found[f"the registered file {p.path}"] = p.path
+        if p.source:
+            found[f"the base image {p.source}"] = p.source
+    checker = ""
+    if args.checker_py:
+        checker = args.checker_py.rpartition(":")[0]
+    elif args.checker_lib:
+        checker = args.checker_lib.rpartition(":")[0]
+    elif args.recovery:
+        checker = args.recovery.partition("::")[0]
+    elif args.checker:
+        checker = shutil.which(args.checker[0]) or args.checker[0]
+    if checker:
+        found[f"the checker {checker}"] = checker
+    return found
 
 
 def _checker(args: argparse.Namespace) -> Any:
@@ -257,8 +289,12 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
             registered = log.files[0].path if log.files else ""
         given[registered] = path
     replay = Replay.of(log, base_images=given)
+    inputs = _inputs(args, replay)
+    for option, path in (("--json", args.json), ("--html", args.html)):
+        if path:
+            not_an_input(path, option, inputs)
     if args.image_out and len(replay.pools) == 1:
-        writable_file(args.image_out, "--image-out")
+        writable_file(args.image_out, "--image-out", inputs)
     checker = _checker(args)
     if args.replay is not None:
         failure, _ = replay_crash(
@@ -426,7 +462,8 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
     from .common import writable_file
 
     # Before recording: a path that cannot be written would lose the work.
-    writable_file(args.output, "-o")
+    scenario = args.scenario.partition("::")[0] if args.scenario else args.path or ""
+    writable_file(args.output, "-o", {f"the check file {scenario}": scenario})
     if args.write_pool and not os.path.exists(args.pool):
         writable_file(args.pool, "--pool")
     if args.scenario:

@@ -28,6 +28,14 @@ NO_FILE = (
 )
 
 
+def _program_inputs(program: list[str]) -> dict[str, str]:
+    """The recorded program and the files among its arguments: a log written over one
+    would destroy it."""
+    found = {f"the program {program[0]}": shutil.which(program[0]) or program[0]}
+    found.update({f"the program's argument {a}": a for a in program[1:] if os.path.isfile(a)})
+    return found
+
+
 def _program(argv: list[str]) -> list[str]:
     """The program to record, checked before valgrind is started (valgrind's own message
     for a missing program would end up in the log)."""
@@ -111,7 +119,7 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
 
 def _cmd_record(args: argparse.Namespace) -> int:
     program = _program(args.program)
-    writable_file(args.output, "-o")
+    writable_file(args.output, "-o", _program_inputs(program))
     rec, parsed = _record(args, program, args.output)
     if parsed.files:
         # The files now hold the run's end, and check-log would start every crash image from
@@ -168,7 +176,9 @@ def _cmd_check_program(args: argparse.Namespace) -> int:
     if args.checker_command and not checker:
         raise UsageProblem("--checker: empty command")
     log = args.output or f"{Path(program[0]).name}.pmemcheck.log"
-    writable_file(log, "-o")
+    inputs = _program_inputs(program)
+    inputs.update({f"the pool {pool}": pool for pool in args.pool or ()})
+    writable_file(log, "-o", inputs)
     for pool in args.pool or ():
         if not os.path.isfile(pool):
             raise UsageProblem(f"--pool {pool}: no such file")

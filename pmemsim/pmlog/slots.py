@@ -252,15 +252,16 @@ def write_image(
 ) -> None:
     """The image (the buffers' state with ``deviations``) as files at ``paths``, one per
     pool, replacing what they held; sparse, like the checkers' image files."""
+    from ..reportfile import replacing
+
     mine = img.pages_of(deviations)
     img.patch(deviations)
     try:
         for pool, (path, spec) in enumerate(zip(paths, pools, strict=True)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-            try:
+            # Whole or not at all; and a file the image is made from (its pool's base
+            # content) is read to the end before it is replaced.
+            with replacing(path) as fd:
                 _fill(img, pool, fd, spec, mine)
-            finally:
-                os.close(fd)
     finally:
         img.restore(deviations)
 
