@@ -10,7 +10,11 @@ then costs per image what its crash point changed.
 A checker may write to its image (libpmemobj's open does), and the next image would then be
 wrong. Linux's inotify says whether anyone opened a slot's file for writing (or wrote to it,
 truncated, renamed or removed it) while the checker had it; such a slot's files are rebuilt
-from scratch for its next image. Where inotify is not available, every image is rebuilt.
+from scratch for its next image. A slot whose files are not watched is rebuilt after every
+checker run: where inotify is not available, and at the start of every check. Closing an
+inotify instance that watched files waits for the kernel's grace period (8 to 20 ms here),
+more than a short check's rebuilds cost; so the files are watched only once the rebuilds have
+cost that much.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import errno
 import os
 import select
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -94,6 +99,8 @@ class _Slot:
     busy: bool = False
     #: Someone wrote to a file (or could have) while a checker had it.
     touched: bool = False
+    #: Its files are watched (inotify): else they are rebuilt after each checker run.
+    watched: bool = False
 
 
 class ImageFiles:
@@ -112,10 +119,9 @@ class ImageFiles:
         self._slots: list[_Slot] = []
         self._watches: dict[int, int] = {}  # watch -> slot
         self.rebuilds = 0
-        try:
-            self._notify: _Inotify | None = _Inotify()
-        except (OSError, AttributeError):
-            self._notify = None  # every image rebuilt: correct, slower
+        self._notify: _Inotify | None = None
+        #: Seconds spent rebuilding so far; None once watching started, or was given up.
+        self._unwatched_cost: float | None = 0.0
         for k in range(slots):  # folders made at first use: small logs use few slots
             folder = os.path.join(directory, f"slot-{k}")
             self._slots.append(_Slot([os.path.join(folder, n) for n in names]))
@@ -157,9 +163,17 @@ class ImageFiles:
         """Write the slot's files afresh: the initial content, then every page the state
         holds (and the image patches)."""
         self.rebuilds += 1
+        started = time.perf_counter()
+        if self._unwatched_cost is not None and self._unwatched_cost > _WATCH_AFTER:
+            self._unwatched_cost = None
+            try:
+                self._notify = _Inotify()
+            except (OSError, AttributeError):
+                self._notify = None  # every image rebuilt: correct, slower
         for fd in s.fds:
             os.close(fd)
         s.fds = []
+        s.watched = self._notify is not None
         os.makedirs(os.path.dirname(s.paths[0]), 0o700, exist_ok=True)
         for pool, (path, (size, source, source_size)) in enumerate(
             zip(s.paths, self.pools, strict=True)
@@ -169,12 +183,16 @@ class ImageFiles:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             s.fds.append(fd)
             _fill(self.img, pool, fd, (size, source, source_size), mine)
-            if self._notify is not None:
+            if s.watched and self._notify is not None:
                 try:
                     self._watches[self._notify.watch(path)] = self._slots.index(s)
                 except OSError:  # out of watches: no telling what a checker does
                     self._notify.close()
                     self._notify = None
+                    for other in self._slots:
+                        other.watched = False
+        if self._unwatched_cost is not None:
+            self._unwatched_cost += time.perf_counter() - started
 
     # -- lending slots to checkers -----------------------------------------------------
 
@@ -190,7 +208,7 @@ class ImageFiles:
         for k in slots:
             s = self._slots[k]
             s.busy = False
-            if self._notify is None:
+            if not s.watched:
                 s.touched = True
 
     def _drain(self) -> None:
@@ -209,6 +227,11 @@ class ImageFiles:
             k = self._watches.get(wd)
             if k is not None and self._slots[k].busy:
                 self._slots[k].touched = True
+
+
+#: Seconds of rebuilding image files after which their slots' files are watched instead
+#: (about what closing a watching inotify instance costs).
+_WATCH_AFTER = 0.01
 
 
 def scratch_folder(need: int) -> str | None:
