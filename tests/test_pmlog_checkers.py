@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -359,13 +360,19 @@ def test_a_program_is_judged_by_its_exit_not_by_what_it_left_running(tmp_path: P
     assert r.verdict == "consistent" and r.images_checked == 4
     left = [int(p) for p in pids.read_text().split()]
     assert len(left) == 4
-    for pid in left:
-        try:
+
+    def running(pid: int) -> bool:
+        try:  # (a zombie was killed, and waits for init to reap it)
             with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
+                fields = f.read()
         except FileNotFoundError:
-            continue  # gone
-        assert state == "Z", f"process {pid} still runs"  # killed, not yet reaped by init
+            return False
+        return "(sleep)" in fields and fields.rsplit(")", 1)[1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 10  # SIGKILL was sent; its delivery is the kernel's
+    while any(running(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(running(pid) for pid in left), "a process the checker left still runs"
 
 
 def test_a_chatty_programs_verdict_keeps_the_end_of_what_it_said(tmp_path: Path) -> None:
