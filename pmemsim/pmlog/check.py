@@ -510,6 +510,8 @@ class _Explorer:
         self.by_marker = by_marker
         self.seed = seed
         self.max_images = max_images
+        #: Crash points an exact plan held to max_images (named in the result's limits).
+        self.capped = 0
         self.judge = judge.add
         self.verdicts = verdicts
         self.lazy = lazy
@@ -572,6 +574,7 @@ class _Explorer:
             result.exact = False
         if plan.skipped is not None:
             self._left_out(plan.skipped)
+            self.capped += bool(plan.skipped and strategy.exact)
         if not plan.images:
             if plan.skipped is None:
                 self._left_out(self.last_count)
@@ -898,6 +901,11 @@ def check_log(
             lazy.close()
         img.close()
     _settle(result, replay, verdicts, checker, check)
+    if explorer.capped:
+        # An exact engine's verdict turned heuristic: say why, and what lifts it.
+        result.limits.append(
+            f"{explorer.capped} crash point(s) with more than {max_images} images (--max-images)"
+        )
     if crash_points == "markers":
         # Marker boundaries are some of the barriers: the states between them go unseen.
         result.exact = False
