@@ -203,3 +203,17 @@ def test_record_keeps_a_readable_log_of_a_program_that_died(
     assert "dies.log: " in out and " records (1 stores," in out, out
     argv = ["check-log", str(log), "--base-image", f"{pool}=", "--engine", "none", "--no-lint"]
     assert main([*argv, "--", "true"]) == 0
+
+
+def test_a_verdict_held_to_max_images_says_so(tmp_path: Path) -> None:
+    """PMDK's hashmap_tx, one rebuild: "CONSISTENT (heuristic: exhaustive, 112215 image(s)
+    not checked)", with nothing to say why an exact engine's verdict was heuristic, nor
+    what would make it exact."""
+    body = "STORE;0x5200000;0x1;0x8|STORE;0x5200040;0x2;0x8|FLUSH;0x5200000;0x80|FENCE"
+    text = f"START|REGISTER_FILE;{tmp_path / 'pool'};0x5200000;0x1000;0x0|{body}|STOP\n"
+    accept = FunctionChecker(lambda image: True, "ok")
+    replay = Replay.of(parse_log(text))
+    held = check_log(replay, accept, engine="exhaustive", max_images=2)
+    assert not held.exact
+    assert held.coverage.endswith("; 1 crash point(s) with more than 2 images (--max-images)")
+    assert check_log(replay, accept, engine="exhaustive").coverage == "exact"
