@@ -183,11 +183,33 @@ def _notice(term: Any) -> Any:
             if len(first) > 200:
                 first = first[:197] + "..."
             text = f"[crash {token}] {first}; counted as inconsistent, going on"
-        term.clear()
-        sys.stdout.flush()
-        print(f"check-log: {text}", file=sys.stderr, flush=True)
+        term.notice(f"check-log: {text}")
 
     return notice
+
+
+def _waiting(args: argparse.Namespace, checker: Any, term: Any) -> Any:
+    """Tells stderr of a long wait on one image's checker run (pmemsim.pmlog.waiting):
+    which image, for how long, and how to stop the check or limit the runs."""
+    recovery = getattr(args, "_recovery_check", None)
+    limit = getattr(checker, "timeout", None) if recovery is None else recovery.run_timeout
+    if args.checker_py:
+        hint = "a checker program after '--' can be limited with --timeout"
+    elif limit is None:
+        hint = "--timeout SECONDS limits each run"
+    else:
+        hint = "--timeout SECONDS changes the limit"
+    bound = "no time limit" if limit is None else f"time limit {limit:g} s"
+
+    def waiting(token: str, seconds: float) -> None:
+        waited = f"{seconds:.{0 if seconds >= 10 else 1}f}"
+        term.notice(
+            f"check-log: [crash {token}] still waiting for the checker on this image after "
+            f"{waited} s ({bound}); Ctrl-C stops the check and prints the failures found so "
+            f"far; {hint}"
+        )
+
+    return waiting
 
 
 def _base_images(specs: list[str] | str | None) -> dict[str, str]:
@@ -372,6 +394,7 @@ def _check_log(
             executor=executor,
             notice=_notice(term),
             interrupted=partial.append,
+            waiting=_waiting(args, checker, term),
             twin=args.twin,
         )
     except KeyboardInterrupt:

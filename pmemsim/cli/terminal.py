@@ -1,9 +1,11 @@
-"""What the commands draw on a terminal: colours and one live progress line.
+"""What the commands draw on a terminal: colours, one live progress line, and notices.
 
 Colours only where stdout is a terminal and ``NO_COLOR`` is unset (https://no-color.org),
 or when asked with ``--color always``. The progress line goes to stderr, only when stderr is
 a terminal; it is redrawn in place and erased before anything else is printed, so a table
-gets no extra lines.
+gets no extra lines. Notices (a checker run timed out, a long wait on one) go to stderr
+whether it is a terminal or not: a check run by a script or CI needs them most, and stdout
+keeps only the report.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class Terminal:
     def print(self, text: str = "") -> None:
         self.clear()
         print(text, flush=True)
+
+    def notice(self, text: str) -> None:
+        """``text`` on stderr, on a line of its own, terminal or not (what stdout has so
+        far first, so that the two interleave in order when both go to one file)."""
+        self.clear()
+        sys.stdout.flush()
+        print(text, file=sys.stderr, flush=True)
 
     def status(self, text: str, *, force: bool = False) -> None:
         """Show ``text`` as the live line (at most every 0.1 s unless ``force``)."""

@@ -764,6 +764,7 @@ def check_log(
     executor: Any = None,
     notice: Callable[[str, str], None] | None = None,
     interrupted: Callable[[LogCheckResult], None] | None = None,
+    waiting: Callable[[str, float], None] | None = None,
     twin: bool = True,
     _speculation: Speculation | None = None,
 ) -> LogCheckResult:
@@ -783,6 +784,9 @@ def check_log(
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
     ``interrupted(result)``: told what was judged so far when Ctrl-C or SIGTERM stops the
     check (a KeyboardInterrupt, raised on after it): not every image was judged.
+    ``waiting(token, seconds)``: told while the check waits long on a checker run out of
+    process (:mod:`pmemsim.pmlog.waiting`: after 10 s, then at doubling intervals), of the
+    image's crash token and the seconds waited so far.
     ``twin``: a long log's durability self-check may run in a forked twin on a free CPU
     (:mod:`pmemsim.pmlog.twin`, at a lower priority); False keeps it in this process (the
     CLI's ``--jobs`` given).
@@ -860,7 +864,16 @@ def check_log(
 
             tell(str(crash_for(cand.point, cand.dev)), verdict)
 
-    verdicts = Verdicts(progress, told)
+    waited = None
+    if waiting is not None:
+        wait = waiting
+
+        def waited(cand: Cand, seconds: float) -> None:
+            from ..explore.images import crash_for
+
+            wait(str(crash_for(cand.point, cand.dev)), seconds)
+
+    verdicts = Verdicts(progress, told, waited)
     img = _image(replay, None if _speculation is None else _speculation.file)
     lazy = None
     try:

@@ -66,11 +66,16 @@ def worth_a_twin(replay: Replay) -> bool:
 
 def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
     """Whether to run the check speculatively (:mod:`pmemsim.pmlog.speculate`): a library
-    checker on a long log of one file, with one job."""
+    checker on a long log of one file, with one job, whose time limit ends a hang before a
+    notice of the wait would be due (the speculative child calls the checker itself: no
+    one watches it wait, :mod:`pmemsim.pmlog.waiting`)."""
+    from . import waiting
     from .checkers import LibChecker
 
     return (
         isinstance(checker, LibChecker)
+        and checker.timeout is not None
+        and checker.timeout <= waiting.FIRST
         and jobs == 1
         and len(replay.pools) == 1
         and sum(replay.log.counts.values()) >= SPECULATE_FROM

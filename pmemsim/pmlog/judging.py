@@ -16,6 +16,7 @@ in which threads or workers answer.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -60,9 +61,15 @@ class Verdicts:
     """Verdicts as they come: counts, and the minimal failure so far."""
 
     def __init__(
-        self, progress: Progress | None = None, notice: Callable[[Cand, str], None] | None = None
+        self,
+        progress: Progress | None = None,
+        notice: Callable[[Cand, str], None] | None = None,
+        waiting: Callable[[Cand, float], None] | None = None,
     ) -> None:
         self.progress = progress
+        #: Told of an image whose verdict a judge has waited long for, and how long so far
+        #: (:mod:`pmemsim.pmlog.waiting`).
+        self.waiting = waiting
         self.best: tuple[tuple[tuple[int, int, int], int], Cand, str] | None = None
         self.judged = 0
         self.inconsistent = 0
@@ -305,7 +312,8 @@ class Programs(Judge):
         self.pools = pools
         self.files = ImageFiles(self.img, pools, _file_names(self.names), jobs, tmp)
         self.free = list(range(jobs))[::-1]
-        self.window: deque[tuple[Cand, int, Future[str | None]]] = deque()
+        #: Images being judged, oldest first: (image, slot, verdict to come, when it began).
+        self.window: deque[tuple[Cand, int, Future[str | None], float]] = deque()
         # (Imported here: concurrent.futures costs a command that runs no program ~10 ms.)
         from concurrent.futures import ThreadPoolExecutor
 
@@ -329,12 +337,25 @@ class Programs(Judge):
         # the window only once judged: interrupted while waiting, close() must still see it
         # running (and kill its program).
         while len(self.window) > keep:
-            cand, slot, fut = self.window[0]
-            verdict = fut.result()
+            cand, slot, fut, began = self.window[0]
+            verdict = self._result(cand, fut, began)
             self.window.popleft()
             self.files.returned(slot)
             self.free.append(slot)
             self.verdicts.add(cand, verdict)
+
+    def _result(self, cand: Cand, fut: Future[str | None], began: float) -> str | None:
+        """``fut``'s verdict, telling of a long wait for it."""
+        waiting = self.verdicts.waiting
+        if waiting is not None:
+            from concurrent.futures import wait
+
+            from .waiting import Patience
+
+            patience = Patience(lambda now: (0, began), lambda _, waited: waiting(cand, waited))
+            while not fut.done():
+                wait([fut], max(patience.next(time.monotonic()) - time.monotonic(), 0))
+        return fut.result()
 
     def add(self, cand: Cand) -> None:
         runs, known = _runs(cand, self.per_file, len(self.pools))
@@ -347,7 +368,8 @@ class Programs(Judge):
         self.files.write(slot, cand.dev)
         self.files.lend(slot)
         self.verdicts.runs += len(runs)
-        self.window.append((cand, slot, self.ex.submit(self._judge, slot, runs, cand.markers)))
+        fut = self.ex.submit(self._judge, slot, runs, cand.markers)
+        self.window.append((cand, slot, fut, time.monotonic()))
 
     def finish(self) -> None:
         self._settle(0)

@@ -52,11 +52,15 @@ from .slots import _copy, _Inotify
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
     from .images import Pool
+    from .waiting import Patience
 
 __all__ = ["LibWorker", "Workers", "spare_worker"]
 
 _LEN = struct.Struct("<I")
 _PAGE = 4096
+#: What a worker is judging: its message number << _INDEX | the image's index in it.
+_WORD = struct.Struct("<q")
+_INDEX = 20
 
 
 def _send(fd: int, obj: object) -> None:
@@ -86,24 +90,37 @@ class _Reader:
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
-    def _fill(self, n: int, deadline: float | None) -> bool:
+    def _await(self, deadline: float | None, patience: Patience[int] | None) -> None:
+        """Until there is something to read (TimeoutError past ``deadline``), telling
+        ``patience`` of the wait."""
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise TimeoutError
+            until = deadline
+            if patience is not None:
+                look = patience.next(now)
+                until = look if until is None else min(until, look)
+            assert until is not None
+            if self._poll.poll(max(until - now, 0) * 1000):
+                return
+
+    def _fill(self, n: int, deadline: float | None, patience: Patience[int] | None) -> bool:
         while len(self.buf) < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._poll.poll(left * 1000):
-                    raise TimeoutError
+            if deadline is not None or patience is not None:
+                self._await(deadline, patience)
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
                 return False
             self.buf += chunk
         return True
 
-    def get(self, deadline: float | None = None) -> Any:
+    def get(self, deadline: float | None = None, patience: Patience[int] | None = None) -> Any:
         """The next message; EOFError when the other end is gone."""
-        if not self._fill(_LEN.size, deadline):
+        if not self._fill(_LEN.size, deadline, patience):
             raise EOFError
         (n,) = _LEN.unpack_from(self.buf)
-        if not self._fill(_LEN.size + n, deadline):
+        if not self._fill(_LEN.size + n, deadline, patience):
             raise EOFError
         data = bytes(self.buf[_LEN.size : _LEN.size + n])
         del self.buf[: _LEN.size + n]
@@ -218,8 +235,14 @@ class _Files:
         self.check()  # what rebuilding itself queued is for the old files: dropped
 
 
-def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int, wfd: int) -> None:
-    """A worker's loop: messages in, verdicts out, until EOF."""
+def _serve(
+    load: Callable[[], Callable[[Any, list[int]], str | None]],
+    rfd: int,
+    wfd: int,
+    judging: mmap.mmap,
+) -> None:
+    """A worker's loop: messages in, verdicts out, until EOF. ``judging`` is told, before
+    each image, the number of the message and the image's in it (:meth:`LibWorker.judging`)."""
     from ..markers import reset_crash, set_crash
 
     try:
@@ -234,6 +257,8 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
     reader = _Reader(rfd)
     files: _Files | None = None
     token: object = None
+    received = 0
+    mark = _WORD.pack_into
     try:
         while True:
             try:
@@ -245,6 +270,8 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
                 files = _Files(folder, names, pools)
                 continue
             assert files is not None
+            received += 1
+            message = received << _INDEX
             # Only the images some run found inconsistent are answered, by their number
             # in the batch: most images pass, and their verdicts cost nothing to send.
             out = []
@@ -263,6 +290,7 @@ def _serve(load: Callable[[], Callable[[Any, list[int]], str | None]], rfd: int,
                     token = set_crash(info)
                 for p in patches:
                     maps[p[3]][p[4] : p[5]] = p[0]
+                mark(judging, 0, message | n)
                 try:
                     got = [judge(files, run) for run in runs]
                 finally:
@@ -411,17 +439,19 @@ class LibWorker:
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
         _widen(w1)
+        judging = mmap.mmap(-1, _WORD.size)
 
         def serve() -> None:
             os.close(w1)
             os.close(r2)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
-            _serve(_limited(self._load, self.timeout), r1, w2)
+            _serve(_limited(self._load, self.timeout), r1, w2, judging)
 
         pid = fork(serve)
         os.close(r1)
         os.close(w2)
         self.pid, self._to, self._from = pid, w1, _Reader(r2)
+        self._judging = judging
         self.loaded = False
         #: Messages sent, and answers read: the worker answers every message but "setup".
         self.sent = self.answered = 0
@@ -455,6 +485,7 @@ class LibWorker:
         for fd in (self._to, self._from.fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._judging.close()
         self.exit_code = os.waitstatus_to_exitcode(status)
         return _status(self.exit_code)
 
@@ -481,12 +512,40 @@ class LibWorker:
         with contextlib.suppress(BrokenPipeError):  # it died: the next answer says how
             _send(self._to, message)
 
-    def answer(self, deadline: float | None) -> Any:
+    def judging(self) -> tuple[int, int]:
+        """What the worker is judging: (the number of the message, counted from 1 as
+        :attr:`sent` counts them, the image's index in it); (0, 0) before the first."""
+        word = _WORD.unpack_from(self._judging)[0]
+        return word >> _INDEX, word & ((1 << _INDEX) - 1)
+
+    def _patience(self, tell: Callable[[int, float], None]) -> Patience[int]:
+        """Telling ``tell(index, seconds)`` of a long wait on an image of the oldest batch
+        sent (since this process saw the worker begin it: a worker says which image it is
+        on, not when it began, which would cost it a clock reading per image)."""
+        from .waiting import Patience
+
+        waited_on = self.answered + 1
+        seen: list[Any] = [None, 0.0]
+
+        def where(now: float) -> tuple[int, float] | None:
+            message, index = self.judging()
+            if message != waited_on:
+                return None
+            if seen[0] != index:
+                seen[:] = [index, now]
+            return index, seen[1]
+
+        return Patience(where, tell)
+
+    def answer(
+        self, deadline: float | None, tell: Callable[[int, float], None] | None = None
+    ) -> Any:
         """The answer to the oldest batch sent; WorkerDied when it died or ran past the
-        deadline (it is then dead)."""
+        deadline (it is then dead). ``tell(index, seconds)``: told of a long wait on the
+        image of that index in the batch (:mod:`pmemsim.pmlog.waiting`)."""
         self.ready()  # (not waited for at the start: the replay runs while it loads)
         try:
-            got = self._from.get(deadline)
+            got = self._from.get(deadline, None if tell is None else self._patience(tell))
         except TimeoutError:
             self._reap(kill=True)
             assert self.timeout is not None
@@ -715,14 +774,27 @@ class Workers(Judge):
 
     # -- answers -----------------------------------------------------------------------
 
+    def _teller(self, images: list[Any], points: list[CrashPoint]) -> Any:
+        """``tell(index, seconds)`` of a long wait on ``images[index]``, for the verdicts'
+        ``waiting``."""
+        waiting = self.verdicts.waiting
+        if waiting is None:
+            return None
+
+        def tell(index: int, waited: float) -> None:
+            seq, dev, size, markers, ordinal, k, _ = images[index]
+            waiting(Cand(seq, points[k], dev, size, markers, ordinal), waited)
+
+        return tell
+
     def _collect(self, slot: _Slot) -> None:
         items, images, points = slot.inflight[0]
         n = len(images)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout * n
         try:
-            answers = slot.worker.answer(deadline)
+            answers = slot.worker.answer(deadline, self._teller(images, points))
         except WorkerDied:
-            answers = self._again(slot, items)
+            answers = self._again(slot, items, images, points)
         slot.inflight.popleft()
         for item in items:
             if item[0] == "M":
@@ -752,7 +824,9 @@ class Workers(Judge):
             slot.worker.send([("M", [(p, ln, c) for (p, ln), c in sorted(acked.items())])])
             slot.worker.answer(None)  # an empty answer: the move is in
 
-    def _again(self, slot: _Slot, items: list[_Item]) -> list[tuple[int, list[str | None]]]:
+    def _again(
+        self, slot: _Slot, items: list[_Item], images: list[Any], points: list[CrashPoint]
+    ) -> list[tuple[int, list[str | None]]]:
         """The worker died on this batch: judge it again an image at a time (the image that
         crashed or hung the checker gets that verdict), from the state of the last batch it
         answered; then send the later batches again."""
@@ -777,7 +851,8 @@ class Workers(Judge):
             slot.worker.send([("I", patches, runs, markers, info)])
             deadline = None if self.timeout is None else time.monotonic() + self.timeout
             try:
-                answers += [(n, got) for _, got in slot.worker.answer(deadline)]
+                tell = self._teller(images[n : n + 1], points)
+                answers += [(n, got) for _, got in slot.worker.answer(deadline, tell)]
             except WorkerDied as died:
                 answers.append((n, [died.status] * len(runs)))
                 self._restart(slot, acked)
