@@ -117,23 +117,53 @@ def _record(args: argparse.Namespace, program: list[str], log: str) -> tuple[Rec
     return rec, parsed
 
 
+def _holding_data(paths: list[str]) -> set[str]:
+    """The real paths of the files among ``paths`` that hold data, not only holes (a pool an
+    earlier step made, where a file made with truncate holds none)."""
+    held = set()
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.lseek(fd, 0, os.SEEK_DATA)
+            held.add(os.path.realpath(path))
+        except OSError:  # ENXIO: no data before the end, zeros only
+            pass
+        finally:
+            os.close(fd)
+    return held
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
     program = _program(args.program)
     writable_file(args.output, "-o", _program_inputs(program))
+    held = _holding_data(program[1:])
     rec, parsed = _record(args, program, args.output)
     if parsed.files:
         # The files now hold the run's end, and check-log would start every crash image from
-        # a registered file's content: name the start (zeros, for a file the program made).
+        # a registered file's content: name the start (zeros, for a file the program made;
+        # a copy of what it held, for a pool named on the command line that held data).
+        paths = [p for p in dict.fromkeys(r.path for r in parsed.files) if os.path.exists(p)]
+        opened = [p for p in paths if os.path.realpath(p) in held]
         starts = [
-            f"--base-image {shlex.quote(path + '=')}"
-            for path in dict.fromkeys(r.path for r in parsed.files)
-            if os.path.exists(path)
+            f"--base-image {shlex.quote(path + ('=COPY' if path in opened else '='))}"
+            for path in paths
         ]
         print(
             f"check it: pmemsim check-log {shlex.quote(args.output)} "
             f"{' '.join([*starts, ''])}-- CHECKER [ARGS...]"
         )
-        if starts:
+        for path in opened:
+            print(
+                f"({path} held data before the run: unless the program truncated it, its "
+                "crash images start from what it held then, which the run changed; COPY is a "
+                "copy of that, which pmemsim check-program --pool PATH makes for you)"
+            )
+        if len(opened) < len(starts):
             print(
                 "(--base-image PATH= starts a file from zeros, right for a file the program "
                 "creates; for a pool it opened, give a copy of what it held before the run: "
