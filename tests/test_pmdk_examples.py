@@ -6,6 +6,7 @@ pmemcheck recorded (no valgrind needed), or on a small library checker built wit
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -217,3 +218,42 @@ def test_a_verdict_held_to_max_images_says_so(tmp_path: Path) -> None:
     assert not held.exact
     assert held.coverage.endswith("; 1 crash point(s) with more than 2 images (--max-images)")
     assert check_log(replay, accept, engine="exhaustive").coverage == "exact"
+
+
+def test_record_names_a_copy_as_the_start_of_a_pool_that_held_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mapcli opens the pool an earlier run filled: record's line to check the log started
+    it from zeros (``--base-image POOL=``), which makes every image a broken pool. A file
+    made with truncate (holes only, as for PMDK's log example) does start from zeros."""
+    from pmemsim.cli import main
+
+    pool, made = tmp_path / "pool", tmp_path / "made"
+    pool.write_bytes(b"filled by an earlier run" + bytes(4072))
+    with open(made, "wb") as f:
+        f.truncate(4096)
+        try:
+            os.lseek(f.fileno(), 0, os.SEEK_DATA)
+            pytest.skip(f"the file system of {tmp_path} does not tell holes from data")
+        except OSError:
+            pass
+    regs = "|".join(
+        f"REGISTER_FILE;{p};{base:#x};0x1000;0x0"
+        for p, base in ((pool, 0x5200000), (made, 0x5400000))
+    )
+    fake = tmp_path / "valgrind"
+    # A stand-in valgrind: answers the pmemcheck probe, and "records" by writing the log.
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in --log-file=*) f="${a#--log-file=}";; esac; done\n'
+        f'[ -n "$f" ] && printf "%s" "START|{regs}|STOP" > "$f"\n'
+        "exit 0\n"
+    )
+    fake.chmod(0o755)
+    log = tmp_path / "x.log"
+    argv = ["record", "--valgrind", str(fake), "-o", str(log), "--", "true", str(pool)]
+    assert main([*argv, str(made)]) == 0
+    out = capsys.readouterr().out
+    assert f"--base-image {pool}=COPY --base-image {made}= --" in out, out
+    assert f"({pool} held data before the run: unless" in out
+    assert "(--base-image PATH= starts a file from zeros" in out
