@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ if image[0] == 1 and image[0x40] == 0:
 """
 
 NOTICE = re.compile(
-    r"check-log: \[crash (\S+)\] still waiting for the checker on this image after "
+    r"check-log: \[crash ((?:point )?\S+)\] still waiting for the checker on this image after "
     r"([\d.]+) s \(([^)]*)\); Ctrl-C stops the check and prints the failures found so far; "
 )
 
@@ -170,3 +171,56 @@ def test_a_library_checker_is_not_speculated_on_when_a_hang_could_go_untold(
     for timeout, speculated in ((1.0, True), (10.0, True), (11.0, False), (None, False)):
         lib = LibChecker("libc.so.6", "abs", timeout)
         assert forked.worth_speculating(replay, lib, 1) is speculated, timeout
+
+
+SCENARIO = """
+import time
+from pmemsim.explore import CrashCheck
+
+def work(view):
+    view.write(0, b"\\x01")
+    view.write(0x40, b"\\x02")
+    view.persist(0, 0x80)
+
+def slow(view):  # slow on the one odd image, and inconsistent there
+    if view.read(0, 1) == b"\\x01" and view.read(0x40, 1) == b"\\x00":
+        time.sleep({sleep})
+        raise AssertionError("odd image")
+
+slow = CrashCheck("slow", work, slow, size=4096, run_timeout=5)
+"""
+
+
+@pytest.mark.usefixtures("soon")
+@pytest.mark.parametrize("engine", ["lazy", "exhaustive"])
+@pytest.mark.parametrize("checker", ["recovery", "python"])
+def test_a_long_wait_on_a_checker_in_this_process_is_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: str, checker: str
+) -> None:
+    """--jobs 1: the checker runs in this process's main thread; a thread watches it."""
+    if checker == "recovery":
+        scenario = tmp_path / "scenario.py"
+        scenario.write_text(SCENARIO.format(sleep=1.2))
+        args = ["--recovery", f"{scenario}::slow", "--timeout", "none"]
+    else:
+        chk = tmp_path / "chk.py"
+        chk.write_text(PY_CHECKER.format(sleep=1.2))
+        args = ["--checker-py", f"{chk}:check"]
+    code, out, err, got = _run(tmp_path, capsys, *args, "--engine", engine)
+    assert code == 1 and got["inconsistent"] == 1
+    point = got["minimal"]["token"].split(":")[0]
+    told = _notices(err, f"point {point}")
+    assert all(bound == "no time limit" for _, bound in told)
+    assert "still waiting" not in out
+    assert [t.name for t in threading.enumerate()] == [threading.main_thread().name]
+
+
+@pytest.mark.usefixtures("soon")
+def test_a_quick_check_in_this_process_tells_of_no_wait(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chk = tmp_path / "chk.py"
+    chk.write_text("import time\n\ndef check(image):\n    time.sleep(0.02)\n    return True\n")
+    code, _, err, _ = _run(tmp_path, capsys, "--checker-py", f"{chk}:check")
+    assert code == 0
+    assert "still waiting" not in err

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .lint import LogFinding
     from .readpaths import LazyJudge
     from .speculate import Speculation
+    from .waiting import Watch
 
 __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_crash"]
 
@@ -784,9 +785,9 @@ def check_log(
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
     ``interrupted(result)``: told what was judged so far when Ctrl-C or SIGTERM stops the
     check (a KeyboardInterrupt, raised on after it): not every image was judged.
-    ``waiting(token, seconds)``: told while the check waits long on a checker run out of
-    process (:mod:`pmemsim.pmlog.waiting`: after 10 s, then at doubling intervals), of the
-    image's crash token and the seconds waited so far.
+    ``waiting(token, seconds)``: told while the check waits long on one checker run
+    (:mod:`pmemsim.pmlog.waiting`: after 10 s, then at doubling intervals), of the image's
+    crash token (``point N`` for a checker in this process) and the seconds so far.
     ``twin``: a long log's durability self-check may run in a forked twin on a free CPU
     (:mod:`pmemsim.pmlog.twin`, at a lower priority); False keeps it in this process (the
     CLI's ``--jobs`` given).
@@ -876,6 +877,7 @@ def check_log(
     verdicts = Verdicts(progress, told, waited)
     img = _image(replay, None if _speculation is None else _speculation.file)
     lazy = None
+    watch: Watch | None = None
     try:
         with _judging(
             replay, checker, img, jobs, verdicts, executor, crash_points, _speculation
@@ -885,6 +887,10 @@ def check_log(
 
                 assert isinstance(checker, FunctionChecker)
                 lazy = LazyJudge(checker, img, [p.path for p in replay.pools], check)
+            if waiting is not None and inline:
+                from .waiting import watch_in_process
+
+                watch = watch_in_process(judge, lazy, waiting)
             explorer = _Explorer(
                 replay,
                 img,
@@ -898,10 +904,19 @@ def check_log(
                 lazy,
                 proven,
             )
+            on_point = explorer.point
+            if watch is not None:
+                # Started at the first crash point: the replay forks its twin before.
+                watching, explore = watch.start, on_point
+
+                def on_point(point: CrashPoint) -> None:
+                    watching()
+                    explore(point)
+
             if simulator:
-                trace: Any = replay.record(crash_points, on_point=explorer.point, lint=lint)
+                trace: Any = replay.record(crash_points, on_point=on_point, lint=lint)
             else:
-                trace = record_log(replay, img, crash_points, explorer.point, lint=lint, twin=twin)
+                trace = record_log(replay, img, crash_points, on_point, lint=lint, twin=twin)
             judge.finish()
     except KeyboardInterrupt:
         if interrupted is not None:
@@ -910,6 +925,8 @@ def check_log(
             interrupted(result)
         raise
     finally:
+        if watch is not None:
+            watch.close()
         if lazy is not None:
             lazy.close()
         img.close()

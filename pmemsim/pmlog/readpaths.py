@@ -147,6 +147,9 @@ class LazyJudge:
         self.explorer = LazyExplorer()
         self.runs = 0
         self.paths = 0
+        #: The point being explored and the runs begun (for pmemsim.pmlog.waiting.Watch).
+        self.point: CrashPoint | None = None
+        self.begun = 0
         self.saved = os.environ.get("PMREORDER_MARKERS")
 
     def close(self) -> None:
@@ -163,6 +166,7 @@ class LazyJudge:
         Raises :class:`NeedsBuffer` (having judged nothing for good) when the checker turns
         out to need a real buffer.
         """
+        self.point = point
         state = point.state
         self.img.move_to(state)
         info = CrashInfo(point.index, point.kind, point.markers)
@@ -171,6 +175,7 @@ class LazyJudge:
         sizes = [64] * max(1, len(state.media))
 
         def run(dev: Deviations) -> Outcome:
+            self.begun += 1
             obs = Observation(sizes, lambda m: m)
             if self.check is not None:
                 err = self._recover(alts, dev, info, obs)
