@@ -257,3 +257,51 @@ def test_record_names_a_copy_as_the_start_of_a_pool_that_held_data(
     assert f"--base-image {pool}=COPY --base-image {made}= --" in out, out
     assert f"({pool} held data before the run: unless" in out
     assert "(--base-image PATH= starts a file from zeros" in out
+
+
+SPLIT_PTR = Path(__file__).resolve().parent / "c" / "split_ptr"
+
+
+def test_a_pointer_across_two_lines_as_pmdks_hashmap_atomic_swaps_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PMDK's hashmap_atomic persists its bucket pointer (a 16-byte PMEMoid across two lines
+    in its pool) with one persist, and its recovery tests the offset alone: a crash that
+    keeps the offset and loses the pool id leaves a pointer it follows to NULL. tests/c/
+    split_ptr is that pattern; the exact check finds the crash, losing the store marked
+    LOST:, and the accumulative engine (pmreorder's ReorderAccumulative, which missed it in
+    PMDK's example) cannot: the image keeps a later store of the epoch and loses an earlier
+    one. With the tag persisted first (-DFIXED) every image is consistent."""
+    from pmemsim.cli import main
+    from pmemsim.pmlog.pmemcheck import pmemcheck_available
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    valgrind = pmemcheck_available()
+    if valgrind is None:
+        pytest.skip("pmemcheck is not installed (set PMEMSIM_VALGRIND to a valgrind with it)")
+    flags = ["gcc", "-std=gnu11", "-g", "-Wall", "-Wextra", "-Werror"]
+    lib = tmp_path / "libcheck_split_ptr.so"
+    chk = [*flags, "-O2", "-shared", "-fPIC", "-DCHECKER_LIB", "-o", str(lib)]
+    subprocess.run([*chk, str(SPLIT_PTR / "check_split_ptr.c")], check=True)
+    source = SPLIT_PTR / "split_ptr.c"
+    lost = next(i for i, t in enumerate(source.read_text().splitlines(), 1) if "LOST:" in t)
+    pool = tmp_path / "pool"
+    for name, extra, want in (("bug", [], 1), ("fixed", ["-DFIXED"], 0)):
+        prog, log = tmp_path / name, tmp_path / f"{name}.log"
+        made = subprocess.run([*flags, "-O0", *extra, "-o", str(prog), str(source), "-lpmem2"])
+        if made.returncode:
+            pytest.skip("libpmem2's header or library is missing (apt-get install libpmem2-dev)")
+        with open(pool, "wb") as f:
+            f.truncate(4096)
+        argv = ["record", "--valgrind", valgrind, "-o", str(log), "--", str(prog), str(pool)]
+        assert main(argv) == 0
+        check = ["check-log", str(log), "--base-image", f"{pool}=", "--no-lint"]
+        check += ["--checker-lib", f"{lib}:check"]
+        capsys.readouterr()
+        assert main(check) == want
+        out = capsys.readouterr().out
+        if want:
+            assert f"stored at split_ptr.c:{lost} in main" in out, out
+            assert "not this pool's" in out
+            assert main([*check, "--engine", "accumulative"]) == 0
