@@ -779,7 +779,8 @@ def check_log(
     simulator (:meth:`Replay.record`, the reference) instead of the lean machine of
     :mod:`pmemsim.pmlog.fastreplay` (the same crash points, images and findings, faster).
     ``executor``: a :class:`pmemsim.distributed.Dask` judging the images on its workers
-    (each batch of images replays the log there; not with lazy exploration).
+    (a worker replays the log once and goes on from batch to batch; not with lazy
+    exploration).
     ``notice(token, verdict)``: told at once of each image whose checker run ran out of
     time or crashed (:class:`pmemsim.pmlog.checkers.Fault`), so a check slowed by a
     looping checker is not silent; the result counts them (``timed_out``, ``crashed``).
