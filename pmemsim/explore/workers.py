@@ -18,40 +18,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from . import frames
 from .jobs import MAX_JOBS, check_jobs
 
 __all__ = ["MAX_JOBS", "Workers", "check_jobs"]
 
 
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
-
-
-def _send(fd: int, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(len(data).to_bytes(8, "little") + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _receive(fd: int) -> Any:
-    head = _exactly(fd, 8)
-    if head is None:
-        raise EOFError
-    body = _exactly(fd, int.from_bytes(head, "little"))
-    if body is None:
-        raise EOFError
-    return pickle.loads(body)
-
-
-def _exactly(fd: int, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 class _Stopped(BaseException):
@@ -91,6 +64,7 @@ class _Worker:
         self.pid = pid
         self.send_fd = from_parent
         self.receive_fd = to_parent
+        self.reader = frames.Reader(to_parent)
         self.item: int | None = None
 
     def close(self) -> None:
@@ -130,11 +104,12 @@ class _Worker:
             pause = min(2 * pause, 0.01)
 
 
-def _serve(receive: int, send: int, start: Callable[[], Callable[[Any], Any]]) -> int:
+def _serve(receive: int, to_parent: int, start: Callable[[], Callable[[Any], Any]]) -> int:
     work = start()
+    reader = frames.Reader(receive)
     while True:
         try:
-            item = _receive(receive)
+            item = reader.get()
         except EOFError:
             return 0
         try:
@@ -142,9 +117,10 @@ def _serve(receive: int, send: int, start: Callable[[], Callable[[Any], Any]]) -
         except Exception as exc:
             answer = ("error", exc)
         try:
-            _send(send, answer)
+            frames.send(to_parent, answer)
         except (pickle.PicklingError, TypeError, AttributeError):
-            _send(send, ("error", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+            unpicklable = RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")
+            frames.send(to_parent, ("error", unpicklable))
 
 
 class Timeout(Exception):
@@ -195,7 +171,7 @@ class Workers:
         done = 0
         for w in workers:
             if given < len(items):
-                _send(w.send_fd, items[given])
+                frames.send(w.send_fd, items[given])
                 w.item = given
                 given += 1
                 sel.register(w.receive_fd, selectors.EVENT_READ, w)
@@ -207,7 +183,7 @@ class Workers:
                 for key, _ in ready:
                     w = key.data
                     try:
-                        status, value = _receive(w.receive_fd)
+                        status, value = w.reader.get()
                     except EOFError:
                         raise RuntimeError(f"worker process {w.pid} ended unexpectedly") from None
                     if status == "error":
@@ -216,7 +192,7 @@ class Workers:
                     answers[w.item] = value
                     w.item = None
                     if given < len(items):
-                        _send(w.send_fd, items[given])
+                        frames.send(w.send_fd, items[given])
                         w.item = given
                         given += 1
                 while done in answers:

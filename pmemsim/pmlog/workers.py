@@ -33,8 +33,6 @@ import contextlib
 import ctypes
 import mmap
 import os
-import pickle
-import select
 import signal
 import struct
 import time
@@ -43,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
+from ..explore import frames
 from ..markers import CrashInfo
 from .checkers import _TAIL, Crashed, FunctionChecker, LibChecker, _status, timed_out
 from .forked import fork
@@ -56,75 +55,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LibWorker", "Workers", "spare_worker"]
 
-_LEN = struct.Struct("<I")
 _PAGE = 4096
 #: What a worker is judging: its message number << _INDEX | the image's index in it.
 _WORD = struct.Struct("<q")
 _INDEX = 20
-
-
-def _send(fd: int, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_LEN.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _widen(fd: int) -> None:
-    """Room in a pipe for the two batches a worker is given at a time (Linux's default 64
-    KiB holds one: this process would wait on the worker to write the second)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-
-
-class _Reader:
-    """Length-prefixed pickles from a pipe, with a deadline per message."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = bytearray()
-        # poll, not select: select() refuses descriptors numbered 1,024 and up, which a
-        # process with many files open (a long test run) hands out.
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
-
-    def _await(self, deadline: float | None, patience: Patience[int] | None) -> None:
-        """Until there is something to read (TimeoutError past ``deadline``), telling
-        ``patience`` of the wait."""
-        while True:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise TimeoutError
-            until = deadline
-            if patience is not None:
-                look = patience.next(now)
-                until = look if until is None else min(until, look)
-            assert until is not None
-            if self._poll.poll(max(until - now, 0) * 1000):
-                return
-
-    def _fill(self, n: int, deadline: float | None, patience: Patience[int] | None) -> bool:
-        while len(self.buf) < n:
-            if deadline is not None or patience is not None:
-                self._await(deadline, patience)
-            chunk = os.read(self.fd, 1 << 16)
-            if not chunk:
-                return False
-            self.buf += chunk
-        return True
-
-    def get(self, deadline: float | None = None, patience: Patience[int] | None = None) -> Any:
-        """The next message; EOFError when the other end is gone."""
-        if not self._fill(_LEN.size, deadline, patience):
-            raise EOFError
-        (n,) = _LEN.unpack_from(self.buf)
-        if not self._fill(_LEN.size + n, deadline, patience):
-            raise EOFError
-        data = bytes(self.buf[_LEN.size : _LEN.size + n])
-        del self.buf[: _LEN.size + n]
-        return pickle.loads(data)
 
 
 # -- in the worker ---------------------------------------------------------------------------
@@ -248,13 +182,13 @@ def _serve(
     try:
         judge = load()
     except InvalidArgumentError as exc:
-        _send(wfd, ("error", exc.message))
+        frames.send(wfd, ("error", exc.message))
         return
     except Exception as exc:
-        _send(wfd, ("error", f"{type(exc).__name__}: {exc}"))
+        frames.send(wfd, ("error", f"{type(exc).__name__}: {exc}"))
         return
-    _send(wfd, ("ready", ""))
-    reader = _Reader(rfd)
+    frames.send(wfd, ("ready", ""))
+    reader = frames.Reader(rfd)
     files: _Files | None = None
     token: object = None
     received = 0
@@ -300,7 +234,7 @@ def _serve(
                 if got.count(None) != len(got):
                     out.append((n, got))
                 n += 1
-            _send(wfd, out)
+            frames.send(wfd, out)
     finally:
         if token is not None:
             reset_crash(token)
@@ -438,7 +372,9 @@ class LibWorker:
         _reap_exited()
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
-        _widen(w1)
+        # Room for the two batches a worker is given at a time (the default 64 KiB holds
+        # one: this process would wait on the worker to take the second).
+        frames.widen(w1)
         judging = mmap.mmap(-1, _WORD.size)
 
         def serve() -> None:
@@ -450,7 +386,7 @@ class LibWorker:
         pid = fork(serve)
         os.close(r1)
         os.close(w2)
-        self.pid, self._to, self._from = pid, w1, _Reader(r2)
+        self.pid, self._to, self._from = pid, w1, frames.Reader(r2)
         self._judging = judging
         self.loaded = False
         #: Messages sent, and answers read: the worker answers every message but "setup".
@@ -510,7 +446,7 @@ class LibWorker:
         if not (isinstance(message, tuple) and message[0] == "setup"):
             self.sent += 1
         with contextlib.suppress(BrokenPipeError):  # it died: the next answer says how
-            _send(self._to, message)
+            frames.send(self._to, message)
 
     def judging(self) -> tuple[int, int]:
         """What the worker is judging: (the number of the message, counted from 1 as
@@ -545,7 +481,7 @@ class LibWorker:
         image of that index in the batch (:mod:`pmemsim.pmlog.waiting`)."""
         self.ready()  # (not waited for at the start: the replay runs while it loads)
         try:
-            got = self._from.get(deadline, None if tell is None else self._patience(tell))
+            got = self._from.get(deadline, None if tell is None else self._patience(tell).next)
         except TimeoutError:
             self._reap(kill=True)
             assert self.timeout is not None
