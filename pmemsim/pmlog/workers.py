@@ -378,12 +378,16 @@ class LibWorker:
         judging = mmap.mmap(-1, _WORD.size)
 
         def serve() -> None:
+            os.setpgid(0, 0)  # what the checker starts joins the group ended with it
             os.close(w1)
             os.close(r2)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
             _serve(_limited(self._load, self.timeout), r1, w2, judging)
 
         pid = fork(serve)
+        # Here too: the group must exist before this process may have to end it.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         os.close(r1)
         os.close(w2)
         self.pid, self._to, self._from = pid, w1, frames.Reader(r2)
@@ -414,8 +418,12 @@ class LibWorker:
         if not self.pid:
             return "not running"
         if kill:
+            _end_group(self.pid)
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
+        # Exited but not reaped: its pid still names its group, and no other process's.
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        _end_group(self.pid)
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
         for fd in (self._to, self._from.fd):
@@ -426,8 +434,9 @@ class LibWorker:
         return _status(self.exit_code)
 
     def close(self, wait: bool = True) -> None:
-        """End the worker: killed and waited for, or (``wait=False``, after its last answer)
-        told to stop by closing its pipe, and reaped later (its exit takes milliseconds)."""
+        """End the worker and what its checker started (its process group): killed and
+        waited for, or (``wait=False``, after its last answer) killed and reaped later
+        (its exit takes milliseconds)."""
         if not self.pid:
             return
         with contextlib.suppress(OSError):
@@ -436,6 +445,7 @@ class LibWorker:
         if wait:
             self._reap(kill=True)
             return
+        _end_group(self.pid)
         with contextlib.suppress(OSError):
             os.close(self._from.fd)
         _EXITING.append(self.pid)
@@ -502,11 +512,23 @@ _EXITING: list[int] = []
 def _reap_exited() -> None:
     for pid in list(_EXITING):
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
-            done = pid
-        if done:
             _EXITING.remove(pid)
+            continue
+        if exited is not None:
+            _end_group(pid)  # (before reaping: until then its pid names no other group)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            _EXITING.remove(pid)
+
+
+def _end_group(pid: int) -> None:
+    """Kill the process group of the worker ``pid`` (not yet reaped): the worker, and the
+    processes its checker started, which would otherwise outlive the check holding its
+    pipes, and could write to the next image."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 #: Workers started by LibChecker.parse (which loads the library in one to check it), kept for

@@ -1,0 +1,155 @@
+"""What a checker run in a worker process starts (a library's fork, a Python checker's
+subprocess) ends with the worker: each worker leads a process group, killed when the worker
+is closed or reaped, and on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pmemsim.pmlog.check import check_log
+from pmemsim.pmlog.checkers import FunctionChecker, LibChecker
+from pmemsim.pmlog.grammar import parse_log
+from pmemsim.pmlog.replay import Replay
+
+BASE = 0x10000000
+LOG = (
+    f"START|REGISTER_FILE;/nonexistent-pmemsim-test/p;0x{BASE:x};0x1000;0x0|"
+    f"STORE;0x{BASE:x};0x1;0x8|STORE;0x{BASE + 64:x};0x1;0x8|FLUSH;0x{BASE:x};0x80|FENCE|STOP\n"
+)
+#: A checker that forks a child sleeping in the background, writes the child's pid to the
+#: file PMEMSIM_TEST_PIDS names, then sleeps itself for PMEMSIM_TEST_NAP seconds.
+FORKS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int check(const char *path) {
+    pid_t pid = fork();
+    if (pid == 0) { sleep(30); _exit(0); }
+    FILE *f = fopen(getenv("PMEMSIM_TEST_PIDS"), "a");
+    if (f) { fprintf(f, "%d\n", (int)pid); fclose(f); }
+    const char *nap = getenv("PMEMSIM_TEST_NAP");
+    if (nap) sleep(atoi(nap));
+    return 1;
+}
+"""
+
+
+@pytest.fixture
+def forks(tmp_path: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C checker cannot be built")
+    (tmp_path / "forks.c").write_text(FORKS)
+    lib = tmp_path / "libforks.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "forks.c")], check=True)
+    return lib
+
+
+def _gone(pid: int) -> bool:
+    """``pid`` exited (a zombie counts: whoever adopted it has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _all_gone(pids: list[int], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while not all(_gone(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _pids(path: Path) -> list[int]:
+    return [int(p) for p in path.read_text().split()]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_what_a_library_checker_forks_does_not_outlive_the_check(
+    forks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    pids = tmp_path / "pids.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_PIDS", str(pids))
+    r = check_log(Replay.of(parse_log(LOG)), LibChecker.parse(f"{forks}:check"), jobs=jobs)
+    assert r.images_checked > 0 and r.inconsistent == 0
+    assert len(_pids(pids)) == r.images_checked
+    assert _all_gone(_pids(pids)), "a process the checker forked outlived check_log"
+
+
+def test_what_a_python_checker_starts_does_not_outlive_the_check(tmp_path: Path) -> None:
+    pids = tmp_path / "pids.txt"
+
+    def starts_one(image: object) -> bool:  # runs in a worker (jobs=2)
+        child = subprocess.Popen(["sleep", "30"])
+        with pids.open("a") as f:
+            f.write(f"{child.pid}\n")
+        return True
+
+    r = check_log(Replay.of(parse_log(LOG)), FunctionChecker(starts_one, "starts"), jobs=2)
+    assert r.images_checked > 0 and r.inconsistent == 0
+    assert _all_gone(_pids(pids)), "a process the checker started outlived check_log"
+
+
+@pytest.mark.parametrize(
+    "sig, to_group",
+    [
+        (signal.SIGINT, True),  # Ctrl-C at a terminal: the worker, in a group of its own,
+        # does not get it; check-log must end it
+        (signal.SIGTERM, False),
+    ],
+)
+def test_a_signal_ends_the_workers_and_what_their_checker_forked(
+    forks: Path, tmp_path: Path, sig: signal.Signals, to_group: bool
+) -> None:
+    (tmp_path / "t.log").write_text(LOG)
+    pids = tmp_path / "pids.txt"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch),
+        "PMEMSIM_TEST_PIDS": str(pids),
+        "PMEMSIM_TEST_NAP": "60",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pmemsim", "check-log", "t.log", "--checker-lib", f"{forks}:check"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not pids.exists() or not pids.read_text().endswith("\n"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the checker never ran"
+            time.sleep(0.02)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        if to_group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert workers and _all_gone([int(p) for p in workers]), "a worker outlived check-log"
+    assert _all_gone(_pids(pids)), "a process the checker forked outlived check-log"
+    assert list(scratch.iterdir()) == []
