@@ -45,6 +45,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pmemsim as pm
@@ -158,7 +159,7 @@ def _child(n: int, strategy: str) -> dict[str, Any]:
     """Run the N-record check in a fresh interpreter: seconds and peak RSS growth."""
     code = (
         "import sys, time\n"
-        "sys.path.insert(0, 'bench')\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
         "from bench_explore import records_check\n"
         "from peak_rss import peak_rss_bytes\n"
         "from pmemsim.explore import check\n"
