@@ -500,7 +500,11 @@ class LibWorker:
             status = self._reap()
             if self.exit_code == -signal.SIGALRM and self.timeout is not None:
                 raise WorkerDied(timed_out(self.timeout)) from None  # its own time limit
-            raise WorkerDied(Crashed(f"the checker crashed: {status}")) from None
+            if self.exit_code >= 0:  # exit() in the checker: no crash, and no verdict either
+                said = f"the checker ended its worker process ({status}) instead of returning"
+            else:
+                said = f"the checker crashed: {status}"
+            raise WorkerDied(Crashed(said)) from None
         self.answered += 1
         return got
 

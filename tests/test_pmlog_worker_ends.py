@@ -1,6 +1,10 @@
-"""What a checker run in a worker process starts (a library's fork, a Python checker's
-subprocess) ends with the worker: each worker leads a process group, killed when the worker
-is closed or reaped, and on Ctrl-C or SIGTERM."""
+"""How a checker's worker process ends.
+
+What a checker run in a worker starts (a library's fork, a Python checker's subprocess)
+ends with the worker: each worker leads a process group, killed when the worker is closed
+or reaped, and on Ctrl-C or SIGTERM. A checker that ends its worker itself (C's exit(0),
+Python's os._exit) is said to have done so (it read "the checker crashed: exit status 0").
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,15 +47,33 @@ int check(const char *path) {
 """
 
 
-@pytest.fixture
-def forks(tmp_path: Path) -> Path:
+#: Ends its process on an image whose first byte is 1; consistent otherwise.
+EXITS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int check(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int first = f ? fgetc(f) : -1;
+    if (f) fclose(f);
+    if (first == 1) exit(0);
+    return 1;
+}
+"""
+
+
+def _library(folder: Path, source: str) -> Path:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed: the C checker cannot be built")
-    (tmp_path / "forks.c").write_text(FORKS)
-    lib = tmp_path / "libforks.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "forks.c")], check=True)
+    (folder / "check.c").write_text(source)
+    lib = folder / "libcheck.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(folder / "check.c")], check=True)
     return lib
+
+
+@pytest.fixture
+def forks(tmp_path: Path) -> Path:
+    return _library(tmp_path, FORKS)
 
 
 def _gone(pid: int) -> bool:
@@ -153,3 +176,25 @@ def test_a_signal_ends_the_workers_and_what_their_checker_forked(
     assert workers and _all_gone([int(p) for p in workers]), "a worker outlived check-log"
     assert _all_gone(_pids(pids)), "a process the checker forked outlived check-log"
     assert list(scratch.iterdir()) == []
+
+
+def _exits_python(image: Any) -> bool:
+    if bytes(image)[0] == 1:
+        os._exit(0)
+    return True
+
+
+@pytest.mark.parametrize("kind", ["library", "python"])
+def test_a_checker_that_exits_is_said_to_have_ended_its_worker(tmp_path: Path, kind: str) -> None:
+    checker = (
+        LibChecker.parse(f"{_library(tmp_path, EXITS)}:check")
+        if kind == "library"
+        else FunctionChecker(_exits_python, "exits")
+    )
+    r = check_log(Replay.of(parse_log(LOG)), checker, engine="exhaustive", jobs=2)
+    assert r.images_checked >= 2
+    assert r.inconsistent == r.crashed >= 1
+    assert r.minimal is not None
+    assert r.minimal.verdict == (
+        "the checker ended its worker process (exit status 0) instead of returning"
+    )
