@@ -162,3 +162,73 @@ def test_an_output_over_an_input_is_refused_and_the_input_kept(tmp_path: Path, n
     assert {p: p.read_bytes() for p in (scenario, pool)} == before
     assert (tmp_path / "store.log").read_text().startswith("START|")
     assert (tmp_path / "ok.py").read_text().startswith("def check")
+
+
+CHDIR = """
+import os
+import pmemsim as pm
+from pmemsim.explore import FileCrashCheck
+
+{at_import}
+
+def workload(backend, folder):
+    os.chdir(folder)  # relative names from here (a temporary folder, removed after the check)
+    src = pm.Source.from_file("f", pm.SourceFlag.CREATE_IF_NEEDED)
+    with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=backend)) as s:
+        v = s.view(s.map(pm.Part(src, 0, 4096)))
+        v.u64[0] = 1
+        v.persist(0, 8)
+    src.close()
+
+def recover(backend, folder):
+    os.chdir(folder)
+    return True
+
+check = FileCrashCheck("moves", workload, recover)
+"""
+
+
+@pytest.mark.parametrize("when", ["in its workload", "as it is imported"])
+def test_a_check_that_changes_directory_does_not_move_the_report(tmp_path: Path, when: str) -> None:
+    # `--json out.json` was written after the check, relative to where the check's code had
+    # moved the process (a removed temporary folder: exit 2, the report lost).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    at_import = f"os.chdir({str(elsewhere)!r})" if when == "as it is imported" else ""
+    (tmp_path / "moves.py").write_text(CHDIR.format(at_import=at_import))
+    done = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "check", "moves.py", "--json", "out.json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out.json").read_text().startswith("{")
+    assert not (elsewhere / "out.json").exists()
+
+
+def test_check_and_check_log_end_in_the_directory_they_began_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pmemsim.cli.check import load_check
+    from pmemsim.explore import check
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, parse_log
+
+    monkeypatch.chdir(tmp_path)  # (restored after the test, whatever happens)
+    (tmp_path / "moves.py").write_text(CHDIR.format(at_import=""))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    here = os.getcwd()
+    c = load_check(f"{tmp_path / 'moves.py'}::moves", "--recovery", files=True)
+    assert check(c).verdict == "consistent"
+    assert os.getcwd() == here
+
+    def moves(image: object) -> bool:
+        os.chdir(elsewhere)
+        return True
+
+    replay = Replay.of(parse_log(LOG.format(pool=tmp_path / "pool")))
+    assert check_log(replay, FunctionChecker(moves, "moves")).inconsistent == 0
+    assert os.getcwd() == here

@@ -106,7 +106,9 @@ def writable_file(path: str, option: str, inputs: Mapping[str, str] | None = Non
     any work is done (the work would otherwise be lost at the end; permission bits do not
     tell root the truth). Nothing is left behind: a file created to try is removed, an
     existing one is opened for appending and closed untouched. UsageProblem otherwise, and
-    for a path that is one of ``inputs`` (see :func:`not_an_input`)."""
+    for a path that is one of ``inputs`` (see :func:`not_an_input`). Returned absolute: the
+    user's code may change the working directory before the output is written (a check
+    file that ``os.chdir``s as it is imported)."""
     p = Path(path)
     if p.is_dir():
         raise UsageProblem(f"{option} {path}: is a folder")
@@ -119,7 +121,7 @@ def writable_file(path: str, option: str, inputs: Mapping[str, str] | None = Non
         raise UsageProblem(f"{option} {path}: cannot write it: {exc.strerror}") from None
     if not existed:
         p.unlink()
-    return p
+    return p.absolute()
 
 
 def not_an_input(path: str, option: str, inputs: Mapping[str, str]) -> None:

@@ -294,9 +294,9 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
             )
         raise UsageProblem(f"{args.log}: no such log file")
     # Where results go is checked before any work: the work is lost otherwise.
-    for option, path in (("--json", args.json), ("--html", args.html)):
-        if path:
-            writable_file(path, option)
+    for option, dest in (("--json", "json"), ("--html", "html")):
+        if getattr(args, dest):
+            setattr(args, dest, str(writable_file(getattr(args, dest), option)))
     if args.image_out and args.replay is None:
         raise UsageProblem("--image-out goes with --replay TOKEN")
     images = _base_images(args.base_image)
@@ -316,7 +316,7 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
         if path:
             not_an_input(path, option, inputs)
     if args.image_out and len(replay.pools) == 1:
-        writable_file(args.image_out, "--image-out", inputs)
+        args.image_out = str(writable_file(args.image_out, "--image-out", inputs))
     checker = _checker(args)
     if args.replay is not None:
         failure, _ = replay_crash(
@@ -486,7 +486,7 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
 
     # Before recording: a path that cannot be written would lose the work.
     scenario = args.scenario.partition("::")[0] if args.scenario else args.path or ""
-    writable_file(args.output, "-o", {f"the check file {scenario}": scenario})
+    args.output = str(writable_file(args.output, "-o", {f"the check file {scenario}": scenario}))
     if args.write_pool and not os.path.exists(args.pool):
         writable_file(args.pool, "--pool")
     if args.scenario:

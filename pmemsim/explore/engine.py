@@ -33,6 +33,7 @@ from .replaying import _replayed
 from .report import CheckResult, Progress
 from .strategy import Exhaustive, PointContext, Strategy, strategy_for, strategy_named
 from .trace import CrashPoint, Trace, record
+from .workdir import keeps_workdir
 
 if TYPE_CHECKING:
     from pmemsim_backends.sim import CrashState
@@ -359,6 +360,7 @@ def _every_slice(state: CrashState, part: int, parts: int) -> Iterator[Deviation
 PARALLEL_FROM = 5_000
 
 
+@keeps_workdir
 def check(
     c: CrashCheck | FileCrashCheck,
     *,

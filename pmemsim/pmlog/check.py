@@ -39,6 +39,7 @@ from ..explore.crash import Crash
 from ..explore.jobs import check_jobs
 from ..explore.strategy import PointContext, Strategy, strategy_for, strategy_named
 from ..explore.trace import CRASH_POINT_MODES, CrashPoint, StopRecording
+from ..explore.workdir import keeps_workdir
 from .checkers import FunctionChecker, LibChecker, ProgramChecker
 from .fastreplay import record_log
 from .forked import worth_speculating
@@ -747,6 +748,7 @@ class _Explorer:
             self.seq += 1
 
 
+@keeps_workdir
 def check_log(
     replay: Replay,
     checker: Checker,
