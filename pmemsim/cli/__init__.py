@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import PmemError
 from .common import (
@@ -25,7 +26,7 @@ from .common import (
     stop_on_sigterm,
 )
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks", "main", "run"]
 
 #: Subcommand modules, in the order ``pmemsim --help`` lists them.
 COMMANDS = ("check", "info", "validate", "log", "record")
@@ -117,3 +118,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         print(f"\npmemsim: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def run() -> NoReturn:
+    """The command line (``pmemsim``, ``python -m pmemsim``): :func:`main`, then exit with
+    its status without waiting for threads the checked code left running. A recovery that
+    starts a thread and never ends it would otherwise hold the process open after its
+    report, forever for an endless one (a CI job then runs into its own time limit)."""
+    import threading
+
+    code = main()
+    left = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and t.is_alive() and not t.daemon
+    ]
+    if not left:
+        sys.exit(code)
+    import atexit
+    import os
+
+    names = ", ".join(sorted({t.name for t in left}))
+    print(
+        f"pmemsim: not waiting for {len(left)} thread(s) that the checked code left "
+        f"running ({names})",
+        file=sys.stderr,
+    )
+    atexit._run_exitfuncs()  # (pmemsim's own: sources closed, their files written back)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
