@@ -198,3 +198,42 @@ def test_a_checker_that_exits_is_said_to_have_ended_its_worker(tmp_path: Path, k
     assert r.minimal.verdict == (
         "the checker ended its worker process (exit status 0) instead of returning"
     )
+
+
+SPECULATING = """
+import sys
+from pmemsim.pmlog import forked, speculate
+from pmemsim.pmlog.check import check_log
+from pmemsim.pmlog.checkers import LibChecker
+from pmemsim.pmlog.grammar import parse_log
+from pmemsim.pmlog.replay import Replay
+
+forked.SPECULATE_FROM = 0  # every log is long enough
+tried = []
+real = speculate.attempt
+speculate.attempt = lambda *a: tried.append(1) or real(*a)
+r = check_log(Replay.of(parse_log(sys.argv[2])), LibChecker.parse(sys.argv[1] + ":check"))
+print(len(tried), r.images_checked, r.inconsistent)
+"""
+
+
+def test_what_a_library_checker_forks_does_not_hold_the_speculative_check(
+    tmp_path: Path,
+) -> None:
+    # The speculative child (a library called in a fork of check-log, on long logs) was read
+    # until end of file: a process its checker forked held the pipe, and check-log waited
+    # for it (here an hour); then it was left running.
+    lib = _library(tmp_path, FORKS.replace("sleep(30)", "sleep(3600)"))
+    pids = tmp_path / "pids.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", SPECULATING, str(lib), LOG],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PMEMSIM_TEST_PIDS": str(pids)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    tried, checked, bad = map(int, done.stdout.split())
+    assert tried == 1 and checked > 0 and bad == 0
+    assert _all_gone(_pids(pids)), "a process the checker forked outlived check_log"

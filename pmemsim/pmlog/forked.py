@@ -6,6 +6,7 @@ neither (start-up time)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -21,7 +22,9 @@ __all__ = [
     "TWIN_ENV",
     "TWIN_FROM",
     "TWIN_NICE",
+    "end_group",
     "fork",
+    "read_until_exit",
     "worth_a_twin",
     "worth_speculating",
 ]
@@ -83,16 +86,23 @@ def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
     )
 
 
-def fork(run: Callable[[], None]) -> int:
+def fork(run: Callable[[], None], group: bool = False) -> int:
     """Fork a child that runs ``run()`` and exits (70, with a traceback, if it raised:
-    pmemsim's own bug); returns the child's pid here."""
+    pmemsim's own bug); returns the child's pid here. ``group``: the child leads a process
+    group of its own, which :func:`end_group` ends with whatever the child started (a
+    checker's fork, which would otherwise outlive the check, holding its pipes)."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid:
+        if group:  # here too: the group exists before this process may have to end it
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
         return pid
     code = 0
     try:
+        if group:
+            os.setpgid(0, 0)
         # A profiler or tracer (coverage, cProfile) of this process does not survive into
         # a forked child: stop it there.
         sys.setprofile(None)
@@ -112,3 +122,50 @@ def fork(run: Callable[[], None]) -> int:
         code = 70
     finally:
         os._exit(code)
+
+
+def end_group(pid: int) -> None:
+    """Kill the process group a child forked with ``group=True`` leads (before the child is
+    reaped: until then its pid names no other group)."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def read_until_exit(pid: int, fd: int) -> bytes:
+    """What the child ``pid`` writes to ``fd`` until it exits: a process it started that
+    holds the pipe's other end would keep end-of-file from ever coming."""
+    import select
+
+    data = bytearray()
+    try:
+        exited = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        exited = -1  # (no pidfd: end-of-file alone ends the reading)
+    try:
+        os.set_blocking(fd, False)
+        watch = select.poll()
+        watch.register(fd, select.POLLIN)
+        if exited >= 0:
+            watch.register(exited, select.POLLIN)
+        while True:
+            ready = {f for f, _ in watch.poll()}
+            at_end = _drain(fd, data)
+            if at_end or exited in ready:
+                if not at_end:
+                    _drain(fd, data)
+                return bytes(data)
+    finally:
+        if exited >= 0:
+            os.close(exited)
+
+
+def _drain(fd: int, data: bytearray) -> bool:
+    """Read what ``fd`` holds now into ``data``; True at end of file."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            return True
+        data += chunk

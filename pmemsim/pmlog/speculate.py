@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .checkers import FunctionChecker, LibChecker
-from .forked import fork
+from .forked import end_group, fork, read_until_exit
 from .judging import Inline
 
 if TYPE_CHECKING:
@@ -134,17 +134,15 @@ def _attempt(
             while view:
                 view = view[os.write(wfd, view) :]
 
-    pid = fork(child)
+    pid = fork(child, group=True)
     os.close(wfd)
-    data = bytearray()
     try:
-        while chunk := os.read(rfd, 1 << 16):
-            data += chunk
+        data = read_until_exit(pid, rfd)
     finally:
         os.close(rfd)
-        # Done (it only has to exit), dead, or this process interrupted: gone in any case.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        # Done (it only has to exit), dead, or this process interrupted: gone in any case,
+        # with what its checker started.
+        end_group(pid)
         os.waitpid(pid, 0)
     try:
         got: LogCheckResult | None = pickle.loads(bytes(data))

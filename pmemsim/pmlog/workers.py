@@ -44,7 +44,7 @@ from ..errors import ErrorCode, InvalidArgumentError
 from ..explore import frames
 from ..markers import CrashInfo
 from .checkers import _TAIL, Crashed, FunctionChecker, LibChecker, _status, timed_out
-from .forked import fork
+from .forked import end_group, fork
 from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .slots import _copy, _Inotify
 
@@ -378,16 +378,12 @@ class LibWorker:
         judging = mmap.mmap(-1, _WORD.size)
 
         def serve() -> None:
-            os.setpgid(0, 0)  # what the checker starts joins the group ended with it
             os.close(w1)
             os.close(r2)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
             _serve(_limited(self._load, self.timeout), r1, w2, judging)
 
-        pid = fork(serve)
-        # Here too: the group must exist before this process may have to end it.
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
+        pid = fork(serve, group=True)  # what the checker starts is ended with the worker
         os.close(r1)
         os.close(w2)
         self.pid, self._to, self._from = pid, w1, frames.Reader(r2)
@@ -418,12 +414,12 @@ class LibWorker:
         if not self.pid:
             return "not running"
         if kill:
-            _end_group(self.pid)
+            end_group(self.pid)
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
         # Exited but not reaped: its pid still names its group, and no other process's.
         os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-        _end_group(self.pid)
+        end_group(self.pid)
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
         for fd in (self._to, self._from.fd):
@@ -445,7 +441,7 @@ class LibWorker:
         if wait:
             self._reap(kill=True)
             return
-        _end_group(self.pid)
+        end_group(self.pid)
         with contextlib.suppress(OSError):
             os.close(self._from.fd)
         _EXITING.append(self.pid)
@@ -521,18 +517,10 @@ def _reap_exited() -> None:
             _EXITING.remove(pid)
             continue
         if exited is not None:
-            _end_group(pid)  # (before reaping: until then its pid names no other group)
+            end_group(pid)  # (before reaping: until then its pid names no other group)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             _EXITING.remove(pid)
-
-
-def _end_group(pid: int) -> None:
-    """Kill the process group of the worker ``pid`` (not yet reaped): the worker, and the
-    processes its checker started, which would otherwise outlive the check holding its
-    pipes, and could write to the next image."""
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 #: Workers started by LibChecker.parse (which loads the library in one to check it), kept for
