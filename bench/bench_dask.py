@@ -46,7 +46,7 @@ from pmemsim.explore import CheckResult, CrashCheck, check
 
 SCHEMA = 2
 LINES = 6
-LOG_BASE = 0x10000000
+LOG_POOL = "/nonexistent-pmemsim-bench/pool"
 LOG_STORES = 4
 
 
@@ -95,21 +95,10 @@ def row(name: str, seconds: float, r: CheckResult, **extra: Any) -> dict[str, An
 
 def epoch_log(epochs: int, seed: int = 1) -> str:
     """``epochs`` times: LOG_STORES 8-byte stores to distinct lines of a 4 KiB pool, a FLUSH
-    of each line, one FENCE."""
-    import random
+    of each line, one FENCE (bench_log's shape)."""
+    import bench_log  # (beside this file: the folder of the script run is on sys.path)
 
-    rng = random.Random(seed)
-    recs = ["START", f"REGISTER_FILE;/nonexistent-pmemsim-bench/pool;0x{LOG_BASE:x};0x1000;0x0"]
-    value = 1
-    for _ in range(epochs):
-        lines = rng.sample(range(64), LOG_STORES)
-        for line in lines:
-            recs.append(f"STORE;0x{LOG_BASE + line * 64 + 8 * rng.randrange(8):x};0x{value:x};0x8")
-            value += 1
-        recs += [f"FLUSH;0x{LOG_BASE + line * 64:x};0x40" for line in lines]
-        recs.append("FENCE")
-    recs.append("STOP")
-    return "|".join(recs)
+    return bench_log.epoch_log(epochs, LOG_STORES, seed=seed, pool=LOG_POOL)
 
 
 def first_word(img: memoryview) -> bool:
