@@ -410,6 +410,22 @@ class TestCommand:
         assert main(["validate", str(pools), "--backend", "sim", *extra]) == 2
         assert message in capsys.readouterr().err
 
+    def test_the_default_catalogue_missing_is_named(
+        self, pools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Run from outside the source tree, the default `scenarios` was "no such file or
+        # folder", after the header, with nothing to say it was the default.
+        monkeypatch.chdir(tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-m", "pmemsim", "validate", str(pools), "--backend", "sim"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        assert "--scenarios scenarios: no such file or folder (the default" in done.stderr
+
     def test_missing_directory(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["validate", str(tmp_path / "nope"), "--backend", "sim"]) == 2
         assert "no such directory" in capsys.readouterr().err

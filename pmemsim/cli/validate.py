@@ -32,6 +32,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         raise UsageProblem("an empty path: name a directory ('.' for this one)")
     if not Path(args.dir).is_dir():
         raise UsageProblem(f"{args.dir}: no such directory")
+    if not os.path.exists(args.scenarios):
+        default = " (the default: the scenarios/ folder of pmemsim's source tree)"
+        raise UsageProblem(
+            f"--scenarios {args.scenarios}: no such file or folder"
+            f"{default if args.scenarios == 'scenarios' else ''}; name a scenario file or folder"
+        )
     json_path = writable_file(args.json, "--json") if args.json else None
     # Not ``force or ...``: Granularity.BYTE is 0.
     forced = force.name if force is not None else os.environ.get(FORCE_GRANULARITY) or None
