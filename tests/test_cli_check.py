@@ -231,7 +231,9 @@ def test_a_poisoned_read_in_crashed_recovery_is_not_a_usage_error() -> None:
         (["--json", "/no/such/folder/r.json"], "--json /no/such/folder/r.json: cannot write it"),
         (["--junit-xml", "/proc/r.xml"], "--junit-xml /proc/r.xml: cannot write it"),
         (["--json", "."], "is a folder"),
-        (["-k", "good and (not"], "no check matches"),
+        (["-k", "good and (not"], "ends too early, and no check has that exact name"),
+        # Refused even where something else was selected: it selects nothing itself.
+        (["-k", "good", "-k", "good and (not"], "-k 'good and (not': the expression ends"),
     ],
 )
 def test_bad_options_are_refused_before_the_header(

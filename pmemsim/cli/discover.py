@@ -87,12 +87,15 @@ class Selector:
         self.expressions = list(expressions or ())
         self._compiled: list[Any] = []
         self._problems: list[str] = []
+        #: Expressions that do not parse, with why: each may still be an exact check name.
+        self._malformed: dict[str, str] = {}
         for e in self.expressions:
             try:
                 self._compiled.append(_Parser(e).parse())
             except ValueError as exc:
                 self._compiled.append(None)
                 self._problems.append(f"-k {e!r}: {exc}")
+                self._malformed[e] = str(exc)
 
     def __bool__(self) -> bool:
         return bool(self.expressions)
@@ -107,6 +110,13 @@ class Selector:
             e == name or (tree is not None and _evaluate(tree, haystack))
             for e, tree in zip(self.expressions, self._compiled, strict=True)
         )
+
+    def check_malformed(self, names: set[str]) -> None:
+        """UsageProblem for an expression that does not parse and is no check's exact name
+        either: it selects nothing, whatever else was selected (or failed to import)."""
+        for e, why in self._malformed.items():
+            if e not in names:
+                raise UsageProblem(f"-k {e!r}: {why}, and no check has that exact name")
 
     def nothing_matched(self, path: str) -> UsageProblem:
         """The error for a selection that found no check (with why, for a bad expression)."""
@@ -276,6 +286,7 @@ def discover(
     _put_on_path([*dict.fromkeys(roots), *([root] if root else []), Path.cwd()])
     entries: list[Entry] = []
     defined = 0
+    names: set[str] = set()
     for f in sources:
         origin = str(f)
         try:
@@ -293,6 +304,7 @@ def discover(
                 name = cast(Any, value).name
                 by_name.setdefault(name, []).append(Found(value, origin, variable))
         defined += len(by_name)
+        names.update(by_name)
         for name, found in by_name.items():
             if not selector.matches(name, origin):
                 continue
@@ -308,6 +320,7 @@ def discover(
                 )
             else:
                 entries.append(found[0])
+    selector.check_malformed(names)
     if not entries:
         if selector and defined:
             raise selector.nothing_matched(str(path))
