@@ -117,13 +117,7 @@ def test_image_out_of_a_huge_pool_is_sparse_and_what_a_checker_program_reads(
     report = tmp_path / "r.json"
 
     def check_log(*args: str) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "pmemsim", "check-log", str(small), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = _run(tmp_path, str(small), *args, limit=False)
         assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
 
     check_log("--json", str(report), "--", "false")
@@ -144,15 +138,8 @@ def test_image_out_of_a_huge_pool_is_sparse_and_what_a_checker_program_reads(
     )
     (tmp_path / "ok.py").write_text("def check(image):\n    return True\n")
     out = tmp_path / "huge.bin"
-    argv = ["check-log", str(huge), "--replay", "1:", "--image-out", str(out)]
-    argv += ["--checker-py", f"{tmp_path / 'ok.py'}:check"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pmemsim", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    argv = [str(huge), "--replay", "1:", "--image-out", str(out)]
+    done = _run(tmp_path, *argv, "--checker-py", f"{tmp_path / 'ok.py'}:check", limit=False)
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size == 1 << 36
     assert out.stat().st_blocks * 512 <= 1 << 20  # a hole, not 64 GiB of zeros
