@@ -16,8 +16,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import FrameType
+
+from ._dataclass import dataclass
 
 __all__ = ["CrashInfo", "current_crash", "marker"]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ._dataclass import dataclass
 
 if TYPE_CHECKING:  # only named in annotations: readers of images need no event types
     from .events import BadBlock

@@ -25,9 +25,9 @@ import enum
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
+from pmemsim._dataclass import replace
 from pmemsim.digest import blake2b
 from pmemsim.errors import ErrorCode, InvalidArgumentError
 from pmemsim.provenance import Frame

@@ -17,8 +17,8 @@ import enum
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
+from pmemsim._dataclass import dataclass, field
 from pmemsim.provenance import Provenance, describe
 
 __all__ = ["Finding", "FindingKind", "LintLog"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from .._dataclass import dataclass
 from ..errors import BackendUnavailableError, ErrorCode, InvalidArgumentError
 
 __all__ = [

@@ -16,8 +16,8 @@ point 3, line 0x40 of the first source lost its last store.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
+from .._dataclass import dataclass
 from ..errors import ErrorCode, InvalidArgumentError
 
 __all__ = ["Crash"]

@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._dataclass import dataclass, field
 from ..digest import blake2b
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import CrashInfo

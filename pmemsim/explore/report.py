@@ -8,9 +8,9 @@ several distinct failures together as one exception group.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._dataclass import dataclass, field
 from ..provenance import Provenance, describe
 from .crash import Crash
 

@@ -20,9 +20,9 @@ import itertools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._dataclass import dataclass
 from ..errors import ErrorCode, InvalidArgumentError
 
 if TYPE_CHECKING:

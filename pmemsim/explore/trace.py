@@ -28,10 +28,10 @@ aborts it and comes out of :func:`record` (carried through the workload as a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from .._dataclass import dataclass, field
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import reset_sink, set_sink

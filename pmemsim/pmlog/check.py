@@ -31,9 +31,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._dataclass import dataclass, field
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore.crash import Crash
 from ..explore.jobs import check_jobs

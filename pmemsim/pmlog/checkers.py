@@ -36,10 +36,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._dataclass import dataclass
 from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
 
 if TYPE_CHECKING:

@@ -36,9 +36,9 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, overload
 
+from .._dataclass import dataclass, field
 from ..errors import ErrorCode, InvalidArgumentError
 
 __all__ = [

@@ -33,9 +33,9 @@ import sys
 from array import array
 from collections.abc import Callable, Iterator
 from collections.abc import Mapping as MappingOf
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._dataclass import dataclass, field
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError, NotSupportedError
 from ..markers import _sink

@@ -26,8 +26,8 @@ import select
 import struct
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
+from .._dataclass import dataclass, field
 from .images import PAGE, Deviations, Pool, PoolImage
 
 __all__ = ["ImageFiles", "image_folder", "scratch_folder", "write_image"]
