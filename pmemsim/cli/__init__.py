@@ -125,9 +125,14 @@ def run() -> NoReturn:
     its status without waiting for threads the checked code left running. A recovery that
     starts a thread and never ends it would otherwise hold the process open after its
     report, forever for an endless one (a CI job then runs into its own time limit)."""
+    import gc
     import threading
 
     code = main()
+    # Python's collections at exit walk every object left, pmemsim's modules' included: about
+    # 7 ms of CPU in a 45 ms check-log run. Frozen objects are skipped: freed as ever when
+    # their modules go, or, in reference cycles, not at all (Python promises no finalizer then).
+    gc.freeze()
     left = [
         t
         for t in threading.enumerate()
