@@ -8,6 +8,7 @@ timings). Each run's output is compared too: the lighter start-up must not chang
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -89,7 +90,9 @@ UNFLUSHED = (
 )
 
 
-def _imported(args: list[str], cwd: Path) -> tuple[set[str], str, int]:
+def _imported(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[set[str], str, int]:
     """The modules ``pmemsim ARGS`` imports in a fresh process, its stdout, its status."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "pmemsim", *args],
@@ -98,6 +101,7 @@ def _imported(args: list[str], cwd: Path) -> tuple[set[str], str, int]:
         timeout=120,
         cwd=cwd,
         check=False,
+        env=env,
     )
     modules = {
         line.rsplit("|", 1)[1].strip()
@@ -231,6 +235,16 @@ def test_help_imports_no_simulator_set_layer_log_checker_or_engine(
     if not command:  # (whose modules use the standard dataclasses)
         heavy -= {"dataclasses", "inspect"}
     assert sorted(modules & (heavy | {"pmemsim.pmlog", "pmemsim_backends.sim.images"})) == []
+
+
+@pytest.mark.parametrize("columns", [70, 150])
+def test_help_fits_the_terminal_without_shutil(columns: int, tmp_path: Path) -> None:
+    # argparse finds the width through shutil (bz2 and lzma with it): 1.5 ms of every start-up.
+    env = {**os.environ, "COLUMNS": str(columns)}
+    modules, out, status = _imported(["check-log", "--help"], tmp_path, env)
+    assert status == 0 and "shutil" not in modules
+    widest = max(len(line) for line in out.split("\n\n", 1)[1].splitlines())  # (usage as given)
+    assert columns - 12 <= widest <= columns
 
 
 # Threads that first use names of the lazily importing packages at the same moment, each a
