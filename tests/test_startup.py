@@ -62,7 +62,7 @@ NEVER = {
 ON_REQUEST = {"json", "pmemsim.html"}
 #: Only for checkers that are not Python functions run here (programs run from threads,
 #: libraries in worker processes).
-FOR_OTHER_CHECKERS = {"concurrent.futures", "pmemsim.pmlog.workers"}
+FOR_OTHER_CHECKERS = {"concurrent.futures", "pmemsim.pmlog.workers", "shutil"}
 #: Only for what a short, consistent log without lint findings does not have: describing an
 #: inconsistent image or a finding, a long log's twin or speculative run, checker programs'
 #: image files and processes, lazy exploration (read paths), exporting a log.

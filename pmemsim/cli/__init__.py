@@ -26,6 +26,7 @@ from .common import (
     restored_imports,
     stop_on_sigterm,
 )
+from .terminal import columns
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageProblem", "load_checks", "main", "run"]
 
@@ -71,26 +72,12 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _columns() -> int:
-    """The terminal's width, as ``shutil.get_terminal_size`` finds it."""
-    try:
-        columns = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
 class _Formatter(argparse.HelpFormatter):
     """argparse's formatter, told the width: argparse asks shutil, whose import (bz2 and
     lzma with it) is 1.5 ms of every command's start-up, help or not."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns() - 2)
+        super().__init__(prog, width=columns() - 2)
 
 
 class _Parser(argparse.ArgumentParser):

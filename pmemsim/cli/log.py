@@ -73,8 +73,6 @@ def _unmatched_markers(engines: dict[str, str], markers: frozenset[str]) -> None
 def _inputs(args: argparse.Namespace, replay: Any) -> dict[str, str]:
     """What check-log reads, which no output of it may overwrite: the log, the registered
     files and base images, the checker's own file."""
-    import shutil
-
     found = {"the log being checked": args.log}
     for p in replay.pools:
         found[f"the registered file {p.path}"] = p.path
@@ -88,6 +86,8 @@ def _inputs(args: argparse.Namespace, replay: Any) -> dict[str, str]:
     elif args.recovery:
         checker = args.recovery.partition("::")[0]
     elif args.checker:
+        import shutil
+
         checker = shutil.which(args.checker[0]) or args.checker[0]
     if checker:
         found[f"the checker {checker}"] = checker
