@@ -2,13 +2,14 @@
 pickle behind its length, so either end reads whole messages whatever the pipe splits.
 
 Both kinds of worker use them: exploration's (:mod:`pmemsim.explore.workers`) and
-check-log's checker workers (:mod:`pmemsim.pmlog.workers`)."""
+check-log's checker workers (:mod:`pmemsim.pmlog.workers`), which send only tuples of
+numbers, strings and bytes, as :mod:`marshal` (``dumps``/``loads``): built in, where
+importing pickle costs a short check a millisecond."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import select
 import struct
 import time
@@ -20,9 +21,15 @@ __all__ = ["Reader", "send", "widen"]
 _LEN = struct.Struct("<Q")
 
 
-def send(fd: int, obj: object) -> None:
-    """Write ``obj`` as one frame (blocking until the pipe took all of it)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def send(fd: int, obj: object, dumps: Callable[[Any], bytes] | None = None) -> None:
+    """Write ``obj`` as one frame (blocking until the pipe took all of it), pickled or
+    made bytes by ``dumps``."""
+    if dumps is None:
+        import pickle
+
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        data = dumps(obj)
     view = memoryview(_LEN.pack(len(data)) + data)
     while view:
         view = view[os.write(fd, view) :]
@@ -38,19 +45,29 @@ def widen(fd: int, size: int = 1 << 20) -> None:
 
 
 class Reader:
-    """The frames written to a pipe, in order, with a deadline per frame if wanted."""
+    """The frames written to a pipe, in order, with a deadline per frame if wanted.
+    ``loads``: what makes a message of a frame's bytes (else pickle's). ``ended``: a
+    descriptor that becomes readable when the writer has ended (a pidfd): the pipe then
+    ends with what it holds, even where a process the writer started keeps it open."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(
+        self, fd: int, loads: Callable[[bytes], Any] | None = None, ended: int = -1
+    ) -> None:
         self.fd = fd
         self.buf = bytearray()
+        self.loads = loads
+        self.ended = ended
         # poll, not select: select() refuses descriptors numbered 1,024 and up, which a
         # process with many files open (a long test run) hands out.
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
+        if ended >= 0:
+            self._poll.register(ended, select.POLLIN)
 
-    def _await(self, deadline: float | None, wake: Callable[[float], float] | None) -> None:
-        """Until there is something to read (TimeoutError past ``deadline``); ``wake(now)``
-        is called at the times it returns, for what the caller does while it waits."""
+    def _await(self, deadline: float | None, wake: Callable[[float], float] | None) -> bool:
+        """Until there is something to read (TimeoutError past ``deadline``): False when
+        nothing is left to read, the writer having ended. ``wake(now)`` is called at the
+        times it returns, for what the caller does while it waits."""
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -59,14 +76,16 @@ class Reader:
             if wake is not None:
                 look = wake(now)
                 until = look if until is None else min(until, look)
-            assert until is not None
-            if self._poll.poll(max(until - now, 0) * 1000):
-                return
+            ready = self._poll.poll(None if until is None else max(until - now, 0) * 1000)
+            if ready:
+                # What the writer wrote before it ended is read first.
+                return any(fd == self.fd for fd, _ in ready)
 
     def _fill(self, n: int, deadline: float | None, wake: Callable[[float], float] | None) -> bool:
         while len(self.buf) < n:
-            if deadline is not None or wake is not None:
-                self._await(deadline, wake)
+            waits = deadline is not None or wake is not None or self.ended >= 0
+            if waits and not self._await(deadline, wake):
+                return False
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
                 return False
@@ -85,4 +104,8 @@ class Reader:
             raise EOFError
         data = bytes(self.buf[_LEN.size : _LEN.size + n])
         del self.buf[: _LEN.size + n]
+        if self.loads is not None:
+            return self.loads(data)
+        import pickle
+
         return pickle.loads(data)
