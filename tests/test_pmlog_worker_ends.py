@@ -237,3 +237,67 @@ def test_what_a_library_checker_forks_does_not_hold_the_speculative_check(
     tried, checked, bad = map(int, done.stdout.split())
     assert tried == 1 and checked > 0 and bad == 0
     assert _all_gone(_pids(pids)), "a process the checker forked outlived check_log"
+
+
+#: Forks a child that sleeps (holding every descriptor the worker has, the pipe of its
+#: answers included), writes the child's pid to PMEMSIM_TEST_PIDS, then ends the worker:
+#: exit(3) where PMEMSIM_TEST_EXIT is set, else a crash (SIGSEGV).
+FORKS_AND_ENDS = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int check(const char *path) {
+    pid_t pid = fork();
+    if (pid == 0) { sleep(60); _exit(0); }
+    FILE *f = fopen(getenv("PMEMSIM_TEST_PIDS"), "a");
+    if (f) { fprintf(f, "%d\n", (int)pid); fclose(f); }
+    if (getenv("PMEMSIM_TEST_EXIT")) exit(3);
+    raise(SIGSEGV);
+    return 1;
+}
+"""
+
+
+def _forks_and_crashes(image: Any) -> bool:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    with open(os.environ["PMEMSIM_TEST_PIDS"], "a") as f:
+        f.write(f"{pid}\n")
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return True
+
+
+@pytest.mark.parametrize(
+    "kind, verdict",
+    [
+        ("library", "the checker ended its worker process (exit status 3) instead of returning"),
+        ("library", "the checker crashed: killed by signal 11 (SIGSEGV)"),
+        ("python", "the checker crashed: killed by signal 11 (SIGSEGV)"),
+    ],
+)
+def test_a_worker_that_dies_is_noticed_at_once_though_its_checker_forked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, verdict: str
+) -> None:
+    # The checker's fork held the worker's answers open (no end of file): its death was
+    # noticed at the batch's deadline (the time limit per image, times the batch's images),
+    # and again for each image of the batch, judged again one at a time.
+    pids = tmp_path / "pids.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_PIDS", str(pids))
+    if "exit" in verdict:
+        monkeypatch.setenv("PMEMSIM_TEST_EXIT", "1")
+    limit = 60.0
+    checker = (
+        LibChecker.parse(f"{_library(tmp_path, FORKS_AND_ENDS)}:check", limit)
+        if kind == "library"
+        else FunctionChecker(_forks_and_crashes, "forks and crashes")
+    )
+    started = time.monotonic()
+    r = check_log(Replay.of(parse_log(LOG)), checker, engine="exhaustive", jobs=2)
+    took = time.monotonic() - started
+    assert took < limit / 4, f"{took:.0f} s: the worker's death was not noticed at once"
+    assert r.images_checked == r.inconsistent == r.crashed > 0
+    assert r.minimal is not None and r.minimal.verdict == verdict
+    assert _all_gone(_pids(pids)), "a process the checker forked outlived check_log"

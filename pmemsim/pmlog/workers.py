@@ -386,7 +386,14 @@ class LibWorker:
         pid = fork(serve, group=True)  # what the checker starts is ended with the worker
         os.close(r1)
         os.close(w2)
-        self.pid, self._to, self._from = pid, w1, frames.Reader(r2)
+        # Its exit, watched: a process its checker started may hold the answers' pipe open
+        # (no end of file) long after the worker died.
+        try:
+            self._exited = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._exited = -1  # (no pidfd: end of file alone says it died)
+        self.pid, self._to = pid, w1
+        self._from = frames.Reader(r2, ended=self._exited)
         self._judging = judging
         self.loaded = False
         #: Messages sent, and answers read: the worker answers every message but "setup".
@@ -422,7 +429,7 @@ class LibWorker:
         end_group(self.pid)
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        for fd in (self._to, self._from.fd):
+        for fd in (self._to, self._from.fd, self._exited):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._judging.close()
@@ -442,8 +449,9 @@ class LibWorker:
             self._reap(kill=True)
             return
         end_group(self.pid)
-        with contextlib.suppress(OSError):
-            os.close(self._from.fd)
+        for fd in (self._from.fd, self._exited):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         _EXITING.append(self.pid)
         self.pid = 0
         _reap_exited()
