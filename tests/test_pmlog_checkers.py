@@ -169,11 +169,15 @@ def test_library_mistakes_are_named(built: dict[str, str]) -> None:
     from pmemsim.errors import InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="has no function 'nope'"):
-        LibChecker.parse(f"{built['lib']}:nope")
+        LibChecker.parse(f"{built['lib']}:nope").loaded()
     with pytest.raises(InvalidArgumentError, match="cannot open shared object file"):
-        LibChecker.parse("/nonexistent-pmemsim-test/lib.so:check")
+        LibChecker.parse("/nonexistent-pmemsim-test/lib.so:check").loaded()
     with pytest.raises(InvalidArgumentError, match=r"expected LIBRARY\.so:FUNCTION"):
         LibChecker.parse(built["lib"])
+    # Not waited for, it is refused by the check.
+    nope = LibChecker.parse(f"{built['lib']}:nope")
+    with pytest.raises(InvalidArgumentError, match="has no function 'nope'"):
+        check_log(Replay.of(parse_log(log_text(store(0, 1), flush(0), "FENCE"))), nope)
 
 
 # -- image files: patched, and rebuilt after a checker wrote to one ---------------------------

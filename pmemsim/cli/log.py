@@ -281,9 +281,6 @@ def _progress(term: Any, executor: Any = None) -> Any:
 
 
 def _cmd_check_log(args: argparse.Namespace) -> int:
-    from ..pmlog.check import replay_crash
-    from ..pmlog.grammar import read_log
-    from ..pmlog.replay import Replay
     from .common import writable_file
 
     if not os.path.isfile(args.log):
@@ -299,6 +296,13 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
             setattr(args, dest, str(writable_file(getattr(args, dest), option)))
     if args.image_out and args.replay is None:
         raise UsageProblem("--image-out goes with --replay TOKEN")
+    # The checker before the log: a library's worker loads it while the log is read.
+    checker = _checker(args)
+    from ..pmlog.check import replay_crash
+    from ..pmlog.checkers import LibChecker
+    from ..pmlog.grammar import read_log
+    from ..pmlog.replay import Replay
+
     images = _base_images(args.base_image)
     log = read_log(args.log)
     given: dict[str, str] = {}
@@ -317,7 +321,8 @@ def _cmd_check_log(args: argparse.Namespace) -> int:
             not_an_input(path, option, inputs)
     if args.image_out and len(replay.pools) == 1:
         args.image_out = str(writable_file(args.image_out, "--image-out", inputs))
-    checker = _checker(args)
+    if isinstance(checker, LibChecker):
+        checker.loaded()  # a library that does not load is refused before any output
     if args.replay is not None:
         failure, _ = replay_crash(
             replay,

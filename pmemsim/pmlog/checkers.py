@@ -349,8 +349,11 @@ class LibChecker:
     def parse(
         cls, spec: str, timeout: float | None = DEFAULT_TIMEOUT, consistent: int = 1
     ) -> LibChecker:
-        """``LIB.so:FUNCTION``; checks that the library loads and has the function (in a
-        throwaway process: a library whose constructor crashes cannot take this one)."""
+        """``LIB.so:FUNCTION``. The library is loaded in a worker process started here and
+        kept for the check (a library whose constructor crashes cannot take this one); it
+        loads while this process reads and replays the log. A library that cannot be
+        loaded (no such file, no such function) is refused by the check, or at once by
+        :meth:`loaded`."""
         lib, sep, fn = spec.rpartition(":")
         if not sep or not lib or not fn or not fn.isidentifier():
             raise InvalidArgumentError(
@@ -361,8 +364,16 @@ class LibChecker:
         checker = cls(lib, fn, timeout, consistent)
         from .workers import spare_worker
 
-        spare_worker(checker)  # loads it in a worker process, kept for the check
+        spare_worker(checker)
         return checker
+
+    def loaded(self) -> LibChecker:
+        """This checker, once its library loaded in a worker: InvalidArgumentError if it
+        cannot be (no such file, no such function, or its constructor crashed)."""
+        from .workers import spare_loaded
+
+        spare_loaded(self)
+        return self
 
 
 # -- Python checkers -----------------------------------------------------------------------

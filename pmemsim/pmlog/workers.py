@@ -30,11 +30,10 @@ time, so that the image that crashed or hung the checker is the one that gets th
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import marshal
 import mmap
 import os
 import signal
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -53,11 +52,12 @@ if TYPE_CHECKING:
     from .images import Pool
     from .waiting import Patience
 
-__all__ = ["LibWorker", "Workers", "spare_worker"]
+__all__ = ["LibWorker", "Workers", "spare_loaded", "spare_worker"]
 
 _PAGE = 4096
-#: What a worker is judging: its message number << _INDEX | the image's index in it.
-_WORD = struct.Struct("<q")
+#: What a worker is judging, in a word of memory shared with this process (8 bytes, little
+#: endian): its message number << _INDEX | the image's index in it.
+_WORD = 8
 _INDEX = 20
 
 
@@ -182,17 +182,16 @@ def _serve(
     try:
         judge = load()
     except InvalidArgumentError as exc:
-        frames.send(wfd, ("error", exc.message))
+        frames.send(wfd, ("error", exc.message), marshal.dumps)
         return
     except Exception as exc:
-        frames.send(wfd, ("error", f"{type(exc).__name__}: {exc}"))
+        frames.send(wfd, ("error", f"{type(exc).__name__}: {exc}"), marshal.dumps)
         return
-    frames.send(wfd, ("ready", ""))
-    reader = frames.Reader(rfd)
+    frames.send(wfd, ("ready", ""), marshal.dumps)
+    reader = frames.Reader(rfd, marshal.loads)
     files: _Files | None = None
     token: object = None
     received = 0
-    mark = _WORD.pack_into
     try:
         while True:
             try:
@@ -221,10 +220,10 @@ def _serve(
                 if info is not None:
                     if token is not None:
                         reset_crash(token)
-                    token = set_crash(info)
+                    token = set_crash(CrashInfo(*info))
                 for p in patches:
                     maps[p[3]][p[4] : p[5]] = p[0]
-                mark(judging, 0, message | n)
+                judging[:_WORD] = (message | n).to_bytes(_WORD, "little")
                 try:
                     got = [judge(files, run) for run in runs]
                 finally:
@@ -234,7 +233,7 @@ def _serve(
                 if got.count(None) != len(got):
                     out.append((n, got))
                 n += 1
-            frames.send(wfd, out)
+            frames.send(wfd, out, marshal.dumps)
     finally:
         if token is not None:
             reset_crash(token)
@@ -269,10 +268,12 @@ def _limited(
 def _c_judge(
     checker: LibChecker, streams: tuple[int, ...] = (1,)
 ) -> Callable[[Any, list[int]], str | None]:
-    """Loads the library in the worker (ctypes: the C ABI, called in-process). What the
-    checker writes to ``streams`` (its stdout; a worker's stderr too, where nothing else
-    writes) goes with its verdict, as a checker program's output does, instead of onto the
-    terminal once per image."""
+    """Loads the library in the worker (ctypes: the C ABI, called in-process; imported
+    there, not by the check). What the checker writes to ``streams`` (its stdout; a
+    worker's stderr too, where nothing else writes) goes with its verdict, as a checker
+    program's output does, instead of onto the terminal once per image."""
+    import ctypes
+
     try:
         lib = ctypes.CDLL(checker.library)
     except OSError as exc:
@@ -306,6 +307,8 @@ def _c_judge(
 
 def _own_output(streams: tuple[int, ...]) -> tuple[int, Callable[[None], int]]:
     """``streams`` sent to a file of this process's own, and libc's fflush."""
+    import ctypes
+
     out = os.memfd_create("checker-output")
     libc = ctypes.CDLL(None)
     libc.fflush(None)
@@ -375,7 +378,7 @@ class LibWorker:
         # Room for the two batches a worker is given at a time (the default 64 KiB holds
         # one: this process would wait on the worker to take the second).
         frames.widen(w1)
-        judging = mmap.mmap(-1, _WORD.size)
+        judging = mmap.mmap(-1, _WORD)
 
         def serve() -> None:
             os.close(w1)
@@ -393,7 +396,7 @@ class LibWorker:
         except (AttributeError, OSError):
             self._exited = -1  # (no pidfd: end of file alone says it died)
         self.pid, self._to = pid, w1
-        self._from = frames.Reader(r2, ended=self._exited)
+        self._from = frames.Reader(r2, marshal.loads, self._exited)
         self._judging = judging
         self.loaded = False
         #: Messages sent, and answers read: the worker answers every message but "setup".
@@ -460,12 +463,12 @@ class LibWorker:
         if not (isinstance(message, tuple) and message[0] == "setup"):
             self.sent += 1
         with contextlib.suppress(BrokenPipeError):  # it died: the next answer says how
-            frames.send(self._to, message)
+            frames.send(self._to, message, marshal.dumps)
 
     def judging(self) -> tuple[int, int]:
         """What the worker is judging: (the number of the message, counted from 1 as
         :attr:`sent` counts them, the image's index in it); (0, 0) before the first."""
-        word = _WORD.unpack_from(self._judging)[0]
+        word = int.from_bytes(self._judging[:_WORD], "little")
         return word >> _INDEX, word & ((1 << _INDEX) - 1)
 
     def _patience(self, tell: Callable[[int, float], None]) -> Patience[int]:
@@ -537,17 +540,27 @@ _SPARES: list[LibWorker] = []
 
 
 def spare_worker(checker: LibChecker) -> None:
-    """Start a worker for ``checker``, wait until it loaded the library (the library is
-    refused here when it cannot be), and keep it for the next check with that checker."""
-    worker = LibWorker(checker)
+    """Start a worker for ``checker`` and keep it for the next check with that checker: it
+    loads the library while this process reads and replays the log (a library that cannot
+    be loaded is refused by the check, :meth:`LibWorker.ready`)."""
+    for old in _SPARES:
+        old.close()
+    _SPARES[:] = [LibWorker(checker)]
+
+
+def spare_loaded(checker: LibChecker) -> None:
+    """Wait until the spare worker for ``checker`` (started now if there is none) loaded
+    the library: InvalidArgumentError, and no spare kept, when it cannot."""
+    worker = next((w for w in _SPARES if w.checker == checker and w.pid), None)
+    if worker is None:
+        spare_worker(checker)
+        worker = _SPARES[0]
     try:
         worker.ready()
     except BaseException:
         worker.close()
+        _SPARES.remove(worker)
         raise
-    for old in _SPARES:
-        old.close()
-    _SPARES[:] = [worker]
 
 
 def _take_spare(checker: LibChecker | FunctionChecker, timeout: float | None) -> LibWorker:
@@ -576,7 +589,8 @@ class _Slot:
         #: Batches sent, oldest first: (items, images: [(cand, runs)]).
         self.inflight: deque[tuple[list[_Item], list[Any], list[CrashPoint]]] = deque()
         self.markers: str | None = None
-        self.info: CrashInfo | None = None
+        #: The crash its Python checker was last told of: CrashInfo's fields.
+        self.info: tuple[int, str, tuple[str, ...]] | None = None
 
 
 class Workers(Judge):
@@ -697,8 +711,8 @@ class Workers(Judge):
         if markers != slot.markers:
             changed = slot.markers = markers
         info = None
-        if self.python and (slot.info is None or slot.info.point != point.index):
-            info = slot.info = CrashInfo(point.index, point.kind, point.markers)
+        if self.python and (slot.info is None or slot.info[0] != point.index):
+            info = slot.info = (point.index, point.kind, tuple(point.markers))
         sent = self._every if runs is self._all else tuple(r for r, _ in runs)
         items.append(("I", patches, sent, changed, info))
         points = self.points
@@ -794,7 +808,7 @@ class Workers(Judge):
         n = 0
         # The markers and crash of the image before (the batch's first image names both).
         markers: str | None = None
-        info: CrashInfo | None = None
+        info: tuple[int, str, tuple[str, ...]] | None = None
         for item in items:
             if item[0] == "M":
                 slot.worker.send([item])
@@ -821,6 +835,8 @@ class Workers(Judge):
 
     def finish(self) -> None:
         self._flush()
+        for slot in self.slots:
+            slot.worker.ready()  # a checker that does not load, even where no image came
         for slot in self.slots:
             while slot.inflight:
                 self._collect(slot)
