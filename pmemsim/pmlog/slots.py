@@ -295,11 +295,8 @@ def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
     on the way out. Whether the folder's file system takes a file of the largest size is
     tried first: a pool bigger than its largest file (a log may register terabytes) is
     then a clear error here, not a traceback from a checker's worker halfway through."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(
-        prefix="pmemsim-check-log-", dir=scratch_folder(sum(sizes) * copies)
-    ) as folder:
+    folder = _new_folder(scratch_folder(sum(sizes) * copies))
+    try:
         probe = os.path.join(folder, "size-probe")
         try:
             fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -309,16 +306,58 @@ def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
                 os.close(fd)
                 os.unlink(probe)
         except OSError as exc:
-            from ..errors import ErrorCode, error_for
-
-            raise error_for(
-                ErrorCode.CANNOT_CREATE_TEMP_FILE,
+            raise _cannot(
                 f"cannot make a {max(sizes, default=0)}-byte image file in "
                 f"{os.path.dirname(folder)}: "
                 f"{exc.strerror} (image files are sparse: point TMPDIR at a file system that "
-                "takes files that large)",
+                "takes files that large)"
             ) from None
         yield folder
+    finally:
+        _remove(folder)
+
+
+def _new_folder(where: str | None) -> str:
+    """A new folder of this user's only, in ``where`` (None: the system's temporary
+    folder). Made here, not by tempfile: importing it (and shutil, and the compressors
+    shutil imports) would cost a short check more than its checker's work."""
+    if where is None:
+        import tempfile
+
+        where = tempfile.gettempdir()
+    while True:
+        folder = os.path.join(where, f"pmemsim-check-log-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(folder, 0o700)
+            return folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            text = f"cannot make a folder for image files in {where}: {exc.strerror}"
+            raise _cannot(text) from None
+
+
+def _cannot(text: str) -> Exception:
+    from ..errors import ErrorCode, error_for
+
+    return error_for(ErrorCode.CANNOT_CREATE_TEMP_FILE, text)
+
+
+def _remove(folder: str) -> None:
+    """Remove ``folder`` and what it holds: image files in folders of their own, and
+    whatever a checker left beside them (a symbolic link is removed, not followed)."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _remove(entry.path)
+                else:
+                    os.unlink(entry.path)
+        os.rmdir(folder)
+    except OSError:
+        import shutil  # (a checker's read-only folder, say: shutil says what is wrong)
+
+        shutil.rmtree(folder)
 
 
 def _copy(source: str, fd: int, n: int) -> None:
