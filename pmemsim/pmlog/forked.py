@@ -86,14 +86,21 @@ def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
     )
 
 
-def fork(run: Callable[[], None], group: bool = False) -> int:
+def fork(run: Callable[[], None], group: bool = False, background: bool = False) -> int:
     """Fork a child that runs ``run()`` and exits (70, with a traceback, if it raised:
     pmemsim's own bug); returns the child's pid here. ``group``: the child leads a process
     group of its own, which :func:`end_group` ends with whatever the child started (a
-    checker's fork, which would otherwise outlive the check, holding its pipes)."""
+    checker's fork, which would otherwise outlive the check, holding its pipes).
+    ``background``: the child never takes this process's CPU when it wakes (SCHED_BATCH):
+    a worker woken by a batch, or by its end, runs on a free CPU or at the scheduler's next
+    tick, not at once in this process's place (a short check waited a millisecond on the
+    exit of its worker, where Linux ran it)."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
+    if pid and background:
+        with contextlib.suppress(OSError, AttributeError):  # (not Linux: no such policy)
+            os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
     if pid:
         if group:  # here too: the group exists before this process may have to end it
             with contextlib.suppress(OSError):

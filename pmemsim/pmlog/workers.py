@@ -386,7 +386,8 @@ class LibWorker:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
             _serve(_limited(self._load, self.timeout), r1, w2, judging)
 
-        pid = fork(serve, group=True)  # what the checker starts is ended with the worker
+        # What the checker starts is ended with the worker.
+        pid = fork(serve, group=True, background=True)
         os.close(r1)
         os.close(w2)
         # Its exit, watched: a process its checker started may hold the answers' pipe open
