@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Reader", "send", "widen"]
 
-_LEN = struct.Struct("<Q")
+#: A frame's length, before it: 8 bytes, little endian.
+_LEN = 8
 
 
 def send(fd: int, obj: object, dumps: Callable[[Any], bytes] | None = None) -> None:
@@ -30,7 +30,7 @@ def send(fd: int, obj: object, dumps: Callable[[Any], bytes] | None = None) -> N
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     else:
         data = dumps(obj)
-    view = memoryview(_LEN.pack(len(data)) + data)
+    view = memoryview(len(data).to_bytes(_LEN, "little") + data)
     while view:
         view = view[os.write(fd, view) :]
 
@@ -97,13 +97,13 @@ class Reader:
     ) -> Any:
         """The next message; EOFError when the other end is gone (before or within it),
         TimeoutError past ``deadline`` (``time.monotonic()``)."""
-        if not self._fill(_LEN.size, deadline, wake):
+        if not self._fill(_LEN, deadline, wake):
             raise EOFError
-        (n,) = _LEN.unpack_from(self.buf)
-        if not self._fill(_LEN.size + n, deadline, wake):
+        n = int.from_bytes(self.buf[:_LEN], "little")
+        if not self._fill(_LEN + n, deadline, wake):
             raise EOFError
-        data = bytes(self.buf[_LEN.size : _LEN.size + n])
-        del self.buf[: _LEN.size + n]
+        data = bytes(self.buf[_LEN : _LEN + n])
+        del self.buf[: _LEN + n]
         if self.loads is not None:
             return self.loads(data)
         import pickle

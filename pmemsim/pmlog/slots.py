@@ -23,7 +23,7 @@ import contextlib
 import errno
 import os
 import select
-import struct
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -40,7 +40,8 @@ _IN_MOVE_SELF = 0x800
 _IN_Q_OVERFLOW = 0x4000
 _IN_IGNORED = 0x8000
 _WATCH = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_DELETE_SELF | _IN_MOVE_SELF
-_EVENT = struct.Struct("iIII")
+#: struct inotify_event: int wd; uint32_t mask, cookie, len; then a name of len bytes.
+_EVENT = 16
 
 
 class _Inotify:
@@ -79,10 +80,12 @@ class _Inotify:
             except BlockingIOError:
                 return out
             pos = 0
-            while pos + _EVENT.size <= len(data):
-                wd, mask, _, n = _EVENT.unpack_from(data, pos)
+            order = sys.byteorder
+            while pos + _EVENT <= len(data):
+                wd = int.from_bytes(data[pos : pos + 4], order, signed=True)
+                mask = int.from_bytes(data[pos + 4 : pos + 8], order)
                 out.append((wd, mask))
-                pos += _EVENT.size + n
+                pos += _EVENT + int.from_bytes(data[pos + 12 : pos + 16], order)
 
     def close(self) -> None:
         os.close(self.fd)
