@@ -20,8 +20,9 @@ shared mapping of its files: no file is written here, no process started per ima
 pool of any size costs what its crash points change.
 
 A checker may write to its image file (libpmemobj's open does); inotify tells the worker
-when someone opened one of its files for writing, and the worker rebuilds that file from its
-initial content and the lines it was sent. A checker that crashes (SIGSEGV) or runs past its
+when someone opened one of its files for writing, and the worker puts that file's initial
+content and the lines it was sent back into it (in place while it is the file the worker
+made: :class:`~pmemsim.pmlog.slots.Refill`). A checker that crashes (SIGSEGV) or runs past its
 time costs a restart: the new worker is brought to the state of the last batch answered
 (:class:`Workers` keeps those lines), and the failed batch is judged again one image at a
 time, so that the image that crashed or hung the checker is the one that gets that verdict.
@@ -45,7 +46,7 @@ from ..markers import CrashInfo
 from .checkers import _TAIL, Crashed, FunctionChecker, LibChecker, _status, timed_out
 from .forked import end_group, fork
 from .judging import Cand, Deviations, Judge, _file_names, _runs
-from .slots import _copy, _Inotify
+from .slots import Refill, _copy, _Inotify
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
@@ -81,6 +82,7 @@ class _Files:
         self.notify: _Inotify | None = None
         self.watches: dict[int, int] = {}
         self.rebuilds = 0
+        self.refills = [Refill(p) for p in self.pools]
         os.makedirs(folder, 0o700, exist_ok=True)
         try:
             self.notify = _Inotify()
@@ -115,6 +117,18 @@ class _Files:
             except OSError:  # out of watches: no telling what a checker does
                 self.notify.close()
                 self.notify = None
+        self._moved_into(i)
+
+    def _renew(self, i: int) -> None:
+        """Make file ``i`` right again after someone opened it for writing: in place when
+        it is still the file made, else a new one."""
+        if self.refills[i](self.paths[i], self.fds[i], self.maps[i]):
+            self._moved_into(i)
+        else:
+            self._create(i)
+
+    def _moved_into(self, i: int) -> None:
+        m = self.maps[i]
         for (pool, line), content in self.moved.items():
             if pool == i:
                 m[line : line + len(content)] = content
@@ -153,7 +167,7 @@ class _Files:
         """Rebuild every file that someone opened for writing (or changed) since."""
         if self.notify is None:
             for i in range(len(self.pools)):
-                self._create(i)
+                self._renew(i)
             self.rebuilds += 1
             return
         events = self.notify.events()
@@ -163,10 +177,11 @@ class _Files:
         if any(mask & 0x4000 for _, mask in events):  # the queue overflowed
             hit = set(range(len(self.pools)))
         for i in sorted(hit):
-            self._create(i)
+            self._renew(i)
         if hit:
             self.rebuilds += 1
-        self.check()  # what rebuilding itself queued is for the old files: dropped
+        if self.notify is not None:  # what renewing itself queued: not a checker's doing
+            self.notify.events()
 
 
 def _serve(
@@ -227,9 +242,11 @@ def _serve(
                 try:
                     got = [judge(files, run) for run in runs]
                 finally:
+                    # First: a checker that cut its file short makes writing the lines back
+                    # through the mapping a SIGBUS.
+                    files.check()
                     for p in patches:
                         maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
-                    files.check()
                 if got.count(None) != len(got):
                     out.append((n, got))
                 n += 1
