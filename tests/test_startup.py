@@ -76,6 +76,8 @@ WHEN_NEEDED = {
     "pmemsim.pmlog.slots",
     "pmemsim.pmlog.speculate",
     "pmemsim.pmlog.twin",
+    "random",
+    "shlex",
     "subprocess",
 }
 

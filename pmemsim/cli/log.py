@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -252,6 +251,8 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
         out += ["--recovery", args.recovery]
     else:
         out += ["--", *args.checker]
+    import shlex  # (a replay line is written only for a failure)
+
     return shlex.join(out)
 
 

@@ -17,7 +17,6 @@ closest legal equivalent. Plans are generators: none holds a point's images in a
 from __future__ import annotations
 
 import itertools
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -26,6 +25,8 @@ from .._dataclass import dataclass
 from ..errors import ErrorCode, InvalidArgumentError
 
 if TYPE_CHECKING:
+    import random
+
     from pmemsim_backends.sim import CrashState
 
     from .trace import CrashPoint
@@ -66,7 +67,10 @@ class PointContext:
 
     def rng(self) -> random.Random:
         # One generator per point, derived from the seed: the images a point gets do not
-        # depend on how many other points ran before it, or in which process.
+        # depend on how many other points ran before it, or in which process. (random is
+        # imported here: most strategies use none, and a short check-log pays for imports.)
+        import random
+
         return random.Random(f"pmemsim:{self.seed}:{self.point}")
 
 
