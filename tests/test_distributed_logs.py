@@ -8,9 +8,14 @@ in an order of the test's choosing (no cluster to start); the last runs a LocalC
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import struct
+import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,3 +307,228 @@ def test_on_a_cluster_each_worker_replays_the_log_about_once(
     # Every batch from the start would be about sent / 2 replays of the whole log; a batch
     # that reaches a worker after a later one (rare, early) costs a replay up to it.
     assert dask_cluster.log_replayed <= (WORKERS + 2) * replay.operations
+
+
+# -- a checker stuck on a worker -----------------------------------------------------------
+
+# Three lines stored, flushed together, fenced: three images persist line 0 without line 1
+# or 2 (the odd ones: the checkers below are slow, loop or crash on them).
+WAIT_LOG = "|".join(
+    [
+        "START",
+        f"REGISTER_FILE;/nonexistent-pmemsim-test/stuck.pool;0x{BASE:x};0x1000;0x0",
+        f"STORE;0x{BASE:x};0x1;0x8",
+        f"STORE;0x{BASE + 0x40:x};0x2;0x8",
+        f"STORE;0x{BASE + 0x80:x};0x3;0x8",
+        f"FLUSH;0x{BASE:x};0xc0",
+        "FENCE",
+        "STOP",
+    ]
+)
+
+ODD = "image[0] == 1 and (image[0x40] == 0 or image[0x80] == 0)"
+
+#: On the odd images, in the order judged: the first crashes (SIGSEGV) when ``crash``, the
+#: next sleeps ``sleep`` s; inconsistent. (Written out per run: the workers' environment is
+#: theirs.)
+PROGRAM = """
+import os, signal, sys, time
+with open(sys.argv[-1], "rb") as f:
+    image = f.read(0x81)
+if ODD:
+    for i, what in enumerate(("crash", "sleep")):
+        if what == "crash" and not {crash}:
+            continue
+        try:
+            os.close(os.open(f"{flags}.{{i}}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        if what == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep({sleep})
+        break
+    sys.exit(1)
+""".replace("ODD", ODD)
+
+
+def _program(path: Path, flags: Path, sleep: float, crash: bool = False) -> list[str]:
+    path.write_text(PROGRAM.format(flags=flags, sleep=sleep, crash=crash))
+    return ["--", sys.executable, str(path)]
+
+
+PY_CHECKER = f"""
+import time
+
+def check(image):
+    if {ODD}:
+        if image[0x40] == 0 and image[0x80] == 0:
+            time.sleep({{sleep}})
+        return False
+    return True
+"""
+
+RECOVERY = """
+import time
+from pmemsim.explore import CrashCheck
+
+def work(view):
+    for line in range(3):
+        view.write(line * 0x40, bytes([line + 1]))
+    view.persist(0, 0xc0)
+
+def loops(view):
+    if view.read(0, 1) == b"\\x01" and view.read(0x40, 0x41)[::0x40] == b"\\x00\\x00":
+        while True:
+            time.sleep(0.02)
+    return True
+
+looping = CrashCheck("looping", work, loops, size=4096, run_timeout=20)
+"""
+
+NOTICE = re.compile(
+    r"check-log: \[crash (\S+)\] still waiting for the checker on this image after "
+    r"([\d.]+) s \(no time limit\); Ctrl-C stops the check and prints the failures found so "
+    r"far; "
+)
+
+
+@pytest.fixture
+def soon(dask_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A long wait is told after 0.2 s, not 10, here and on the workers."""
+    from pmemsim.pmlog import waiting
+
+    monkeypatch.setattr(waiting, "FIRST", 0.2)
+    dask_cluster.client.run(setattr, waiting, "FIRST", 0.2)
+    try:
+        yield
+    finally:
+        dask_cluster.client.run(setattr, waiting, "FIRST", 10.0)
+
+
+def _check_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, *args: str
+) -> tuple[int, str, str, dict[str, Any]]:
+    from pmemsim.cli import main
+
+    log = tmp_path / "stuck.log"
+    log.write_text(WAIT_LOG)
+    out = tmp_path / f"{name}.json"
+    code = main(["check-log", str(log), "--json", str(out), "--engine", "exhaustive", *args])
+    std = capsys.readouterr()
+    return code, std.out, std.err, json.loads(out.read_text())
+
+
+def _comparable_json(got: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in got.items() if k not in ("seconds", "images_per_second")}
+
+
+@pytest.mark.usefixtures("soon")
+@pytest.mark.parametrize("checker", ["python", "program"])
+def test_a_long_wait_on_a_worker_is_told_as_inline(
+    dask_cluster: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    checker: str,
+) -> None:
+    """A checker slow on one image, judged on a worker, is told of on stderr while the
+    client waits for the batch, in the words and with the crash token of a run without a
+    cluster (a Python checker in worker processes, --jobs 2; a program, --jobs 1)."""
+    if checker == "python":
+        chk = tmp_path / "chk.py"
+        chk.write_text(PY_CHECKER.format(sleep=1.2))
+        args, here = ["--checker-py", f"{chk}:check"], ["--jobs", "2"]
+    else:
+        args, here = ["--timeout", "none"], []
+    address = dask_cluster.client.scheduler.address
+    runs = []
+    for name, where in (("here", here), ("dask", ["--scheduler", address])):
+        if checker == "program":
+            where = [*where, *_program(tmp_path / "chk.py", tmp_path / f"{name}-flag", 1.2)]
+        code, out, err, got = _check_log(tmp_path, capsys, name, *args, *where)
+        assert code == 1 and got["inconsistent"] == 3 and got["timed_out"] == 0
+        assert "still waiting" not in out
+        told = [(m[1], float(m[2])) for m in NOTICE.finditer(err)]
+        assert len({t for t, _ in told}) == 1, err  # one image, named as --replay names it
+        seconds = [s for _, s in told]
+        assert seconds == sorted(seconds) and 0.2 <= seconds[0] < 1.2, err
+        runs.append((told[0][0], _comparable_json(got)))
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("checker", ["recovery", "program"])
+def test_a_time_limit_holds_on_a_worker_with_inlines_verdict(
+    dask_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], checker: str
+) -> None:
+    """A checker that loops on an image, on a worker, is stopped at its time limit there,
+    with the verdict and the notice a run without a cluster gives."""
+    address = dask_cluster.client.scheduler.address
+    if checker == "recovery":
+        scenario = tmp_path / "scenario.py"
+        scenario.write_text(RECOVERY)
+        args = ["--timeout", "0.3", "--recovery", f"{scenario}::looping"]
+        verdict = "timed out: recovery did not finish within 0.3 s (run_timeout)"
+    else:
+        args = ["--timeout", "0.3"]
+        verdict = "timed out after 0.3 s (the time limit per checker run)"
+    runs = []
+    for name, where in (("here", []), ("dask", ["--scheduler", address])):
+        if checker == "program":
+            where = [*where, *_program(tmp_path / "chk.py", tmp_path / f"{name}-flag", 60)]
+        code, out, err, got = _check_log(tmp_path, capsys, name, *args, *where)
+        assert code == 1 and got["timed_out"] == 1, out + err
+        [timed] = [line for line in err.splitlines() if "timed out" in line]
+        assert timed.endswith(f"] {verdict}; counted as inconsistent, going on")
+        runs.append((timed, _comparable_json(got)))
+    assert runs[0] == runs[1]
+    assert [m for m in runs[1][1]["minimal"]["checker"].splitlines()] == [verdict]
+
+
+@pytest.mark.usefixtures("soon")
+def test_a_fault_on_a_worker_is_told_as_it_happens(
+    dask_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image that crashed its checker on a worker is told while the batch goes on (here:
+    before the next image's long wait), not when the batch is in."""
+    address = dask_cluster.client.scheduler.address
+    prog = _program(tmp_path / "chk.py", tmp_path / "flag", 1.2, crash=True)
+    code, _, err, got = _check_log(
+        tmp_path, capsys, "dask", "--timeout", "none", "--scheduler", address, *prog
+    )
+    assert code == 1 and got["crashed"] == 1, err
+    crashed = err.index("killed by signal 11 (SIGSEGV); counted as inconsistent, going on")
+    assert crashed < err.index("still waiting for the checker"), err
+    assert err.count("killed by signal") == 1, err  # told once, counted once
+
+
+def test_a_batch_its_client_left_ends_its_checker_program(tmp_path: Path) -> None:
+    """Ctrl-C or an error on the client leaves a batch running on a worker: when the client
+    forgets the log, the worker kills the checker program it waits on (no time limit: it
+    would run for good, and outlive the worker) and judges no more of the batch; programs
+    run again after."""
+    import time
+
+    from pmemsim.distributed import logs
+    from pmemsim.pmlog import ProgramChecker, Replay, check_log, checkers, parse_log
+
+    pytest.importorskip("cloudpickle", reason="dask is not installed: pip install 'pmemsim[dask]'")
+    replay = Replay.of(parse_log(WAIT_LOG))
+    flags = tmp_path / "flag"
+    checker = ProgramChecker(_program(tmp_path / "chk.py", flags, 60)[1:], timeout=None)
+    ended = threading.Event()
+
+    def run() -> None:
+        check_log(replay, checker, engine="exhaustive", executor=InProcess("forward", 64))
+        ended.set()
+
+    judging = threading.Thread(target=run, daemon=True)
+    judging.start()
+    started = time.monotonic()
+    while not (tmp_path / "flag.1").exists():  # the program sleeps on an odd image
+        assert time.monotonic() - started < 30
+        time.sleep(0.02)
+    [token] = list(logs._LOADED)
+    logs._forget(token)
+    assert ended.wait(20)  # (the program sleeps 60 s)
+    judging.join()
+    assert not checkers._STOPPING.is_set()
+    assert ProgramChecker(["true"]).run([], "") is None

@@ -17,6 +17,13 @@ crash point it judged: the next batch at or after that point costs only the oper
 between, so a worker replays the log about once whatever the number of batches. A batch
 before that point (rare: the scheduler runs a worker's batches in the order they were sent)
 starts another replay from the log's start; the replay furthest ahead is kept.
+
+A checker stuck on a worker is told as inline (:mod:`pmemsim.pmlog.waiting`): the worker's
+judges note a long wait on an image (and an image that timed out or crashed its checker) as
+it happens, and this process, while it waits for a batch, asks the workers for those notes
+every quarter of :data:`~pmemsim.pmlog.waiting.FIRST` and tells them, by the image's crash
+token, to ``waiting`` (and ``notice``) as its own judges would. Time limits apply on the
+worker as here: a checker program's and a library's per run, a recovery's ``run_timeout``.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from __future__ import annotations
 import contextlib
 import pickle
 import threading
+import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from ..pmlog.judging import Cand, Judge, PerFile, Verdicts
@@ -81,6 +89,8 @@ class DaskJudge(Judge):
         #: Log operations the workers replayed, and replays they started at the log's start.
         self.replayed = 0
         self.replays = 0
+        #: Images whose fault (timed out, crashed) the workers' notes told already.
+        self.told: set[int] = set()
 
     def add(self, cand: Cand) -> None:
         self.items.append(
@@ -113,18 +123,52 @@ class DaskJudge(Judge):
         self.sent += 1
 
     def _collect(self, fut: Any) -> None:
+        judged, runs, failures, replayed, fresh = self._result(fut)
         cands = self.waiting.pop(fut)
-        judged, runs, failures, replayed, fresh = fut.result()
         self.replayed += replayed
         self.replays += fresh
         v = self.verdicts
         v.judged += judged
         v.runs += runs
-        for seq, verdict in failures:
-            v.inconsistent += 1
-            v.candidate(cands[seq], verdict)
+        notice = v.notice
+        try:
+            for seq, verdict in failures:
+                v.inconsistent += 1
+                # (A fault told as it happened is counted now, not told again.)
+                v.notice = None if seq in self.told else notice
+                v.candidate(cands[seq], verdict)
+        finally:
+            v.notice = notice
         if v.progress is not None:
             v.progress(v.judged, v.judged)
+
+    def _result(self, fut: Any) -> Any:
+        """``fut``'s result; meanwhile, what the workers noted of long waits and faults is
+        told here every quarter of waiting.FIRST."""
+        v = self.verdicts
+        if v.waiting is None and v.notice is None:
+            return fut.result()
+        from ..pmlog import waiting
+
+        while True:
+            try:
+                return fut.result(timeout=waiting.FIRST / 4)
+            except TimeoutError:
+                self._tell(self.client.run(_noted, self.token, on_error="ignore"))
+
+    def _tell(self, noted: dict[str, Any]) -> None:
+        """Tell what the workers noted (:func:`_noted`) of the images still in flight."""
+        v = self.verdicts
+        for notes in noted.values():
+            for what, seq, value in notes if isinstance(notes, list) else ():
+                cand = next((c[seq] for c in self.waiting.values() if seq in c), None)
+                if cand is None:  # its batch is in already (or ran again elsewhere)
+                    continue
+                if what == "wait" and v.waiting is not None:
+                    v.waiting(cand, value)
+                elif what == "fault" and v.notice is not None and seq not in self.told:
+                    self.told.add(seq)
+                    v.notice(cand, value)
 
     def finish(self) -> None:
         self._send()
@@ -142,19 +186,17 @@ class DaskJudge(Judge):
 
 
 def _ship(replay: Replay, checker: Any, crash_points: str) -> bytes:
+    import sys
+
     import cloudpickle
 
     import pmemsim
 
     from ..errors import ErrorCode, InvalidArgumentError
-    from ..pmlog import FunctionChecker
 
-    modules = []
-    if isinstance(checker, FunctionChecker):
-        module = __import__("sys").modules.get(getattr(checker.fn, "__module__", ""))
-        # A checker loaded from FILE.py has a private module name no worker can import.
-        if module is not None and module.__name__.startswith("pmemsim_checker_"):
-            modules.append(module)
+    # A checker loaded from FILE.py (pmemsim_checker_*) or a recovery's check file
+    # (pmemsim_check_*) has a private module name no worker can import: they travel by value.
+    modules = [m for name, m in list(sys.modules.items()) if name.startswith("pmemsim_check") and m]
     try:
         for m in modules:
             cloudpickle.register_pickle_by_value(m)
@@ -256,6 +298,14 @@ class _Log:
         #: The replay waiting for the next batch (one: the furthest ahead), None if none.
         self.idle: LogCursor | None = None
         self.closed = False
+        #: Batches of this log running on this worker now.
+        self.running = 0
+        #: What the client has not asked for yet of long waits and faults (:func:`_noted`).
+        self.notes: deque[tuple[str, int, Any]] = deque(maxlen=NOTES)
+
+    def note(self, what: str, seq: int, value: Any) -> None:
+        with _LOCK:
+            self.notes.append((what, seq, value))
 
     def take(self, first: int, resume: bool) -> tuple[LogCursor, bool]:
         """A replay for a batch from crash point ``first``: the waiting one if it is not
@@ -291,6 +341,8 @@ class _Log:
 _LOADED: OrderedDict[str, _Log] = OrderedDict()
 _LOCK = threading.Lock()
 _KEEP = 2
+#: Notes a log keeps for the client (the newest; a client that does not ask loses them).
+NOTES = 256
 
 
 def _loaded(token: str, blob: bytes) -> _Log:
@@ -326,22 +378,79 @@ def _loaded(token: str, blob: bytes) -> _Log:
     return log
 
 
+def _noted(token: str) -> list[tuple[str, int, Any]]:
+    """What this worker noted for the log ``token`` since the client last asked: ``("wait",
+    seq, seconds)``, a long wait on an image; ``("fault", seq, verdict)``, an image that
+    timed out or crashed its checker."""
+    with _LOCK:
+        log = _LOADED.get(token)
+        if log is None:
+            return []
+        notes = list(log.notes)
+        log.notes.clear()
+    return notes
+
+
 def _forget(token: str) -> None:
+    """The client is done with the log ``token`` (the check ended, or was stopped)."""
+    from ..pmlog.checkers import stop_programs
+
     with _LOCK:
         log = _LOADED.pop(token, None)
+        # A batch still running was abandoned (Ctrl-C, an error): its checker program may
+        # never return (no time limit). End it as Ctrl-C does inline, unless a batch of
+        # another log runs beside it (the programs are this process's, not the log's).
+        stop = log is not None and log.running > 0
+        stop = stop and not any(other.running for other in _LOADED.values())
     if log is not None:
         log.close()
+    if stop:
+        global _STOPPED
+        _STOPPED = True
+        stop_programs()
+
+
+#: Whether :func:`_forget` stopped the checker programs (resumed once no batch runs).
+_STOPPED = False
 
 
 class _Failures(Verdicts):
-    """A worker's verdicts: the failing images by seq (the client picks the minimal)."""
+    """A worker's verdicts: the failing images by seq (the client picks the minimal, and
+    counts the faults); long waits and faults are noted for the client as they come."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, log: _Log) -> None:
+        super().__init__(waiting=lambda cand, seconds: log.note("wait", cand.seq, seconds))
+        self.log = log
         self.failures: list[tuple[int, str]] = []
 
     def candidate(self, cand: Cand, verdict: str) -> None:
+        if getattr(verdict, "kind", ""):  # a checkers.Fault
+            self.log.note("fault", cand.seq, verdict)
         self.failures.append((cand.seq, verdict))
+
+
+class _Watch:
+    """Notes a long wait on the image a checker judges in the replay's own thread (a
+    Python function or a recovery, which nothing else waits on): ``on`` is that image's
+    seq and when its run began, None between runs."""
+
+    def __init__(self, log: _Log) -> None:
+        from ..pmlog.waiting import Patience
+
+        self.on: tuple[int, float] | None = None
+        self.patience = Patience(lambda now: self.on, lambda seq, s: log.note("wait", seq, s))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="pmemsim-log-watch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        look = time.monotonic()
+        while not self.stop.wait(max(look - time.monotonic(), 0)):
+            look = self.patience.next(time.monotonic())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 class _Batch:
@@ -354,24 +463,35 @@ class _Batch:
         for item in items:
             self.by_point.setdefault(item[1], []).append(item)
         self.first, self.last = min(self.by_point), max(self.by_point)
-        self.verdicts = _Failures()
+        self.verdicts = _Failures(log)
         self.stack = contextlib.ExitStack()
         self.judge: Judge | None = None
+        #: Watches the runs of a judge that judges in this thread (others tell themselves).
+        self.watch: _Watch | None = None
 
     def visit(self, point: CrashPoint, img: PoolImage) -> None:
         wanted = self.by_point.get(point.index)
-        if not wanted:
+        if not wanted or self.log.closed:  # (closed: the client left, judge no more)
             return
         if self.judge is None:
             from ..pmlog.check import _judging
+            from ..pmlog.judging import Inline
 
             log = self.log
             self.judge = self.stack.enter_context(
                 _judging(log.replay, log.checker, img, 1, self.verdicts)
             )
+            if isinstance(self.judge, Inline):
+                self.watch = _Watch(log)
+                self.stack.callback(self.watch.close)
         img.move_to(point.state)
+        judge, watch = self.judge, self.watch
         for seq, _, dev, size, markers, ordinal in wanted:
-            self.judge.add(Cand(seq, point, dev, size, markers, ordinal))
+            if watch is not None:
+                watch.on = (seq, time.monotonic())
+            judge.add(Cand(seq, point, dev, size, markers, ordinal))
+        if watch is not None:
+            watch.on = None
 
     def close(self, done: bool) -> tuple[int, int, list[tuple[int, str]]]:
         with self.stack:
@@ -396,10 +516,29 @@ def _judge_batch(
     batch = _Batch(log, pickle.loads(packed))
     cursor, fresh = log.take(batch.first, resume)
     before = cursor.operations
+    with _LOCK:
+        log.running += 1
     try:
         judged, runs, failures = cursor.run(batch)
     except ReplayEnded as exc:
         raise WorkerProblem(str(exc)) from None
     finally:
+        _ended(log)
         log.give_back(cursor, resume)
     return judged, runs, failures, cursor.operations - before, fresh
+
+
+def _ended(log: _Log) -> None:
+    """A batch of ``log`` ended: checker programs run again once no batch is left running
+    (:func:`_forget` may have stopped them)."""
+    global _STOPPED
+    from ..pmlog.checkers import resume_programs
+
+    with _LOCK:
+        log.running -= 1
+        resume = _STOPPED and not any(other.running for other in _LOADED.values())
+        resume = resume and not log.running
+        if resume:
+            _STOPPED = False
+    if resume:
+        resume_programs()
