@@ -1,0 +1,112 @@
+"""What a library checker's worker costs the check that starts it.
+
+The worker is forked when the checker is parsed, and loads the library (ctypes, dlopen)
+while this process reads and replays the log; this process imports nothing that only the
+worker needs (ctypes; pickle: messages go as marshal; tempfile and shutil: the image folder
+is made here). A library that cannot be loaded is refused by ``LibChecker.loaded()`` and by
+the check, at once, even when its constructor crashed after forking.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pmemsim.errors import InvalidArgumentError
+from pmemsim.pmlog.check import check_log
+from pmemsim.pmlog.checkers import LibChecker
+from pmemsim.pmlog.grammar import parse_log
+from pmemsim.pmlog.replay import Replay
+
+BASE = 0x10000000
+LOG = (
+    f"START|REGISTER_FILE;/nonexistent-pmemsim-test/p;0x{BASE:x};0x1000;0x0|"
+    f"STORE;0x{BASE:x};0x1;0x8|FLUSH;0x{BASE:x};0x40|FENCE|STOP\n"
+)
+
+#: Its constructor (run by dlopen, in the worker) forks a child that sleeps, holding every
+#: descriptor the worker has, writes the child's pid to PMEMSIM_TEST_PIDS, then crashes.
+CRASHES_LOADING = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+__attribute__((constructor)) static void load(void) {
+    pid_t pid = fork();
+    if (pid == 0) { sleep(60); _exit(0); }
+    FILE *f = fopen(getenv("PMEMSIM_TEST_PIDS"), "a");
+    if (f) { fprintf(f, "%d\n", (int)pid); fclose(f); }
+    raise(SIGSEGV);
+}
+int check(const char *path) { return 1; }
+"""
+
+CHECKS = """
+import sys
+from pmemsim.pmlog import LibChecker, Replay, check_log, parse_log
+
+r = check_log(Replay.of(parse_log(sys.argv[2])), LibChecker.parse(sys.argv[1] + ":check"))
+assert r.images_checked > 0 and r.inconsistent == 0, r.report()
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def _library(folder: Path, source: str) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C checker cannot be built")
+    (folder / "check.c").write_text(source)
+    lib = folder / "libcheck.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(folder / "check.c")], check=True)
+    return lib
+
+
+def test_the_check_imports_nothing_only_its_library_worker_needs(tmp_path: Path) -> None:
+    lib = _library(tmp_path, "int check(const char *path) { return 1; }\n")
+    done = subprocess.run(
+        [sys.executable, "-c", CHECKS, str(lib), LOG],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.split())
+    assert "pmemsim.pmlog.workers" in modules
+    assert sorted(modules & {"ctypes", "_ctypes", "pickle", "tempfile", "shutil", "struct"}) == []
+
+
+def test_a_library_whose_constructor_forks_and_crashes_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The constructor's fork held the worker's pipe: the crash was noticed only after the
+    # 60 s allowed for loading, and the fork left running.
+    lib = _library(tmp_path, CRASHES_LOADING)
+    pids = tmp_path / "pids.txt"
+    monkeypatch.setenv("PMEMSIM_TEST_PIDS", str(pids))
+    started = time.monotonic()
+    checker = LibChecker.parse(f"{lib}:check")  # (returns at once: the worker loads it)
+    with pytest.raises(InvalidArgumentError, match=r"failed to load: killed by signal 11"):
+        checker.loaded()
+    with pytest.raises(InvalidArgumentError, match=r"failed to load: killed by signal 11"):
+        check_log(Replay.of(parse_log(LOG)), LibChecker.parse(f"{lib}:check"))
+    assert time.monotonic() - started < 20, "a worker's death was not noticed at once"
+    forked = [int(p) for p in pids.read_text().split()]
+    assert len(forked) == 2
+    deadline = time.monotonic() + 5
+    while any(_running(p) for p in forked):
+        assert time.monotonic() < deadline, "what the library's constructor forked outlived it"
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
