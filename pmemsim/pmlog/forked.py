@@ -72,18 +72,20 @@ def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
     checker on a long log of one file, with one job, whose time limit ends a hang before a
     notice of the wait would be due (the speculative child calls the checker itself: no
     one watches it wait, :mod:`pmemsim.pmlog.waiting`)."""
-    from . import waiting
     from .checkers import LibChecker
 
-    return (
+    if not (
         isinstance(checker, LibChecker)
         and checker.timeout is not None
-        and checker.timeout <= waiting.FIRST
         and jobs == 1
         and len(replay.pools) == 1
         and sum(replay.log.counts.values()) >= SPECULATE_FROM
         and _alone()
-    )
+    ):
+        return False
+    from . import waiting  # (a short log's check needs it not)
+
+    return checker.timeout <= waiting.FIRST
 
 
 def fork(run: Callable[[], None], group: bool = False, background: bool = False) -> int:
