@@ -92,12 +92,13 @@ def test_no_time_limit_is_said_at_the_start(
     assert "no time limit" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("limit", ["5", "none"])
+@pytest.mark.parametrize(("limit", "jobs"), [("5", "1"), ("none", "1"), ("5", "2")])
 def test_timeout_replaces_a_recoverys_run_timeout(
-    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], limit: str
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], limit: str, jobs: str
 ) -> None:
+    # (With --jobs 2, the recoveries run in worker processes, which send their verdicts.)
     log, scenario = files
-    argv = ["check-log", str(log), "--recovery", f"{scenario}::slow_tight"]
+    argv = ["check-log", str(log), "--recovery", f"{scenario}::slow_tight", "--jobs", jobs]
     # Its own run_timeout (0.2 s) stops the 0.6 s run: timed out.
     assert main(argv) == 1
     std = capsys.readouterr()

@@ -43,7 +43,16 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore import frames
 from ..markers import CrashInfo
-from .checkers import _TAIL, Crashed, FunctionChecker, LibChecker, _status, timed_out
+from .checkers import (
+    _TAIL,
+    Crashed,
+    Fault,
+    FunctionChecker,
+    LibChecker,
+    TimedOut,
+    _status,
+    timed_out,
+)
 from .forked import end_group, fork
 from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .slots import Refill, _copy, _Inotify
@@ -248,12 +257,25 @@ def _serve(
                     for p in patches:
                         maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
                 if got.count(None) != len(got):
-                    out.append((n, got))
+                    out.append((n, [_sent(v) for v in got]))
                 n += 1
             frames.send(wfd, out, marshal.dumps)
     finally:
         if token is not None:
             reset_crash(token)
+
+
+def _sent(verdict: str | None) -> str | tuple[str, str] | None:
+    """A verdict as marshal sends it: a Python checker's timeout or crash (a str subclass
+    that says which) as ``(kind, text)``."""
+    return (verdict.kind, str(verdict)) if isinstance(verdict, Fault) else verdict
+
+
+def _received(verdict: str | tuple[str, str] | None) -> str | None:
+    if isinstance(verdict, tuple):
+        kind, text = verdict
+        return TimedOut(text) if kind == TimedOut.kind else Crashed(text)
+    return verdict
 
 
 def _limited(
@@ -660,7 +682,9 @@ class Workers(Judge):
             raise
 
     def _setup(self, slot: _Slot) -> None:
-        slot.worker.send(("setup", slot.folder, self.file_names, self.pools))
+        # (A base image named by a Path from Python: marshal sends str.)
+        pools = [(n, None if src is None else os.fspath(src), k) for n, src, k in self.pools]
+        slot.worker.send(("setup", slot.folder, list(self.file_names), pools))
         slot.markers = None
         slot.info = None
 
@@ -791,7 +815,7 @@ class Workers(Judge):
                 for pool, line, content in item[1]:
                     slot.acked[(pool, line)] = content
         verdicts, per_file = self.verdicts, self.per_file
-        failed: dict[int, list[str | None]] = dict(answers)
+        failed = {i: [_received(v) for v in got] for i, got in answers}
         if per_file is None and not failed:
             verdicts.passed(n)
             return
