@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM during `pmemsim check`: the run stops promptly and leaves nothing behind
-(no worker process, no temporary folder, no traceback), with --jobs 2 and FileCrashChecks."""
+(no worker process, nothing a recovery started in one, no temporary folder, no traceback),
+with --jobs 2 and FileCrashChecks."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 SLOW = """
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -36,6 +38,17 @@ def pool_recover(v):
     started()
 
 
+THIS = os.getpid()  # the check's own process: a worker is a copy with another pid
+
+
+def pool_recover_forking(v):
+    # In a worker, once: a child that would sleep for a minute.
+    if os.getpid() != THIS and not hasattr(pool_recover_forking, "child"):
+        pool_recover_forking.child = subprocess.Popen(["sleep", "60"])
+        Path(os.environ["PMEMSIM_TEST_SPAWNED"], str(pool_recover_forking.child.pid)).touch()
+    started()
+
+
 def files_workload(backend, folder):
     src = pm.Source.from_file(folder / "f", pm.SourceFlag.CREATE_IF_NEEDED)
     with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=backend)) as s:
@@ -54,20 +67,39 @@ def files_recover(backend, folder):
 # past the 5,000 images from which --jobs 2 starts workers.
 pool = CrashCheck("pool", pool_workload, pool_recover, strategy="exhaustive")
 files = FileCrashCheck("files", files_workload, files_recover, strategy="exhaustive")
+forking = CrashCheck("forking", pool_workload, pool_recover_forking, strategy="exhaustive")
 """
 
 
-def _group(pgid: int) -> list[int]:
-    """Processes still alive in the process group ``pgid``."""
-    out = []
+def _parents() -> dict[int, int]:
+    """Every live process (not a zombie) and its parent."""
+    out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.getpgid(int(entry)) == pgid:
-                    out.append(int(entry))
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
-                pass
+                continue
+            if fields[0] != "Z":
+                out[int(entry)] = int(fields[1])
     return out
+
+
+def _descendants(pid: int) -> set[int]:
+    """The live processes ``pid`` started, and theirs."""
+    parents = _parents()
+    found = {pid}
+    grew = True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in found} - found
+        grew = bool(more)
+        found |= more
+    return found - {pid}
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return pids & set(_parents())
 
 
 @pytest.mark.parametrize(
@@ -78,6 +110,8 @@ def _group(pgid: int) -> list[int]:
         ("files", 2, signal.SIGTERM, False),
         ("files", 1, signal.SIGTERM, False),
         ("pool", 2, signal.SIGTERM, False),
+        ("forking", 2, signal.SIGTERM, False),
+        ("forking", 3, signal.SIGINT, True),
     ],
 )
 def test_a_signal_stops_the_run_and_leaves_nothing(
@@ -87,7 +121,14 @@ def test_a_signal_stops_the_run_and_leaves_nothing(
     temp = tmp_path / "tmp"
     temp.mkdir()
     mark = tmp_path / "recovery-started"
-    env = {**os.environ, "TMPDIR": str(temp), "PMEMSIM_TEST_MARK": str(mark)}
+    spawned = tmp_path / "spawned"
+    spawned.mkdir()
+    env = {
+        **os.environ,
+        "TMPDIR": str(temp),
+        "PMEMSIM_TEST_MARK": str(mark),
+        "PMEMSIM_TEST_SPAWNED": str(spawned),
+    }
     command = ["check", str(tmp_path / "c.py"), "-k", check, "--jobs", str(jobs)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pmemsim", *command],
@@ -104,9 +145,10 @@ def test_a_signal_stops_the_run_and_leaves_nothing(
             assert time.monotonic() < deadline, "recovery never started"
             time.sleep(0.01)
         if jobs > 1:  # the workers are running recovery, not the parent alone
-            while len(_group(proc.pid)) < 1 + jobs:
+            while not _descendants(proc.pid) or (check == "forking" and not any(spawned.iterdir())):
                 assert time.monotonic() < deadline, "no workers started"
                 time.sleep(0.01)
+        started = _descendants(proc.pid) | {int(p.name) for p in spawned.iterdir()}
         if to_group:
             os.killpg(proc.pid, sig)
         else:
@@ -121,8 +163,9 @@ def test_a_signal_stops_the_run_and_leaves_nothing(
     assert "Traceback" not in err and err.strip().endswith(
         "terminated" if sig == signal.SIGTERM else "interrupted"
     )
+    started |= {int(p.name) for p in spawned.iterdir()}
     deadline = time.monotonic() + 5
-    while _group(proc.pid) and time.monotonic() < deadline:
+    while _alive(started) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _group(proc.pid) == [], "worker processes left running"
+    assert not _alive(started), "worker processes (or what their recovery started) left running"
     assert list(temp.iterdir()) == [], "temporary folders left behind"

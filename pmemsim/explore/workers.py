@@ -14,6 +14,7 @@ import os
 import pickle
 import selectors
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from . import frames
 from .jobs import MAX_JOBS, check_jobs
 
-__all__ = ["MAX_JOBS", "Workers", "check_jobs"]
+__all__ = ["MAX_JOBS", "Workers", "check_jobs", "fork", "signals_blocked"]
 
 
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
@@ -37,34 +38,13 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 
 class _Worker:
-    def __init__(
-        self, start: Callable[[], Callable[[Any], Any]], siblings: Sequence[int] = ()
-    ) -> None:
-        to_child, from_parent = os.pipe()
-        to_parent, from_child = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child (exits with os._exit)
-            code = 1
-            try:
-                os.close(from_parent)
-                os.close(to_parent)
-                # The parent's ends of the workers forked before: held here, they would
-                # keep those workers from seeing their pipe close until this one exits.
-                for fd in siblings:
-                    os.close(fd)
-                # Ctrl-C is the parent's to handle; SIGTERM exits through finally blocks.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, _exit_quietly)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
-                code = _serve(to_child, from_child, start)
-            finally:
-                os._exit(code)
-        os.close(to_child)
-        os.close(from_child)
+    """A forked worker as its parent sees it: its pid and its two pipes."""
+
+    def __init__(self, pid: int, send_fd: int, receive_fd: int) -> None:
         self.pid = pid
-        self.send_fd = from_parent
-        self.receive_fd = to_parent
-        self.reader = frames.Reader(to_parent)
+        self.send_fd = send_fd
+        self.receive_fd = receive_fd
+        self.reader = frames.Reader(receive_fd)
         self.item: int | None = None
 
     def close(self) -> None:
@@ -77,31 +57,87 @@ class _Worker:
 
     def stop(self, wait: float) -> None:
         """Close its pipes (an idle worker exits), then SIGTERM, then SIGKILL whatever is
-        still running ``wait`` seconds later."""
+        still running ``wait`` seconds later; then end its process group (what its recovery
+        runs started) and reap it."""
         self.close()
-        if self._reaped(0.05):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        if not self._reaped(wait):
+        if not self._exited(0.05):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            self._reaped(None)
+                os.kill(self.pid, signal.SIGTERM)
+            if not self._exited(wait):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        # Before the reaping: until then no other process can have its pid as a group.
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
 
-    def _reaped(self, wait: float | None) -> bool:
-        until = None if wait is None else time.monotonic() + wait
+    def _exited(self, wait: float) -> bool:
+        """Whether it exited within ``wait`` seconds (left unreaped)."""
+        until = time.monotonic() + wait
         pause = 0.0005  # an idle worker exits within a millisecond of its pipe closing
         while True:
             try:
-                pid, _ = os.waitpid(self.pid, 0 if until is None else os.WNOHANG)
+                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
             except ChildProcessError:
                 return True
-            if pid:
-                return True
-            if until is not None and time.monotonic() >= until:
+            if time.monotonic() >= until:
                 return False
             time.sleep(pause)
             pause = min(2 * pause, 0.01)
+
+
+def fork(siblings: Sequence[int] = ()) -> _Worker | tuple[int, int]:
+    """Fork a worker with a pipe each way. Here: the :class:`_Worker`. In the worker: the
+    fds it reads from and writes to, once it leads a process group of its own (so that
+    whatever its recovery runs start ends with it), holds none of ``siblings`` (the parent's
+    ends of earlier workers' pipes: held here, they would keep those workers from seeing
+    their pipe close) and has its signals set (Ctrl-C is the parent's to handle; SIGTERM
+    exits through finally blocks). Call it with SIGINT and SIGTERM blocked
+    (:func:`signals_blocked`): the worker unblocks them once its handlers are set."""
+    sys.stdout.flush()  # else what is buffered would be written twice
+    sys.stderr.flush()
+    to_child, from_parent = os.pipe()
+    to_parent, from_child = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        for fd in (from_parent, to_parent, *siblings):
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+        return to_child, from_child
+    with contextlib.suppress(OSError):  # here too: the group exists before we may end it
+        os.setpgid(pid, pid)
+    os.close(to_child)
+    os.close(from_child)
+    return _Worker(pid, from_parent, to_parent)
+
+
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while workers are forked: one arriving halfway would leave a
+    worker nobody stops."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _spawn(start: Callable[[], Callable[[Any], Any]], siblings: Sequence[int]) -> _Worker:
+    """A worker serving ``start()``'s function on the items it is sent."""
+    got = fork(siblings)
+    if isinstance(got, _Worker):
+        return got
+    code = 1  # pragma: no cover - runs in the child (exits with os._exit)
+    try:  # pragma: no cover
+        code = _serve(*got, start)
+    finally:  # pragma: no cover
+        os._exit(code)
 
 
 def _serve(receive: int, to_parent: int, start: Callable[[], Callable[[Any], Any]]) -> int:
@@ -144,16 +180,11 @@ class Workers:
     ) -> Iterator[Any]:
         """The answers in item order. ``timeout()`` bounds each wait for the next answer;
         past it, :class:`Timeout` is raised (the workers are stopped either way)."""
-        # Ctrl-C and SIGTERM wait while the workers are forked: one arriving halfway would
-        # leave a worker nobody stops. The workers unblock them once they have handlers.
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
         workers: list[_Worker] = []
-        try:
+        with signals_blocked():
             for _ in range(min(self.jobs, len(items))):
                 held = [fd for w in workers for fd in (w.send_fd, w.receive_fd)]
-                workers.append(_Worker(self.start, held))
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                workers.append(_spawn(self.start, held))
         try:
             yield from self._run(workers, items, timeout)
         finally:
