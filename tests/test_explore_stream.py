@@ -149,25 +149,26 @@ def _epochs(n: int, lines: int) -> Any:
     "epochs, lines, forks",
     [
         (3, 4, False),  # below the threshold: jobs=2 is jobs=1
-        (40, 4, True),  # past it mid-way: the rest in workers
-        (25, 4, False),  # past it, but too little left to fork for
-        (1, 9, True),  # one heavy point: straight to the workers (sliced)
+        (40, 4, True),  # past it mid-way: the rest shared with a worker
+        (25, 4, True),  # past it near the end: forked there (what is left is not known)
+        (1, 9, True),  # one heavy point: forked before it, its images sliced
     ],
 )
 def test_jobs_explore_inline_until_the_work_is_worth_workers(
     monkeypatch: pytest.MonkeyPatch, epochs: int, lines: int, forks: bool
 ) -> None:
-    from pmemsim.explore import executor
+    from pmemsim.explore import shares
 
     monkeypatch.setattr(engine_module, "PARALLEL_FROM", 300)
+    monkeypatch.setattr(shares, "CHUNK", 32)
     started: list[int] = []
-    real = executor.LocalProcesses.explore
+    real = shares.Shares.start
 
-    def explore(self: Any, session: Any) -> Any:
-        started.append(session.first)
-        return real(self, session)
+    def start(self: Any) -> None:
+        started.append(len(self.window) - 1)  # the crash point it forked at
+        real(self)
 
-    monkeypatch.setattr(executor.LocalProcesses, "explore", explore)
+    monkeypatch.setattr(shares.Shares, "start", start)
 
     def recover(v: pm.View) -> bool:
         return sum(v.u64[k * 8 + 1] for k in range(lines)) % 5 != 3
@@ -183,6 +184,21 @@ def test_jobs_explore_inline_until_the_work_is_worth_workers(
         assert one.recovery_runs == two.recovery_runs
     else:
         assert started[0] == 0 if epochs == 1 else started[0] > 0
+
+
+def test_a_lazy_check_whose_runs_are_shared_by_its_points_never_forks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of images covered by a few runs: no worker would have anything to do but
+    record the workload again."""
+    from pmemsim.explore import shares
+
+    monkeypatch.setattr(engine_module, "PARALLEL_FROM", 50)
+    started: list[int] = []
+    monkeypatch.setattr(shares.Shares, "start", lambda self: started.append(1))
+    c = CrashCheck("lazy", _epochs(200, 4), lambda v: True)
+    r = check(c, progress=None, jobs=2)
+    assert r.images_possible > 50 * 20 and r.recovery_runs < 50 and not started
 
 
 def _pipes() -> int:

@@ -3,11 +3,13 @@
 The run is deterministic: crash points come in program order; at each, either the lazy
 explorer walks the point's read paths (:mod:`pmemsim.explore.lazy`, the default) or a
 strategy plans images, deduplicated by content across the whole run; random strategies
-draw from a generator derived from the seed and the point. Work is split into runs of
+draw from a generator derived from the seed and the point. A crash check is explored as it
+is recorded; with ``jobs`` > 1 its points are shared, from where the work is worth it, with
+workers forked there (:mod:`pmemsim.explore.shares`). A recorded trace is split into runs of
 consecutive crash points that an executor (:mod:`pmemsim.explore.executor`) explores inline
-or in worker processes; the parent merges the points' reports in order, keeps the minimal
-failure of each distinct bug, and re-runs those itself (so the report holds the user's live
-exception). So the report does not depend on the executor or on ``jobs``.
+or in worker processes. Either way the parent merges the points' reports in order, keeps the
+minimal failure of each distinct bug, and re-runs those itself (so the report holds the
+user's live exception). So the report does not depend on the executor or on ``jobs``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
     from .executor import Executor
     from .files import FileCrashCheck
+    from .shares import Shares
 
 __all__ = ["check"]
 
@@ -110,8 +114,6 @@ class Session:
     point_budget: float | None
     #: A streamed check's crash points: the few still kept, by index (see :class:`_Recent`).
     window: Sequence[CrashPoint] | None = None
-    #: Crash points before this one were explored already (while recording): no work left.
-    first: int = 0
 
     @property
     def points(self) -> Sequence[CrashPoint]:
@@ -137,8 +139,6 @@ class Session:
     def weight(self, i: int) -> tuple[int, bool]:
         """About how much work crash point ``i`` is (images to run; a lazy point counts 1),
         and whether its states can be sliced."""
-        if i < self.first:
-            return 0, False
         strategy = self.strategy(i)
         if strategy.lazy:
             return 1, False
@@ -172,7 +172,7 @@ class Explorer:
         s = self.s
         if seen is None:
             seen = set()
-        for i in range(max(first, s.first), last):
+        for i in range(first, last):
             strategy = s.strategy(i)
             prev = s.strategy(i - 1) if i else None
             for state, faults, new in s.states(i):
@@ -217,7 +217,7 @@ class Explorer:
 
     def dropped(self, first: int, last: int) -> Iterator[StateReport]:
         """Reports of crash points ``[first, last)`` left out: what they had, none covered."""
-        for i in range(max(first, self.s.first), last):
+        for i in range(first, last):
             strategy = self.s.strategy(i)
             for state, faults, new in self.s.states(i):
                 rep = StateReport(i, faults, strategy.name, dropped=True)
@@ -355,8 +355,9 @@ def _every_slice(state: CrashState, part: int, parts: int) -> Iterator[Deviation
 #: Below this much work (images to run; a lazy crash point counts one) a check runs inline
 #: whatever ``jobs`` says: starting, feeding and stopping two workers costs about 10-20 ms,
 #: which two free cores win back from about 3,000 images of a trivial recovery
-#: (bench/bench_explore.py, jobs). A streamed check (:func:`_streamed`) explores this much
-#: inline before it keeps points for workers, and forks only if they hold this much again.
+#: (bench/bench_explore.py, jobs). A streamed check (:func:`_streamed`) counts the recovery
+#: runs it made inline (a lazy point's are known once explored) and forks its workers where
+#: those and the next point's images reach this many.
 PARALLEL_FROM = 5_000
 
 
@@ -405,9 +406,10 @@ def check(
     deadline = None if c.time_budget is None else time.monotonic() + c.time_budget
     progress_at = [0.0]
     exploring: list[Executor] = []  # who explores (asked for its workers at each line)
+    forked: list[int] = []  # a streamed check's processes, once it forked
 
     def workers() -> int:
-        return exploring[0].workers if exploring else 1
+        return exploring[0].workers if exploring else (forked[0] if forked else 1)
 
     def take(merge: _Merge, rep: StateReport, planned: int) -> None:
         merge.add(rep)
@@ -425,7 +427,7 @@ def check(
 
     if executor is None and isinstance(c, CrashCheck):
         with timer.installed():
-            trace = _streamed(c, result, timer, deadline, take, jobs)
+            trace = _streamed(c, result, timer, deadline, take, jobs, forked.append)
         planned = result.images_possible
     else:
         with recorded_session(c, timer, deadline) as session:
@@ -519,22 +521,41 @@ def _session(
 
 class _Recent(Sequence[CrashPoint]):
     """The crash points a streamed check still keeps, by index: the one being explored and
-    the one before it (whose state tells whether this point's is new)."""
+    the one before it (whose state tells whether this point's is new), and from
+    :attr:`hold` on (points whose reports are still to come from worker processes)."""
 
     def __init__(self) -> None:
-        self._kept: dict[int, CrashPoint] = {}
+        self._kept: deque[CrashPoint] = deque()
         self._count = 0
+        #: Keep the points from this index on, and the one before it (None: none held).
+        self.hold: int | None = None
 
     def add(self, point: CrashPoint) -> None:
-        self._kept[point.index] = point
+        self._kept.append(point)
         self._count = point.index + 1
-        self._kept.pop(point.index - 2, None)
+        self._drop()
+
+    def keep_from(self, first: int | None) -> None:
+        self.hold = first
+        self._drop()
+
+    def _drop(self) -> None:
+        floor = self._count - 2
+        if self.hold is not None:
+            floor = min(floor, self.hold - 1)
+        kept = self._kept
+        while kept and kept[0].index < floor:
+            kept.popleft()
 
     def __len__(self) -> int:
         return self._count
 
     def __getitem__(self, i: int) -> CrashPoint:  # type: ignore[override]
-        return self._kept[i]
+        kept = self._kept
+        at = i - kept[0].index if kept else -1
+        if not 0 <= at < len(kept):
+            raise KeyError(i)
+        return kept[at]
 
 
 def _streamed(
@@ -544,14 +565,17 @@ def _streamed(
     deadline: float | None,
     take: Callable[[_Merge, StateReport, int], None],
     jobs: int = 1,
+    forked: Callable[[int], None] = lambda jobs: None,
 ) -> Trace:
     """Record ``c`` and explore each crash point as the recording reaches it (inline), so
     memory holds the state being explored and the failures to report, not every point.
 
-    With ``jobs`` > 1, once the work done and the next point's reach :data:`PARALLEL_FROM`
-    images, the points from there on are kept instead; after the recording they go to
-    ``jobs`` worker processes if they hold that much work again, else they are explored
-    here. A check below the threshold is explored exactly as with ``jobs=1``."""
+    With ``jobs`` > 1, once the recovery runs made and the next point's images (a lazy point
+    counts none before it is explored) reach :data:`PARALLEL_FROM`, this process forks
+    ``jobs - 1`` workers there, each going on with the recording, and the points from there
+    on are shared among them (:mod:`pmemsim.explore.shares`; ``forked(jobs)`` is told). A
+    check below the threshold (a lazy one whose runs are shared by its points) is explored
+    exactly as with ``jobs=1``."""
     from pmemsim_backends.sim import SimBackend
 
     sim = SimBackend(c.granularity)
@@ -566,69 +590,58 @@ def _streamed(
     explorer = Explorer(session)
     seen: set[bytes] = set()
     work = 0
-    #: Points from the one where the work reached the threshold (jobs > 1).
-    kept: list[CrashPoint] = []
+    shares: list[Shares] = []  # once forked
+
+    def merged(rep: StateReport) -> None:
+        take(merge, rep, 0)
 
     def on_point(point: CrashPoint) -> None:
         nonlocal work
         result.crash_points = point.index + 1
-        if kept:
-            kept.append(point)
-            return
         window.add(point)
-        if jobs > 1:
-            work += session.weight(point.index)[0]
-            if work >= PARALLEL_FROM:
-                kept.append(point)
-                return
-        for rep in explorer.points(point.index, point.index + 1, seen=seen):
-            take(merge, rep, 0)
+        if not shares and jobs > 1:
+            ahead = 0 if session.strategy(point.index).lazy else session.weight(point.index)[0]
+            if work + ahead >= PARALLEL_FROM:
+                from .shares import Shares
 
-    trace = record(
-        c.workload,
-        size=c.size,
-        granularity=c.granularity,
-        crash_points=c.crash_points,
-        unsafe_shutdown="unsafe_shutdown" in c.faults,
-        backend=sim,
-        on_point=on_point,
-    )
+                shares.append(Shares(jobs, session, window, explorer, seen, merged))
+                shares[0].start()
+                if not shares[0].worker:
+                    forked(jobs)
+        if shares:
+            shares[0].point(point)
+            return
+        for rep in explorer.points(point.index, point.index + 1, seen=seen):
+            work += rep.runs
+            merged(rep)
+
+    try:
+        trace = record(
+            c.workload,
+            size=c.size,
+            granularity=c.granularity,
+            crash_points=c.crash_points,
+            unsafe_shutdown="unsafe_shutdown" in c.faults,
+            backend=sim,
+            on_point=on_point,
+            states=(lambda i: not shares or shares[0].wants(i)) if jobs > 1 else None,
+        )
+        if shares and shares[0].worker:  # pragma: no cover - a worker ends here
+            shares[0].exit(trace.point_count, None)
+        if shares:
+            shares[0].finish(trace.point_count)
+    except BaseException as exc:
+        if shares and shares[0].worker:  # pragma: no cover
+            shares[0].exit(0, exc)
+        raise
+    finally:
+        if shares:
+            shares[0].stop()
     session.trace = trace
     result.findings = trace.findings
     result.crash_points = trace.point_count
-    if kept:
-        _explore_kept(session, explorer, kept, jobs, merge, take, seen)
     merge.finish()
     return trace
-
-
-def _explore_kept(
-    session: Session,
-    explorer: Explorer,
-    kept: list[CrashPoint],
-    jobs: int,
-    merge: _Merge,
-    take: Callable[[_Merge, StateReport, int], None],
-    seen: set[bytes],
-) -> None:
-    """The crash points a streamed check kept (``kept[0]`` on): in worker processes when
-    they hold :data:`PARALLEL_FROM` images of work or more, else here."""
-    from .executor import LocalProcesses
-
-    first = kept[0].index
-    # Points before ``first`` were explored; only the one just before it is read (whether
-    # ``first``'s state is new), the others are stand-ins that no one reads.
-    before = [session.points[first - 1]] * first if first else []
-    session.trace = dataclasses.replace(session.trace, points=before + kept)
-    session.window = None
-    session.first = first
-    last = len(session.trace.points)
-    if sum(session.weight(i)[0] for i in range(first, last)) >= PARALLEL_FROM:
-        for rep in LocalProcesses(jobs).explore(session):
-            take(merge, rep, 0)
-    else:
-        for rep in explorer.points(first, last, seen=seen):
-            take(merge, rep, 0)
 
 
 def _progress(

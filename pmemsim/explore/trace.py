@@ -20,6 +20,10 @@ Recording keeps every point (``Trace.points``) unless the caller streams them: w
 only the last one, so memory follows the pool's touched pages and what is in flight, not the
 length of the run. ``fn`` runs inside the workload (at the barrier, before it takes effect);
 the recorder's marker sink is suspended meanwhile, so recovery run there may use markers.
+With ``states=fn``, a point's crash state is captured only if ``fn(index)`` says so (the
+point is still counted and streamed, its ``state`` None): a recording that repeats one
+made elsewhere, such as an exploration worker's, which explores some of the points only;
+from the first point it leaves out, it is not self-checked (the first recording was).
 Raising :class:`StopRecording` in ``fn`` ends the recording early; any other exception
 aborts it and comes out of :func:`record` (carried through the workload as a
 ``BaseException``, so the workload's own ``except Exception`` cannot swallow it).
@@ -61,6 +65,10 @@ CRASH_POINT_MODES: tuple[str, ...] = ("barriers", "operations", "markers")
 Workload = Callable[["View"], object]
 #: Hears each crash point as it is captured (see the module docstring).
 OnPoint = Callable[["CrashPoint"], object]
+#: Whether to capture crash point N's state (see the module docstring).
+States = Callable[[int], bool]
+#: The state of a point whose state was not captured (``states``).
+_UNCAPTURED: Any = None
 
 
 class StopRecording(Exception):
@@ -138,7 +146,13 @@ class Trace:
 
 class _Recorder:
     def __init__(
-        self, sim: SimBackend, mode: str, keep_ops: bool, unsafe: bool, on_point: OnPoint | None
+        self,
+        sim: SimBackend,
+        mode: str,
+        keep_ops: bool,
+        unsafe: bool,
+        on_point: OnPoint | None,
+        states: States | None = None,
     ) -> None:
         self.sim = sim
         self.unsafe = unsafe
@@ -157,7 +171,10 @@ class _Recorder:
         #: Whether anything that can change a crash state happened since the last capture.
         self.changed = True
         self.byte = sim.granularity == Granularity.BYTE
-        self.model = DurabilityModel(sim.granularity, clflush=sim.flush_instruction == "clflush")
+        self.states = states
+        self.model: DurabilityModel | None = DurabilityModel(
+            sim.granularity, clflush=sim.flush_instruction == "clflush"
+        )
         #: Set once the callback stopped the run (True) or raised (its exception).
         self.stopped = False
         self.error: BaseException | None = None
@@ -167,19 +184,23 @@ class _Recorder:
             return  # the run is unwinding: whatever it still does is not recorded
         last = self.last
         fresh = self.changed or last is None
-        if fresh:
+        if fresh and self.states is not None and not self.states(self.count):
+            state = unsafe = _UNCAPTURED
+            self.model = None  # not self-checked from here on (what it repeats was)
+        elif fresh:
             state = self.sim.crash_state()
             unsafe = self.sim.crash_state(mode="unsafe_shutdown") if self.unsafe else None
-            self.model.verify(
-                state, f"crash point {self.count}", before_barrier=position == "before"
-            )
+            if self.model is not None:
+                self.model.verify(
+                    state, f"crash point {self.count}", before_barrier=position == "before"
+                )
             for st in (state, unsafe):
                 if st is not None:
                     self.lines.update((u.medium_index, u.offset) for u in st.units)
         else:
             assert last is not None
             state, unsafe = last.state, last.unsafe_state
-        self.changed = False
+        self.changed = state is None  # (uncaptured: the next point captures its own)
         point = CrashPoint(
             self.count,
             kind,
@@ -212,10 +233,12 @@ class _Recorder:
         if self.mode != "markers" and (barrier.after_store or self.mode == "operations"):
             self.capture(barrier.kind, "before", barrier.provenance)
         self.changed = True  # the barrier is about to make something guaranteed
-        self.model.settle()
+        if self.model is not None:
+            self.model.settle()
 
     def on_op(self, op: Any) -> None:
-        self.model.on_op(op)
+        if self.model is not None:
+            self.model.on_op(op)
         if op.kind == "erase":  # a cleared bad block: no operation of the program's
             self.changed = True
             return
@@ -254,18 +277,20 @@ def record_run(
     unsafe_shutdown: bool = False,
     size: int = 0,
     on_point: OnPoint | None = None,
+    states: States | None = None,
 ) -> Trace:
     """Record ``run(sim, end)``: anything a program does on the simulator ``sim`` (which must
     be fresh), over any number of sets and sources. ``run`` calls ``end()`` where its run
     ends, before it unmaps what it mapped (otherwise the end is where it returns).
-    ``on_point`` streams the crash points instead of keeping them (module docstring).
+    ``on_point`` streams the crash points instead of keeping them, ``states`` says which
+    points' states to capture (module docstring).
     :func:`record` is the one-pool case."""
     if crash_points not in CRASH_POINT_MODES:
         raise InvalidArgumentError(
             ErrorCode.EINVAL,
             f"crash_points must be one of {', '.join(CRASH_POINT_MODES)}, not {crash_points!r}",
         )
-    rec = _Recorder(sim, crash_points, keep_ops, unsafe_shutdown, on_point)
+    rec = _Recorder(sim, crash_points, keep_ops, unsafe_shutdown, on_point, states)
     sim.on_barrier(rec.on_barrier)
     sim.set_tap(rec.on_op)
     # Only kept operations and crash points after a store report an operation's stack.
@@ -329,6 +354,7 @@ def record(
     backend: SimBackend | None = None,
     unsafe_shutdown: bool = False,
     on_point: OnPoint | None = None,
+    states: States | None = None,
 ) -> Trace:
     """Run ``workload(view)`` once on a fresh simulated pool and record its crash points.
 
@@ -336,7 +362,8 @@ def record(
     that is how recovery itself is crashed). ``backend`` lets a caller configure the
     simulator (clflush mode, page tearing, ...); it must be fresh. ``unsafe_shutdown``
     also records, at every crash point, the state an unsafe shutdown would leave.
-    ``on_point`` streams the points instead of keeping them (see the module docstring).
+    ``on_point`` streams the points instead of keeping them, ``states`` says which points'
+    states to capture (see the module docstring).
     """
     from pmemsim_backends.sim import SimBackend
 
@@ -371,4 +398,5 @@ def record(
         unsafe_shutdown=unsafe_shutdown,
         size=size if base is None else base.size,
         on_point=on_point,
+        states=states,
     )
