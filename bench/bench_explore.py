@@ -5,6 +5,7 @@ Run from the repository root (with pmemsim installed)::
     python bench/bench_explore.py             # every section, about two minutes
     python bench/bench_explore.py --quick     # smaller grid and sizes, about half a minute
     python bench/bench_explore.py --json-out bench/results/explore.json
+    python bench/bench_explore.py --jobs-only --baseline /path/to/old/checkout
 
 What is measured (bench/README.md, section "explore", explains how to read it):
 
@@ -24,10 +25,14 @@ What is measured (bench/README.md, section "explore", explains how to read it):
    trivial recovery, lazily (the target) and exhaustively; seconds and peak RSS growth
    (fresh child processes). Target: the 10,000-record run takes at most 12 times the
    1,000-record run.
-4. ``jobs``: ``jobs=1`` and ``jobs=2`` alternately on checks of growing work (80 to 800
-   epochs of six lines, one epoch of 12 to 16 lines; exhaustive), wall seconds and the CPU
-   seconds of this process and of its workers, with the speedup two free cores would give
-   (parent's CPU plus half the workers'). Target: ``jobs=2`` faster from 8,000 images.
+4. ``jobs``: ``jobs=1`` and ``jobs=2`` taking turns, each run in a fresh child process, on
+   checks of growing work (80 to 800 epochs of six lines, one epoch of 12 to 16 lines,
+   exhaustive; issue 16's 1,000 and 10,000 persisted records, exhaustively and lazily): wall
+   seconds, the CPU seconds of the check's process and of its workers, whether both reports
+   are the same, and what two free cores would give (the parent and its worker explore side
+   by side from the fork: the larger of their CPU times). With ``--baseline CHECKOUT`` the
+   same runs of another checkout take turns with this one's (``--jobs-only``: only this
+   section). Target: ``jobs=2`` faster from 8,000 images.
 
 Timing is ``time.perf_counter``, best of ``--repeat``. A missed target shows in the table and
 the JSON, never as an exception. The last line is ``BENCH_JSON {...}``.
@@ -55,7 +60,7 @@ FLAG_TARGET = 1.0  # seconds, less than: L = 20, R = 3, lazily
 RATE_TARGET = 30_000.0  # images/s, at least
 LINEAR_TARGET = 12.0  # 10x the records in at most this many times the time
 JOBS_FROM = 8_000  # images: from here jobs=2 should be faster
-SCHEMA = 2
+SCHEMA = 3
 
 
 # -- 1. lazy vs exhaustive -------------------------------------------------------------------
@@ -224,6 +229,21 @@ def wide_check(lines: int) -> CrashCheck:
     return CrashCheck(f"wide {lines}", workload, lambda v: True, strategy="exhaustive")
 
 
+#: The checks of section 4, by name: (quick, full).
+JOB_CHECKS = {
+    "epochs 80x6": (False, lambda: jobs_check(80)),
+    "epochs 160x6": (True, lambda: jobs_check(160)),
+    "epochs 800x6": (False, lambda: jobs_check(800)),
+    "wide 12": (False, lambda: wide_check(12)),
+    "wide 13": (True, lambda: wide_check(13)),
+    "wide 15": (True, lambda: wide_check(15)),
+    "wide 16": (False, lambda: wide_check(16)),
+    "records 1000 exhaustive": (True, lambda: records_check(1_000, "exhaustive")),
+    "records 10000 exhaustive": (False, lambda: records_check(10_000, "exhaustive")),
+    "records 10000 lazy": (False, lambda: records_check(10_000, "lazy")),
+}
+
+
 def _cpu() -> tuple[float, float]:
     me, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
@@ -236,43 +256,138 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def jobs(quick: bool, repeat: int) -> list[dict[str, Any]]:
-    """jobs=1 next to jobs=2 on checks of growing work (many points, and one wide point),
-    alternating the two so both see the same load. CPU seconds of this process and of its
-    workers show what two free cores would give: the parent's share plus half the workers'."""
-    if quick:
-        checks = [jobs_check(160), wide_check(13), wide_check(15)]
-    else:
-        checks = [jobs_check(n) for n in (80, 160, 800)] + [wide_check(n) for n in (12, 13, 15, 16)]
+def jobs_child(name: str, n: int) -> dict[str, Any]:
+    """In a fresh interpreter (whichever pmemsim PYTHONPATH names): one check with ``jobs``
+    = n, its wall and CPU seconds, and a digest of its report."""
+    import hashlib
+
+    import pmemsim
+
+    c = JOB_CHECKS[name][1]()
+    gc.collect()
+    me, kids = _cpu()
+    t = time.perf_counter()
+    r = check(c, progress=None, jobs=n)
+    wall = time.perf_counter() - t
+    me2, kids2 = _cpu()
+    return {
+        "seconds": wall,
+        "cpu_parent": me2 - me,
+        "cpu_workers": kids2 - kids,
+        "images_run": r.recovery_runs,
+        "images_possible": r.images_possible,
+        "report": hashlib.sha256(r.report().encode()).hexdigest()[:16],
+        "pmemsim": os.path.dirname(os.path.realpath(pmemsim.__file__)),
+    }
+
+
+def jobs(quick: bool, repeat: int, baseline: str | None = None) -> list[dict[str, Any]]:
+    """jobs=1 next to jobs=2 on checks of growing work, each run a child process, taking
+    turns (and with this checkout's, ``baseline``'s) so that all see the same load."""
+    import tempfile
+
+    from bench_scale import baseline_path
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sides = {"this": here} | ({"baseline": os.path.abspath(baseline)} if baseline else {})
+    names = [name for name, (in_quick, _) in JOB_CHECKS.items() if in_quick or not quick]
     rows = []
-    for c in checks:
-        runs: dict[int, list[tuple[float, float, float, CheckResult]]] = {1: [], 2: []}
-        for _ in range(repeat):
-            for n in (1, 2):
-                gc.collect()
-                me, kids = _cpu()
-                t = time.perf_counter()
-                r = check(c, progress=None, jobs=n)
-                wall = time.perf_counter() - t
-                me2, kids2 = _cpu()
-                runs[n].append((wall, me2 - me, kids2 - kids, r))
-        row: dict[str, Any] = {"check": c.name}
-        for n in (1, 2):
-            wall, me, kids, r = min(runs[n], key=lambda x: x[0])
-            row[f"jobs{n}"] = {
-                "seconds": round(wall, 3),
-                "cpu_parent": round(me, 3),
-                "cpu_workers": round(kids, 3),
-                "images_run": r.recovery_runs,
-                "images_possible": r.images_possible,
-            }
-        j1, j2 = row["jobs1"], row["jobs2"]
-        row["speedup"] = round(j1["seconds"] / max(j2["seconds"], 1e-9), 2)
-        # On two free cores: the parent's CPU time, then the workers' split between two.
-        two_free = j2["cpu_parent"] + j2["cpu_workers"] / 2
-        row["speedup_two_free_cores"] = round(j1["cpu_parent"] / max(two_free, 1e-9), 2)
-        rows.append(row)
+    print(
+        f"{'check':<25} {'images':>7} | {'jobs=1 s':>8} {'cpu':>6} | {'jobs=2 s':>8} "
+        f"{'parent':>6} {'workers':>7} | {'speedup':>7} {'2 free':>6} same"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-explore-") as tmp:
+        paths = {"this": ""}
+        if baseline:
+            (Path(tmp) / "baseline").mkdir()
+            paths["baseline"] = baseline_path(sides["baseline"], Path(tmp) / "baseline")
+        for name in names:
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(repeat):
+                for side, root in sides.items():
+                    for n in (1, 2):
+                        env = dict(os.environ)
+                        if paths[side]:
+                            env["PYTHONPATH"] = paths[side]
+                        # cwd: a folder holding no pmemsim (bench/ comes first on the path)
+                        proc = subprocess.run(
+                            [
+                                sys.executable,
+                                os.path.abspath(__file__),
+                                "--jobs-child",
+                                name,
+                                str(n),
+                            ],
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                            cwd=tmp,
+                            env=env,
+                        )
+                        if proc.returncode != 0:
+                            raise RuntimeError(f"jobs child ({side}) failed:\n{proc.stderr}")
+                        got = json.loads(proc.stdout.strip().splitlines()[-1])
+                        want = os.path.realpath(os.path.join(root, "pmemsim"))
+                        if got.pop("pmemsim") != want:
+                            raise RuntimeError(f"{side}: imported another pmemsim than {want}")
+                        runs.setdefault(f"{side}_jobs{n}", []).append(got)
+            row: dict[str, Any] = {"check": name}
+            for key, got in runs.items():
+                best = min(got, key=lambda x: x["seconds"])
+                row[key] = {k: round(v, 3) if isinstance(v, float) else v for k, v in best.items()}
+            for side in sides:
+                j1, j2 = row[f"{side}_jobs1"], row[f"{side}_jobs2"]
+                pre = "" if side == "this" else "baseline_"
+                row[f"{pre}speedup"] = round(j1["seconds"] / max(j2["seconds"], 1e-9), 2)
+                # On two free cores: the parent and its worker run side by side from the
+                # fork (the baseline's workers started after the parent's recording: its
+                # CPU, then the workers' shared between two).
+                if side == "this":
+                    two_free = max(j2["cpu_parent"], j2["cpu_workers"])
+                else:
+                    two_free = j2["cpu_parent"] + j2["cpu_workers"] / 2
+                row[f"{pre}speedup_two_free_cores"] = round(
+                    j1["cpu_parent"] / max(two_free, 1e-9), 2
+                )
+                row[f"{pre}same_report"] = all(
+                    r["report"] == runs[f"{side}_jobs1"][0]["report"]
+                    for n in (1, 2)
+                    for r in runs[f"{side}_jobs{n}"]
+                )
+            if baseline:
+                row["jobs1_this_over_baseline"] = round(
+                    row["this_jobs1"]["seconds"] / max(row["baseline_jobs1"]["seconds"], 1e-9), 2
+                )
+                row["jobs1_cpu_this_over_baseline"] = round(
+                    row["this_jobs1"]["cpu_parent"]
+                    / max(row["baseline_jobs1"]["cpu_parent"], 1e-9),
+                    2,
+                )
+            rows.append(row)
+            _print_jobs_row(row, baseline is not None)
     return rows
+
+
+def _print_jobs_row(row: dict[str, Any], baseline: bool) -> None:
+    sides = ("this", "baseline") if baseline else ("this",)
+    for side in sides:
+        a, b = row[f"{side}_jobs1"], row[f"{side}_jobs2"]
+        pre = "" if side == "this" else "baseline_"
+        label = row["check"] if side == "this" else "  (baseline)"
+        print(
+            f"{label:<25} {a['images_possible']:>7,} | {a['seconds']:>8.3f} "
+            f"{a['cpu_parent']:>6.3f} | {b['seconds']:>8.3f} {b['cpu_parent']:>6.3f} "
+            f"{b['cpu_workers']:>7.3f} | {row[pre + 'speedup']:>7.2f} "
+            f"{row[pre + 'speedup_two_free_cores']:>6.2f} "
+            f"{'yes' if row[pre + 'same_report'] else 'NO'}",
+            flush=True,
+        )
+    if baseline:
+        print(
+            f"{'':25} jobs=1 this/baseline: {row['jobs1_this_over_baseline']} wall, "
+            f"{row['jobs1_cpu_this_over_baseline']} CPU",
+            flush=True,
+        )
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -289,9 +404,26 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds an exhaustive run may take before it stops (default 5)",
     )
     ap.add_argument("--json-out", help="also write the JSON to this file")
+    ap.add_argument(
+        "--baseline", metavar="CHECKOUT", help="section 4 also with another checkout's pmemsim"
+    )
+    ap.add_argument("--jobs-only", action="store_true", help="only section 4 (jobs)")
+    ap.add_argument("--jobs-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.jobs_child:
+        print(json.dumps(jobs_child(args.jobs_child[0], int(args.jobs_child[1]))))
+        return 0
     repeat = args.repeat or (1 if args.quick else 3)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.baseline and not os.path.isdir(os.path.join(args.baseline, "pmemsim")):
+        ap.error(f"--baseline {args.baseline}: not a pmemsim checkout (no pmemsim/)")
+    if args.jobs_only:
+        print(f"== 4. jobs (load average {_load()} at the start)")
+        jb = jobs(args.quick, repeat, args.baseline)
+        print(f"load average {_load()} at the end")
+        doc = {"schema": SCHEMA, "quick": args.quick, "repeat": repeat, "jobs": jb}
+        print("BENCH_JSON " + json.dumps(doc))
+        return 0
 
     print("== 1. lazy vs exhaustive, one epoch of L lines, recovery reading R of them")
     grid = lazy_vs_exhaustive_budgeted(args.quick, args.exhaustive_budget)
@@ -344,21 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     linear_ok = lin["ratio"] <= LINEAR_TARGET
 
     print(f"\n== 4. jobs (load average {_load()} at the start)")
-    jb = jobs(args.quick, repeat)
-    print(
-        f"{'check':<14} {'images':>8} | {'jobs=1 s':>8} {'cpu':>6} | {'jobs=2 s':>8} "
-        f"{'parent':>6} {'workers':>7} | {'speedup':>7} {'2 free cores':>12}"
-    )
-    for row in jb:
-        a, b = row["jobs1"], row["jobs2"]
-        print(
-            f"{row['check']:<14} {a['images_possible']:>8,} | {a['seconds']:>8.3f} "
-            f"{a['cpu_parent']:>6.3f} | {b['seconds']:>8.3f} {b['cpu_parent']:>6.3f} "
-            f"{b['cpu_workers']:>7.3f} | {row['speedup']:>7.2f} "
-            f"{row['speedup_two_free_cores']:>12.2f}"
-        )
+    jb = jobs(args.quick, repeat, args.baseline)
     print(f"load average {_load()} at the end; target: speedup > 1 from {JOBS_FROM:,} images")
-    big = [row for row in jb if row["jobs1"]["images_possible"] >= JOBS_FROM]
+    big = [row for row in jb if row["this_jobs1"]["images_possible"] >= JOBS_FROM]
     jobs_ok = all(row["speedup"] > 1.0 for row in big)
 
     targets = {
