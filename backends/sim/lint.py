@@ -78,15 +78,31 @@ class Finding:
         for k in range(0, len(p) - 2, 3):
             yield p[k], p[k + 1], p[k + 2]
 
+    def covered(self) -> tuple[int, int]:
+        """The bytes its stores or flushes concern, and in how many separate ranges: fewer
+        than ``length`` (the span from the first to the last) when they lie apart."""
+        spans = sorted((s, e) for _, s, e in self.occurrences() if e > s)
+        if not spans:  # (a fence's: no bytes)
+            return self.length, 1
+        total, ranges = 0, 0
+        lo, hi = spans[0]
+        for s, e in spans[1:]:
+            if s > hi:
+                total, ranges, lo = total + hi - lo, ranges + 1, s
+            hi = max(hi, e)
+        return total + hi - lo, ranges + 1
+
     @property
     def location(self) -> str:
         return describe(self.provenance)
 
     def __str__(self) -> str:
-        text = (
-            f"{self.kind.severity}: {self.kind.value} at {self.location}"
-            f" ({self.source} +0x{self.offset:x}, {self.length} bytes"
-        )
+        where = f"+0x{self.offset:x}, {self.length} bytes"
+        covered, ranges = self.covered()
+        if covered < self.length:  # 12 flushes far apart do not flush 4 MiB
+            end = self.offset + self.length
+            where = f"+0x{self.offset:x} to +0x{end:x}, {covered} bytes in {ranges} ranges"
+        text = f"{self.kind.severity}: {self.kind.value} at {self.location} ({self.source} {where}"
         if self.count > 1:
             text += f", {self.count} times"
         text += ")"

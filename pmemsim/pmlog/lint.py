@@ -177,7 +177,7 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
     out = []
     for j, (f, pool, where) in enumerate(wanted):
         records = concerned[j]
-        covered, ranges = _covered(f)
+        covered, ranges = f.covered()
         out.append(
             LogFinding(
                 f.kind.value,
@@ -197,17 +197,3 @@ def log_findings(replay: Replay, findings: list[Finding]) -> list[LogFinding]:
             )
         )
     return out
-
-
-def _covered(f: Finding) -> tuple[int, int]:
-    """The bytes ``f``'s operations concern, and in how many separate ranges."""
-    spans = sorted((s, e) for _, s, e in f.occurrences())
-    if not spans:
-        return f.length, 1
-    total, ranges = 0, 0
-    lo, hi = spans[0]
-    for s, e in spans[1:]:
-        if s > hi:
-            total, ranges, lo = total + hi - lo, ranges + 1, s
-        hi = max(hi, e)
-    return total + hi - lo, ranges + 1
