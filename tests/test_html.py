@@ -532,3 +532,52 @@ def test_lint_marks_only_the_fences_with_nothing_to_order() -> None:
     fences = [i for i, op in enumerate(run.ops) if op.kind == "fence"]
     assert len(fences) == 3
     assert [i for s, i in _lint_marks(text) if s == "warning"] == [fences[0], fences[2]]
+
+
+def _finding_texts(text: str, severity: str) -> tuple[list[str], set[str]]:
+    """A report's listed findings of ``severity``, and the titles of their timeline marks."""
+    import html
+
+    listed = re.findall(rf'<li class="{severity}">([^<]*)</li>', text)
+    marks = re.findall(rf'<text class="lint lint-{severity}"[^>]*>\u25b2<title>([^<]*)<', text)
+    return [html.unescape(t) for t in listed], {html.unescape(t) for t in marks}
+
+
+def test_a_finding_over_stores_far_apart_gives_the_bytes_they_concern() -> None:
+    """One source line stores 8 bytes at each end of 512 and leaves them unflushed: the
+    explore report (list and timeline marks, as the text report) says 16 bytes in 2 ranges,
+    not the 456 bytes from the first to the last."""
+
+    def workload(v: pm.View) -> None:
+        for i in range(8):
+            v.u64[i * 8] = i + 1  # the line under test: a line each
+        for i in range(1, 7):
+            v.flush(i * 64, 8)
+        v.drain()
+
+    c = CrashCheck("far apart", workload, lambda v: True, size=4096)
+    result = check(c, progress=None)
+    [finding] = [f for f in result.findings if f.kind.name == "UNFLUSHED_STORE"]
+    said = "+0x0 to +0x1c8, 16 bytes in 2 ranges, 2 times)"
+    assert str(finding).endswith(said) and f"lint: {finding}" in result.report(lint="all")
+    listed, marks = _finding_texts(result.to_html(), "error")
+    [shown] = listed
+    assert shown.endswith(said) and marks == {shown}
+
+
+def test_a_log_finding_over_flushes_far_apart_gives_the_bytes_they_concern() -> None:
+    """check-log's report gives a finding's bytes as its text report does (its "covered"):
+    here three clean flushes, two of them 1 MiB from the first (a checker that finds every
+    image inconsistent: the failure's timeline is drawn, with its lint marks)."""
+    from pmemsim.pmlog import Replay, check_log, parse_log
+    from pmemsim.pmlog.checkers import FunctionChecker
+
+    body = "FLUSH;0x5200000;0x40|FENCE|FLUSH;0x5300000;0x40|FENCE|FLUSH;0x5300040;0x40|FENCE"
+    replay = Replay.of(parse_log(f"START|REGISTER_FILE;/x/pool;0x5200000;0x200000;0x0|{body}|STOP"))
+    result = check_log(replay, FunctionChecker(lambda image: False, "false"))
+    assert result.minimal is not None
+    [finding] = [f for f in result.findings if f.kind == "flush of clean lines"]
+    said = "pool +0x0 to +0x100080, 192 byte(s) in 2 range(s)"
+    assert str(finding).endswith(said) and finding.as_dict()["covered"] == 192
+    listed, marks = _finding_texts(log_report(result, replay), "warning")
+    assert listed == [str(finding)] and marks == {str(finding)}

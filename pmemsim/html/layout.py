@@ -185,7 +185,9 @@ def columns(
     n = len(run.ops)
     quiet = _quiet(run, history)
     if n <= FULL:
-        shown = set(range(n)) - quiet
+        # (A lint finding's operations stay even in a quiet stretch: their mark is where
+        # the report is read.)
+        shown = (set(range(n)) - quiet) | keep | hints
     elif crash is None:
         shown = set(range(FULL // 2)) | set(range(n - FULL // 2, n)) | keep
         shown |= set(sorted(hints)[: max(0, MAX_COLUMNS - len(shown))])
