@@ -377,7 +377,8 @@ def check(
     :class:`CheckResult`).
 
     ``strategy`` and ``seed`` override the check's own; ``jobs`` > 1 explores in that many
-    worker processes (the report is the same), or pass an ``executor``; ``progress`` is
+    processes, this one and ``jobs - 1`` forked workers (a FileCrashCheck: ``jobs``
+    workers; the report is the same), or pass an ``executor``; ``progress`` is
     called with a :class:`Progress` a few times a second ("auto": one live line on stderr
     when it is a terminal); ``name`` is the check's name in replay tokens (the command line
     uses ``path::name``). ``replay`` (a token from a report) checks only the crash it names:
