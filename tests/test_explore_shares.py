@@ -18,6 +18,7 @@ import pytest
 import pmemsim as pm
 from pmemsim.explore import CrashCheck, check, shares
 from pmemsim.explore import engine as engine_module
+from pmemsim.explore.executor import LocalProcesses
 
 WORK = {"seconds": 0, "images_per_second": 0, "recovery_runs": 0}
 
@@ -156,9 +157,12 @@ def test_a_worker_that_dies_is_an_error_and_nothing_is_left() -> None:
         check(c, progress=None, jobs=2)
 
 
-def test_nothing_a_recovery_started_in_a_worker_outlives_the_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])
+def test_nothing_a_recovery_started_in_a_worker_outlives_the_check(
+    tmp_path: Path, executor: LocalProcesses | None
+) -> None:
     """A worker leads a process group, ended with it: a child its recovery started (and
-    left running) goes too."""
+    left running) goes too (workers forked mid-recording, or after it)."""
     here = os.getpid()
     started: list[subprocess.Popen[bytes]] = []
 
@@ -169,13 +173,44 @@ def test_nothing_a_recovery_started_in_a_worker_outlives_the_check(tmp_path: Pat
         return True
 
     c = CrashCheck("sleeps", _epochs(30, 3), recover, strategy="exhaustive")
-    check(c, progress=None, jobs=2)
+    check(c, progress=None, jobs=2, executor=executor)
     pids = [int(p.name) for p in tmp_path.iterdir()]
     assert pids, "no worker ran recovery"
     deadline = time.monotonic() + 5
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not any(_alive(p) for p in pids), "a recovery's child outlived the check"
+
+
+def test_a_worker_stuck_past_the_time_budget_is_stopped_and_its_points_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stuck where no signal reaches it (here: every signal blocked, as in a long C call),
+    a worker is stopped once the deadline, a run's time and the grace are past; the check
+    ends, says so, and counts what it left out."""
+    monkeypatch.setattr(shares, "GRACE", 0.2)
+    here = os.getpid()
+
+    def recover(v: pm.View) -> bool:
+        if os.getpid() != here:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGALRM})
+            time.sleep(60)
+        return True
+
+    c = CrashCheck(
+        "stuck",
+        _epochs(40, 3),
+        recover,
+        strategy="exhaustive",
+        time_budget=0.5,
+        run_timeout=0.2,
+    )
+    t = time.monotonic()
+    r = check(c, progress=None, jobs=2)
+    assert time.monotonic() - t < 10
+    assert any("was still busy past the check's time budget" in n for n in r.notes), r.notes
+    assert not r.exact and r.images_covered < r.images_possible
+    assert r.verdict == "consistent"
 
 
 def _alive(pid: int) -> bool:

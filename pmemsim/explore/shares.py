@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .engine import Explorer, Session, StateReport, _Recent
     from .trace import CrashPoint
 
-__all__ = ["AHEAD", "CHUNK", "Shares", "WorkerMismatch"]
+__all__ = ["AHEAD", "CHUNK", "GRACE", "Shares", "WorkerMismatch"]
 
 #: Images (a lazy crash point counts one) per chunk: enough that a chunk's reports are one
 #: message, few enough that a slow stretch is shared out.
@@ -50,6 +50,9 @@ CHUNK = 256
 AHEAD = 4
 #: The most slices one crash point is cut into, per process.
 SLICES_PER_JOB = 32
+#: Seconds past the check's deadline (and one run's time) before a worker that has not
+#: sent the chunk the parent waits for counts as stuck.
+GRACE = 5.0
 
 #: A chunk as handed out: its number, crash points [first, end), and slice part of parts.
 _CHUNK = struct.Struct("<QQQII")
@@ -91,7 +94,6 @@ class Shares:
         explorer: Explorer,
         seen: set[bytes],
         take: Callable[[StateReport], None],
-        grace: float = 5.0,
     ) -> None:
         self.jobs = jobs
         self.s = session
@@ -99,7 +101,7 @@ class Shares:
         self.explorer = explorer
         self.seen = seen
         self.take = take
-        self.grace = grace
+        self.grace = GRACE
         #: Which process this is: 0 the parent, 1 to jobs - 1 a worker.
         self.me = 0
         #: The pipe of chunks handed out (every process reads it; the parent writes it).
