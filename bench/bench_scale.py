@@ -65,7 +65,9 @@ are not counted (hashing every state would slow its timed run).
 
 ``--shape 30000x2@64M`` (repeatable) runs only the shapes given, ``--tools py-acc,lib-acc``
 only those tools (with ``--baseline CHECKOUT``, each pmemsim tool also as ``base:TOOL``
-from that checkout, the code before a change, in the same run).
+from that checkout, the code before a change, in the same run); ``--interleave`` runs a
+shape's tools in turn, one run each per round, so that a burst of load on the shared VM
+falls on every tool alike.
 
 The scaling exponents are least-squares slopes in log-log space of the after-start-up times:
 time against epochs (1 is linear), seconds per crash point against the pool size (0 is
@@ -640,6 +642,7 @@ def run_grid(
     chosen: list[Shape] | None = None,
     only: list[str] | None = None,
     repeat: int = 1,
+    interleave: bool = False,
 ) -> list[Result]:
     pmreorder = next((p for p in PMREORDER_CANDIDATES if p and Path(p).is_file()), None)
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -664,6 +667,7 @@ def run_grid(
             pool = folder / f"pool{n}.bin"  # absent: zeros (pmreorder gets its own file)
             write_log(log, pool, shape)
             tools = tools_for(shape, quick, baseline is not None)
+            pending: list[tuple[Job, Result, float]] = []
             for tool in tools if only is None else chosen_tools(only, baseline is not None):
                 side, kind, engine = tool_of(tool)
                 res = Result(
@@ -682,12 +686,17 @@ def run_grid(
                     warmed.add(tool)
                 job = make_job(setup, tool, log, pool, shape.pool, n)
                 limit = full_timeout if side == "pmreorder" and engine == "exact" else timeout
-                print(f"  {shape.name:<32} {tool:<20}", end="", flush=True)
-                measure(job, res, repeat, limit)
-                print(_summary(res), flush=True)
+                pending.append((job, res, limit))
                 results.append(res)
-                for leftover in folder.glob("pmreorder*"):
-                    leftover.unlink()
+            # Interleaved, each round runs every tool once: a burst of load on this shared
+            # VM then falls on all of them, not on one tool's runs.
+            for _ in range(repeat if interleave else 1):
+                for job, res, limit in pending:
+                    measure(job, res, 1 if interleave else repeat, limit)
+            for job, res, _ in pending:
+                print(f"  {shape.name:<32} {job.tool:<20}{_summary(res)}", flush=True)
+            for leftover in folder.glob("pmreorder*"):
+                leftover.unlink()
     return results
 
 
@@ -953,6 +962,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"run only these tools (of {', '.join(TOOLS)}; with --baseline each pmemsim "
         "tool also as base:TOOL)",
     )
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run each shape's tools in turn, once per round, --repeat rounds (instead of each "
+        "tool's runs in a row): fairer comparisons on a loaded machine",
+    )
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -978,7 +993,9 @@ def main(argv: list[str] | None = None) -> int:
         f"best of {repeat} run(s) of each measure per configuration, as this shared VM is "
         "noisy)"
     )
-    results = run_grid(args.quick, timeout, full_timeout, args.baseline, args.shape, only, repeat)
+    results = run_grid(
+        args.quick, timeout, full_timeout, args.baseline, args.shape, only, repeat, args.interleave
+    )
     print()
     print_table(results)
     exps = exponents(results)
