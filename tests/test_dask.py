@@ -714,3 +714,31 @@ def test_check_log_with_c_checkers_on_a_scheduler_reports_as_inline(
     assert _json_without_timings(tmp_path / "dask.json") == _json_without_timings(
         tmp_path / "inline.json"
     )
+
+
+def test_a_local_cluster_beside_another_says_nothing_of_ports(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Port 8787 taken (another check's LocalCluster): the scheduler's HTTP server takes
+    another port; the user's terminal hears nothing of it."""
+    import contextlib
+    import socket
+    import warnings
+
+    from dask_support import dask_or_skip, hard_limit
+
+    dask_or_skip()
+    from pmemsim.distributed import Dask
+
+    taken = socket.socket()
+    with contextlib.suppress(OSError):  # (taken already: the case itself)
+        taken.bind(("", 8787))
+    taken.listen()
+    try:
+        with hard_limit(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Dask("local:1").close()
+    finally:
+        taken.close()
+    assert not [w for w in caught if "8787" in str(w.message)]
+    assert "8787" not in capfd.readouterr().err

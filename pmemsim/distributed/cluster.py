@@ -149,6 +149,7 @@ class Connection:
     def _start_local(self, workers: int | None) -> Any:
         import logging
         import tempfile
+        import warnings
 
         from distributed import Client, LocalCluster
 
@@ -156,14 +157,18 @@ class Connection:
         # The workers' scratch space (spilled data, the scheduler's files) goes to a
         # temporary folder, not the user's current folder.
         self._scratch = tempfile.mkdtemp(prefix="pmemsim-dask-")
-        self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            local_directory=self._scratch,
-            silence_logs=logging.ERROR,
-        )
+        with warnings.catch_warnings():
+            # The scheduler's HTTP server (there is no dashboard) takes another port when
+            # 8787 is taken, say by a second check running: nothing the user must know.
+            warnings.filterwarnings("ignore", "Port 8787 is already in use", UserWarning)
+            self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                local_directory=self._scratch,
+                silence_logs=logging.ERROR,
+            )
         return Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
 
     def _connect(self, address: str | None) -> Any:
