@@ -391,8 +391,13 @@ def _noted(token: str) -> list[tuple[str, int, Any]]:
     return notes
 
 
+#: Whether :func:`_forget` stopped the checker programs (resumed once no batch runs).
+_STOPPED = False
+
+
 def _forget(token: str) -> None:
     """The client is done with the log ``token`` (the check ended, or was stopped)."""
+    global _STOPPED
     from ..pmlog.checkers import stop_programs
 
     with _LOCK:
@@ -405,13 +410,8 @@ def _forget(token: str) -> None:
     if log is not None:
         log.close()
     if stop:
-        global _STOPPED
         _STOPPED = True
         stop_programs()
-
-
-#: Whether :func:`_forget` stopped the checker programs (resumed once no batch runs).
-_STOPPED = False
 
 
 class _Failures(Verdicts):
