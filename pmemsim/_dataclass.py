@@ -42,12 +42,13 @@ MISSING: Any = _Missing()
 class Field:
     """What ``field()`` says of one field."""
 
-    __slots__ = ("compare", "default", "default_factory", "name", "repr")
+    __slots__ = ("compare", "default", "default_factory", "name", "repr", "type")
 
     def __init__(self, default: Any, default_factory: Any, repr: bool, compare: bool) -> None:
         if default is not MISSING and default_factory is not MISSING:
             raise ValueError("cannot specify both default and default_factory")
         self.name = ""
+        self.type: object = None
         self.default = default
         self.default_factory = default_factory
         self.repr = repr
@@ -113,7 +114,7 @@ def _fields_of(cls: type) -> list[Field]:
         f = value if isinstance(value, Field) else Field(value, MISSING, True, True)
         if isinstance(f.default, (list, dict, set)):
             raise ValueError(f"mutable default {type(f.default)} for field {name} is not allowed")
-        f.name = name
+        f.name, f.type = name, kind
         fields.append(f)
     return fields
 
@@ -193,7 +194,7 @@ class _StandardFields:
 
         namespace: dict[str, Any] = {"__annotations__": {}}
         for f in owner._pmemsim_fields:  # type: ignore[attr-defined]
-            namespace["__annotations__"][f.name] = owner.__annotations__[f.name]
+            namespace["__annotations__"][f.name] = f.type
             given = {"default": f.default, "default_factory": f.default_factory}
             namespace[f.name] = dataclasses.field(
                 **{k: v for k, v in given.items() if v is not MISSING},

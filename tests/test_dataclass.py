@@ -149,6 +149,7 @@ def test_a_subclass_of_a_frozen_class_may_add_attributes() -> None:
 
     o = Observed(3)
     assert (o.point, o.extra) == (3, 1)
+    assert [f.name for f in dataclasses.fields(o)] == ["point"]
     with pytest.raises(_dataclass.FrozenInstanceError):
         o.point = 4
     assert isinstance(_dataclass.FrozenInstanceError("x"), AttributeError)
