@@ -51,7 +51,7 @@ from .trace import Trace, record_run
 from .watch import watching
 
 if TYPE_CHECKING:
-    from pmemsim_backends.sim import CrashState, SimBackend
+    from pmemsim_backends.sim import CrashState, Finding, SimBackend
 
 __all__ = ["FileCrashCheck"]
 
@@ -436,6 +436,18 @@ def _uninterrupted() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _named_in(root: Path, findings: list[Finding]) -> list[Finding]:
+    """The findings with each file named as in the workload's folder: its path there is a
+    new temporary one every run, and two runs' reports would differ by it."""
+    prefix = f"{root}{os.sep}"
+    return [
+        dataclasses.replace(f, source=f.source.removeprefix(prefix))
+        if f.source.startswith(prefix)
+        else f
+        for f in findings
+    ]
+
+
 @contextmanager
 def recorded_files(c: FileCrashCheck, unsafe_shutdown: bool) -> Iterator[tuple[Trace, _FilesJudge]]:
     """Run the workload once in a temporary directory (removed afterwards) and record it."""
@@ -447,6 +459,7 @@ def recorded_files(c: FileCrashCheck, unsafe_shutdown: bool) -> Iterator[tuple[T
             c.workload(sim, root)
 
         trace = record_run(run, sim, crash_points=c.crash_points, unsafe_shutdown=unsafe_shutdown)
+        trace.findings[:] = _named_in(root, trace.findings)
         yield trace, _FilesJudge(c, layouts)
     finally:
         shutil.rmtree(root, ignore_errors=True)
