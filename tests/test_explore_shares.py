@@ -153,8 +153,31 @@ def test_a_worker_that_dies_is_an_error_and_nothing_is_left() -> None:
         return True
 
     c = CrashCheck("dies", _epochs(30, 3), recover, strategy="exhaustive")
-    with pytest.raises(RuntimeError, match="ended unexpectedly"):
+    with pytest.raises(RuntimeError, match="was killed by signal 9 before it answered"):
         check(c, progress=None, jobs=2)
+
+
+@pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])
+def test_a_worker_that_dies_is_seen_at_once_though_a_process_it_forked_holds_its_pipe(
+    executor: LocalProcesses | None,
+) -> None:
+    """The worker's exit is watched (a pidfd), not only its pipe's end, which a process its
+    recovery forked keeps open: the check waited for that process (here 30 s)."""
+    here = os.getpid()
+
+    def recover(v: pm.View) -> bool:
+        if os.getpid() != here:
+            if os.fork() == 0:  # holds every descriptor of the worker, its pipes too
+                time.sleep(30)
+                os._exit(0)
+            os._exit(3)
+        return True
+
+    c = CrashCheck("dies, forked", _epochs(30, 3), recover, strategy="exhaustive")
+    t = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"ended \(exit status 3\) before it answered"):
+        check(c, progress=None, jobs=2, executor=executor)
+    assert time.monotonic() - t < 20  # (a hang, not a speed: the sleep is 30 s)
 
 
 @pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])

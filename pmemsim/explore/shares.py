@@ -285,15 +285,14 @@ class Shares:
     def _collect(self, timeout: float | None) -> bool:
         """Take in what the workers sent, waiting up to ``timeout`` seconds (None: no
         limit) for something; False if nothing came or no worker is left."""
-        live = {p.w.receive_fd: p for p in self.peers if not p.ended}
+        live = {fd: p for p in self.peers if not p.ended for fd in p.w.watched()}
         if not live:
             return False
         watch = select.poll()
         for fd in live:
             watch.register(fd, select.POLLIN)
         ready = watch.poll(None if timeout is None else max(0.0, timeout) * 1000)
-        for fd, _ in ready:
-            peer = live[fd]
+        for peer in {id(live[fd]): live[fd] for fd, _ in ready}.values():
             while True:
                 msg = peer.get()
                 if msg[0] == "done":
@@ -405,7 +404,7 @@ class _Peer:
         try:
             msg = self.w.reader.get()
         except EOFError:
-            raise RuntimeError(f"worker process {self.w.pid} ended unexpectedly") from None
+            raise self.w.died() from None
         if msg[0] == "error":
             raise msg[1]
         if msg[0] == "end":

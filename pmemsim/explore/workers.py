@@ -44,8 +44,32 @@ class _Worker:
         self.pid = pid
         self.send_fd = send_fd
         self.receive_fd = receive_fd
-        self.reader = frames.Reader(receive_fd)
+        # Its exit, watched: a process its recovery started may hold the answers' pipe open
+        # (no end of file) long after the worker died.
+        try:
+            self.exited_fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.exited_fd = -1  # (no pidfd: end of file alone says it died)
+        self.reader = frames.Reader(receive_fd, ended=self.exited_fd)
         self.item: int | None = None
+
+    def watched(self) -> list[int]:
+        """What to poll for its answers: its pipe, and its exit where that can be seen."""
+        return [fd for fd in (self.receive_fd, self.exited_fd) if fd >= 0]
+
+    def died(self) -> RuntimeError:
+        """The error of a worker that ended before it answered, with how it ended."""
+        how = "ended"
+        with contextlib.suppress(ChildProcessError, OSError):
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if info is not None:
+                killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                how = (
+                    f"was killed by signal {info.si_status}"
+                    if killed
+                    else (f"ended (exit status {info.si_status})")
+                )
+        return RuntimeError(f"worker process {self.pid} {how} before it answered")
 
     def close(self) -> None:
         """Close its pipes (once): an idle worker exits when no process holds them open."""
@@ -71,6 +95,9 @@ class _Worker:
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+        if self.exited_fd >= 0:
+            os.close(self.exited_fd)
+            self.exited_fd = -1
 
     def _exited(self, wait: float) -> bool:
         """Whether it exited within ``wait`` seconds (left unreaped)."""
@@ -205,18 +232,18 @@ class Workers:
                 frames.send(w.send_fd, items[given])
                 w.item = given
                 given += 1
-                sel.register(w.receive_fd, selectors.EVENT_READ, w)
+                for fd in w.watched():
+                    sel.register(fd, selectors.EVENT_READ, w)
         try:
             while done < len(items):
                 ready = sel.select(timeout())
                 if not ready:
                     raise Timeout(done)
-                for key, _ in ready:
-                    w = key.data
+                for w in {id(key.data): key.data for key, _ in ready}.values():
                     try:
                         status, value = w.reader.get()
                     except EOFError:
-                        raise RuntimeError(f"worker process {w.pid} ended unexpectedly") from None
+                        raise w.died() from None
                     if status == "error":
                         raise value
                     assert w.item is not None
