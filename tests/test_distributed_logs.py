@@ -8,10 +8,15 @@ in an order of the test's choosing (no cluster to start); the last runs a LocalC
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import re
+import shutil
+import signal
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -532,3 +537,77 @@ def test_a_batch_its_client_left_ends_its_checker_program(tmp_path: Path) -> Non
     judging.join()
     assert not checkers._STOPPING.is_set()
     assert ProgramChecker(["true"]).run([], "") is None
+
+
+LOOPING_LIB = """
+#include <stdio.h>
+int check(const char *path) {
+    unsigned char image[0x81];
+    FILE *f = fopen(path, "rb");
+    size_t n = fread(image, 1, sizeof image, f);
+    fclose(f);
+    if (n == sizeof image && image[0] == 1 && image[0x40] == 0 && image[0x80] == 0)
+        for (;;) {}  /* stuck for good on one image */
+    return 1;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the library")
+def test_a_batch_its_client_left_ends_its_library_checker(tmp_path: Path) -> None:
+    """As for a checker program: a library function stuck with no time limit is ended with
+    its worker when the client forgets the log; its worker is not restarted on the image it
+    was stuck on (it spun at 100 % CPU after the check, and after a local cluster closed)."""
+    import time
+
+    from pmemsim.distributed import logs
+    from pmemsim.pmlog import LibChecker, Replay, check_log, parse_log
+
+    pytest.importorskip("cloudpickle", reason="dask is not installed: pip install 'pmemsim[dask]'")
+    (tmp_path / "loop.c").write_text(LOOPING_LIB)
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", "libloop.so", "loop.c"], cwd=tmp_path, check=True
+    )
+    replay = Replay.of(parse_log(WAIT_LOG))
+    checker = LibChecker.parse(f"{tmp_path / 'libloop.so'}:check", timeout=None)
+    ended = threading.Event()
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # (what a left batch raises, nobody reads)
+            check_log(replay, checker, engine="exhaustive", executor=InProcess("forward", 64))
+        ended.set()
+
+    before = _children()
+    judging = threading.Thread(target=run, daemon=True)
+    judging.start()
+    started = time.monotonic()
+    while not logs._LOADED or not any(log.batches for log in logs._LOADED.values()):
+        assert time.monotonic() - started < 30
+        time.sleep(0.02)
+    time.sleep(0.3)  # (the worker reaches the image it is stuck on)
+    [token] = list(logs._LOADED)
+    logs._forget(token)
+    assert ended.wait(20)
+    judging.join()
+    deadline = time.monotonic() + 5
+    while _children() - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    left = _children() - before
+    for pid in left:  # (a spinning checker left by a regression would outlive the tests)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    assert not left, "the stuck checker's worker outlived the check"
+
+
+def _children() -> set[int]:
+    """This process's live children."""
+    me = str(os.getpid())
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if fields[1] == me and fields[0] != "Z":
+                    out.add(int(entry))
+    return out

@@ -300,6 +300,7 @@ class _Log:
         self.closed = False
         #: Batches of this log running on this worker now.
         self.running = 0
+        self.batches: set[_Batch] = set()
         #: What the client has not asked for yet of long waits and faults (:func:`_noted`).
         self.notes: deque[tuple[str, int, Any]] = deque(maxlen=NOTES)
 
@@ -407,6 +408,9 @@ def _forget(token: str) -> None:
         # another log runs beside it (the programs are this process's, not the log's).
         stop = log is not None and log.running > 0
         stop = stop and not any(other.running for other in _LOADED.values())
+        abandoned = list(log.batches) if log is not None else []
+    for batch in abandoned:
+        batch.abandon()
     if log is not None:
         log.close()
     if stop:
@@ -493,6 +497,13 @@ class _Batch:
         if watch is not None:
             watch.on = None
 
+    def abandon(self) -> None:
+        """The client left: a library checker's workers are ended, and the batch with them
+        (a checker with no time limit would judge on for good)."""
+        abandon = getattr(self.judge, "abandon", None)
+        if abandon is not None:
+            abandon()
+
     def close(self, done: bool) -> tuple[int, int, list[tuple[int, str]]]:
         with self.stack:
             if done and self.judge is not None:
@@ -518,11 +529,14 @@ def _judge_batch(
     before = cursor.operations
     with _LOCK:
         log.running += 1
+        log.batches.add(batch)
     try:
         judged, runs, failures = cursor.run(batch)
     except ReplayEnded as exc:
         raise WorkerProblem(str(exc)) from None
     finally:
+        with _LOCK:
+            log.batches.discard(batch)
         _ended(log)
         log.give_back(cursor, resume)
     return judged, runs, failures, cursor.operations - before, fresh

@@ -400,6 +400,10 @@ class WorkerDied(Exception):
         self.status = status
 
 
+class Abandoned(Exception):
+    """No one waits for the verdicts any more (:meth:`Workers.abandon`)."""
+
+
 class LibWorker:
     """One worker process (see the module docstring). Started at once; :meth:`ready`
     waits until it loaded its checker (an error there is the checker's: InvalidArgumentError)."""
@@ -689,6 +693,7 @@ class Workers(Judge):
         #: The crash points of the images being batched (an image names its point by index).
         self.points: list[CrashPoint] = []
         self.finished = False
+        self.abandoned = False
         #: The runs of an image of a simple judge: one over every file (one list for all:
         #: pickle sends what a batch's images share once).
         self._every = (tuple(range(len(pools))),)
@@ -857,9 +862,24 @@ class Workers(Judge):
                     verdict = v
             verdicts.add(Cand(seq, points[k], dev, size, markers, ordinal), verdict)
 
+    def abandon(self) -> None:
+        """From another thread, when no one waits for the verdicts any more (a Dask client
+        left): the workers are killed, and the judging ends (Abandoned) where a worker's
+        death would restart it on the image it died on, which with no time limit would
+        hang the new worker too."""
+        self.abandoned = True
+        for slot in self.slots:
+            if slot.worker.pid:
+                end_group(slot.worker.pid)
+
     def _restart(self, slot: _Slot, acked: dict[tuple[int, int], bytes]) -> None:
         slot.worker.close()
+        if self.abandoned:
+            raise Abandoned
         slot.worker = LibWorker(self.checker, self.names, self.timeout)
+        if self.abandoned:  # (after abandon() ended the workers it saw)
+            slot.worker.close()
+            raise Abandoned
         self._setup(slot)
         if acked:
             slot.worker.send([("M", [(p, ln, c) for (p, ln), c in sorted(acked.items())])])
