@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -54,3 +57,29 @@ def check_log_cli(folder: str | os.PathLike[str], text: str, *args: str) -> tupl
     with contextlib.redirect_stdout(out):
         code = main(["check-log", log, "--checker-py", f"{chk}:check", *args])
     return code, out.getvalue()
+
+
+def c_library(folder: Path, source: str, name: str = "check") -> Path:
+    """``source`` built as ``folder/lib{name}.so`` (the test is skipped without gcc)."""
+    import pytest
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C checker cannot be built")
+    src = folder / f"{name}.c"
+    src.write_text(source)
+    lib = folder / f"lib{name}.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    return lib
+
+
+def epochs_workload(n: int, lines: int) -> Any:
+    """A workload of ``n`` epochs, each storing to ``lines`` lines and persisting them."""
+
+    def workload(v: Any) -> None:
+        for e in range(n):
+            for i in range(lines):
+                v.u64[i * 8 + e % 8] = e * 10 + i + 1
+            v.persist(0, lines * 64)
+
+    return workload

@@ -13,10 +13,8 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import c_library
 
 pytest_plugins = ["dask_support"]
 
@@ -553,7 +552,6 @@ int check(const char *path) {
 """
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the library")
 def test_a_batch_its_client_left_ends_its_library_checker(tmp_path: Path) -> None:
     """As for a checker program: a library function stuck with no time limit is ended with
     its worker when the client forgets the log; its worker is not restarted on the image it
@@ -564,12 +562,9 @@ def test_a_batch_its_client_left_ends_its_library_checker(tmp_path: Path) -> Non
     from pmemsim.pmlog import LibChecker, Replay, check_log, parse_log
 
     pytest.importorskip("cloudpickle", reason="dask is not installed: pip install 'pmemsim[dask]'")
-    (tmp_path / "loop.c").write_text(LOOPING_LIB)
-    subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-o", "libloop.so", "loop.c"], cwd=tmp_path, check=True
-    )
+    lib = c_library(tmp_path, LOOPING_LIB, "loop")
     replay = Replay.of(parse_log(WAIT_LOG))
-    checker = LibChecker.parse(f"{tmp_path / 'libloop.so'}:check", timeout=None)
+    checker = LibChecker.parse(f"{lib}:check", timeout=None)
     ended = threading.Event()
 
     def run() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import epochs_workload
 
 import pmemsim as pm
 from pmemsim.explore import CrashCheck, check, shares
@@ -28,16 +29,6 @@ def _small(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fork early and cut small chunks: small checks then go through every path."""
     monkeypatch.setattr(engine_module, "PARALLEL_FROM", 40)
     monkeypatch.setattr(shares, "CHUNK", 8)
-
-
-def _epochs(n: int, lines: int) -> Any:
-    def workload(v: pm.View) -> None:
-        for e in range(n):
-            for i in range(lines):
-                v.u64[i * 8 + e % 8] = e * 10 + i + 1
-            v.persist(0, lines * 64)
-
-    return workload
 
 
 def _checksum_recovery(v: pm.View) -> bool:
@@ -77,14 +68,14 @@ def _wide(v: pm.View) -> None:
 
 
 CHECKS = [
-    CrashCheck("exhaustive", _epochs(30, 3), _checksum_recovery, strategy="exhaustive"),
-    CrashCheck("lazy", _epochs(30, 3), _reading_all),
+    CrashCheck("exhaustive", epochs_workload(30, 3), _checksum_recovery, strategy="exhaustive"),
+    CrashCheck("lazy", epochs_workload(30, 3), _reading_all),
     CrashCheck("random", _two_bugs, _two_bug_recovery, strategy="random:5", seed=11),
     CrashCheck("two bugs", _two_bugs, _two_bug_recovery),
     CrashCheck("wide", _wide, lambda v: v.u64[8 * 8] == 0 or v.u64[0] == 1, strategy="exhaustive"),
     CrashCheck(
         "faults",
-        _epochs(12, 2),
+        epochs_workload(12, 2),
         _checksum_recovery,
         strategy="exhaustive",
         faults=("unsafe_shutdown", "badblock"),
@@ -152,7 +143,7 @@ def test_a_worker_that_dies_is_an_error_and_nothing_is_left() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return True
 
-    c = CrashCheck("dies", _epochs(30, 3), recover, strategy="exhaustive")
+    c = CrashCheck("dies", epochs_workload(30, 3), recover, strategy="exhaustive")
     with pytest.raises(RuntimeError, match="was killed by signal 9 before it answered"):
         check(c, progress=None, jobs=2)
 
@@ -173,7 +164,7 @@ def test_a_worker_that_dies_is_seen_at_once_though_a_process_it_forked_holds_its
             os._exit(3)
         return True
 
-    c = CrashCheck("dies, forked", _epochs(30, 3), recover, strategy="exhaustive")
+    c = CrashCheck("dies, forked", epochs_workload(30, 3), recover, strategy="exhaustive")
     t = time.monotonic()
     with pytest.raises(RuntimeError, match=r"ended \(exit status 3\) before it answered"):
         check(c, progress=None, jobs=2, executor=executor)
@@ -195,7 +186,7 @@ def test_nothing_a_recovery_started_in_a_worker_outlives_the_check(
             (tmp_path / str(started[0].pid)).touch()
         return True
 
-    c = CrashCheck("sleeps", _epochs(30, 3), recover, strategy="exhaustive")
+    c = CrashCheck("sleeps", epochs_workload(30, 3), recover, strategy="exhaustive")
     check(c, progress=None, jobs=2, executor=executor)
     pids = [int(p.name) for p in tmp_path.iterdir()]
     assert pids, "no worker ran recovery"
@@ -222,7 +213,7 @@ def test_a_worker_stuck_past_the_time_budget_is_stopped_and_its_points_left_out(
 
     c = CrashCheck(
         "stuck",
-        _epochs(40, 3),
+        epochs_workload(40, 3),
         recover,
         strategy="exhaustive",
         time_budget=0.5,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import epochs_workload
 
 import pmemsim as pm
 from pmemsim.explore import CrashCheck, check, judges, marker
@@ -135,16 +136,6 @@ def test_a_workload_that_fails_after_some_points_still_raises() -> None:
         check(CrashCheck("w", workload, lambda v: True), progress=None)
 
 
-def _epochs(n: int, lines: int) -> Any:
-    def workload(v: pm.View) -> None:
-        for e in range(n):
-            for i in range(lines):
-                v.u64[i * 8 + e % 8] = e * 10 + i + 1
-            v.persist(0, lines * 64)
-
-    return workload
-
-
 @pytest.mark.parametrize(
     "epochs, lines, forks",
     [
@@ -173,7 +164,7 @@ def test_jobs_explore_inline_until_the_work_is_worth_workers(
     def recover(v: pm.View) -> bool:
         return sum(v.u64[k * 8 + 1] for k in range(lines)) % 5 != 3
 
-    c = CrashCheck("jobs", _epochs(epochs, lines), recover, strategy="exhaustive", seed=1)
+    c = CrashCheck("jobs", epochs_workload(epochs, lines), recover, strategy="exhaustive", seed=1)
     one = check(c, progress=None)
     two = check(c, progress=None, jobs=2)
     assert bool(started) == forks, started
@@ -196,7 +187,7 @@ def test_a_lazy_check_whose_runs_are_shared_by_its_points_never_forks(
     monkeypatch.setattr(engine_module, "PARALLEL_FROM", 50)
     started: list[int] = []
     monkeypatch.setattr(shares.Shares, "start", lambda self: started.append(1))
-    c = CrashCheck("lazy", _epochs(200, 4), lambda v: True)
+    c = CrashCheck("lazy", epochs_workload(200, 4), lambda v: True)
     r = check(c, progress=None, jobs=2)
     assert r.images_possible > 50 * 20 and r.recovery_runs < 50 and not started
 

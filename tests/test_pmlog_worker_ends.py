@@ -9,7 +9,6 @@ Python's os._exit) is said to have done so (it read "the checker crashed: exit s
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import c_library
 
 from pmemsim.pmlog.check import check_log
 from pmemsim.pmlog.checkers import FunctionChecker, LibChecker
@@ -61,19 +61,9 @@ int check(const char *path) {
 """
 
 
-def _library(folder: Path, source: str) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C checker cannot be built")
-    (folder / "check.c").write_text(source)
-    lib = folder / "libcheck.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(folder / "check.c")], check=True)
-    return lib
-
-
 @pytest.fixture
 def forks(tmp_path: Path) -> Path:
-    return _library(tmp_path, FORKS)
+    return c_library(tmp_path, FORKS)
 
 
 def _gone(pid: int) -> bool:
@@ -187,7 +177,7 @@ def _exits_python(image: Any) -> bool:
 @pytest.mark.parametrize("kind", ["library", "python"])
 def test_a_checker_that_exits_is_said_to_have_ended_its_worker(tmp_path: Path, kind: str) -> None:
     checker = (
-        LibChecker.parse(f"{_library(tmp_path, EXITS)}:check")
+        LibChecker.parse(f"{c_library(tmp_path, EXITS)}:check")
         if kind == "library"
         else FunctionChecker(_exits_python, "exits")
     )
@@ -223,7 +213,7 @@ def test_what_a_library_checker_forks_does_not_hold_the_speculative_check(
     # The speculative child (a library called in a fork of check-log, on long logs) was read
     # until end of file: a process its checker forked held the pipe, and check-log waited
     # for it (here an hour); then it was left running.
-    lib = _library(tmp_path, FORKS.replace("sleep(30)", "sleep(3600)"))
+    lib = c_library(tmp_path, FORKS.replace("sleep(30)", "sleep(3600)"))
     pids = tmp_path / "pids.txt"
     done = subprocess.run(
         [sys.executable, "-c", SPECULATING, str(lib), LOG],
@@ -290,7 +280,7 @@ def test_a_worker_that_dies_is_noticed_at_once_though_its_checker_forked(
         monkeypatch.setenv("PMEMSIM_TEST_EXIT", "1")
     limit = 60.0
     checker = (
-        LibChecker.parse(f"{_library(tmp_path, FORKS_AND_ENDS)}:check", limit)
+        LibChecker.parse(f"{c_library(tmp_path, FORKS_AND_ENDS)}:check", limit)
         if kind == "library"
         else FunctionChecker(_forks_and_crashes, "forks and crashes")
     )

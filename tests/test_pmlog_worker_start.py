@@ -9,13 +9,13 @@ the check, at once, even when its constructor crashed after forking.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import c_library
 
 from pmemsim.errors import InvalidArgumentError
 from pmemsim.pmlog.check import check_log
@@ -56,18 +56,8 @@ print(" ".join(sorted(sys.modules)))
 """
 
 
-def _library(folder: Path, source: str) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C checker cannot be built")
-    (folder / "check.c").write_text(source)
-    lib = folder / "libcheck.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(folder / "check.c")], check=True)
-    return lib
-
-
 def test_the_check_imports_nothing_only_its_library_worker_needs(tmp_path: Path) -> None:
-    lib = _library(tmp_path, "int check(const char *path) { return 1; }\n")
+    lib = c_library(tmp_path, "int check(const char *path) { return 1; }\n")
     done = subprocess.run(
         [sys.executable, "-c", CHECKS, str(lib), LOG],
         capture_output=True,
@@ -86,7 +76,7 @@ def test_a_library_whose_constructor_forks_and_crashes_is_refused_at_once(
 ) -> None:
     # The constructor's fork held the worker's pipe: the crash was noticed only after the
     # 60 s allowed for loading, and the fork left running.
-    lib = _library(tmp_path, CRASHES_LOADING)
+    lib = c_library(tmp_path, CRASHES_LOADING)
     pids = tmp_path / "pids.txt"
     monkeypatch.setenv("PMEMSIM_TEST_PIDS", str(pids))
     started = time.monotonic()
