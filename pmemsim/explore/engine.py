@@ -98,6 +98,18 @@ class StateReport:
         return state
 
 
+def _record(c: CrashCheck, **how: Any) -> Trace:
+    """The check's workload recorded as it asks (``how``: how the recording is kept)."""
+    return record(
+        c.workload,
+        size=c.size,
+        granularity=c.granularity,
+        crash_points=c.crash_points,
+        unsafe_shutdown="unsafe_shutdown" in c.faults,
+        **how,
+    )
+
+
 @dataclass
 class Session:
     """One recorded check, everything exploring its crash points needs. Worker processes
@@ -488,13 +500,7 @@ class _Recording(AbstractContextManager["Session"]):
             self._files = _recorded(c, unsafe_shutdown)
             trace, judge = self._files.__enter__()
         else:
-            trace = record(
-                c.workload,
-                size=c.size,
-                granularity=c.granularity,
-                crash_points=c.crash_points,
-                unsafe_shutdown=unsafe_shutdown,
-            )
+            trace = _record(c)
             judge = _PoolJudge(c)
         judge.timer = self._timer
         judge.steps = c.run_steps
@@ -617,12 +623,8 @@ def _streamed(
             merged(rep)
 
     try:
-        trace = record(
-            c.workload,
-            size=c.size,
-            granularity=c.granularity,
-            crash_points=c.crash_points,
-            unsafe_shutdown="unsafe_shutdown" in c.faults,
+        trace = _record(
+            c,
             backend=sim,
             on_point=on_point,
             states=(lambda i: not shares or shares[0].wants(i)) if jobs > 1 else None,
