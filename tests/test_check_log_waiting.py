@@ -60,8 +60,9 @@ NOTICE = re.compile(
 
 @pytest.fixture
 def soon(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A notice after 0.2 s of waiting, not 10."""
-    monkeypatch.setattr(waiting, "FIRST", 0.2)
+    """A notice after 0.5 s of waiting, not 10: more than a checker program's start-up on a
+    loaded machine (at 0.2 s a quick image's program was told of, now and then)."""
+    monkeypatch.setattr(waiting, "FIRST", 0.5)
 
 
 def _run(
@@ -87,7 +88,7 @@ def test_a_long_wait_on_a_python_checker_in_a_worker_is_told(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     chk = tmp_path / "chk.py"
-    chk.write_text(PY_CHECKER.format(sleep=1.2))
+    chk.write_text(PY_CHECKER.format(sleep=1.6))
     code, out, err, got = _run(tmp_path, capsys, "--checker-py", f"{chk}:check", "--jobs", "2")
     assert code == 1 and got["inconsistent"] == 1
     told = _notices(err, got["minimal"]["token"])
@@ -104,7 +105,7 @@ def test_a_long_wait_on_a_checker_program_is_told(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], limit: str
 ) -> None:
     prog = tmp_path / "chk.py"
-    prog.write_text(PROGRAM.format(sleep=1.2))
+    prog.write_text(PROGRAM.format(sleep=1.6))
     code, out, err, got = _run(
         tmp_path, capsys, "--timeout", limit, "--", sys.executable, str(prog)
     )
@@ -200,11 +201,11 @@ def test_a_long_wait_on_a_checker_in_this_process_is_told(
     """--jobs 1: the checker runs in this process's main thread; a thread watches it."""
     if checker == "recovery":
         scenario = tmp_path / "scenario.py"
-        scenario.write_text(SCENARIO.format(sleep=1.2))
+        scenario.write_text(SCENARIO.format(sleep=1.6))
         args = ["--recovery", f"{scenario}::slow", "--timeout", "none"]
     else:
         chk = tmp_path / "chk.py"
-        chk.write_text(PY_CHECKER.format(sleep=1.2))
+        chk.write_text(PY_CHECKER.format(sleep=1.6))
         args = ["--checker-py", f"{chk}:check"]
     code, out, err, got = _run(tmp_path, capsys, *args, "--engine", engine)
     assert code == 1 and got["inconsistent"] == 1
