@@ -122,19 +122,19 @@ def _fields_of(cls: type) -> list[Field]:
 def _init(cls: type, fields: list[Field], frozen: bool) -> Callable[..., None]:
     env: dict[str, Any] = {"MISSING": MISSING, "setattr": object.__setattr__}
     params, body = [], []
-    defaulted = ""
+    defaulted = False
     for f in fields:
         n = f.name
         if f.default_factory is not MISSING:
             env[f"factory_{n}"] = f.default_factory
             params.append(f"{n}=MISSING")
             value = f"factory_{n}() if {n} is MISSING else {n}"
-            defaulted = n
+            defaulted = True
         elif f.default is not MISSING:
             env[f"default_{n}"] = f.default
             params.append(f"{n}=default_{n}")
             value = n
-            defaulted = n
+            defaulted = True
         elif defaulted:
             raise TypeError(f"non-default argument {n!r} follows default argument")
         else:
