@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from .._dataclass import dataclass, field
+from ..scratch import Scratch, make, reclaim
 from .images import PAGE, Deviations, Pool, PoolImage
 
 __all__ = ["ImageFiles", "image_folder", "scratch_folder", "write_image"]
@@ -254,10 +255,12 @@ _WATCH_AFTER = 0.01
 def scratch_folder(need: int) -> str | None:
     """Where image files go: ``$TMPDIR`` when it is set, else /dev/shm (memory: creating and
     removing hundreds of small files there costs microseconds, on a disk milliseconds) when
-    the files' pages (``need`` bytes at most) fit easily, else the system's default."""
+    the files' pages (``need`` bytes at most) fit easily, else the system's default. Killed
+    runs' folders in /dev/shm are reclaimed before its room is counted."""
     if os.environ.get("TMPDIR"):
         return None
     shm = "/dev/shm"
+    reclaim(shm)
     try:
         st = os.statvfs(shm)
     except OSError:
@@ -314,12 +317,13 @@ def write_image(
 @contextlib.contextmanager
 def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
     """A new folder for ``copies`` sets of image files of ``sizes`` bytes (sparse), removed
-    on the way out. Whether the folder's file system takes a file of the largest size is
-    tried first: a pool bigger than its largest file (a log may register terabytes) is
-    then a clear error here, not a traceback from a checker's worker halfway through."""
+    on the way out (or by a later run if this one is killed: :mod:`pmemsim.scratch`).
+    Whether the folder's file system takes a file of the largest size is tried first: a
+    pool bigger than its largest file (a log may register terabytes) is then a clear error
+    here, not a traceback from a checker's worker halfway through."""
     folder = _new_folder(scratch_folder(sum(sizes) * copies))
     try:
-        probe = os.path.join(folder, "size-probe")
+        probe = os.path.join(folder.path, "size-probe")
         try:
             fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -330,56 +334,34 @@ def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
         except OSError as exc:
             raise _cannot(
                 f"cannot make a {max(sizes, default=0)}-byte image file in "
-                f"{os.path.dirname(folder)}: "
+                f"{os.path.dirname(folder.path)}: "
                 f"{exc.strerror} (image files are sparse: point TMPDIR at a file system that "
                 "takes files that large)"
             ) from None
-        yield folder
+        yield folder.path
     finally:
-        _remove(folder)
+        folder.remove()
 
 
-def _new_folder(where: str | None) -> str:
+def _new_folder(where: str | None) -> Scratch:
     """A new folder of this user's only, in ``where`` (None: the system's temporary
-    folder). Made here, not by tempfile: importing it (and shutil, and the compressors
-    shutil imports) would cost a short check more than its checker's work."""
+    folder). Not tempfile's: importing it (and shutil, and the compressors shutil imports)
+    would cost a short check more than its checker's work."""
     if where is None:
         import tempfile
 
         where = tempfile.gettempdir()
-    while True:
-        folder = os.path.join(where, f"pmemsim-check-log-{os.urandom(6).hex()}")
-        try:
-            os.mkdir(folder, 0o700)
-            return folder
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            text = f"cannot make a folder for image files in {where}: {exc.strerror}"
-            raise _cannot(text) from None
+    try:
+        return make("check-log", where)
+    except OSError as exc:
+        text = f"cannot make a folder for image files in {where}: {exc.strerror}"
+        raise _cannot(text) from None
 
 
 def _cannot(text: str) -> Exception:
     from ..errors import ErrorCode, error_for
 
     return error_for(ErrorCode.CANNOT_CREATE_TEMP_FILE, text)
-
-
-def _remove(folder: str) -> None:
-    """Remove ``folder`` and what it holds: image files in folders of their own, and
-    whatever a checker left beside them (a symbolic link is removed, not followed)."""
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    _remove(entry.path)
-                else:
-                    os.unlink(entry.path)
-        os.rmdir(folder)
-    except OSError:
-        import shutil  # (a checker's read-only folder, say: shutil says what is wrong)
-
-        shutil.rmtree(folder)
 
 
 def _copy(source: str, fd: int, n: int) -> None:
