@@ -350,3 +350,61 @@ def test_a_folder_that_vanishes_or_cannot_be_opened_is_skipped(root: Path, outsi
         assert scratch._take(top, dead.name) is None  # (already removed by someone)
     finally:
         os.close(top)
+
+
+FILES_CHECK = """
+import os, time
+from pathlib import Path
+import pmemsim as pm
+from pmemsim.explore import FileCrashCheck
+
+def workload(backend, folder):
+    src = pm.Source.from_file(folder / "f", pm.SourceFlag.CREATE_IF_NEEDED)
+    with pm.Set(pm.Config(granularity=pm.Granularity.CACHE_LINE, backend=backend)) as s:
+        v = s.view(s.map(pm.Part(src, 0, 4096)))
+        v.u64[0] = 1
+        v.persist(0, 64)
+    src.close()
+
+def recover(backend, folder):
+    Path(os.environ["PMEMSIM_TEST_MARK"]).touch()
+    while os.environ.get("PMEMSIM_TEST_WAIT") and not Path(os.environ["PMEMSIM_TEST_GO"]).exists():
+        time.sleep(0.02)
+
+files = FileCrashCheck("files", workload, recover)
+"""
+
+
+def test_the_folders_of_a_killed_check_are_removed_by_the_next_run(
+    tmp_path: Path, root: Path
+) -> None:
+    # `pmemsim check` of a FileCrashCheck: the workload's folder and a recovery's folder.
+    (tmp_path / "c.py").write_text(FILES_CHECK)
+    mark, go = tmp_path / "recovering", tmp_path / "go"
+    env = {
+        **os.environ,
+        "TMPDIR": str(root),
+        "PMEMSIM_TEST_MARK": str(mark),
+        "PMEMSIM_TEST_GO": str(go),
+    }
+    command = [sys.executable, "-m", "pmemsim", "check", str(tmp_path / "c.py")]
+    killed = subprocess.Popen(
+        command,
+        env={**env, "PMEMSIM_TEST_WAIT": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for("recovery started", mark.exists, killed)
+        killed.kill()
+        killed.wait(timeout=PATIENCE)
+    finally:
+        go.touch()
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+    left = sorted(p.name.rsplit("-", 1)[0] for p in root.iterdir())
+    assert left == ["pmemsim-files", "pmemsim-recovery"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PATIENCE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(root.iterdir()) == []

@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._dataclass import dataclass
 from ..errors import BackendUnavailableError, ErrorCode, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ..scratch import Scratch
 
 __all__ = [
     "INSTALL",
@@ -127,7 +130,7 @@ class Connection:
         from distributed import Client
 
         self._cluster: Any = None
-        self._scratch: str | None = None
+        self._scratch: Scratch | None = None
         self._own = True
         if isinstance(scheduler, Client):
             self.client, self._own, self.scheduler = scheduler, False, str(scheduler.scheduler)
@@ -148,15 +151,16 @@ class Connection:
 
     def _start_local(self, workers: int | None) -> Any:
         import logging
-        import tempfile
         import warnings
 
         from distributed import Client, LocalCluster
 
+        from ..scratch import make
+
         n = workers if workers is not None else max(1, os.cpu_count() or 1)
         # The workers' scratch space (spilled data, the scheduler's files) goes to a
         # temporary folder, not the user's current folder.
-        self._scratch = tempfile.mkdtemp(prefix="pmemsim-dask-")
+        self._scratch = make("dask")
         with warnings.catch_warnings():
             # The scheduler's HTTP server (there is no dashboard) takes another port when
             # 8787 is taken, say by a second check running: nothing the user must know.
@@ -166,7 +170,7 @@ class Connection:
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                local_directory=self._scratch,
+                local_directory=self._scratch.path,
                 silence_logs=logging.ERROR,
             )
         return Client(self._cluster, set_as_default=False)  # type: ignore[no-untyped-call]
@@ -238,7 +242,5 @@ class Connection:
                 self._cluster.close()
             self._cluster = None
         if self._scratch is not None:
-            import shutil
-
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch.remove(ignore_errors=True)
             self._scratch = None

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import stat
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from ..enums import Granularity
 from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo, reset_crash, set_crash
+from ..scratch import make
 from ..snapshot import Snapshot
 from .budget import RunTimer
 from .checks import BaseCheck
@@ -387,9 +386,11 @@ class _FilesJudge:
             info = ObservedInfo(info, observation)
         timer = self.timer
         with _uninterrupted():  # a stopped worker must not leave the folder behind
-            root = Path(tempfile.mkdtemp(prefix="pmemsim-recovery-"))
+            scratch = make("recovery")
+        root = Path(scratch.path, "work")  # (its lock file out of recovery's sight)
         token = set_crash(info)
         try:
+            root.mkdir()
             found = self._materialise(image, sim, root)
             if numbers is not None:
                 numbers.update(found)
@@ -419,7 +420,7 @@ class _FilesJudge:
         finally:
             reset_crash(token)
             with _uninterrupted():
-                shutil.rmtree(root, ignore_errors=True)
+                scratch.remove(ignore_errors=True)
         if ok is False:
             return CrashConsistencyError("recovery returned False")
         return None
@@ -451,8 +452,10 @@ def _named_in(root: Path, findings: list[Finding]) -> list[Finding]:
 @contextmanager
 def recorded_files(c: FileCrashCheck, unsafe_shutdown: bool) -> Iterator[tuple[Trace, _FilesJudge]]:
     """Run the workload once in a temporary directory (removed afterwards) and record it."""
-    root = Path(tempfile.mkdtemp(prefix="pmemsim-files-"))
+    scratch = make("files")
+    root = Path(scratch.path, "work")  # (its lock file out of the workload's sight)
     try:
+        root.mkdir()
         sim, layouts = _recording_sim(c.granularity, root)
 
         def run(sim: SimBackend, end: Callable[[], None]) -> None:
@@ -462,4 +465,4 @@ def recorded_files(c: FileCrashCheck, unsafe_shutdown: bool) -> Iterator[tuple[T
         trace.findings[:] = _named_in(root, trace.findings)
         yield trace, _FilesJudge(c, layouts)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        scratch.remove(ignore_errors=True)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..provenance import Provenance, locations
+from ..scratch import make
 from .model import Crash, Finding, Operation, Point, Run, Summary, Where
 from .page import CheckPage, FailurePage
 from .timeline import History
@@ -197,8 +196,10 @@ def recorded(check: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Run]]:
         return
     from pmemsim_backends.sim import SimBackend
 
-    root = Path(tempfile.mkdtemp(prefix="pmemsim-html-"))
+    scratch = make("html")
+    root = Path(scratch.path, "work")  # (its lock file out of the workload's sight)
     try:
+        root.mkdir()
         trace = record_run(
             lambda sim, end: check.workload(sim, root),
             SimBackend(check.granularity),
@@ -209,7 +210,7 @@ def recorded(check: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Run]]:
         prefix = str(root) + os.sep
         yield trace, run_of(trace, lambda label: label.removeprefix(prefix))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        scratch.remove(ignore_errors=True)
 
 
 def crash_of(
