@@ -53,7 +53,7 @@ class Scratch:
 
     def __init__(self, path: str, lock: int) -> None:
         self.path = path
-        self._lock = lock
+        self._lock: int | None = lock  # (None: removed; -1: a file system without flock)
         self._maker = os.getpid()
 
     def remove(self, ignore_errors: bool = False) -> None:
@@ -61,7 +61,7 @@ class Scratch:
         the lock file last, so a run killed meanwhile leaves a folder a later run takes.
         In a forked child, nothing: the folder is its maker's. OSError as the system gave
         it, unless ``ignore_errors`` (then a later run removes what is left)."""
-        if self._lock < 0 or os.getpid() != self._maker:
+        if self._lock is None or os.getpid() != self._maker:
             return
         try:
             fd = os.open(self.path, _OPEN_DIR)
@@ -75,8 +75,9 @@ class Scratch:
             if not ignore_errors:
                 raise
         finally:
-            os.close(self._lock)
-            self._lock = -1
+            if self._lock >= 0:
+                os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> Scratch:
         return self
@@ -105,20 +106,25 @@ def make(kind: str, root: str | None = None) -> Scratch:
             break
         except FileExistsError:
             continue
+    # Locked under another name, then renamed: a lock file found by its name is held from
+    # the start (a reclaiming run never sees a newborn folder's lock as free).
+    fresh = os.path.join(path, LOCK + ".new")
+    lock = -1
     try:
-        # Locked under another name, then renamed: a lock file found by its name is held
-        # from the start (a reclaiming run never sees a newborn folder's lock as free).
-        fresh = os.path.join(path, LOCK + ".new")
         lock = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(fresh, os.path.join(path, LOCK))
-        except BaseException:
+        except OSError:  # no flock here (an NFS without lockd): removed on the way out only
             os.close(lock)
-            with contextlib.suppress(OSError):
-                os.unlink(fresh)
-            raise
+            lock = -1
+            os.unlink(fresh)
+        else:
+            os.rename(fresh, os.path.join(path, LOCK))
     except BaseException:
+        if lock >= 0:
+            os.close(lock)
+        with contextlib.suppress(OSError):
+            os.unlink(fresh)
         with contextlib.suppress(OSError):  # (a lock file there: a later run removes it)
             os.rmdir(path)
         raise

@@ -5,6 +5,7 @@ do no harm. The first tests kill a real ``pmemsim check-log`` mid-check."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -407,4 +408,29 @@ def test_the_folders_of_a_killed_check_are_removed_by_the_next_run(
     assert left == ["pmemsim-files", "pmemsim-recovery"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PATIENCE)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_without_flock_a_folder_is_made_and_removed_but_not_reclaimable(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (An NFS without its lock daemon: flock fails with ENOLCK.)
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(scratch.fcntl, "flock", no_flock)
+    with scratch.make("test", str(root)) as folder:
+        assert os.listdir(folder.path) == []  # no lock file: no later run may take it
+    assert list(root.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_finished_is_not_left(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_rename(a: str, b: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(scratch.os, "rename", no_rename)
+    with pytest.raises(OSError, match="Input/output"):
+        scratch.make("test", str(root))
     assert list(root.iterdir()) == []
