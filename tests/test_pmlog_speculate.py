@@ -259,7 +259,7 @@ def test_no_inotify_means_no_speculation_and_no_traceback(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Without a way to see the checker write its image, the speculation is not tried out."""
-    from pmemsim.pmlog import slots
+    from pmemsim.pmlog import imagefile
 
     def unavailable() -> None:
         raise OSError(38, "inotify_init1")
@@ -268,7 +268,7 @@ def test_no_inotify_means_no_speculation_and_no_traceback(
     checker = LibChecker.parse(f"{lib}:check")
     want = _careful(monkeypatch, replay, checker)
     capfd.readouterr()
-    monkeypatch.setattr(slots, "_Inotify", unavailable)
+    monkeypatch.setattr(imagefile, "Inotify", unavailable)
     assert _plain(check_log(replay, checker)) == want
     assert tries == [False]
     assert "Traceback" not in capfd.readouterr().err

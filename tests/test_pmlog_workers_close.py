@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pmemsim.pmlog import workers
+from pmemsim.pmlog import serve
 from pmemsim.pmlog.check import check_log
 from pmemsim.pmlog.checkers import FunctionChecker
 from pmemsim.pmlog.grammar import parse_log
@@ -35,13 +35,13 @@ def test_a_worker_given_no_image_leaves_no_file_behind(
     while it was being removed: "Directory not empty")."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    made = workers._Files.__init__
+    made = serve.Files.__init__
 
     def slow(self: Any, *args: Any) -> None:  # in the worker: a slow start
         time.sleep(0.3)
         made(self, *args)
 
-    monkeypatch.setattr(workers._Files, "__init__", slow)
+    monkeypatch.setattr(serve.Files, "__init__", slow)
     r = check_log(Replay.of(parse_log(LOG)), FunctionChecker(lambda image: True, "ok"), jobs=3)
     assert r.images_checked == 2 and r.inconsistent == 0
     time.sleep(0.6)  # what a worker left running would make by now

@@ -4,16 +4,19 @@ pickle behind its length, so either end reads whole messages whatever the pipe s
 Both kinds of worker use them: exploration's (:mod:`pmemsim.explore.workers`) and
 check-log's checker workers (:mod:`pmemsim.pmlog.workers`), which send only tuples of
 numbers, strings and bytes, as :mod:`marshal` (``dumps``/``loads``): built in, where
-importing pickle costs a short check a millisecond."""
+importing pickle costs a short check a millisecond. A library checker's worker, a new
+interpreter, imports this module while pmemsim starts: it imports no more than it uses."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import time
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["Reader", "send", "widen"]
 
@@ -38,10 +41,12 @@ def send(fd: int, obj: object, dumps: Callable[[Any], bytes] | None = None) -> N
 def widen(fd: int, size: int = 1 << 20) -> None:
     """Make room in a pipe for more than Linux's default 64 KiB (where the writer would
     otherwise wait on the reader); nothing where that cannot be done."""
-    with contextlib.suppress(OSError, AttributeError):
+    try:
         import fcntl
 
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (OSError, AttributeError):
+        pass
 
 
 class Reader:

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._dataclass import dataclass
 from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
+from .serve import TAIL as _TAIL
+from .serve import library_spec
 
 if TYPE_CHECKING:
     import subprocess
@@ -55,8 +57,6 @@ __all__ = [
     "recovery_checker",
 ]
 
-#: How much of a failing program's output a report keeps.
-_TAIL = 2000
 
 #: Seconds a checker program or library function may take on one image (per run) unless
 #: told otherwise: as long as a Python recovery's ``run_timeout``.
@@ -354,14 +354,12 @@ class LibChecker:
         loads while this process reads and replays the log. A library that cannot be
         loaded (no such file, no such function) is refused by the check, or at once by
         :meth:`loaded`."""
-        lib, sep, fn = spec.rpartition(":")
-        if not sep or not lib or not fn or not fn.isidentifier():
+        parsed = library_spec(spec)
+        if parsed is None:
             raise InvalidArgumentError(
                 ErrorCode.EINVAL, f"{spec!r}: expected LIBRARY.so:FUNCTION (a C function name)"
             )
-        if os.sep not in lib:
-            lib = os.path.join(".", lib) if os.path.exists(lib) else lib
-        checker = cls(lib, fn, timeout, consistent)
+        checker = cls(*parsed, timeout, consistent)
         from .workers import spare_worker
 
         spare_worker(checker)

@@ -1,5 +1,6 @@
 """Child processes of check-log (checker workers, the self-check's twin, a speculative
-check), forked alike, and whether a long log is worth forking for.
+check), forked alike (a library checker's first worker spawned), and whether a long log is
+worth forking for.
 
 The predicates live here, not with what they fork, so that a short log's check imports
 neither (start-up time)."""
@@ -7,6 +8,7 @@ neither (start-up time)."""
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import signal
 import sys
@@ -22,9 +24,13 @@ __all__ = [
     "TWIN_ENV",
     "TWIN_FROM",
     "TWIN_NICE",
+    "end_early",
     "end_group",
     "fork",
     "read_until_exit",
+    "spawn_worker",
+    "start_early",
+    "take_early",
     "worth_a_twin",
     "worth_speculating",
 ]
@@ -131,6 +137,108 @@ def fork(run: Callable[[], None], group: bool = False, background: bool = False)
         code = 70
     finally:
         os._exit(code)
+
+
+def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap] | None:
+    """A library checker's worker as a new interpreter running
+    :func:`pmemsim.pmlog.serve.spawned`, leading its own process group: its pid, the ends
+    of its pipes here (to it, from it), and its judging word. None where one cannot be
+    started so (fork one then).
+
+    Not a fork: pmemsim forked a worker while it starts, and then every page it wrote was a
+    fault first (a short check's run took about 4 ms longer, most of its worker's cost);
+    posix_spawn shares nothing to copy. The new interpreter takes 10 ms or so to load the
+    library, on another CPU, while this one reads and replays the log."""
+    if not _spawnable():
+        return None
+    from ..explore import frames
+    from . import serve
+
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    word = os.memfd_create("pmemsim-judging", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(word, serve.WORD)
+        judging = mmap.mmap(word, serve.WORD)
+        # Room for the two batches a worker is given at a time (the default 64 KiB holds
+        # one: this process would wait on the worker to take the second).
+        frames.widen(w1)
+        package = os.path.dirname(os.path.dirname(os.path.abspath(serve.__file__)))
+        options = ["-E", "-S"]  # (no site: not even the packages a venv adds are needed)
+        if sys.flags.dont_write_bytecode:
+            options.append("-B")
+        if sys.pycache_prefix:
+            options += ["-X", f"pycache_prefix={sys.pycache_prefix}"]
+        argv = [sys.executable, *options, "-c", serve.BOOT, package]
+        argv += [str(r1), str(w2), str(word), library, function]
+        # dup2 onto itself clears close-on-exec: these three, and no other, are inherited.
+        keep = [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in (r1, w2, word)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=keep, setpgroup=0)
+    except OSError:
+        os.close(w1)
+        os.close(r2)
+        return None
+    finally:
+        for fd in (r1, w2, word):
+            os.close(fd)
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))  # as fork(background)
+    return pid, w1, r2, judging
+
+
+def _spawnable() -> bool:
+    """Whether :func:`spawn_worker` can start a worker: posix_spawn, an interpreter to run,
+    one that finds its library without PYTHONHOME (``-E`` ignores it), and a C library
+    whose posix_spawn clears close-on-exec of a descriptor dup2'd onto itself (glibc 2.29
+    and later)."""
+    if not (hasattr(os, "posix_spawn") and hasattr(os, "memfd_create") and sys.executable):
+        return False
+    if "PYTHONHOME" in os.environ:
+        return False
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # type: ignore[union-attr]
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except (AttributeError, OSError, ValueError):
+        return False
+    return name == "glibc" and (major, minor) >= (2, 29)
+
+
+#: Workers started before the command line was parsed (:func:`start_early`), by library and
+#: function, until the check takes one.
+_EARLY: dict[tuple[str, str], tuple[int, int, int, mmap.mmap]] = {}
+
+
+def start_early(spec: str) -> None:
+    """Spawn the worker of the library checker ``spec`` (``LIB.so:FUNCTION``) now, at the
+    start of the command: it loads the library while this process imports and parses (a
+    worker started once the checker is parsed made a short check wait for it). A spec the
+    check never takes is ended by :func:`end_early`."""
+    from .serve import library_spec
+
+    parsed = library_spec(spec)
+    if parsed is not None and parsed not in _EARLY:
+        started = spawn_worker(*parsed)
+        if started is not None:
+            _EARLY[parsed] = started
+
+
+def take_early(library: str, function: str) -> tuple[int, int, int, mmap.mmap] | None:
+    return _EARLY.pop((library, function), None)
+
+
+def end_early() -> None:
+    """End the workers :func:`start_early` started that no check took."""
+    while _EARLY:
+        _, (pid, to, answers, judging) = _EARLY.popitem()
+        end_group(pid)
+        with contextlib.suppress(OSError):
+            os.close(to)
+            os.close(answers)
+        judging.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def end_group(pid: int) -> None:

@@ -84,9 +84,9 @@ class _Buffer:
             try:
                 os.ftruncate(fd, size)
                 if source is not None and source_size > 0:
-                    from .slots import _copy
+                    from .imagefile import copy_base
 
-                    _copy(source, fd, min(size, source_size))
+                    copy_base(source, fd, min(size, source_size))
                 buf = mmap.mmap(fd, size, mmap.MAP_SHARED)
             finally:
                 os.close(fd)

@@ -21,77 +21,16 @@ files are watched only once the rebuilds have cost that much.
 from __future__ import annotations
 
 import contextlib
-import errno
-import mmap
 import os
-import select
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .._dataclass import dataclass, field
 from ..scratch import Scratch, make, reclaim
+from .imagefile import IN_IGNORED, IN_Q_OVERFLOW, Inotify, Refill, copy_base
 from .images import PAGE, Deviations, Pool, PoolImage
 
 __all__ = ["ImageFiles", "image_folder", "scratch_folder", "write_image"]
-
-_IN_MODIFY = 0x2
-_IN_ATTRIB = 0x4
-_IN_CLOSE_WRITE = 0x8
-_IN_DELETE_SELF = 0x400
-_IN_MOVE_SELF = 0x800
-_IN_Q_OVERFLOW = 0x4000
-_IN_IGNORED = 0x8000
-_WATCH = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_DELETE_SELF | _IN_MOVE_SELF
-#: struct inotify_event: int wd; uint32_t mask, cookie, len; then a name of len bytes.
-_EVENT = 16
-
-
-class _Inotify:
-    """Just enough of inotify(7), through libc."""
-
-    def __init__(self) -> None:
-        import ctypes  # here: an in-process checker writes no image files
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._add = libc.inotify_add_watch
-        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        self.fd: int = fd
-        # Asked once per image: a poll answers "nothing" without a failed read's exception.
-        self._ready = select.poll()
-        self._ready.register(fd, select.POLLIN)
-
-    def watch(self, path: str) -> int:
-        wd = self._add(self.fd, os.fsencode(path), _WATCH)
-        if wd < 0:
-            import ctypes
-
-            raise OSError(ctypes.get_errno(), "inotify_add_watch")
-        return int(wd)
-
-    def events(self) -> list[tuple[int, int]]:
-        """``(watch, mask)`` of every event queued so far."""
-        out: list[tuple[int, int]] = []
-        if not self._ready.poll(0):
-            return out
-        while True:
-            try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
-                return out
-            pos = 0
-            order = sys.byteorder
-            while pos + _EVENT <= len(data):
-                wd = int.from_bytes(data[pos : pos + 4], order, signed=True)
-                mask = int.from_bytes(data[pos + 4 : pos + 8], order)
-                out.append((wd, mask))
-                pos += _EVENT + int.from_bytes(data[pos + 12 : pos + 16], order)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @dataclass
@@ -125,7 +64,7 @@ class ImageFiles:
         self._slots: list[_Slot] = []
         self._watches: dict[int, int] = {}  # watch -> slot
         self.rebuilds = 0
-        self._notify: _Inotify | None = None
+        self._notify: Inotify | None = None
         #: Seconds spent rebuilding so far; None once watching started, or was given up.
         self._unwatched_cost: float | None = 0.0
         self._refills: list[Refill] = []
@@ -178,7 +117,7 @@ class ImageFiles:
         if self._unwatched_cost is not None and self._unwatched_cost > _WATCH_AFTER:
             self._unwatched_cost = None
             try:
-                self._notify = _Inotify()
+                self._notify = Inotify()
             except (OSError, AttributeError):
                 self._notify = None  # every image rebuilt: correct, slower
         kept, s.fds = s.fds, []
@@ -235,11 +174,11 @@ class ImageFiles:
         if self._notify is None:
             return
         for wd, mask in self._notify.events():
-            if mask & _IN_Q_OVERFLOW:
+            if mask & IN_Q_OVERFLOW:
                 for s in self._slots:
                     s.touched = s.touched or s.busy
                 continue
-            if mask & _IN_IGNORED:
+            if mask & IN_IGNORED:
                 self._watches.pop(wd, None)
                 continue
             k = self._watches.get(wd)
@@ -283,7 +222,7 @@ def _fill(img: PoolImage, pool: int, fd: int, spec: Pool, patched: set[tuple[int
     size, source, source_size = spec
     os.ftruncate(fd, size)
     if source is not None and source_size:
-        _copy(source, fd, min(size, source_size))
+        copy_base(source, fd, min(size, source_size))
     _write_held(img, pool, fd, patched)
 
 
@@ -362,133 +301,3 @@ def _cannot(text: str) -> Exception:
     from ..errors import ErrorCode, error_for
 
     return error_for(ErrorCode.CANNOT_CREATE_TEMP_FILE, text)
-
-
-def _copy(source: str, fd: int, n: int) -> None:
-    """The first ``n`` bytes of ``source`` into ``fd``, an empty file of at least that size:
-    only the source's data (its holes already read as zeros there), in the kernel where it
-    can. A sparse pool of gigabytes so costs its data, not its size, in time and on disk."""
-    with open(source, "rb") as f:
-        src = f.fileno()
-        for start, end in _extents(src, n):
-            done = start
-            while done < end:
-                try:
-                    got = os.copy_file_range(src, fd, end - done, done, done)
-                except OSError:
-                    got = 0
-                if got <= 0:
-                    data = os.pread(src, min(1 << 20, end - done), done)
-                    if not data:
-                        return
-                    got = os.pwrite(fd, data, done)
-                done += got
-
-
-def _extents(fd: int, n: int, at: int = 0) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` of each run of data in bytes ``at`` to ``n`` of ``fd``; the whole of
-    them where the file system cannot tell data from holes."""
-    while at < n:
-        try:
-            start = os.lseek(fd, at, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole from here on
-                return
-            yield at, n  # no SEEK_DATA here: copy it all
-            return
-        if start >= n:
-            return
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), n)
-        yield start, end
-        at = end
-
-
-class Refill:
-    """Puts a pool's initial content back into one of its image files, in place.
-
-    A checker that opens its image for writing (libpmemobj's open does, copy-on-write or
-    not) leaves a file that must be made right again, and most often changed nothing. A new
-    file costs allocating every page of the base image's data and freeing the old file's
-    (an 8 MiB pool: about 10 ms, more than libpmemobj's open of it); putting the data back
-    over the file's own pages costs a copy (0.6 ms)."""
-
-    def __init__(self, spec: Pool) -> None:
-        self.size, source, source_size = spec
-        self._data: list[tuple[int, int]] = []
-        self._map: mmap.mmap | None = None
-        self._source = memoryview(b"")
-        n = min(self.size, source_size)
-        if source is not None and n > 0:
-            with open(source, "rb") as f:
-                self._data = list(_extents(f.fileno(), n))
-                if self._data:
-                    self._map = mmap.mmap(f.fileno(), n, mmap.MAP_PRIVATE, mmap.PROT_READ)
-                    self._source = memoryview(self._map)
-        #: Where the base image has no data: zeros in the image file.
-        self._holes = list(_between(self._data, self.size))
-
-    def __call__(self, path: str, fd: int, buf: mmap.mmap | None = None) -> bool:
-        """Make ``fd`` (the image file at ``path``; ``buf``, a shared mapping of it, if
-        there is one) hold the initial content again. False when it cannot be done in
-        place (make a new file then): ``path`` names another file now, or its size changed,
-        or it lost its owner's read and write permission, or holes cannot be punched."""
-        try:
-            st = os.fstat(fd)
-            named = os.stat(path)
-        except OSError:
-            return False
-        if (named.st_ino, named.st_dev) != (st.st_ino, st.st_dev) or st.st_size != self.size:
-            return False
-        if st.st_mode & 0o600 != 0o600:
-            return False
-        source = self._source
-        for start, end in self._data:
-            if buf is not None:
-                buf[start:end] = source[start:end]
-                continue
-            while start < end:
-                start += os.pwrite(fd, source[start:end], start)
-        return all(_punch(fd, start, end) for start, end in self._holes)
-
-    def close(self) -> None:
-        self._source.release()
-        if self._map is not None:
-            self._map.close()
-
-
-def _between(runs: list[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
-    """The ranges of ``[0, size)`` that sorted, disjoint ``runs`` leave out."""
-    at = 0
-    for start, end in runs:
-        if start > at:
-            yield at, start
-        at = max(at, end)
-    if at < size:
-        yield at, size
-
-
-def _punch(fd: int, start: int, end: int) -> bool:
-    """Make ``[start, end)`` of ``fd`` a hole again wherever it holds data (a checker wrote
-    there, or an earlier image did); False if the file system cannot punch holes."""
-    for first, last in _extents(fd, end, start):
-        if _fallocate()(fd, _PUNCH_HOLE | _KEEP_SIZE, first, last - first) != 0:
-            return False
-    return True
-
-
-def _fallocate() -> Callable[[int, int, int, int], int]:
-    """libc's fallocate(2), loaded at first use (only a base image with holes needs it)."""
-    global _FALLOCATE
-    if _FALLOCATE is None:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).fallocate
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        fn.restype = ctypes.c_int
-        _FALLOCATE = fn
-    return _FALLOCATE
-
-
-_FALLOCATE: Callable[[int, int, int, int], int] | None = None
-_KEEP_SIZE = 0x01
-_PUNCH_HOLE = 0x02

@@ -68,16 +68,18 @@ class Speculative(Inline):
     """The in-process judge of a library checker: the image buffer is the file it reads."""
 
     def __init__(self, checker: LibChecker, where: Speculation, *args: Any) -> None:
-        from .slots import _Inotify
-        from .workers import _c_judge, _limited
+        from .imagefile import Inotify
+        from .serve import c_judge, limited
 
-        judge = _limited(lambda: _c_judge(checker), getattr(checker, "timeout", None))()
+        judge = limited(
+            c_judge(checker.library, checker.function, checker.consistent), checker.timeout
+        )
 
         # What a worker's judge is handed: its files' paths, and a run over the first.
         one, runs = types.SimpleNamespace(bpaths=[os.fsencode(where.file)]), [0]
         self.reached = where.reached
         try:
-            self.notify = _Inotify()
+            self.notify = Inotify()
             self.notify.watch(where.file)
         except (OSError, AttributeError):  # no telling whether the checker writes: no try
             raise _Stop from None

@@ -1,9 +1,12 @@
 """Checker worker processes: a C library's function (or a Python function out of process)
 judging image files that the worker keeps itself.
 
-Each worker is a forked process with one image file per registered file, in a private
-folder. This process streams it messages in batches, in the order the exploration chose the
-images:
+Each worker is a process with one image file per registered file, in a private folder (its
+side is :mod:`pmemsim.pmlog.serve`). The command line starts a library checker's first
+worker as a new interpreter before it parses its arguments
+(:func:`~pmemsim.pmlog.forked.start_early`); every other worker is a fork of this process.
+This process streams a worker messages in batches, in the order the exploration chose the
+images, after a ``("setup", ...)`` that says what files to make:
 
 * ``("M", [(pool, line, content), ...])``: the lines whose all-persisted content changed
   since the worker's last move (its files then show the crash state the next images are
@@ -22,8 +25,8 @@ pool of any size costs what its crash points change.
 A checker may write to its image file (libpmemobj's open does); inotify tells the worker
 when someone opened one of its files for writing, and the worker puts that file's initial
 content and the lines it was sent back into it (in place while it is the file the worker
-made: :class:`~pmemsim.pmlog.slots.Refill`). A checker that crashes (SIGSEGV) or runs past its
-time costs a restart: the new worker is brought to the state of the last batch answered
+made: :class:`~pmemsim.pmlog.imagefile.Refill`). A checker that crashes (SIGSEGV) or runs
+past its time costs a restart: the new worker is brought to the state of the last batch answered
 (:class:`Workers` keeps those lines), and the failed batch is judged again one image at a
 time, so that the image that crashed or hung the checker is the one that gets that verdict.
 """
@@ -42,20 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore import frames
-from ..markers import CrashInfo
-from .checkers import (
-    _TAIL,
-    Crashed,
-    Fault,
-    FunctionChecker,
-    LibChecker,
-    TimedOut,
-    _status,
-    timed_out,
-)
-from .forked import end_group, fork
+from .checkers import Crashed, FunctionChecker, LibChecker, TimedOut, _status, timed_out
+from .forked import end_group, fork, take_early
 from .judging import Cand, Deviations, Judge, _file_names, _runs
-from .slots import Refill, _copy, _Inotify
+from .serve import INDEX, WORD, Files, c_judge, serve
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
@@ -65,315 +58,15 @@ if TYPE_CHECKING:
 __all__ = ["LibWorker", "Workers", "spare_loaded", "spare_worker"]
 
 _PAGE = 4096
-#: What a worker is judging, in a word of memory shared with this process (8 bytes, little
-#: endian): its message number << _INDEX | the image's index in it.
-_WORD = 8
-_INDEX = 20
 
 
-# -- in the worker ---------------------------------------------------------------------------
-
-
-class _Files:
-    """The worker's image files: one per pool, shared-mapped, kept at the state it was sent
-    (the initial content plus every line moved)."""
-
-    def __init__(self, folder: str, names: Sequence[str], pools: Sequence[Pool]) -> None:
-        self.pools = list(pools)
-        self.paths = [os.path.join(folder, n) for n in names]
-        self.bpaths = [os.fsencode(p) for p in self.paths]
-        self.fds: list[int] = []
-        self.maps: list[mmap.mmap] = []
-        #: (pool, line) -> the content it was sent (what the file holds there).
-        self.moved: dict[tuple[int, int], bytes] = {}
-        #: (pool, line) -> the initial content read back from the source file.
-        self.initial: dict[tuple[int, int], bytes] = {}
-        self.notify: _Inotify | None = None
-        self.watches: dict[int, int] = {}
-        self.rebuilds = 0
-        self.refills = [Refill(p) for p in self.pools]
-        os.makedirs(folder, 0o700, exist_ok=True)
-        try:
-            self.notify = _Inotify()
-        except (OSError, AttributeError):
-            self.notify = None  # every image rebuilt: correct, slower
-        for i in range(len(self.pools)):
-            self._create(i)
-
-    def _create(self, i: int) -> None:
-        size, source, source_size = self.pools[i]
-        path = self.paths[i]
-        # Events of the file being replaced are not news.
-        self.watches = {wd: j for wd, j in self.watches.items() if j != i}
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.ftruncate(fd, size)
-        if source is not None and source_size:
-            _copy(source, fd, min(size, source_size))
-        m = mmap.mmap(fd, size, mmap.MAP_SHARED)
-        if i < len(self.fds):
-            with contextlib.suppress(OSError, BufferError):
-                self.maps[i].close()
-                os.close(self.fds[i])
-            self.fds[i], self.maps[i] = fd, m
-        else:
-            self.fds.append(fd)
-            self.maps.append(m)
-        if self.notify is not None:
-            try:
-                self.watches[self.notify.watch(path)] = i
-            except OSError:  # out of watches: no telling what a checker does
-                self.notify.close()
-                self.notify = None
-        self._moved_into(i)
-
-    def _renew(self, i: int) -> None:
-        """Make file ``i`` right again after someone opened it for writing: in place when
-        it is still the file made, else a new one."""
-        if self.refills[i](self.paths[i], self.fds[i], self.maps[i]):
-            self._moved_into(i)
-        else:
-            self._create(i)
-
-    def _moved_into(self, i: int) -> None:
-        m = self.maps[i]
-        for (pool, line), content in self.moved.items():
-            if pool == i:
-                m[line : line + len(content)] = content
-
-    def move(self, changes: list[tuple[int, int, bytes]]) -> None:
-        maps, moved = self.maps, self.moved
-        for pool, line, content in changes:
-            maps[pool][line : line + len(content)] = content
-            moved[(pool, line)] = content
-
-    def held(self, pool: int, line: int, n: int) -> bytes:
-        """What the file holds at a line outside an image."""
-        got = self.moved.get((pool, line))
-        if got is not None:
-            return got
-        got = self.initial.get((pool, line))
-        if got is not None and len(got) == n:
-            return got
-        _, source, source_size = self.pools[pool]
-        if source is None or line >= source_size:
-            return bytes(n)
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.pread(fd, min(n, source_size - line), line)
-        finally:
-            os.close(fd)
-        got = data + bytes(n - len(data))
-        # Kept: the same lines deviate image after image. Bounded: a pool of millions of
-        # lines would otherwise be held twice.
-        if len(self.initial) >= 1 << 16:
-            self.initial.clear()
-        self.initial[(pool, line)] = got
-        return got
-
-    def check(self) -> None:
-        """Rebuild every file that someone opened for writing (or changed) since."""
-        if self.notify is None:
-            for i in range(len(self.pools)):
-                self._renew(i)
-            self.rebuilds += 1
-            return
-        events = self.notify.events()
-        if not events:
-            return
-        hit = {self.watches[wd] for wd, _ in events if wd in self.watches}
-        if any(mask & 0x4000 for _, mask in events):  # the queue overflowed
-            hit = set(range(len(self.pools)))
-        for i in sorted(hit):
-            self._renew(i)
-        if hit:
-            self.rebuilds += 1
-        if self.notify is not None:  # what renewing itself queued: not a checker's doing
-            self.notify.events()
-
-
-def _serve(
-    load: Callable[[], Callable[[Any, list[int]], str | None]],
-    rfd: int,
-    wfd: int,
-    judging: mmap.mmap,
-) -> None:
-    """A worker's loop: messages in, verdicts out, until EOF. ``judging`` is told, before
-    each image, the number of the message and the image's in it (:meth:`LibWorker.judging`)."""
-    from ..markers import reset_crash, set_crash
-
-    try:
-        judge = load()
-    except InvalidArgumentError as exc:
-        frames.send(wfd, ("error", exc.message), marshal.dumps)
-        return
-    except Exception as exc:
-        frames.send(wfd, ("error", f"{type(exc).__name__}: {exc}"), marshal.dumps)
-        return
-    frames.send(wfd, ("ready", ""), marshal.dumps)
-    reader = frames.Reader(rfd, marshal.loads)
-    files: _Files | None = None
-    token: object = None
-    received = 0
-    try:
-        while True:
-            try:
-                batch: Any = reader.get()
-            except EOFError:
-                return
-            if batch[0] == "setup":
-                _, folder, names, pools = batch
-                files = _Files(folder, names, pools)
-                continue
-            assert files is not None
-            received += 1
-            message = received << _INDEX
-            # Only the images some run found inconsistent are answered, by their number
-            # in the batch: most images pass, and their verdicts cost nothing to send.
-            out = []
-            maps, held = files.maps, files.held
-            n = 0
-            for item in batch:
-                if item[0] == "M":
-                    files.move(item[1])
-                    continue
-                _, patches, runs, markers, info = item
-                if markers is not None:
-                    os.environ["PMREORDER_MARKERS"] = markers
-                if info is not None:
-                    if token is not None:
-                        reset_crash(token)
-                    token = set_crash(CrashInfo(*info))
-                for p in patches:
-                    maps[p[3]][p[4] : p[5]] = p[0]
-                judging[:_WORD] = (message | n).to_bytes(_WORD, "little")
-                try:
-                    got = [judge(files, run) for run in runs]
-                finally:
-                    # First: a checker that cut its file short makes writing the lines back
-                    # through the mapping a SIGBUS.
-                    files.check()
-                    for p in patches:
-                        maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
-                if got.count(None) != len(got):
-                    out.append((n, [_sent(v) for v in got]))
-                n += 1
-            frames.send(wfd, out, marshal.dumps)
-    finally:
-        if token is not None:
-            reset_crash(token)
-
-
-def _sent(verdict: str | None) -> str | tuple[str, str] | None:
-    """A verdict as marshal sends it: a Python checker's timeout or crash (a str subclass
-    that says which) as ``(kind, text)``."""
-    return (verdict.kind, str(verdict)) if isinstance(verdict, Fault) else verdict
-
-
-def _received(verdict: str | tuple[str, str] | None) -> str | None:
-    if isinstance(verdict, tuple):
-        kind, text = verdict
-        return TimedOut(text) if kind == TimedOut.kind else Crashed(text)
-    return verdict
-
-
-def _limited(
-    load: Callable[[], Callable[[Any, list[int]], str | None]], seconds: float | None
-) -> Callable[[], Callable[[Any, list[int]], str | None]]:
-    """``load`` whose judge runs under a time limit: past it, SIGALRM (its default action)
-    ends the worker, wherever the checker is (a C loop never returns to Python), and the
-    parent reads that exit as "timed out". So a hang costs its image's limit, not a
-    batch's (the parent's own deadline for a batch is only a backstop)."""
-    if seconds is None:
-        return load
-
-    def limited_load() -> Callable[[Any, list[int]], str | None]:
-        judge = load()
-        arm, real = signal.setitimer, signal.ITIMER_REAL
-
-        def limited(files: Any, run: list[int]) -> str | None:
-            arm(real, seconds)
-            try:
-                return judge(files, run)
-            finally:
-                arm(real, 0)
-
-        return limited
-
-    return limited_load
-
-
-def _c_judge(
-    checker: LibChecker, streams: tuple[int, ...] = (1,)
-) -> Callable[[Any, list[int]], str | None]:
-    """Loads the library in the worker (ctypes: the C ABI, called in-process; imported
-    there, not by the check). What the checker writes to ``streams`` (its stdout; a
-    worker's stderr too, where nothing else writes) goes with its verdict, as a checker
-    program's output does, instead of onto the terminal once per image."""
-    import ctypes
-
-    _keep_heap(ctypes)
-    try:
-        lib = ctypes.CDLL(checker.library)
-    except OSError as exc:
-        raise InvalidArgumentError(ErrorCode.EINVAL, str(exc)) from None
-    try:
-        fn = getattr(lib, checker.function)
-    except AttributeError:
-        raise InvalidArgumentError(
-            ErrorCode.EINVAL, f"{checker.library} has no function {checker.function!r}"
-        ) from None
-    fn.argtypes = [ctypes.c_char_p]
-    fn.restype = ctypes.c_int
-    ok = checker.consistent
-    out, flush = _own_output(streams)
-
-    def judge(files: _Files, run: list[int]) -> str | None:
-        got = fn(files.bpaths[run[0]])
-        flush(None)
-        said = os.lseek(out, 0, os.SEEK_CUR)
-        text = ""
-        if said:
-            if got != ok:
-                text = os.pread(out, _TAIL, max(0, said - _TAIL)).decode(errors="replace")
-                text = ("..." if said > _TAIL else "") + text.strip()
-            os.ftruncate(out, 0)
-            os.lseek(out, 0, os.SEEK_SET)
-        return None if got == ok else f"returned {got}{': ' + text if text else ''}"
-
-    return judge
-
-
-def _keep_heap(ctypes: Any) -> None:
-    """Have malloc keep what a checker frees for its next call. libpmemobj's open and close
-    allocate and free megabytes per image; in a worker, glibc gave them back to the system
-    at every close and took them again, page by page, at the next open: PMDK's map checker
-    on hashmap_tx's images spent 7.6 ms of CPU per call in a worker, 2.4 ms with up to
-    64 MiB kept at the heap's top (resident once a checker used them)."""
-    with contextlib.suppress(AttributeError, OSError):  # glibc's; elsewhere a default
-        ctypes.CDLL(None).mallopt(_M_TOP_PAD, 64 << 20)
-
-
-_M_TOP_PAD = -2
-
-
-def _own_output(streams: tuple[int, ...]) -> tuple[int, Callable[[None], int]]:
-    """``streams`` sent to a file of this process's own, and libc's fflush."""
-    import ctypes
-
-    out = os.memfd_create("checker-output")
-    libc = ctypes.CDLL(None)
-    libc.fflush(None)
-    for fd in streams:
-        os.dup2(out, fd)
-    return out, libc.fflush
+# -- in the worker (the rest is serve's) -----------------------------------------------------
 
 
 def _python_judge(
     checker: FunctionChecker, names: list[str]
 ) -> Callable[[Any, list[int]], str | None]:
-    def judge(files: _Files, run: list[int]) -> str | None:
+    def judge(files: Files, run: list[int]) -> str | None:
         views = [memoryview(files.maps[i]).toreadonly() for i in run]
         try:
             arg: Any = (
@@ -405,7 +98,8 @@ class Abandoned(Exception):
 
 
 class LibWorker:
-    """One worker process (see the module docstring). Started at once; :meth:`ready`
+    """One worker process (see the module docstring). Started at once (``early``: the one
+    the command line started for this library checker, if there is one); :meth:`ready`
     waits until it loaded its checker (an error there is the checker's: InvalidArgumentError)."""
 
     def __init__(
@@ -413,6 +107,7 @@ class LibWorker:
         checker: LibChecker | FunctionChecker,
         names: Sequence[str] = (),
         timeout: float | None = None,
+        early: bool = False,
     ) -> None:
         self.checker = checker
         self.names = list(names)
@@ -420,33 +115,21 @@ class LibWorker:
         self.pid = 0
         self.exit_code = 0
         self.loaded = False
-        self._start()
+        self._start(early)
 
     def _load(self) -> Callable[[Any, list[int]], str | None]:
         checker = self.checker
         if isinstance(checker, LibChecker):
-            return _c_judge(checker, (1, 2))
+            return c_judge(checker.library, checker.function, checker.consistent, (1, 2))
         return _python_judge(checker, self.names)
 
-    def _start(self) -> None:
+    def _start(self, early: bool = False) -> None:
         _reap_exited()
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
-        # Room for the two batches a worker is given at a time (the default 64 KiB holds
-        # one: this process would wait on the worker to take the second).
-        frames.widen(w1)
-        judging = mmap.mmap(-1, _WORD)
-
-        def serve() -> None:
-            os.close(w1)
-            os.close(r2)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # ends a run past its time
-            _serve(_limited(self._load, self.timeout), r1, w2, judging)
-
-        # What the checker starts is ended with the worker.
-        pid = fork(serve, group=True, background=True)
-        os.close(r1)
-        os.close(w2)
+        checker = self.checker
+        started = None
+        if early and isinstance(checker, LibChecker):  # the command line's, if it started one
+            started = take_early(checker.library, checker.function)
+        pid, w1, r2, judging = started or self._fork()
         # Its exit, watched: a process its checker started may hold the answers' pipe open
         # (no end of file) long after the worker died.
         try:
@@ -459,6 +142,28 @@ class LibWorker:
         self.loaded = False
         #: Messages sent, and answers read: the worker answers every message but "setup".
         self.sent = self.answered = 0
+
+    def _fork(self) -> tuple[int, int, int, mmap.mmap]:
+        """A worker forked from this process (a Python checker's, or where a new interpreter
+        cannot be spawned): pid, the ends of its pipes here, its judging word."""
+        _before_the_fork()
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        # Room for the two batches a worker is given at a time (the default 64 KiB holds
+        # one: this process would wait on the worker to take the second).
+        frames.widen(w1)
+        judging = mmap.mmap(-1, WORD)
+
+        def run() -> None:
+            os.close(w1)
+            os.close(r2)
+            serve(self._load, r1, w2, judging)
+
+        # What the checker starts is ended with the worker.
+        pid = fork(run, group=True, background=True)
+        os.close(r1)
+        os.close(w2)
+        return pid, w1, r2, judging
 
     def ready(self) -> None:
         """Wait until the worker loaded its checker."""
@@ -526,8 +231,8 @@ class LibWorker:
     def judging(self) -> tuple[int, int]:
         """What the worker is judging: (the number of the message, counted from 1 as
         :attr:`sent` counts them, the image's index in it); (0, 0) before the first."""
-        word = int.from_bytes(self._judging[:_WORD], "little")
-        return word >> _INDEX, word & ((1 << _INDEX) - 1)
+        word = int.from_bytes(self._judging[:WORD], "little")
+        return word >> INDEX, word & ((1 << INDEX) - 1)
 
     def _patience(self, tell: Callable[[int, float], None]) -> Patience[int]:
         """Telling ``tell(index, seconds)`` of a long wait on an image of the oldest batch
@@ -574,6 +279,14 @@ class LibWorker:
         return got
 
 
+def _received(verdict: str | tuple[str, str] | None) -> str | None:
+    """A verdict as a worker sent it (:func:`pmemsim.pmlog.serve._sent`)."""
+    if isinstance(verdict, tuple):
+        kind, text = verdict
+        return TimedOut(text) if kind == TimedOut.kind else Crashed(text)
+    return verdict
+
+
 #: Workers told to stop and not waited for (see LibWorker.close).
 _EXITING: list[int] = []
 
@@ -598,18 +311,18 @@ _SPARES: list[LibWorker] = []
 
 
 def spare_worker(checker: LibChecker) -> None:
-    """Start a worker for ``checker`` and keep it for the next check with that checker: it
-    loads the library while this process reads and replays the log (a library that cannot
-    be loaded is refused by the check, :meth:`LibWorker.ready`)."""
-    _before_the_fork()
+    """Start a worker for ``checker`` (or take the one the command line started) and keep it
+    for the next check with that checker: it loads the library while this process reads and
+    replays the log (a library that cannot be loaded is refused by the check,
+    :meth:`LibWorker.ready`)."""
     for old in _SPARES:
         old.close()
-    _SPARES[:] = [LibWorker(checker)]
+    _SPARES[:] = [LibWorker(checker, early=True)]
 
 
 def _before_the_fork() -> None:
     """Make now what the replay of the check to come makes at its start (the simulator's
-    crash-state class and the modules it imports): after the fork, with the worker alive,
+    crash-state class and the modules it imports): after a fork, with the worker alive,
     every page of memory this process writes is copied first, and importing writes many (a
     short check's replay took about 2 ms longer)."""
     from pmemsim_backends.sim import lint  # noqa: F401
@@ -716,7 +429,9 @@ class Workers(Judge):
     def _setup(self, slot: _Slot) -> None:
         # (A base image named by a Path from Python: marshal sends str.)
         pools = [(n, None if src is None else os.fspath(src), k) for n, src, k in self.pools]
-        slot.worker.send(("setup", slot.folder, list(self.file_names), pools))
+        consistent = getattr(self.checker, "consistent", 1)
+        setup = (slot.folder, list(self.file_names), pools, consistent, slot.worker.timeout)
+        slot.worker.send(("setup", *setup))
         slot.markers = None
         slot.info = None
 

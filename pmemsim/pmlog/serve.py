@@ -1,0 +1,397 @@
+"""A checker worker's side (:mod:`pmemsim.pmlog.workers` is pmemsim's): image files kept in
+step with what pmemsim sends, and the checker called on each image.
+
+A library checker's first worker is a new interpreter (:func:`spawned`), started by
+posix_spawn while pmemsim itself starts: a fork of pmemsim would make every page pmemsim
+writes afterwards a copy (about 2,000 page faults in a short check, 4 ms), and pmemsim would
+wait for the library to load. So this module, and what it imports, import nothing of
+pmemsim's but :mod:`pmemsim.explore.frames` and :mod:`pmemsim.pmlog.imagefile`, and no
+more of Python's than they use: the new interpreter imports them without pmemsim's
+packages (see :data:`BOOT`).
+
+Workers forked later (a restart after a crash, more than one job, a Python checker) run
+the same loop (:func:`serve`).
+"""
+
+from __future__ import annotations
+
+import marshal
+import mmap
+import os
+import signal
+
+from ..explore import frames
+from .imagefile import Inotify, Refill, copy_base
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from .images import Pool
+
+    #: A loaded checker: its verdict on one run (the indexes of the files it is given).
+    Judge = Callable[[Any, list[int]], str | None]
+
+__all__ = [
+    "BOOT",
+    "INDEX",
+    "TAIL",
+    "WORD",
+    "Files",
+    "LoadError",
+    "c_judge",
+    "library_spec",
+    "limited",
+    "serve",
+]
+
+#: What a worker is judging, in a word of memory shared with pmemsim (8 bytes, little
+#: endian): its message number << INDEX | the image's index in it.
+WORD = 8
+INDEX = 20
+#: How much of a failing checker's output a report keeps.
+TAIL = 2000
+
+#: The new interpreter's program (``python -E -S -c BOOT PACKAGE_DIR ARGS...``): this module
+#: imported from pmemsim's folder with its packages' ``__init__`` left out (they import
+#: typing, which alone would double the start of the worker), then :func:`spawned`.
+BOOT = """import sys
+for name in ("pmemsim", "pmemsim.explore", "pmemsim.pmlog"):
+    package = type(sys)(name)
+    package.__path__ = [sys.argv[1] + name[7:].replace(".", "/")]
+    sys.modules[name] = package
+from pmemsim.pmlog.serve import spawned
+spawned(sys.argv[2:])
+"""
+
+
+class LoadError(Exception):
+    """The checker cannot be loaded (no such library or function): said to pmemsim, which
+    refuses the checker with this text."""
+
+
+def library_spec(spec: str) -> tuple[str, str] | None:
+    """``LIB.so:FUNCTION`` as (the library as dlopen is to be given it, the function); None
+    when it is not of that form. A bare file name in the current folder is made a path
+    (dlopen looks for a bare name only in the library path)."""
+    lib, sep, fn = spec.rpartition(":")
+    if not sep or not lib or not fn or not fn.isidentifier():
+        return None
+    if os.sep not in lib and os.path.exists(lib):
+        lib = os.path.join(".", lib)
+    return lib, fn
+
+
+class Files:
+    """The worker's image files: one per pool, shared-mapped, kept at the state it was sent
+    (the initial content plus every line moved)."""
+
+    def __init__(self, folder: str, names: Sequence[str], pools: Sequence[Pool]) -> None:
+        self.pools = list(pools)
+        self.paths = [os.path.join(folder, n) for n in names]
+        self.bpaths = [os.fsencode(p) for p in self.paths]
+        self.fds: list[int] = []
+        self.maps: list[mmap.mmap] = []
+        #: (pool, line) -> the content it was sent (what the file holds there).
+        self.moved: dict[tuple[int, int], bytes] = {}
+        #: (pool, line) -> the initial content read back from the source file.
+        self.initial: dict[tuple[int, int], bytes] = {}
+        self.notify: Inotify | None = None
+        self.watches: dict[int, int] = {}
+        self.rebuilds = 0
+        self.refills = [Refill(p) for p in self.pools]
+        os.makedirs(folder, 0o700, exist_ok=True)
+        try:
+            self.notify = Inotify()
+        except (OSError, AttributeError):
+            self.notify = None  # every image rebuilt: correct, slower
+        for i in range(len(self.pools)):
+            self._create(i)
+
+    def _create(self, i: int) -> None:
+        size, source, source_size = self.pools[i]
+        path = self.paths[i]
+        # Events of the file being replaced are not news.
+        self.watches = {wd: j for wd, j in self.watches.items() if j != i}
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.ftruncate(fd, size)
+        if source is not None and source_size:
+            copy_base(source, fd, min(size, source_size))
+        m = mmap.mmap(fd, size, mmap.MAP_SHARED)
+        if i < len(self.fds):
+            try:
+                self.maps[i].close()
+                os.close(self.fds[i])
+            except (OSError, BufferError):
+                pass
+            self.fds[i], self.maps[i] = fd, m
+        else:
+            self.fds.append(fd)
+            self.maps.append(m)
+        if self.notify is not None:
+            try:
+                self.watches[self.notify.watch(path)] = i
+            except OSError:  # out of watches: no telling what a checker does
+                self.notify.close()
+                self.notify = None
+        self._moved_into(i)
+
+    def _renew(self, i: int) -> None:
+        """Make file ``i`` right again after someone opened it for writing: in place when
+        it is still the file made, else a new one."""
+        if self.refills[i](self.paths[i], self.fds[i], self.maps[i]):
+            self._moved_into(i)
+        else:
+            self._create(i)
+
+    def _moved_into(self, i: int) -> None:
+        m = self.maps[i]
+        for (pool, line), content in self.moved.items():
+            if pool == i:
+                m[line : line + len(content)] = content
+
+    def move(self, changes: list[tuple[int, int, bytes]]) -> None:
+        maps, moved = self.maps, self.moved
+        for pool, line, content in changes:
+            maps[pool][line : line + len(content)] = content
+            moved[(pool, line)] = content
+
+    def held(self, pool: int, line: int, n: int) -> bytes:
+        """What the file holds at a line outside an image."""
+        got = self.moved.get((pool, line))
+        if got is not None:
+            return got
+        got = self.initial.get((pool, line))
+        if got is not None and len(got) == n:
+            return got
+        _, source, source_size = self.pools[pool]
+        if source is None or line >= source_size:
+            return bytes(n)
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, min(n, source_size - line), line)
+        finally:
+            os.close(fd)
+        got = data + bytes(n - len(data))
+        # Kept: the same lines deviate image after image. Bounded: a pool of millions of
+        # lines would otherwise be held twice.
+        if len(self.initial) >= 1 << 16:
+            self.initial.clear()
+        self.initial[(pool, line)] = got
+        return got
+
+    def check(self) -> None:
+        """Rebuild every file that someone opened for writing (or changed) since."""
+        if self.notify is None:
+            for i in range(len(self.pools)):
+                self._renew(i)
+            self.rebuilds += 1
+            return
+        events = self.notify.events()
+        if not events:
+            return
+        hit = {self.watches[wd] for wd, _ in events if wd in self.watches}
+        if any(mask & 0x4000 for _, mask in events):  # the queue overflowed
+            hit = set(range(len(self.pools)))
+        for i in sorted(hit):
+            self._renew(i)
+        if hit:
+            self.rebuilds += 1
+        if self.notify is not None:  # what renewing itself queued: not a checker's doing
+            self.notify.events()
+
+
+def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> None:
+    """A worker's loop: messages in, verdicts out, until EOF. ``judging`` is told, before
+    each image, the number of the message and the image's in it
+    (:meth:`~pmemsim.pmlog.workers.LibWorker.judging`).
+
+    The first message is ``("setup", folder, names, pools, consistent, seconds)``: the
+    image files to make, the value of a library function that means consistent, and the
+    time limit of each run. Past it, SIGALRM (its default action) ends the worker,
+    wherever the checker is (a C loop never returns to Python), and pmemsim reads that exit
+    as "timed out": a hang costs its image's limit, not a batch's."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (a fork keeps pmemsim's handler)
+    try:
+        judge = load()
+    except LoadError as exc:
+        frames.send(wfd, ("error", str(exc)), marshal.dumps)
+        return
+    except Exception as exc:
+        frames.send(wfd, ("error", f"{type(exc).__name__}: {exc}"), marshal.dumps)
+        return
+    frames.send(wfd, ("ready", ""), marshal.dumps)
+    reader = frames.Reader(rfd, marshal.loads)
+    files: Files | None = None
+    run_one = judge
+    token: object = None
+    received = 0
+    try:
+        while True:
+            try:
+                batch: Any = reader.get()
+            except EOFError:
+                return
+            if batch[0] == "setup":
+                _, folder, names, pools, consistent, seconds = batch
+                files = Files(folder, names, pools)
+                if isinstance(judge, _CJudge):
+                    judge.consistent = consistent
+                run_one = limited(judge, seconds)
+                continue
+            assert files is not None
+            received += 1
+            message = received << INDEX
+            # Only the images some run found inconsistent are answered, by their number
+            # in the batch: most images pass, and their verdicts cost nothing to send.
+            out = []
+            maps, held = files.maps, files.held
+            n = 0
+            for item in batch:
+                if item[0] == "M":
+                    files.move(item[1])
+                    continue
+                _, patches, runs, markers, info = item
+                if markers is not None:
+                    os.environ["PMREORDER_MARKERS"] = markers
+                if info is not None:  # (a Python checker's, in a forked worker)
+                    from ..markers import CrashInfo, reset_crash, set_crash
+
+                    if token is not None:
+                        reset_crash(token)
+                    token = set_crash(CrashInfo(*info))
+                for p in patches:
+                    maps[p[3]][p[4] : p[5]] = p[0]
+                judging[:WORD] = (message | n).to_bytes(WORD, "little")
+                try:
+                    got = [run_one(files, run) for run in runs]
+                finally:
+                    # First: a checker that cut its file short makes writing the lines back
+                    # through the mapping a SIGBUS.
+                    files.check()
+                    for p in patches:
+                        maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
+                if got.count(None) != len(got):
+                    out.append((n, [_sent(v) for v in got]))
+                n += 1
+            frames.send(wfd, out, marshal.dumps)
+    finally:
+        if token is not None:
+            from ..markers import reset_crash
+
+            reset_crash(token)
+
+
+def limited(judge: Judge, seconds: float | None) -> Judge:
+    """``judge`` under a time limit per run: past it, SIGALRM's default action ends this
+    process, wherever the checker is."""
+    if seconds is None:
+        return judge
+    arm, real = signal.setitimer, signal.ITIMER_REAL
+
+    def run_limited(files: Any, run: list[int]) -> str | None:
+        arm(real, seconds)
+        try:
+            return judge(files, run)
+        finally:
+            arm(real, 0)
+
+    return run_limited
+
+
+def _sent(verdict: str | None) -> str | tuple[str, str] | None:
+    """A verdict as marshal sends it: a Python checker's timeout or crash (a str subclass
+    that says which, :class:`~pmemsim.pmlog.checkers.Fault`) as ``(kind, text)``."""
+    kind = getattr(verdict, "kind", None)
+    return (kind, str(verdict)) if kind else verdict
+
+
+class _CJudge:
+    """``int FUNCTION(const char *path)`` of a library, called on a run's first file. What
+    the checker writes to ``streams`` (its stdout; a worker's stderr too, where nothing
+    else writes) goes with its verdict, as a checker program's output does, instead of
+    onto the terminal once per image."""
+
+    def __init__(self, library: str, function: str, streams: tuple[int, ...]) -> None:
+        import ctypes  # (imported by the worker only)
+
+        _keep_heap(ctypes)
+        try:
+            lib = ctypes.CDLL(library)
+        except OSError as exc:
+            raise LoadError(str(exc)) from None
+        try:
+            self.fn = getattr(lib, function)
+        except AttributeError:
+            raise LoadError(f"{library} has no function {function!r}") from None
+        self.fn.argtypes = [ctypes.c_char_p]
+        self.fn.restype = ctypes.c_int
+        #: What the function returns for a consistent image (told by pmemsim's setup).
+        self.consistent = 1
+        self.out, self.flush = _own_output(ctypes, streams)
+
+    def __call__(self, files: Files, run: list[int]) -> str | None:
+        got = self.fn(files.bpaths[run[0]])
+        self.flush(None)
+        out = self.out
+        said = os.lseek(out, 0, os.SEEK_CUR)
+        ok = got == self.consistent
+        text = ""
+        if said:
+            if not ok:
+                text = os.pread(out, TAIL, max(0, said - TAIL)).decode(errors="replace")
+                text = ("..." if said > TAIL else "") + text.strip()
+            os.ftruncate(out, 0)
+            os.lseek(out, 0, os.SEEK_SET)
+        return None if ok else f"returned {got}{': ' + text if text else ''}"
+
+
+def c_judge(
+    library: str, function: str, consistent: int = 1, streams: tuple[int, ...] = (1,)
+) -> Judge:
+    """The library's function, loaded here (LoadError if it cannot be); an image is
+    consistent when it returns ``consistent`` (a worker's setup may say otherwise)."""
+    judge = _CJudge(library, function, streams)
+    judge.consistent = consistent
+    return judge
+
+
+def _keep_heap(ctypes: Any) -> None:
+    """Have malloc keep what a checker frees for its next call. libpmemobj's open and close
+    allocate and free megabytes per image; in a worker, glibc gave them back to the system
+    at every close and took them again, page by page, at the next open: PMDK's map checker
+    on hashmap_tx's images spent 7.6 ms of CPU per call in a worker, 2.4 ms with up to
+    64 MiB kept at the heap's top (resident once a checker used them)."""
+    try:
+        ctypes.CDLL(None).mallopt(_M_TOP_PAD, 64 << 20)
+    except (AttributeError, OSError):  # glibc's; elsewhere a default
+        pass
+
+
+_M_TOP_PAD = -2
+
+
+def _own_output(ctypes: Any, streams: tuple[int, ...]) -> tuple[int, Callable[[None], int]]:
+    """``streams`` sent to a file of this process's own, and libc's fflush."""
+    out = os.memfd_create("checker-output")
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)
+    for fd in streams:
+        os.dup2(out, fd)
+    return out, libc.fflush
+
+
+def spawned(argv: list[str]) -> None:
+    """The new interpreter's work (:data:`BOOT`): ``argv`` is the descriptors of its two
+    pipes and of the judging word, the library and the function."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # pmemsim decides
+    rfd, wfd, word = (int(a) for a in argv[:3])
+    library, function = argv[3:5]
+    judging = mmap.mmap(word, WORD)
+    os.close(word)
+    serve(lambda: c_judge(library, function, streams=(1, 2)), rfd, wfd, judging)
