@@ -167,3 +167,98 @@ def test_a_class_defining_eq_keeps_it_and_is_unhashable_as_standard() -> None:
 
         assert Own(1) == Own(2)
         assert Own.__hash__ is None
+
+
+# -- the code cache -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A code cache of this test's own (in tmp_path), empty, and a count of compilations."""
+    path = tmp_path / "pycache" / "_dataclass.inits"
+    monkeypatch.setattr(_dataclass, "_cache_path", lambda: str(path))
+    monkeypatch.setattr("sys.dont_write_bytecode", False)
+    monkeypatch.setattr(_dataclass, "_CODE", None)
+    monkeypatch.setattr(_dataclass, "_NEW", set())
+    monkeypatch.setattr(_dataclass, "_USED", set())
+    compiled: list[str] = []
+
+    def counting(text: str, name: str, mode: str) -> Any:
+        compiled.append(name)
+        return compile(text, name, mode)
+
+    monkeypatch.setattr(_dataclass, "compile", counting, raising=False)
+    return path, compiled
+
+
+def _point_class() -> type:
+    @_dataclass.dataclass(frozen=True)
+    class Point:
+        x: int
+        y: int = 2
+
+    return Point
+
+
+def _new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a new process starts with: no code loaded, nothing compiled yet."""
+    monkeypatch.setattr(_dataclass, "_CODE", None)
+    monkeypatch.setattr(_dataclass, "_NEW", set())
+    monkeypatch.setattr(_dataclass, "_USED", set())
+
+
+def test_a_class_defined_again_in_a_new_process_is_not_compiled_again(
+    cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, compiled = cache
+    assert _point_class()(1).y == 2
+    assert len(compiled) == 1 and not path.exists()
+    _dataclass._save_code()  # (at exit)
+    assert path.exists()
+    _new_process(monkeypatch)
+    Point = _point_class()
+    assert len(compiled) == 1  # from the cache
+    assert Point(5) == Point(5, 2) and Point(1).x == 1
+    with pytest.raises(_dataclass.FrozenInstanceError):
+        Point(1).x = 3  # type: ignore[misc]
+
+
+def test_a_changed_class_is_compiled_and_a_bad_cache_is_ignored(
+    cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, compiled = cache
+    _point_class()
+    _dataclass._save_code()
+    _new_process(monkeypatch)
+
+    @_dataclass.dataclass(frozen=True)
+    class Point:  # the same name, another field: its own code
+        x: int
+        z: int = 3
+
+    assert len(compiled) == 2 and Point(1).z == 3
+    for junk in (b"", b"garbage", path.read_bytes()[:-7]):
+        path.write_bytes(junk)
+        _new_process(monkeypatch)
+        assert _point_class()(4).y == 2
+    assert len(compiled) == 5
+
+
+def test_nothing_is_written_where_python_writes_no_bytecode(
+    cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = cache
+    _point_class()
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    _dataclass._save_code()
+    assert not path.exists()
+
+
+def test_the_cache_sits_beside_the_modules_compiled_code() -> None:
+    import importlib.util
+
+    where = _dataclass._cache_path()
+    assert (
+        where
+        == importlib.util.cache_from_source(_dataclass.__file__).removesuffix(".pyc") + ".inits"
+    )
