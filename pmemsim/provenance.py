@@ -21,7 +21,9 @@ import os
 import sys
 from collections.abc import Iterable
 from types import CodeType, FrameType, ModuleType
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
+
+from ._records import NamedTuple
 
 __all__ = [
     "Frame",

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import placement
+from ._records import NamedTuple
 from .backend import Backend, BackendMap, BackendSource, Pmem2Failure
 from .badblocks import scan_badblocks
 from .config import Config

@@ -292,3 +292,36 @@ def test_threads_that_first_use_the_lazy_packages_together_get_every_name() -> N
             check=False,
         )
         assert done.returncode == 0 and done.stdout.split()[-1:] == ["ok"], done.stderr
+
+
+_COUNT_COMPILES = """
+import atexit, sys
+compiled = []
+sys.addaudithook(lambda event, args: compiled.append(str(args[1])) if event == "compile" else None)
+atexit.register(lambda: print("COMPILED", compiled, file=sys.stderr))
+sys.argv[0] = "pmemsim"
+from pmemsim.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize("checker", ["--checker-py=good.py:check", "--checker-lib=./libc.so:check"])
+def test_a_second_run_compiles_nothing(checker: str, tmp_path: Path) -> None:
+    """Once Python's caches hold pmemsim's code, a check compiles nothing: no generated
+    ``__init__`` or ``__new__``, no annotation of a named tuple (compiling cost a short check
+    a tenth of its instructions)."""
+    folder = _folder(tmp_path)
+    (folder / "c.c").write_text("int check(const char *path) { return 1; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", "libc.so", "c.c"], cwd=folder, check=True)
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(tmp_path / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    said = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", _COUNT_COMPILES, "check-log", "t.log", checker],
+            capture_output=True, text=True, timeout=120, cwd=folder, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        said.append(done.stderr.rsplit("COMPILED ", 1)[1].strip())
+    assert said[0] != "[]"  # (the test's own check: the first run did compile)
+    assert said[1] == "[]"

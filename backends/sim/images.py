@@ -25,9 +25,10 @@ import enum
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from pmemsim._dataclass import replace
+from pmemsim._records import NamedTuple
 from pmemsim.digest import blake2b
 from pmemsim.errors import ErrorCode, InvalidArgumentError
 from pmemsim.provenance import Frame

@@ -12,8 +12,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import NamedTuple
 
+from pmemsim._records import NamedTuple
 from pmemsim.enums import Granularity
 from pmemsim.provenance import HELPERS, STACK_DEPTH, Provenance, blamed, capture_stack
 

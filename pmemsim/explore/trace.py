@@ -33,9 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._dataclass import dataclass, field
+from .._records import NamedTuple
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError
 from ..markers import reset_sink, set_sink

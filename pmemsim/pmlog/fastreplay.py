@@ -37,8 +37,9 @@ import math
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from .._records import NamedTuple
 from ..snapshot import Snapshot
 from .forked import worth_a_twin
 from .frames import _call, source_line, trampoline

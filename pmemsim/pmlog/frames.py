@@ -11,7 +11,9 @@ import os
 import re
 import types
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+
+from .._records import NamedTuple
 
 __all__ = ["SourceLine", "source_line", "source_of", "trampoline"]
 

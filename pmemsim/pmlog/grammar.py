@@ -36,9 +36,10 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, NamedTuple, overload
+from typing import Literal, overload
 
 from .._dataclass import dataclass, field
+from .._records import NamedTuple
 from ..errors import ErrorCode, InvalidArgumentError
 
 __all__ = [

@@ -19,8 +19,9 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from .._records import NamedTuple
 from ..errors import USER_FAILURES
 from ..markers import CrashInfo, reset_crash, set_crash
 from .checkers import (

@@ -33,9 +33,10 @@ import sys
 from array import array
 from collections.abc import Callable, Iterator
 from collections.abc import Mapping as MappingOf
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .._dataclass import dataclass, field
+from .._records import NamedTuple
 from ..enums import Granularity
 from ..errors import ErrorCode, InvalidArgumentError, NotSupportedError
 from ..markers import _sink

@@ -35,8 +35,9 @@ import signal
 import struct
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from .._records import NamedTuple
 from .checkers import FunctionChecker, LibChecker
 from .forked import end_group, fork, read_until_exit
 from .judging import Inline
