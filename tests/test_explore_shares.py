@@ -17,7 +17,7 @@ import pytest
 from helpers import epochs_workload
 
 import pmemsim as pm
-from pmemsim.explore import CrashCheck, check, shares
+from pmemsim.explore import CrashCheck, check, shares, workers
 from pmemsim.explore import engine as engine_module
 from pmemsim.explore.executor import LocalProcesses
 
@@ -29,6 +29,29 @@ def _small(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fork early and cut small chunks: small checks then go through every path."""
     monkeypatch.setattr(engine_module, "PARALLEL_FROM", 40)
     monkeypatch.setattr(shares, "CHUNK", 8)
+
+
+@pytest.fixture
+def workers_take_every_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test whose premise is that a worker runs recovery: the parent, which takes the
+    chunks no worker has taken yet, would take all of them from a worker that starts late
+    (a loaded machine) and the test would see nothing of the worker."""
+    monkeypatch.setattr(shares, "PARENT_TAKES", False)
+
+
+@pytest.fixture
+def late_workers(monkeypatch: pytest.MonkeyPatch, workers_take_every_chunk: None) -> None:
+    """Each worker forked mid-recording starts 0.3 s late, as on a loaded machine (where it
+    may not run before the parent is done): the check still goes to the workers."""
+    fork = shares.fork
+
+    def late(siblings: Any = ()) -> Any:
+        got = fork(siblings)
+        if not isinstance(got, workers._Worker):
+            time.sleep(0.3)
+        return got
+
+    monkeypatch.setattr(shares, "fork", late)
 
 
 def _checksum_recovery(v: pm.View) -> bool:
@@ -135,6 +158,7 @@ def test_the_workloads_own_error_after_the_fork_is_raised_and_nothing_is_left() 
         )
 
 
+@pytest.mark.usefixtures("late_workers")
 def test_a_worker_that_dies_is_an_error_and_nothing_is_left() -> None:
     here = os.getpid()
 
@@ -149,6 +173,7 @@ def test_a_worker_that_dies_is_an_error_and_nothing_is_left() -> None:
 
 
 @pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])
+@pytest.mark.usefixtures("late_workers")
 def test_a_worker_that_dies_is_seen_at_once_though_a_process_it_forked_holds_its_pipe(
     executor: LocalProcesses | None,
 ) -> None:
@@ -172,6 +197,7 @@ def test_a_worker_that_dies_is_seen_at_once_though_a_process_it_forked_holds_its
 
 
 @pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])
+@pytest.mark.usefixtures("late_workers")
 def test_nothing_a_recovery_started_in_a_worker_outlives_the_check(
     tmp_path: Path, executor: LocalProcesses | None
 ) -> None:
@@ -196,6 +222,7 @@ def test_nothing_a_recovery_started_in_a_worker_outlives_the_check(
     assert not any(_alive(p) for p in pids), "a recovery's child outlived the check"
 
 
+@pytest.mark.usefixtures("workers_take_every_chunk")
 def test_a_worker_stuck_past_the_time_budget_is_stopped_and_its_points_left_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .engine import Explorer, Session, StateReport, _Recent
     from .trace import CrashPoint
 
-__all__ = ["AHEAD", "CHUNK", "GRACE", "Shares", "WorkerMismatch"]
+__all__ = ["AHEAD", "CHUNK", "GRACE", "PARENT_TAKES", "Shares", "WorkerMismatch"]
 
 #: Images (a lazy crash point counts one) per chunk: enough that a chunk's reports are one
 #: message, few enough that a slow stretch is shared out.
@@ -50,6 +50,10 @@ CHUNK = 256
 AHEAD = 4
 #: The most slices one crash point is cut into, per process.
 SLICES_PER_JOB = 32
+#: Whether the parent explores chunks no worker has taken yet (once :data:`AHEAD` chunks
+#: per process are out, and when its recording is over). Off, the workers explore every
+#: chunk however late they start: tests that need a worker to run recovery turn it off.
+PARENT_TAKES = True
 #: Seconds past the check's deadline (and one run's time) before a worker that has not
 #: sent the chunk the parent waits for counts as stuck.
 GRACE = 5.0
@@ -329,7 +333,7 @@ class Shares:
                     self._explore(head)
                     continue
                 return  # (only the chunk being cut is left)
-            got = self._claim(block=False) if self.claims >= 0 else None
+            got = self._claim(block=False) if self.claims >= 0 and PARENT_TAKES else None
             if got is not None:
                 self._explore(self._chunk(got.number))
                 continue
