@@ -6,6 +6,7 @@ dies is an error; nothing a worker or its recovery started outlives the check.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,6 +53,14 @@ def late_workers(monkeypatch: pytest.MonkeyPatch, workers_take_every_chunk: None
         return got
 
     monkeypatch.setattr(shares, "fork", late)
+
+
+def _close_pipes() -> None:
+    """Close every pipe this process holds (the worker's to its parent among them)."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                os.close(int(fd))
 
 
 def _checksum_recovery(v: pm.View) -> bool:
@@ -170,6 +179,51 @@ def test_a_worker_that_dies_is_an_error_and_nothing_is_left() -> None:
     c = CrashCheck("dies", epochs_workload(30, 3), recover, strategy="exhaustive")
     with pytest.raises(RuntimeError, match="was killed by signal 9 before it answered"):
         check(c, progress=None, jobs=2)
+
+
+@pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])
+@pytest.mark.usefixtures("late_workers")
+def test_a_worker_whose_pipe_ends_before_its_exit_is_named_by_its_real_end(
+    executor: LocalProcesses | None,
+) -> None:
+    """A dying process's files are closed before its exit can be seen: the parent may
+    read the end of the pipe first (a loaded machine runs it in between), and must then
+    wait for the exit to say how the worker ended. Here the gap is made long: the
+    worker closes its pipes, then is killed."""
+    here = os.getpid()
+
+    def recover(v: pm.View) -> bool:
+        if os.getpid() != here:
+            _close_pipes()
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return True
+
+    c = CrashCheck("dies late", epochs_workload(30, 3), recover, strategy="exhaustive")
+    with pytest.raises(RuntimeError, match="was killed by signal 9 before it answered"):
+        check(c, progress=None, jobs=2, executor=executor)
+
+
+@pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])
+@pytest.mark.usefixtures("workers_take_every_chunk")
+def test_a_worker_that_closes_its_pipe_and_goes_on_is_an_error_and_is_stopped(
+    monkeypatch: pytest.MonkeyPatch, executor: LocalProcesses | None
+) -> None:
+    """Its exit is awaited for a while (workers.DYING), not for ever."""
+    monkeypatch.setattr(workers, "DYING", 0.3)
+    here = os.getpid()
+
+    def recover(v: pm.View) -> bool:
+        if os.getpid() != here:
+            _close_pipes()
+            time.sleep(30)
+        return True
+
+    c = CrashCheck("closes", epochs_workload(30, 3), recover, strategy="exhaustive")
+    t = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"closed its pipe .* still running 0\.3 s later"):
+        check(c, progress=None, jobs=2, executor=executor)
+    assert time.monotonic() - t < 20  # (a hang, not a speed: the sleep is 30 s)
 
 
 @pytest.mark.parametrize("executor", [None, LocalProcesses(2)], ids=["shares", "local"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import selectors
 import signal
 import sys
@@ -26,6 +27,10 @@ __all__ = ["MAX_JOBS", "Workers", "check_jobs", "fork", "signals_blocked"]
 
 
 _STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+#: Seconds a worker whose pipe ended is given to exit before its error is worded: a dying
+#: process closes its files first, and is seen to exit a moment later.
+DYING = 5.0
 
 
 class _Stopped(BaseException):
@@ -58,8 +63,18 @@ class _Worker:
         return [fd for fd in (self.receive_fd, self.exited_fd) if fd >= 0]
 
     def died(self) -> RuntimeError:
-        """The error of a worker that ended before it answered, with how it ended."""
-        how = "ended"
+        """The error of a worker whose pipe ended before it answered, with how it ended.
+
+        Its pipe can end before its exit can be seen: a dying process's files are closed
+        before it becomes a zombie (a loaded machine may run the parent in between), and
+        a recovery may close the pipe and go on. So its exit is awaited, up to
+        :data:`DYING` seconds, before its end is worded."""
+        if not self._exited(DYING):
+            return RuntimeError(
+                f"worker process {self.pid} closed its pipe before it answered and was "
+                f"still running {DYING:g} s later"
+            )
+        how = "ended"  # (reaped elsewhere: how is not known)
         with contextlib.suppress(ChildProcessError, OSError):
             info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             if info is not None:
@@ -67,7 +82,7 @@ class _Worker:
                 how = (
                     f"was killed by signal {info.si_status}"
                     if killed
-                    else (f"ended (exit status {info.si_status})")
+                    else f"ended (exit status {info.si_status})"
                 )
         return RuntimeError(f"worker process {self.pid} {how} before it answered")
 
@@ -109,9 +124,15 @@ class _Worker:
                     return True
             except ChildProcessError:
                 return True
-            if time.monotonic() >= until:
+            left = until - time.monotonic()
+            if left <= 0:
                 return False
-            time.sleep(pause)
+            if self.exited_fd >= 0:  # readable once it has exited
+                watch = select.poll()
+                watch.register(self.exited_fd, select.POLLIN)
+                watch.poll(max(left * 1000, 1))
+                continue
+            time.sleep(min(pause, left))
             pause = min(2 * pause, 0.01)
 
 
