@@ -181,3 +181,30 @@ def test_a_library_that_does_not_load_in_the_early_worker_is_refused(tmp_path: P
         done = _cli("check-log", "x.log", "--checker-lib", spec, cwd=tmp_path)
         assert done.returncode == 2 and said in done.stderr, done.stderr
         assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+def test_the_spawned_worker_imports_little() -> None:
+    """The new interpreter imports serve.py and what it needs, none of pmemsim's packages or
+    of Python's heavier modules (each would lengthen the worker's start, on the check's path
+    when the machine is busy)."""
+    from pmemsim.pmlog import serve
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(serve.__file__)))
+    boot = serve.BOOT.replace("spawned(sys.argv[2:])", "")
+    done = subprocess.run(
+        [sys.executable, "-E", "-S", "-X", "importtime", "-c", boot, package],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "pmemsim.pmlog.serve" in imported
+    heavy = {"typing", "enum", "functools", "collections", "contextlib", "re", "signal"}
+    assert sorted(imported & heavy) == []
+    assert sorted(m for m in imported if m.startswith("pmemsim")) == [
+        "pmemsim.explore.frames",
+        "pmemsim.pmlog.imagefile",
+        "pmemsim.pmlog.serve",
+    ]
