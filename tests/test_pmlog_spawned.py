@@ -208,3 +208,24 @@ def test_the_spawned_worker_imports_little() -> None:
         "pmemsim.pmlog.imagefile",
         "pmemsim.pmlog.serve",
     ]
+
+
+@pytest.mark.parametrize("why", ["PYTHONHOME", "frozen", "no executable", "old glibc", "not glibc"])
+def test_no_worker_is_spawned_where_one_would_not_start(
+    why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a new interpreter could not run pmemsim's bootstrap (a PYTHONHOME that -E
+    would drop, a frozen application, a C library that keeps the descriptors from it), the
+    worker is forked instead."""
+    assert forked._spawnable()
+    if why == "PYTHONHOME":
+        monkeypatch.setenv("PYTHONHOME", sys.prefix)
+    elif why == "frozen":
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+    elif why == "no executable":
+        monkeypatch.setattr(sys, "executable", "")
+    else:
+        said = "glibc 2.28" if why == "old glibc" else "musl 1.2"
+        monkeypatch.setattr(os, "confstr", lambda name: said)
+    assert not forked._spawnable()
+    assert forked.spawn_worker("/nothing.so", "check") is None

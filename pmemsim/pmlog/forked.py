@@ -189,13 +189,13 @@ def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap]
 
 
 def _spawnable() -> bool:
-    """Whether :func:`spawn_worker` can start a worker: posix_spawn, an interpreter to run,
-    one that finds its library without PYTHONHOME (``-E`` ignores it), and a C library
-    whose posix_spawn clears close-on-exec of a descriptor dup2'd onto itself (glibc 2.29
-    and later)."""
+    """Whether :func:`spawn_worker` can start a worker: posix_spawn, an interpreter to run
+    (not a frozen application's executable), one that finds its library without PYTHONHOME
+    (``-E`` ignores it), and a C library whose posix_spawn clears close-on-exec of a
+    descriptor dup2'd onto itself (glibc 2.29 and later)."""
     if not (hasattr(os, "posix_spawn") and hasattr(os, "memfd_create") and sys.executable):
         return False
-    if "PYTHONHOME" in os.environ:
+    if "PYTHONHOME" in os.environ or getattr(sys, "frozen", False):  # (frozen: no python)
         return False
     try:
         name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # type: ignore[union-attr]
