@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pmemsim.explore import budget
+from pmemsim.explore import runtimer
 from pmemsim.explore.report import RecoveryHang
 
 
@@ -35,14 +35,14 @@ def _as_if_in(filename: str) -> Any:
 
 
 #: pmemsim's own bookkeeping.
-bookkeeping = _as_if_in(budget.__file__)
+bookkeeping = _as_if_in(runtimer.__file__)
 
 
 def interrupted(body: Callable[[], None], run_timeout: float = 0.05) -> float | None:
     """Run ``body`` under a run timer in a thread of its own; the seconds until RecoveryHang
     reached it (None: it never did). The thread is a daemon and ``body`` ends by itself, so
     a timer that never fires fails the test instead of hanging it."""
-    timer = budget.RunTimer(run_timeout)
+    timer = runtimer.RunTimer(run_timeout)
     took: list[float | None] = []
 
     def run() -> None:
@@ -104,7 +104,7 @@ def test_in_the_users_code_a_hang_is_raised_at_once() -> None:
 def test_past_the_grace_a_hang_is_raised_even_in_pmemsims_code(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(budget, "GRACE", 0.2)
+    monkeypatch.setattr(runtimer, "GRACE", 0.2)
     through: list[bool] = []
     took = interrupted(lambda: bookkeeping(10, through))
     assert through == []
