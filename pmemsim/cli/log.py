@@ -117,14 +117,8 @@ def _checker(args: argparse.Namespace) -> Any:
             raise UsageProblem("--all-files: a library checker takes one file (per call)")
         return LibChecker.parse(args.checker_lib, _time_limit(args), args.lib_consistent)
     if args.checker_py:
-        if args.timeout is not None:
-            raise UsageProblem(
-                "--timeout limits a checker program, a --checker-lib function or a --recovery "
-                "run; a --checker-py function runs inside pmemsim with no time limit (to limit "
-                "it, make it a program after '--')"
-            )
         fn = load_function(args.checker_py)
-        return FunctionChecker(fn, args.checker_py, args.all_files)
+        return FunctionChecker(fn, args.checker_py, args.all_files, _time_limit(args))
     if args.all_files:
         raise UsageProblem("--all-files: a recovery judges one file")
     from .check import load_check
@@ -135,7 +129,8 @@ def _checker(args: argparse.Namespace) -> Any:
 
         # The limit of each recovery run, as the check's own run_timeout is otherwise.
         c = dataclasses.replace(c, run_timeout=_time_limit(args))
-    checker = FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}")
+    # (Its limit is the check's run_timeout, which recovery_checker applies.)
+    checker = FunctionChecker(recovery_checker(c), f"recovery of {args.recovery}", timeout=None)
     args._recovery_check = c  # lazy exploration runs the recovery itself, on the simulator
     return checker
 
@@ -192,9 +187,7 @@ def _waiting(args: argparse.Namespace, checker: Any, term: Any) -> Any:
     which image, for how long, and how to stop the check or limit the runs."""
     recovery = getattr(args, "_recovery_check", None)
     limit = getattr(checker, "timeout", None) if recovery is None else recovery.run_timeout
-    if args.checker_py:
-        hint = "a checker program after '--' can be limited with --timeout"
-    elif limit is None:
+    if limit is None:
         hint = "--timeout SECONDS limits each run"
     else:
         hint = "--timeout SECONDS changes the limit"
@@ -239,7 +232,7 @@ def _command(args: argparse.Namespace, extra: list[str]) -> str:
         out += ["--base-image", spec]
     if args.all_files:
         out.append("--all-files")
-    if args.timeout is not None:  # (never with --checker-py: refused)
+    if args.timeout is not None:
         out += ["--timeout", "none" if args.timeout == "none" else f"{args.timeout:g}"]
     if args.checker_py:
         out += ["--checker-py", args.checker_py]
@@ -413,7 +406,7 @@ def _check_log(
     print(result.report(lint=False))
     if result.minimal is not None:
         print(f"  replay: {_command(args, ['--replay', result.minimal.token])}")
-    if result.timed_out and (args.checker or args.checker_lib):
+    if result.timed_out and not args.recovery:
         print("(--timeout SECONDS changes the time limit per checker run; none removes it)")
     elif result.timed_out and args.recovery and args.timeout is not None:
         print(f"(--timeout replaced the run_timeout of {args.recovery}; none removes the limit)")
@@ -645,10 +638,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--timeout",
         type=_seconds_or_none,
         metavar="SECONDS|none",
-        help="time limit per checker run of a program or library (default 10 s; none: no "
-        "limit): an image whose run takes longer is inconsistent, counted as timed out; with "
-        "--recovery it replaces the check's run_timeout; not with --checker-py (a Python "
-        "function in pmemsim is not limited)",
+        help="time limit per checker run (default 10 s; none: no limit): an image whose run "
+        "takes longer is inconsistent, counted as timed out; with --recovery it replaces the "
+        "check's run_timeout",
     )
     p.add_argument(
         "--no-lint",

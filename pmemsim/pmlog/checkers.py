@@ -7,21 +7,25 @@
   library checker takes it: 1 means consistent, anything else inconsistent. It runs in a
   worker process (:mod:`pmemsim.pmlog.workers`), so a checker that crashes costs a restart,
   not the run.
-* :class:`FunctionChecker`: a Python function called in this process with the image as a
-  read-only memoryview, valid for the call only (``bytes(image)`` keeps a copy). Returning
-  False or raising means inconsistent. :func:`pmemsim.current_crash` tells it the crash
-  point and markers; ``PMREORDER_MARKERS`` is set as for a program.
+* :class:`FunctionChecker`: a Python function called in this process (or in worker
+  processes, with ``jobs`` > 1) with the image as a read-only memoryview, valid for the call
+  only (``bytes(image)`` keeps a copy). Returning False or raising means inconsistent.
+  :func:`pmemsim.current_crash` tells it the crash point and markers; ``PMREORDER_MARKERS``
+  is set as for a program.
 
 Several registered files: a checker judges each file's image (pmreorder's protocol: the image
 is consistent when every file is), or, with ``all_files``, all of one image's files at once
 (a program gets every file's path, in the order the log first registers them; a function a
 dict from registered path to memoryview).
 
-A program or library checker run has a time limit (``timeout``, :data:`DEFAULT_TIMEOUT`
-unless given; None: none), so that a checker looping on a bad image costs the limit, not the
-check. A verdict that is not the checker's own answer, because its run ran out of time or
-crashed, is a :class:`Fault` (a ``str`` whose ``kind`` says which): it counts as
-inconsistent, and reports count those apart.
+Every checker run has a time limit (``timeout``, :data:`DEFAULT_TIMEOUT` unless given;
+None: none), so that a checker looping on a bad image costs the limit, not the check: a
+program's process group is killed, a library's worker process ends itself, a Python function
+is interrupted inside its run (:class:`CheckerStopped`, raised by
+:class:`~pmemsim.explore.runtimer.RunTimer` as a recovery's ``run_timeout`` is). A verdict
+that is not the checker's own answer, because its run ran out of time or crashed, is a
+:class:`Fault` (a ``str`` whose ``kind`` says which): it counts as inconsistent, and reports
+count those apart.
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ from .serve import library_spec
 if TYPE_CHECKING:
     import subprocess
 
+    from ..explore.runtimer import RunTimer
+
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "CheckerStopped",
     "Fault",
     "FunctionChecker",
     "LibChecker",
@@ -58,8 +65,8 @@ __all__ = [
 ]
 
 
-#: Seconds a checker program or library function may take on one image (per run) unless
-#: told otherwise: as long as a Python recovery's ``run_timeout``.
+#: Seconds a checker program, library function or Python function may take on one image
+#: (per run) unless told otherwise: as long as a Python recovery's ``run_timeout``.
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -116,19 +123,46 @@ ImageFn = Callable[[Any], object]
 
 @dataclass(frozen=True)
 class FunctionChecker:
-    """A Python function judging images in this process."""
+    """A Python function judging images.
+
+    ``timeout``: seconds one call may take (:data:`DEFAULT_TIMEOUT` unless given; None: no
+    limit). Past it the call is interrupted and the image's verdict is "timed out after T s
+    (the time limit per checker run)", as a library's. In this process the judges time each
+    call (:meth:`timer`: SIGALRM in the main thread, a watchdog thread elsewhere); in a
+    worker process the worker ends itself. Calling the checker object itself sets no limit.
+    """
 
     fn: ImageFn
     label: str
     all_files: bool = False
+    timeout: float | None = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        check_timeout(self.timeout)
 
     def __call__(self, image: Any) -> str | None:
-        """None when the image is consistent, else what the function said."""
+        """None when the image is consistent, else what the function said (no time limit:
+        see :meth:`timer`)."""
         try:
             ok = self.fn(image)
         except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
             return raised(exc)
         return "returned False" if ok is False else None
+
+    def timer(self) -> RunTimer | None:
+        """A timer for this checker's calls in this process (None: no limit): a call it
+        interrupts raises :class:`CheckerStopped`, whose text is the timed-out verdict."""
+        if self.timeout is None:
+            return None
+        from ..explore.runtimer import RunTimer
+
+        return RunTimer(self.timeout, str(timed_out(self.timeout)), CheckerStopped, frequent=True)
+
+
+class CheckerStopped(BaseException):
+    """Raised inside a Python checker's call that ran past its time limit; its text is the
+    verdict. A BaseException, so that the checker's own ``except Exception`` lets it by
+    (and it is raised again every 50 ms until the call ends)."""
 
 
 class CheckerTimedOut(Exception):
@@ -137,6 +171,8 @@ class CheckerTimedOut(Exception):
 
 def raised(exc: BaseException) -> str:
     """A checker's exception as its verdict."""
+    if isinstance(exc, CheckerStopped):
+        return TimedOut(str(exc))
     if isinstance(exc, CheckerTimedOut):
         return TimedOut(f"timed out: {exc}")
     if isinstance(exc, SystemExit):  # (even sys.exit(0): a checker returns its verdict)
@@ -421,7 +457,8 @@ def load_function(spec: str) -> ImageFn:
 def recovery_checker(check: Any) -> ImageFn:
     """A CrashCheck's recovery as an image checker: each image is mapped into a fresh set on
     the simulator and ``check.recover(view)`` runs on it, as the crash check itself runs it,
-    under the check's ``run_timeout`` (past it: :class:`CheckerTimedOut`)."""
+    under the check's ``run_timeout`` (past it: :class:`CheckerTimedOut`). That is its time
+    limit: its :class:`FunctionChecker` takes ``timeout=None``."""
     from ..explore.budget import RunTimer
     from ..markers import CrashInfo, current_crash
     from ..snapshot import Snapshot

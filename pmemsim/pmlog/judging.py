@@ -25,6 +25,7 @@ from .._records import NamedTuple
 from ..errors import USER_FAILURES
 from ..markers import CrashInfo, reset_crash, set_crash
 from .checkers import (
+    CheckerStopped,
     FunctionChecker,
     ProgramChecker,
     raised,
@@ -185,7 +186,9 @@ class Judge:
 
 
 class Inline(Judge):
-    """A Python function on the image buffers, in this process."""
+    """A Python function on the image buffers, in this process; each call under the
+    checker's time limit (its :meth:`~FunctionChecker.timer`, installed for the judge's
+    life: a call costs arming and disarming it)."""
 
     def __init__(self, checker: FunctionChecker, *args: Any) -> None:
         super().__init__(*args)
@@ -195,6 +198,11 @@ class Inline(Judge):
         self.token: object = None
         self.saved = os.environ.get("PMREORDER_MARKERS")
         self.markers: str | None = None
+        self.timer = checker.timer()
+        self.untimer: Any = None
+        if self.timer is not None:
+            self.untimer = self.timer.installed()
+            self.untimer.__enter__()
 
     def _enter(self, cand: Cand) -> None:
         point = self.point = cand.point
@@ -232,9 +240,19 @@ class Inline(Judge):
             buf[hit[4] : hit[5]] = hit[0]
         view = pool.view()
         verdict: str | None
+        timer = self.timer
         try:
-            ok = self.fn(view)
+            if timer is None:
+                ok = self.fn(view)
+            else:
+                try:
+                    timer.arm()
+                    ok = self.fn(view)
+                finally:
+                    timer.disarm()
         except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
+            verdict = raised(exc)
+        except CheckerStopped as exc:  # past its time limit
             verdict = raised(exc)
         else:
             verdict = "returned False" if ok is False else None
@@ -263,7 +281,7 @@ class Inline(Judge):
             if checker.all_files:
                 views = {p: img.view(i) for i, p in enumerate(self.names)}
                 try:
-                    verdict = checker(views)
+                    verdict = self._call(views)
                 finally:
                     for v in views.values():
                         v.release()
@@ -271,7 +289,7 @@ class Inline(Judge):
             elif self.per_file is None:
                 view = img.view(0)
                 try:
-                    verdict = checker(view)
+                    verdict = self._call(view)
                 finally:
                     view.release()
                 verdicts.runs += 1
@@ -280,7 +298,7 @@ class Inline(Judge):
                 for pool, key in todo:
                     view = img.view(pool)
                     try:
-                        verdict = self.per_file.note(pool, key, checker(view))
+                        verdict = self.per_file.note(pool, key, self._call(view))
                     finally:
                         view.release()
                     verdicts.runs += 1
@@ -290,7 +308,24 @@ class Inline(Judge):
             img.restore(dev)
         verdicts.add(cand, verdict)
 
+    def _call(self, image: Any) -> str | None:
+        """The checker's verdict on ``image``, under its time limit."""
+        timer = self.timer
+        if timer is None:
+            return self.checker(image)
+        try:
+            try:
+                timer.arm()
+                return self.checker(image)
+            finally:
+                timer.disarm()
+        except CheckerStopped as exc:
+            return raised(exc)
+
     def close(self) -> None:
+        if self.untimer is not None:
+            untimer, self.untimer = self.untimer, None
+            untimer.__exit__(None, None, None)
         if self.token is not None:
             reset_crash(self.token)
             self.token = None
