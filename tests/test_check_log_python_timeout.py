@@ -15,7 +15,7 @@ import pytest
 
 from pmemsim.cli import main
 from pmemsim.errors import InvalidArgumentError
-from pmemsim.pmlog import FunctionChecker, Replay, check_log, checkers, parse_log
+from pmemsim.pmlog import FunctionChecker, Replay, check_log, checkers, parse_log, readpaths
 
 BASE = 0x10000000
 # Two lines stored, flushed together, fenced. Crash point 0 has four images; one of them
@@ -101,6 +101,29 @@ def test_a_python_checker_looping_on_one_image_times_out_there_inline_and_in_wor
     assert runs[0] == runs[1]
 
 
+def test_lazy_exploration_goes_on_by_plan_after_a_run_past_the_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (The default engine in this process: a run cut by the limit has no read path.)
+    code, out, _, got = _run(tmp_path, capsys, LOOPING, "--timeout", "0.3")
+    assert code == 1
+    assert got["engine"] == "lazy (then exhaustive)"
+    assert (got["inconsistent"], got["timed_out"], got["minimal"]["token"]) == (1, 1, TOKEN)
+    assert got["minimal"]["checker"] == VERDICT
+    assert "explored by plan, not lazily: a checker run " in out
+    assert "; a read path needs a run that ends" in out
+
+
+def test_a_loop_of_reads_under_lazy_exploration_ends_before_memory_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each read of a run is kept, so a run of more than READS reads is cut there too.
+    monkeypatch.setattr(readpaths, "READS", 1000)
+    code, out, _, got = _run(tmp_path, capsys, LOOPING, "--timeout", "0.3")
+    assert code == 1 and got["timed_out"] == 1
+    assert "a checker run read its image more than 1,000 times" in out
+
+
 def test_no_limit_and_the_default_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,7 +156,7 @@ def test_the_python_api_takes_the_limit_with_the_same_default() -> None:
         with pytest.raises(InvalidArgumentError):
             FunctionChecker(loops, "loops", timeout=bad)  # type: ignore[arg-type]
     replay = Replay.of(parse_log(LOG))
-    for engine in ("exhaustive",):
+    for engine in ("lazy", "exhaustive"):
         r = check_log(replay, FunctionChecker(loops, "loops", timeout=0.3), engine=engine)
         assert (r.inconsistent, r.timed_out, r.timeout) == (1, 1, 0.3)
         assert r.minimal is not None and r.minimal.verdict == VERDICT

@@ -562,7 +562,7 @@ class _Explorer:
             except NeedsBuffer as exc:
                 self.lazy.close()
                 self.lazy = None
-                result.fallback = f"the checker reads its image as a buffer ({exc})"
+                result.fallback = str(exc)
                 result.engine = f"{result.engine} (then exhaustive)"
         if strategy.lazy:
             strategy = strategy_named("exhaustive")

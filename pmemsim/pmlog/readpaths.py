@@ -11,7 +11,10 @@ recovery (``--recovery``) on the simulator, whose read tap notes them.
 A checker that needs a real buffer (``struct.unpack_from(fmt, image)``, ``memoryview(image)``)
 raises TypeError on a RecordingImage; the same call is then made on the real memoryview, and
 if that works the whole check goes on with planned exploration (:class:`NeedsBuffer`), from
-the crash point where it happened: exact either way.
+the crash point where it happened: exact either way. So it does when a Python checker's run
+passes its time limit: a run stopped wherever the limit caught it has no read path of its own
+(what it read depends on when it was stopped), and a loop's reads would make one as long as
+the loop ran; the images are then judged one by one, each run under the limit.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from ..explore.lazy import (
     Verdict,
     Walk,
 )
-from ..explore.report import CrashConsistencyError
+from ..explore.report import CrashConsistencyError, RecoveryHang
 from ..markers import CrashInfo, reset_crash, set_crash
-from .checkers import FunctionChecker, TimedOut, raised
+from .checkers import CheckerStopped, FunctionChecker, TimedOut, raised
 from .images import PoolImage
 
 if TYPE_CHECKING:
@@ -45,7 +48,8 @@ Deviations = tuple[tuple[int, int], ...]
 
 
 class NeedsBuffer(Exception):
-    """The checker reads its image through the buffer protocol: explore by plan instead."""
+    """The checker reads its image through the buffer protocol, or a run of it passed its
+    time limit: explore by plan instead (the text says why)."""
 
 
 class RecordingImage:
@@ -108,6 +112,10 @@ class RecordingImage:
         """Nothing to release (for checkers that release the memoryview they get)."""
 
 
+#: Reads a Python checker's run may make under a time limit: past them it is taken as a run
+#: that will not end (each read is kept: a loop's would fill memory before the limit).
+READS = 1 << 20
+
 #: What a checker raises when it needs a real buffer.
 _BUFFER_ERRORS = (TypeError, AttributeError, BufferError)
 
@@ -141,9 +149,12 @@ class LazyJudge:
         self.check = check
         self.timer = None
         if check is not None:
-            from ..explore.budget import RunTimer
+            from ..explore.runtimer import RunTimer
 
             self.timer = RunTimer(check.run_timeout)
+        #: The Python checker's time limit per run.
+        self.limit = checker.timer() if check is None else None
+        self.reads = READS if self.limit is not None else None
         self.explorer = LazyExplorer()
         self.runs = 0
         self.paths = 0
@@ -153,6 +164,9 @@ class LazyJudge:
         self.saved = os.environ.get("PMREORDER_MARKERS")
 
     def close(self) -> None:
+        for timer in (self.timer, self.limit):
+            if timer is not None:
+                timer.close()
         if self.saved is None:
             os.environ.pop("PMREORDER_MARKERS", None)
         else:
@@ -176,7 +190,7 @@ class LazyJudge:
 
         def run(dev: Deviations) -> Outcome:
             self.begun += 1
-            obs = Observation(sizes, lambda m: m)
+            obs = Observation(sizes, lambda m: m, steps=self.reads)
             if self.check is not None:
                 err = self._recover(alts, dev, info, obs)
             else:
@@ -236,7 +250,9 @@ class LazyJudge:
 
     def _judge(self, arg: Any, views: list[memoryview], info: CrashInfo) -> BaseException | None:
         try:
-            ok = self.checker.fn(arg)
+            ok = self._timed(arg)
+        except NeedsBuffer:
+            raise
         except _BUFFER_ERRORS as exc:
             # The same call on the real buffer: a checker that only needs one works there.
             token = set_crash(info)
@@ -244,14 +260,36 @@ class LazyJudge:
                 real: Any = (
                     views[0] if not isinstance(arg, dict) else dict(zip(arg, views, strict=True))
                 )
-                self.checker.fn(real)
+                self._timed(real)
+            except NeedsBuffer:
+                raise
             except type(exc):
                 return exc  # the checker's own mistake: that is its verdict
             except USER_FAILURES:
                 pass
             finally:
                 reset_crash(token)
-            raise NeedsBuffer(f"{type(exc).__name__}: {exc}") from None
+            raise NeedsBuffer(
+                f"the checker reads its image as a buffer ({type(exc).__name__}: {exc})"
+            ) from None
         except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
             return exc
         return CrashConsistencyError("returned False") if ok is False else None
+
+    def _timed(self, arg: Any) -> object:
+        """The checker's call on ``arg`` under its time limit; past it, or past
+        :data:`READS` reads, NeedsBuffer."""
+        timer = self.limit
+        if timer is None:
+            return self.checker.fn(arg)
+        try:
+            try:
+                timer.arm()
+                return self.checker.fn(arg)
+            finally:
+                timer.disarm()
+        except CheckerStopped:
+            why = f"passed the time limit ({timer.seconds:g} s)"
+        except RecoveryHang:  # (the Observation's step budget: READS)
+            why = f"read its image more than {READS:,} times"
+        raise NeedsBuffer(f"a checker run {why}; a read path needs a run that ends")
