@@ -92,7 +92,8 @@ class Speculative(Inline):
                 raise _Stop
             return True
 
-        super().__init__(FunctionChecker(call, checker.label), *args)
+        # (Timed by _limited above: SIGALRM's default action, not a handler of Inline's.)
+        super().__init__(FunctionChecker(call, checker.label, timeout=None), *args)
 
     def _enter(self, cand: Cand) -> None:
         _WORD.pack_into(self.reached, 0, cand.point.index)
