@@ -23,7 +23,8 @@ judges note a long wait on an image (and an image that timed out or crashed its 
 it happens, and this process, while it waits for a batch, asks the workers for those notes
 every quarter of :data:`~pmemsim.pmlog.waiting.FIRST` and tells them, by the image's crash
 token, to ``waiting`` (and ``notice``) as its own judges would. Time limits apply on the
-worker as here: a checker program's and a library's per run, a recovery's ``run_timeout``.
+worker as here: a checker program's, a library's and a Python function's per run (the last in
+the replay's thread, by the run timer's watchdog), a recovery's ``run_timeout``.
 """
 
 from __future__ import annotations
