@@ -157,6 +157,7 @@ def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap]
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
     word = os.memfd_create("pmemsim-judging", os.MFD_CLOEXEC)
+    judging = None
     try:
         os.ftruncate(word, serve.WORD)
         judging = mmap.mmap(word, serve.WORD)
@@ -179,6 +180,8 @@ def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap]
     except OSError:
         os.close(w1)
         os.close(r2)
+        if judging is not None:
+            judging.close()
         return None
     finally:
         for fd in (r1, w2, word):
@@ -233,9 +236,9 @@ def end_early() -> None:
     while _EARLY:
         _, (pid, to, answers, judging) = _EARLY.popitem()
         end_group(pid)
-        with contextlib.suppress(OSError):
-            os.close(to)
-            os.close(answers)
+        for fd in (to, answers):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         judging.close()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)

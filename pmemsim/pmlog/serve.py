@@ -23,7 +23,7 @@ import mmap
 import os
 
 from ..explore import frames
-from .imagefile import Inotify, Refill, copy_base
+from .imagefile import IN_Q_OVERFLOW, Inotify, Refill, copy_base
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class Files:
         if not events:
             return
         hit = {self.watches[wd] for wd, _ in events if wd in self.watches}
-        if any(mask & 0x4000 for _, mask in events):  # the queue overflowed
+        if any(mask & IN_Q_OVERFLOW for _, mask in events):
             hit = set(range(len(self.pools)))
         for i in sorted(hit):
             self._renew(i)
