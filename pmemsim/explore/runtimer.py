@@ -46,6 +46,10 @@ GRACE = 5.0
 #: How often the watchdog looks again for the thread in the user's code.
 _LOOK = 0.001
 
+# (Looked up once: a frequent run's arming and disarming cost 0.2 us together.)
+_get_ident = threading.get_ident
+_monotonic = time.monotonic
+
 
 class RunTimer:
     """Interrupts a run that takes longer than ``seconds`` (None: never) with ``hang``
@@ -146,11 +150,11 @@ class RunTimer:
         time is up, else the alarm is set again for the time it has left: so an alarm
         comes at most once per limit's time, and a run is interrupted at its limit as with
         an alarm of its own."""
-        if self.seconds is None:
-            return
-        if self._installed == threading.get_ident():
+        # (installed() sets _installed only when there is a limit.)
+        if self._installed == _get_ident():
+            assert self.seconds is not None
             if self.frequent:
-                self._began = time.monotonic()
+                self._began = _monotonic()
                 self._armed = True
                 if _PENDING[0] is not self:  # (checked once armed: see _expired)
                     _PENDING[0] = self
@@ -159,6 +163,8 @@ class RunTimer:
             self._armed = True
             _PENDING[0] = None
             signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT)
+            return
+        if self.seconds is None:
             return
         self._armed = True
         if self._signals():
@@ -174,14 +180,14 @@ class RunTimer:
 
     def disarm(self) -> None:
         """Stop timing (idempotent): from here on no interruption is raised."""
-        if self.seconds is None:
-            return
         self._armed = False  # first: an alarm now finds nothing to interrupt
-        if self._installed == threading.get_ident():
+        if self._installed == _get_ident():
             if not self.frequent or self._repeating:
                 self._repeating = False
                 _PENDING[0] = None
                 signal.setitimer(signal.ITIMER_REAL, 0)
+            return
+        if self.seconds is None:
             return
         if self._signals():
             _PENDING[0] = None
