@@ -190,6 +190,44 @@ def test_a_checker_that_exits_is_said_to_have_ended_its_worker(tmp_path: Path, k
     )
 
 
+#: Closes every descriptor of its worker (the pipes to pmemsim among them) on an image whose
+#: first byte is 1, and sleeps on; consistent otherwise.
+CLOSES_ITS_PIPES = r"""
+#include <stdio.h>
+#include <unistd.h>
+int check(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int first = f ? fgetc(f) : -1;
+    if (f) fclose(f);
+    if (first == 1) {
+        for (int fd = 3; fd < 4096; fd++) close(fd);
+        sleep(30);
+    }
+    return 1;
+}
+"""
+
+
+def test_a_checker_that_closes_its_workers_pipe_and_goes_on_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its pipe ends but the worker runs on (no time limit to end it): the worker is
+    given workers.DYING seconds to exit, then stopped, and the image's verdict says so
+    (the check used to wait for the checker's whole sleep, then blamed an exit status)."""
+    from pmemsim.pmlog import workers
+
+    monkeypatch.setattr(workers, "DYING", 0.3)
+    checker = LibChecker.parse(f"{c_library(tmp_path, CLOSES_ITS_PIPES)}:check", timeout=None)
+    started = time.monotonic()
+    r = check_log(Replay.of(parse_log(LOG)), checker, engine="exhaustive")
+    assert time.monotonic() - started < 20  # not the checker's 30 s sleep, once per image
+    assert r.inconsistent == r.crashed >= 1
+    assert r.minimal is not None
+    assert r.minimal.verdict == (
+        "the checker closed its worker's pipe and was still running 0.3 s later (stopped)"
+    )
+
+
 SPECULATING = """
 import sys
 from pmemsim.pmlog import forked, speculate

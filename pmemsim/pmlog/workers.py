@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["LibWorker", "Workers", "spare_loaded", "spare_worker"]
 
 _PAGE = 4096
+#: Seconds a worker whose pipe ended is given to exit before its verdict is worded.
+DYING = 5.0
 
 
 # -- in the worker (the rest is serve's) -----------------------------------------------------
@@ -183,6 +185,18 @@ class LibWorker:
             )
         self.loaded = True
 
+    def _exits_within(self, seconds: float) -> bool:
+        """Whether the worker exits within ``seconds`` (its pipe ended: a dying process
+        closes its files a moment before its exit is seen, but a checker may also close
+        the pipe and go on). Without a pidfd, True: the exit is then waited for as ever."""
+        if self._exited < 0:
+            return True
+        import select
+
+        watch = select.poll()
+        watch.register(self._exited, select.POLLIN)
+        return bool(watch.poll(seconds * 1000))
+
     def _reap(self, kill: bool = False) -> str:
         if not self.pid:
             return "not running"
@@ -267,6 +281,13 @@ class LibWorker:
             assert self.timeout is not None
             raise WorkerDied(timed_out(self.timeout)) from None
         except EOFError:
+            if not self._exits_within(DYING):
+                self._reap(kill=True)
+                said = (
+                    "the checker closed its worker's pipe and was still running "
+                    f"{DYING:g} s later (stopped)"
+                )
+                raise WorkerDied(Crashed(said)) from None
             status = self._reap()
             if self.exit_code == -signal.SIGALRM and self.timeout is not None:
                 raise WorkerDied(timed_out(self.timeout)) from None  # its own time limit
