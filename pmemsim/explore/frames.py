@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["Reader", "send", "widen"]
+__all__ = ["Reader", "exited", "send", "widen"]
 
 #: A frame's length, before it: 8 bytes, little endian.
 _LEN = 8
@@ -47,6 +47,30 @@ def widen(fd: int, size: int = 1 << 20) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except (OSError, AttributeError):
         pass
+
+
+def exited(pid: int, ended: int, wait: float) -> bool:
+    """Whether the worker ``pid`` (a child of this process, left unreaped) exits within
+    ``wait`` seconds; ``ended``: its pidfd, readable once it has exited, or -1 (then polled:
+    an idle worker exits within a millisecond of its pipe closing)."""
+    until = time.monotonic() + wait
+    pause = 0.0005
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                return True
+        except ChildProcessError:
+            return True
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        if ended >= 0:
+            watch = select.poll()
+            watch.register(ended, select.POLLIN)
+            watch.poll(max(left * 1000, 1))
+            continue
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 0.01)
 
 
 class Reader:

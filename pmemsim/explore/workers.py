@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import select
 import selectors
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -116,24 +114,7 @@ class _Worker:
 
     def _exited(self, wait: float) -> bool:
         """Whether it exited within ``wait`` seconds (left unreaped)."""
-        until = time.monotonic() + wait
-        pause = 0.0005  # an idle worker exits within a millisecond of its pipe closing
-        while True:
-            try:
-                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
-                    return True
-            except ChildProcessError:
-                return True
-            left = until - time.monotonic()
-            if left <= 0:
-                return False
-            if self.exited_fd >= 0:  # readable once it has exited
-                watch = select.poll()
-                watch.register(self.exited_fd, select.POLLIN)
-                watch.poll(max(left * 1000, 1))
-                continue
-            time.sleep(min(pause, left))
-            pause = min(2 * pause, 0.01)
+        return frames.exited(self.pid, self.exited_fd, wait)
 
 
 def fork(siblings: Sequence[int] = ()) -> _Worker | tuple[int, int]:

@@ -31,6 +31,7 @@ __all__ = [
     "spawn_worker",
     "start_early",
     "take_early",
+    "worker_pipes",
     "worth_a_twin",
     "worth_speculating",
 ]
@@ -139,6 +140,19 @@ def fork(run: Callable[[], None], group: bool = False, background: bool = False)
         os._exit(code)
 
 
+def worker_pipes() -> tuple[int, int, int, int]:
+    """A checker worker's two pipes: (its end, this process's end) of the one to it, (this
+    process's end, its end) of the one from it. The one to it has room for the two batches
+    a worker is given at a time (the default 64 KiB holds one: this process would wait on
+    the worker to take the second)."""
+    from ..explore import frames
+
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    frames.widen(w1)
+    return r1, w1, r2, w2
+
+
 def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap] | None:
     """A library checker's worker as a new interpreter running
     :func:`pmemsim.pmlog.serve.spawned`, leading its own process group: its pid, the ends
@@ -151,19 +165,14 @@ def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap]
     library, on another CPU, while this one reads and replays the log."""
     if not _spawnable():
         return None
-    from ..explore import frames
     from . import serve
 
-    r1, w1 = os.pipe()
-    r2, w2 = os.pipe()
+    r1, w1, r2, w2 = worker_pipes()
     word = os.memfd_create("pmemsim-judging", os.MFD_CLOEXEC)
     judging = None
     try:
         os.ftruncate(word, serve.WORD)
         judging = mmap.mmap(word, serve.WORD)
-        # Room for the two batches a worker is given at a time (the default 64 KiB holds
-        # one: this process would wait on the worker to take the second).
-        frames.widen(w1)
         package = os.path.dirname(os.path.dirname(os.path.abspath(serve.__file__)))
         options = ["-E", "-S"]  # (no site: not even the packages a venv adds are needed)
         if sys.flags.dont_write_bytecode:

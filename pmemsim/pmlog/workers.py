@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore import frames
 from .checkers import Crashed, FunctionChecker, LibChecker, TimedOut, _status, timed_out
-from .forked import end_group, fork, take_early
+from .forked import end_group, fork, take_early, worker_pipes
 from .judging import Cand, Deviations, Judge, _file_names, _runs
 from .serve import INDEX, WORD, Files, c_judge, serve
 
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LibWorker", "Workers", "spare_loaded", "spare_worker"]
 
-_PAGE = 4096
 #: Seconds a worker whose pipe ended is given to exit before its verdict is worded.
 DYING = 5.0
 
@@ -149,11 +148,7 @@ class LibWorker:
         """A worker forked from this process (a Python checker's, or where a new interpreter
         cannot be spawned): pid, the ends of its pipes here, its judging word."""
         _before_the_fork()
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
-        # Room for the two batches a worker is given at a time (the default 64 KiB holds
-        # one: this process would wait on the worker to take the second).
-        frames.widen(w1)
+        r1, w1, r2, w2 = worker_pipes()
         judging = mmap.mmap(-1, WORD)
 
         def run() -> None:
@@ -184,18 +179,6 @@ class LibWorker:
                 ErrorCode.EINVAL, f"cannot load the checker {self.checker.label}: {text}"
             )
         self.loaded = True
-
-    def _exits_within(self, seconds: float) -> bool:
-        """Whether the worker exits within ``seconds`` (its pipe ended: a dying process
-        closes its files a moment before its exit is seen, but a checker may also close
-        the pipe and go on). Without a pidfd, True: the exit is then waited for as ever."""
-        if self._exited < 0:
-            return True
-        import select
-
-        watch = select.poll()
-        watch.register(self._exited, select.POLLIN)
-        return bool(watch.poll(seconds * 1000))
 
     def _reap(self, kill: bool = False) -> str:
         if not self.pid:
@@ -281,7 +264,9 @@ class LibWorker:
             assert self.timeout is not None
             raise WorkerDied(timed_out(self.timeout)) from None
         except EOFError:
-            if not self._exits_within(DYING):
+            # (A dying process closes its pipe a moment before its exit is seen; a checker
+            # may also close the pipe and go on.)
+            if not frames.exited(self.pid, self._exited, DYING):
                 self._reap(kill=True)
                 said = (
                     "the checker closed its worker's pipe and was still running "
