@@ -66,8 +66,7 @@ class Scratch:
         try:
             fd = os.open(self.path, _OPEN_DIR)
             try:
-                _clear(fd, keep=LOCK)
-                _absent(os.unlink, LOCK, fd)
+                _empty(fd)
             finally:
                 os.close(fd)
             _absent(os.rmdir, self.path)
@@ -206,8 +205,7 @@ def _take(top: int, name: str) -> bool | None:
             if _key(now) != _key(held) or _key(there) != _key(os.fstat(folder)):
                 return None
             try:
-                _clear(folder, keep=LOCK)
-                _absent(os.unlink, LOCK, folder)
+                _empty(folder)
                 _absent(os.rmdir, name, top)
             except OSError:  # (what is left keeps its lock file: a later run tries again)
                 return False
@@ -220,6 +218,13 @@ def _take(top: int, name: str) -> bool | None:
 
 def _key(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
+
+
+def _empty(fd: int) -> None:
+    """Empty the scratch folder open as ``fd``, its lock file last: a run killed meanwhile
+    leaves a folder a later run still knows for pmemsim's and takes."""
+    _clear(fd, keep=LOCK)
+    _absent(os.unlink, LOCK, fd)
 
 
 def _clear(fd: int, keep: str | None = None) -> None:
