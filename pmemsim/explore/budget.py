@@ -3,7 +3,7 @@
 A check and each of its crash points get a deadline (``time.monotonic()``, kept by the
 engine's session); exploration stops taking new images past it and the result says how
 much it covered and what was cut (:class:`Cuts`). A single run of recovery gets a
-:class:`~pmemsim.explore.runtimer.RunTimer` (imported from here too): a run past
+:class:`~pmemsim.explore.runtimer.RunTimer`: a run past
 its time is interrupted with :class:`~pmemsim.explore.report.RecoveryHang` and reported as a
 failure of kind "hang".
 """
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runtimer import RunTimer
-
-__all__ = ["Cuts", "RunTimer"]
+__all__ = ["Cuts"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..markers import CrashInfo
-from .budget import Cuts, RunTimer
+from .budget import Cuts
 from .checks import CrashCheck, validate_check
 from .images import Deviations
 from .jobs import check_jobs
@@ -34,6 +34,7 @@ from .merge import _Merge
 from .progress import ProgressCallback, progress_line
 from .replaying import _replayed
 from .report import CheckResult, Progress
+from .runtimer import RunTimer
 from .strategy import Exhaustive, PointContext, Strategy, strategy_for, strategy_named
 from .trace import CrashPoint, Trace, record
 from .workdir import keeps_workdir

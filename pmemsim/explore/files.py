@@ -41,11 +41,11 @@ from ..events import BadBlock
 from ..markers import CrashInfo, reset_crash, set_crash
 from ..scratch import make
 from ..snapshot import Snapshot
-from .budget import RunTimer
 from .checks import BaseCheck
 from .images import SECTOR, Deviations
 from .lazy import Observation, ObservedInfo, Outcome, Verdict
 from .report import HANG_ERRORS, CrashConsistencyError
+from .runtimer import RunTimer
 from .trace import Trace, record_run
 from .watch import watching
 

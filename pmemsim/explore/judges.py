@@ -15,12 +15,12 @@ from ..errors import ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo
 from ..snapshot import Snapshot
-from .budget import RunTimer
 from .checks import CrashCheck
 from .harness import PoolHarness
 from .images import SECTOR, Deviations, _PageSums
 from .lazy import Observation, ObservedInfo, Outcome, StateAlternatives, Verdict
 from .recovery import _cleared, _crash_recovery, run_recovery
+from .runtimer import RunTimer
 from .trace import Trace, record
 
 if TYPE_CHECKING:

@@ -22,12 +22,12 @@ from ..set import Set
 from ..snapshot import Snapshot
 from ..source import Source
 from ..view import View
-from .budget import RunTimer
 from .checks import CrashCheck, Recovery, Workload
 from .harness import PoolHarness
 from .images import _PageSums, crash_for
 from .lazy import Observation, ObservedInfo, StateAlternatives
 from .report import HANG_ERRORS, CrashConsistencyError, RecoveryCrashFailure
+from .runtimer import RunTimer
 from .strategy import PointContext, strategy_named
 from .trace import record
 

@@ -21,7 +21,6 @@ from ..errors import USER_FAILURES, ErrorCode, InvalidArgumentError
 from ..events import BadBlock
 from ..markers import CrashInfo
 from ..snapshot import Snapshot
-from .budget import RunTimer
 from .checks import CrashCheck, Recovery, validate_check
 from .crash import Crash
 from .images import SECTOR, crash_for, deviations_for, lost_of
@@ -37,6 +36,7 @@ from .report import (
     RecoveryCrashFailure,
     RecoveryHang,
 )
+from .runtimer import RunTimer
 from .trace import CrashPoint, Trace, record
 
 if TYPE_CHECKING:

@@ -459,7 +459,7 @@ def recovery_checker(check: Any) -> ImageFn:
     the simulator and ``check.recover(view)`` runs on it, as the crash check itself runs it,
     under the check's ``run_timeout`` (past it: :class:`CheckerTimedOut`). That is its time
     limit: its :class:`FunctionChecker` takes ``timeout=None``."""
-    from ..explore.budget import RunTimer
+    from ..explore.runtimer import RunTimer
     from ..markers import CrashInfo, current_crash
     from ..snapshot import Snapshot
 
