@@ -27,6 +27,9 @@ A log is read in pieces, never whole, and its operations are streamed
 (:meth:`Log.iter_operations`), so a 100 MB log costs the memory of one piece. A first pass finds
 where each START and STOP is, a second validates every record and collects the registrations
 (:func:`read_log` and :func:`parse_log` do both before returning); each replay streams again.
+Both passes take the records' texts only, the common records a run at a time in one regex
+match: where a record is (its character, line and column) is worked out only for the few that
+need it (START, STOP, a registration, a record named in an error).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Literal, overload
 
 from .._dataclass import dataclass, field
@@ -64,6 +68,9 @@ _ADDRESS_LIMIT = 1 << 64
 
 #: How much of a line is read at once (a ``-q`` log is one line, however long).
 _PIECE = 1 << 20
+#: A log of at most a piece's worth of text and this many records (a few MB as objects) is
+#: split once for both reading passes.
+_KEPT = 1 << 16
 
 #: Valgrind's line prefix: ``==PID== `` for the tool's messages (pmemcheck's log among them),
 #: ``--PID--`` and ``**PID**`` for others; a time stamp when ``--time-stamp=yes``; one ``>``
@@ -71,19 +78,18 @@ _PIECE = 1 << 20
 _PREFIX = re.compile(r">*(==|--|\*\*)(?:\d\d:\d\d:\d\d:\d\d\.\d+ )?\d+\1(?: |(?=[\r\n])|$)")
 #: Undecodable bytes, as ``errors="surrogateescape"`` keeps them.
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
-#: The common records, well formed, as a subset of what _parse_record's quick path takes (a
-#: value of at most 2 * size hex digits fits its size; addresses and sizes of at most 15
-#: digits stay far from the limits): matched in one call, for the pass that checks a log.
+#: Runs of the common records, well formed, each followed by its ``|``: a subset of what
+#: _parse_record's quick path takes (a value of at most 2 * size hex digits fits its size;
+#: addresses and sizes of at most 15 digits stay far from the limits), matched in one call
+#: for many records by the pass that checks a log. (Sizes from 8 down: the common size first.)
 _H = "[0-9a-fA-F]"
-_COMMON = re.compile(
-    "(FENCE)"
-    f"|(STORE;0x(?={_H})0*{_H}{{0,15}};0x(?={_H})0*(?:"
-    + "|".join(f"{_H}{{0,{2 * k}}};0x0*{k}" for k in range(1, MAX_STORE + 1))
-    + ")(?:;[\x00-\x7f]*)?)"
-    f"|(FLUSH;0x(?={_H})0*{_H}{{0,15}};0x(?={_H})0*{_H}{{0,15}})"
-).fullmatch
-#: What each of _COMMON's groups is.
-_COMMON_KIND = (None, "FENCE", "STORE", "FLUSH")
+_RUN = re.compile(
+    "(?:(?:FENCE"
+    f"|STORE;0x(?={_H})0*{_H}{{0,15}};0x(?={_H})0*(?:"
+    + "|".join(f"{_H}{{0,{2 * k}}};0x0*{k}" for k in range(MAX_STORE, 0, -1))
+    + ")(?:;[\x00-\x7b\x7d-\x7f]*)?"
+    f"|FLUSH;0x(?={_H})0*{_H}{{0,15}};0x(?={_H})0*{_H}{{0,15}})\\|)*+"
+).match
 #: Where one stack frame of a STORE ends and the next begins: valgrind separates frames with
 #: ';' but writes the inlined frames of one address back to back
 #: (``0x10927C: put (inl.c:7)0x10927C: outer (inl.c:8)``).
@@ -393,74 +399,152 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
 
 
 #: A record as read: ``(number, position, line, column, text, prefixed)`` (see
-#: :class:`_Token`; a plain tuple, as there is one per record).
+#: :class:`_Token`; a plain tuple, made only for the few records whose place is needed).
 Tok = tuple[int, int, int, int, str, bool]
+#: A record cut by the end of a segment: its text so far, its position, line, line's start
+#: and whether that line was prefixed.
+_Carry = tuple[str, int, int, int, bool]
 
 
-def _tokens(pieces: Pieces) -> Iterator[Tok]:
-    """Every non-empty record of the text, blanks around it removed, prefixes skipped."""
+class _Chunk:
+    """The records that end in one segment of the text.
+
+    ``texts`` are their texts (blanks around them removed, empty ones left out) and ``n`` the
+    number of the first: what the passes over a log use. Where a record is (for an error
+    message, a START, a STOP, a registration) is worked out from the segment only when asked
+    (:meth:`token`), as most records never need it.
+    """
+
+    __slots__ = ("texts", "n", "_seg", "_parts", "_end", "_held")
+
+    def __init__(
+        self,
+        texts: list[str],
+        n: int,
+        seg: _Seg | None,
+        parts: list[str],
+        end: int,
+        held: _Carry | None,
+    ) -> None:
+        self.texts, self.n = texts, n
+        #: The segment (None for a record left over at the end of the text, ``held``).
+        self._seg = seg
+        #: The segment's records as split, before blanks and empty ones were removed, and
+        #: where the last of them ends.
+        self._parts, self._end = parts, end
+        #: The start of the first record, cut off by the end of the segment before.
+        self._held = held
+
+    def width(self) -> int:
+        """How many characters its records take in the text (about)."""
+        held = self._held
+        seg = 0 if self._seg is None else self._end - self._seg.pos
+        return seg + (0 if held is None else len(held[0]))
+
+    def token(self, j: int) -> Tok:
+        """The ``j``-th record of the chunk, with its place in the text."""
+        held, seg, parts = self._held, self._seg, self._parts
+        if seg is None:
+            assert held is not None
+            raw, pos, line, start, prefixed = held
+        else:
+            i = j
+            if len(parts) != len(self.texts):
+                # Empty records (e before the first): the j-th non-empty one.
+                stripped = list(map(str.strip, parts))
+                if held is not None:
+                    stripped[0] = held[0]  # (not blank)
+                if j >= (e := stripped.index("")):
+                    i = k = e
+                    while not stripped[i] or k < j:
+                        k += bool(stripped[i])
+                        i += 1
+            if i == 0 and held is not None:
+                raw = held[0] + parts[0]
+                pos, line, start, prefixed = held[1:]
+            else:
+                raw = parts[i]
+                # (Each part is followed by its '|', or a CR turned into one: counted from
+                # the nearer end.)
+                if i < len(parts) // 2:
+                    pos = seg.pos + sum(map(len, parts[:i])) + i
+                else:
+                    pos = self._end - sum(map(len, parts[i:])) - (len(parts) - 1 - i)
+                line, start, prefixed = seg.line, seg.line_start, seg.prefixed
+        p = pos + len(raw) - len(raw.lstrip())
+        return (self.n + j, p, line, p - start + 1, self.texts[j], prefixed)
+
+    def tokens(self, lo: int = 0) -> Iterator[Tok]:
+        """The chunk's records from the ``lo``-th on, with their places."""
+        held, seg = self._held, self._seg
+        if seg is None:
+            if lo == 0:
+                yield self.token(0)
+            return
+        n = self.n
+        off = seg.pos
+        k = 0
+        for i, raw in enumerate(self._parts):
+            pos, line, start, prefixed = off, seg.line, seg.line_start, seg.prefixed
+            off += len(raw) + 1
+            if i == 0 and held is not None:
+                raw = held[0] + raw
+                pos, line, start, prefixed = held[1:]
+            text = raw.strip()
+            if not text:
+                continue
+            if k >= lo:
+                # (strip() gives back the very string when it has no blanks to remove.)
+                p = pos if text is raw else pos + len(raw) - len(raw.lstrip())
+                yield (n + k, p, line, p - start + 1, text, prefixed)
+            k += 1
+
+
+def _chunks(pieces: Pieces) -> Iterator[_Chunk]:
+    """Every non-empty record of the text, blanks around it removed, prefixes skipped, in
+    chunks (one per segment of the text that ends a record)."""
     n = 0
-    # A record cut by the end of a piece: its text so far, and where it starts.
-    carry = ""
-    c_pos = c_line = c_start = 0
-    c_prefixed = False
+    carry: _Carry | None = None
     for s in _valgrind_stream(_segments(pieces)):
         body = s.text
         if "\r" in body:
             body = body.replace("\r", "|")  # same length: positions hold
         parts = body.split("|")
-        off = s.pos
-        end = len(parts) - 1
-        for i, raw in enumerate(parts):
-            pos, line, start, prefixed = off, s.line, s.line_start, s.prefixed
-            off += len(raw) + 1
-            if i == 0 and carry:
-                raw = carry + raw
-                pos, line, start, prefixed = c_pos, c_line, c_start, c_prefixed
-                carry = ""
-            if i == end and not s.last:
-                if raw.strip():
-                    carry, c_pos, c_line, c_start, c_prefixed = raw, pos, line, start, prefixed
-                break
-            text = raw.strip()
-            if text:
-                # (strip() gives back the very string when it has no blanks to remove.)
-                p = pos if text is raw else pos + len(raw) - len(raw.lstrip())
-                yield (n, p, line, p - start + 1, text, prefixed)
-                n += 1
-    text = carry.strip()
-    if text:
-        p = c_pos + len(carry) - len(carry.lstrip())
-        yield (n, p, c_line, p - c_start + 1, text, c_prefixed)
+        end = s.pos + len(body)
+        held, carry = carry, None
+        if not s.last:
+            tail = parts.pop()
+            end -= len(tail) + 1
+            if parts or held is None:
+                c: _Carry = (tail, end + 1, s.line, s.line_start, s.prefixed)
+            else:
+                c = (held[0] + tail, *held[1:])
+            if c[0].strip():
+                carry = c
+            if not parts:
+                continue
+        if held is None:
+            texts = list(filter(None, map(str.strip, parts)))
+        else:  # (not blank, so neither is the record it starts)
+            texts = [(held[0] + parts[0]).strip()]
+            texts += filter(None, map(str.strip, islice(parts, 1, None)))
+        if texts:
+            yield _Chunk(texts, n, s, parts, end, held)
+            n += len(texts)
+    if carry is not None:
+        yield _Chunk([carry[0].strip()], n, None, [], 0, carry)
 
 
 def _texts(pieces: Pieces, lo: int, hi: int) -> Iterator[list[str]]:
-    """The records numbered ``lo < n < hi`` by :func:`_tokens`, as lists of their texts (a
-    list per piece of the text): the same records, without positions, for a pass over a log
-    already read (positions only matter to name a malformed record)."""
-    n = 0
-    carry = ""
-    for s in _valgrind_stream(_segments(pieces)):
-        body = s.text
-        if "\r" in body:
-            body = body.replace("\r", "|")
-        parts = body.split("|")
-        if carry:
-            parts[0] = carry + parts[0]
-            carry = ""
-        if not s.last:
-            carry = parts.pop()
-        texts = [t for t in map(str.strip, parts) if t]
-        first = n
-        n += len(texts)
-        if n <= lo + 1:
+    """The records numbered ``lo < n < hi``, as lists of their texts (a list per chunk)."""
+    for chunk in _chunks(pieces):
+        n = chunk.n
+        end = n + len(chunk.texts)
+        if end <= lo + 1:
             continue
-        yield texts[max(0, lo + 1 - first) : hi - first]
-        if n >= hi:
+        yield chunk.texts[max(0, lo + 1 - n) : hi - n]
+        if end >= hi:
             return
-    text = carry.strip()
-    if text and lo < n < hi:
-        yield [text]
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -652,7 +736,7 @@ def _parse_carefully(number: int, tok: Tok) -> Parsed:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the parts of the log are, as token numbers (see :func:`_tokens`)."""
+    """Where the parts of the log are, as record numbers (see :func:`_chunks`)."""
 
     #: The first START: record numbers count from it.
     first: int
@@ -663,42 +747,70 @@ class _Layout:
     earlier: tuple[tuple[int, int], ...]
 
 
-def _find_layout(pieces: Pieces) -> _Layout:
-    starts: list[Tok] = []
-    stops: list[Tok] = []
+def _indexes(texts: list[str], word: str) -> list[int]:
+    """Where ``word`` is in ``texts``."""
+    found: list[int] = []
+    j = -1
+    try:
+        while True:
+            j = texts.index(word, j + 1)
+            found.append(j)
+    except ValueError:
+        return found
+
+
+def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
+    """Where the parts of the log are; and its chunks, if the log is short (see _KEPT): the
+    next pass takes them rather than read and split the text again."""
+    starts: list[int] = []
+    stops: list[int] = []
+    start: Tok | None = None
+    stop: Tok | None = None
     first_token: Tok | None = None
-    for tok in _tokens(pieces):
+    kept: list[_Chunk] | None = []
+    width = 0
+    for chunk in _chunks(pieces):
+        texts = chunk.texts
         if first_token is None:
-            first_token = tok
-        word = tok[4]
-        if word == "START":
-            starts.append(tok)
-        elif word == "STOP" and starts:
-            stops.append(tok)
-    if not starts:
+            first_token = chunk.token(0)
+        if kept is not None:
+            width += chunk.width()
+            if width <= _PIECE and chunk.n + len(texts) <= _KEPT:
+                kept.append(chunk)
+            else:
+                kept = None
+        if "START" in texts:
+            found = _indexes(texts, "START")
+            starts += [chunk.n + j for j in found]
+            start = chunk.token(found[-1])
+        if starts and "STOP" in texts:
+            found = _indexes(texts, "STOP")
+            stops += [chunk.n + j for j in found if chunk.n + j > starts[0]]
+            if stops and stops[-1] >= chunk.n:
+                stop = chunk.token(stops[-1] - chunk.n)
+    if start is None:
         t0 = _Token._make(first_token or (0, 0, 1, 1, "", False))
         raise LogFormatError(0, t0.pos, t0.text, "the log has no START record", t0.line, t0.column)
-    first = starts[0][0]
-    start = _Token._make(starts[-1])
-    if not stops or stops[-1][0] < start.n:
+    first = starts[0]
+    last = _Token._make(start)
+    if stop is None or stop[0] < last.n:
         raise LogFormatError(
-            start.n - first,
-            start.pos,
-            start.text,
+            last.n - first,
+            last.pos,
+            last.text,
             "no STOP record follows the last START (was pmemcheck or the program stopped "
             "before the end?)",
-            start.line,
-            start.column,
+            last.line,
+            last.column,
         )
     earlier: list[tuple[int, int]] = []
-    stop_ns = [t[0] for t in stops]
     j = 0
     for i, begin in enumerate(starts[:-1]):
-        while j < len(stop_ns) and stop_ns[j] < begin[0]:
+        while j < len(stops) and stops[j] < begin:
             j += 1
-        nxt = starts[i + 1][0]
-        earlier.append((begin[0], min(nxt, stop_ns[j]) if j < len(stop_ns) else nxt))
-    return _Layout(first, start, _Token._make(stops[-1]), tuple(earlier))
+        nxt = starts[i + 1]
+        earlier.append((begin, min(nxt, stops[j]) if j < len(stops) else nxt))
+    return _Layout(first, last, _Token._make(stop), tuple(earlier)), kept
 
 
 @dataclass
@@ -734,15 +846,19 @@ class Log:
             return
         lay = self.layout
         lo, hi, first = lay.start.n, lay.stop.n, lay.first
-        for tok in _tokens(self.pieces):
-            n = tok[0]
-            if n <= lo:
+        for chunk in _chunks(self.pieces):
+            n = chunk.n
+            end = n + len(chunk.texts)
+            if end <= lo + 1:
                 continue
-            if n >= hi:
-                break
-            rec = _parse_record(n - first, tok)
-            if not isinstance(rec, str | RegisterFile):
-                yield rec
+            for tok in chunk.tokens(max(0, lo + 1 - n)):
+                if tok[0] >= hi:
+                    return
+                rec = _parse_record(tok[0] - first, tok)
+                if not isinstance(rec, str | RegisterFile):
+                    yield rec
+            if end >= hi:
+                return
 
     def iter_texts(self) -> Iterator[list[str]]:
         """The text of every operation's record, in order, in lists (one per piece of the
@@ -799,81 +915,137 @@ class Log:
         return out
 
 
+class _Reading:
+    """What the checking pass of :func:`_read` gathers, record by record."""
+
+    def __init__(self, lay: _Layout) -> None:
+        self.lay = lay
+        self.files: list[RegisterFile] = []
+        self.counts = {"STORE": 0, "FLUSH": 0, "FENCE": 0, "DEEP_SYNC": 0, "MARKER": 0}
+        self.open_markers: list[Marker] = []
+        self.names: set[str] = set()
+
+    def check(self, chunk: _Chunk, lo: int, hi: int, last: bool) -> None:
+        """Checks the chunk's records ``lo`` to ``hi`` (excluded), of the operations' START..STOP
+        if ``last``: the common ones a run at a time, in one regex match, then one by one
+        each that is not (a registration, a marker, a malformed record)."""
+        texts = chunk.texts[lo:hi]
+        run = "|" + "|".join(texts) + "|"
+        at, j = 1, lo  # where the next run starts, in run and as the chunk's record
+        counts = self.counts
+        while True:
+            m = _RUN(run, at)  # (it always matches, if only no record)
+            end = at if m is None else m.end()
+            if end > at:
+                # (Every record left, when the run reaches the end.)
+                records = hi - j if end == len(run) else run.count("|", at, end)
+                if last:
+                    # (No frame holds a '|': "|STORE;" can only start a record.)
+                    stores = run.count("|STORE;", at - 1, end)
+                    flushes = run.count("|FLUSH;", at - 1, end)
+                    counts["STORE"] += stores
+                    counts["FLUSH"] += flushes
+                    counts["FENCE"] += records - stores - flushes
+                j += records
+            if end == len(run):
+                return
+            self.one(chunk, j, last)
+            at = end + len(chunk.texts[j]) + 1
+            j += 1
+            if at == len(run):
+                return
+
+    def one(self, chunk: _Chunk, j: int, last: bool) -> None:
+        """The chunk's ``j``-th record, not a common one (or a malformed one)."""
+        text = chunk.texts[j]
+        number = chunk.n + j - self.lay.first
+        try:
+            rec = _parse_record(number, (0, 0, 0, 0, text, False), True)
+        except LogFormatError:
+            # Named where it is: read again with its place.
+            tok = chunk.token(j)
+            try:
+                _parse_record(number, tok, True)
+            except LogFormatError as exc:
+                if self.lay.start.prefixed:
+                    raise LogFormatError(
+                        exc.record,
+                        exc.offset,
+                        text,
+                        f"{exc.problem} (if the program wrote to the stream pmemcheck logged "
+                        "to, record with --log-file instead)",
+                        exc.line,
+                        exc.column,
+                    ) from None
+                raise
+            raise AssertionError(f"{text!r} is malformed only without its place") from None
+        if rec is Store or rec is Flush or rec is Fence:  # the common records, checked
+            if last:
+                self.counts[_KINDS[rec]] += 1
+            return
+        if isinstance(rec, RegisterFile):
+            tok = chunk.token(j)
+            self.files.append(
+                RegisterFile(number, tok[1], rec.path, rec.base, rec.size, rec.offset)
+            )
+            return
+        if not last or isinstance(rec, str):
+            return  # an earlier run's operations, or a stray START / STOP
+        self.counts[_KINDS.get(type(rec), "MARKER")] += 1
+        if isinstance(rec, Marker):
+            opened = self.open_markers
+            if rec.begin:
+                opened.append(rec)
+                self.names.add(rec.name)
+            elif not opened or opened[-1].name != rec.name:
+                inner = f"{opened[-1].name!r} is open" if opened else "none is open"
+                raise _Err(number, chunk.token(j))(
+                    f"marker {rec.name!r} ends but {inner} (markers nest)"
+                )
+            else:
+                opened.pop()
+
+
+_KINDS: dict[type, str] = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
+
+
 def _read(pieces: Pieces, name: str) -> Log:
-    lay = _find_layout(pieces)
+    lay, kept = _find_layout(pieces)
     first = lay.first
-    files: list[RegisterFile] = []
-    counts = {"STORE": 0, "FLUSH": 0, "FENCE": 0, "DEEP_SYNC": 0, "MARKER": 0}
-    kinds = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
-    open_markers: list[Marker] = []
-    names: set[str] = set()
+    reading = _Reading(lay)
     ranges = [*lay.earlier, (lay.start.n, lay.stop.n)]
     r = 0
     lo, hi = ranges[0]
-    for tok in _tokens(pieces):
-        n = tok[0]
-        while n >= hi and r + 1 < len(ranges):
+    for chunk in _chunks(pieces) if kept is None else kept:
+        n = chunk.n
+        end = n + len(chunk.texts)
+        while True:
+            a, b = max(n, lo + 1), min(end, hi)
+            if a < b:
+                reading.check(chunk, a - n, b - n, r + 1 == len(ranges))
+            if hi > end or r + 1 == len(ranges):
+                break
             r += 1
             lo, hi = ranges[r]
-        if n <= lo or n >= hi:
-            if n >= lay.stop.n:
-                break
-            continue
-        common = _COMMON(tok[4])
-        if common is not None:
-            if r + 1 == len(ranges):
-                counts[_COMMON_KIND[common.lastindex]] += 1  # type: ignore[index]
-            continue
-        try:
-            rec = _parse_record(n - first, tok, True)
-        except LogFormatError as exc:
-            if lay.start.prefixed:
-                raise LogFormatError(
-                    exc.record,
-                    exc.offset,
-                    tok[4],
-                    f"{exc.problem} (if the program wrote to the stream pmemcheck logged to, "
-                    "record with --log-file instead)",
-                    exc.line,
-                    exc.column,
-                ) from None
-            raise
-        if rec is Store or rec is Flush or rec is Fence:  # the common records, checked
-            if r + 1 == len(ranges):
-                counts[kinds[rec]] += 1
-            continue
-        if isinstance(rec, RegisterFile):
-            files.append(rec)
-            continue
-        if r + 1 < len(ranges) or isinstance(rec, str):
-            continue  # an earlier run's operations, or a stray START / STOP
-        counts[kinds.get(type(rec), "MARKER")] += 1
-        if isinstance(rec, Marker):
-            if rec.begin:
-                open_markers.append(rec)
-                names.add(rec.name)
-            elif not open_markers or open_markers[-1].name != rec.name:
-                inner = f"{open_markers[-1].name!r} is open" if open_markers else "none is open"
-                raise _Err(rec.index, tok)(f"marker {rec.name!r} ends but {inner} (markers nest)")
-            else:
-                open_markers.pop()
+        if end >= lay.stop.n:
+            break
     stop = lay.stop
-    if open_markers:
-        m = open_markers[-1]
+    if reading.open_markers:
+        m = reading.open_markers[-1]
         raise _Err(stop.n - first, tuple(stop))(  # type: ignore[arg-type]
             f"marker {m.name!r} begun at record #{m.index} never ends"
         )
     start = lay.start
     return Log(
-        files,
+        reading.files,
         stop.n - first + 1,
         (start.n - first, start.pos),
         (stop.n - first, stop.pos),
-        counts,
+        reading.counts,
         name,
         pieces,
         lay,
-        markers=frozenset(names),
+        markers=frozenset(reading.names),
     )
 
 
