@@ -46,7 +46,7 @@ from .forked import worth_speculating
 from .frames import source_of
 from .grammar import Marker, Store
 from .images import KEY_MASK, PoolImage
-from .judging import Cand, Inline, Judge, PerFile, Programs, Verdicts, _file_names
+from .judging import Cand, Image, Inline, Judge, PerFile, Programs, Verdicts, _file_names
 from .replay import BEGIN, DEEP, END, FENCE, FLUSH, STORE, Replay, Step
 
 if TYPE_CHECKING:
@@ -59,6 +59,10 @@ __all__ = ["LogCheckResult", "LogFailure", "LostPiece", "check_log", "replay_cra
 
 Checker = FunctionChecker | ProgramChecker | LibChecker
 Deviations = tuple[tuple[int, int], ...]
+#: An image as the explorer keys it: deviations, key, atoms lost, the options it patches in.
+Keyed = tuple[Deviations, int, int, tuple[Any, ...]]
+#: Most new images a judge is handed at once (a long exact plan is streamed).
+_BATCH = 1024
 Progress = Callable[[int, int], None]
 
 _KIND_NAME = {STORE: "STORE", FLUSH: "FLUSH", FENCE: "FENCE", DEEP: "DEEP_SYNC"}
@@ -587,18 +591,18 @@ class _Explorer:
 
         planned = 0
 
-        def keyed() -> Iterator[tuple[tuple[tuple[int, int], ...], int, int]]:
+        def keyed() -> Iterator[Keyed]:
             # PoolImage.key and .lost, inline (this runs once per image).
             nonlocal planned
             for dev in plan.images:
                 planned += 1
+                hits = tuple([cached(d) or option(*d) for d in dev])
                 k = key0
                 lost = 0
-                for d in dev:
-                    hit = cached(d) or option(*d)
+                for hit in hits:
                     k += hit[1]
                     lost += hit[2]
-                yield dev, k, lost
+                yield dev, k, lost, hits
 
         self._judge_new(point, markers, keyed())
         if plan.skipped is None:
@@ -614,45 +618,46 @@ class _Explorer:
         self.result.images_skipped += n
         self.last_left = n
 
-    def _judge_new(
-        self,
-        point: CrashPoint,
-        markers: str,
-        keyed: Iterable[tuple[tuple[tuple[int, int], ...], int, int]],
-    ) -> None:
-        """Judge each image (deviations, key, atoms lost) whose key no earlier image had."""
-        seen, judge, index, ordinal, seq = (
-            self.seen,
-            self.judge,
-            point.index,
-            self.ordinal,
-            self.seq,
-        )
-        if index < self.proven:
+    def _judge_new(self, point: CrashPoint, markers: str, keyed: Iterable[Keyed]) -> None:
+        """Judge each image (deviations, key, atoms lost, options) whose key no earlier
+        image had."""
+        if point.index < self.proven:
             self._count_proven(keyed)
             return
-        inline = self.inline
+        seen = self.seen
+        new: list[Image] = []
         checked = 0
-        for dev, k, lost in keyed:
+        for dev, k, lost, hits in keyed:
             k &= KEY_MASK
             if k in seen:
                 continue
             seen.add(k)
-            checked += 1
-            if inline is not None:
-                inline.image(point, markers, ordinal, seq, dev, (len(dev), lost, index))
-            else:
-                judge(Cand(seq, point, dev, (len(dev), lost, index), markers, ordinal))
-            seq += 1
-        self.seq = seq
+            new.append((dev, lost, hits))
+            if len(new) == _BATCH:  # (a long plan streams: its images are not all kept)
+                checked += self._judge(point, markers, new)
+                new = []
+        if new:
+            checked += self._judge(point, markers, new)
         self.result.images_checked += checked
 
-    def _count_proven(self, keyed: Iterable[tuple[tuple[tuple[int, int], ...], int, int]]) -> None:
+    def _judge(self, point: CrashPoint, markers: str, new: list[Image]) -> int:
+        """Hand a point's new images to the judge; how many."""
+        seq, ordinal = self.seq, self.ordinal
+        if self.inline is not None:
+            self.inline.images(point, markers, ordinal, seq, new)
+        else:
+            judge, index = self.judge, point.index
+            for i, (dev, lost, _) in enumerate(new):
+                judge(Cand(seq + i, point, dev, (len(dev), lost, index), markers, ordinal))
+        self.seq = seq + len(new)
+        return len(new)
+
+    def _count_proven(self, keyed: Iterable[Keyed]) -> None:
         """The new images of a point the speculative run judged consistent, counted as the
         careful way counts them (one file: one checker run each), not judged again."""
         seen = self.seen
         new = 0
-        for _, k, _ in keyed:
+        for _, k, _, _ in keyed:
             k &= KEY_MASK
             if k not in seen:
                 seen.add(k)
@@ -678,14 +683,18 @@ class _Explorer:
         # Every combination of the lines' options as (deviations, key, atoms lost), in
         # itertools.product's order (the last line's option varies fastest), the first
         # option of each (all persisted) being no deviation.
-        combos: list[tuple[tuple[tuple[int, int], ...], int, int]] = [((), img.key0, 0)]
+        combos: list[Keyed] = [((), img.key0, 0, ())]
         for i, c in enumerate(counts):
             if c > 1:
-                choices: list[tuple[tuple[tuple[int, int], ...], int, int]] = [((), 0, 0)]
+                choices: list[Keyed] = [((), 0, 0, ())]
                 for o in range(1, c):
                     hit = option(i, o)
-                    choices.append((((i, o),), hit[1], hit[2]))
-                combos = [(d + e, k + ek, n + en) for d, k, n in combos for e, ek, en in choices]
+                    choices.append((((i, o),), hit[1], hit[2], (hit,)))
+                combos = [
+                    (d + e, k + ek, n + en, h + eh)
+                    for d, k, n, h in combos
+                    for e, ek, en, eh in choices
+                ]
         self._judge_new(point, markers, combos)
         return True
 
@@ -697,31 +706,21 @@ class _Explorer:
         if lines is None:
             return False
         self.result.exact = False
-        # The stores in flight by number: a cut keeps, in each line, those numbered below it.
-        events = sorted([(a[0], i) for i, line in enumerate(lines) for a in line.atoms])
-        ranks = [line.rank for line in lines]
-        kept = [0] * len(lines)
-        images = []
-        k, n = 0, len(events)
-        while True:
-            images.append(tuple([(i, r[kept[i]]) for i, r in enumerate(ranks) if r[kept[i]]]))
-            if k == n:
-                break
-            seq = events[k][0]
-            while k < n and events[k][0] == seq:
-                kept[events[k][1]] += 1
-                k += 1
         img = self.img
         img.move_to(point.state)
-        cached, option, key0 = img._options.get, img._option, img.key0
-        keyed = []
-        for dev in dict.fromkeys(images[::-1]):
-            key, lost = key0, 0
-            for d in dev:
-                hit = cached(d) or option(*d)
-                key += hit[1]
-                lost += hit[2]
-            keyed.append((dev, key, lost))
+        cached, option = img._options.get, img._option
+        keyed: list[Keyed]
+        if all(len(line.atoms) == 1 for line in lines):
+            keyed = _single_cuts(lines, img.key0, cached, option)
+        else:
+            keyed = []
+            for dev in _cuts(lines):
+                hits = tuple([cached(d) or option(*d) for d in dev])
+                key, lost = img.key0, 0
+                for hit in hits:
+                    key += hit[1]
+                    lost += hit[2]
+                keyed.append((dev, key, lost, hits))
         self._judge_new(point, markers, keyed)
         self._left_out(self.last_count - len(keyed))
         return True
@@ -746,6 +745,52 @@ class _Explorer:
                 Cand(self.seq, point, dev, size, markers, self.ordinal), message
             )
             self.seq += 1
+
+
+def _cuts(lines: list[Any]) -> Iterable[Deviations]:
+    """The deviations of every program-order prefix of the stores in flight on ``lines``
+    (a log machine's lines in flight), the longest first, each once."""
+    # The stores in flight by number: a cut keeps, in each line, those numbered below it.
+    events = sorted([(a[0], i) for i, line in enumerate(lines) for a in line.atoms])
+    ranks = [line.rank for line in lines]
+    kept = [0] * len(lines)
+    images = []
+    k, n = 0, len(events)
+    while True:
+        images.append(tuple([(i, r[kept[i]]) for i, r in enumerate(ranks) if r[kept[i]]]))
+        if k == n:
+            break
+        seq = events[k][0]
+        while k < n and events[k][0] == seq:
+            kept[events[k][1]] += 1
+            k += 1
+    return dict.fromkeys(images[::-1])
+
+
+def _single_cuts(
+    lines: list[Any], key0: int, cached: Callable[[Any], Any], option: Callable[..., Any]
+) -> list[Keyed]:
+    """:func:`_cuts` keyed, when each line has one store in flight (narrow epochs: most
+    states): the cuts, longest first, drop the lines' stores latest first, and each keeps
+    the key, losses and options of the cut before it plus those of the lines it drops. A
+    line whose store left its content as it was (floor 0) never deviates."""
+    events = sorted([(line.atoms[0][0], i) for i, line in enumerate(lines) if line.floor])
+    keyed: list[Keyed] = [((), key0, 0, ())]
+    dropped: list[tuple[tuple[int, int], Any]] = []
+    key, lost, k = key0, 0, len(events)
+    while k:
+        seq = events[k - 1][0]
+        while k and events[k - 1][0] == seq:  # (one record's stores: cut together)
+            k -= 1
+            i = events[k][1]
+            d = (i, lines[i].floor)
+            hit = cached(d) or option(*d)
+            dropped.append((d, hit))
+            key += hit[1]
+            lost += hit[2]
+        dropped.sort()  # by line, as deviations are ordered (lines differ: no hit compared)
+        keyed.append((tuple([d for d, _ in dropped]), key, lost, tuple([h for _, h in dropped])))
+    return keyed
 
 
 @keeps_workdir

@@ -40,9 +40,13 @@ if TYPE_CHECKING:
 
     from ..explore.trace import CrashPoint
 
-__all__ = ["Cand", "Inline", "Judge", "PerFile", "Programs", "Verdicts"]
+__all__ = ["Cand", "Image", "Inline", "Judge", "PerFile", "Programs", "Verdicts"]
 
 Deviations = tuple[tuple[int, int], ...]
+#: An image as :meth:`Judge.images` takes it: its deviations, the atoms it loses, and the
+#: options its deviations patch in (PoolImage's ``(content, key delta, atoms lost, pool,
+#: start, end)``).
+Image = tuple[Deviations, int, tuple[tuple[bytes, int, int, int, int, int], ...]]
 Progress = Callable[[int, int], None]
 
 
@@ -162,20 +166,15 @@ class Judge:
 
     @property
     def simple(self) -> bool:
-        """Whether :meth:`image` applies (one run per image)."""
+        """Whether :meth:`images` applies (one run per image)."""
         return False
 
-    def image(
-        self,
-        point: CrashPoint,
-        markers: str,
-        ordinal: int,
-        seq: int,
-        dev: Deviations,
-        size: tuple[int, int, int],
+    def images(
+        self, point: CrashPoint, markers: str, ordinal: int, seq: int, batch: list[Image]
     ) -> None:
-        """:meth:`add` for a :attr:`simple` judge, the image given by a Cand's fields (the
-        fast path: a Cand is made only for an inconsistent image)."""
+        """:meth:`add` for a :attr:`simple` judge, of a crash point's new images in order
+        (numbered from ``seq``), each given by its parts (the fast path: a Cand is made only
+        for an inconsistent image)."""
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -214,63 +213,62 @@ class Inline(Judge):
 
     @property
     def simple(self) -> bool:
-        """One pool, judged as a whole: :meth:`image` applies."""
+        """One pool, judged as a whole: :meth:`images` applies."""
         return self.per_file is None and not self.checker.all_files and self.img.pools == 1
 
-    def image(
-        self,
-        point: CrashPoint,
-        markers: str,
-        ordinal: int,
-        seq: int,
-        dev: Deviations,
-        size: tuple[int, int, int],
+    def images(
+        self, point: CrashPoint, markers: str, ordinal: int, seq: int, batch: list[Image]
     ) -> None:
-        """:meth:`add` for a :attr:`simple` judge, the image given by its parts (a Cand is
-        made only for an inconsistent one: this is the in-process fast path)."""
         if point is not self.point:
-            self._enter(Cand(seq, point, dev, size, markers, ordinal))
+            dev, lost, _ = batch[0]
+            self._enter(Cand(seq, point, dev, (len(dev), lost, point.index), markers, ordinal))
         elif markers != self.markers:
             os.environ["PMREORDER_MARKERS"] = self.markers = markers
-        img, verdicts = self.img, self.verdicts
+        img, verdicts, fn, timer = self.img, self.verdicts, self.fn, self.timer
         pool = img._pools[0]  # (img.buf and img.view(0), inline: this runs once per image)
-        buf, options = pool.buf, img._options
-        for d in dev:
-            hit = options.get(d) or img._option(*d)
-            buf[hit[4] : hit[5]] = hit[0]
-        view = pool.view()
+        buf = pool.buf
         verdict: str | None
-        timer = self.timer
-        try:
-            if timer is None:
-                ok = self.fn(view)
+        before = verdicts.judged
+        for dev, lost, hits in batch:
+            for hit in hits:
+                buf[hit[4] : hit[5]] = hit[0]
+            view = pool.view()
+            try:
+                if timer is None:
+                    ok = fn(view)
+                else:
+                    try:
+                        timer.arm()
+                        ok = fn(view)
+                    finally:
+                        timer.disarm()
+            except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
+                verdict = raised(exc)
+            except CheckerStopped as exc:  # past its time limit
+                verdict = raised(exc)
             else:
-                try:
-                    timer.arm()
-                    ok = self.fn(view)
-                finally:
-                    timer.disarm()
-        except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
-            verdict = raised(exc)
-        except CheckerStopped as exc:  # past its time limit
-            verdict = raised(exc)
-        else:
-            verdict = "returned False" if ok is False else None
-        finally:
-            view.release()
-            if dev:
-                img.restore(dev)
-        verdicts.runs += 1
-        verdicts.judged += 1
-        if verdict is not None:
-            verdicts.inconsistent += 1
-            verdicts.candidate(Cand(seq, point, dev, size, markers, ordinal), verdict)
-        if verdicts.progress is not None and not verdicts.judged % 1024:
+                verdict = "returned False" if ok is False else None
+            finally:
+                view.release()
+                if dev:
+                    img.restore(dev)
+            # (Per run: a long wait is told by the count of runs, see waiting.Watch.)
+            verdicts.runs += 1
+            verdicts.judged += 1
+            if verdict is not None:
+                size = (len(dev), lost, point.index)
+                verdicts.inconsistent += 1
+                verdicts.candidate(Cand(seq, point, dev, size, markers, ordinal), verdict)
+            seq += 1
+        if verdicts.progress is not None and before >> 10 != verdicts.judged >> 10:
             verdicts.progress(verdicts.judged, verdicts.judged)
 
     def add(self, cand: Cand) -> None:
         if self.simple:
-            self.image(cand.point, cand.markers, cand.marker_ordinal, cand.seq, cand.dev, cand.size)
+            img, dev = self.img, cand.dev
+            hits = tuple([img._options.get(d) or img._option(*d) for d in dev])
+            one = [(dev, cand.size[1], hits)]
+            self.images(cand.point, cand.markers, cand.marker_ordinal, cand.seq, one)
             return
         if cand.point is not self.point:
             self._enter(cand)

@@ -154,7 +154,7 @@ def watch_in_process(judge: object, lazy: object, tell: Callable[[str, float], N
             point = judge.point
             return judge.verdicts.runs, f"point {point.index if point else '?'}"
 
-        codes.update(dict.fromkeys((Inline.image.__code__, Inline.add.__code__), inline))
+        codes.update(dict.fromkeys((Inline.images.__code__, Inline.add.__code__), inline))
     if lazy is not None:  # (readpaths is imported only for lazy exploration: start-up)
         from .readpaths import LazyJudge
 

@@ -47,7 +47,7 @@ from ..errors import ErrorCode, InvalidArgumentError
 from ..explore import frames
 from .checkers import Crashed, FunctionChecker, LibChecker, TimedOut, _status, timed_out
 from .forked import end_group, fork, take_early, worker_pipes
-from .judging import Cand, Deviations, Judge, _file_names, _runs
+from .judging import Cand, Image, Judge, _file_names, _runs
 from .serve import INDEX, WORD, Files, c_judge, serve
 
 if TYPE_CHECKING:
@@ -408,7 +408,7 @@ class Workers(Judge):
         self.depth = 8
         self.turn = 0
         self.filling: list[_Item] = []
-        self.images: list[Any] = []
+        self.queued: list[Any] = []
         #: The crash points of the images being batched (an image names its point by index).
         self.points: list[CrashPoint] = []
         self.finished = False
@@ -449,7 +449,7 @@ class Workers(Judge):
 
     @property
     def simple(self) -> bool:
-        """Every image is one run over every file: :meth:`image` applies."""
+        """Every image is one run over every file: :meth:`images` applies."""
         return self.per_file is None
 
     def add(self, cand: Cand) -> None:
@@ -457,66 +457,58 @@ class Workers(Judge):
         if known is not None or not runs:
             self.verdicts.add(cand, known)
             return
-        self._queue(
-            cand.seq, cand.point, cand.dev, cand.size, cand.markers, cand.marker_ordinal, runs
-        )
+        img = self.img
+        hits = tuple([img._options.get(d) or img._option(*d) for d in cand.dev])
+        images = [(cand.dev, cand.size[1], hits)]
+        self._queue(cand.point, cand.markers, cand.marker_ordinal, cand.seq, images, runs)
 
-    def image(
-        self,
-        point: CrashPoint,
-        markers: str,
-        ordinal: int,
-        seq: int,
-        dev: Deviations,
-        size: tuple[int, int, int],
+    def images(
+        self, point: CrashPoint, markers: str, ordinal: int, seq: int, batch: list[Image]
     ) -> None:
-        """:meth:`add` for a :attr:`simple` judge, the image given by its parts (a Cand is
-        made only for an inconsistent one)."""
-        self._queue(seq, point, dev, size, markers, ordinal, self._all)
+        self._queue(point, markers, ordinal, seq, batch, self._all)
 
     def _queue(
         self,
-        seq: int,
         point: CrashPoint,
-        dev: Deviations,
-        size: tuple[int, int, int],
         markers: str,
         ordinal: int,
+        seq: int,
+        batch: list[Image],
         runs: Sequence[tuple[Sequence[int], int | None]],
     ) -> None:
-        """Queue an image (a Cand's fields, and its runs) for the next batch. What a batch
-        holds per image until it is answered is kept to tuples of numbers and strings, which
-        the garbage collector stops tracking: a batch's objects survive young collections,
-        and tracked ones would lengthen every old one."""
-        slot = self.slots[self.turn % self.jobs]
-        items = self.filling
-        if not items:
-            # A batch names its first image's markers and crash in full, so that it means
-            # the same to a worker restarted after an earlier batch (see _again).
-            slot.markers = slot.info = None
-        if slot.stale:
-            items.append(("M", self._contents(slot.stale)))
-            slot.stale = set()
-        img = self.img
-        cached, option = img._options.get, img._option
-        # The options themselves ((content, key delta, atoms lost, pool, start, end)): an
-        # option in several images of a batch is pickled once.
-        patches = tuple([cached(d) or option(*d) for d in dev])
-        changed = None
-        if markers != slot.markers:
-            changed = slot.markers = markers
-        info = None
-        if self.python and (slot.info is None or slot.info[0] != point.index):
-            info = slot.info = (point.index, point.kind, tuple(point.markers))
+        """Queue a crash point's images (numbered from ``seq``), each with these runs, for
+        the next batches. What a batch holds per image until it is answered is kept to
+        tuples of numbers and strings, which the garbage collector stops tracking: a batch's
+        objects survive young collections, and tracked ones would lengthen every old one."""
         sent = self._every if runs is self._all else tuple(r for r, _ in runs)
-        items.append(("I", patches, sent, changed, info))
-        points = self.points
-        if not points or points[-1] is not point:
-            points.append(point)
-        self.images.append((seq, dev, size, markers, ordinal, len(points) - 1, runs))
-        self.verdicts.runs += len(runs)
-        if len(self.images) >= self.depth:
-            self._flush()
+        index = point.index
+        info_of = (index, point.kind, tuple(point.markers)) if self.python else None
+        self.verdicts.runs += len(runs) * len(batch)
+        for dev, lost, hits in batch:
+            slot = self.slots[self.turn % self.jobs]
+            items = self.filling
+            if not items:
+                # A batch names its first image's markers and crash in full, so that it
+                # means the same to a worker restarted after an earlier batch (see _again).
+                slot.markers = slot.info = None
+            if slot.stale:
+                items.append(("M", self._contents(slot.stale)))
+                slot.stale = set()
+            changed = info = None
+            if markers != slot.markers:
+                changed = slot.markers = markers
+            if info_of is not None and slot.info is not info_of:
+                info = slot.info = info_of
+            # The options themselves: an option in several images of a batch is sent once.
+            items.append(("I", hits, sent, changed, info))
+            points = self.points
+            if not points or points[-1] is not point:
+                points.append(point)
+            size = (len(dev), lost, index)
+            self.queued.append((seq, dev, size, markers, ordinal, len(points) - 1, runs))
+            seq += 1
+            if len(self.queued) >= self.depth:
+                self._flush()
 
     def _contents(self, lines: set[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
         img = self.img
@@ -527,15 +519,15 @@ class Workers(Judge):
         return out
 
     def _flush(self) -> None:
-        if not self.images:
+        if not self.queued:
             return
         slot = self.slots[self.turn % self.jobs]
         self.turn += 1
         while len(slot.inflight) >= 2:
             self._collect(slot)
         slot.worker.send(self.filling)
-        slot.inflight.append((self.filling, self.images, self.points))
-        self.filling, self.images, self.points = [], [], []
+        slot.inflight.append((self.filling, self.queued, self.points))
+        self.filling, self.queued, self.points = [], [], []
         self.depth = min(256, self.depth * 2)
         # The next worker's batch starts with what changed since its last one.
 
