@@ -43,8 +43,9 @@ from .forked import end_group, fork, read_until_exit
 from .judging import Inline
 
 if TYPE_CHECKING:
+    from ..explore.trace import CrashPoint
     from .check import LogCheckResult
-    from .judging import Cand
+    from .judging import Cand, Image
 
 __all__ = ["Speculation", "Speculative", "attempt"]
 
@@ -70,7 +71,7 @@ class Speculative(Inline):
 
     def __init__(self, checker: LibChecker, where: Speculation, *args: Any) -> None:
         from .imagefile import Inotify
-        from .serve import c_judge, limited
+        from .serve import Limited, c_judge, limited
 
         judge = limited(
             c_judge(checker.library, checker.function, checker.consistent), checker.timeout
@@ -92,8 +93,18 @@ class Speculative(Inline):
                 raise _Stop
             return True
 
-        # (Timed by _limited above: SIGALRM's default action, not a handler of Inline's.)
+        # (Timed by Limited above: SIGALRM's default action, not a handler of Inline's.)
         super().__init__(FunctionChecker(call, checker.label, timeout=None), *args)
+        self.limit = judge if isinstance(judge, Limited) else None
+
+    def images(
+        self, point: CrashPoint, markers: str, ordinal: int, seq: int, batch: list[Image]
+    ) -> None:
+        try:
+            super().images(point, markers, ordinal, seq, batch)
+        finally:
+            if self.limit is not None:
+                self.limit.idle()  # (the replay's work till the next point is not timed)
 
     def _enter(self, cand: Cand) -> None:
         _WORD.pack_into(self.reached, 0, cand.point.index)
