@@ -45,6 +45,7 @@ def test_single_store_cuts_are_the_general_cuts(lines: list[LineInFlight]) -> No
         return _option(i, o)
 
     got = _single_cuts(lines, 7, {}.get, option)
+    assert got is not None
     assert [dev for dev, _, _, _ in got] == list(_cuts(lines))
     for dev, key, lost, hits in got:
         assert hits == tuple(_option(*d) for d in dev)
@@ -60,5 +61,13 @@ def test_a_record_across_lines_is_cut_whole() -> None:
         LineInFlight(0, 64 * i, BASE, ((seq, 64 * i, b"\xee" * 8, None),), 0)
         for i, seq in enumerate([1, 1, 2])
     ]
-    got = [dev for dev, _, _, _ in _single_cuts(lines, 0, {}.get, _option)]
-    assert got == [(), ((2, 1),), ((0, 1), (1, 1), (2, 1))]
+    cuts = _single_cuts(lines, 0, {}.get, _option)
+    assert cuts is not None
+    assert [dev for dev, _, _, _ in cuts] == [(), ((2, 1),), ((0, 1), (1, 1), (2, 1))]
+
+
+def test_lines_with_several_stores_take_the_general_way() -> None:
+    two = ((1, 0, b"\xee" * 8, None), (2, 8, b"\xdd" * 8, None))
+    lines = [LineInFlight(0, 0, BASE, two, 0)]
+    assert _single_cuts(lines, 0, {}.get, _option) is None
+    assert list(_cuts(lines)) == [(), ((0, 1),), ((0, 2),)]

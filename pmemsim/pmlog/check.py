@@ -709,10 +709,8 @@ class _Explorer:
         img = self.img
         img.move_to(point.state)
         cached, option = img._options.get, img._option
-        keyed: list[Keyed]
-        if all(len(line.atoms) == 1 for line in lines):
-            keyed = _single_cuts(lines, img.key0, cached, option)
-        else:
+        keyed = _single_cuts(lines, img.key0, cached, option)
+        if keyed is None:
             keyed = []
             for dev in _cuts(lines):
                 hits = tuple([cached(d) or option(*d) for d in dev])
@@ -769,14 +767,22 @@ def _cuts(lines: list[Any]) -> Iterable[Deviations]:
 
 def _single_cuts(
     lines: list[Any], key0: int, cached: Callable[[Any], Any], option: Callable[..., Any]
-) -> list[Keyed]:
+) -> list[Keyed] | None:
     """:func:`_cuts` keyed, when each line has one store in flight (narrow epochs: most
-    states): the cuts, longest first, drop the lines' stores latest first, and each keeps
-    the key, losses and options of the cut before it plus those of the lines it drops. A
-    line whose store left its content as it was (floor 0) never deviates."""
-    events = sorted([(line.atoms[0][0], i) for i, line in enumerate(lines) if line.floor])
+    states; else None): the cuts, longest first, drop the lines' stores latest first, and
+    each keeps the key, losses and options of the cut before it plus those of the lines it
+    drops. A line whose store left its content as it was (floor 0) never deviates."""
+    events = []
+    for i, line in enumerate(lines):
+        if len(line.atoms) != 1:
+            return None
+        if line.floor:
+            events.append((line.atoms[0][0], i))
+    events.sort()
     keyed: list[Keyed] = [((), key0, 0, ())]
-    dropped: list[tuple[tuple[int, int], Any]] = []
+    # The deviations so far, by line (as deviations are ordered), and their options.
+    devs: list[tuple[int, int]] = []
+    hits: list[Any] = []
     key, lost, k = key0, 0, len(events)
     while k:
         seq = events[k - 1][0]
@@ -785,11 +791,12 @@ def _single_cuts(
             i = events[k][1]
             d = (i, lines[i].floor)
             hit = cached(d) or option(*d)
-            dropped.append((d, hit))
+            at = bisect.bisect(devs, d)
+            devs.insert(at, d)
+            hits.insert(at, hit)
             key += hit[1]
             lost += hit[2]
-        dropped.sort()  # by line, as deviations are ordered (lines differ: no hit compared)
-        keyed.append((tuple([d for d, _ in dropped]), key, lost, tuple([h for _, h in dropped])))
+        keyed.append((tuple(devs), key, lost, tuple(hits)))
     return keyed
 
 

@@ -185,7 +185,8 @@ class LineModel:
         others = set(changed)
         for pool, touched in enumerate(self.touched):
             if touched:
-                others.update([(pool, line) for line in touched])
+                for line in touched:
+                    others.add((pool, line))
                 touched.clear()
         others -= state
         content = self.content
