@@ -19,6 +19,8 @@ import os
 import select
 import sys
 
+from .clib import Library, c_errno
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -43,14 +45,11 @@ class Inotify:
     """Just enough of inotify(7), through libc."""
 
     def __init__(self) -> None:
-        import ctypes  # here: an in-process checker writes no image files
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._add = libc.inotify_add_watch
-        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        libc = Library(None, use_errno=True)
+        self._add = libc.function("inotify_add_watch")
+        fd = libc.function("inotify_init1")(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
+            raise OSError(c_errno(), "inotify_init1")
         self.fd: int = fd
         # Asked once per image: a poll answers "nothing" without a failed read's exception.
         self._ready = select.poll()
@@ -59,10 +58,12 @@ class Inotify:
     def watch(self, path: str) -> int:
         wd = self._add(self.fd, os.fsencode(path), _WATCH)
         if wd < 0:
-            import ctypes
-
-            raise OSError(ctypes.get_errno(), "inotify_add_watch")
+            raise OSError(c_errno(), "inotify_add_watch")
         return int(wd)
+
+    def pending(self) -> bool:
+        """Whether an event is queued."""
+        return bool(self._ready.poll(0))
 
     def events(self) -> list[tuple[int, int]]:
         """``(watch, mask)`` of every event queued so far."""

@@ -24,6 +24,7 @@ import os
 from time import monotonic as _clock
 
 from ..explore import frames
+from .clib import Library
 from .imagefile import IN_Q_OVERFLOW, Inotify, Refill, copy_base
 
 TYPE_CHECKING = False
@@ -191,12 +192,15 @@ class Files:
 
     def check(self) -> None:
         """Rebuild every file that someone opened for writing (or changed) since."""
-        if self.notify is None:
+        notify = self.notify
+        if notify is not None and not notify.pending():  # (most images: one poll)
+            return
+        if notify is None:
             for i in range(len(self.pools)):
                 self._renew(i)
             self.rebuilds += 1
             return
-        events = self.notify.events()
+        events = notify.events()
         if not events:
             return
         hit = {self.watches[wd] for wd, _ in events if wd in self.watches}
@@ -272,15 +276,22 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 for p in patches:
                     maps[p[3]][p[4] : p[5]] = p[0]
                 judging[:WORD] = (message | n).to_bytes(WORD, "little")
+                got: list[str | None] | None
                 try:
-                    got = [run_one(files, run) for run in runs]
+                    if len(runs) == 1:  # (most images: no list made per image)
+                        one = run_one(files, runs[0])
+                        got = None if one is None else [one]
+                    else:
+                        got = [run_one(files, run) for run in runs]
+                        if got.count(None) == len(got):
+                            got = None
                 finally:
                     # First: a checker that cut its file short makes writing the lines back
                     # through the mapping a SIGBUS.
                     files.check()
                     for p in patches:
                         maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
-                if got.count(None) != len(got):
+                if got is not None:
                     out.append((n, [_sent(v) for v in got]))
                 n += 1
             if isinstance(run_one, Limited):
@@ -352,22 +363,20 @@ class _CJudge:
     onto the terminal once per image."""
 
     def __init__(self, library: str, function: str, streams: tuple[int, ...]) -> None:
-        import ctypes  # (imported by the worker only)
-
-        _keep_heap(ctypes)
+        libc = Library(None)
+        _keep_heap(libc)
         try:
-            lib = ctypes.CDLL(library)
+            lib = Library(library)
         except OSError as exc:
             raise LoadError(str(exc)) from None
         try:
-            self.fn = getattr(lib, function)
+            # (Called with the path as bytes: a ``const char *``, its result a C int.)
+            self.fn = lib.function(function)
         except AttributeError:
             raise LoadError(f"{library} has no function {function!r}") from None
-        self.fn.argtypes = [ctypes.c_char_p]
-        self.fn.restype = ctypes.c_int
         #: What the function returns for a consistent image (told by pmemsim's setup).
         self.consistent = 1
-        self.out, self.flush = _own_output(ctypes, streams)
+        self.out, self.flush = _own_output(libc, streams)
 
     def __call__(self, files: Files, run: list[int]) -> str | None:
         got = self.fn(files.bpaths[run[0]])
@@ -395,29 +404,29 @@ def c_judge(
     return judge
 
 
-def _keep_heap(ctypes: Any) -> None:
+def _keep_heap(libc: Library) -> None:
     """Have malloc keep what a checker frees for its next call. libpmemobj's open and close
     allocate and free megabytes per image; in a worker, glibc gave them back to the system
     at every close and took them again, page by page, at the next open: PMDK's map checker
     on hashmap_tx's images spent 7.6 ms of CPU per call in a worker, 2.4 ms with up to
     64 MiB kept at the heap's top (resident once a checker used them)."""
     try:
-        ctypes.CDLL(None).mallopt(_M_TOP_PAD, 64 << 20)
-    except (AttributeError, OSError):  # glibc's; elsewhere a default
+        libc.function("mallopt")(_M_TOP_PAD, 64 << 20)
+    except AttributeError:  # glibc's; elsewhere a default
         pass
 
 
 _M_TOP_PAD = -2
 
 
-def _own_output(ctypes: Any, streams: tuple[int, ...]) -> tuple[int, Callable[[None], int]]:
+def _own_output(libc: Library, streams: tuple[int, ...]) -> tuple[int, Callable[[None], int]]:
     """``streams`` sent to a file of this process's own, and libc's fflush."""
     out = os.memfd_create("checker-output")
-    libc = ctypes.CDLL(None)
-    libc.fflush(None)
+    fflush = libc.function("fflush")
+    fflush(None)
     for fd in streams:
         os.dup2(out, fd)
-    return out, libc.fflush
+    return out, fflush
 
 
 def spawned(argv: list[str]) -> None:

@@ -1,0 +1,72 @@
+"""A C library's functions, called through ctypes' C half.
+
+A library checker's worker calls a C function per image, and libc's to watch and flush.
+Importing the ctypes package, which builds some thirty classes, costs 16 million
+instructions (the bare interpreter's start: 28 million), on every check with a library
+checker, and on the check's path when the machine is busy. What the worker calls needs
+two of those classes: a C ``int`` result, and functions of a loaded library. So they are
+made here from ``_ctypes`` directly (the package's own primitives, as the package itself
+makes them), with the package as the fallback wherever ``_ctypes`` lacks one.
+
+Arguments go as ctypes gives them without declared types: a Python int as a C ``int``,
+``bytes`` as ``const char *``, None as ``NULL``; every result is a C ``int``.
+
+This module imports nothing of pmemsim's and no more of Python's than it uses (see
+:mod:`pmemsim.pmlog.serve`).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ["Library", "c_errno"]
+
+
+class Library:
+    """A shared library loaded with dlopen (``None``: the program and libc); OSError if it
+    cannot be. ``use_errno``: its functions keep C's errno for :func:`c_errno`."""
+
+    def __init__(self, name: str | None, use_errno: bool = False) -> None:
+        try:
+            import _ctypes
+
+            c: Any = _ctypes  # (typeshed's view of the primitives is not the point here)
+
+            class _Int(c._SimpleCData):  # type: ignore[misc]
+                _type_ = "i"
+
+            flags = c.FUNCFLAG_CDECL
+            if use_errno:
+                flags |= c.FUNCFLAG_USE_ERRNO
+
+            class _Function(c.CFuncPtr):  # type: ignore[misc]
+                _flags_ = flags
+                _restype_ = _Int
+
+            self._handle = c.dlopen(name, 0)  # (RTLD_NOW is added, as for ctypes)
+            self._make: Any = _Function
+        except (ImportError, AttributeError):  # no such primitive here: the package's
+            import ctypes
+
+            lib = ctypes.CDLL(name, use_errno=use_errno)
+            self._handle = lib._handle
+            self._make = lib._FuncPtr
+
+    def function(self, name: str) -> Callable[..., int]:
+        """The library's function ``name`` (AttributeError if it has none)."""
+        # (ctypes looks the symbol up in the object's ``_handle``.)
+        fn: Callable[..., int] = self._make((name, self))
+        return fn
+
+
+def c_errno() -> int:
+    """C's errno as the last call of a ``use_errno`` library's function left it."""
+    try:
+        from _ctypes import get_errno
+    except ImportError:
+        from ctypes import get_errno
+    got: int = get_errno()
+    return got

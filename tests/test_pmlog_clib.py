@@ -1,0 +1,69 @@
+"""C functions called through ctypes' C half (:mod:`pmemsim.pmlog.clib`), and the package
+as the fallback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pmemsim.pmlog import clib
+from pmemsim.pmlog.clib import Library, c_errno
+
+
+@pytest.fixture(params=["_ctypes", "ctypes"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The primitives, or the package where a primitive is missing."""
+    if request.param == "ctypes":
+        import _ctypes
+        import ctypes  # (the package, loaded before its primitive goes)
+
+        assert ctypes.CDLL is not None
+        monkeypatch.delattr(_ctypes, "FUNCFLAG_CDECL")
+    return str(request.param)
+
+
+def test_a_function_gets_ints_bytes_and_none_and_gives_an_int(way: str) -> None:
+    libc = Library(None)
+    assert ("CDLL" in libc._make.__qualname__) == (way == "ctypes")  # (the way taken)
+    assert libc.function("getpid")() == os.getpid()
+    assert libc.function("strlen")(b"pmemsim") == 7
+    assert libc.function("atoi")(b"-42") == -42
+    assert libc.function("fflush")(None) == 0
+
+
+def test_errno_is_kept_when_asked(way: str) -> None:
+    close = Library(None, use_errno=True).function("close")
+    assert close(-1) == -1
+    assert c_errno() == errno.EBADF
+
+
+def test_what_cannot_be_loaded_is_refused(way: str) -> None:
+    with pytest.raises(OSError):
+        Library("/nonexistent/libpmemsim-none.so")
+    with pytest.raises(AttributeError):
+        Library(None).function("pmemsim_no_such_function")
+
+
+def test_the_worker_loads_a_library_without_the_ctypes_package(tmp_path: object) -> None:
+    # A library checker's worker: serve.py as the new interpreter imports it, then a
+    # library's function loaded and called (libc's strlen, through c_judge's loader).
+    from pmemsim.pmlog import serve
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(serve.__file__)))
+    boot = serve.BOOT.replace("spawned(sys.argv[2:])", "")
+    code = (
+        boot
+        + "from pmemsim.pmlog.clib import Library\n"
+        + "assert Library('libc.so.6').function('strlen')(b'abc') == 3\n"
+        + "print('ctypes' in sys.modules, '_ctypes' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-E", "-S", "-c", code, package],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == ["False", "True"]
+    assert clib.__name__ == "pmemsim.pmlog.clib"
