@@ -497,7 +497,7 @@ class Workers(Judge):
             changed = info = None
             if markers != slot.markers:
                 changed = slot.markers = markers
-            if info_of is not None and slot.info is not info_of:
+            if info_of is not None and (slot.info is None or slot.info[0] != index):
                 info = slot.info = info_of
             # The options themselves: an option in several images of a batch is sent once.
             items.append(("I", hits, sent, changed, info))
