@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import types
 import zlib
 from pathlib import Path
 from typing import Any
@@ -638,3 +639,70 @@ sys.stdin.readline()
     else:
         os.kill(pid, signal.SIGKILL)
         raise AssertionError("the twin kept replaying after its parent was killed")
+
+
+# -- the replay's shortcuts against its general paths ---------------------------------------
+
+
+def _narrow_epochs(epochs: int, spelled: str = "0x8", flush: str = "0x40") -> str:
+    """Stores of one line each, flushed and fenced (check-log's narrow epochs), with a run
+    of one source line and a store left in flight across a fence now and then."""
+    ops = []
+    for e in range(epochs):
+        a, b = BASE + (e * 0x48) % 0x1000 & ~7, BASE + (e * 0x1C8 + 0x40) % 0x1000 & ~7
+        ops += [f"STORE;0x{a:x};0x{e + 1:x};{spelled}", f"STORE;0x{b:x};0x{e:x};{spelled}"]
+        if e % 3 == 0:
+            ops += [f"STORE;0x{b + k:x};0x7;0x8;0x1: put (a.c:1)" for k in (8, 16)]  # a run
+        ops += [f"FLUSH;0x{a:x};{flush}"]
+        if e % 4:
+            ops.append(f"FLUSH;0x{b & ~63:x};{flush}")
+        ops.append("FENCE")
+    register = f"REGISTER_FILE;/nonexistent-pmemsim-fast/p.bin;0x{BASE:x};0x1000;0x0"
+    return "|".join(["START", register, *ops, "STOP"])
+
+
+def _shadow_cut(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Make every fence cut the records by the general path too and compare; returns, per
+    fence with records, whether it took the shortcut (nothing left in flight)."""
+    took: list[bool] = []
+    original = fast._Machine._fold
+
+    def fold(self: Any, p: Any) -> None:
+        had = bool(p.records)
+        shadow = types.SimpleNamespace(
+            records=list(p.records), flush_seq=dict(p.flush_seq), runs=dict(p.runs), tail=p.tail
+        )
+        original(self, p)
+        fast._Machine._cut_records(shadow)  # type: ignore[arg-type]
+        assert (shadow.records, shadow.runs) == (p.records, p.runs)
+        assert shadow.tail is p.tail
+        if had:
+            took.append(not p.lines)
+
+    monkeypatch.setattr(fast._Machine, "_fold", fold)
+    return took
+
+
+@settings(max_examples=EXAMPLES, derandomize=DERANDOMIZE, deadline=None)
+@given(data=st.data())
+def test_a_fence_cuts_the_records_as_the_general_path_does(
+    data: st.DataObject, data_file: str
+) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        took = _shadow_cut(mp)
+        _record(data.draw(logs(data_file=data_file)), "barriers", fast_path=True)
+        _record(_narrow_epochs(12), "barriers", fast_path=True)
+    assert True in took and False in took  # (both ways taken)
+
+
+@pytest.mark.parametrize(("spelled", "flush"), [("0x8", "0x40"), ("0x08", "0x040")])
+def test_narrow_epochs_replay_the_same_both_ways_however_sizes_are_written(
+    spelled: str, flush: str
+) -> None:
+    """The replay reads the common spellings of a store's and a flush's size by lookup,
+    others as the grammar does."""
+    text = _narrow_epochs(12, spelled, flush)
+    want = _record(text, "barriers", fast_path=False)
+    got = _record(text, "barriers", fast_path=True)
+    assert got == want
+    assert want["count"] == 13

@@ -38,7 +38,6 @@ __all__ = ["Pool", "PoolImage"]
 PAGE = 4096
 LINE = 64
 _MASK = KEY_MASK = (1 << 128) - 1
-_ZERO_LINE = bytes(LINE)
 _ZERO_PAGE = bytes(PAGE)
 #: Linux's MAP_NORESERVE (Python's mmap module does not name it before 3.13).
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
@@ -124,10 +123,12 @@ class _Buffer:
 
     def line_key(self, offset: int, content: bytes) -> int:
         """A line's key contribution: 0 when it holds the initial content."""
-        if self.initial is None:
-            if content == _ZERO_LINE[: len(content)]:
+        end = offset + len(content)
+        init = self.initial_map
+        if init is not None and end <= len(init):  # (an mmap's slice: bytes, no view)
+            if content == init[offset:end]:
                 return 0
-        elif content == self.initial_bytes(offset, offset + len(content)):
+        elif content == self.initial_bytes(offset, end):
             return 0
         salt = (self.salt | offset).to_bytes(16, "little")
         return int.from_bytes(_blake2b(content, digest_size=16, salt=salt).digest(), "little")
@@ -223,22 +224,21 @@ class PoolImage:
 
     # -- moving between crash states ---------------------------------------------------
 
-    def follow(self, machine: object) -> None:
+    def follow(self, machine: object) -> dict[tuple[int, int], int]:
         """From now on a log machine (:mod:`pmemsim.pmlog.fastreplay`) writes every store
         into the buffers itself, so that they always show the all-persisted image of its
         current crash state; :meth:`move_to` then only brings the keys up to date, line by
-        line (``machine.take_dirty()``: the lines written since)."""
+        line (``machine.take_dirty()``: the lines written since). Returns, for the machine
+        to read, the key contribution of each line (pool, offset) as of the last move (a
+        line missing contributes 0), which those updates keep up to date."""
         self._machine = machine
         self._contrib = {}
+        return self._contrib
 
     def listen(self, fn: Callable[[set[tuple[int, int]]], None] | None) -> None:
         """Call ``fn(lines)`` with the (pool, line offset) of the lines each move rewrites
         (copies of the image follow at that cost); None: stop."""
         self._listener = fn
-
-    def known_key(self, pool: int, line: int) -> int:
-        """The key contribution of a line as of the last move (see :meth:`follow`)."""
-        return self._contrib.get((pool, line), 0)
 
     def move_to(self, state: CrashState) -> None:
         """Make the buffers the all-persisted image of ``state``."""
@@ -260,16 +260,17 @@ class PoolImage:
         """The keys after the machine wrote ``lines`` ((pool, line offset))."""
         pools, contrib = self._pools, self._contrib
         changed = set()
-        for pool, line in lines:
+        for key in lines:
+            pool, line = key
             b = pools[pool]
-            new = b.line_key(line, bytes(b.buf[line : line + LINE]))
-            old = contrib.get((pool, line), 0)
+            new = b.line_key(line, b.buf[line : line + LINE])  # (an mmap's slice: bytes)
+            old = contrib.get(key, 0)
             if new != old:
                 b.key = (b.key + new - old) & _MASK
                 if new:
-                    contrib[(pool, line)] = new
+                    contrib[key] = new
                 else:
-                    del contrib[(pool, line)]
+                    del contrib[key]
             changed.add((pool, line // PAGE))
         self._history.append(changed)
         if self._listener is not None:
@@ -338,16 +339,15 @@ class PoolImage:
         assert self._lines is not None
         line = self._lines[i]
         pool, start = line.pool, line.offset
-        b = self._pools[pool]
-        n = min(LINE, b.size - start)
-        content = line.contents[o][:n]
+        # (A log machine's pools are whole pages: its lines are whole.)
+        content = line.contents[o]
         k = line.keys[o]
         if k is None:
-            k = line.keys[o] = b.line_key(start, content)
+            k = line.keys[o] = self._pools[pool].line_key(start, content)
         if i not in self._persisted:
-            self._persisted[i] = line.contents[0][:n]
+            self._persisted[i] = line.contents[0]
         delta = (k - self._contrib.get((pool, start), 0)) & _MASK
-        hit = (content, delta, len(line.atoms) - line.kept[o], pool, start, start + n)
+        hit = (content, delta, len(line.atoms) - line.kept[o], pool, start, start + LINE)
         self._options[(i, o)] = hit
         return hit
 
