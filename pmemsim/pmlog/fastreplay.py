@@ -155,6 +155,16 @@ class LineInFlight:
         "sig",
     )
 
+    #: Per option: its content, how many atoms it keeps, its key (see PoolImage); per
+    #: prefix length, the option of its content; the option of ``base``; how many options.
+    contents: list[bytes]
+    kept: Sequence[int]
+    keys: list[int | None]
+    rank: Sequence[int]
+    floor: int
+    n: int
+    sig: tuple[tuple[int, bytes], ...] | None
+
     def __init__(
         self,
         pool: int,
@@ -171,13 +181,6 @@ class LineInFlight:
         self.flushed = flushed
         #: The image key of ``base`` when known already (see PoolImage), else None.
         self.base_key = base_key
-        self.sig: tuple[tuple[int, bytes], ...] | None = None
-        #: Per option: its content, how many atoms it keeps, its key (see PoolImage);
-        #: per prefix length, the option of its content; the option of ``base``.
-        self.contents: list[bytes]
-        self.kept: Sequence[int]
-        self.keys: list[int | None]
-        self.rank: Sequence[int]
         if len(atoms) == 1:  # the common case (kept and rank: shared, never written)
             _, at, data, _ = atoms[0]
             self.sig = ((at, data),)
@@ -190,7 +193,12 @@ class LineInFlight:
                 self.contents, self.keys = [one, base], [None, base_key]
                 self.kept, self.rank = _ONE_OR_NONE, _ONE_OR_NONE
                 self.floor, self.n = 1, 2
-            return
+        else:
+            self.sig = None
+            self._prefixes(offset, base, atoms, base_key)
+
+    def _prefixes(self, offset: int, base: bytes, atoms: tuple[Any, ...], key: int | None) -> None:
+        """The options of several atoms."""
         buf = bytearray(base)
         prefix = [base]
         last: dict[bytes, int] = {base: 0}
@@ -207,8 +215,7 @@ class LineInFlight:
         self.rank = rank = [where[last[c]] for c in prefix]
         self.floor = rank[0]
         self.keys = [None] * len(ks)
-        self.keys[self.floor] = base_key
-        #: How many distinct contents.
+        self.keys[self.floor] = key
         self.n = len(ks)
 
     def signature(self) -> tuple[tuple[int, bytes], ...]:
