@@ -706,3 +706,29 @@ def test_narrow_epochs_replay_the_same_both_ways_however_sizes_are_written(
     got = _record(text, "barriers", fast_path=True)
     assert got == want
     assert want["count"] == 13
+
+
+@pytest.mark.parametrize(
+    "changed",
+    ["STORE;0x{:x};0x1ff;0x1", "STORE;0x{:x};1;0x1", "STORE;0x{:x};0x1;0x9", "STORE;0x{:x};0x1"],
+)
+def test_a_store_changed_since_the_log_was_read_is_named_as_the_grammar_names_it(
+    monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
+    """(A value too big for its size, one not written 0x..., a size past 8, no size: the
+    careful path's error, not a store of other bytes.)"""
+    from pmemsim.pmlog.grammar import LogFormatError, _parse_record
+
+    replay = Replay.of(parse_log(_narrow_epochs(2)))
+    texts = [t for chunk in replay.log.iter_texts() for t in chunk]
+    texts[texts.index(next(t for t in texts if t.startswith("STORE;")))] = changed.format(BASE)
+    monkeypatch.setattr(replay.log, "iter_texts", lambda: iter([texts]))
+    with pytest.raises(LogFormatError) as want:
+        _parse_record(0, (0, 0, 0, 0, changed.format(BASE), False))
+    img = _image(replay)
+    try:
+        with pytest.raises(LogFormatError) as got:
+            fast.record_log(replay, img, "barriers", check=False, twin=False)
+    finally:
+        img.close()
+    assert str(got.value) == str(want.value)

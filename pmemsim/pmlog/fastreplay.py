@@ -586,15 +586,12 @@ class _Machine:
                 atoms.append((rseq, off, data, frame))
             self.changed_lines.add(key)
             self.dirty.add(key)
+            page = off >> 12  # (one atom: inside one page)
+            p.written.add(page)
+            p.stale.add(page)
         else:
             self._atoms(p, rseq, off, data, frame)
         p.buf[off : off + n] = data
-        page = off >> 12
-        p.written.add(page)
-        p.stale.add(page)
-        if (off + n - 1) >> 12 != page:
-            p.written.add(page + 1)
-            p.stale.add(page + 1)
         self.changed = True
         self.operations += 1
         if self.model is not None:
@@ -603,7 +600,7 @@ class _Machine:
             self._capture("store", "after")
 
     def _atoms(self, p: _Pool, rseq: int, off: int, data: bytes, frame: tuple[Any, int]) -> None:
-        """File a store that crosses an 8-byte boundary as its atoms."""
+        """File a store that crosses an 8-byte boundary as its atoms (and note its pages)."""
         lines = p.lines
         pos, n = 0, len(data)
         while pos < n:
@@ -624,6 +621,8 @@ class _Machine:
             atoms.append((rseq, a, data[pos : pos + take], frame))
             self.changed_lines.add((p.index, line))
             self.dirty.add((p.index, line))
+            p.written.add(a >> 12)
+            p.stale.add(a >> 12)
             pos += take
 
     def _key_of(self, pool: int, line: int) -> int | None:
@@ -1045,28 +1044,28 @@ def _drive(replay: Replay, m: _Machine) -> None:
                 head = text[:8]
                 if head == "STORE;0x" and text.isascii():
                     f = text.split(";", 4)
-                    # (A size written otherwise, e.g. 0x08, takes the careful path.)
-                    size = _STORE_SIZES.get(f[3], 0) if len(f) >= 4 else 0
-                    if size and f[2][:2] == "0x":
-                        try:
-                            addr, value = int(f[1], 16), int(f[2], 16)
-                        except ValueError:
-                            pass
-                        else:
-                            # (The log was checked when read; a file changed since is
-                            # read by the careful path, which names a bad record.)
-                            fits = not value >> (size << 3)
-                            if fits and lo <= addr and addr + size <= hi:
-                                if len(f) == 5:
-                                    frame = by_text.get(f[4])
-                                    if frame is None:
-                                        frame = by_text[f[4]] = frame_of(_frames(f[4]))
-                                else:
-                                    frame = site
-                                store(only, addr - lo + moff, value.to_bytes(size, "little"), frame)
-                                stores += 1
-                                operations += 1
-                                continue
+                    try:
+                        # (A size written otherwise, e.g. 0x08, takes the careful path, as
+                        # does a value too big for its size.)
+                        size = _STORE_SIZES[f[3]]
+                        addr = int(f[1], 16)
+                        data = int(f[2], 16).to_bytes(size, "little")
+                    except (IndexError, KeyError, ValueError, OverflowError):
+                        pass
+                    else:
+                        # (The log was checked when read; a file changed since is read by
+                        # the careful path, which names a bad record.)
+                        if f[2][:2] == "0x" and lo <= addr and addr + size <= hi:
+                            if len(f) == 5:
+                                frame = by_text.get(f[4])
+                                if frame is None:
+                                    frame = by_text[f[4]] = frame_of(_frames(f[4]))
+                            else:
+                                frame = site
+                            store(only, addr - lo + moff, data, frame)
+                            stores += 1
+                            operations += 1
+                            continue
                 elif head == "FLUSH;0x" and text.isascii():
                     f = text.split(";")
                     if len(f) == 3 and f[2][:2] == "0x":
