@@ -450,7 +450,7 @@ class _Chunk:
         else:
             i = j
             if len(parts) != len(self.texts):
-                # Empty records (e before the first): the j-th non-empty one.
+                # Some records were empty (the first at e): find the j-th non-empty one.
                 stripped = list(map(str.strip, parts))
                 if held is not None:
                     stripped[0] = held[0]  # (not blank)
