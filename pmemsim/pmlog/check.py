@@ -587,7 +587,7 @@ class _Explorer:
             return
         img = self.img
         img.move_to(state)
-        cached, option, key0 = img._options.get, img._option, img.key0
+        options, key0 = img.options, img.key0
 
         planned = 0
 
@@ -596,7 +596,7 @@ class _Explorer:
             nonlocal planned
             for dev in plan.images:
                 planned += 1
-                hits = tuple([cached(d) or option(*d) for d in dev])
+                hits = options(dev)
                 k = key0
                 lost = 0
                 for hit in hits:
@@ -713,7 +713,7 @@ class _Explorer:
         if keyed is None:
             keyed = []
             for dev in _cuts(lines):
-                hits = tuple([cached(d) or option(*d) for d in dev])
+                hits = img.options(dev)
                 key, lost = img.key0, 0
                 for hit in hits:
                     key += hit[1]

@@ -351,6 +351,11 @@ class PoolImage:
         self._options[(i, o)] = hit
         return hit
 
+    def options(self, deviations: Deviations) -> tuple[tuple[bytes, int, int, int, int, int], ...]:
+        """The option each deviation patches in (see :meth:`_option`), in their order."""
+        get = self._options.get
+        return tuple([get(d) or self._option(*d) for d in deviations])
+
     def key(self, deviations: Deviations) -> int:
         """The content key of the image with these deviations from the current state."""
         k = self.key0

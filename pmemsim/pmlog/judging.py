@@ -265,9 +265,7 @@ class Inline(Judge):
 
     def add(self, cand: Cand) -> None:
         if self.simple:
-            img, dev = self.img, cand.dev
-            hits = tuple([img._options.get(d) or img._option(*d) for d in dev])
-            one = [(dev, cand.size[1], hits)]
+            one = [(cand.dev, cand.size[1], self.img.options(cand.dev))]
             self.images(cand.point, cand.markers, cand.marker_ordinal, cand.seq, one)
             return
         if cand.point is not self.point:

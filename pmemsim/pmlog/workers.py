@@ -457,9 +457,7 @@ class Workers(Judge):
         if known is not None or not runs:
             self.verdicts.add(cand, known)
             return
-        img = self.img
-        hits = tuple([img._options.get(d) or img._option(*d) for d in cand.dev])
-        images = [(cand.dev, cand.size[1], hits)]
+        images = [(cand.dev, cand.size[1], self.img.options(cand.dev))]
         self._queue(cand.point, cand.markers, cand.marker_ordinal, cand.seq, images, runs)
 
     def images(
