@@ -68,7 +68,7 @@ class Inotify:
     def events(self) -> list[tuple[int, int]]:
         """``(watch, mask)`` of every event queued so far."""
         out: list[tuple[int, int]] = []
-        if not self._ready.poll(0):
+        if not self.pending():
             return out
         while True:
             try:
