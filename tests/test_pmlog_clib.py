@@ -41,6 +41,12 @@ def test_errno_is_kept_when_asked(way: str) -> None:
     assert c_errno() == errno.EBADF
 
 
+def test_a_call_can_keep_the_interpreters_lock(way: str) -> None:
+    # (Python's own PyGILState_Check, found among the program's symbols.)
+    assert Library(None).function("PyGILState_Check")() == 0
+    assert Library(None, hold_gil=True).function("PyGILState_Check")() == 1
+
+
 def test_what_cannot_be_loaded_is_refused(way: str) -> None:
     with pytest.raises(OSError):
         Library("/nonexistent/libpmemsim-none.so")

@@ -11,6 +11,11 @@ makes them), with the package as the fallback wherever ``_ctypes`` lacks one.
 Arguments go as ctypes gives them without declared types: a Python int as a C ``int``,
 ``bytes`` as ``const char *``, None as ``NULL``; every result is a C ``int``.
 
+Such a call releases the interpreter's lock and takes it back, as ctypes' calls do, unless
+the library is loaded with ``hold_gil``: in a process with one thread (a checker's worker)
+no other thread waits for the lock, and a call that keeps it costs about half (ctypes'
+``PyDLL`` calls, as used for Python's own C API).
+
 This module imports nothing of pmemsim's and no more of Python's than it uses (see
 :mod:`pmemsim.pmlog.serve`).
 """
@@ -27,9 +32,11 @@ __all__ = ["Library", "c_errno"]
 
 class Library:
     """A shared library loaded with dlopen (``None``: the program and libc); OSError if it
-    cannot be. ``use_errno``: its functions keep C's errno for :func:`c_errno`."""
+    cannot be. ``use_errno``: its functions keep C's errno for :func:`c_errno`; ``hold_gil``:
+    they keep the interpreter's lock while they run (no other thread of this process runs
+    Python meanwhile, a signal's Python handler included)."""
 
-    def __init__(self, name: str | None, use_errno: bool = False) -> None:
+    def __init__(self, name: str | None, use_errno: bool = False, hold_gil: bool = False) -> None:
         try:
             import _ctypes
 
@@ -41,6 +48,8 @@ class Library:
             flags = c.FUNCFLAG_CDECL
             if use_errno:
                 flags |= c.FUNCFLAG_USE_ERRNO
+            if hold_gil:
+                flags |= c.FUNCFLAG_PYTHONAPI
 
             class _Function(c.CFuncPtr):  # type: ignore[misc]
                 _flags_ = flags
@@ -51,7 +60,7 @@ class Library:
         except (ImportError, AttributeError):  # no such primitive here: the package's
             import ctypes
 
-            lib = ctypes.CDLL(name, use_errno=use_errno)
+            lib = (ctypes.PyDLL if hold_gil else ctypes.CDLL)(name, use_errno=use_errno)
             self._handle = lib._handle
             self._make = lib._FuncPtr
 
