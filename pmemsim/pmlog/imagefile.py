@@ -52,8 +52,11 @@ class Inotify:
             raise OSError(c_errno(), "inotify_init1")
         self.fd: int = fd
         # Asked once per image: a poll answers "nothing" without a failed read's exception.
-        self._ready = select.poll()
-        self._ready.register(fd, select.POLLIN)
+        ready = select.poll()
+        ready.register(fd, select.POLLIN)
+        #: ``poll(0)``: a list, not empty when an event is queued (what :meth:`pending`
+        #: says, without a frame of its own, for a caller that asks once per image).
+        self.poll: Callable[[int], list[tuple[int, int]]] = ready.poll
 
     def watch(self, path: str) -> int:
         wd = self._add(self.fd, os.fsencode(path), _WATCH)
@@ -63,7 +66,7 @@ class Inotify:
 
     def pending(self) -> bool:
         """Whether an event is queued."""
-        return bool(self._ready.poll(0))
+        return bool(self.poll(0))
 
     def events(self) -> list[tuple[int, int]]:
         """``(watch, mask)`` of every event queued so far."""

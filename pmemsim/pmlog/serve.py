@@ -21,6 +21,7 @@ import _signal as signal  # type: ignore[import-not-found]
 import marshal
 import mmap
 import os
+import sys
 from time import monotonic as _clock
 
 from ..explore import frames
@@ -103,12 +104,16 @@ class Files:
         #: (pool, line) -> the initial content read back from the source file.
         self.initial: dict[tuple[int, int], bytes] = {}
         self.notify: Inotify | None = None
+        #: ``news(0)``: true when a file may have changed since :meth:`check` (asked once
+        #: per image: without inotify, always).
+        self.news: Callable[[int], object] = _always
         self.watches: dict[int, int] = {}
         self.rebuilds = 0
         self.refills = [Refill(p) for p in self.pools]
         os.makedirs(folder, 0o700, exist_ok=True)
         try:
             self.notify = Inotify()
+            self.news = self.notify.poll
         except (OSError, AttributeError):
             self.notify = None  # every image rebuilt: correct, slower
         for i in range(len(self.pools)):
@@ -144,6 +149,7 @@ class Files:
             except OSError:  # out of watches: no telling what a checker does
                 self.notify.close()
                 self.notify = None
+                self.news = _always
         self._moved_into(i)
 
     def _renew(self, i: int) -> None:
@@ -191,7 +197,8 @@ class Files:
         return got
 
     def check(self) -> None:
-        """Rebuild every file that someone opened for writing (or changed) since."""
+        """Rebuild every file that someone opened for writing (or changed) since (a caller
+        that asks per image asks :attr:`news` first)."""
         notify = self.notify
         if notify is not None and not notify.pending():  # (most images: one poll)
             return
@@ -214,6 +221,11 @@ class Files:
             self.notify.events()
 
 
+def _always(timeout: int) -> bool:
+    """What may have changed is not known: say it may have."""
+    return True
+
+
 def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> None:
     """A worker's loop: messages in, verdicts out, until EOF. ``judging`` is told, before
     each image, the number of the message and the image's in it
@@ -227,6 +239,8 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (a fork keeps pmemsim's handler)
     try:
         judge = load()
+        if isinstance(judge, _CJudge):
+            judge.alone()  # (this process's one thread)
     except LoadError as exc:
         frames.send(wfd, ("error", str(exc)), marshal.dumps)
         return
@@ -235,8 +249,9 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
         return
     frames.send(wfd, ("ready", ""), marshal.dumps)
     reader = frames.Reader(rfd, marshal.loads)
+    word = _word(judging)
     files: Files | None = None
-    run_one = judge
+    limit = run_one = judge
     token: object = None
     received = 0
     try:
@@ -250,7 +265,8 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 files = Files(folder, names, pools)
                 if isinstance(judge, _CJudge):
                     judge.consistent = consistent
-                run_one = limited(judge, seconds)
+                limit = limited(judge, seconds)
+                run_one = _direct(limit)
                 continue
             assert files is not None
             received += 1
@@ -258,7 +274,7 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
             # Only the images some run found inconsistent are answered, by their number
             # in the batch: most images pass, and their verdicts cost nothing to send.
             out = []
-            maps, held = files.maps, files.held
+            maps, held, moved = files.maps, files.held, files.moved
             n = 0
             for item in batch:
                 if item[0] == "M":
@@ -275,7 +291,7 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                     token = set_crash(CrashInfo(*info))
                 for p in patches:
                     maps[p[3]][p[4] : p[5]] = p[0]
-                judging[:WORD] = (message | n).to_bytes(WORD, "little")
+                word[0] = message | n
                 got: list[str | None] | None
                 try:
                     if len(runs) == 1:  # (most images: no list made per image)
@@ -288,20 +304,56 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 finally:
                     # First: a checker that cut its file short makes writing the lines back
                     # through the mapping a SIGBUS.
-                    files.check()
+                    if files.news(0):
+                        files.check()
                     for p in patches:
-                        maps[p[3]][p[4] : p[5]] = held(p[3], p[4], p[5] - p[4])
+                        back = moved.get((p[3], p[4]))  # (most lines: held() without a call)
+                        if back is None:
+                            back = held(p[3], p[4], p[5] - p[4])
+                        maps[p[3]][p[4] : p[5]] = back
                 if got is not None:
                     out.append((n, [_sent(v) for v in got]))
                 n += 1
-            if isinstance(run_one, Limited):
-                run_one.idle()  # (no run until the next batch, however long that takes)
+            if isinstance(limit, Limited):
+                limit.idle()  # (no run until the next batch, however long that takes)
             frames.send(wfd, out, marshal.dumps)
     finally:
+        if isinstance(word, memoryview):
+            word.release()
         if token is not None:
             from ..markers import reset_crash
 
             reset_crash(token)
+
+
+def _word(judging: mmap.mmap) -> Any:
+    """The judging word, set as ``word[0] = value``: a C ``uint64_t`` where this machine's
+    byte order is the word's (little endian), which costs a fifth of ``int.to_bytes`` and a
+    slice's copy per image."""
+    if sys.byteorder == "little":
+        return memoryview(judging).cast("Q")
+    return _BytesWord(judging)
+
+
+class _BytesWord:
+    """The judging word where a ``uint64_t`` is big endian."""
+
+    def __init__(self, judging: mmap.mmap) -> None:
+        self.judging = judging
+
+    def __setitem__(self, index: int, value: int) -> None:
+        self.judging[:WORD] = value.to_bytes(WORD, "little")
+
+
+def _direct(judge: Judge) -> Judge:
+    """``judge``, or its ``__call__`` method if it is an object of a Python class: calling
+    that takes the interpreter's quick way for Python functions, not the type's call slot
+    (which costs some 450 instructions more per call)."""
+    call = vars(type(judge)).get("__call__")  # (a class's own: Limited's, _CJudge's)
+    if type(call) is not type(_direct):
+        return judge
+    method: Judge = call.__get__(judge)
+    return method
 
 
 def limited(judge: Judge, seconds: float | None) -> Judge:
@@ -324,7 +376,7 @@ class Limited:
     for more work."""
 
     def __init__(self, judge: Judge, seconds: float) -> None:
-        self.judge = judge
+        self.judge = _direct(judge)
         self.seconds = seconds
         self.slack = min(seconds / 100, 0.05)
         #: When the timer was last armed (None: it is not).
@@ -365,6 +417,7 @@ class _CJudge:
     def __init__(self, library: str, function: str, streams: tuple[int, ...]) -> None:
         libc = Library(None)
         _keep_heap(libc)
+        self.library, self.function = library, function
         try:
             lib = Library(library)
         except OSError as exc:
@@ -377,6 +430,13 @@ class _CJudge:
         #: What the function returns for a consistent image (told by pmemsim's setup).
         self.consistent = 1
         self.out, self.flush = _own_output(libc, streams)
+
+    def alone(self) -> None:
+        """Call the checker and fflush keeping the interpreter's lock (``hold_gil``, see
+        :mod:`~pmemsim.pmlog.clib`), as a worker does: no other thread of its waits for it
+        (a speculative child's may), and each call costs some 400 instructions less."""
+        self.fn = Library(self.library, hold_gil=True).function(self.function)
+        self.flush = Library(None, hold_gil=True).function("fflush")
 
     def __call__(self, files: Files, run: list[int]) -> str | None:
         got = self.fn(files.bpaths[run[0]])
