@@ -47,6 +47,15 @@ def test_a_call_can_keep_the_interpreters_lock(way: str) -> None:
     assert Library(None, hold_gil=True).function("PyGILState_Check")() == 1
 
 
+def test_libraries_loaded_alike_share_their_function_class() -> None:
+    # (Each class costs some 100,000 instructions to make; a worker loads three libraries.)
+    plain, errno_kept = Library(None), Library(None, use_errno=True)
+    assert Library("libc.so.6")._make is plain._make
+    assert errno_kept._make is not plain._make
+    assert Library(None, hold_gil=True)._make not in (plain._make, errno_kept._make)
+    assert Library(None, use_errno=True)._make is errno_kept._make
+
+
 def test_what_cannot_be_loaded_is_refused(way: str) -> None:
     with pytest.raises(OSError):
         Library("/nonexistent/libpmemsim-none.so")

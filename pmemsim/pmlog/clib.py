@@ -41,22 +41,16 @@ class Library:
             import _ctypes
 
             c: Any = _ctypes  # (typeshed's view of the primitives is not the point here)
-
-            class _Int(c._SimpleCData):  # type: ignore[misc]
-                _type_ = "i"
-
             flags = c.FUNCFLAG_CDECL
             if use_errno:
                 flags |= c.FUNCFLAG_USE_ERRNO
             if hold_gil:
                 flags |= c.FUNCFLAG_PYTHONAPI
-
-            class _Function(c.CFuncPtr):  # type: ignore[misc]
-                _flags_ = flags
-                _restype_ = _Int
-
+            made = _FUNCTIONS.get(flags)
+            if made is None:
+                made = _FUNCTIONS[flags] = _function_class(c, flags)
             self._handle = c.dlopen(name, 0)  # (RTLD_NOW is added, as for ctypes)
-            self._make: Any = _Function
+            self._make: Any = made
         except (ImportError, AttributeError):  # no such primitive here: the package's
             import ctypes
 
@@ -69,6 +63,25 @@ class Library:
         # (ctypes looks the symbol up in the object's ``_handle``.)
         fn: Callable[..., int] = self._make((name, self))
         return fn
+
+
+#: The class of the functions of each kind made so far, by their flags (shared by the
+#: libraries loaded alike: a worker loads three, and each class costs some 100,000
+#: instructions to make).
+_FUNCTIONS: dict[int, Any] = {}
+
+
+def _function_class(c: Any, flags: int) -> Any:
+    """The class of C functions returning an ``int``, called as ``flags`` say."""
+
+    class _Int(c._SimpleCData):  # type: ignore[misc]
+        _type_ = "i"
+
+    class _Function(c.CFuncPtr):  # type: ignore[misc]
+        _flags_ = flags
+        _restype_ = _Int
+
+    return _Function
 
 
 def c_errno() -> int:
