@@ -122,8 +122,9 @@ def test_the_command_lines_library_worker_is_a_new_interpreter(tmp_path: Path) -
     report = json.loads(out.read_text())
     said = report["minimal"]["checker"]
     assert "pmemsim.pmlog.serve" in said and " -S " in said, said
-    # The same check in this process: its worker is a fork of pytest, with the same verdicts.
-    forked_result = check_log(Replay.of(parse_log(LOG)), LibChecker.parse(f"{lib}:check"))
+    # The same check in this process, its checker not parsed (no spare worker): its worker is
+    # a fork of pytest, with the same verdicts.
+    forked_result = check_log(Replay.of(parse_log(LOG)), LibChecker(str(lib), "check"))
     assert forked_result.minimal is not None
     assert "pmemsim.pmlog.serve" not in forked_result.minimal.verdict
     assert forked_result.inconsistent == report["inconsistent"]

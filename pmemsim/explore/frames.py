@@ -121,6 +121,10 @@ class Reader:
             self.buf += chunk
         return True
 
+    def waiting(self) -> bool:
+        """Whether :meth:`get` would wait now: nothing to read, and the writer still there."""
+        return not self.buf and not self._poll.poll(0)
+
     def get(
         self, deadline: float | None = None, wake: Callable[[float], float] | None = None
     ) -> Any:

@@ -4,7 +4,11 @@ judging image files that the worker keeps itself.
 Each worker is a process with one image file per registered file, in a private folder (its
 side is :mod:`pmemsim.pmlog.serve`). The command line starts a library checker's first
 worker as a new interpreter before it parses its arguments
-(:func:`~pmemsim.pmlog.forked.start_early`); every other worker is a fork of this process.
+(:func:`~pmemsim.pmlog.forked.start_early`), and the Python API when it is given the checker
+(:meth:`~pmemsim.pmlog.checkers.LibChecker.parse`): a fork would make every page this
+process writes afterwards a copy first (about 1,500 faults of 3 us each in a check of 1,000
+epochs). Every other worker (for a later check with the same checker, a restart, more jobs,
+a Python checker) is a fork of this process: ready at once.
 This process streams a worker messages in batches, in the order the exploration chose the
 images, after a ``("setup", ...)`` that says what files to make:
 
@@ -46,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ErrorCode, InvalidArgumentError
 from ..explore import frames
 from .checkers import Crashed, FunctionChecker, LibChecker, TimedOut, _status, timed_out
-from .forked import end_group, fork, take_early, worker_pipes
+from .forked import end_group, fork, spawn_worker, take_early, worker_pipes
 from .judging import Cand, Image, Judge, _file_names, _runs
 from .serve import INDEX, WORD, Files, c_judge, serve
 
@@ -59,6 +63,10 @@ __all__ = ["LibWorker", "Workers", "spare_loaded", "spare_worker"]
 
 #: Seconds a worker whose pipe ended is given to exit before its verdict is worded.
 DYING = 5.0
+#: Batches sent to a worker still loading its checker (a new interpreter takes 10 ms or
+#: more) before this process waits for it: at most about 1,000 images, whose messages fit
+#: in its pipe, so that sending never waits on a worker that waits to send its answers.
+LOOKAHEAD = 8
 
 
 # -- in the worker (the rest is serve's) -----------------------------------------------------
@@ -99,9 +107,10 @@ class Abandoned(Exception):
 
 
 class LibWorker:
-    """One worker process (see the module docstring). Started at once (``early``: the one
-    the command line started for this library checker, if there is one); :meth:`ready`
-    waits until it loaded its checker (an error there is the checker's: InvalidArgumentError)."""
+    """One worker process (see the module docstring). Started at once (``early``: a library
+    checker's spare, the one the command line started if there is one, else a new
+    interpreter, :func:`~pmemsim.pmlog.forked.spawn_worker`); :meth:`ready` waits until it
+    loaded its checker (an error there is the checker's: InvalidArgumentError)."""
 
     def __init__(
         self,
@@ -128,8 +137,10 @@ class LibWorker:
         _reap_exited()
         checker = self.checker
         started = None
-        if early and isinstance(checker, LibChecker):  # the command line's, if it started one
-            started = take_early(checker.library, checker.function)
+        if early and isinstance(checker, LibChecker):
+            started = take_early(checker.library, checker.function) or spawn_worker(
+                checker.library, checker.function
+            )
         pid, w1, r2, judging = started or self._fork()
         # Its exit, watched: a process its checker started may hold the answers' pipe open
         # (no end of file) long after the worker died.
@@ -179,6 +190,10 @@ class LibWorker:
                 ErrorCode.EINVAL, f"cannot load the checker {self.checker.label}: {text}"
             )
         self.loaded = True
+
+    def loading(self) -> bool:
+        """Whether the worker is still loading its checker (it has said nothing yet)."""
+        return not self.loaded and self._from.waiting()
 
     def _reap(self, kill: bool = False) -> str:
         if not self.pid:
@@ -317,10 +332,10 @@ _SPARES: list[LibWorker] = []
 
 
 def spare_worker(checker: LibChecker) -> None:
-    """Start a worker for ``checker`` (or take the one the command line started) and keep it
-    for the next check with that checker: it loads the library while this process reads and
-    replays the log (a library that cannot be loaded is refused by the check,
-    :meth:`LibWorker.ready`)."""
+    """Start a worker for ``checker`` (a new interpreter, or the one the command line started)
+    and keep it for the next check with that checker: it loads the library while this
+    process reads and replays the log (a library that cannot be loaded is refused by the
+    check, :meth:`LibWorker.ready`)."""
     for old in _SPARES:
         old.close()
     _SPARES[:] = [LibWorker(checker, early=True)]
@@ -387,7 +402,7 @@ class Workers(Judge):
     """``jobs`` worker processes judging images (see the module docstring). Images go to a
     worker in batches (one message each way per batch; batches grow from 8 to 256 images),
     two batches per worker at a time, so that a worker judges one while this process
-    prepares the next."""
+    prepares the next (up to :data:`LOOKAHEAD` while it loads its checker)."""
 
     def __init__(
         self,
@@ -522,6 +537,8 @@ class Workers(Judge):
         slot = self.slots[self.turn % self.jobs]
         self.turn += 1
         while len(slot.inflight) >= 2:
+            if len(slot.inflight) < LOOKAHEAD and slot.worker.loading():
+                break  # (it reads them once loaded; the replay goes on meanwhile)
             self._collect(slot)
         slot.worker.send(self.filling)
         slot.inflight.append((self.filling, self.queued, self.points))
