@@ -120,3 +120,22 @@ def test_a_worker_that_dies_while_loading_is_the_checkers_error(tmp_path: Path) 
     lib = c_library(tmp_path, SLOW_TO_LOAD)
     with pytest.raises(InvalidArgumentError, match="has no function 'nope'"):
         check_log(Replay.of(parse_log(_log(600))), LibChecker.parse(f"{lib}:nope"))
+
+
+#: Prints a line to stdout, then one to stderr, and finds every image inconsistent.
+TALKS = r"""
+#include <stdio.h>
+int check(const char *path) {
+    printf("first, on stdout\n");
+    fprintf(stderr, "then, on stderr\n");
+    return 0;
+}
+"""
+
+
+def test_a_checkers_output_is_in_the_order_it_was_written(tmp_path: Path) -> None:
+    """A new interpreter's C stdout is fully buffered where it is no terminal: the stderr
+    line came first in the verdict. Its worker runs unbuffered (``-u``)."""
+    lib = c_library(tmp_path, TALKS)
+    said = _judged_by(lib, LibChecker.parse(f"{lib}:check"))
+    assert said == "returned 0: first, on stdout\nthen, on stderr", said

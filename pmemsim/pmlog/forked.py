@@ -174,7 +174,10 @@ def spawn_worker(library: str, function: str) -> tuple[int, int, int, mmap.mmap]
         os.ftruncate(word, serve.WORD)
         judging = mmap.mmap(word, serve.WORD)
         package = os.path.dirname(os.path.dirname(os.path.abspath(serve.__file__)))
-        options = ["-E", "-S"]  # (no site: not even the packages a venv adds are needed)
+        # No site: not even the packages a venv adds are needed. Unbuffered: a checker's
+        # stdout is then written as it prints, in order with its stderr, where a fully
+        # buffered stdout (not a terminal) would put every line of stderr first.
+        options = ["-E", "-S", "-u"]
         if sys.flags.dont_write_bytecode:
             options.append("-B")
         if sys.pycache_prefix:
