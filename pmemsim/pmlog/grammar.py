@@ -347,6 +347,11 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
     without the prefix is therefore either the rest of the previous log line, when that line
     passed a chunk boundary and has text after the last one (the program's: dropped), or
     another line of the program's (dropped).
+
+    Only the text after a log line's last chunk boundary can turn out to be the program's,
+    so a segment is cut at its last boundary alone, whatever the number it passes: a long
+    line goes on in segments as long as the pieces it was read in, as in a log without
+    prefixes.
     """
     valgrind = False
     in_log = False  # the current line is pmemcheck's (prefixed, or its continuation)
@@ -377,24 +382,23 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
             continue
         if not in_log:
             continue
-        text = s.text
-        cut = 0
-        while count + len(text) - cut >= _CHUNK:
-            nxt = cut + _CHUNK - count
-            piece = s._replace(text=text[cut:nxt], pos=s.pos + cut, first=s.first and not cut)
+        size = len(s.text)
+        if count + size >= _CHUNK:
+            # (A boundary at the very end leaves an empty tail: the line did pass it.)
+            cut = size - (count + size) % _CHUNK
+            text, pos = s.text, s.pos
             yield from held
             held.clear()
-            yield piece._replace(last=False)
-            cut, count, crossed = nxt, 0, True
-        count += len(text) - cut
-        tail = s._replace(text=text[cut:], pos=s.pos + cut, first=s.first and not cut)
-        if s.last:
-            # Held back (with the line's end) until the next line shows whether it was the
-            # program's text.
-            held.append(tail)
-            ended = True
+            yield _Seg(text[:cut], pos, s.line, s.line_start, s.first, False, s.prefixed)
+            s = _Seg(text[cut:], pos + cut, s.line, s.line_start, False, s.last, s.prefixed)
+            count, crossed = size - cut, True
         else:
-            held.append(tail)
+            count += size
+        # Held back (with the line's end) until the next line shows whether it was the
+        # program's text.
+        held.append(s)
+        if s.last:
+            ended = True
     yield from held
 
 
