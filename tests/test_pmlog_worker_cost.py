@@ -11,6 +11,8 @@ import marshal
 import mmap
 import os
 import re
+import shutil
+import subprocess
 import sys
 import types
 from collections.abc import Callable
@@ -21,17 +23,18 @@ import pytest
 
 from pmemsim.explore import frames
 from pmemsim.pmlog import serve
+from pmemsim.pmlog.imagefile import IN_Q_OVERFLOW
 
 POOL = 4096
 
 
-def _patch(line: int, fill: int) -> tuple[bytes, int, int, int, int, int]:
+def _patch(line: int, fill: int, pool: int = 0) -> tuple[bytes, int, int, int, int, int]:
     """An image's line option as pmemsim sends it: (content, key, atoms, pool, start, end)."""
-    return (bytes([fill]) * 64, 0, 1, 0, line, line + 64)
+    return (bytes([fill]) * 64, 0, 1, pool, line, line + 64)
 
 
-def _image(*patches: tuple[bytes, int, int, int, int, int]) -> tuple[Any, ...]:
-    return ("I", tuple(patches), ((0,),), None, None)
+def _image(*patches: tuple[bytes, int, int, int, int, int], runs: Any = ((0,),)) -> Any:
+    return ("I", tuple(patches), runs, None, None)
 
 
 def _run(
@@ -40,6 +43,7 @@ def _run(
     batches: list[list[Any]],
     before: Callable[[], None] = lambda: None,
     judging: mmap.mmap | None = None,
+    files: int = 1,
 ) -> tuple[list[Any], list[Any]]:
     """Serve ``batches`` in a forked worker loading its judge with ``load`` (``before``: run
     first, in the child): the answer to each batch, and what the child noted in
@@ -66,8 +70,9 @@ def _run(
     try:
         reader = frames.Reader(r2, marshal.loads)
         assert reader.get(None) == ("ready", "")
-        pools = [(POOL, None, 0)]
-        frames.send(w1, ("setup", str(folder), ["pool"], pools, 1, 60.0), marshal.dumps)
+        pools = [(POOL, None, 0)] * files
+        names = [f"pool{i}" for i in range(files)]
+        frames.send(w1, ("setup", str(folder), names, pools, 1, 60.0), marshal.dumps)
         answers = []
         for batch in batches:
             frames.send(w1, batch, marshal.dumps)
@@ -195,3 +200,119 @@ def test_a_worker_calls_its_c_checker_keeping_the_interpreters_lock(tmp_path: Pa
     assert answers == [[]]
     speculative = serve.c_judge(lib, "PyGILState_Check", streams=())
     assert speculative(types.SimpleNamespace(bpaths=[b"/"]), [0]) == "returned 0"
+
+
+TALKER = r"""
+#include <stdio.h>
+static int calls;
+
+/* Says something on every call, through stdout's buffer and unbuffered stderr;
+   inconsistent when its image starts with 0xee. */
+int talk(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    int c = f ? fgetc(f) : -1;
+    if (f) fclose(f);
+    printf("call %d", ++calls);
+    fprintf(stderr, "byte %d\n", c);
+    return c != 0xee;
+}
+
+int quiet(const char *path)
+{
+    return 1;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def talker(tmp_path_factory: pytest.TempPathFactory) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the C checker cannot be built")
+    out = tmp_path_factory.mktemp("talker")
+    (out / "talk.c").write_text(TALKER)
+    lib = out / "libtalk.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(out / "talk.c")], check=True)
+    return str(lib)
+
+
+def _no_inotify(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    def before() -> None:
+        def refused() -> None:
+            raise OSError("no inotify here")
+
+        monkeypatch.setattr(serve, "Inotify", refused)
+
+    return before
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_library_checkers_output_is_kept_for_inconsistent_images_only(
+    tmp_path: Path, talker: str, watched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Watched, a consistent image's output is dropped once the poll after it says it
+    # spoke; else the judge looks after every run. Either way the same answers.
+    bad = _patch(0, 0xEE)
+    batches = [
+        [_image(), _image(_patch(0, 1)), _image(bad), _image()],
+        [_image(bad), _image(_patch(0, 2))],
+        [_image(bad, runs=((1,), (0,)))],  # (two runs: the first one's output is dropped)
+        [_image(_patch(64, 3)), _image(bad, runs=((0,), (1,)))],
+    ]
+    before = (lambda: None) if watched else _no_inotify(monkeypatch)
+    answers, _ = _run(
+        tmp_path, lambda: serve.c_judge(talker, "talk", streams=(1, 2)), batches, before, files=2
+    )
+
+    def said(verdict: str | None) -> Any:
+        # (In the order stdio wrote them: the stdout buffer's mode is the process's.)
+        return verdict and sorted(re.findall(r"returned 0|call \d+|byte \d+", verdict))
+
+    assert [[(n, [said(v) for v in vs]) for n, vs in a] for a in answers] == [
+        [(2, [["byte 238", "call 3", "returned 0"]])],
+        [(0, [["byte 238", "call 5", "returned 0"]])],
+        [(0, [None, ["byte 238", "call 8", "returned 0"]])],
+        [(1, [["byte 238", "call 10", "returned 0"], None])],
+    ]
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_silent_consistent_image_costs_no_look_at_the_output(
+    tmp_path: Path, talker: str, watched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (The poll that asks whether a checker changed its file says whether it wrote.)
+    def counted() -> None:
+        if not watched:
+            _no_inotify(monkeypatch)()
+        real = os.lseek
+
+        def lseek(fd: int, pos: int, how: int) -> int:
+            if how == os.SEEK_CUR:  # (where the output ends; files are looked at otherwise)
+                NOTES.append("lseek")
+            return real(fd, pos, how)
+
+        monkeypatch.setattr(os, "lseek", lseek)
+
+    batches = [[_image(), _image(_patch(0, 1))], [_image(_patch(64, 2))] * 4]
+    answers, notes = _run(tmp_path, lambda: serve.c_judge(talker, "quiet"), batches, counted)
+    assert answers == [[], []]
+    assert notes == ([] if watched else ["lseek"] * 6)
+
+
+def test_a_lost_event_counts_as_output_too(tmp_path: Path) -> None:
+    # Past inotify's queue, any file may have changed and the checker may have spoken.
+    files = serve.Files(str(tmp_path / "images"), ["pool"], [(POOL, None, 0)])
+    dropped: list[int] = []
+    said = tmp_path / "said"
+    said.touch()
+    judge: Any = types.SimpleNamespace(
+        path=str(said), watched=False, drop=lambda: dropped.append(1)
+    )
+    files.follow(judge)
+    assert judge.watched and files.output is judge and files.notify is not None
+    queued = [[(-1, IN_Q_OVERFLOW)], []]
+    files.notify.pending = lambda: bool(queued[0])  # type: ignore[method-assign]
+    files.notify.events = lambda: queued.pop(0) if queued else []  # type: ignore[method-assign]
+    files.check()
+    assert dropped == [1] and files.rebuilds == 1
