@@ -5,6 +5,9 @@ new interpreter loads instead of waiting for it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,24 @@ def test_a_checkers_output_is_in_the_order_it_was_written(tmp_path: Path) -> Non
     lib = c_library(tmp_path, TALKS)
     said = _judged_by(lib, LibChecker.parse(f"{lib}:check"))
     assert said == "returned 0: first, on stdout\nthen, on stderr", said
+
+
+def test_a_forked_workers_checker_output_is_in_the_order_it_was_written(tmp_path: Path) -> None:
+    """The same from a worker forked by a process whose C stdout is buffered (no -u, no
+    PYTHONUNBUFFERED): a checker made directly has no spare, so its worker is a fork."""
+    lib = c_library(tmp_path, TALKS)
+    code = (
+        "import sys\n"
+        "from pmemsim.pmlog.check import check_log\n"
+        "from pmemsim.pmlog.checkers import LibChecker\n"
+        "from pmemsim.pmlog.grammar import parse_log\n"
+        "from pmemsim.pmlog.replay import Replay\n"
+        "r = check_log(Replay.of(parse_log(sys.argv[1])), LibChecker(sys.argv[2], 'check'))\n"
+        "print(r.minimal.verdict)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, _log(1), str(lib)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout == "returned 0: first, on stdout\nthen, on stderr\n", done.stdout

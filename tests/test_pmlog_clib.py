@@ -82,3 +82,11 @@ def test_the_worker_loads_a_library_without_the_ctypes_package(tmp_path: object)
     )  # fmt: skip
     assert done.stdout.split() == ["False", "True"]
     assert clib.__name__ == "pmemsim.pmlog.clib"
+
+
+def test_a_pointer_variable_is_passed_as_a_pointer(way: str) -> None:
+    libc = Library(None)
+    stdout = libc.pointer("stdout")
+    assert libc.function("fileno")(stdout) == 1
+    with pytest.raises(ValueError):
+        libc.pointer("pmemsim_no_such_variable")

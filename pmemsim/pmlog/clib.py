@@ -51,12 +51,14 @@ class Library:
                 made = _FUNCTIONS[flags] = _function_class(c, flags)
             self._handle = c.dlopen(name, 0)  # (RTLD_NOW is added, as for ctypes)
             self._make: Any = made
+            self._pointer: Any = None  # (made when first asked for: a class costs)
         except (ImportError, AttributeError):  # no such primitive here: the package's
             import ctypes
 
             lib = (ctypes.PyDLL if hold_gil else ctypes.CDLL)(name, use_errno=use_errno)
             self._handle = lib._handle
             self._make = lib._FuncPtr
+            self._pointer = ctypes.c_void_p
 
     def function(self, name: str) -> Callable[..., int]:
         """The library's function ``name`` (AttributeError if it has none)."""
@@ -64,11 +66,35 @@ class Library:
         fn: Callable[..., int] = self._make((name, self))
         return fn
 
+    def pointer(self, name: str) -> object:
+        """The library's pointer variable ``name`` (libc's ``stdout``), as its functions
+        take a pointer (ValueError if it has none)."""
+        kind = self._pointer or _pointer_class()
+        got: object = kind.in_dll(self, name)
+        return got
+
 
 #: The class of the functions of each kind made so far, by their flags (shared by the
 #: libraries loaded alike: a worker loads three, and each class costs some 100,000
 #: instructions to make).
 _FUNCTIONS: dict[int, Any] = {}
+
+
+#: The class of a C pointer, once made.
+_POINTER: list[Any] = []
+
+
+def _pointer_class() -> Any:
+    if not _POINTER:
+        import _ctypes
+
+        c: Any = _ctypes
+
+        class _Pointer(c._SimpleCData):  # type: ignore[misc]
+            _type_ = "P"
+
+        _POINTER.append(_Pointer)
+    return _POINTER[0]
 
 
 def _function_class(c: Any, flags: int) -> Any:

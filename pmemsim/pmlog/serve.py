@@ -543,7 +543,22 @@ def _own_output(
     fflush(None)
     for fd in streams:
         os.dup2(out, fd)
+    if 2 in streams:
+        _unbuffered(libc)
     return out, path, fflush
+
+
+def _unbuffered(libc: Library) -> None:
+    """C's stdout written as the checker prints, in order with its stderr: on a file it is
+    otherwise fully buffered, and every line the checker wrote to stderr came first. (A
+    spawned worker's interpreter, run with -u, did it already; a fork's may not have.)"""
+    try:
+        libc.function("setvbuf")(libc.pointer("stdout"), None, _IONBF, 0)
+    except (AttributeError, ValueError):  # (no such symbols: flushed after each run still)
+        pass
+
+
+_IONBF = 2
 
 
 def spawned(argv: list[str]) -> None:
