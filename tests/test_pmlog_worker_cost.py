@@ -10,6 +10,7 @@ from __future__ import annotations
 import marshal
 import mmap
 import os
+import posix
 import re
 import shutil
 import subprocess
@@ -285,14 +286,14 @@ def test_a_silent_consistent_image_costs_no_look_at_the_output(
     def counted() -> None:
         if not watched:
             _no_inotify(monkeypatch)()
-        real = os.lseek
+        real = posix.lseek
 
         def lseek(fd: int, pos: int, how: int) -> int:
             if how == os.SEEK_CUR:  # (where the output ends; files are looked at otherwise)
                 NOTES.append("lseek")
             return real(fd, pos, how)
 
-        monkeypatch.setattr(os, "lseek", lseek)
+        monkeypatch.setattr(posix, "lseek", lseek)  # (os's C half, which serve calls)
 
     batches = [[_image(), _image(_patch(0, 1))], [_image(_patch(64, 2))] * 4]
     answers, notes = _run(tmp_path, lambda: serve.c_judge(talker, "quiet"), batches, counted)
@@ -316,3 +317,12 @@ def test_a_lost_event_counts_as_output_too(tmp_path: Path) -> None:
     files.notify.events = lambda: queued.pop(0) if queued else []  # type: ignore[method-assign]
     files.check()
     assert dropped == [1] and files.rebuilds == 1
+
+
+def test_a_workers_folder_is_made_with_what_it_lacks(tmp_path: Path) -> None:
+    # (Without os's makedirs where the parent is there: the usual case.)
+    serve._folder(str(tmp_path / "a"))
+    serve._folder(str(tmp_path / "a"))
+    serve._folder(str(tmp_path / "b" / "c"))
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b" / "c").is_dir()
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o700
