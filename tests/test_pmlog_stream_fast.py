@@ -212,11 +212,13 @@ def valgrind_logs(draw: st.DrawFn) -> str:
         breaks = draw(st.sets(st.integers(0, 300), max_size=2))
         messages.append(words[0])
         for i, word in enumerate(words[1:]):
+            sep = "|"
             if i in breaks:
                 messages.append("\n")
+                sep = draw(st.sampled_from(["|", ""]))  # (a newline separates records too)
             if word == "STOP" and draw(st.integers(0, 3)) == 0:
                 messages += _SIGNAL
-            messages.append("|" + word)
+            messages.append(sep + word)
         messages.append("\n")
         if draw(st.booleans()):
             messages += ["Number of stores not made persistent: 0\n", "ERROR SUMMARY: 0 errors\n"]
@@ -266,6 +268,13 @@ _AT_SECOND = valgrind_output(
 #: then a line of the program's.
 _ON_SECOND = "==7== START|" + _REG + "|FENCE" * 163 + "\nprogram line\n==7== |STOP\n"
 assert _ON_SECOND.index("\n") == 2 * _CHUNK
+#: The rest of a record line after a program's line of one character, its own line ended
+#: before the next record (no '|' between them).
+_ONE_CHARACTER = valgrind_output(
+    ["START", "|" + _REG, *["|FENCE"] * 100, "\n", "STOP\n"], "==7== ", {0: "x\n"}, {}
+)
+#: A program's line after a log line that passed no chunk boundary.
+_SHORT_LINE = "==7== START|" + _REG + "|FENCE\nprogram\n==7== |STOP\n"
 
 
 def read_both(pieces: grammar.Pieces, read: Callable[[], object]) -> None:
@@ -287,6 +296,8 @@ def read_both(pieces: grammar.Pieces, read: Callable[[], object]) -> None:
 @example(text=_AT_SECOND, sizes=[100])
 @example(text=_ON_SECOND, sizes=[1 << 20])
 @example(text=_ON_SECOND, sizes=[1000, 24, 1])
+@example(text=_ONE_CHARACTER, sizes=[1 << 20])
+@example(text=_SHORT_LINE, sizes=[1 << 20])
 def test_the_stream_reads_as_it_did(text: str, sizes: list[int]) -> None:
     """Logs in pieces of random sizes (a chunk boundary anywhere in a piece, or on its end)."""
     pieces = chopped(text, sizes)

@@ -365,11 +365,12 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
                 valgrind = True
             if ended:
                 ended = False
-                if not s.prefixed and crossed and any(h.text for h in held):
+                # (Past a boundary, count is the length of the text after the last one.)
+                if not s.prefixed and crossed and count:
                     # Cut at the boundary: resume the record line on this one.
                     held.clear()
                     in_log, count, crossed = True, 0, False
-                    s = s._replace(first=False)
+                    s = _Seg(s.text, s.pos, s.line, s.line_start, False, s.last, False)
                 else:
                     yield from held
                     held.clear()
