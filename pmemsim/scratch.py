@@ -18,6 +18,14 @@ a folder that vanishes meanwhile (another run reclaiming it) or cannot be remove
 Forked children (exploration and check-log workers) share the lock's open file: a folder
 stays in use until its maker *and* the workers forked after it are gone, which is right, as
 they use it. A program exec'd in it does not hold the lock (the descriptor closes on exec).
+
+A run stopped by Ctrl-C or SIGTERM removes its folders itself, wherever the signal lands:
+:func:`make` and :meth:`Scratch.remove` hold the two signals off while they work (a folder
+is never half made or half removed by one), a folder made when the signal comes is removed
+before its exception leaves :func:`make`, and every folder not removed yet is listed in the
+process, for :func:`remove_left` to remove on the way out (a signal between ``make`` and
+the ``try`` meant to remove its folder, or in a ``finally`` before the removal). A worker
+killed outright is its parent's to clean up after: :func:`sweep`.
 """
 
 from __future__ import annotations
@@ -25,13 +33,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
-__all__ = ["LOCK", "MOST", "Scratch", "make", "reclaim"]
+__all__ = ["LOCK", "MOST", "Scratch", "make", "reclaim", "remove_left", "sweep"]
 
 #: The lock file in every scratch folder, held (flock, exclusive) while its run lives.
 LOCK = ".pmemsim-lock"
@@ -43,6 +52,12 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_LOCK = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: Roots this process looked at already (forked children inherit it: one look a run).
 _looked: set[str] = set()
+#: The signals that stop a run by raising (KeyboardInterrupt, the CLI's Terminated, a
+#: worker's stop) and so can cut short what makes or removes a folder.
+_STOPPING = frozenset({signal.SIGINT, signal.SIGTERM})
+#: The folders made here and not removed yet (a forked child inherits its maker's, which it
+#: never removes): what :func:`remove_left` removes.
+_left: set[Scratch] = set()
 
 
 class Scratch:
@@ -63,20 +78,28 @@ class Scratch:
         it, unless ``ignore_errors`` (then a later run removes what is left)."""
         if self._lock is None or os.getpid() != self._maker:
             return
-        try:
-            fd = os.open(self.path, _OPEN_DIR)
+        with _held_off():  # (Ctrl-C or SIGTERM raises once it is all gone)
             try:
-                _empty(fd)
-            finally:
-                os.close(fd)
-            _absent(os.rmdir, self.path)
-        except OSError:
-            if not ignore_errors:
-                raise
-        finally:
-            if self._lock >= 0:
-                os.close(self._lock)
-            self._lock = None
+                fd = os.open(self.path, _OPEN_DIR)
+                try:
+                    _empty(fd)
+                finally:
+                    os.close(fd)
+                _absent(os.rmdir, self.path)
+            except OSError:
+                self._forget()
+                if not ignore_errors:
+                    raise
+            else:
+                self._forget()
+        # (Cut short otherwise, by a signal's exception that another thread let through: it
+        # stays listed, for remove_left to finish.)
+
+    def _forget(self) -> None:
+        if self._lock is not None and self._lock >= 0:
+            os.close(self._lock)
+        self._lock = None
+        _left.discard(self)
 
     def __enter__(self) -> Scratch:
         return self
@@ -97,6 +120,24 @@ def make(kind: str, root: str | None = None) -> Scratch:
         import tempfile  # (only here: check-log's images go to /dev/shm)
 
         root = tempfile.gettempdir()
+    old = _hold_off()
+    try:
+        made = _make(kind, root)
+        _left.add(made)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        raise
+    try:
+        # A signal that came meanwhile is handled here: its exception (the run being
+        # stopped) must not leave the folder behind, as the caller never gets it.
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    except BaseException:
+        made.remove(ignore_errors=True)
+        raise
+    return made
+
+
+def _make(kind: str, root: str) -> Scratch:
     reclaim(root)
     while True:
         path = os.path.join(root, f"{_PREFIX}{kind}-{os.urandom(6).hex()}")
@@ -137,6 +178,36 @@ def reclaim(root: str, most: int = MOST) -> int:
         return 0
     _looked.add(root)
     return _reclaim(root, most)
+
+
+def remove_left() -> None:
+    """Remove every folder this process made and has not removed: the last cleanup of a
+    process stopped by a signal, which may have come where no ``finally`` removed one.
+    Never an error (what cannot be removed is a later run's to reclaim)."""
+    for made in list(_left):
+        made.remove(ignore_errors=True)
+
+
+def sweep() -> int:
+    """Reclaim again, in every root this process looked at, the dead folders: after a
+    forked worker (whose folders go to the same roots) was killed outright, its last
+    folder is dead and nobody else removes it. How many were removed; never an error."""
+    return sum(_reclaim(root, MOST) for root in sorted(_looked))
+
+
+def _hold_off() -> set[int | signal.Signals]:
+    """Block Ctrl-C and SIGTERM in this thread; the signal mask as it was."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+
+
+@contextlib.contextmanager
+def _held_off() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the body is done (their handlers run right after)."""
+    old = _hold_off()
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _reclaim(root: str, most: int) -> int:

@@ -33,6 +33,7 @@ PATIENCE = 60.0
 def _fresh_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each test is a "run" of its own: no root looked at yet.
     monkeypatch.setattr(scratch, "_looked", set())
+    monkeypatch.setattr(scratch, "_left", set())
 
 
 def _check_log(tmp_path: Path, root: Path, *checker: str, jobs: int = 1) -> subprocess.Popen[str]:
@@ -433,4 +434,123 @@ def test_a_folder_that_cannot_be_finished_is_not_left(
     monkeypatch.setattr(scratch.os, "rename", no_rename)
     with pytest.raises(OSError, match="Input/output"):
         scratch.make("test", str(root))
+    assert list(root.iterdir()) == []
+
+
+class _Stop(BaseException):
+    """What the SIGTERM handler of a run raises (the CLI's Terminated, a worker's stop)."""
+
+
+@pytest.fixture
+def sigterm_raises() -> Iterator[Callable[[], None]]:
+    """SIGTERM raises _Stop; the fixture's value sends one to this thread (the main one,
+    where handlers run), which is pending while this thread blocks it."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Stop
+
+    old = signal.signal(signal.SIGTERM, handler)
+    main = threading.main_thread().ident
+    assert main is not None
+    try:
+        yield lambda: signal.pthread_kill(main, signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_a_signal_while_a_folder_is_made_leaves_no_folder(
+    root: Path, monkeypatch: pytest.MonkeyPatch, sigterm_raises: Callable[[], None]
+) -> None:
+    # The signal comes once the folder exists: its exception is raised when make is done,
+    # and the folder the caller never gets is gone by then.
+    made = scratch._make
+
+    def make_then_signal(kind: str, where: str) -> scratch.Scratch:
+        folder = made(kind, where)
+        sigterm_raises()
+        assert os.path.isdir(folder.path)  # (held off until make is done)
+        return folder
+
+    monkeypatch.setattr(scratch, "_make", make_then_signal)
+    with pytest.raises(_Stop):
+        scratch.make("test", str(root))
+    assert list(root.iterdir()) == []
+    assert scratch._left == set()
+
+
+def test_a_signal_while_a_folder_is_removed_waits_until_it_is_gone(
+    root: Path, monkeypatch: pytest.MonkeyPatch, sigterm_raises: Callable[[], None]
+) -> None:
+    folder = scratch.make("test", str(root))
+    Path(folder.path, "data").write_bytes(b"x")
+    clear = scratch._clear
+
+    def signal_then_clear(fd: int, keep: str | None = None) -> None:
+        sigterm_raises()
+        clear(fd, keep)
+
+    monkeypatch.setattr(scratch, "_clear", signal_then_clear)
+    with pytest.raises(_Stop):
+        folder.remove()
+    assert list(root.iterdir()) == []
+    assert scratch._left == set()
+
+
+def test_remove_left_removes_this_processs_folders_not_removed_yet(root: Path) -> None:
+    removed = scratch.make("test", str(root))
+    left = scratch.make("test", str(root))
+    removed.remove()
+    pid = os.fork()
+    if pid == 0:  # a forked child: its maker's folder is not its to remove
+        try:
+            scratch.remove_left()
+        finally:
+            os._exit(0 if os.path.isdir(left.path) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    scratch.remove_left()
+    assert list(root.iterdir()) == []
+    assert scratch._left == set()
+
+
+def test_a_removal_cut_short_is_finished_by_remove_left(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal's exception can land in the removal where another thread let the signal in
+    # (its handler runs in the main thread whatever this thread blocks).
+    folder = scratch.make("test", str(root))
+    Path(folder.path, "data").write_bytes(b"x")
+    clear = scratch._clear
+
+    def interrupted(fd: int, keep: str | None = None) -> None:
+        monkeypatch.setattr(scratch, "_clear", clear)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scratch, "_clear", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        folder.remove()
+    assert os.path.isdir(folder.path)
+    scratch.remove_left()
+    assert list(root.iterdir()) == []
+
+
+def test_sweep_removes_the_folder_of_a_killed_child(root: Path, tmp_path: Path) -> None:
+    assert scratch.reclaim(str(root)) == 0  # (this process looked at the root)
+    made = tmp_path / "made"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: makes a folder and waits to be killed
+        try:
+            folder = scratch.make("test", str(root))
+            (tmp_path / "making").write_text(folder.path)
+            os.rename(tmp_path / "making", made)  # (whole when it is there)
+            time.sleep(PATIENCE)
+        finally:
+            os._exit(1)
+    try:
+        _wait_for("the child made its folder", made.exists, None)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert os.path.isdir(made.read_text())
+    assert scratch.sweep() == 1
     assert list(root.iterdir()) == []

@@ -128,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pmemsim: ERROR {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        # Every finally on the way here ran: worker pools and temporary folders are gone.
+        # Every finally on the way here ran: worker pools and temporary folders are gone,
+        # but for a folder whose finally the signal came before (or in).
+        scratch = sys.modules.get("pmemsim.scratch")  # (not imported: no folder made)
+        if scratch is not None:
+            scratch.remove_left()
         terminated = isinstance(exc, Terminated)
         sys.stdout.flush()
         print(f"\npmemsim: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)

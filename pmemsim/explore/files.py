@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -385,10 +384,15 @@ class _FilesJudge:
         if observation is not None:
             info = ObservedInfo(info, observation)
         timer = self.timer
-        with _uninterrupted():  # a stopped worker must not leave the folder behind
-            scratch = make("recovery")
-        root = Path(scratch.path, "work")  # (its lock file out of recovery's sight)
-        token = set_crash(info)
+        # (make and remove hold Ctrl-C and SIGTERM off themselves: a run stopped meanwhile
+        # leaves no folder; scratch.remove_left takes one a signal kept from the finally.)
+        scratch = make("recovery")
+        try:
+            root = Path(scratch.path, "work")  # (its lock file out of recovery's sight)
+            token = set_crash(info)
+        except BaseException:
+            scratch.remove(ignore_errors=True)
+            raise
         try:
             root.mkdir()
             found = self._materialise(image, sim, root)
@@ -419,22 +423,10 @@ class _FilesJudge:
                 return exc
         finally:
             reset_crash(token)
-            with _uninterrupted():
-                scratch.remove(ignore_errors=True)
+            scratch.remove(ignore_errors=True)
         if ok is False:
             return CrashConsistencyError("recovery returned False")
         return None
-
-
-@contextmanager
-def _uninterrupted() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the body is done (they are delivered right after)."""
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _named_in(root: Path, findings: list[Finding]) -> list[Finding]:
@@ -453,8 +445,8 @@ def _named_in(root: Path, findings: list[Finding]) -> list[Finding]:
 def recorded_files(c: FileCrashCheck, unsafe_shutdown: bool) -> Iterator[tuple[Trace, _FilesJudge]]:
     """Run the workload once in a temporary directory (removed afterwards) and record it."""
     scratch = make("files")
-    root = Path(scratch.path, "work")  # (its lock file out of the workload's sight)
     try:
+        root = Path(scratch.path, "work")  # (its lock file out of the workload's sight)
         root.mkdir()
         sim, layouts = _recording_sim(c.granularity, root)
 

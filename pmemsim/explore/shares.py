@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .. import scratch
 from . import frames
 from .workers import _Worker, fork, signals_blocked
 
@@ -232,6 +233,7 @@ class Shares:
                 with contextlib.suppress(Exception):
                     frames.send(self.fd, ("error", _picklable(error)))
         finally:
+            scratch.remove_left()  # (a stop's signal may have come between make and its try)
             os._exit(code)
 
     # -- the parent's side -------------------------------------------------------------

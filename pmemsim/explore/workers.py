@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .. import scratch
 from . import frames
 from .jobs import MAX_JOBS, check_jobs
 
@@ -106,11 +107,16 @@ class _Worker:
         # Before the reaping: until then no other process can have its pid as a group.
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signal.SIGKILL)
+        status = -1  # (reaped elsewhere: how it ended is not known)
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+            status = os.waitpid(self.pid, 0)[1]
         if self.exited_fd >= 0:
             os.close(self.exited_fd)
             self.exited_fd = -1
+        if status < 0 or os.WIFSIGNALED(status):
+            # Killed, it removed none of its folders (a recovery's): dead now, they are
+            # ours to remove, as no later run may come to reclaim them.
+            scratch.sweep()
 
     def _exited(self, wait: float) -> bool:
         """Whether it exited within ``wait`` seconds (left unreaped)."""
@@ -166,6 +172,7 @@ def _spawn(start: Callable[[], Callable[[Any], Any]], siblings: Sequence[int]) -
     try:  # pragma: no cover
         code = _serve(*got, start)
     finally:  # pragma: no cover
+        scratch.remove_left()  # (a stop's signal may have come between make and its try)
         os._exit(code)
 
 
