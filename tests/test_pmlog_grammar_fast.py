@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 
 from pmemsim.pmlog import grammar
 from pmemsim.pmlog.grammar import (
+    _CHUNK,
+    _PREFIX,
+    _REPORT,
     DeepSync,
     Fence,
     Flush,
@@ -22,6 +25,7 @@ from pmemsim.pmlog.grammar import (
     Marker,
     RegisterFile,
     Store,
+    _Seg,
     parse_log,
     read_log,
 )
@@ -33,13 +37,94 @@ DERANDOMIZE = "PMEMSIM_GRAMMAR_EXAMPLES" not in os.environ
 # -- the careful reader, as it was ---------------------------------------------------------
 
 
+def reference_segments(pieces: grammar.Pieces) -> Iterator[_Seg]:
+    """The lines of the text in segments, valgrind's prefix removed, its other messages
+    left out (as grammar._segments was)."""
+    pos = 0
+    line = 1
+    line_start = 0
+    first = True
+    prefixed = skip = False
+    for piece in pieces():
+        start = 0
+        if first:
+            prefixed = skip = False
+            if piece[:1] in ("=", "-", "*", ">"):
+                m = _PREFIX.match(piece)
+                if m is not None:
+                    skip = m.group(1) != "==" or _REPORT.match(piece, m.end()) is not None
+                    prefixed = not skip
+                    start = m.end()
+        last = piece.endswith("\n")
+        if not skip:
+            body = piece[start : len(piece) - 1] if last else piece[start:]
+            yield _Seg(body, pos + start, line, line_start, first, last, prefixed)
+        pos += len(piece)
+        first = last
+        if last:
+            line += 1
+            line_start = pos
+
+
+def reference_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
+    """pmemcheck's own text, a program's lines taken out; a segment per 512-character chunk of
+    a log line (as grammar._valgrind_stream was: tests/test_pmlog_stream_fast.py compares
+    the stream with it)."""
+    valgrind = False
+    in_log = False
+    held: list[_Seg] = []
+    count = 0
+    crossed = False
+    ended = False
+    for s in segs:
+        if s.first:
+            if s.prefixed:
+                valgrind = True
+            if ended:
+                ended = False
+                if not s.prefixed and crossed and any(h.text for h in held):
+                    held.clear()
+                    in_log, count, crossed = True, 0, False
+                    s = s._replace(first=False)
+                else:
+                    yield from held
+                    held.clear()
+                    in_log = False
+            if s.prefixed:
+                in_log, crossed = True, False
+                count = s.pos - s.line_start
+        if not valgrind:
+            yield s
+            continue
+        if not in_log:
+            continue
+        text = s.text
+        cut = 0
+        while count + len(text) - cut >= _CHUNK:
+            nxt = cut + _CHUNK - count
+            piece = s._replace(text=text[cut:nxt], pos=s.pos + cut, first=s.first and not cut)
+            yield from held
+            held.clear()
+            yield piece._replace(last=False)
+            cut, count, crossed = nxt, 0, True
+        count += len(text) - cut
+        tail = s._replace(text=text[cut:], pos=s.pos + cut, first=s.first and not cut)
+        if s.last:
+            held.append(tail)
+            ended = True
+        else:
+            held.append(tail)
+    yield from held
+
+
 def careful_tokens(pieces: grammar.Pieces) -> Iterator[grammar.Tok]:
-    """Every record with its place, computed for each record as it is split off."""
+    """Every record with its place, computed for each record as it is split off from the
+    stream as it was."""
     n = 0
     carry = ""
     c_pos = c_line = c_start = 0
     c_prefixed = False
-    for s in grammar._valgrind_stream(grammar._segments(pieces)):
+    for s in reference_stream(reference_segments(pieces)):
         body = s.text.replace("\r", "|")
         parts = body.split("|")
         off = s.pos

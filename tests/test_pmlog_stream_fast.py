@@ -16,91 +16,24 @@ from unittest import mock
 import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
-from test_pmlog_grammar_fast import _COMMON, _ODD, _RARE, _REG, careful_tokens, kind_of, outcome
+from test_pmlog_grammar_fast import (
+    _COMMON,
+    _ODD,
+    _RARE,
+    _REG,
+    careful_tokens,
+    kind_of,
+    outcome,
+    reference_segments,
+    reference_stream,
+)
 
 from pmemsim.pmlog import grammar, parse_log, read_log
-from pmemsim.pmlog.grammar import _CHUNK, _PREFIX, _REPORT, _Seg
+from pmemsim.pmlog.grammar import _CHUNK
 
 #: More examples, drawn at random (PMEMSIM_STREAM_EXAMPLES=5000), for a longer search.
 EXAMPLES = int(os.environ.get("PMEMSIM_STREAM_EXAMPLES", "150"))
 DERANDOMIZE = "PMEMSIM_STREAM_EXAMPLES" not in os.environ
-
-# -- the stream as it was ------------------------------------------------------------------
-
-
-def reference_segments(pieces: grammar.Pieces) -> Iterator[_Seg]:
-    pos = 0
-    line = 1
-    line_start = 0
-    first = True
-    prefixed = skip = False
-    for piece in pieces():
-        start = 0
-        if first:
-            prefixed = skip = False
-            if piece[:1] in ("=", "-", "*", ">"):
-                m = _PREFIX.match(piece)
-                if m is not None:
-                    skip = m.group(1) != "==" or _REPORT.match(piece, m.end()) is not None
-                    prefixed = not skip
-                    start = m.end()
-        last = piece.endswith("\n")
-        if not skip:
-            body = piece[start : len(piece) - 1] if last else piece[start:]
-            yield _Seg(body, pos + start, line, line_start, first, last, prefixed)
-        pos += len(piece)
-        first = last
-        if last:
-            line += 1
-            line_start = pos
-
-
-def reference_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
-    valgrind = False
-    in_log = False
-    held: list[_Seg] = []
-    count = 0
-    crossed = False
-    ended = False
-    for s in segs:
-        if s.first:
-            if s.prefixed:
-                valgrind = True
-            if ended:
-                ended = False
-                if not s.prefixed and crossed and any(h.text for h in held):
-                    held.clear()
-                    in_log, count, crossed = True, 0, False
-                    s = s._replace(first=False)
-                else:
-                    yield from held
-                    held.clear()
-                    in_log = False
-            if s.prefixed:
-                in_log, crossed = True, False
-                count = s.pos - s.line_start
-        if not valgrind:
-            yield s
-            continue
-        if not in_log:
-            continue
-        text = s.text
-        cut = 0
-        while count + len(text) - cut >= _CHUNK:
-            nxt = cut + _CHUNK - count
-            piece = s._replace(text=text[cut:nxt], pos=s.pos + cut, first=s.first and not cut)
-            yield from held
-            held.clear()
-            yield piece._replace(last=False)
-            cut, count, crossed = nxt, 0, True
-        count += len(text) - cut
-        tail = s._replace(text=text[cut:], pos=s.pos + cut, first=s.first and not cut)
-        if s.last:
-            held.append(tail)
-            ended = True
-        else:
-            held.append(tail)
-    yield from held
 
 
 @contextmanager
@@ -182,6 +115,7 @@ _ITEMS = st.one_of(
     st.sampled_from(_RARE),
     st.lists(st.sampled_from(_COMMON), max_size=6).map(lambda ws: ["b.BEGIN", *ws, "b.END"]),
 )
+_BLANKS = st.sampled_from(["", "", " ", "\t", " " * 40])
 _SIGNAL = [
     "\n",
     "\n",
@@ -210,6 +144,7 @@ def valgrind_logs(draw: st.DrawFn) -> str:
             at = draw(st.integers(0, len(words)))
             words.insert(at, draw(st.sampled_from(_ODD)))
         breaks = draw(st.sets(st.integers(0, 300), max_size=2))
+        blanks = draw(st.integers(0, 3)) == 0
         messages.append(words[0])
         for i, word in enumerate(words[1:]):
             sep = "|"
@@ -218,6 +153,8 @@ def valgrind_logs(draw: st.DrawFn) -> str:
                 sep = draw(st.sampled_from(["|", ""]))  # (a newline separates records too)
             if word == "STOP" and draw(st.integers(0, 3)) == 0:
                 messages += _SIGNAL
+            if blanks:  # (around records, where a chunk boundary may fall among them)
+                word = draw(_BLANKS) + word + draw(_BLANKS)
             messages.append(sep + word)
         messages.append("\n")
         if draw(st.booleans()):
@@ -275,6 +212,21 @@ _ONE_CHARACTER = valgrind_output(
 )
 #: A program's line after a log line that passed no chunk boundary.
 _SHORT_LINE = "==7== START|" + _REG + "|FENCE\nprogram\n==7== |STOP\n"
+#: Blanks across several chunk boundaries with a program's line at each (a record's blanks on
+#: both sides of a program's line), before a malformed record and before a good one.
+_BLANK_CHUNKS = [
+    valgrind_output(
+        ["START", "|" + _REG, "|" + " " * 3000 + word, *["|FENCE"] * 200, "|STOP\n"],
+        "==7== ",
+        {k: f"program {k}\n" for k in range(12)},
+        {},
+    )
+    for word in ("hello", "FENCE")
+]
+#: A long record (its frames) after blanks that a program's line cuts in two: the record
+#: begins after the program's line, its blanks on both sides of it.
+_LONG = "==7== START|" + _REG + "|" + " " * 1100 + "STORE;0x1000;0x1;0x8;" + "f" * 700 + "|STOP\n"
+_BLANKS_AROUND = _LONG[: 2 * _CHUNK] + "program\n" + _LONG[2 * _CHUNK :]
 
 
 def read_both(pieces: grammar.Pieces, read: Callable[[], object]) -> None:
@@ -282,26 +234,41 @@ def read_both(pieces: grammar.Pieces, read: Callable[[], object]) -> None:
     error: the same with the stream as it was and as it is."""
     with as_it_was():
         want = (list(careful_tokens(pieces)), outcome(read))
-    got = (list(careful_tokens(pieces)), outcome(read))
+    got = ([t for chunk in grammar._chunks(pieces) for t in chunk.tokens()], outcome(read))
     event(kind_of(got[1]))
     assert got[0] == want[0]
     assert got[1] == want[1]
 
 
-@given(text=valgrind_logs(), sizes=st.lists(st.integers(1, 1100), min_size=1, max_size=5))
+@given(
+    text=valgrind_logs(),
+    sizes=st.lists(st.integers(1, 1100), min_size=1, max_size=5),
+    most=st.sampled_from([1 << 20, 1 << 20, 600, 1500]),
+)
 @settings(max_examples=EXAMPLES, derandomize=DERANDOMIZE, deadline=None)
-@example(text="==7== START|" + _REG + "|FENCE" * 200 + "|STOP\n", sizes=[1 << 20])
-@example(text="==7== START|" + "FENCE|" * 84 + "FEN" + "hi\nCE|STOP\n", sizes=[1 << 20])
-@example(text="==7== START|" + "FENCE|" * 84 + "FENC" + "\nhi\n==7== |STOP\n", sizes=[3])
-@example(text=_AT_SECOND, sizes=[100])
-@example(text=_ON_SECOND, sizes=[1 << 20])
-@example(text=_ON_SECOND, sizes=[1000, 24, 1])
-@example(text=_ONE_CHARACTER, sizes=[1 << 20])
-@example(text=_SHORT_LINE, sizes=[1 << 20])
-def test_the_stream_reads_as_it_did(text: str, sizes: list[int]) -> None:
-    """Logs in pieces of random sizes (a chunk boundary anywhere in a piece, or on its end)."""
+@example(text="==7== START|" + _REG + "|FENCE" * 200 + "|STOP\n", sizes=[1 << 20], most=1 << 20)
+@example(
+    text="==7== START|" + "FENCE|" * 84 + "FEN" + "hi\nCE|STOP\n", sizes=[1 << 20], most=1 << 20
+)
+@example(
+    text="==7== START|" + "FENCE|" * 84 + "FENC" + "\nhi\n==7== |STOP\n", sizes=[3], most=1 << 20
+)
+@example(text=_AT_SECOND, sizes=[100], most=1 << 20)
+@example(text=_ON_SECOND, sizes=[1 << 20], most=1 << 20)
+@example(text=_ON_SECOND, sizes=[1000, 24, 1], most=1 << 20)
+@example(text=_ONE_CHARACTER, sizes=[1 << 20], most=1 << 20)
+@example(text=_SHORT_LINE, sizes=[1 << 20], most=1 << 20)
+@example(text=_BLANK_CHUNKS[0], sizes=[1 << 20], most=1 << 20)
+@example(text=_BLANK_CHUNKS[1], sizes=[1 << 20], most=1 << 20)
+@example(text=_BLANK_CHUNKS[0], sizes=[1 << 20], most=600)
+@example(text=_BLANK_CHUNKS[1], sizes=[1 << 20], most=600)
+@example(text=_BLANKS_AROUND, sizes=[1 << 20], most=1500)
+def test_the_stream_reads_as_it_did(text: str, sizes: list[int], most: int) -> None:
+    """Logs in pieces of random sizes (a chunk boundary anywhere in a piece, or on its end),
+    the stream handing on at most about ``most`` characters at a time."""
     pieces = chopped(text, sizes)
-    read_both(pieces, lambda: grammar._read(pieces, "<text>"))
+    with mock.patch.object(grammar, "_PIECE", most):
+        read_both(pieces, lambda: grammar._read(pieces, "<text>"))
 
 
 @given(text=valgrind_logs(), piece=_SIZES)
@@ -358,3 +325,24 @@ def test_what_a_program_wrote_at_a_boundary_of_a_long_line_is_dropped(tmp_path: 
     assert [t for c in got.iter_texts() for t in c] == [
         t for c in parse_log(line).iter_texts() for t in c
     ]
+
+
+def test_a_record_line_goes_on_across_a_programs_lines_in_few_segments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A program's line after every chunk of a long record line: the record line's text on
+    both sides of each is handed on as one segment (with where each part is), up to about a
+    piece's length at a time, so that a long log never gathers whole."""
+    records = ["START", "|" + _REG, *["|STORE;0x1000;0x1;0x8"] * 5_000, "|STOP\n"]
+    text = valgrind_output(records, "==7== ", {k: f"program {k}\n" for k in range(300)}, {})
+    assert text.count("\n") > 200
+
+    def segments() -> list[grammar._Seg]:
+        return list(grammar._valgrind_stream(grammar._segments(grammar._text_pieces(text))))
+
+    segs = segments()
+    assert len(segs) == 2 and len(segs[0].joins) > 200
+    monkeypatch.setattr(grammar, "_PIECE", 4096)
+    segs = segments()
+    assert len(segs) > 20
+    assert max(len(s.text) for s in segs) < 4096 + _CHUNK

@@ -38,8 +38,10 @@ import io
 import os
 import re
 import stat
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
+from operator import itemgetter
 from typing import Literal, overload
 
 from .._dataclass import dataclass, field
@@ -296,6 +298,23 @@ class _Seg(NamedTuple):
     last: bool
     #: Whether the line started with valgrind's ``==PID==``.
     prefixed: bool
+    #: For text joined from places that do not follow on (a record line on both sides of
+    #: a program's line): ``(offset in text, pos, line, line_start, prefixed)`` of each part,
+    #: the first at offset 0; empty when the text is all at ``pos``.
+    joins: tuple[_Place, ...] = ()
+
+
+#: Where a part of a joined segment is: ``(offset in its text, pos, line, line_start,
+#: prefixed)``.
+_Place = tuple[int, int, int, int, bool]
+_first = itemgetter(0)
+
+
+def _placed(seg: _Seg, offset: int) -> tuple[int, int, int, bool]:
+    """Where the character at ``offset`` of a joined segment's text is: its position, line,
+    line's start and whether that line was prefixed."""
+    at, pos, line, start, prefixed = seg.joins[bisect_right(seg.joins, offset, key=_first) - 1]
+    return pos + offset - at, line, start, prefixed
 
 
 def _segments(pieces: Pieces) -> Iterator[_Seg]:
@@ -349,9 +368,10 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
     another line of the program's (dropped).
 
     Only the text after a log line's last chunk boundary can turn out to be the program's,
-    so a segment is cut at its last boundary alone, whatever the number it passes: a long
-    line goes on in segments as long as the pieces it was read in, as in a log without
-    prefixes.
+    so a segment is cut at its last boundary alone, whatever the number it passes, and the
+    log's text before it is handed on in segments of about a piece's length (``_PIECE``),
+    as a log without prefixes is: a record line on both sides of a program's lines goes on
+    as one segment whose ``joins`` say where each part of it is.
     """
     valgrind = False
     in_log = False  # the current line is pmemcheck's (prefixed, or its continuation)
@@ -359,6 +379,12 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
     count = 0  # characters of the current log line since the last boundary
     crossed = False  # the current log line passed a chunk boundary
     ended = False  # the last log line ended; its tail waits for the next line's start
+    # The log's text before the last boundary, not yet handed on: one segment, across the
+    # program's lines taken out (joins say where each part is), up to a piece's length.
+    sure: list[str] = []
+    joins: list[_Place] = []
+    size = 0  # of the text in sure
+    after = -1  # the position just after it
     for s in segs:
         if s.first:
             if s.prefixed:
@@ -370,8 +396,10 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
                     # Cut at the boundary: resume the record line on this one.
                     held.clear()
                     in_log, count, crossed = True, 0, False
-                    s = _Seg(s.text, s.pos, s.line, s.line_start, False, s.last, False)
                 else:
+                    if sure:
+                        yield _joined(sure, joins)
+                        sure, joins, size = [], [], 0
                     yield from held
                     held.clear()
                     in_log = False
@@ -383,24 +411,44 @@ def _valgrind_stream(segs: Iterator[_Seg]) -> Iterator[_Seg]:
             continue
         if not in_log:
             continue
-        size = len(s.text)
-        if count + size >= _CHUNK:
+        length = len(s.text)
+        if count + length >= _CHUNK:
             # (A boundary at the very end leaves an empty tail: the line did pass it.)
-            cut = size - (count + size) % _CHUNK
+            cut = length - (count + length) % _CHUNK
             text, pos = s.text, s.pos
-            yield from held
-            held.clear()
-            yield _Seg(text[:cut], pos, s.line, s.line_start, s.first, False, s.prefixed)
+            # What the line held since its last boundary and this segment up to its last:
+            # the log's, and one stretch of the text.
+            begin = held[0].pos if held else pos
+            if begin != after or not sure:
+                joins.append((size, begin, s.line, s.line_start, s.prefixed))
+            if held:
+                sure += [h.text for h in held]
+                held.clear()
+            sure.append(text[:cut])
+            after = pos + cut
+            size += after - begin
+            if size >= _PIECE:
+                yield _joined(sure, joins)
+                sure, joins, size = [], [], 0
             s = _Seg(text[cut:], pos + cut, s.line, s.line_start, False, s.last, s.prefixed)
-            count, crossed = size - cut, True
+            count, crossed = length - cut, True
         else:
-            count += size
+            count += length
         # Held back (with the line's end) until the next line shows whether it was the
         # program's text.
         held.append(s)
         if s.last:
             ended = True
+    if sure:
+        yield _joined(sure, joins)
     yield from held
+
+
+def _joined(texts: list[str], joins: list[_Place]) -> _Seg:
+    """The log's text of one or more lines, as one segment that does not end a line."""
+    _, pos, line, start, prefixed = joins[0]
+    many = tuple(joins) if len(joins) > 1 else ()
+    return _Seg("".join(texts), pos, line, start, False, False, prefixed, many)
 
 
 #: A record as read: ``(number, position, line, column, text, prefixed)`` (see
@@ -476,6 +524,10 @@ class _Chunk:
                 else:
                     pos = self._end - sum(map(len, parts[i:])) - (len(parts) - 1 - i)
                 line, start, prefixed = seg.line, seg.line_start, seg.prefixed
+                if seg.joins:
+                    at = pos + len(raw) - len(raw.lstrip()) - seg.pos
+                    p, line, start, prefixed = _placed(seg, at)
+                    return (self.n + j, p, line, p - start + 1, self.texts[j], prefixed)
         p = pos + len(raw) - len(raw.lstrip())
         return (self.n + j, p, line, p - start + 1, self.texts[j], prefixed)
 
@@ -501,6 +553,8 @@ class _Chunk:
             if k >= lo:
                 # (strip() gives back the very string when it has no blanks to remove.)
                 p = pos if text is raw else pos + len(raw) - len(raw.lstrip())
+                if seg.joins and (i or held is None):
+                    p, line, start, prefixed = _placed(seg, p - seg.pos)
                 yield (n + k, p, line, p - start + 1, text, prefixed)
             k += 1
 
@@ -522,6 +576,10 @@ def _chunks(pieces: Pieces) -> Iterator[_Chunk]:
             end -= len(tail) + 1
             if parts or held is None:
                 c: _Carry = (tail, end + 1, s.line, s.line_start, s.prefixed)
+                if s.joins and tail.strip():
+                    # Placed at its first character: blanks before it may be elsewhere.
+                    at = end + 1 + len(tail) - len(tail.lstrip()) - s.pos
+                    c = (tail.lstrip(), *_placed(s, at))
             else:
                 c = (held[0] + tail, *held[1:])
             if c[0].strip():
