@@ -59,6 +59,23 @@ def check_log_cli(folder: str | os.PathLike[str], text: str, *args: str) -> tupl
     return code, out.getvalue()
 
 
+#: A C checker that says which process judges (prints its command line); an image is
+#: inconsistent when its first byte is 1.
+SAYS_WHO = r"""
+#include <stdio.h>
+int check(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int first = f ? fgetc(f) : -1;
+    if (f) fclose(f);
+    FILE *me = fopen("/proc/self/cmdline", "rb");
+    int c;
+    while (me && (c = fgetc(me)) != EOF) putchar(c ? c : ' ');
+    if (me) fclose(me);
+    return first != 1;
+}
+"""
+
+
 def c_library(folder: Path, source: str, name: str = "check") -> Path:
     """``source`` built as ``folder/lib{name}.so`` (the test is skipped without gcc)."""
     import pytest

@@ -102,6 +102,19 @@ def _alive(pids: set[int]) -> set[int]:
     return pids & set(_parents())
 
 
+def _check(file: Path, check: str, jobs: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``pmemsim check FILE -k CHECK --jobs JOBS`` started in a session of its own."""
+    command = ["check", str(file), "-k", check, "--jobs", str(jobs)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "pmemsim", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.parametrize(
     "check, jobs, sig, to_group",
     [
@@ -129,15 +142,7 @@ def test_a_signal_stops_the_run_and_leaves_nothing(
         "PMEMSIM_TEST_MARK": str(mark),
         "PMEMSIM_TEST_SPAWNED": str(spawned),
     }
-    command = ["check", str(tmp_path / "c.py"), "-k", check, "--jobs", str(jobs)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pmemsim", *command],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _check(tmp_path / "c.py", check, jobs, env)
     try:
         deadline = time.monotonic() + 60
         while not mark.exists():  # recovery is under way
@@ -249,15 +254,7 @@ def _stop_when_held(
         "PMEMSIM_TEST_HOLD_AT": at,
         "PMEMSIM_TEST_HELD": str(held),
     }
-    command = ["check", str(tmp_path / "c.py"), "-k", check, "--jobs", str(jobs)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pmemsim", *command],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _check(tmp_path / "c.py", check, jobs, env)
     try:
         deadline = time.monotonic() + 120
         while not held.exists():

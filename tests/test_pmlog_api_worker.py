@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import c_library
+from helpers import SAYS_WHO, c_library
 
 from pmemsim.pmlog import forked, workers
 from pmemsim.pmlog.check import check_log
@@ -20,21 +20,6 @@ from pmemsim.pmlog.grammar import parse_log
 from pmemsim.pmlog.replay import Replay
 
 BASE = 0x10000000
-#: Says which process judges (its command line); an image is inconsistent when its first
-#: byte is 1.
-SAYS_WHO = r"""
-#include <stdio.h>
-int check(const char *path) {
-    FILE *f = fopen(path, "rb");
-    int first = f ? fgetc(f) : -1;
-    if (f) fclose(f);
-    FILE *me = fopen("/proc/self/cmdline", "rb");
-    int c;
-    while (me && (c = fgetc(me)) != EOF) putchar(c ? c : ' ');
-    if (me) fclose(me);
-    return first != 1;
-}
-"""
 #: Takes a second to load: long after the replay of a short log has sent everything it may.
 SLOW_TO_LOAD = r"""
 #include <unistd.h>
@@ -59,7 +44,7 @@ def _log(epochs: int) -> str:
     return "|".join([*records, "STOP"]) + "\n"
 
 
-def _judged_by(lib: Path, checker: LibChecker) -> str:
+def _judged_by(checker: LibChecker) -> str:
     """The command line of the process that judged the check's failing image (the first
     image whose first byte is 1: the log's first store)."""
     result = check_log(Replay.of(parse_log(_log(1))), checker)
@@ -70,10 +55,10 @@ def _judged_by(lib: Path, checker: LibChecker) -> str:
 def test_the_parsed_checkers_worker_is_a_new_interpreter(tmp_path: Path) -> None:
     lib = c_library(tmp_path, SAYS_WHO)
     checker = LibChecker.parse(f"{lib}:check")
-    said = _judged_by(lib, checker)
+    said = _judged_by(checker)
     assert "pmemsim.pmlog.serve" in said and " -S " in said, said
     # The next check with the same checker has no spare: a fork, with the same verdicts.
-    again = _judged_by(lib, checker)
+    again = _judged_by(checker)
     assert "pmemsim.pmlog.serve" not in again
     assert again.split(":")[0] == said.split(":")[0]  # "returned 0"
 
@@ -83,7 +68,7 @@ def test_where_none_can_be_spawned_the_parsed_checkers_worker_is_forked(
 ) -> None:
     lib = c_library(tmp_path, SAYS_WHO)
     monkeypatch.setattr(forked, "_spawnable", lambda: False)
-    said = _judged_by(lib, LibChecker.parse(f"{lib}:check"))
+    said = _judged_by(LibChecker.parse(f"{lib}:check"))
     assert "pmemsim.pmlog.serve" not in said
 
 
@@ -140,7 +125,7 @@ def test_a_checkers_output_is_in_the_order_it_was_written(tmp_path: Path) -> Non
     """A new interpreter's C stdout is fully buffered where it is no terminal: the stderr
     line came first in the verdict. Its worker runs unbuffered (``-u``)."""
     lib = c_library(tmp_path, TALKS)
-    said = _judged_by(lib, LibChecker.parse(f"{lib}:check"))
+    said = _judged_by(LibChecker.parse(f"{lib}:check"))
     assert said == "returned 0: first, on stdout\nthen, on stderr", said
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import c_library
+from helpers import SAYS_WHO, c_library
 
 from pmemsim.cli import _c_checker
 from pmemsim.pmlog import forked
@@ -27,21 +27,6 @@ LOG = (
     f"START|REGISTER_FILE;/nonexistent-pmemsim-test/p;0x{BASE:x};0x1000;0x0|"
     f"STORE;0x{BASE:x};0x1;0x8|STORE;0x{BASE + 64:x};0x2;0x8|FLUSH;0x{BASE:x};0x80|FENCE|STOP\n"
 )
-#: Says which process judges (its command line) and finds an image inconsistent when its
-#: first byte is 1.
-SAYS_WHO = r"""
-#include <stdio.h>
-int check(const char *path) {
-    FILE *f = fopen(path, "rb");
-    int first = f ? fgetc(f) : -1;
-    if (f) fclose(f);
-    FILE *me = fopen("/proc/self/cmdline", "rb");
-    int c;
-    while (me && (c = fgetc(me)) != EOF) putchar(c ? c : ' ');
-    if (me) fclose(me);
-    return first != 1;
-}
-"""
 #: Takes 30 s to load: a worker that no check takes outlives the command unless ended.
 SLOW_TO_LOAD = r"""
 #include <unistd.h>
