@@ -77,7 +77,7 @@ def test_the_worker_loads_a_library_without_the_ctypes_package(tmp_path: object)
         + "print('ctypes' in sys.modules, '_ctypes' in sys.modules)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-E", "-S", "-c", code, package],
+        [sys.executable, "-E", "-S", "-B", "-c", code, package],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert done.stdout.split() == ["False", "True"]

@@ -178,7 +178,7 @@ def test_the_spawned_worker_imports_little() -> None:
     package = os.path.dirname(os.path.dirname(os.path.abspath(serve.__file__)))
     boot = serve.BOOT.replace("spawned(sys.argv[2:])", "")
     done = subprocess.run(
-        [sys.executable, "-E", "-S", "-X", "importtime", "-c", boot, package],
+        [sys.executable, "-E", "-S", "-B", "-X", "importtime", "-c", boot, package],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     imported = {
