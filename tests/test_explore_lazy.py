@@ -523,3 +523,34 @@ def test_a_worker_stuck_in_a_c_call_is_stopped_at_the_check_budget() -> None:
     assert time.monotonic() - started < 20
     assert not r.exact and any("worker process" in n for n in r.notes)
     assert "time budget (1 s) ran out" in r.coverage
+
+
+def test_a_hung_runs_source_is_closed_with_its_run() -> None:
+    """A hang's exception holds its run's frames, the source among them: left to the
+    collector, that source was closed whenever the verdict went, maybe inside a later run,
+    where the time limit's interruption landed in its close ("Exception ignored in
+    Source.__del__") and left it open."""
+    from pmemsim import source
+    from pmemsim.explore.recovery import run_recovery
+    from pmemsim.explore.runtimer import RunTimer
+    from pmemsim.snapshot import Snapshot
+
+    image = Snapshot(
+        "pool",
+        4096,
+        {
+            0: (128).to_bytes(8, "little")
+            + bytes(120)
+            + (128).to_bytes(8, "little")
+            + bytes(4096 - 136)
+        },
+    )
+    before = {id(s) for s in source._open_sources}
+    timer = RunTimer(0.2)
+    verdict = run_recovery(
+        _loops_on_a_torn_list, image, pm.Granularity.CACHE_LINE, CrashInfo(0, "end", ()),
+        timer=timer,
+    )  # fmt: skip
+    assert isinstance(verdict, RecoveryHang) and verdict.__traceback__ is not None
+    left = [s for s in source._open_sources if id(s) not in before and not s.closed]
+    assert left == []

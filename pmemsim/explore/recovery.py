@@ -79,6 +79,7 @@ def run_recovery(
     token = set_crash(info)
     callback = _clear_badblocks if snapshot.badblocks and badblock_policy == "clear" else None
     config = Config(granularity=granularity, backend=sim, event_callback=callback)
+    source: Source | None = None
     try:
         with timer.running() if timer is not None else nullcontext(), Set(config) as s:
             source = Source.from_image(snapshot)
@@ -98,6 +99,11 @@ def run_recovery(
         return exc
     finally:
         reset_crash(token)
+        # Closed here, the timer stopped: left to the collector, a source a verdict's
+        # traceback holds was closed whenever that verdict went, maybe in a later run, where
+        # the timer's interruption could land in its close (which then left it open).
+        if source is not None:
+            source.close()
     if ok is False:
         return CrashConsistencyError("recovery returned False")
     return None
