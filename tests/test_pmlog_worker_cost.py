@@ -12,8 +12,6 @@ import mmap
 import os
 import posix
 import re
-import shutil
-import subprocess
 import sys
 import types
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import c_library
 
 from pmemsim.explore import frames
 from pmemsim.pmlog import serve
@@ -228,14 +227,7 @@ int quiet(const char *path)
 
 @pytest.fixture(scope="module")
 def talker(tmp_path_factory: pytest.TempPathFactory) -> str:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: the C checker cannot be built")
-    out = tmp_path_factory.mktemp("talker")
-    (out / "talk.c").write_text(TALKER)
-    lib = out / "libtalk.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(lib), str(out / "talk.c")], check=True)
-    return str(lib)
+    return str(c_library(tmp_path_factory.mktemp("talker"), TALKER, "talk"))
 
 
 def _no_inotify(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
