@@ -144,7 +144,9 @@ def test_a_check_takes_the_early_worker_of_its_library(tmp_path: Path) -> None:
     finally:
         forked.end_early()
     assert result.minimal is not None and "pmemsim.pmlog.serve" in result.minimal.verdict
-    _gone(str(lib))  # ended with the check
+    assert _processes_naming(str(lib))  # kept for the next check with the checker
+    checker.close()
+    _gone(str(lib))
 
 
 def test_where_none_can_be_spawned_the_worker_is_forked(

@@ -1070,18 +1070,17 @@ def _judging(
             judge = Speculative(checker, speculation, *common)
         elif isinstance(checker, FunctionChecker) and jobs == 1:
             judge = Inline(checker, *common)
-        else:
-            # Image files: the pools' sizes (sparse where untouched) per slot (checker
-            # programs) or worker.
+        elif isinstance(checker, ProgramChecker):
+            # Image files: the pools' sizes (sparse where untouched) per slot. (A worker
+            # has a folder of its own: Workers.)
             from .slots import image_folder
 
             tmp = stack.enter_context(image_folder([p.size for p in replay.pools], jobs))
-            if isinstance(checker, ProgramChecker):
-                judge = Programs(checker, pools, jobs, tmp, *common)
-            else:
-                from .workers import Workers
+            judge = Programs(checker, pools, jobs, tmp, *common)
+        else:
+            from .workers import Workers
 
-                judge = Workers(checker, pools, jobs, tmp, *common)
+            judge = Workers(checker, pools, jobs, *common)
         stack.callback(judge.close)
         yield judge
 

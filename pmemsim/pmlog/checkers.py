@@ -409,6 +409,14 @@ class LibChecker:
         spare_loaded(self)
         return self
 
+    def close(self) -> None:
+        """End the worker kept for this checker (since :meth:`parse`, or since its last check:
+        a later check with an equal checker takes it), its process and its folder. Those
+        left are ended as this process exits."""
+        workers = sys.modules.get(f"{__package__}.workers")
+        if workers is not None:
+            workers.close_spares(self)
+
 
 # -- Python checkers -----------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ __all__ = [
 #: What a worker is judging, in a word of memory shared with pmemsim (8 bytes, little
 #: endian): its message number << INDEX | the image's index in it.
 WORD = 8
+#: Last in an answer when the checker may have left a process running (:func:`_left`).
+LEFT: Any = (-1, None)
 INDEX = 20
 #: How much of a failing checker's output a report keeps.
 TAIL = 2000
@@ -123,6 +125,26 @@ class Files:
             self.notify = None  # every image rebuilt: correct, slower
         for i in range(len(self.pools)):
             self._create(i)
+
+    def close(self) -> None:
+        """Unmap and remove the image files (a worker kept between checks keeps no pages)."""
+        if self.output is not None:
+            self.output.watched = False
+            self.output = None
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+        for m, fd, path in zip(self.maps, self.fds, self.paths, strict=True):
+            try:
+                m.close()
+            except BufferError:  # (a Python checker's view still held: the collector's)
+                pass
+            posix.close(fd)
+            try:
+                posix.unlink(path)
+            except FileNotFoundError:  # (a checker removed it)
+                pass
+        self.maps, self.fds = [], []
 
     def _create(self, i: int) -> None:
         size, source, source_size = self.pools[i]
@@ -288,7 +310,9 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
     image files to make, the value of a library function that means consistent, and the
     time limit of each run. Past it, SIGALRM (its default action) ends the worker,
     wherever the checker is (a C loop never returns to Python), and pmemsim reads that exit
-    as "timed out": a hang costs its image's limit, not a batch's."""
+    as "timed out": a hang costs its image's limit, not a batch's. A check's last message
+    may be ``("release",)``: the worker is kept for a later check, which starts with a setup
+    of its own; meanwhile the image files are removed."""
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # (a fork keeps pmemsim's handler)
     try:
         judge = load()
@@ -313,7 +337,14 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 batch: Any = reader.get()
             except EOFError:
                 return
+            if batch[0] == "release":  # its check is done: it may be kept for another
+                if files is not None:
+                    files.close()
+                    files = None
+                continue
             if batch[0] == "setup":
+                if files is not None:
+                    files.close()
                 _, folder, names, pools, consistent, seconds = batch
                 files = Files(folder, names, pools)
                 if isinstance(judge, _CJudge):
@@ -374,6 +405,8 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 n += 1
             if isinstance(limit, Limited):
                 limit.idle()  # (no run until the next batch, however long that takes)
+            if isinstance(judge, _CJudge) and _left(judge):  # (a Python checker's: never kept)
+                out.append(LEFT)
             frames.send(wfd, out, marshal.dumps)
     finally:
         if isinstance(word, memoryview):
@@ -488,6 +521,8 @@ class _CJudge:
         #: What the function returns for a consistent image (told by pmemsim's setup).
         self.consistent = 1
         self.out, self.path, self.flush = _own_output(libc, streams)
+        #: Whether what the checker starts stays this process's descendant (:func:`_left`).
+        self.reaper = _subreaper(libc)
         #: Whether someone else has this judge :meth:`drop` what a consistent image's run
         #: said, when it said anything (:meth:`Files.follow`); else it asks after every run.
         self.watched = False
@@ -533,6 +568,33 @@ def c_judge(
     judge = _CJudge(library, function, streams)
     judge.consistent = consistent
     return judge
+
+
+def _subreaper(libc: Library) -> bool:
+    """Make this process the one that inherits its descendants' orphans (not init): every
+    process the checker starts stays a child of the worker, or a child's descendant, so that
+    :func:`_left` sees it. False where it cannot be."""
+    try:
+        return libc.function("prctl")(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except AttributeError:  # (not Linux)
+        return False
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _left(judge: _CJudge) -> bool:
+    """Whether the checker may have left a process behind: this worker has a child (running,
+    or exited and not reaped: its checker's to wait for), or cannot tell. A worker that may
+    have is not kept for another check: what a checker starts ends with its check (its
+    worker's process group is killed)."""
+    if not judge.reaper:
+        return True
+    try:
+        posix.waitid(posix.P_ALL, 0, posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def _keep_heap(libc: Library) -> None:

@@ -30,7 +30,7 @@ from ..scratch import Scratch, make, reclaim
 from .imagefile import IN_IGNORED, IN_Q_OVERFLOW, Inotify, Refill, copy_base
 from .images import PAGE, Deviations, Pool, PoolImage
 
-__all__ = ["ImageFiles", "image_folder", "scratch_folder", "write_image"]
+__all__ = ["ImageFiles", "image_folder", "new_folder", "probe", "scratch_folder", "write_image"]
 
 
 @dataclass
@@ -256,33 +256,36 @@ def write_image(
 @contextlib.contextmanager
 def image_folder(sizes: Sequence[int], copies: int = 1) -> Iterator[str]:
     """A new folder for ``copies`` sets of image files of ``sizes`` bytes (sparse), removed
-    on the way out (or by a later run if this one is killed: :mod:`pmemsim.scratch`).
-    Whether the folder's file system takes a file of the largest size is tried first: a
-    pool bigger than its largest file (a log may register terabytes) is then a clear error
-    here, not a traceback from a checker's worker halfway through."""
-    folder = _new_folder(scratch_folder(sum(sizes) * copies))
+    on the way out (or by a later run if this one is killed: :mod:`pmemsim.scratch`)."""
+    folder = new_folder(scratch_folder(sum(sizes) * copies))
     try:
-        probe = os.path.join(folder.path, "size-probe")
-        try:
-            fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.ftruncate(fd, max(sizes, default=0))
-            finally:
-                os.close(fd)
-                os.unlink(probe)
-        except OSError as exc:
-            raise _cannot(
-                f"cannot make a {max(sizes, default=0)}-byte image file in "
-                f"{os.path.dirname(folder.path)}: "
-                f"{exc.strerror} (image files are sparse: point TMPDIR at a file system that "
-                "takes files that large)"
-            ) from None
+        probe(folder.path, max(sizes, default=0))
         yield folder.path
     finally:
         folder.remove()
 
 
-def _new_folder(where: str | None) -> Scratch:
+def probe(folder: str, size: int) -> None:
+    """Whether ``folder``'s file system takes a (sparse) file of ``size`` bytes, tried: a
+    pool bigger than its largest file (a log may register terabytes) is then a clear error
+    here, not a traceback from a checker's worker halfway through."""
+    path = os.path.join(folder, "size-probe")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+    except OSError as exc:
+        raise _cannot(
+            f"cannot make a {size}-byte image file in {os.path.dirname(folder)}: "
+            f"{exc.strerror} (image files are sparse: point TMPDIR at a file system that "
+            "takes files that large)"
+        ) from None
+
+
+def new_folder(where: str | None) -> Scratch:
     """A new folder of this user's only, in ``where`` (None: the system's temporary
     folder). Not tempfile's: importing it (and shutil, and the compressors shutil imports)
     would cost a short check more than its checker's work."""

@@ -7,8 +7,9 @@ worker as a new interpreter before it parses its arguments
 (:func:`~pmemsim.pmlog.forked.start_early`), and the Python API when it is given the checker
 (:meth:`~pmemsim.pmlog.checkers.LibChecker.parse`): a fork would make every page this
 process writes afterwards a copy first (about 1,500 faults of 3 us each in a check of 1,000
-epochs). Every other worker (for a later check with the same checker, a restart, more jobs,
-a Python checker) is a fork of this process: ready at once.
+epochs). A library checker's worker is kept from one check to the next (:func:`keep`), with
+its folder. Every other worker (a restart, more jobs, a Python checker, a first check with
+no worker kept) is a fork of this process: ready at once.
 This process streams a worker messages in batches, in the order the exploration chose the
 images, after a ``("setup", ...)`` that says what files to make:
 
@@ -37,6 +38,7 @@ time, so that the image that crashed or hung the checker is the one that gets th
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import marshal
 import mmap
@@ -47,19 +49,21 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ErrorCode, InvalidArgumentError
+from ..errors import ErrorCode, InvalidArgumentError, PmemError
 from ..explore import frames
 from .checkers import Crashed, FunctionChecker, LibChecker, TimedOut, _status, timed_out
 from .forked import end_group, fork, spawn_worker, take_early, worker_pipes
 from .judging import Cand, Image, Judge, _file_names, _runs
-from .serve import INDEX, WORD, Files, c_judge, serve
+from .serve import INDEX, LEFT, WORD, Files, c_judge, serve
+from .slots import new_folder, probe, scratch_folder
 
 if TYPE_CHECKING:
     from ..explore.trace import CrashPoint
+    from ..scratch import Scratch
     from .images import Pool
     from .waiting import Patience
 
-__all__ = ["LibWorker", "Workers", "spare_loaded", "spare_worker"]
+__all__ = ["LibWorker", "Workers", "close_spares", "keep", "spare_loaded", "spare_worker"]
 
 #: Seconds a worker whose pipe ended is given to exit before its verdict is worded.
 DYING = 5.0
@@ -125,6 +129,18 @@ class LibWorker:
         self.pid = 0
         self.exit_code = 0
         self.loaded = False
+        #: Its folder (:meth:`folder`), the root it is in, the largest file tried there.
+        self.home: Scratch | None = None
+        self._root: str | None = None
+        self._probed = -1
+        #: Told its check is done (:meth:`release`), and not set up for another since.
+        self.released = False
+        #: The library file it loaded, as ``stat`` saw it when it started (None: a Python
+        #: checker's, or a library found by the loader's search): a kept worker is reused
+        #: only while that file is unchanged (:meth:`current`).
+        self.library_id = _file_id(checker)
+        #: Its folder and environment, which a checker may read: the ones it started with.
+        self.setting = _setting()
         self._start(early)
 
     def _load(self) -> Callable[[Any, list[int]], str | None]:
@@ -154,6 +170,8 @@ class LibWorker:
         self.loaded = False
         #: Messages sent, and answers read: the worker answers every message but "setup".
         self.sent = self.answered = 0
+        #: Whether its last answer said that its checker may have left a process running.
+        self.left = False
 
     def _fork(self) -> tuple[int, int, int, mmap.mmap]:
         """A worker forked from this process (a Python checker's, or where a new interpreter
@@ -217,25 +235,69 @@ class LibWorker:
     def close(self, wait: bool = True) -> None:
         """End the worker and what its checker started (its process group): killed and
         waited for, or (``wait=False``, after its last answer) killed and reaped later
-        (its exit takes milliseconds)."""
-        if not self.pid:
-            return
-        with contextlib.suppress(OSError):
-            os.close(self._to)
-        self._to = -1
-        if wait:
-            self._reap(kill=True)
-            return
-        end_group(self.pid)
-        for fd in (self._from.fd, self._exited):
+        (its exit takes milliseconds); then its folder is removed."""
+        if self.pid:
             with contextlib.suppress(OSError):
-                os.close(fd)
-        _EXITING.append(self.pid)
-        self.pid = 0
-        _reap_exited()
+                os.close(self._to)
+            self._to = -1
+            if wait:
+                self._reap(kill=True)
+            else:
+                end_group(self.pid)
+                for fd in (self._from.fd, self._exited):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                _EXITING.append(self.pid)
+                self.pid = 0
+                _reap_exited()
+        if self.home is not None:
+            self.home.remove(ignore_errors=True)  # (what is left, a later run reclaims)
+            self.home = None
+
+    def folder(self, root: str | None, size: int) -> str:
+        """The folder for the worker's image files (``size`` bytes at most, sparse), in
+        ``root`` (None: the system's temporary folder): its own, made for its first check
+        there and kept while it lives, so that a worker kept for the next check (:func:`keep`)
+        costs that check no folder to make and remove."""
+        if root is None:
+            import tempfile
+
+            root = tempfile.gettempdir()
+        home = self.home
+        if home is not None and (self._root != root or not os.path.isdir(home.path)):
+            home.remove(ignore_errors=True)  # (elsewhere, or removed by someone else)
+            home = self.home = None
+        if home is None:
+            home = self.home = new_folder(root)
+            self._root, self._probed = root, -1
+        if size > self._probed:
+            probe(home.path, size)
+            self._probed = size
+        # (A subfolder: a pool's file may have any name, the scratch folder's lock file's too.)
+        return f"{home.path}/images"
+
+    def release(self) -> None:
+        """Tell the worker its check is done: it removes its image files, keeps its folder,
+        and waits for the next check's setup."""
+        self.send(("release",))
+        self.released = True
+
+    def current(self) -> bool:
+        """Whether the worker can judge another check: alive, idle (every message answered),
+        nothing its checker started still there, and its library file, current folder and
+        environment the ones it started with (a checker may read them: the environment
+        perhaps as its library loaded)."""
+        return (
+            self.pid != 0
+            and self.sent == self.answered
+            and not self.left
+            and self.library_id == _file_id(self.checker)
+            and self.setting == _setting()
+            and not frames.exited(self.pid, self._exited, 0)
+        )
 
     def send(self, message: object) -> None:
-        if not (isinstance(message, tuple) and message[0] == "setup"):
+        if not isinstance(message, tuple):  # (a batch: "setup" and "release" get no answer)
             self.sent += 1
         with contextlib.suppress(BrokenPipeError):  # it died: the next answer says how
             frames.send(self._to, message, marshal.dumps)
@@ -297,7 +359,29 @@ class LibWorker:
                 said = f"the checker crashed: {status}"
             raise WorkerDied(Crashed(said)) from None
         self.answered += 1
+        # (Its last answer says whether the checker may have left a process running.)
+        self.left = bool(got) and got[-1] == LEFT
+        if self.left:
+            got.pop()
         return got
+
+
+def _file_id(checker: LibChecker | FunctionChecker) -> tuple[int, ...] | None:
+    """A library file's identity (None: a Python checker, a library found by the loader's
+    search, or no such file)."""
+    if not isinstance(checker, LibChecker) or "/" not in checker.library:
+        return None
+    try:
+        st = os.stat(checker.library)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _setting() -> tuple[str, object]:
+    """This process's current folder and environment (as bytes: no copy decoded)."""
+    environ = getattr(os.environ, "_data", None)
+    return os.getcwd(), dict(os.environ if environ is None else environ)
 
 
 def _received(verdict: str | tuple[str, str] | None) -> str | None:
@@ -326,19 +410,86 @@ def _reap_exited() -> None:
             _EXITING.remove(pid)
 
 
-#: Workers started by LibChecker.parse (which loads the library in one to check it), kept for
-#: the check that follows: one process less to start.
+#: Workers kept for the next check with their checker, at most :data:`KEPT`: the one that
+#: LibChecker.parse starts (it loads the library, to check it), and those done with a check
+#: (:func:`keep`). A check that takes one has no process to start and no folder to make.
 _SPARES: list[LibWorker] = []
+KEPT = 4
+#: The process whose workers those are (a forked child's copy of the list is its parent's).
+_owner = os.getpid()
+
+
+def _spares() -> list[LibWorker]:
+    global _owner
+    if _owner != os.getpid():
+        _SPARES.clear()  # (its parent's workers, whose pipes it shares: never used here)
+        _owner = os.getpid()
+    return _SPARES
+
+
+def _spare_for(checker: LibChecker | FunctionChecker) -> LibWorker | None:
+    """The kept worker for ``checker``, if one is fit for a check (:meth:`LibWorker.current`);
+    one that is not is ended."""
+    spares = _spares()
+    for w in list(spares):
+        if w.checker == checker:
+            if w.current():
+                return w
+            spares.remove(w)
+            w.close(wait=False)
+    return None
+
+
+def _add(worker: LibWorker) -> None:
+    spares = _spares()
+    spares.append(worker)
+    while len(spares) > KEPT:
+        spares.pop(0).close(wait=False)
 
 
 def spare_worker(checker: LibChecker) -> None:
-    """Start a worker for ``checker`` (a new interpreter, or the one the command line started)
-    and keep it for the next check with that checker: it loads the library while this
-    process reads and replays the log (a library that cannot be loaded is refused by the
-    check, :meth:`LibWorker.ready`)."""
-    for old in _SPARES:
-        old.close()
-    _SPARES[:] = [LibWorker(checker, early=True)]
+    """Have a worker ready for the next check with ``checker``: the one kept for an equal
+    checker, else one started now (a new interpreter, or the one the command line started),
+    which loads the library while this process reads and replays the log (a library that
+    cannot be loaded is refused by the check, :meth:`LibWorker.ready`)."""
+    if _spare_for(checker) is None:
+        worker = LibWorker(checker, early=True)
+        _add(worker)
+        # Its folder too, where a check's image files go unless its pools are huge (a
+        # folder that cannot be made here is the check's to report).
+        with contextlib.suppress(PmemError):
+            worker.folder(scratch_folder(0), 0)
+
+
+def keep(worker: LibWorker) -> None:
+    """Keep ``worker``, done with its check, for the next check with its checker (it
+    removes its image files meanwhile: their pages are memory); a worker that cannot be
+    kept (:meth:`LibWorker.current`, a library found by the loader's search) is ended."""
+    spares = _spares()
+    # (Whether its library, folder and environment are still the same, and it is alive,
+    # the check that takes it asks: _spare_for.)
+    idle = worker.pid and worker.sent == worker.answered and not worker.left
+    if not idle or worker.library_id is None:
+        worker.close(wait=False)
+        return
+    if not worker.released:
+        worker.release()
+    for w in [w for w in spares if w.checker == worker.checker]:
+        spares.remove(w)
+        w.close(wait=False)
+    _add(worker)
+
+
+def close_spares(checker: LibChecker | None = None) -> None:
+    """End the kept workers (``checker``'s only, if given): their processes, their folders.
+    At exit, every one."""
+    spares = _spares()
+    for w in [w for w in spares if checker is None or w.checker == checker]:
+        spares.remove(w)
+        w.close(wait=False)
+
+
+atexit.register(close_spares)
 
 
 def _before_the_fork() -> None:
@@ -356,25 +507,24 @@ def _before_the_fork() -> None:
 def spare_loaded(checker: LibChecker) -> None:
     """Wait until the spare worker for ``checker`` (started now if there is none) loaded
     the library: InvalidArgumentError, and no spare kept, when it cannot."""
-    worker = next((w for w in _SPARES if w.checker == checker and w.pid), None)
-    if worker is None:
-        spare_worker(checker)
-        worker = _SPARES[0]
+    spare_worker(checker)
+    worker = _spare_for(checker)
+    assert worker is not None
     try:
         worker.ready()
     except BaseException:
+        _spares().remove(worker)
         worker.close()
-        _SPARES.remove(worker)
         raise
 
 
 def _take_spare(checker: LibChecker | FunctionChecker, timeout: float | None) -> LibWorker:
-    for w in _SPARES:
-        if w.checker == checker and w.pid:
-            _SPARES.remove(w)
-            w.timeout = timeout if timeout is not None else w.timeout
-            return w
-    return LibWorker(checker, (), timeout)
+    w = _spare_for(checker)
+    if w is None:
+        return LibWorker(checker, (), timeout)
+    _spares().remove(w)
+    w.timeout = timeout if timeout is not None else w.timeout
+    return w
 
 
 #: A queued item: a move, or an image with what to do with its verdicts.
@@ -384,8 +534,9 @@ _Item = tuple[Any, ...]
 class _Slot:
     """What this process keeps of one worker."""
 
-    def __init__(self, worker: LibWorker, folder: str) -> None:
+    def __init__(self, worker: LibWorker, folder: str | None) -> None:
         self.worker = worker
+        #: Its image files' folder in the check's (None: the worker's own, LibWorker.folder).
         self.folder = folder
         #: Lines changed since the last move sent to it.
         self.stale: set[tuple[int, int]] = set()
@@ -409,7 +560,6 @@ class Workers(Judge):
         checker: LibChecker | FunctionChecker,
         pools: list[Pool],
         jobs: int,
-        tmp: str,
         *args: Any,
     ) -> None:
         super().__init__(*args)
@@ -418,6 +568,14 @@ class Workers(Judge):
         self.jobs = jobs
         self.timeout = getattr(checker, "timeout", None)
         self.python = isinstance(checker, FunctionChecker)
+        # Where the workers' image files go: the pools' sizes (sparse where untouched), a
+        # set per worker.
+        sizes = [size for size, _, _ in pools]
+        self.root = scratch_folder(sum(sizes) * jobs)
+        self.largest = max(sizes, default=0)
+        #: The check's folder, for the workers that have none of their own: made before
+        #: they fork, so that they hold its lock too (:mod:`pmemsim.scratch`).
+        self.shared: Scratch | None = None
         self.file_names = _file_names(self.names)
         self.slots: list[_Slot] = []
         self.depth = 8
@@ -434,13 +592,20 @@ class Workers(Judge):
         self._all: tuple[tuple[Sequence[int], int | None]] = ((self._every[0], None),)
         self.img.listen(self._moved)
         try:
+            if jobs > 1 or self.python:
+                self.shared = new_folder(self.root)
+                probe(self.shared.path, self.largest)
             for k in range(jobs):
+                # The first worker of a library checker is kept for the next check: a folder
+                # of its own.
+                own = not self.python and k == 0
                 w = (
                     _take_spare(checker, self.timeout)
-                    if not self.python and k == 0
+                    if own
                     else LibWorker(checker, self.names, self.timeout)
                 )
-                slot = _Slot(w, os.path.join(tmp, f"worker-{k}"))
+                shared = self.shared
+                slot = _Slot(w, None if shared is None or own else f"{shared.path}/worker-{k}")
                 self.slots.append(slot)
                 self._setup(slot)
         except BaseException:
@@ -451,8 +616,10 @@ class Workers(Judge):
         # (A base image named by a Path from Python: marshal sends str.)
         pools = [(n, None if src is None else os.fspath(src), k) for n, src, k in self.pools]
         consistent = getattr(self.checker, "consistent", 1)
-        setup = (slot.folder, list(self.file_names), pools, consistent, slot.worker.timeout)
+        folder = slot.folder or slot.worker.folder(self.root, self.largest)
+        setup = (folder, list(self.file_names), pools, consistent, slot.worker.timeout)
         slot.worker.send(("setup", *setup))
+        slot.worker.released = False
         slot.markers = None
         slot.info = None
 
@@ -652,6 +819,10 @@ class Workers(Judge):
 
     def finish(self) -> None:
         self._flush()
+        if not self.python:
+            # Told now, it removes its files as soon as it answered, while this process
+            # waits for the answer (a worker that is not kept after all is killed).
+            self.slots[0].worker.release()
         for slot in self.slots:
             slot.worker.ready()  # a checker that does not load, even where no image came
         for slot in self.slots:
@@ -661,9 +832,14 @@ class Workers(Judge):
 
     def close(self) -> None:
         self.img.listen(None)
-        for slot in self.slots:
+        for k, slot in enumerate(self.slots):
+            w = slot.worker
+            if k == 0 and self.finished and not self.abandoned and not self.python:
+                keep(w)  # (for the next check with this checker: see _take_spare)
+                continue
             # After the last answer the worker only has to exit: no need to wait for it. One
             # that has answered nothing may still be making its image files (given no image,
             # or the check ended early): ended now, before its folder is removed.
-            w = slot.worker
             w.close(wait=not self.finished or not w.answered)
+        if self.shared is not None:
+            self.shared.remove()
