@@ -1,0 +1,119 @@
+"""A scratch folder (or a Dask cluster holding one) is never left behind by an exception that
+comes right after the call that made it returned: where a Ctrl-C or SIGTERM lands in the
+caller between that call and the ``try`` meant to remove it. The CLI's last cleanup
+(``scratch.remove_left``) would hide such a gap; the API has none, so these tests do not
+call it."""
+
+from __future__ import annotations
+
+import dis
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import pytest
+
+import pmemsim.html.explore
+from pmemsim import scratch
+from pmemsim.explore import FileCrashCheck
+
+_NOP = dis.opmap["NOP"]
+
+
+class InterruptAfter:
+    """While in the block, a call of ``owner.name(...)`` is followed by a KeyboardInterrupt
+    at the first line Python then runs in its caller, or further out when the caller
+    returns first (up to the block's own frame): a signal that comes as the call returns.
+    A line that runs only a NOP (a ``try:``) is passed over: no signal is handled there.
+    :attr:`landed` says where it was raised ("function:line")."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+        self.monkeypatch, self.owner, self.name = monkeypatch, owner, name
+        self.landed: list[str] = []
+        self._traced: list[FrameType] = []
+        self._armed = False
+        self._real: Any = None
+
+    def __enter__(self) -> InterruptAfter:
+        outer = sys._getframe(1)
+        real = getattr(self.owner, self.name)
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event != "line" or not self._armed:
+                return local
+            if frame.f_code.co_code[frame.f_lasti] == _NOP:
+                return local
+            self._armed = False
+            sys.settrace(None)
+            self.landed.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            raise KeyboardInterrupt
+
+        def called(*args: Any, **kwargs: Any) -> Any:
+            got = real(*args, **kwargs)
+            if not self.landed and not self._armed:
+                frame: FrameType | None = sys._getframe(1)
+                while frame is not None:
+                    frame.f_trace, frame.f_trace_lines = local, True
+                    self._traced.append(frame)
+                    if frame is outer:
+                        break
+                    frame = frame.f_back
+                self._armed = True
+                sys.settrace(lambda frame, event, arg: None)  # (only the frames above)
+            return got
+
+        self._real = real
+        self.monkeypatch.setattr(self.owner, self.name, called)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        sys.settrace(None)
+        self._armed = False
+        for frame in self._traced:
+            frame.f_trace = None
+        self._traced.clear()
+        self.monkeypatch.setattr(self.owner, self.name, self._real)
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary folder this test's scratch folders go to (the first look at it
+    reclaims nothing: it is new)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.setattr(scratch, "_looked", set())
+    monkeypatch.setattr(scratch, "_left", set())
+    return folder
+
+
+def _left_in(root: Path) -> list[str]:
+    return sorted(p.name for p in root.glob("pmemsim-*"))
+
+
+def _workload(sim: Any, root: Path) -> None:
+    (root / "data").write_bytes(b"x")
+
+
+def _recover(sim: Any, root: Path) -> bool:
+    return True
+
+
+def test_the_reports_recording_leaves_no_folder_when_interrupted_after_making_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """html's recording of a FileCrashCheck again (the report's timeline)."""
+    c = FileCrashCheck("files", _workload, _recover)
+    with (
+        InterruptAfter(monkeypatch, pmemsim.html.explore, "make") as stop,
+        pytest.raises(KeyboardInterrupt),
+        pmemsim.html.explore.recorded(c, False),
+    ):
+        pass
+    assert stop.landed  # (the interruption came, and in the recording)
+    assert stop.landed[0].startswith("recorded:")
+    assert _left_in(root) == []
