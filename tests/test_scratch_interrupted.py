@@ -7,6 +7,7 @@ call it."""
 from __future__ import annotations
 
 import dis
+import multiprocessing
 import sys
 import tempfile
 from pathlib import Path
@@ -15,9 +16,12 @@ from typing import Any
 
 import pytest
 
+import pmemsim.distributed.executor
 import pmemsim.html.explore
 from pmemsim import scratch
 from pmemsim.explore import FileCrashCheck
+
+pytest_plugins = ["dask_support"]
 
 _NOP = dis.opmap["NOP"]
 
@@ -117,3 +121,52 @@ def test_the_reports_recording_leaves_no_folder_when_interrupted_after_making_it
     assert stop.landed  # (the interruption came, and in the recording)
     assert stop.landed[0].startswith("recorded:")
     assert _left_in(root) == []
+
+
+def _no_cluster_left(root: Path, before: set[int]) -> None:
+    assert _left_in(root) == []
+    alive = [p for p in multiprocessing.active_children() if p.pid not in before]
+    assert alive == []
+
+
+def test_a_local_cluster_leaves_no_folder_when_interrupted_after_making_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its scratch folder made, the LocalCluster not started yet."""
+    from dask_support import dask_or_skip, hard_limit
+
+    dask_or_skip()
+    from pmemsim.distributed import Dask
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    with (
+        hard_limit(),
+        InterruptAfter(monkeypatch, scratch, "make") as stop,
+        pytest.raises(KeyboardInterrupt),
+    ):
+        Dask("local:1").close()
+    assert stop.landed[0].startswith("_start_local:")
+    _no_cluster_left(root, before)
+
+
+def test_the_commands_cluster_is_closed_when_interrupted_as_it_opens(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--scheduler local:1``: the LocalCluster started, the executor not handed out
+    yet (in the executor's constructor, or in the command's context manager)."""
+    from dask_support import dask_or_skip, hard_limit
+
+    dask_or_skip()
+    from pmemsim.distributed.options import cluster_for
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    owner = pmemsim.distributed.executor
+    with (
+        hard_limit(),
+        InterruptAfter(monkeypatch, owner, "Connection") as stop,
+        pytest.raises(KeyboardInterrupt),
+        cluster_for("local:1"),
+    ):
+        pass
+    assert stop.landed
+    _no_cluster_left(root, before)
