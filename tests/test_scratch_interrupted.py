@@ -2,7 +2,8 @@
 comes right after the call that made it returned: where a Ctrl-C or SIGTERM lands in the
 caller between that call and the ``try`` meant to remove it. The CLI's last cleanup
 (``scratch.remove_left``) would hide such a gap; the API has none, so these tests do not
-call it."""
+call it. And a Dask worker process removes, as it ends, the folders it made and left (as
+pmemsim's own worker processes do), where nothing else would before a later run."""
 
 from __future__ import annotations
 
@@ -170,3 +171,87 @@ def test_the_commands_cluster_is_closed_when_interrupted_as_it_opens(
         pass
     assert stop.landed
     _no_cluster_left(root, before)
+
+
+# -- a Dask worker removes, as it ends, the folders it left ----------------------------------
+
+#: Functions that run on the workers: by value (they cannot import this module).
+ON_WORKER = """
+from pmemsim import scratch
+
+
+def one_store(v):
+    v.u64[0] = 1
+    v.persist(0, 8)
+
+
+def leaves_a_folder(view):
+    scratch.make("left")  # (never removed: as a make cut short before its try leaves it)
+    return True
+"""
+
+
+def _on_worker() -> dict[str, Any]:
+    scope: dict[str, Any] = {}
+    exec(ON_WORKER, scope)
+    return scope
+
+
+@pytest.fixture
+def worker_root(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``root``, the temporary folder of the workers started from here too."""
+    monkeypatch.setenv("TMPDIR", str(root))
+    return root
+
+
+def _ended_leaving_none(ex: Any, root: Path) -> None:
+    """The folders the worker left are there while it lives, gone once it ended."""
+    assert [n for n in _left_in(root) if n.startswith("pmemsim-left-")]
+    ex.close()
+    assert _left_in(root) == []
+
+
+def test_a_dask_worker_exploring_removes_the_folders_it_left_as_it_ends(
+    worker_root: Path,
+) -> None:
+    from dask_support import dask_or_skip, hard_limit
+
+    dask_or_skip()
+    from pmemsim.distributed import Dask
+    from pmemsim.explore import CrashCheck, check
+
+    fns = _on_worker()
+    c = CrashCheck("leaves", fns["one_store"], fns["leaves_a_folder"], strategy="exhaustive")
+    with hard_limit():
+        ex = Dask("local:1")
+        try:
+            r = check(c, progress=None, executor=ex)
+            assert r.verdict == "consistent" and ex.sent >= 1
+            _ended_leaving_none(ex, worker_root)
+        finally:
+            ex.close()
+
+
+def test_a_dask_worker_judging_a_log_removes_the_folders_it_left_as_it_ends(
+    worker_root: Path,
+) -> None:
+    from dask_support import dask_or_skip, hard_limit
+
+    dask_or_skip()
+    from pmemsim.distributed import Dask
+    from pmemsim.pmlog import FunctionChecker, Replay, check_log, parse_log
+
+    fns = _on_worker()
+    text = (
+        "START|REGISTER_FILE;/pool;0x10000;0x1000;0x0|STORE;0x10000;0x1;0x8|"
+        "FLUSH;0x10000;0x40|FENCE|STOP\n"
+    )
+    checker = FunctionChecker(fns["leaves_a_folder"], "leaves")
+    with hard_limit():
+        ex = Dask("local:1")
+        try:
+            r = check_log(Replay.of(parse_log(text)), checker, executor=ex)
+            assert r.verdict == "consistent" and ex.sent >= 1
+            _ended_leaving_none(ex, worker_root)
+        finally:
+            ex.close()
