@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
+import pmemsim as pm
 from pmemsim import source
 from pmemsim.explore import record
+from pmemsim.explore.harness import PoolHarness
+from pmemsim.set import Set
+from pmemsim.snapshot import Snapshot
 
 
 @pytest.fixture
@@ -58,4 +62,30 @@ def test_a_recordings_source_is_closed_when_its_workload_raises(left_open: Any) 
 def test_a_recordings_source_is_closed_when_it_ends(left_open: Any) -> None:
     trace = record(_two_stores)
     assert len(trace.points) > 1
+    assert left_open() == []
+
+
+def test_a_harness_closes_its_source_when_building_it_raises_midway(
+    left_open: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: Set, *args: Any, **kwargs: Any) -> Any:
+        raise Midway
+
+    harness = PoolHarness(pm.Granularity.CACHE_LINE, 4096)
+    monkeypatch.setattr(Set, "map", refused)
+    with pytest.raises(Midway):
+        harness.load(Snapshot("pool", 4096, {}))
+    assert left_open() == []
+
+
+def test_a_harness_closes_the_source_it_builds_again_and_its_last_one(left_open: Any) -> None:
+    with PoolHarness(pm.Granularity.CACHE_LINE, 4096) as harness:
+        view = harness.load(Snapshot("pool", 4096, {}))
+        first = harness.source
+        assert left_open() == [first]
+        harness.set.close()  # as a recovery that closed the set leaves it
+        harness.check()
+        assert left_open() == []
+        assert harness.load(Snapshot("pool", 4096, {0: bytes(4096)})) is not view
+        assert left_open() == [harness.source]
     assert left_open() == []
