@@ -269,6 +269,8 @@ def tool_of(name: str) -> tuple[str, str, str]:
 LAZY = (
     "pmemsim.explore.runtimer",
     "pmemsim.pmlog.slots",
+    "pmemsim.pmlog.speculate",
+    "pmemsim.pmlog.waiting",
     "pmemsim.pmlog.workers",
     "pmemsim.scratch",
     "pmemsim_backends.sim.images",

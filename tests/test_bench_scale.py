@@ -109,3 +109,92 @@ def test_a_baseline_runs_its_own_code_whatever_the_current_folder(
     assert rows["py-acc"]["whole_status"] == "ok"
     assert rows["base:py-acc"]["whole_status"].startswith("failed: exit 3")
     assert rows["base:py-acc"]["status"] == "ok"  # the after-start-up child imports no __main__
+
+
+#: An after-start-up child's check as bench_scale.child_pmemsim runs it (argv: the checker's
+#: kind, the engine, the log, the library): the modules of pmemsim's that the check imported,
+#: LAZY and the checker loaded first, and whether it ran speculatively.
+LAZY_CHILD = """
+import importlib, json, sys
+
+sys.path.insert(0, {bench!r})
+import bench_scale
+
+import pmemsim.pmlog
+
+for name in bench_scale.LAZY:
+    importlib.import_module(name)
+import pmemsim.pmlog.check as check
+from pmemsim.pmlog import FunctionChecker, LibChecker, Replay, check_log, parse_log
+
+kind, engine, log, library = sys.argv[1:]
+if kind == "lib":
+    checker = LibChecker.parse(library + ":ok")
+    checker.loaded()
+else:
+    checker = FunctionChecker(lambda image: True, "trivial")
+asked = []
+worth = check.worth_speculating
+check.worth_speculating = lambda *args: asked.append(worth(*args)) or asked[-1]
+before = set(sys.modules)
+with open(log) as f:
+    r = check_log(Replay.of(parse_log(f.read())), checker, engine=engine)
+new = sorted(
+    m for m in set(sys.modules) - before if m.partition(".")[0] in ("pmemsim", "pmemsim_backends")
+)
+print(json.dumps({{"new": new, "verdict": r.verdict, "speculated": any(asked)}}))
+"""
+
+
+def test_lazy_names_every_module_a_check_imports_on_first_use(tmp_path: Path) -> None:
+    """The after-start-up child imports LAZY before its clock: a module the check imports
+    on first use that LAZY does not name is timed as the check's. Each way the bench
+    checks (a Python or a library checker, each engine, a library checker's log long
+    enough to run speculatively or not) in a fresh interpreter."""
+    import subprocess
+
+    from pmemsim.pmlog.forked import SPECULATE_FROM
+
+    shape = bench_scale.Shape
+    small = tmp_path / "small.log"
+    bench_scale.write_log(small, tmp_path / "pool", shape("small", 3, 2, 4096, 4096))
+    # (5 operations an epoch: 2 stores, 2 flushes, a fence)
+    long = tmp_path / "long.log"
+    bench_scale.write_log(
+        long, tmp_path / "pool", shape("long", SPECULATE_FROM // 5 + 1, 2, 4096, 4096)
+    )
+    library = bench_scale.build_library(tmp_path)
+    cases = [("py", engine, small, False) for engine in ("exhaustive", "accumulative")]
+    if library is not None:
+        cases += [
+            ("lib", engine, log, speculative)
+            for engine in ("exhaustive", "accumulative")
+            for log, speculative in ((small, False), (long, True))
+        ]
+    script = LAZY_CHILD.format(bench=str(ROOT / "bench"))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, kind, engine, str(log), str(library)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for kind, engine, log, _ in cases
+    ]
+    unnamed = {}
+    try:
+        for (kind, engine, log, speculative), child in zip(cases, children, strict=True):
+            out, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err
+            got = json.loads(out)
+            assert (got["verdict"], got["speculated"]) == ("consistent", speculative)
+            if got["new"]:
+                unnamed[f"{kind} {engine} {log.stem}"] = got["new"]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert unnamed == {}, "bench_scale.LAZY misses what these checks imported"
+    if library is None:
+        pytest.skip("no C compiler: the library checker's imports were not looked at")

@@ -113,13 +113,15 @@ class Dask(Executor):
         self.log_resume = True
         self.min_work = min_work
         self.by_value = tuple(by_value)
-        self.connection = Connection(scheduler)
         #: Batches sent in the last run; for check-log, the log operations the workers
         #: replayed and how many replays they started at the log's start (for tests and
         #: benchmarks).
         self.sent = 0
         self.log_replayed = 0
         self.log_replays = 0
+        # Last: once it is open (a LocalCluster's processes, its scratch folder), nothing
+        # here may raise, a signal's exception included, before the caller has it to close.
+        self.connection = Connection(scheduler)
 
     @property
     def client(self) -> Any:

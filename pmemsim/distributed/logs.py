@@ -352,8 +352,9 @@ def _loaded(token: str, blob: bytes) -> _Log:
 
     import pmemsim
 
-    from .shipping import WorkerProblem
+    from .shipping import WorkerProblem, cleans_on_exit
 
+    cleans_on_exit()
     with _LOCK:
         found = _LOADED.get(token)
         if found is not None:

@@ -184,6 +184,34 @@ class _Open:
 
 _OPEN: OrderedDict[tuple[str, int], _Open] = OrderedDict()
 _LOCK = threading.Lock()
+#: Whether this process removes, as it ends, the scratch folders it left (see below).
+_CLEANS = False
+
+
+def cleans_on_exit() -> None:
+    """This worker process, as it ends, removes the scratch folders it made and has not
+    removed, as pmemsim's own worker processes do: an exception that comes between a
+    ``make`` and its ``try`` leaves one listed (a run's time limit, raised in the worker's
+    thread from another; past its grace, wherever that thread is), and nothing else here
+    removes it before a later run reclaims it. Once a process; called by each run's first
+    batch on it.
+
+    By a multiprocessing finalizer: a nanny's worker process runs them as it ends, whatever
+    its start method (a forked one ends with ``os._exit``: no atexit there), and a worker
+    without a nanny at exit, as multiprocessing's own atexit hook. A worker killed outright
+    leaves its folders to a later run (:func:`pmemsim.scratch.reclaim`)."""
+    global _CLEANS
+    if _CLEANS:
+        return
+    with _LOCK:
+        if _CLEANS:
+            return
+        _CLEANS = True
+    from multiprocessing import util
+
+    from .. import scratch
+
+    util.Finalize(None, scratch.remove_left, exitpriority=0)
 
 
 def opened(token: str, blob: bytes, expected: str) -> _Open:
@@ -193,6 +221,7 @@ def opened(token: str, blob: bytes, expected: str) -> _Open:
 
     from ..explore.engine import Explorer, recorded_session
 
+    cleans_on_exit()
     key = (token, threading.get_ident())
     with _LOCK:
         found = _OPEN.get(key)

@@ -53,11 +53,33 @@ class PoolHarness:
         self.sim: SimBackend = SimBackend(self.granularity, lint=False)
         self.set = Set(Config(granularity=self.granularity, backend=self.sim))
         self.source = Source.from_image(Snapshot("pool", self.size, {}))
-        self.descriptor = self.set.map(Part(self.source))
-        self.view: View = self.set.view(self.descriptor)
-        (self.map,) = tuple(self.sim.iter_maps())
-        self.medium: Any = self.map.medium
+        try:
+            self.descriptor = self.set.map(Part(self.source))
+            self.view: View = self.set.view(self.descriptor)
+            (self.map,) = tuple(self.sim.iter_maps())
+            self.medium: Any = self.map.medium
+        except BaseException:
+            self._close()
+            raise
         self._built = True
+
+    def close(self) -> None:
+        """Close the set and its source (a later :meth:`load` builds them again). Its owner
+        calls it as it ends: left to the collector, the source (whose handles refer back to
+        it) stays open until some collection, maybe inside a later run."""
+        if self._built:
+            self._built = False
+            self._close()
+
+    def _close(self) -> None:
+        self.set.close()
+        self.source.close()
+
+    def __enter__(self) -> PoolHarness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def load(self, snapshot: Snapshot) -> View:
         """The view, showing ``snapshot`` as a fresh map of it would."""
@@ -100,4 +122,4 @@ class PoolHarness:
             and not self.medium.badblocks
         )
         if not intact:
-            self._built = False
+            self.close()  # (the next load builds another)

@@ -385,11 +385,19 @@ def record(
     pool = base
 
     def run(sim: SimBackend, end: Callable[[], None]) -> None:
-        with Set(Config(granularity=granularity, backend=sim)) as s:
-            source = Source.anonymous(size) if pool is None else Source.from_image(pool)
-            d = s.map(Part(source))
-            workload(s.view(d))
-            end()
+        source: Source | None = None
+        try:
+            with Set(Config(granularity=granularity, backend=sim)) as s:
+                source = Source.anonymous(size) if pool is None else Source.from_image(pool)
+                d = s.map(Part(source))
+                workload(s.view(d))
+                end()
+        finally:
+            # Closed here, with its set: left to the collector (its handles refer back to
+            # it), a workload's exception kept it open for as long as its traceback lived,
+            # and it was closed whenever that went, maybe inside a later run.
+            if source is not None:
+                source.close()
 
     return record_run(
         run,

@@ -197,8 +197,8 @@ def recorded(check: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Run]]:
     from pmemsim_backends.sim import SimBackend
 
     scratch = make("html")
-    root = Path(scratch.path, "work")  # (its lock file out of the workload's sight)
-    try:
+    try:  # (at once: an exception before the try, a signal's, would leave the folder)
+        root = Path(scratch.path, "work")  # (its lock file out of the workload's sight)
         root.mkdir()
         trace = record_run(
             lambda sim, end: check.workload(sim, root),
