@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -133,9 +134,15 @@ def _shown(text: str, after: str) -> str:
 
 
 def _run_in(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # (Its own temporary folder: a failing check's HTML page goes there without pytest's
+    # cache, and nothing is left in the machine's.)
+    tmp = project / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp)}
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=project, capture_output=True, text=True, check=False
-    )
+        [sys.executable, "-m", *args], cwd=project, capture_output=True, text=True, check=False,
+        env=env,
+    )  # fmt: skip
 
 
 def test_first_check_of_your_own_runs_as_the_readme_walks_through(tmp_path: Path) -> None:
@@ -157,6 +164,7 @@ def test_first_check_of_your_own_runs_as_the_readme_walks_through(tmp_path: Path
     # pytest: the same crash, and a replay line that runs.
     test = _run_in(project, "pytest", "-p", "no:cacheprovider", "tests/test_kv.py")
     assert test.returncode == 1
+    assert list((project / ".tmp").rglob("*.html"))  # (its page: in the run's own TMPDIR)
     for line in _shown(text, "and the line that reruns only that crash:").splitlines():
         assert line.strip() in short(test.stdout), line
     command = re.search(r"replay: pytest (\S+) (--pmemsim-replay=\S+)", test.stdout)
