@@ -5,6 +5,7 @@ and at exit, or on ``LibChecker.close()``, it is ended and its folder removed.""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -213,6 +214,22 @@ def test_at_most_kept_workers(tmp_path: Path) -> None:
     for c in checkers:
         assert _check(c) == "consistent"
     assert [w.checker for w in workers._spares()] == checkers[-workers.KEPT :]
+
+
+def test_no_descriptor_is_left_by_workers_ended(tmp_path: Path) -> None:
+    """Checks with more checkers than are kept end workers as they go: every descriptor of
+    theirs (pipes, pidfd, the judging word's memfd, the folder's lock) is closed then, not
+    whenever the collector frees them."""
+    specs = [f"{c_library(tmp_path, ALWAYS % 1, f'c{k}')}:check" for k in range(workers.KEPT + 2)]
+    before = len(os.listdir("/proc/self/fd"))
+    gc.disable()
+    try:
+        for k in range(3 * len(specs)):  # (each parsed: a new interpreter, when none is kept)
+            assert _check(LibChecker.parse(specs[k % len(specs)])) == "consistent"
+        workers.close_spares()
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()
 
 
 def test_a_forked_child_never_uses_its_parents_worker(tmp_path: Path) -> None:

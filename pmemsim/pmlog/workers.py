@@ -247,6 +247,7 @@ class LibWorker:
                 for fd in (self._from.fd, self._exited):
                     with contextlib.suppress(OSError):
                         os.close(fd)
+                self._judging.close()  # (its descriptor with it: not left to the collector)
                 _EXITING.append(self.pid)
                 self.pid = 0
                 _reap_exited()
