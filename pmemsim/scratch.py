@@ -24,12 +24,16 @@ A run stopped by Ctrl-C or SIGTERM removes its folders itself, wherever the sign
 is never half made or half removed by one), a folder made when the signal comes is removed
 before its exception leaves :func:`make`, and every folder not removed yet is listed in the
 process, for :func:`remove_left` to remove on the way out (a signal between ``make`` and
-the ``try`` meant to remove its folder, or in a ``finally`` before the removal). A worker
-killed outright is its parent's to clean up after: :func:`sweep`.
+the ``try`` meant to remove its folder, or in a ``finally`` before the removal): the CLI
+and pmemsim's workers call it, and the first ``make`` of a process registers it with
+:mod:`atexit` for the processes of API users, which never do (a forked child that exits
+normally runs it too, and removes only its own folders). A worker killed outright is its
+parent's to clean up after: :func:`sweep`.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
@@ -58,6 +62,9 @@ _STOPPING = frozenset({signal.SIGINT, signal.SIGTERM})
 #: The folders made here and not removed yet (a forked child inherits its maker's, which it
 #: never removes): what :func:`remove_left` removes.
 _left: set[Scratch] = set()
+#: :func:`remove_left` is registered with atexit (by the first make; a forked child inherits
+#: the registration, where it leaves its maker's folders alone: :meth:`Scratch.remove`).
+_at_exit = False
 
 
 class Scratch:
@@ -116,6 +123,12 @@ def make(kind: str, root: str | None = None) -> Scratch:
     (None: the system's temporary folder), marked as in use until this process and its
     forked children are gone; the root's dead folders are reclaimed first (once a run).
     OSError when the folder cannot be made."""
+    global _at_exit
+    if not _at_exit:
+        # Before the first folder: an API user's process never calls remove_left, and a
+        # folder a signal kept from its removal stayed until a later run reclaimed it.
+        _at_exit = True
+        atexit.register(remove_left)
     if root is None:
         import tempfile  # (only here: check-log's images go to /dev/shm)
 

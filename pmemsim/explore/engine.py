@@ -440,8 +440,16 @@ def check(
             show(_progress(result, merge.points_done + 1, planned, now - started, workers()))
 
     if executor is None and isinstance(c, CrashCheck):
-        with timer.installed():
-            trace = _streamed(c, result, timer, deadline, take, jobs, forked.append)
+        judge = _PoolJudge(c)
+        try:
+            with timer.installed():
+                trace = _streamed(c, judge, result, timer, deadline, take, jobs, forked.append)
+        finally:
+            # Closed as the check ends however it ends (the merge ran recovery last), the
+            # timer stopped, not left to the collector, which closed the judge's source
+            # whenever it ran, maybe inside a later run. (A forked worker's copy goes with
+            # its process.)
+            judge.close()
         planned = result.images_possible
     else:
         with recorded_session(c, timer, deadline) as session:
@@ -490,6 +498,7 @@ class _Recording(AbstractContextManager["Session"]):
     def __init__(self, c: Any, timer: RunTimer, deadline: float | None) -> None:
         self._c, self._timer, self._deadline = c, timer, deadline
         self._files: AbstractContextManager[tuple[Trace, Judge]] | None = None
+        self._pool: _PoolJudge | None = None
 
     def __enter__(self) -> Session:
         from .files import FileCrashCheck
@@ -502,14 +511,25 @@ class _Recording(AbstractContextManager["Session"]):
             trace, judge = self._files.__enter__()
         else:
             trace = _record(c)
-            judge = _PoolJudge(c)
-        judge.timer = self._timer
-        judge.steps = c.run_steps
-        return _session(c, trace, judge, self._timer, self._deadline)
+            judge = self._pool = _PoolJudge(c)
+        try:
+            judge.timer = self._timer
+            judge.steps = c.run_steps
+            return _session(c, trace, judge, self._timer, self._deadline)
+        except BaseException as exc:  # no __exit__ then: what was opened is closed here
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
     def __exit__(self, *exc: Any) -> bool | None:
         files, self._files = self._files, None
-        return files.__exit__(*exc) if files is not None else None
+        pool, self._pool = self._pool, None
+        try:
+            return files.__exit__(*exc) if files is not None else None
+        finally:
+            # Closed as the session ends, not left to the collector, which closed the
+            # judge's source whenever it ran, maybe inside a later run.
+            if pool is not None:
+                pool.close()
 
 
 def _session(
@@ -568,6 +588,7 @@ class _Recent(Sequence[CrashPoint]):
 
 def _streamed(
     c: CrashCheck,
+    judge: _PoolJudge,
     result: CheckResult,
     timer: RunTimer,
     deadline: float | None,
@@ -577,6 +598,7 @@ def _streamed(
 ) -> Trace:
     """Record ``c`` and explore each crash point as the recording reaches it (inline), so
     memory holds the state being explored and the failures to report, not every point.
+    ``judge`` (``c``'s) runs recovery; the caller closes it.
 
     With ``jobs`` > 1, once the recovery runs made and the next point's images (a lazy point
     counts none before it is explored) reach :data:`PARALLEL_FROM`, this process forks
@@ -587,7 +609,6 @@ def _streamed(
     from pmemsim_backends.sim import SimBackend
 
     sim = SimBackend(c.granularity)
-    judge = _PoolJudge(c)
     judge.timer = timer
     judge.steps = c.run_steps
     placeholder = Trace(c.size, c.granularity, c.crash_points, [], [], [], [], sim)

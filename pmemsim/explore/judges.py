@@ -77,6 +77,12 @@ class _PoolJudge:
         self.steps: int | None = None
         self.harness = PoolHarness(c.granularity, c.size)
 
+    def close(self) -> None:
+        """Close the set and source recovery runs on (again if it runs later). Whoever
+        makes the judge calls it as its session ends, however it ends: left to the
+        collector, the source stayed open until some collection, maybe inside a later run."""
+        self.harness.close()
+
     def _images(self, state: CrashState) -> StateAlternatives:
         if self._alts is None or self._alts.state is not state:
             self._alts = StateAlternatives(state)
@@ -200,4 +206,8 @@ def _recorded(c: Any, unsafe_shutdown: bool) -> Iterator[tuple[Trace, Judge]]:
         crash_points=c.crash_points,
         unsafe_shutdown=unsafe_shutdown,
     )
-    yield trace, _PoolJudge(c)
+    judge = _PoolJudge(c)
+    try:
+        yield trace, judge
+    finally:
+        judge.close()

@@ -96,10 +96,11 @@ def worth_speculating(replay: Replay, checker: object, jobs: int) -> bool:
 
 
 def fork(run: Callable[[], None], group: bool = False, background: bool = False) -> int:
-    """Fork a child that runs ``run()`` and exits (70, with a traceback, if it raised:
-    pmemsim's own bug); returns the child's pid here. ``group``: the child leads a process
-    group of its own, which :func:`end_group` ends with whatever the child started (a
-    checker's fork, which would otherwise outlive the check, holding its pipes).
+    """Fork a child that runs ``run()``, removes the scratch folders it left, and exits
+    (70, with a traceback, if it raised: pmemsim's own bug); returns the child's pid here.
+    ``group``: the child leads a process group of its own, which :func:`end_group` ends
+    with whatever the child started (a checker's fork, which would otherwise outlive the
+    check, holding its pipes).
     ``background``: the child never takes this process's CPU when it wakes (SCHED_BATCH):
     a worker woken by a batch, or by its end, runs on a free CPU or at the scheduler's next
     tick, not at once in this process's place (a short check waited a millisecond on the
@@ -137,7 +138,16 @@ def fork(run: Callable[[], None], group: bool = False, background: bool = False)
         traceback.print_exc()
         code = 70
     finally:
-        os._exit(code)
+        try:
+            # The scratch folders the child made (a Python checker's calls into pmemsim):
+            # os._exit runs no atexit, so they stayed until a later run reclaimed them.
+            # Its own only (its parent's stay: Scratch.remove checks the maker), and only
+            # if imported: a child that made none loads nothing.
+            scratch = sys.modules.get("pmemsim.scratch")
+            if scratch is not None:
+                scratch.remove_left()
+        finally:
+            os._exit(code)
 
 
 def worker_pipes() -> tuple[int, int, int, int]:
