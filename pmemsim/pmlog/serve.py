@@ -405,7 +405,7 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 n += 1
             if isinstance(limit, Limited):
                 limit.idle()  # (no run until the next batch, however long that takes)
-            if _left(judge):
+            if isinstance(judge, _CJudge) and _left(judge):  # (a Python checker's: never kept)
                 out.append(LEFT)
             frames.send(wfd, out, marshal.dumps)
     finally:
@@ -583,12 +583,12 @@ def _subreaper(libc: Library) -> bool:
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def _left(judge: Judge) -> bool:
+def _left(judge: _CJudge) -> bool:
     """Whether the checker may have left a process behind: this worker has a child (running,
     or exited and not reaped: its checker's to wait for), or cannot tell. A worker that may
     have is not kept for another check: what a checker starts ends with its check (its
     worker's process group is killed)."""
-    if not getattr(judge, "reaper", False):
+    if not judge.reaper:
         return True
     try:
         posix.waitid(posix.P_ALL, 0, posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
