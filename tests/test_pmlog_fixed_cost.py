@@ -69,3 +69,62 @@ def test_a_missing_file_registered_twice_with_another_or_a_base_image_reads_as_e
     missing = str(tmp_path / "missing.bin")
     (p,) = Replay.of(parse_log(_log(missing)), base_images={missing: str(base)}).pools
     assert p.source == str(base) and p.source_size == 4096
+
+
+def test_a_log_with_no_start_names_its_first_record_of_several_lines() -> None:
+    from pmemsim.pmlog import LogFormatError
+
+    with pytest.raises(LogFormatError, match="no START") as info:
+        parse_log("  FLUSH;0x0;0x40\nFENCE|\nSTORE;0x8;0x1;0x8|STOP\n")
+    err = info.value
+    assert (err.record, err.offset, err.line, err.column) == (0, 2, 1, 3)
+    assert err.text == "FLUSH;0x0;0x40"
+
+
+@pytest.mark.parametrize(
+    "registration",
+    [
+        f"REGISTER_FILE;/nonexistent-pmemsim-test/p.bin;0x{BASE:x};0x1000;0x0",  # as written
+        f"REGISTER_FILE;/nonexistent-pmemsim-test/p.bin;0X{BASE:X};0x01000;0x0",
+    ],
+)
+def test_registrations_and_markers_among_the_operations_replay_as_on_the_simulator(
+    registration: str,
+) -> None:
+    # The lean replay passes over a registration the log was read with without reading it
+    # again; a marker whose name starts like one is a marker.
+    from pmemsim.pmlog import FunctionChecker, check_log
+
+    text = "|".join(
+        [
+            "START",
+            registration,
+            f"STORE;0x{BASE:x};0x1;0x8",
+            "REGISTER_FILE_X.BEGIN",
+            registration,
+            f"STORE;0x{BASE + 64:x};0x2;0x8",
+            f"FLUSH;0x{BASE:x};0x80",
+            "REGISTER_FILE_X.END",
+            "FENCE",
+            f"STORE;0x{BASE + 128:x};0x3;0x8",
+            "STOP",
+        ]
+    )
+    seen: list[tuple[bytes, str]] = []
+
+    def note(image: memoryview) -> bool:
+        seen.append((bytes(image[:192]), os.environ.get("PMREORDER_MARKERS", "")))
+        return image[64] != 2 or image[0] == 1
+
+    results = []
+    for simulator in (False, True):
+        seen.clear()
+        r = check_log(
+            Replay.of(parse_log(text)), FunctionChecker(note, "n"), simulator=simulator
+        ).as_dict()
+        r.pop("seconds")
+        results.append((r, list(seen)))
+    assert results[0] == results[1]
+    r, images = results[0]
+    assert r["operations"] == 5 and r["verdict"] == "inconsistent"
+    assert {m for _, m in images} == {"REGISTER_FILE_X.BEGIN|REGISTER_FILE_X.END"}

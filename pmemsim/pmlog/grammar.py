@@ -634,10 +634,10 @@ class _Err:
     __slots__ = ("tok", "number")
 
     def __init__(self, number: int, tok: Tok) -> None:
-        self.number, self.tok = number, _Token._make(tok)
+        self.number, self.tok = number, tok
 
     def __call__(self, problem: str) -> LogFormatError:
-        t = self.tok
+        t = _Token._make(self.tok)
         return LogFormatError(self.number, t.pos, t.text, problem, t.line, t.column)
 
 
@@ -829,12 +829,12 @@ def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
     stops: list[int] = []
     start: Tok | None = None
     stop: Tok | None = None
-    first_token: Tok | None = None
+    first_token: Tok | None = None  # (named if the log has no START: not read if it is one)
     kept: list[_Chunk] | None = []
     width = 0
     for chunk in _chunks(pieces):
         texts = chunk.texts
-        if first_token is None:
+        if chunk.n == 0 and texts[0] != "START":
             first_token = chunk.token(0)
         if kept is not None:
             width += chunk.width()
@@ -854,11 +854,10 @@ def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
     if start is None:
         t0 = _Token._make(first_token or (0, 0, 1, 1, "", False))
         raise LogFormatError(0, t0.pos, t0.text, "the log has no START record", t0.line, t0.column)
-    first = starts[0]
     last = _Token._make(start)
     if stop is None or stop[0] < last.n:
         raise LogFormatError(
-            last.n - first,
+            last.n - starts[0],
             last.pos,
             last.text,
             "no STOP record follows the last START (was pmemcheck or the program stopped "
@@ -873,7 +872,7 @@ def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
             j += 1
         nxt = starts[i + 1]
         earlier.append((begin, min(nxt, stops[j]) if j < len(stops) else nxt))
-    return _Layout(first, last, _Token._make(stop), tuple(earlier)), kept
+    return _Layout(starts[0], last, _Token._make(stop), tuple(earlier)), kept
 
 
 @dataclass
@@ -1022,8 +1021,11 @@ class _Reading:
         """The chunk's ``j``-th record, not a common one (or a malformed one)."""
         text = chunk.texts[j]
         number = chunk.n + j - self.lay.first
+        # (A registration is kept with its place: read with it.)
+        placed = text.startswith("REGISTER_FILE;")
+        tok = chunk.token(j) if placed else (0, 0, 0, 0, text, False)
         try:
-            rec = _parse_record(number, (0, 0, 0, 0, text, False), True)
+            rec = _parse_record(number, tok, True)
         except LogFormatError:
             # Named where it is: read again with its place.
             tok = chunk.token(j)
@@ -1047,10 +1049,8 @@ class _Reading:
                 self.counts[_KINDS[rec]] += 1
             return
         if isinstance(rec, RegisterFile):
-            tok = chunk.token(j)
-            self.files.append(
-                RegisterFile(number, tok[1], rec.path, rec.base, rec.size, rec.offset)
-            )
+            assert placed  # (only such a record is one)
+            self.files.append(rec)
             return
         if not last or isinstance(rec, str):
             return  # an earlier run's operations, or a stray START / STOP
