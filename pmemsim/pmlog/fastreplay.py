@@ -1047,6 +1047,7 @@ def _drive(replay: Replay, m: _Machine) -> None:
     lo, hi, moff, only = spans[0] if len(spans) == 1 else (1, 0, 0, 0)
     store, flush, fence, frame_of = m.store, m.flush, m.fence, m.frame
     by_text: dict[str, tuple[Any, int]] = {}
+    registered: set[str] | None = None
     site = frame_of(())
     operations = stores = 0
     try:
@@ -1097,6 +1098,16 @@ def _drive(replay: Replay, m: _Machine) -> None:
                                 flush(only, addr - lo + moff, size)
                                 operations += 1
                                 continue
+                elif head == "REGISTER":
+                    # A registration the log was read with, as pmemcheck writes it, is well
+                    # formed: no operation (others are read as the grammar reads them).
+                    if registered is None:
+                        registered = {
+                            f"REGISTER_FILE;{r.path};0x{r.base:x};0x{r.size:x};0x{r.offset:x}"
+                            for r in replay.log.files
+                        }
+                    if text in registered:
+                        continue
                 # Anything else, or outside the one range: as the grammar and the
                 # simulator's replay read it.
                 op = _parse_record(0, (0, 0, 0, 0, text, False))
