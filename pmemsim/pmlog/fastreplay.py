@@ -31,7 +31,6 @@ content with the rules'. A disagreement is a :class:`DurabilityViolation` (a bug
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 from array import array
@@ -986,7 +985,8 @@ def record_log(
 
         checker, check = Twin(replay, crash_points), False
     try:
-        with _collector_for_the_replay():
+        before = _collector_for_the_replay()
+        try:
             m = _Machine(replay, img, crash_points, on_point, lint, check)
             findings: list[Finding] = []
             try:
@@ -994,6 +994,8 @@ def record_log(
                 findings = m.end()
             except _Stop:
                 pass
+        finally:
+            _collector_after_the_replay(*before)
         if checker is not None:
             checker.verify(m.count)
     finally:
@@ -1002,9 +1004,10 @@ def record_log(
     return LogTrace(findings, m.count, m.stopped)
 
 
-@contextlib.contextmanager
-def _collector_for_the_replay() -> Iterator[None]:
-    """The garbage collector tuned for the replay while it runs. Objects there before it
+def _collector_for_the_replay() -> tuple[bool, tuple[int, ...], tuple[int, ...] | None]:
+    """The garbage collector tuned for the replay while it runs (until
+    :func:`_collector_after_the_replay`, given what this returns: two calls, not a context
+    manager, whose generator costs more than they do). Objects there before it
     (the log, the interpreter's own) are left alone: what a judge holds across crash points
     (a worker's batches of images) survives young collections, and every old collection
     would walk everything; not when something else froze objects: thawing would thaw those
@@ -1016,17 +1019,21 @@ def _collector_for_the_replay() -> Iterator[None]:
     frozen = not gc.get_freeze_count()
     if frozen:
         gc.freeze()
-    young, *older = gc.get_threshold()
-    raised = (YOUNG, *older) if 0 < young < YOUNG else None
+    was = gc.get_threshold()
+    raised = (YOUNG, *was[1:]) if 0 < was[0] < YOUNG else None
     if raised is not None:
         gc.set_threshold(*raised)
-    try:
-        yield
-    finally:
-        if raised is not None and gc.get_threshold() == raised:  # (as this left it)
-            gc.set_threshold(young, *older)
-        if frozen:
-            gc.unfreeze()
+    return frozen, was, raised
+
+
+def _collector_after_the_replay(
+    frozen: bool, was: tuple[int, ...], raised: tuple[int, ...] | None
+) -> None:
+    """The collector as it was before :func:`_collector_for_the_replay`."""
+    if raised is not None and gc.get_threshold() == raised:  # (as that left it)
+        gc.set_threshold(*was)
+    if frozen:
+        gc.unfreeze()
 
 
 #: The fewest allocations between two young collections during a replay.
