@@ -128,3 +128,22 @@ def test_registrations_and_markers_among_the_operations_replay_as_on_the_simulat
     r, images = results[0]
     assert r["operations"] == 5 and r["verdict"] == "inconsistent"
     assert {m for _, m in images} == {"REGISTER_FILE_X.BEGIN|REGISTER_FILE_X.END"}
+
+
+def test_a_strategy_by_name_does_not_ask_the_strategy_abc() -> None:
+    # (Asked about a str, the ABC walks every strategy class once per process: 81,000
+    # instructions of a tiny log's check.) In a fresh process: the ABC's caches are its.
+    import subprocess
+    import sys
+
+    code = (
+        "import abc\n"
+        "from pmemsim.explore.strategy import Strategy, strategy_named\n"
+        "s = strategy_named('accumulative')\n"
+        "assert strategy_named(s) is s\n"
+        "print(any(r() is str for r in abc._get_dump(Strategy)[2]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-B", "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split() == ["False"]
