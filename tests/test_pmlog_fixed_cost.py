@@ -147,3 +147,30 @@ def test_a_strategy_by_name_does_not_ask_the_strategy_abc() -> None:
         [sys.executable, "-B", "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["False"]
+
+
+def test_a_python_checkers_time_limit_gives_the_alarm_handler_back() -> None:
+    import signal
+
+    from pmemsim.pmlog import FunctionChecker, check_log
+
+    text = _log("/nonexistent-pmemsim-test/p.bin")
+    during: list[object] = []
+
+    def note(image: memoryview) -> bool:
+        during.append(signal.getsignal(signal.SIGALRM))
+        return True
+
+    def mine(signum: int, frame: object) -> None:
+        """The caller's own."""
+
+    before = signal.getsignal(signal.SIGALRM)
+    try:
+        for handler in (mine, signal.SIG_IGN, signal.SIG_DFL):
+            signal.signal(signal.SIGALRM, handler)
+            during.clear()
+            check_log(Replay.of(parse_log(text)), FunctionChecker(note, "n"))
+            assert during and all(callable(h) and h is not handler for h in during)
+            assert signal.getsignal(signal.SIGALRM) == handler
+    finally:
+        signal.signal(signal.SIGALRM, before)
