@@ -73,6 +73,9 @@ _PIECE = 1 << 20
 #: A log of at most a piece's worth of text and this many records (a few MB as objects) is
 #: split once for both reading passes.
 _KEPT = 1 << 16
+#: Text of at most this many characters is kept split into its operations' texts, for the
+#: replay (:meth:`Log.iter_texts`), which then need not split it again.
+_KEEP_TEXTS = 1 << 16
 
 #: Valgrind's line prefix: ``==PID== `` for the tool's messages (pmemcheck's log among them),
 #: ``--PID--`` and ``**PID**`` for others; a time stamp when ``--time-stamp=yes``; one ``>``
@@ -598,9 +601,9 @@ def _chunks(pieces: Pieces) -> Iterator[_Chunk]:
         yield _Chunk([carry[0].strip()], n, None, [], 0, carry)
 
 
-def _texts(pieces: Pieces, lo: int, hi: int) -> Iterator[list[str]]:
+def _texts(chunks: Iterable[_Chunk], lo: int, hi: int) -> Iterator[list[str]]:
     """The records numbered ``lo < n < hi``, as lists of their texts (a list per chunk)."""
-    for chunk in _chunks(pieces):
+    for chunk in chunks:
         n = chunk.n
         end = n + len(chunk.texts)
         if end <= lo + 1:
@@ -900,6 +903,8 @@ class Log:
     _ops: list[Operation] | None = field(default=None, repr=False)
     #: The names of the markers between the last START and the last STOP.
     markers: frozenset[str] = field(default=frozenset(), repr=False)
+    #: What :meth:`iter_texts` gives, kept (a short text's), or None: split again.
+    _texts: list[list[str]] | None = field(default=None, repr=False)
 
     def iter_operations(self) -> Iterator[Operation]:
         """The operations between the last START and the last STOP, in order."""
@@ -928,8 +933,10 @@ class Log:
         The log was checked when it was read; a file that changed since is an error."""
         if self._ops is not None:
             raise ValueError("a log built from operations has no text")
+        if self._texts is not None:
+            return iter(self._texts)
         lay = self.layout
-        return _texts(self.pieces, lay.start.n, lay.stop.n)
+        return _texts(_chunks(self.pieces), lay.start.n, lay.stop.n)
 
     @property
     def operations(self) -> list[Operation]:
@@ -1072,7 +1079,9 @@ class _Reading:
 _KINDS: dict[type, str] = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
 
 
-def _read(pieces: Pieces, name: str) -> Log:
+def _read(pieces: Pieces, name: str, keep: bool = False) -> Log:
+    """The log in ``pieces``; ``keep``: keep its operations' texts (its text is short, and
+    the same whenever it is read again)."""
     lay, kept = _find_layout(pieces)
     first = lay.first
     reading = _Reading(lay)
@@ -1099,6 +1108,9 @@ def _read(pieces: Pieces, name: str) -> Log:
             f"marker {m.name!r} begun at record #{m.index} never ends"
         )
     start = lay.start
+    texts = None
+    if keep and kept is not None:
+        texts = list(_texts(kept, start.n, stop.n))
     return Log(
         reading.files,
         stop.n - first + 1,
@@ -1109,6 +1121,7 @@ def _read(pieces: Pieces, name: str) -> Log:
         pieces,
         lay,
         markers=frozenset(reading.names),
+        _texts=texts,
     )
 
 
@@ -1120,7 +1133,7 @@ def parse_log(text: str) -> Log:
     """
     if not isinstance(text, str):
         raise InvalidArgumentError(ErrorCode.EINVAL, "a store log is text (str)")
-    return _read(_text_pieces(text), "<text>")
+    return _read(_text_pieces(text), "<text>", len(text) <= _KEEP_TEXTS)
 
 
 def read_log(path: str) -> Log:
