@@ -1054,7 +1054,7 @@ def _drive(replay: Replay, m: _Machine) -> None:
     at = array("q")
     replay.marker_names, replay.marker_ops = names, at
     marker_texts: dict[tuple[str, bool], str] = {}
-    locate = replay._locator()
+    locate = None  # (made for the first record read the careful way)
     spans = [(r.base, r.end, r.offset, i) for i, p in enumerate(replay.pools) for r in p.mappings]
     # One registered range (the common case): a record inside it needs no search.
     lo, hi, moff, only = spans[0] if len(spans) == 1 else (1, 0, 0, 0)
@@ -1126,6 +1126,8 @@ def _drive(replay: Replay, m: _Machine) -> None:
                 op = _parse_record(0, (0, 0, 0, 0, text, False))
                 if isinstance(op, str | RegisterFile):
                     continue
+                if locate is None:
+                    locate = replay._locator()
                 step, _ = replay.step_of(op, locate)
                 if step is None:
                     continue
