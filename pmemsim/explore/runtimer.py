@@ -25,6 +25,7 @@ This module imports nothing on its own that check-log's start-up does not have a
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
 import os
 import signal
 import sys
@@ -48,6 +49,10 @@ _LOOK = 0.001
 
 # (Looked up once: a frequent run's arming and disarming cost 0.2 us together.)
 _get_ident = threading.get_ident
+#: signal.signal without the wrapper that makes enums of the handlers given and returned (a
+#: bound method as handler costs a ValueError, with its repr: 47,000 instructions of a tiny
+#: log's check, installing and restoring); the handler it returns is only ever given back.
+_set_handler = _signal.signal
 _monotonic = time.monotonic
 
 
@@ -116,7 +121,7 @@ class RunTimer:
             finally:
                 self.close()
             return
-        previous = signal.signal(signal.SIGALRM, self._expired)
+        previous = _set_handler(signal.SIGALRM, self._expired)
         self._installed = threading.get_ident()
         try:
             yield
@@ -124,7 +129,7 @@ class RunTimer:
             self._installed = 0
             signal.setitimer(signal.ITIMER_REAL, 0)
             _PENDING[0] = None
-            signal.signal(signal.SIGALRM, previous)
+            _set_handler(signal.SIGALRM, previous)
 
     def close(self) -> None:
         """End the watchdog thread, if any (after the last run, outside the main thread)."""
@@ -169,7 +174,7 @@ class RunTimer:
         self._armed = True
         if self._signals():
             _PENDING[0] = None  # (this replaces any alarm set before)
-            self._handler = signal.signal(signal.SIGALRM, self._expired)
+            self._handler = _set_handler(signal.SIGALRM, self._expired)
             # Then again every REPEAT seconds: an exception raised where Python ignores it
             # (a weakref callback, a __del__) must not let the hang go on.
             signal.setitimer(signal.ITIMER_REAL, self.seconds, REPEAT)
@@ -192,7 +197,7 @@ class RunTimer:
         if self._signals():
             _PENDING[0] = None
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._handler)
+            _set_handler(signal.SIGALRM, self._handler)
             return
         assert self._watchdog is not None
         self._watchdog.stop()

@@ -31,7 +31,6 @@ content with the rules'. A disagreement is a :class:`DurabilityViolation` (a bug
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 from array import array
@@ -826,13 +825,19 @@ class _Machine:
     def _final_lint(self) -> list[Finding]:
         """What the simulator's lint() says at the end: the epochs' findings, what a fence
         would find in the last epoch (no fence linted it), and every store not durable now."""
+        assert self.lint is not None
+        # A pool with no store pending and no flush to lint (what a log ending in a fence
+        # leaves, commonly) adds nothing.
+        linted = [p for p in self.pools if p.records or p.lint_flag]
+        if not linted:
+            kept: list[Finding] = self.lint.findings()
+            return kept
         from pmemsim_backends.sim.lint import LintLog
         from pmemsim_backends.sim.medium import Medium
 
-        assert self.lint is not None
         now = LintLog()
         trailing = LintLog()
-        for p in self.pools:
+        for p in linted:
             shim = _Shim(p)
             if p.lint_flag:  # (else no flush of it is useless, no store overwrites another)
                 Medium._lint_epoch(shim, p.flushes, trailing)
@@ -980,7 +985,8 @@ def record_log(
 
         checker, check = Twin(replay, crash_points), False
     try:
-        with _collector_for_the_replay():
+        before = _collector_for_the_replay()
+        try:
             m = _Machine(replay, img, crash_points, on_point, lint, check)
             findings: list[Finding] = []
             try:
@@ -988,6 +994,8 @@ def record_log(
                 findings = m.end()
             except _Stop:
                 pass
+        finally:
+            _collector_after_the_replay(*before)
         if checker is not None:
             checker.verify(m.count)
     finally:
@@ -996,9 +1004,10 @@ def record_log(
     return LogTrace(findings, m.count, m.stopped)
 
 
-@contextlib.contextmanager
-def _collector_for_the_replay() -> Iterator[None]:
-    """The garbage collector tuned for the replay while it runs. Objects there before it
+def _collector_for_the_replay() -> tuple[bool, tuple[int, ...], tuple[int, ...] | None]:
+    """The garbage collector tuned for the replay while it runs (until
+    :func:`_collector_after_the_replay`, given what this returns: two calls, not a context
+    manager, whose generator costs more than they do). Objects there before it
     (the log, the interpreter's own) are left alone: what a judge holds across crash points
     (a worker's batches of images) survives young collections, and every old collection
     would walk everything; not when something else froze objects: thawing would thaw those
@@ -1010,17 +1019,21 @@ def _collector_for_the_replay() -> Iterator[None]:
     frozen = not gc.get_freeze_count()
     if frozen:
         gc.freeze()
-    young, *older = gc.get_threshold()
-    raised = (YOUNG, *older) if 0 < young < YOUNG else None
+    was = gc.get_threshold()
+    raised = (YOUNG, *was[1:]) if 0 < was[0] < YOUNG else None
     if raised is not None:
         gc.set_threshold(*raised)
-    try:
-        yield
-    finally:
-        if raised is not None and gc.get_threshold() == raised:  # (as this left it)
-            gc.set_threshold(young, *older)
-        if frozen:
-            gc.unfreeze()
+    return frozen, was, raised
+
+
+def _collector_after_the_replay(
+    frozen: bool, was: tuple[int, ...], raised: tuple[int, ...] | None
+) -> None:
+    """The collector as it was before :func:`_collector_for_the_replay`."""
+    if raised is not None and gc.get_threshold() == raised:  # (as that left it)
+        gc.set_threshold(*was)
+    if frozen:
+        gc.unfreeze()
 
 
 #: The fewest allocations between two young collections during a replay.
@@ -1041,12 +1054,13 @@ def _drive(replay: Replay, m: _Machine) -> None:
     at = array("q")
     replay.marker_names, replay.marker_ops = names, at
     marker_texts: dict[tuple[str, bool], str] = {}
-    locate = replay._locator()
+    locate = None  # (made for the first record read the careful way)
     spans = [(r.base, r.end, r.offset, i) for i, p in enumerate(replay.pools) for r in p.mappings]
     # One registered range (the common case): a record inside it needs no search.
     lo, hi, moff, only = spans[0] if len(spans) == 1 else (1, 0, 0, 0)
     store, flush, fence, frame_of = m.store, m.flush, m.fence, m.frame
     by_text: dict[str, tuple[Any, int]] = {}
+    registered: set[str] | None = None
     site = frame_of(())
     operations = stores = 0
     try:
@@ -1097,11 +1111,23 @@ def _drive(replay: Replay, m: _Machine) -> None:
                                 flush(only, addr - lo + moff, size)
                                 operations += 1
                                 continue
+                elif head == "REGISTER":
+                    # A registration the log was read with, as pmemcheck writes it, is well
+                    # formed: no operation (others are read as the grammar reads them).
+                    if registered is None:
+                        registered = {
+                            f"REGISTER_FILE;{r.path};0x{r.base:x};0x{r.size:x};0x{r.offset:x}"
+                            for r in replay.log.files
+                        }
+                    if text in registered:
+                        continue
                 # Anything else, or outside the one range: as the grammar and the
                 # simulator's replay read it.
                 op = _parse_record(0, (0, 0, 0, 0, text, False))
                 if isinstance(op, str | RegisterFile):
                     continue
+                if locate is None:
+                    locate = replay._locator()
                 step, _ = replay.step_of(op, locate)
                 if step is None:
                     continue

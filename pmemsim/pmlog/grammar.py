@@ -73,6 +73,9 @@ _PIECE = 1 << 20
 #: A log of at most a piece's worth of text and this many records (a few MB as objects) is
 #: split once for both reading passes.
 _KEPT = 1 << 16
+#: Text of at most this many characters is kept split into its operations' texts, for the
+#: replay (:meth:`Log.iter_texts`), which then need not split it again.
+_KEEP_TEXTS = 1 << 16
 
 #: Valgrind's line prefix: ``==PID== `` for the tool's messages (pmemcheck's log among them),
 #: ``--PID--`` and ``**PID**`` for others; a time stamp when ``--time-stamp=yes``; one ``>``
@@ -598,9 +601,9 @@ def _chunks(pieces: Pieces) -> Iterator[_Chunk]:
         yield _Chunk([carry[0].strip()], n, None, [], 0, carry)
 
 
-def _texts(pieces: Pieces, lo: int, hi: int) -> Iterator[list[str]]:
+def _texts(chunks: Iterable[_Chunk], lo: int, hi: int) -> Iterator[list[str]]:
     """The records numbered ``lo < n < hi``, as lists of their texts (a list per chunk)."""
-    for chunk in _chunks(pieces):
+    for chunk in chunks:
         n = chunk.n
         end = n + len(chunk.texts)
         if end <= lo + 1:
@@ -634,10 +637,10 @@ class _Err:
     __slots__ = ("tok", "number")
 
     def __init__(self, number: int, tok: Tok) -> None:
-        self.number, self.tok = number, _Token._make(tok)
+        self.number, self.tok = number, tok
 
     def __call__(self, problem: str) -> LogFormatError:
-        t = self.tok
+        t = _Token._make(self.tok)
         return LogFormatError(self.number, t.pos, t.text, problem, t.line, t.column)
 
 
@@ -829,12 +832,12 @@ def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
     stops: list[int] = []
     start: Tok | None = None
     stop: Tok | None = None
-    first_token: Tok | None = None
+    first_token: Tok | None = None  # (named if the log has no START: not read if it is one)
     kept: list[_Chunk] | None = []
     width = 0
     for chunk in _chunks(pieces):
         texts = chunk.texts
-        if first_token is None:
+        if chunk.n == 0 and texts[0] != "START":
             first_token = chunk.token(0)
         if kept is not None:
             width += chunk.width()
@@ -854,11 +857,10 @@ def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
     if start is None:
         t0 = _Token._make(first_token or (0, 0, 1, 1, "", False))
         raise LogFormatError(0, t0.pos, t0.text, "the log has no START record", t0.line, t0.column)
-    first = starts[0]
     last = _Token._make(start)
     if stop is None or stop[0] < last.n:
         raise LogFormatError(
-            last.n - first,
+            last.n - starts[0],
             last.pos,
             last.text,
             "no STOP record follows the last START (was pmemcheck or the program stopped "
@@ -873,7 +875,7 @@ def _find_layout(pieces: Pieces) -> tuple[_Layout, list[_Chunk] | None]:
             j += 1
         nxt = starts[i + 1]
         earlier.append((begin, min(nxt, stops[j]) if j < len(stops) else nxt))
-    return _Layout(first, last, _Token._make(stop), tuple(earlier)), kept
+    return _Layout(starts[0], last, _Token._make(stop), tuple(earlier)), kept
 
 
 @dataclass
@@ -901,6 +903,8 @@ class Log:
     _ops: list[Operation] | None = field(default=None, repr=False)
     #: The names of the markers between the last START and the last STOP.
     markers: frozenset[str] = field(default=frozenset(), repr=False)
+    #: What :meth:`iter_texts` gives, kept (a short text's), or None: split again.
+    _texts: list[list[str]] | None = field(default=None, repr=False)
 
     def iter_operations(self) -> Iterator[Operation]:
         """The operations between the last START and the last STOP, in order."""
@@ -929,8 +933,10 @@ class Log:
         The log was checked when it was read; a file that changed since is an error."""
         if self._ops is not None:
             raise ValueError("a log built from operations has no text")
+        if self._texts is not None:
+            return iter(self._texts)
         lay = self.layout
-        return _texts(self.pieces, lay.start.n, lay.stop.n)
+        return _texts(_chunks(self.pieces), lay.start.n, lay.stop.n)
 
     @property
     def operations(self) -> list[Operation]:
@@ -1022,8 +1028,11 @@ class _Reading:
         """The chunk's ``j``-th record, not a common one (or a malformed one)."""
         text = chunk.texts[j]
         number = chunk.n + j - self.lay.first
+        # (A registration is kept with its place: read with it.)
+        placed = text.startswith("REGISTER_FILE;")
+        tok = chunk.token(j) if placed else (0, 0, 0, 0, text, False)
         try:
-            rec = _parse_record(number, (0, 0, 0, 0, text, False), True)
+            rec = _parse_record(number, tok, True)
         except LogFormatError:
             # Named where it is: read again with its place.
             tok = chunk.token(j)
@@ -1047,10 +1056,8 @@ class _Reading:
                 self.counts[_KINDS[rec]] += 1
             return
         if isinstance(rec, RegisterFile):
-            tok = chunk.token(j)
-            self.files.append(
-                RegisterFile(number, tok[1], rec.path, rec.base, rec.size, rec.offset)
-            )
+            assert placed  # (only such a record is one)
+            self.files.append(rec)
             return
         if not last or isinstance(rec, str):
             return  # an earlier run's operations, or a stray START / STOP
@@ -1072,7 +1079,9 @@ class _Reading:
 _KINDS: dict[type, str] = {Store: "STORE", Flush: "FLUSH", Fence: "FENCE", DeepSync: "DEEP_SYNC"}
 
 
-def _read(pieces: Pieces, name: str) -> Log:
+def _read(pieces: Pieces, name: str, keep: bool = False) -> Log:
+    """The log in ``pieces``; ``keep``: keep its operations' texts (its text is short, and
+    the same whenever it is read again)."""
     lay, kept = _find_layout(pieces)
     first = lay.first
     reading = _Reading(lay)
@@ -1099,6 +1108,9 @@ def _read(pieces: Pieces, name: str) -> Log:
             f"marker {m.name!r} begun at record #{m.index} never ends"
         )
     start = lay.start
+    texts = None
+    if keep and kept is not None:
+        texts = list(_texts(kept, start.n, stop.n))
     return Log(
         reading.files,
         stop.n - first + 1,
@@ -1109,6 +1121,7 @@ def _read(pieces: Pieces, name: str) -> Log:
         pieces,
         lay,
         markers=frozenset(reading.names),
+        _texts=texts,
     )
 
 
@@ -1120,7 +1133,7 @@ def parse_log(text: str) -> Log:
     """
     if not isinstance(text, str):
         raise InvalidArgumentError(ErrorCode.EINVAL, "a store log is text (str)")
-    return _read(_text_pieces(text), "<text>")
+    return _read(_text_pieces(text), "<text>", len(text) <= _KEEP_TEXTS)
 
 
 def read_log(path: str) -> Log:

@@ -162,6 +162,27 @@ def _identity(path: str) -> str:
     return os.path.realpath(path)
 
 
+def _missing(path: str) -> bool:
+    """Whether no file is at ``path``, known without resolving it (what its real path
+    costs: a system call per component): its directory is there and has no entry of its
+    name, so the real path names nothing either. False: there may be one (resolve it)."""
+    name = os.path.basename(path)
+    if name in ("", ".", ".."):
+        return False
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    else:
+        return False
+    try:
+        return stat.S_ISDIR(os.stat(os.path.dirname(path) or ".").st_mode)
+    except OSError:
+        return False
+
+
 def _pools(log: Log, base_images: MappingOf[str | None, str]) -> list[LogPool]:
     """One pool per registered file, in the order the log first registers them.
 
@@ -173,8 +194,15 @@ def _pools(log: Log, base_images: MappingOf[str | None, str]) -> list[LogPool]:
             log.start[0], log.start[1], "START", "the log registers no file (REGISTER_FILE)"
         )
     by_file: dict[str, list[RegisterFile]] = {}
-    for f in log.files:
-        by_file.setdefault(_identity(f.path), []).append(f)
+    # A log that registers one path (commonly once), for a file not on this machine, is
+    # one pool starting as zeros: no path need be resolved.
+    path = log.files[0].path
+    absent = not base_images and all(f.path == path for f in log.files) and _missing(path)
+    if absent:
+        by_file[path] = list(log.files)
+    else:
+        for f in log.files:
+            by_file.setdefault(_identity(f.path), []).append(f)
     given: dict[str | None, str] = dict(base_images)
     if None in given:
         if len(by_file) > 1:
@@ -207,7 +235,7 @@ def _pools(log: Log, base_images: MappingOf[str | None, str]) -> list[LogPool]:
         first = regs[0]
         source = wanted.get(ident)
         origin = source if source is not None else ident
-        if source == "":  # zeros, whatever the file holds
+        if source == "" or absent:  # zeros, whatever the file holds; or no file
             source_size = None
         else:
             source_size = _source_size(origin, first.path, explicit=source is not None)
