@@ -97,7 +97,13 @@ class Files:
     """The worker's image files: one per pool, shared-mapped, kept at the state it was sent
     (the initial content plus every line moved)."""
 
-    def __init__(self, folder: str, names: Sequence[str], pools: Sequence[Pool]) -> None:
+    def __init__(
+        self,
+        folder: str,
+        names: Sequence[str],
+        pools: Sequence[Pool],
+        notify: Inotify | None = None,
+    ) -> None:
         self.pools = list(pools)
         self.paths = [f"{folder}/{n}" for n in names]
         self.bpaths = [fsencode(p) for p in self.paths]
@@ -119,21 +125,22 @@ class Files:
         self.refills = [Refill(p) for p in self.pools]
         _folder(folder)
         try:
-            self.notify = Inotify()
+            self.notify = notify if notify is not None else Inotify()
             self.news = self.notify.poll
         except (OSError, AttributeError):
             self.notify = None  # every image rebuilt: correct, slower
         for i in range(len(self.pools)):
             self._create(i)
 
-    def close(self) -> None:
-        """Unmap and remove the image files (a worker kept between checks keeps no pages)."""
+    def close(self) -> Inotify | None:
+        """Unmap and remove the image files (a worker kept between checks keeps no pages);
+        the inotify instance is given back, for the next check's files: closing one that
+        watches a file takes the kernel 15 ms or more (it waits for a grace period), which
+        the next check waited for, where removing a watched file takes microseconds (its
+        watch goes with it; the events that says so are read here)."""
         if self.output is not None:
             self.output.watched = False
             self.output = None
-        if self.notify is not None:
-            self.notify.close()
-            self.notify = None
         for m, fd, path in zip(self.maps, self.fds, self.paths, strict=True):
             try:
                 m.close()
@@ -145,6 +152,10 @@ class Files:
             except FileNotFoundError:  # (a checker removed it)
                 pass
         self.maps, self.fds = [], []
+        notify, self.notify = self.notify, None
+        if notify is not None:
+            notify.events()
+        return notify
 
     def _create(self, i: int) -> None:
         size, source, source_size = self.pools[i]
@@ -328,6 +339,14 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
     reader = frames.Reader(rfd, marshal.loads)
     word = _word(judging)
     files: Files | None = None
+    # The files' inotify instance, kept from one check to the next: made now, while this
+    # process would wait for its first check anyway (its C functions' making is most of
+    # its cost, some 0.1 ms).
+    notify: Inotify | None = None
+    try:
+        notify = Inotify()
+    except (OSError, AttributeError):  # (none: the files do without, Files.__init__)
+        pass
     limit = run_one = judge
     token: object = None
     received = 0
@@ -339,14 +358,14 @@ def serve(load: Callable[[], Judge], rfd: int, wfd: int, judging: mmap.mmap) -> 
                 return
             if batch[0] == "release":  # its check is done: it may be kept for another
                 if files is not None:
-                    files.close()
+                    notify = files.close()
                     files = None
                 continue
             if batch[0] == "setup":
                 if files is not None:
-                    files.close()
+                    notify = files.close()
                 _, folder, names, pools, consistent, seconds = batch
-                files = Files(folder, names, pools)
+                files = Files(folder, names, pools, notify)
                 if isinstance(judge, _CJudge):
                     judge.consistent = consistent
                     files.follow(judge)
