@@ -25,6 +25,10 @@ the pool's first 4 KiB, a FLUSH of each line and a FENCE:
    Target (issue 16): < 0.1 s.
 8. The exact verdict for 10 flushed stores in one epoch (1,024 images). Target: < 1 s.
 9. Memory per image (tracemalloc) on a 4 KiB and a 64 MiB pool, 10 x 10: close.
+10. Checks in a row from Python with one C library checker (its worker kept from one check
+    to the next), 100 x 1 on a 4 KiB pool: the median check against the in-process Python
+    checker's, the same checks alternating. Target: within 1.5x (a worker that made each
+    check wait 15 ms for the kernel once took 16x).
 
 pmreorder side by side over many shapes is bench/bench_scale.py. Timing is
 ``time.perf_counter``, best of N; memory the worst of N child runs. A missed target shows in
@@ -189,6 +193,29 @@ def bench_library(repeat: int, epochs: int, tmp: str) -> dict[str, float] | None
         "seconds": seconds,
         "images_per_s": r.images_checked / seconds,
     }
+
+
+def bench_in_a_row(checks: int, tmp: str) -> dict[str, float] | None:
+    """``checks`` checks of one log with one parsed C library checker (its worker kept),
+    alternating with the same check by an in-process Python checker: the median of each."""
+    lib = _library(tmp)
+    if lib is None:
+        return None
+    text = epoch_log(100, 1)
+    checkers: dict[str, Any] = {
+        "library": LibChecker.parse(f"{lib}:ok"),
+        "python": FunctionChecker(_trivial, "trivial"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in checkers}
+    for k in range(checks + 1):
+        for name, checker in checkers.items():
+            t0 = time.perf_counter()
+            check_log(Replay.of(parse_log(text)), checker, engine="accumulative")
+            if k:  # (the first: the worker's start and first-use work)
+                times[name].append(time.perf_counter() - t0)
+    checkers["library"].close()
+    lib_s, py_s = (sorted(times[n])[len(times[n]) // 2] for n in ("library", "python"))
+    return {"checks": checks, "library_median_s": lib_s, "python_median_s": py_s}
 
 
 def bench_pool_size(repeat: int, tmp: str) -> dict[str, float]:
@@ -397,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         lazy = bench_lazy(repeat, scale_epochs, tmp)
         rss = bench_rss(rss_epochs, tmp)
         trivial = bench_trivial(repeat, tmp)
+        in_a_row = bench_in_a_row(10 if args.quick else 30, tmp)
     verdict = bench_verdict(repeat)
     memory = bench_memory(repeat, 10)
     small, large = memory["4KiB"], memory["64MiB"]
@@ -483,6 +511,17 @@ def main(argv: list[str] | None = None) -> int:
             "close",
             status(mem_ratio < 1.5),
         ],
+        [
+            "checks in a row, C library checker (kept worker) vs Python, 100 x 1",
+            "no gcc"
+            if in_a_row is None
+            else f"{in_a_row['library_median_s'] * 1e3:.2f} vs "
+            f"{in_a_row['python_median_s'] * 1e3:.2f} ms a check (median)",
+            "within 1.5x",
+            "skip"
+            if in_a_row is None
+            else status(in_a_row["library_median_s"] <= 1.5 * in_a_row["python_median_s"]),
+        ],
     ]
     head = ["benchmark", "measured", "target", "status"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -503,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         "trivial": trivial,
         "verdict_10_stores": verdict,
         "memory": memory,
+        "in_a_row": in_a_row,
         "memory_ratio_64MiB_to_4KiB": mem_ratio,
         "rows": rows,
         "targets": targets,
