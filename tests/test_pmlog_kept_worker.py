@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -233,6 +234,36 @@ def test_no_descriptor_is_left_by_workers_ended(tmp_path: Path) -> None:
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         gc.enable()
+
+
+def test_checks_in_threads_take_a_kept_worker_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checks may run in threads (a Dask worker's): two that both find the kept worker fit
+    (its checks made slow here) must not both take it."""
+    checker = LibChecker.parse(f"{c_library(tmp_path, FIRST_BYTE)}:check").loaded()
+    current = workers.LibWorker.current
+
+    def slowly(self: workers.LibWorker) -> bool:
+        time.sleep(0.05)  # (the other thread asks meanwhile)
+        return current(self)
+
+    monkeypatch.setattr(workers.LibWorker, "current", slowly)
+    verdicts: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            verdicts.append(_check(checker))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and verdicts == ["inconsistent"] * 2
 
 
 def test_a_forked_child_never_uses_its_parents_worker(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ import marshal
 import mmap
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -418,6 +419,9 @@ _SPARES: list[LibWorker] = []
 KEPT = 4
 #: The process whose workers those are (a forked child's copy of the list is its parent's).
 _owner = os.getpid()
+#: Held while the list is looked at or changed: checks may run in threads (a Dask worker's),
+#: and a worker is taken by one check at a time.
+_GUARD = threading.RLock()
 
 
 def _spares() -> list[LibWorker]:
@@ -453,7 +457,9 @@ def spare_worker(checker: LibChecker) -> None:
     checker, else one started now (a new interpreter, or the one the command line started),
     which loads the library while this process reads and replays the log (a library that
     cannot be loaded is refused by the check, :meth:`LibWorker.ready`)."""
-    if _spare_for(checker) is None:
+    with _GUARD:
+        if _spare_for(checker) is not None:
+            return
         worker = LibWorker(checker, early=True)
         _add(worker)
         # Its folder too, where a check's image files go unless its pools are huge (a
@@ -466,7 +472,6 @@ def keep(worker: LibWorker) -> None:
     """Keep ``worker``, done with its check, for the next check with its checker (it
     removes its image files meanwhile: their pages are memory); a worker that cannot be
     kept (:meth:`LibWorker.current`, a library found by the loader's search) is ended."""
-    spares = _spares()
     # (Whether its library, folder and environment are still the same, and it is alive,
     # the check that takes it asks: _spare_for.)
     idle = worker.pid and worker.sent == worker.answered and not worker.left
@@ -475,19 +480,22 @@ def keep(worker: LibWorker) -> None:
         return
     if not worker.released:
         worker.release()
-    for w in [w for w in spares if w.checker == worker.checker]:
-        spares.remove(w)
-        w.close(wait=False)
-    _add(worker)
+    with _GUARD:
+        spares = _spares()
+        for w in [w for w in spares if w.checker == worker.checker]:
+            spares.remove(w)
+            w.close(wait=False)
+        _add(worker)
 
 
 def close_spares(checker: LibChecker | None = None) -> None:
     """End the kept workers (``checker``'s only, if given): their processes, their folders.
     At exit, every one."""
-    spares = _spares()
-    for w in [w for w in spares if checker is None or w.checker == checker]:
-        spares.remove(w)
-        w.close(wait=False)
+    with _GUARD:
+        spares = _spares()
+        for w in [w for w in spares if checker is None or w.checker == checker]:
+            spares.remove(w)
+            w.close(wait=False)
 
 
 atexit.register(close_spares)
@@ -508,22 +516,27 @@ def _before_the_fork() -> None:
 def spare_loaded(checker: LibChecker) -> None:
     """Wait until the spare worker for ``checker`` (started now if there is none) loaded
     the library: InvalidArgumentError, and no spare kept, when it cannot."""
-    spare_worker(checker)
-    worker = _spare_for(checker)
-    assert worker is not None
+    with _GUARD:  # (taken while it loads: no check uses it meanwhile)
+        spare_worker(checker)
+        worker = _spare_for(checker)
+        assert worker is not None
+        _spares().remove(worker)
     try:
         worker.ready()
     except BaseException:
-        _spares().remove(worker)
         worker.close()
         raise
+    with _GUARD:
+        _add(worker)
 
 
 def _take_spare(checker: LibChecker | FunctionChecker, timeout: float | None) -> LibWorker:
-    w = _spare_for(checker)
+    with _GUARD:
+        w = _spare_for(checker)
+        if w is not None:
+            _spares().remove(w)
     if w is None:
         return LibWorker(checker, (), timeout)
-    _spares().remove(w)
     w.timeout = timeout if timeout is not None else w.timeout
     return w
 
