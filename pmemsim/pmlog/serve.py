@@ -137,7 +137,7 @@ class Files:
         the inotify instance is given back, for the next check's files: closing one that
         watches a file takes the kernel 15 ms or more (it waits for a grace period), which
         the next check waited for, where removing a watched file takes microseconds (its
-        watch goes with it; the events that says so are read here)."""
+        watch goes with it; the events that say so are read here)."""
         if self.output is not None:
             self.output.watched = False
             self.output = None
