@@ -307,6 +307,39 @@ def test_torn_store_reports_the_part_it_lost() -> None:
     assert "(part of it)" in str(lost)
 
 
+@pytest.mark.parametrize("engine", ["exhaustive", "accumulative"])
+def test_a_checker_sees_its_images_crash_point_and_the_crash_before_is_back_after(
+    engine: str,
+) -> None:
+    # The judge keeps the first point's token and only replaces the value after: each
+    # image still names its own point, and the check gives back what was there before.
+    from pmemsim.markers import CrashInfo, reset_crash, set_crash
+
+    text = log_text(
+        *[op for i in range(4) for op in (store(64 * i, i + 1), flush(64 * i), "FENCE")]
+    )
+    seen: list[tuple[int, int]] = []
+
+    def note(img: memoryview) -> bool:
+        info = current_crash()
+        assert info is not None
+        seen.append((info.point, sum(u64(img, 64 * i) != 0 for i in range(4))))
+        return True
+
+    outer = CrashInfo(99, "outer", ())
+    token = set_crash(outer)
+    try:
+        r = run(text, note, engine=engine)
+        assert current_crash() is outer
+    finally:
+        reset_crash(token)
+    assert r.verdict == "consistent" and r.crash_points == 5
+    # Point k (before fence k, from 0) shows k stores and maybe store k; the end's image is
+    # point 3's all-persisted one, judged there.
+    assert {p for p, _ in seen} == set(range(4))
+    assert all(n in (p, p + 1) for p, n in seen)
+
+
 def test_markers_reach_the_checker_and_choose_the_engine() -> None:
     text = log_text(
         "tx.BEGIN",

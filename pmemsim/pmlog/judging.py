@@ -204,10 +204,16 @@ class Inline(Judge):
             self.untimer.__enter__()
 
     def _enter(self, cand: Cand) -> None:
+        """What the checker sees of the crash point it judges (current_crash and
+        PMREORDER_MARKERS). The first point's token is kept for :meth:`close` to give
+        back what was there before: a later point's only replaces the value (a reset
+        per point bought nothing, once per point on epochs of one store)."""
         point = self.point = cand.point
-        if self.token is not None:
-            reset_crash(self.token)
-        self.token = set_crash(CrashInfo(point.index, point.kind, point.markers))
+        info = CrashInfo(point.index, point.kind, point.markers)
+        if self.token is None:
+            self.token = set_crash(info)
+        else:
+            set_crash(info)
         if cand.markers != self.markers:
             os.environ["PMREORDER_MARKERS"] = self.markers = cand.markers
 
