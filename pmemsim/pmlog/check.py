@@ -683,9 +683,16 @@ class _Explorer:
         # Every combination of the lines' options as (deviations, key, atoms lost), in
         # itertools.product's order (the last line's option varies fastest), the first
         # option of each (all persisted) being no deviation.
-        combos: list[Keyed] = [((), img.key0, 0, ())]
+        key0 = img.key0
+        combos: list[Keyed] = [((), key0, 0, ())]
         for i, c in enumerate(counts):
-            if c > 1:
+            if c > 1 and len(combos) == 1:
+                # The first line with a choice: its options follow the all-persisted image,
+                # no product to take (an epoch of one store has this line only).
+                for o in range(1, c):
+                    hit = option(i, o)
+                    combos.append((((i, o),), key0 + hit[1], hit[2], (hit,)))
+            elif c > 1:
                 choices: list[Keyed] = [((), 0, 0, ())]
                 for o in range(1, c):
                     hit = option(i, o)
@@ -772,6 +779,16 @@ def _single_cuts(
     states; else None): the cuts, longest first, drop the lines' stores latest first, and
     each keeps the key, losses and options of the cut before it plus those of the lines it
     drops. A line whose store left its content as it was (floor 0) never deviates."""
+    if len(lines) == 1:  # (an epoch of one store: its two cuts, without the general walk)
+        line = lines[0]
+        if len(line.atoms) != 1:
+            return None
+        floor = line.floor
+        if not floor:
+            return [((), key0, 0, ())]
+        d = (0, floor)
+        hit = cached(d) or option(0, floor)
+        return [((), key0, 0, ()), ((d,), key0 + hit[1], hit[2], (hit,))]
     events = []
     for i, line in enumerate(lines):
         if len(line.atoms) != 1:
