@@ -675,13 +675,20 @@ class _Machine:
 
     def fence(self) -> None:
         self.operations += 1
-        if self.unfenced:  # else nothing to order: not a barrier
-            self._barrier("fence")
+        if not self.unfenced:  # nothing to order: not a barrier
+            if self.model is not None:
+                self.model.fence()
+            return
+        # (_barrier, inline: once per epoch.)
+        if self.mode != "markers" and (self.since_barrier or self.each_operation):
+            self._capture("fence", "before")
+        self.changed = True
+        self.barriers += 1
+        self.since_barrier = False
         # The self-check hears of the fence after its crash point, which comes before it.
         if self.model is not None:
             self.model.fence()
-        if self.unfenced:
-            self._resolve_all()
+        self._resolve_all()
 
     def deep_sync(self, pool: int, off: int, n: int) -> None:
         p = self.pools[pool]
