@@ -199,23 +199,29 @@ class Inline(Judge):
         self.markers: str | None = None
         self.timer = checker.timer()
         self.untimer: Any = None
+        #: Whether _enter is this class's (a subclass's override hears of each point).
+        self._plain = type(self)._enter is Inline._enter
         if self.timer is not None:
             self.untimer = self.timer.installed()
             self.untimer.__enter__()
 
     def _enter(self, cand: Cand) -> None:
+        """Judge ``cand``'s crash point from now on (a subclass hears of each here)."""
+        self._enter_point(cand.point, cand.markers)
+
+    def _enter_point(self, point: CrashPoint, markers: str) -> None:
         """What the checker sees of the crash point it judges (current_crash and
         PMREORDER_MARKERS). The first point's token is kept for :meth:`close` to give
         back what was there before: a later point's only replaces the value (a reset
         per point bought nothing, once per point on epochs of one store)."""
-        point = self.point = cand.point
+        self.point = point
         info = CrashInfo(point.index, point.kind, point.markers)
         if self.token is None:
             self.token = set_crash(info)
         else:
             set_crash(info)
-        if cand.markers != self.markers:
-            os.environ["PMREORDER_MARKERS"] = self.markers = cand.markers
+        if markers != self.markers:
+            os.environ["PMREORDER_MARKERS"] = self.markers = markers
 
     @property
     def simple(self) -> bool:
@@ -226,19 +232,23 @@ class Inline(Judge):
         self, point: CrashPoint, markers: str, ordinal: int, seq: int, batch: list[Image]
     ) -> None:
         if point is not self.point:
-            dev, lost, _ = batch[0]
-            self._enter(Cand(seq, point, dev, (len(dev), lost, point.index), markers, ordinal))
+            if self._plain:  # (no Cand to make for _enter: once per point)
+                self._enter_point(point, markers)
+            else:
+                dev, lost, _ = batch[0]
+                self._enter(Cand(seq, point, dev, (len(dev), lost, point.index), markers, ordinal))
         elif markers != self.markers:
             os.environ["PMREORDER_MARKERS"] = self.markers = markers
         img, verdicts, fn, timer = self.img, self.verdicts, self.fn, self.timer
-        pool = img._pools[0]  # (img.buf and img.view(0), inline: this runs once per image)
-        buf = pool.buf
+        # (img.buf, img.view(0) and img.restore, inline: this runs once per image.)
+        pool = img._pools[0]
+        buf, ro, persisted = pool.buf, pool._ro, img._persisted
         verdict: str | None
         before = verdicts.judged
         for dev, lost, hits in batch:
             for hit in hits:
                 buf[hit[4] : hit[5]] = hit[0]
-            view = pool.view()
+            view = ro[:]
             try:
                 if timer is None:
                     ok = fn(view)
@@ -256,8 +266,9 @@ class Inline(Judge):
                 verdict = "returned False" if ok is False else None
             finally:
                 view.release()
-                if dev:
-                    img.restore(dev)
+                # (What each deviation patched: the line's all-persisted content.)
+                for d, hit in zip(dev, hits, strict=True):
+                    buf[hit[4] : hit[5]] = persisted[d[0]]
             # (Per run: a long wait is told by the count of runs, see waiting.Watch.)
             verdicts.runs += 1
             verdicts.judged += 1
