@@ -897,7 +897,7 @@ class _Machine:
                 continue
             marks = p.flush_seq
             pi = p.index
-            for off in sorted(lines):
+            for off in sorted(lines) if len(lines) > 1 else lines:
                 key = (pi, off)
                 atoms = lines[off]
                 mark = marks.get(off, 0)
