@@ -340,6 +340,19 @@ def test_a_checker_sees_its_images_crash_point_and_the_crash_before_is_back_afte
     assert all(n in (p, p + 1) for p, n in seen)
 
 
+def test_an_exhaustive_point_past_max_images_is_capped() -> None:
+    # Five lines in flight, two options each: 32 images at the fence, past 16. The one-loop
+    # exhaustive plan takes the state's image count to see it (and falls back to the cap).
+    ops = [*[store(64 * i, i + 1) for i in range(5)], *[flush(64 * i) for i in range(5)]]
+    text = log_text(*ops, "FENCE")
+    capped = run(text, lambda img: True, max_images=16)
+    assert not capped.exact and capped.images_checked <= 16 + 1
+    assert capped.images_possible == 33 and capped.images_skipped > 0
+    assert any("more than 16 images" in limit for limit in capped.as_dict()["limits"])
+    whole = run(text, lambda img: True, max_images=32)
+    assert whole.exact and (whole.images_checked, whole.images_skipped) == (32, 0)
+
+
 def test_markers_reach_the_checker_and_choose_the_engine() -> None:
     text = log_text(
         "tx.BEGIN",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import math
 import os
 import time
 from collections import deque
@@ -672,10 +671,9 @@ class _Explorer:
         options, in the strategy's order), keyed and judged in one loop; False when the
         state is not one or has more than ``max_images`` images (the plan falls back)."""
         lines = getattr(point.state, "in_flight", None)
-        if lines is None:
-            return False
-        counts = [line.n for line in lines]
-        if math.prod(counts) > self.max_images:
+        # (The product of the lines' option counts: the state's image count, taken by
+        # point() for this state.)
+        if lines is None or self.last_count > self.max_images:
             return False
         img = self.img
         img.move_to(point.state)
@@ -685,7 +683,8 @@ class _Explorer:
         # option of each (all persisted) being no deviation.
         key0 = img.key0
         combos: list[Keyed] = [((), key0, 0, ())]
-        for i, c in enumerate(counts):
+        for i, line in enumerate(lines):
+            c = line.n
             if c > 1 and len(combos) == 1:
                 # The first line with a choice: its options follow the all-persisted image,
                 # no product to take (an epoch of one store has this line only).
