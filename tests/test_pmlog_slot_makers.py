@@ -1,6 +1,7 @@
-"""The log replay makes its crash points with :func:`pmemsim.pmlog.fastreplay._point_maker`
-(slots set directly, not through a frozen dataclass's __init__): the same points, and the
-class's own __init__ whenever its fields are not the ones it sets."""
+"""The log replay makes its crash points with :func:`pmemsim.pmlog.fastreplay._point_maker`,
+the inline judge its crash infos with :func:`pmemsim.pmlog.judging._info_maker` (slots set
+directly, not through a frozen dataclass's __init__): the same objects, and the class's own
+__init__ whenever its fields are not the ones set."""
 
 from __future__ import annotations
 
@@ -61,3 +62,32 @@ def test_another_class_is_made_by_its_own_init() -> None:
     assert _point_maker(Wider) is Wider  # type: ignore[arg-type]
     assert _point_maker(OtherDefault) is OtherDefault  # type: ignore[arg-type]
     assert _point_maker(Unslotted) is Unslotted  # type: ignore[arg-type]
+
+
+def test_a_made_crash_info_is_the_dataclass_info() -> None:
+    from pmemsim.markers import CrashInfo
+    from pmemsim.pmlog.judging import _crash_info, _info_maker
+
+    assert _crash_info is not CrashInfo  # (the fast way is taken for CrashInfo as it is)
+    got, want = _crash_info(4, "fence", ("tx", "add")), CrashInfo(4, "fence", ("tx", "add"))
+    assert type(got) is CrashInfo and got == want
+    for f in dataclasses.fields(CrashInfo):
+        assert getattr(got, f.name) == getattr(want, f.name)
+    assert hash(got) == hash(want) and repr(got) == repr(want)
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Faulted:
+        point: int
+        kind: str
+        markers: tuple[str, ...]
+        faults: tuple[str, ...] = ("unsafe_shutdown",)
+
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted:
+        point: int
+        kind: str
+        markers: tuple[str, ...]
+        faults: tuple[str, ...] = ()
+
+    assert _info_maker(Faulted) is Faulted  # type: ignore[arg-type]
+    assert _info_maker(Unslotted) is Unslotted  # type: ignore[arg-type]

@@ -184,6 +184,40 @@ class Judge:
         """Release what the judge holds (after finish, or on the way out of an error)."""
 
 
+def _info_maker(cls: type[CrashInfo]) -> Callable[[int, str, tuple[str, ...]], CrashInfo]:
+    """A maker of ``cls(point, kind, markers)`` that sets its slots directly: a frozen
+    dataclass's own __init__ sets each field through object.__setattr__, at twice the cost,
+    once per crash point judged in process. ``cls`` itself when its fields are not those
+    this sets (or it has more to do when made): no field is left unset."""
+    import dataclasses
+    import types
+
+    fields = dataclasses.fields(cls)
+    names = ("point", "kind", "markers", "faults")
+    if (
+        tuple(f.name for f in fields) != names
+        or fields[-1].default != ()
+        or hasattr(cls, "__post_init__")
+        or not all(isinstance(getattr(cls, n, None), types.MemberDescriptorType) for n in names)
+    ):
+        return cls
+    sp, sk, sm, sf = (getattr(cls, name).__set__ for name in names)
+    new = object.__new__
+
+    def make(point: int, kind: str, markers: tuple[str, ...]) -> CrashInfo:
+        info = new(cls)
+        sp(info, point)
+        sk(info, kind)
+        sm(info, markers)
+        sf(info, ())
+        return info
+
+    return make
+
+
+_crash_info = _info_maker(CrashInfo)
+
+
 class Inline(Judge):
     """A Python function on the image buffers, in this process; each call under the
     checker's time limit (its :meth:`~FunctionChecker.timer`, installed for the judge's
@@ -215,7 +249,7 @@ class Inline(Judge):
         back what was there before: a later point's only replaces the value (a reset
         per point bought nothing, once per point on epochs of one store)."""
         self.point = point
-        info = CrashInfo(point.index, point.kind, point.markers)
+        info = _crash_info(point.index, point.kind, point.markers)
         if self.token is None:
             self.token = set_crash(info)
         else:
@@ -266,9 +300,9 @@ class Inline(Judge):
                 verdict = "returned False" if ok is False else None
             finally:
                 view.release()
-                # (What each deviation patched: the line's all-persisted content.)
-                for d, hit in zip(dev, hits, strict=True):
-                    buf[hit[4] : hit[5]] = persisted[d[0]]
+                if dev:  # (what each deviation patched: the line's all-persisted content)
+                    for d, hit in zip(dev, hits, strict=True):
+                        buf[hit[4] : hit[5]] = persisted[d[0]]
             # (Per run: a long wait is told by the count of runs, see waiting.Watch.)
             verdicts.runs += 1
             verdicts.judged += 1
