@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pmemsim._dataclass import dataclass
 from pmemsim.explore.trace import CrashPoint
 from pmemsim.pmlog.fastreplay import _point_maker
 
@@ -25,7 +26,7 @@ def test_a_made_point_is_the_dataclass_point() -> None:
 
 
 def test_another_class_is_made_by_its_own_init() -> None:
-    @dataclasses.dataclass(frozen=True, slots=True)
+    @dataclass(frozen=True, slots=True)
     class Wider:
         index: int
         kind: str
@@ -35,9 +36,9 @@ def test_another_class_is_made_by_its_own_init() -> None:
         provenance: tuple[object, ...]
         state: object
         unsafe_state: object = None
-        more: int = 0
+        unsafe: object = None  # (last, defaulting to None as unsafe_state does)
 
-    @dataclasses.dataclass(frozen=True)
+    @dataclass(frozen=True)
     class Unslotted:
         index: int
         kind: str
@@ -48,7 +49,7 @@ def test_another_class_is_made_by_its_own_init() -> None:
         state: object
         unsafe_state: object = None
 
-    @dataclasses.dataclass(frozen=True, slots=True)
+    @dataclass(frozen=True, slots=True)
     class OtherDefault:
         index: int
         kind: str
@@ -75,14 +76,14 @@ def test_a_made_crash_info_is_the_dataclass_info() -> None:
         assert getattr(got, f.name) == getattr(want, f.name)
     assert hash(got) == hash(want) and repr(got) == repr(want)
 
-    @dataclasses.dataclass(frozen=True, slots=True)
+    @dataclass(frozen=True, slots=True)
     class Faulted:
         point: int
         kind: str
         markers: tuple[str, ...]
         faults: tuple[str, ...] = ("unsafe_shutdown",)
 
-    @dataclasses.dataclass(frozen=True)
+    @dataclass(frozen=True)
     class Unslotted:
         point: int
         kind: str
@@ -91,3 +92,17 @@ def test_a_made_crash_info_is_the_dataclass_info() -> None:
 
     assert _info_maker(Faulted) is Faulted  # type: ignore[arg-type]
     assert _info_maker(Unslotted) is Unslotted  # type: ignore[arg-type]
+
+
+def test_a_standard_library_dataclass_is_made_by_its_own_init() -> None:
+    # (Its fields are not read: that would import dataclasses at start-up for pmemsim's.)
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Standard:
+        point: int
+        kind: str
+        markers: tuple[str, ...]
+        faults: tuple[str, ...] = ()
+
+    from pmemsim.pmlog.judging import _info_maker
+
+    assert _info_maker(Standard) is Standard  # type: ignore[arg-type]

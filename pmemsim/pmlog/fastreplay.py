@@ -463,12 +463,14 @@ def _point_maker(cls: type[CrashPoint]) -> Callable[..., CrashPoint]:
     object.__setattr__, twice the cost of this, once per crash point (2% of a one-store
     epoch's). ``cls`` itself when its fields are not those this sets (or it has more to
     do when made), so that a change to CrashPoint cannot leave a field unset here."""
-    import dataclasses
     import types
 
-    fields = dataclasses.fields(cls)
+    # (pmemsim's own dataclass keeps its fields here: dataclasses.fields would import the
+    # standard module and build them again, several milliseconds of start-up.)
+    fields: Any = getattr(cls, "_pmemsim_fields", None)
     if (
-        tuple(f.name for f in fields) != _POINT_FIELDS
+        fields is None
+        or tuple(f.name for f in fields) != _POINT_FIELDS
         or fields[-1].default is not None  # (unsafe_state: None unless given)
         or hasattr(cls, "__post_init__")
         or not all(

@@ -189,13 +189,15 @@ def _info_maker(cls: type[CrashInfo]) -> Callable[[int, str, tuple[str, ...]], C
     dataclass's own __init__ sets each field through object.__setattr__, at twice the cost,
     once per crash point judged in process. ``cls`` itself when its fields are not those
     this sets (or it has more to do when made): no field is left unset."""
-    import dataclasses
     import types
 
-    fields = dataclasses.fields(cls)
+    # (pmemsim's own dataclass keeps its fields here: dataclasses.fields would import the
+    # standard module and build them again, several milliseconds of start-up.)
+    fields: Any = getattr(cls, "_pmemsim_fields", None)
     names = ("point", "kind", "markers", "faults")
     if (
-        tuple(f.name for f in fields) != names
+        fields is None
+        or tuple(f.name for f in fields) != names
         or fields[-1].default != ()
         or hasattr(cls, "__post_init__")
         or not all(isinstance(getattr(cls, n, None), types.MemberDescriptorType) for n in names)
