@@ -307,6 +307,52 @@ def test_torn_store_reports_the_part_it_lost() -> None:
     assert "(part of it)" in str(lost)
 
 
+@pytest.mark.parametrize("engine", ["exhaustive", "accumulative"])
+def test_a_checker_sees_its_images_crash_point_and_the_crash_before_is_back_after(
+    engine: str,
+) -> None:
+    # The judge keeps the first point's token and only replaces the value after: each
+    # image still names its own point, and the check gives back what was there before.
+    from pmemsim.markers import CrashInfo, reset_crash, set_crash
+
+    text = log_text(
+        *[op for i in range(4) for op in (store(64 * i, i + 1), flush(64 * i), "FENCE")]
+    )
+    seen: list[tuple[int, int]] = []
+
+    def note(img: memoryview) -> bool:
+        info = current_crash()
+        assert info is not None
+        seen.append((info.point, sum(u64(img, 64 * i) != 0 for i in range(4))))
+        return True
+
+    outer = CrashInfo(99, "outer", ())
+    token = set_crash(outer)
+    try:
+        r = run(text, note, engine=engine)
+        assert current_crash() is outer
+    finally:
+        reset_crash(token)
+    assert r.verdict == "consistent" and r.crash_points == 5
+    # Point k (before fence k, from 0) shows k stores and maybe store k; the end's image is
+    # point 3's all-persisted one, judged there.
+    assert {p for p, _ in seen} == set(range(4))
+    assert all(n in (p, p + 1) for p, n in seen)
+
+
+def test_an_exhaustive_point_past_max_images_is_capped() -> None:
+    # Five lines in flight, two options each: 32 images at the fence, past 16. The one-loop
+    # exhaustive plan takes the state's image count to see it (and falls back to the cap).
+    ops = [*[store(64 * i, i + 1) for i in range(5)], *[flush(64 * i) for i in range(5)]]
+    text = log_text(*ops, "FENCE")
+    capped = run(text, lambda img: True, max_images=16)
+    assert not capped.exact and capped.images_checked <= 16 + 1
+    assert capped.images_possible == 33 and capped.images_skipped > 0
+    assert any("more than 16 images" in limit for limit in capped.as_dict()["limits"])
+    whole = run(text, lambda img: True, max_images=32)
+    assert whole.exact and (whole.images_checked, whole.images_skipped) == (32, 0)
+
+
 def test_markers_reach_the_checker_and_choose_the_engine() -> None:
     text = log_text(
         "tx.BEGIN",

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import math
 import os
 import time
 from collections import deque
@@ -672,10 +671,9 @@ class _Explorer:
         options, in the strategy's order), keyed and judged in one loop; False when the
         state is not one or has more than ``max_images`` images (the plan falls back)."""
         lines = getattr(point.state, "in_flight", None)
-        if lines is None:
-            return False
-        counts = [line.n for line in lines]
-        if math.prod(counts) > self.max_images:
+        # (The product of the lines' option counts: the state's image count, taken by
+        # point() for this state.)
+        if lines is None or self.last_count > self.max_images:
             return False
         img = self.img
         img.move_to(point.state)
@@ -683,9 +681,17 @@ class _Explorer:
         # Every combination of the lines' options as (deviations, key, atoms lost), in
         # itertools.product's order (the last line's option varies fastest), the first
         # option of each (all persisted) being no deviation.
-        combos: list[Keyed] = [((), img.key0, 0, ())]
-        for i, c in enumerate(counts):
-            if c > 1:
+        key0 = img.key0
+        combos: list[Keyed] = [((), key0, 0, ())]
+        for i, line in enumerate(lines):
+            c = line.n
+            if c > 1 and len(combos) == 1:
+                # The first line with a choice: its options follow the all-persisted image,
+                # no product to take (an epoch of one store has this line only).
+                for o in range(1, c):
+                    hit = option(i, o)
+                    combos.append((((i, o),), key0 + hit[1], hit[2], (hit,)))
+            elif c > 1:
                 choices: list[Keyed] = [((), 0, 0, ())]
                 for o in range(1, c):
                     hit = option(i, o)
@@ -772,6 +778,16 @@ def _single_cuts(
     states; else None): the cuts, longest first, drop the lines' stores latest first, and
     each keeps the key, losses and options of the cut before it plus those of the lines it
     drops. A line whose store left its content as it was (floor 0) never deviates."""
+    if len(lines) == 1:  # (an epoch of one store: its two cuts, without the general walk)
+        line = lines[0]
+        if len(line.atoms) != 1:
+            return None
+        floor = line.floor
+        if not floor:
+            return [((), key0, 0, ())]
+        d = (0, floor)
+        hit = cached(d) or option(0, floor)
+        return [((), key0, 0, ()), ((d,), key0 + hit[1], hit[2], (hit,))]
     events = []
     for i, line in enumerate(lines):
         if len(line.atoms) != 1:

@@ -444,6 +444,66 @@ def log_state_type() -> type:
     return _STATE
 
 
+#: CrashPoint's fields, in order, as _point_maker sets them.
+_POINT_FIELDS = (
+    "index",
+    "kind",
+    "position",
+    "operation",
+    "markers",
+    "provenance",
+    "state",
+    "unsafe_state",
+)
+
+
+def _point_maker(cls: type[CrashPoint]) -> Callable[..., CrashPoint]:
+    """A maker of ``cls(index, kind, position, operation, markers, provenance, state)``
+    that sets its slots directly: a frozen dataclass's own __init__ sets each field through
+    object.__setattr__, twice the cost of this, once per crash point (2% of a one-store
+    epoch's). ``cls`` itself when its fields are not those this sets (or it has more to
+    do when made), so that a change to CrashPoint cannot leave a field unset here."""
+    import types
+
+    # (pmemsim's own dataclass keeps its fields here: dataclasses.fields would import the
+    # standard module and build them again, several milliseconds of start-up.)
+    fields: Any = getattr(cls, "_pmemsim_fields", None)
+    if (
+        fields is None
+        or tuple(f.name for f in fields) != _POINT_FIELDS
+        or fields[-1].default is not None  # (unsafe_state: None unless given)
+        or hasattr(cls, "__post_init__")
+        or not all(
+            isinstance(getattr(cls, n, None), types.MemberDescriptorType) for n in _POINT_FIELDS
+        )
+    ):
+        return cls
+    si, sk, sp, so, sm, sv, ss, su = (getattr(cls, name).__set__ for name in _POINT_FIELDS)
+    new = object.__new__
+
+    def make(
+        index: int,
+        kind: str,
+        position: str,
+        operation: int,
+        markers: tuple[str, ...],
+        provenance: Any,
+        state: Any,
+    ) -> CrashPoint:
+        point = new(cls)
+        si(point, index)
+        sk(point, kind)
+        sp(point, position)
+        so(point, operation)
+        sm(point, markers)
+        sv(point, provenance)
+        ss(point, state)
+        su(point, None)
+        return point
+
+    return make
+
+
 class _Machine:
     """The log's operations on lean per-line state, announcing crash points."""
 
@@ -460,7 +520,7 @@ class _Machine:
 
         from ..explore.trace import CrashPoint, StopRecording
 
-        self.CrashPoint = CrashPoint
+        self.CrashPoint = _point_maker(CrashPoint)
         self.StopRecording = StopRecording
         self.State = log_state_type()
         self.replay = replay
@@ -675,13 +735,20 @@ class _Machine:
 
     def fence(self) -> None:
         self.operations += 1
-        if self.unfenced:  # else nothing to order: not a barrier
-            self._barrier("fence")
+        if not self.unfenced:  # nothing to order: not a barrier
+            if self.model is not None:
+                self.model.fence()
+            return
+        # (_barrier, inline: once per epoch.)
+        if self.mode != "markers" and (self.since_barrier or self.each_operation):
+            self._capture("fence", "before")
+        self.changed = True
+        self.barriers += 1
+        self.since_barrier = False
         # The self-check hears of the fence after its crash point, which comes before it.
         if self.model is not None:
             self.model.fence()
-        if self.unfenced:
-            self._resolve_all()
+        self._resolve_all()
 
     def deep_sync(self, pool: int, off: int, n: int) -> None:
         p = self.pools[pool]
@@ -890,7 +957,7 @@ class _Machine:
                 continue
             marks = p.flush_seq
             pi = p.index
-            for off in sorted(lines):
+            for off in sorted(lines) if len(lines) > 1 else lines:
                 key = (pi, off)
                 atoms = lines[off]
                 mark = marks.get(off, 0)

@@ -216,7 +216,10 @@ class PoolImage:
     @property
     def key0(self) -> int:
         """Key of the all-persisted image of the current state."""
-        return sum(b.key for b in self._pools) & _MASK
+        pools = self._pools
+        if len(pools) == 1:  # (one pool, commonly: no generator, once per crash point)
+            return pools[0].key & _MASK
+        return sum(b.key for b in pools) & _MASK
 
     def close(self) -> None:
         for b in self._pools:

@@ -184,6 +184,42 @@ class Judge:
         """Release what the judge holds (after finish, or on the way out of an error)."""
 
 
+def _info_maker(cls: type[CrashInfo]) -> Callable[[int, str, tuple[str, ...]], CrashInfo]:
+    """A maker of ``cls(point, kind, markers)`` that sets its slots directly: a frozen
+    dataclass's own __init__ sets each field through object.__setattr__, at twice the cost,
+    once per crash point judged in process. ``cls`` itself when its fields are not those
+    this sets (or it has more to do when made): no field is left unset."""
+    import types
+
+    # (pmemsim's own dataclass keeps its fields here: dataclasses.fields would import the
+    # standard module and build them again, several milliseconds of start-up.)
+    fields: Any = getattr(cls, "_pmemsim_fields", None)
+    names = ("point", "kind", "markers", "faults")
+    if (
+        fields is None
+        or tuple(f.name for f in fields) != names
+        or fields[-1].default != ()
+        or hasattr(cls, "__post_init__")
+        or not all(isinstance(getattr(cls, n, None), types.MemberDescriptorType) for n in names)
+    ):
+        return cls
+    sp, sk, sm, sf = (getattr(cls, name).__set__ for name in names)
+    new = object.__new__
+
+    def make(point: int, kind: str, markers: tuple[str, ...]) -> CrashInfo:
+        info = new(cls)
+        sp(info, point)
+        sk(info, kind)
+        sm(info, markers)
+        sf(info, ())
+        return info
+
+    return make
+
+
+_crash_info = _info_maker(CrashInfo)
+
+
 class Inline(Judge):
     """A Python function on the image buffers, in this process; each call under the
     checker's time limit (its :meth:`~FunctionChecker.timer`, installed for the judge's
@@ -199,17 +235,29 @@ class Inline(Judge):
         self.markers: str | None = None
         self.timer = checker.timer()
         self.untimer: Any = None
+        #: Whether _enter is this class's (a subclass's override hears of each point).
+        self._plain = type(self)._enter is Inline._enter
         if self.timer is not None:
             self.untimer = self.timer.installed()
             self.untimer.__enter__()
 
     def _enter(self, cand: Cand) -> None:
-        point = self.point = cand.point
-        if self.token is not None:
-            reset_crash(self.token)
-        self.token = set_crash(CrashInfo(point.index, point.kind, point.markers))
-        if cand.markers != self.markers:
-            os.environ["PMREORDER_MARKERS"] = self.markers = cand.markers
+        """Judge ``cand``'s crash point from now on (a subclass hears of each here)."""
+        self._enter_point(cand.point, cand.markers)
+
+    def _enter_point(self, point: CrashPoint, markers: str) -> None:
+        """What the checker sees of the crash point it judges (current_crash and
+        PMREORDER_MARKERS). The first point's token is kept for :meth:`close` to give
+        back what was there before: a later point's only replaces the value (a reset
+        per point bought nothing, once per point on epochs of one store)."""
+        self.point = point
+        info = _crash_info(point.index, point.kind, point.markers)
+        if self.token is None:
+            self.token = set_crash(info)
+        else:
+            set_crash(info)
+        if markers != self.markers:
+            os.environ["PMREORDER_MARKERS"] = self.markers = markers
 
     @property
     def simple(self) -> bool:
@@ -220,19 +268,23 @@ class Inline(Judge):
         self, point: CrashPoint, markers: str, ordinal: int, seq: int, batch: list[Image]
     ) -> None:
         if point is not self.point:
-            dev, lost, _ = batch[0]
-            self._enter(Cand(seq, point, dev, (len(dev), lost, point.index), markers, ordinal))
+            if self._plain:  # (no Cand to make for _enter: once per point)
+                self._enter_point(point, markers)
+            else:
+                dev, lost, _ = batch[0]
+                self._enter(Cand(seq, point, dev, (len(dev), lost, point.index), markers, ordinal))
         elif markers != self.markers:
             os.environ["PMREORDER_MARKERS"] = self.markers = markers
         img, verdicts, fn, timer = self.img, self.verdicts, self.fn, self.timer
-        pool = img._pools[0]  # (img.buf and img.view(0), inline: this runs once per image)
-        buf = pool.buf
+        # (img.buf, img.view(0) and img.restore, inline: this runs once per image.)
+        pool = img._pools[0]
+        buf, ro, persisted = pool.buf, pool._ro, img._persisted
         verdict: str | None
         before = verdicts.judged
         for dev, lost, hits in batch:
             for hit in hits:
                 buf[hit[4] : hit[5]] = hit[0]
-            view = pool.view()
+            view = ro[:]
             try:
                 if timer is None:
                     ok = fn(view)
@@ -250,8 +302,9 @@ class Inline(Judge):
                 verdict = "returned False" if ok is False else None
             finally:
                 view.release()
-                if dev:
-                    img.restore(dev)
+                if dev:  # (what each deviation patched: the line's all-persisted content)
+                    for d, hit in zip(dev, hits, strict=True):
+                        buf[hit[4] : hit[5]] = persisted[d[0]]
             # (Per run: a long wait is told by the count of runs, see waiting.Watch.)
             verdicts.runs += 1
             verdicts.judged += 1

@@ -119,17 +119,22 @@ class LineModel:
             for line in ready:
                 got = pending[line]
                 pieces, n = got[0], got[3]
+                if n == len(pieces):
+                    # Every piece: the line holds for good what it shows with all of them
+                    # persisted (the pieces on what it held, as below, kept up to date by
+                    # store(); an epoch of one store each ends so).
+                    held[line] = got[1]
+                    touched.add(line)
+                    del pending[line]
+                    continue
                 content = bytearray(held[line])  # held since the line came into flight
                 for off, data in pieces[:n]:  # program order: later pieces win
                     content[off - line : off - line + len(data)] = data
                 held[line] = bytes(content)
                 touched.add(line)
-                if n < len(pieces):
-                    kept = pieces[n:]
-                    got[0], got[3] = kept, 0
-                    got[2] = tuple(a for p in kept for a in _atoms(p[0], p[1]))
-                else:
-                    del pending[line]
+                kept = pieces[n:]
+                got[0], got[3] = kept, 0
+                got[2] = tuple(a for p in kept for a in _atoms(p[0], p[1]))
             ready.clear()
 
     def deep_sync(self, pool: int, off: int, length: int) -> None:
