@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from pmemsim_backends.sim import SimBackend
 
 import pmemsim as pm
+from pmemsim import source
 
 
 @pytest.fixture
@@ -44,3 +46,17 @@ def v(make_set: Callable[..., pm.Set]) -> pm.View:
     """A view of 4 zeroed pages (16 KiB) on the test's CACHE_LINE simulator."""
     s = make_set()
     return s.view(s.map(pm.Part(pm.Source.anonymous(4 * 4096))))
+
+
+@pytest.fixture
+def left_open() -> Iterator[Any]:
+    """A function listing the sources opened since the test began and still open (the
+    collector off meanwhile: a source left to it shows)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    before = {id(s) for s in source._open_sources}
+    try:
+        yield lambda: [s for s in source._open_sources if id(s) not in before and not s.closed]
+    finally:
+        if enabled:
+            gc.enable()

@@ -5,30 +5,14 @@ run. The collector is off here: what is not closed explicitly shows."""
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from pmemsim import source
 from pmemsim.explore import CrashCheck, FileCrashCheck, check, engine, files, judges
 from pmemsim.explore.executor import Inline
 from pmemsim.markers import CrashInfo
-
-
-@pytest.fixture
-def left_open() -> Iterator[Any]:
-    """A function listing the sources opened since the test began and still open."""
-    enabled = gc.isenabled()
-    gc.disable()
-    before = {id(s) for s in source._open_sources}
-    try:
-        yield lambda: [s for s in source._open_sources if id(s) not in before and not s.closed]
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Interrupted(BaseException):

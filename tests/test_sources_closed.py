@@ -6,31 +6,15 @@ closed explicitly shows."""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import pmemsim as pm
-from pmemsim import source
 from pmemsim.explore import record
 from pmemsim.explore.harness import PoolHarness
 from pmemsim.set import Set
 from pmemsim.snapshot import Snapshot
-
-
-@pytest.fixture
-def left_open() -> Iterator[Any]:
-    """A function listing the sources opened since the test began and still open."""
-    enabled = gc.isenabled()
-    gc.disable()
-    before = {id(s) for s in source._open_sources}
-    try:
-        yield lambda: [s for s in source._open_sources if id(s) not in before and not s.closed]
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Midway(Exception):
