@@ -470,10 +470,9 @@ def spare_worker(checker: LibChecker) -> None:
 
 def keep(worker: LibWorker) -> None:
     """Keep ``worker``, done with its check, for the next check with its checker (it
-    removes its image files meanwhile: their pages are memory); a worker that cannot be
-    kept (:meth:`LibWorker.current`, a library found by the loader's search) is ended."""
-    # (Whether its library, folder and environment are still the same, and it is alive,
-    # the check that takes it asks: _spare_for.)
+    removes its image files meanwhile: their pages are memory); one that is not idle, whose
+    checker may have left a process running, or whose library was found by the loader's
+    search, is ended (what else makes it fit, the check that takes it asks)."""
     idle = worker.pid and worker.sent == worker.answered and not worker.left
     if not idle or worker.library_id is None:
         worker.close(wait=False)
