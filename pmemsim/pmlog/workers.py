@@ -140,8 +140,9 @@ class LibWorker:
         #: checker's, or a library found by the loader's search): a kept worker is reused
         #: only while that file is unchanged (:meth:`current`).
         self.library_id = _file_id(checker)
-        #: Its folder and environment, which a checker may read: the ones it started with.
-        self.setting = _setting()
+        #: Its folder and environment, which a checker may read: the ones it started with
+        #: (a Python checker's worker is never kept or spare: None).
+        self.setting = _setting() if isinstance(checker, LibChecker) else None
         self._start(early)
 
     def _load(self) -> Callable[[Any, list[int]], str | None]:
