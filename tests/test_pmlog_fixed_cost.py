@@ -176,10 +176,7 @@ def test_a_python_checkers_time_limit_gives_the_alarm_handler_back() -> None:
         signal.signal(signal.SIGALRM, before)
 
 
-def test_a_short_texts_operations_are_kept_split_and_a_files_or_a_long_texts_are_not(
-    tmp_path: Path,
-) -> None:
-    from pmemsim.pmlog import read_log
+def test_a_short_texts_operations_are_kept_split_and_a_long_texts_are_not() -> None:
     from pmemsim.pmlog.grammar import _KEEP_TEXTS, _chunks, _texts
 
     text = _log("/nonexistent-pmemsim-test/p.bin").replace("|FENCE", "\n|FENCE")
@@ -193,7 +190,4 @@ def test_a_short_texts_operations_are_kept_split_and_a_files_or_a_long_texts_are
     assert [t for c in short.iter_texts() for t in c][-2:] == [f"FLUSH;0x{BASE:x};0x40", "FENCE"]
     padded = text.replace("START", " " * _KEEP_TEXTS + "START")
     assert parse_log(padded)._texts is None
-    path = tmp_path / "short.log"
-    path.write_text(text)
-    on_file = read_log(str(path))
-    assert on_file._texts is None and list(on_file.iter_texts()) == split_again(short)
+    # (A file's: tests/test_pmlog_read_kept.py.)

@@ -232,17 +232,24 @@ def _replay_with(
         image, info, point, state = _fault_image(trace, judge, crash)
         if not isinstance(c, CrashCheck):
             return judge.verdict(image, info), crash, point, state, judge
+    # The recovery crashes' images: closed as the chain ends, however it ends, as
+    # _recorded closes the workload's judge.
     pool_judge = _PoolJudge(c)
-    for link in chain:
-        try:
-            with timer.running():
-                t = record(_recovery_as_workload(c, info), granularity=c.granularity, base=image)
-        except HANG_ERRORS as exc:
-            timer.disarm()
-            return exc, crash, point, state, judge
-        except USER_FAILURES as exc:  # recovery failed as a recorded workload: its verdict
-            return exc, crash, point, state, judge
-        image, info, _, _ = _fault_image(t, pool_judge, link, "recovery")
+    try:
+        for link in chain:
+            try:
+                with timer.running():
+                    t = record(
+                        _recovery_as_workload(c, info), granularity=c.granularity, base=image
+                    )
+            except HANG_ERRORS as exc:
+                timer.disarm()
+                return exc, crash, point, state, judge
+            except USER_FAILURES as exc:  # recovery failed as a recorded workload: its verdict
+                return exc, crash, point, state, judge
+            image, info, _, _ = _fault_image(t, pool_judge, link, "recovery")
+    finally:
+        pool_judge.close()
     err = run_recovery(c.recover, image, c.granularity, info, None, c.badblock_policy, timer=timer)
     if err is not None and chain:
         err = RecoveryCrashFailure(tuple(chain), err)

@@ -67,9 +67,10 @@ def worth_a_twin(replay: Replay) -> bool:
     (:mod:`pmemsim.pmlog.twin`): the log is long, a second CPU is there, and
     ``PMEMSIM_TWIN`` is not 0. (Whether the caller allows a twin at all, check-log's
     ``--jobs`` given, is the caller's: ``record_log(twin=False)``.)"""
-    if os.environ.get(TWIN_ENV, "").strip() == "0":
+    # (The log's length first: a short log's check, the common one, asks nothing else.)
+    if sum(replay.log.counts.values()) < TWIN_FROM:
         return False
-    if sum(replay.log.counts.values()) < TWIN_FROM or not _alone():
+    if os.environ.get(TWIN_ENV, "").strip() == "0" or not _alone():
         return False
     return _cpus() >= 2
 

@@ -73,8 +73,9 @@ _PIECE = 1 << 20
 #: A log of at most a piece's worth of text and this many records (a few MB as objects) is
 #: split once for both reading passes.
 _KEPT = 1 << 16
-#: Text of at most this many characters is kept split into its operations' texts, for the
-#: replay (:meth:`Log.iter_texts`), which then need not split it again.
+#: Text of at most this many characters (a regular file of at most this many bytes) is kept
+#: split into its operations' texts, for the replay (:meth:`Log.iter_texts`), which then need
+#: not read and split it again.
 _KEEP_TEXTS = 1 << 16
 
 #: Valgrind's line prefix: ``==PID== `` for the tool's messages (pmemcheck's log among them),
@@ -257,6 +258,12 @@ def _not_compressed(path: str) -> None:
 
 
 def _file_pieces(path: str) -> Pieces:
+    return _file(path)[0]
+
+
+def _file(path: str) -> tuple[Pieces, bool]:
+    """The file's pieces, and whether it is a regular file short enough (``_KEEP_TEXTS``
+    bytes, so as many characters at most) for its operations' texts to be kept."""
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -284,7 +291,8 @@ def _file_pieces(path: str) -> Pieces:
                 ErrorCode.EINVAL, f"cannot read the log {path}: {exc.strerror}"
             ) from None
 
-    return pieces
+    # (A pipe's size says nothing: it is read again, as ever.)
+    return pieces, stat.S_ISREG(st.st_mode) and st.st_size <= _KEEP_TEXTS
 
 
 class _Seg(NamedTuple):
@@ -930,7 +938,8 @@ class Log:
     def iter_texts(self) -> Iterator[list[str]]:
         """The text of every operation's record, in order, in lists (one per piece of the
         log read): for a replay that parses them itself (:mod:`pmemsim.pmlog.fastreplay`).
-        The log was checked when it was read; a file that changed since is an error."""
+        The log was checked when it was read; a file that changed since is an error (a long
+        one: a short one's texts are kept as read)."""
         if self._ops is not None:
             raise ValueError("a log built from operations has no text")
         if self._texts is not None:
@@ -1138,5 +1147,7 @@ def parse_log(text: str) -> Log:
 
 def read_log(path: str) -> Log:
     """The store log in the file at ``path``, checked as :func:`parse_log` checks text; its
-    operations are read from the file again whenever they are needed."""
-    return _read(_file_pieces(path), path)
+    operations are read from the file again whenever they are needed, except a short file's
+    texts, kept as :func:`parse_log` keeps a short text's."""
+    pieces, short = _file(path)
+    return _read(pieces, path, short)
