@@ -368,18 +368,6 @@ def test_read_guided_strategy_reads_through_the_files() -> None:
     assert r.images_covered < r.images_possible or r.exact
 
 
-#: The simulator's CrashImage.snapshot(medium) (backends/sim/images.py, _medium_index)
-#: matches a medium by ``which.ident == m.source_ident`` before it tries ``which is m``: a
-#: Medium's ``ident`` counts the simulator's media (1, 2, ...), a ``source_ident`` counts
-#: every Source the process made. When the data file's Source is the process's second, the
-#: flag's medium (ident 2) matches the data's (source_ident 2), and the flag file gets the
-#: data file's image. The test above then failed whenever exactly one Source was made before
-#: it (tests/test_events.py's SRC, made at import, as the first test of a pytest -n worker).
-_MEDIUM_INDEX_BUG = pytest.mark.xfail(
-    strict=True, reason="backends/sim/images.py _medium_index: a medium's ident is not a Source's"
-)
-
-
 @pytest.fixture
 def second_source(monkeypatch: pytest.MonkeyPatch) -> None:
     """The next Source made is the process's second (its ident 2), whatever ran before."""
@@ -390,9 +378,12 @@ def second_source(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(source, "_idents", itertools.count(2))
 
 
-@_MEDIUM_INDEX_BUG
 @pytest.mark.usefixtures("second_source")
 def test_each_files_image_is_its_own_whatever_sources_were_made_before() -> None:
+    """A medium's own ident counts the simulator's media, a source_ident every Source made:
+    with the data file's Source the process's second, the flag's medium (ident 2) once
+    matched the data's (source_ident 2), and the flag file got the data file's image (the
+    read-guided test failed whenever it was the first test of a pytest -n worker)."""
     from pmemsim.explore.judges import _recorded
 
     c = FileCrashCheck("two files", _flag_in_other_file, _flag_means_data())
@@ -405,7 +396,6 @@ def test_each_files_image_is_its_own_whatever_sources_were_made_before() -> None
         assert image.snapshot(flag).read(0, 8) == struct.pack("<Q", 1)
 
 
-@_MEDIUM_INDEX_BUG
 @pytest.mark.usefixtures("second_source")
 def test_read_guided_strategy_reads_through_the_files_whatever_sources_were_made_before() -> None:
     c = FileCrashCheck("two files", _flag_in_other_file, _flag_means_data())

@@ -500,7 +500,13 @@ class CrashImage:
                 )
             return 0
         for i, m in enumerate(media):
-            if which is m or which == m.label or getattr(which, "ident", None) == m.source_ident:
+            if which is m:
+                return i
+        # A Source by its ident; a medium only as itself: its own ident counts the
+        # simulator's media, not sources, and may equal another medium's source_ident.
+        ident = None if isinstance(which, Medium) else getattr(which, "ident", None)
+        for i, m in enumerate(media):
+            if which == m.label or (ident is not None and ident == m.source_ident):
                 return i
         raise InvalidArgumentError(ErrorCode.EINVAL, f"{which!r} is not in this crash state")
 
