@@ -114,3 +114,40 @@ def test_an_epoch_of_two_stores_is_judged_image_by_image_in_the_strategys_order(
     # Crash point 0 (before the fence): lines 0x40 and 0x100 in flight, line 0x40 first.
     assert images("exhaustive") == [(2, 1), (2, 0), (0, 1), (0, 0)]
     assert images("accumulative") == [(2, 1), (0, 1), (0, 0)]
+
+
+def test_a_state_judged_again_under_another_strategy_counts_what_neither_left_out() -> None:
+    # Crash points at markers: n.BEGIN (exhaustive: all four images of the two lines) and
+    # m.BEGIN right after, the same state under the accumulative engine (three of them,
+    # judged already): no image of the state was left out by both. Then a third store: the
+    # new state's points count on their own (m.END accumulative, n.END and the end
+    # exhaustive), the first state's count stands.
+    text = "|".join(
+        [
+            "START",
+            f"REGISTER_FILE;/nonexistent-pmemsim-two/pool.bin;0x{BASE:x};0x{SIZE:x};0x0",
+            f"STORE;0x{BASE + 0x100:x};0x1;0x8",
+            f"STORE;0x{BASE + 0x40:x};0x2;0x8",
+            "n.BEGIN",
+            "m.BEGIN",
+            f"STORE;0x{BASE + 0x200:x};0x3;0x8",  # (a new state from here on)
+            "m.END",
+            "n.END",
+            "STOP",
+        ]
+    )
+    got = []
+    for simulator in (False, True):
+        r = check_log(
+            Replay.of(parse_log(text)),
+            FunctionChecker(lambda image: True, "true"),
+            engine="exhaustive",
+            markers={"m": "accumulative"},
+            crash_points="markers",
+            simulator=simulator,
+        )
+        d = r.as_dict()
+        del d["seconds"]
+        got.append(d)
+    assert got[0] == got[1]
+    assert (got[0]["images_checked"], got[0]["images_skipped"]) == (8, 0)

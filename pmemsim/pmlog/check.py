@@ -554,7 +554,10 @@ class _Explorer:
             self.last_left = -1
         self.last_state, self.last_strategy = state, strategy
         history = self.history
-        markers = history.text(history.count(point, self.ordinal)) if history.any() else ""
+        # (history.any(), inline: once per point.)
+        markers = (
+            history.text(history.count(point, self.ordinal)) if history.replay.marker_names else ""
+        )
         if strategy.lazy and self.lazy is not None:
             from .readpaths import NeedsBuffer  # imported with the lazy judge
 
@@ -570,7 +573,10 @@ class _Explorer:
         if strategy.lazy:
             strategy = strategy_named("exhaustive")
         if strategy.name == "exhaustive" and self._every_line(point, markers):
-            self._left_out(0)
+            if self.last_left < 0:  # (_left_out(0) of a state new here, inline)
+                self.last_left = 0
+            else:
+                self._left_out(0)
             return
         if strategy.name == "accumulative" and self._cut_lines(point, markers):
             return
@@ -636,7 +642,13 @@ class _Explorer:
                 checked += self._judge(point, markers, new)
                 new = []
         if new:
-            checked += self._judge(point, markers, new)
+            inline = self.inline
+            if inline is not None:  # (_judge, inline: once per point)
+                inline.images(point, markers, self.ordinal, self.seq, new)
+                self.seq += len(new)
+                checked += len(new)
+            else:
+                checked += self._judge(point, markers, new)
         self.result.images_checked += checked
 
     def _judge(self, point: CrashPoint, markers: str, new: list[Image]) -> int:
