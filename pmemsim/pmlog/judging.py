@@ -298,8 +298,12 @@ class Inline(Judge):
             finally:
                 view.release()
                 if dev:  # (what each deviation patched: the line's all-persisted content)
-                    for d, hit in zip(dev, hits, strict=True):
-                        buf[hit[4] : hit[5]] = persisted[d[0]]
+                    if len(dev) == 1 == len(hits):  # (one, commonly: no zip)
+                        hit = hits[0]
+                        buf[hit[4] : hit[5]] = persisted[dev[0][0]]
+                    else:
+                        for d, hit in zip(dev, hits, strict=True):
+                            buf[hit[4] : hit[5]] = persisted[d[0]]
             # (Per run: a long wait is told by the count of runs, see waiting.Watch.)
             verdicts.runs += 1
             verdicts.judged += 1
