@@ -753,7 +753,11 @@ class _Explorer:
                     lost += hit[2]
                 keyed.append((dev, key, lost, hits))
         self._judge_new(point, markers, keyed)
-        self._left_out(self.last_count - len(keyed))
+        if self.last_left < 0:  # (_left_out of a state new here, inline: once per point)
+            self.last_left = left = self.last_count - len(keyed)
+            self.result.images_skipped += left
+        else:
+            self._left_out(self.last_count - len(keyed))
         return True
 
     def _lazily(self, point: CrashPoint, markers: str) -> None:
