@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +182,42 @@ class RunTimer:
         if self._watchdog is None:
             self._watchdog = _Watchdog(_hang_with(self.message(), self.hang))
         self._watchdog.start(self.seconds)
+
+    def runner(self) -> Callable[[Callable[[Any], object], Any], object]:
+        """A function running ``fn(arg)`` as one timed run (:meth:`arm`, the call,
+        :meth:`disarm`) and returning what it returns: for many runs in a row in this thread
+        (a Python checker's batch of images), asked for again when the thread or the
+        installation may have changed. A ``frequent`` timer installed in this thread gets
+        arming and disarming inline (its alarm as :meth:`arm` says): one call per run
+        instead of two, no thread to look up; 1,300 instructions of timing a run, not 2,900."""
+        if self._installed == _get_ident() and self.frequent:
+            return self._frequent_run
+        return self._run
+
+    def _run(self, fn: Callable[[Any], object], arg: Any) -> object:
+        try:
+            self.arm()
+            return fn(arg)
+        finally:
+            self.disarm()
+
+    def _frequent_run(self, fn: Callable[[Any], object], arg: Any) -> object:
+        """:meth:`_run` of a ``frequent`` timer installed in the thread running it: what
+        :meth:`arm` and :meth:`disarm` do for that one, inline."""
+        try:
+            self._began = _monotonic()
+            self._armed = True
+            if _PENDING[0] is not self:  # (checked once armed: see _expired)
+                assert self.seconds is not None  # (installed() sets _installed only so)
+                _PENDING[0] = self
+                signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            return fn(arg)
+        finally:
+            self._armed = False  # first: an alarm now finds nothing to interrupt
+            if self._repeating:
+                self._repeating = False
+                _PENDING[0] = None
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     def disarm(self) -> None:
         """Stop timing (idempotent): from here on no interruption is raised."""

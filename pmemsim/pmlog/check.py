@@ -554,7 +554,10 @@ class _Explorer:
             self.last_left = -1
         self.last_state, self.last_strategy = state, strategy
         history = self.history
-        markers = history.text(history.count(point, self.ordinal)) if history.any() else ""
+        # (history.any(), inline: once per point.)
+        markers = (
+            history.text(history.count(point, self.ordinal)) if history.replay.marker_names else ""
+        )
         if strategy.lazy and self.lazy is not None:
             from .readpaths import NeedsBuffer  # imported with the lazy judge
 
@@ -570,7 +573,10 @@ class _Explorer:
         if strategy.lazy:
             strategy = strategy_named("exhaustive")
         if strategy.name == "exhaustive" and self._every_line(point, markers):
-            self._left_out(0)
+            if self.last_left < 0:  # (_left_out(0) of a state new here, inline)
+                self.last_left = 0
+            else:
+                self._left_out(0)
             return
         if strategy.name == "accumulative" and self._cut_lines(point, markers):
             return
@@ -636,7 +642,13 @@ class _Explorer:
                 checked += self._judge(point, markers, new)
                 new = []
         if new:
-            checked += self._judge(point, markers, new)
+            inline = self.inline
+            if inline is not None:  # (_judge, inline: once per point)
+                inline.images(point, markers, self.ordinal, self.seq, new)
+                self.seq += len(new)
+                checked += len(new)
+            else:
+                checked += self._judge(point, markers, new)
         self.result.images_checked += checked
 
     def _judge(self, point: CrashPoint, markers: str, new: list[Image]) -> int:
@@ -683,24 +695,37 @@ class _Explorer:
         # option of each (all persisted) being no deviation.
         key0 = img.key0
         combos: list[Keyed] = [((), key0, 0, ())]
-        for i, line in enumerate(lines):
-            c = line.n
-            if c > 1 and len(combos) == 1:
-                # The first line with a choice: its options follow the all-persisted image,
-                # no product to take (an epoch of one store has this line only).
-                for o in range(1, c):
-                    hit = option(i, o)
-                    combos.append((((i, o),), key0 + hit[1], hit[2], (hit,)))
-            elif c > 1:
-                choices: list[Keyed] = [((), 0, 0, ())]
-                for o in range(1, c):
-                    hit = option(i, o)
-                    choices.append((((i, o),), hit[1], hit[2], (hit,)))
-                combos = [
-                    (d + e, k + ek, n + en, h + eh)
-                    for d, k, n, h in combos
-                    for e, ek, en, eh in choices
-                ]
+        if len(lines) == 2 and lines[0].n == 2 and lines[1].n == 2:
+            # (An epoch of two stores, each changing its line: its four images written out,
+            # without the product; once per point. A log machine's option straight from its
+            # line, once not in the cache: _option would look there again.)
+            cached = img._options.get
+            line_option = option if img._lines is None else img._line_option
+            ha = cached((0, 1)) or line_option(0, 1)
+            hb = cached((1, 1)) or line_option(1, 1)
+            ka = key0 + ha[1]
+            combos.append((((1, 1),), key0 + hb[1], hb[2], (hb,)))
+            combos.append((((0, 1),), ka, ha[2], (ha,)))
+            combos.append((((0, 1), (1, 1)), ka + hb[1], ha[2] + hb[2], (ha, hb)))
+        else:
+            for i, line in enumerate(lines):
+                c = line.n
+                if c > 1 and len(combos) == 1:
+                    # The first line with a choice: its options follow the all-persisted image,
+                    # no product to take (an epoch of one store has this line only).
+                    for o in range(1, c):
+                        hit = option(i, o)
+                        combos.append((((i, o),), key0 + hit[1], hit[2], (hit,)))
+                elif c > 1:
+                    choices: list[Keyed] = [((), 0, 0, ())]
+                    for o in range(1, c):
+                        hit = option(i, o)
+                        choices.append((((i, o),), hit[1], hit[2], (hit,)))
+                    combos = [
+                        (d + e, k + ek, n + en, h + eh)
+                        for d, k, n, h in combos
+                        for e, ek, en, eh in choices
+                    ]
         self._judge_new(point, markers, combos)
         return True
 
@@ -714,8 +739,10 @@ class _Explorer:
         self.result.exact = False
         img = self.img
         img.move_to(point.state)
-        cached, option = img._options.get, img._option
-        keyed = _single_cuts(lines, img.key0, cached, option)
+        # (A log machine's option straight from its line: _option would look in the cache
+        # again, which _single_cuts does first; once per deviating line of each point.)
+        option = img._option if img._lines is None else img._line_option
+        keyed = _single_cuts(lines, img.key0, img._options.get, option)
         if keyed is None:
             keyed = []
             for dev in _cuts(lines):
@@ -726,7 +753,11 @@ class _Explorer:
                     lost += hit[2]
                 keyed.append((dev, key, lost, hits))
         self._judge_new(point, markers, keyed)
-        self._left_out(self.last_count - len(keyed))
+        if self.last_left < 0:  # (_left_out of a state new here, inline: once per point)
+            self.last_left = left = self.last_count - len(keyed)
+            self.result.images_skipped += left
+        else:
+            self._left_out(self.last_count - len(keyed))
         return True
 
     def _lazily(self, point: CrashPoint, markers: str) -> None:
@@ -788,6 +819,32 @@ def _single_cuts(
         d = (0, floor)
         hit = cached(d) or option(0, floor)
         return [((), key0, 0, ()), ((d,), key0 + hit[1], hit[2], (hit,))]
+    if len(lines) == 2:  # (an epoch of two stores: its cuts, without the general walk)
+        a, b = lines
+        if len(a.atoms) != 1 or len(b.atoms) != 1:
+            return None
+        fa, fb = a.floor, b.floor
+        if not fa or not fb:  # one line deviates at most: its store is the one to drop
+            if fa:
+                d, i, floor = (0, fa), 0, fa
+            elif fb:
+                d, i, floor = (1, fb), 1, fb
+            else:
+                return [((), key0, 0, ())]
+            hit = cached(d) or option(i, floor)
+            return [((), key0, 0, ()), ((d,), key0 + hit[1], hit[2], (hit,))]
+        da, db = (0, fa), (1, fb)
+        ha = cached(da) or option(0, fa)
+        hb = cached(db) or option(1, fb)
+        sa, sb = a.atoms[0][0], b.atoms[0][0]
+        both = ((da, db), key0 + ha[1] + hb[1], ha[2] + hb[2], (ha, hb))
+        if sa == sb:  # one record's stores: cut together
+            return [((), key0, 0, ()), both]
+        # The later store is dropped first.
+        one = (
+            ((db,), key0 + hb[1], hb[2], (hb,)) if sa < sb else ((da,), key0 + ha[1], ha[2], (ha,))
+        )
+        return [((), key0, 0, ()), one, both]
     events = []
     for i, line in enumerate(lines):
         if len(line.atoms) != 1:

@@ -39,6 +39,7 @@ PAGE = 4096
 LINE = 64
 _MASK = KEY_MASK = (1 << 128) - 1
 _ZERO_PAGE = bytes(PAGE)
+_ZERO_LINE = bytes(LINE)
 #: Linux's MAP_NORESERVE (Python's mmap module does not name it before 3.13).
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _CHUNK = 1 << 20
@@ -125,7 +126,10 @@ class _Buffer:
         """A line's key contribution: 0 when it holds the initial content."""
         end = offset + len(content)
         init = self.initial_map
-        if init is not None and end <= len(init):  # (an mmap's slice: bytes, no view)
+        if init is None:  # zeros (no initial_bytes to call: once per line a move rewrites)
+            if (content == _ZERO_LINE) if end - offset == LINE else not any(content):
+                return 0
+        elif end <= len(init):  # (an mmap's slice: bytes, no view)
             if content == init[offset:end]:
                 return 0
         elif content == self.initial_bytes(offset, end):

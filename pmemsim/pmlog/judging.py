@@ -276,6 +276,8 @@ class Inline(Judge):
         elif markers != self.markers:
             os.environ["PMREORDER_MARKERS"] = self.markers = markers
         img, verdicts, fn, timer = self.img, self.verdicts, self.fn, self.timer
+        # (Arming, the call and disarming in one: once per image; asked for per batch.)
+        run = None if timer is None else timer.runner()
         # (img.buf, img.view(0) and img.restore, inline: this runs once per image.)
         pool = img._pools[0]
         buf, ro, persisted = pool.buf, pool._ro, img._persisted
@@ -286,14 +288,7 @@ class Inline(Judge):
                 buf[hit[4] : hit[5]] = hit[0]
             view = ro[:]
             try:
-                if timer is None:
-                    ok = fn(view)
-                else:
-                    try:
-                        timer.arm()
-                        ok = fn(view)
-                    finally:
-                        timer.disarm()
+                ok = fn(view) if run is None else run(fn, view)
             except USER_FAILURES as exc:  # the user's checker failed: that is the verdict
                 verdict = raised(exc)
             except CheckerStopped as exc:  # past its time limit
@@ -303,8 +298,12 @@ class Inline(Judge):
             finally:
                 view.release()
                 if dev:  # (what each deviation patched: the line's all-persisted content)
-                    for d, hit in zip(dev, hits, strict=True):
-                        buf[hit[4] : hit[5]] = persisted[d[0]]
+                    if len(dev) == 1 == len(hits):  # (one, commonly: no zip)
+                        hit = hits[0]
+                        buf[hit[4] : hit[5]] = persisted[dev[0][0]]
+                    else:
+                        for d, hit in zip(dev, hits, strict=True):
+                            buf[hit[4] : hit[5]] = persisted[d[0]]
             # (Per run: a long wait is told by the count of runs, see waiting.Watch.)
             verdicts.runs += 1
             verdicts.judged += 1

@@ -62,8 +62,9 @@ class LineModel:
         self.pending: list[dict[int, list[Any]]] = [{} for _ in initial]
         #: Per pool: lines holding a flushed piece (what the next fence makes durable).
         self.ready: list[set[int]] = [set() for _ in initial]
-        #: Per pool: lines changed since the last comparison.
-        self.touched: list[set[int]] = [set() for _ in initial]
+        #: ``(pool, line offset)`` of every line changed since the last comparison (one
+        #: set, as the replay names its changed lines: verify joins them in one step).
+        self.touched: set[tuple[int, int]] = set()
 
     # -- operations ----------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ class LineModel:
         whole = got[1]
         got[1] = whole[:o] + data + whole[o + len(data) :]
         got[2] += ((off, data),) if (off & 7) + len(data) <= 8 else _atoms(off, data)
-        self.touched[pool].add(line)
+        self.touched.add((pool, line))
 
     def flush(self, pool: int, off: int, length: int) -> None:
         """Flush the lines ``[off, off + length)`` meets: their pieces issued so far."""
@@ -112,10 +113,11 @@ class LineModel:
 
     def fence(self) -> None:
         """What every flush so far covered becomes durable, line by line."""
+        touched = self.touched
         for pool, ready in enumerate(self.ready):
             if not ready:
                 continue
-            pending, held, touched = self.pending[pool], self.held[pool], self.touched[pool]
+            pending, held = self.pending[pool], self.held[pool]
             for line in ready:
                 got = pending[line]
                 pieces, n = got[0], got[3]
@@ -124,14 +126,14 @@ class LineModel:
                     # persisted (the pieces on what it held, as below, kept up to date by
                     # store(); an epoch of one store each ends so).
                     held[line] = got[1]
-                    touched.add(line)
+                    touched.add((pool, line))
                     del pending[line]
                     continue
                 content = bytearray(held[line])  # held since the line came into flight
                 for off, data in pieces[:n]:  # program order: later pieces win
                     content[off - line : off - line + len(data)] = data
                 held[line] = bytes(content)
-                touched.add(line)
+                touched.add((pool, line))
                 kept = pieces[n:]
                 got[0], got[3] = kept, 0
                 got[2] = tuple(a for p in kept for a in _atoms(p[0], p[1]))
@@ -188,16 +190,17 @@ class LineModel:
                 self._violation(point, pool, line, x, _padded(shown))
         # Every other line either side changed: in flight by neither, showing what it holds.
         others = set(changed)
-        for pool, touched in enumerate(self.touched):
-            if touched:
-                for line in touched:
-                    others.add((pool, line))
-                touched.clear()
+        others |= self.touched
+        self.touched.clear()
         others -= state
-        content = self.content
         for pool, line in others:
             shown = buffers[pool][line : line + LINE]
-            if line in pending_of[pool] or shown != content(pool, line):
+            # (What it holds: self.content, inline for a line read before, as every line
+            # either side changed commonly was.)
+            held = held_of[pool].get(line)
+            if held is None:
+                held = self.content(pool, line)
+            if line in pending_of[pool] or shown != held:
                 self._violation(point, pool, line, None, _padded(shown))
         # And no line in flight by the rules is missing from the state.
         if len(state) != sum(map(len, pending_of)):
