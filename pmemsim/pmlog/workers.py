@@ -678,9 +678,11 @@ class Workers(Judge):
         index = point.index
         info_of = (index, point.kind, tuple(point.markers)) if self.python else None
         self.verdicts.runs += len(runs) * len(batch)
+        # (The batch's lists and the slot taken again after each flush, which starts new
+        # lists and may turn to the next worker.)
+        slot = self.slots[self.turn % self.jobs]
+        items, queued, points = self.filling, self.queued, self.points
         for dev, lost, hits in batch:
-            slot = self.slots[self.turn % self.jobs]
-            items = self.filling
             if not items:
                 # A batch names its first image's markers and crash in full, so that it
                 # means the same to a worker restarted after an earlier batch (see _again).
@@ -695,22 +697,23 @@ class Workers(Judge):
                 info = slot.info = info_of
             # The options themselves: an option in several images of a batch is sent once.
             items.append(("I", hits, sent, changed, info))
-            points = self.points
             if not points or points[-1] is not point:
                 points.append(point)
-            size = (len(dev), lost, index)
-            self.queued.append((seq, dev, size, markers, ordinal, len(points) - 1, runs))
+            queued.append(
+                (seq, dev, (len(dev), lost, index), markers, ordinal, len(points) - 1, runs)
+            )
             seq += 1
-            if len(self.queued) >= self.depth:
+            if len(queued) >= self.depth:
                 self._flush()
+                slot = self.slots[self.turn % self.jobs]
+                items, queued, points = self.filling, self.queued, self.points
 
     def _contents(self, lines: set[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
-        img = self.img
-        out = []
-        for pool, line in sorted(lines):
-            buf = img.buffer(pool)
-            out.append((pool, line, bytes(buf[line : line + 64])))
-        return out
+        buffer = self.img.buffer
+        if len(lines) == 1:  # (an epoch of one store: one line a point, no sort)
+            ((pool, line),) = lines
+            return [(pool, line, buffer(pool)[line : line + 64])]
+        return [(pool, line, buffer(pool)[line : line + 64]) for pool, line in sorted(lines)]
 
     def _flush(self) -> None:
         if not self.queued:
