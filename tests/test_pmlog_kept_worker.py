@@ -356,3 +356,41 @@ def test_the_worker_keeps_its_inotify_instance_from_one_check_to_the_next(tmp_pa
     assert made.read_text() == "1"
     assert not closed.exists()
     assert not [p for n in range(3) for p in (tmp_path / f"check{n}").iterdir()]
+
+
+def _tried(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes the checks' folders are tried for from now on."""
+    sizes: list[int] = []
+    real = workers.probe
+
+    def probe(folder: str, size: int) -> None:
+        sizes.append(size)
+        real(folder, size)
+
+    monkeypatch.setattr(workers, "probe", probe)
+    return sizes
+
+
+def test_a_check_within_the_size_tried_ahead_tries_no_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spare's folder is tried for large files while no check waits (four system calls
+    # a first check made on its path, for a size the file system takes anyway).
+    checker = LibChecker.parse(f"{c_library(tmp_path, ALWAYS % 1)}:check").loaded()
+    tried = _tried(monkeypatch)
+    assert _check(checker, _log(size=64 << 20)) == "consistent"
+    assert _check(checker, _log(size=1 << 30)) == "consistent"
+    assert tried == []
+
+
+def test_a_pool_past_the_size_tried_ahead_is_tried_by_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "PROBED_AHEAD", 1 << 20)
+    checker = LibChecker.parse(f"{c_library(tmp_path, ALWAYS % 1)}:check").loaded()
+    tried = _tried(monkeypatch)
+    assert _check(checker, _log(size=1 << 20)) == "consistent"
+    assert tried == []
+    assert _check(checker, _log(size=4 << 20)) == "consistent"
+    assert _check(checker, _log(size=2 << 20)) == "consistent"
+    assert tried == [4 << 20]  # (then known to fit: the smaller one tries nothing)

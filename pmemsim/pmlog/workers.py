@@ -68,6 +68,9 @@ __all__ = ["LibWorker", "Workers", "close_spares", "keep", "spare_loaded", "spar
 
 #: Seconds a worker whose pipe ended is given to exit before its verdict is worded.
 DYING = 5.0
+#: The image file size a spare worker's folder is tried for (:func:`spare_worker`), before
+#: any check: a check whose pools are no larger tries nothing (4 system calls on its path).
+PROBED_AHEAD = 1 << 40
 #: Batches sent to a worker still loading its checker (a new interpreter takes 10 ms or
 #: more) before this process waits for it: at most about 1,000 images, whose messages fit
 #: in its pipe, so that sending never waits on a worker that waits to send its answers.
@@ -463,10 +466,11 @@ def spare_worker(checker: LibChecker) -> None:
             return
         worker = LibWorker(checker, early=True)
         _add(worker)
-        # Its folder too, where a check's image files go unless its pools are huge (a
-        # folder that cannot be made here is the check's to report).
+        # Its folder too, where a check's image files go unless its pools are huge, tried
+        # for files as large as most checks' (a folder that cannot be made here, or whose
+        # file system refuses such a file, is the check's to report or to try itself).
         with contextlib.suppress(PmemError):
-            worker.folder(scratch_folder(0), 0)
+            worker.folder(scratch_folder(0), PROBED_AHEAD)
 
 
 def keep(worker: LibWorker) -> None:
