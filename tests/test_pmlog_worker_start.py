@@ -100,3 +100,46 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+#: Notes each call in the file PMEMSIM_TEST_CALLS.
+NOTES_CALLS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int check(const char *path) {
+    FILE *f = fopen(getenv("PMEMSIM_TEST_CALLS"), "a");
+    if (f) { fputs("called\n", f); fclose(f); }
+    return 1;
+}
+"""
+
+
+def test_a_checks_first_images_are_judged_while_its_replay_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short check's images come at its one crash point, some way before the replay's
+    # end; they were kept for a batch of 8, so the worker sat idle until then.
+    from pmemsim.pmlog import workers
+
+    calls = tmp_path / "calls"
+    monkeypatch.setenv("PMEMSIM_TEST_CALLS", str(calls))
+    checker = LibChecker.parse(f"{c_library(tmp_path, NOTES_CALLS)}:check").loaded()
+    seen: list[bool] = []
+    finish = workers.Workers.finish
+
+    def finishing(judge: workers.Workers) -> None:
+        # The replay is over: has the worker judged the first image meanwhile?
+        deadline = time.monotonic() + 10
+        while not calls.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen.append(calls.exists())
+        finish(judge)
+
+    monkeypatch.setattr(workers.Workers, "finish", finishing)
+    try:
+        result = check_log(Replay.of(parse_log(LOG)), checker)
+    finally:
+        checker.close()
+    assert result.images_checked == 2 and result.verdict == "consistent"
+    assert seen == [True]
+    assert calls.read_text().count("called") == 2

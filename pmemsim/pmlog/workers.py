@@ -569,9 +569,10 @@ class _Slot:
 
 class Workers(Judge):
     """``jobs`` worker processes judging images (see the module docstring). Images go to a
-    worker in batches (one message each way per batch; batches grow from 8 to 256 images),
-    two batches per worker at a time, so that a worker judges one while this process
-    prepares the next (up to :data:`LOOKAHEAD` while it loads its checker)."""
+    worker in batches (one message each way per batch; batches grow from 8 to 256 images,
+    after a first batch of the first crash point's images, sent at once), two batches per
+    worker at a time, so that a worker judges one while this process prepares the next (up
+    to :data:`LOOKAHEAD` while it loads its checker)."""
 
     def __init__(
         self,
@@ -711,6 +712,10 @@ class Workers(Judge):
                 self._flush()
                 slot = self.slots[self.turn % self.jobs]
                 items, queued, points = self.filling, self.queued, self.points
+        if not self.turn:
+            # A check's first images go at once: an idle worker judges them while the replay
+            # goes on (a short check's images come at its one crash point, before its end).
+            self._flush()
 
     def _contents(self, lines: set[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
         buffer = self.img.buffer
