@@ -378,8 +378,9 @@ def test_a_check_within_the_size_tried_ahead_tries_no_file_of_its_own(
     # a first check made on its path, for a size the file system takes anyway).
     checker = LibChecker.parse(f"{c_library(tmp_path, ALWAYS % 1)}:check").loaded()
     tried = _tried(monkeypatch)
-    assert _check(checker, _log(size=64 << 20)) == "consistent"
-    assert _check(checker, _log(size=1 << 30)) == "consistent"
+    # (Small pools: a check puts larger ones elsewhere where /dev/shm is small.)
+    assert _check(checker, _log(size=1 << 20)) == "consistent"
+    assert _check(checker, _log(size=4 << 20)) == "consistent"
     assert tried == []
 
 
