@@ -24,6 +24,12 @@ BASE = 0x10000000
 SIZE = 0x2000
 
 
+def _log(ops: list[str]) -> str:
+    """A log of ``ops`` over the one pool these tests register."""
+    regs = f"REGISTER_FILE;/nonexistent-pmemsim-two/pool.bin;0x{BASE:x};0x{SIZE:x};0x0"
+    return "|".join(["START", regs, *ops, "STOP"])
+
+
 @st.composite
 def two_store_logs(draw: st.DrawFn) -> str:
     """Epochs of (mostly) two 8-byte stores to two lines, their flushes and a fence."""
@@ -50,8 +56,7 @@ def two_store_logs(draw: st.DrawFn) -> str:
         targets = at if flushed == "all" else at[:1] if flushed == "first" else []
         ops += [f"FLUSH;0x{a - a % 64:x};0x40" for a in targets]
         ops.append("FENCE")
-    regs = f"REGISTER_FILE;/nonexistent-pmemsim-two/pool.bin;0x{BASE:x};0x{SIZE:x};0x0"
-    return "|".join(["START", regs, *ops, "STOP"])
+    return _log(ops)
 
 
 def _run(text: str, engine: str, simulator: bool) -> tuple[Any, ...]:
@@ -88,16 +93,13 @@ def test_an_epoch_of_two_stores_is_judged_image_by_image_in_the_strategys_order(
     # Two stores to two lines at offsets 0x100 and 0x40, the later one to the lower line:
     # exhaustive takes all four images (the last line's option varying fastest), the
     # accumulative engine drops the later store first, then both.
-    text = "|".join(
+    text = _log(
         [
-            "START",
-            f"REGISTER_FILE;/nonexistent-pmemsim-two/pool.bin;0x{BASE:x};0x{SIZE:x};0x0",
             f"STORE;0x{BASE + 0x100:x};0x1;0x8",
             f"STORE;0x{BASE + 0x40:x};0x2;0x8",
             f"FLUSH;0x{BASE + 0x100:x};0x40",
             f"FLUSH;0x{BASE + 0x40:x};0x40",
             "FENCE",
-            "STOP",
         ]
     )
 
@@ -122,10 +124,8 @@ def test_a_state_judged_again_under_another_strategy_counts_what_neither_left_ou
     # judged already): no image of the state was left out by both. Then a third store: the
     # new state's points count on their own (m.END accumulative, n.END and the end
     # exhaustive), the first state's count stands.
-    text = "|".join(
+    text = _log(
         [
-            "START",
-            f"REGISTER_FILE;/nonexistent-pmemsim-two/pool.bin;0x{BASE:x};0x{SIZE:x};0x0",
             f"STORE;0x{BASE + 0x100:x};0x1;0x8",
             f"STORE;0x{BASE + 0x40:x};0x2;0x8",
             "n.BEGIN",
@@ -133,7 +133,6 @@ def test_a_state_judged_again_under_another_strategy_counts_what_neither_left_ou
             f"STORE;0x{BASE + 0x200:x};0x3;0x8",  # (a new state from here on)
             "m.END",
             "n.END",
-            "STOP",
         ]
     )
     got = []
