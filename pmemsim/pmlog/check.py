@@ -573,10 +573,7 @@ class _Explorer:
         if strategy.lazy:
             strategy = strategy_named("exhaustive")
         if strategy.name == "exhaustive" and self._every_line(point, markers):
-            if self.last_left < 0:  # (_left_out(0) of a state new here, inline)
-                self.last_left = 0
-            else:
-                self._left_out(0)
+            self._left_out(0)
             return
         if strategy.name == "accumulative" and self._cut_lines(point, markers):
             return
@@ -753,11 +750,7 @@ class _Explorer:
                     lost += hit[2]
                 keyed.append((dev, key, lost, hits))
         self._judge_new(point, markers, keyed)
-        if self.last_left < 0:  # (_left_out of a state new here, inline: once per point)
-            self.last_left = left = self.last_count - len(keyed)
-            self.result.images_skipped += left
-        else:
-            self._left_out(self.last_count - len(keyed))
+        self._left_out(self.last_count - len(keyed))
         return True
 
     def _lazily(self, point: CrashPoint, markers: str) -> None:
