@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import c_library
@@ -127,13 +128,13 @@ def test_a_checks_first_images_are_judged_while_its_replay_goes_on(
     seen: list[bool] = []
     finish = workers.Workers.finish
 
-    def finishing(judge: workers.Workers) -> None:
+    def finishing(judge: workers.Workers, *args: Any) -> None:
         # The replay is over: has the worker judged the first image meanwhile?
         deadline = time.monotonic() + 10
         while not calls.exists() and time.monotonic() < deadline:
             time.sleep(0.001)
         seen.append(calls.exists())
-        finish(judge)
+        finish(judge, *args)
 
     monkeypatch.setattr(workers.Workers, "finish", finishing)
     try:
@@ -143,3 +144,33 @@ def test_a_checks_first_images_are_judged_while_its_replay_goes_on(
     assert result.images_checked == 2 and result.verdict == "consistent"
     assert seen == [True]
     assert calls.read_text().count("called") == 2
+
+
+def test_the_image_buffers_are_unmapped_while_the_worker_judges_the_last_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every image is in a batch sent: unmapped after the last verdict, the buffers cost
+    # the check their unmapping on top of the wait.
+    from pmemsim.pmlog import images, workers
+
+    checker = LibChecker.parse(f"{c_library(tmp_path, NOTES_CALLS)}:check").loaded()
+    monkeypatch.setenv("PMEMSIM_TEST_CALLS", str(tmp_path / "calls"))
+    events: list[str] = []
+    close, answer = images.PoolImage.close, workers.LibWorker.answer
+
+    def closing(img: images.PoolImage) -> None:
+        events.append("unmapped")
+        close(img)
+
+    def answering(worker: workers.LibWorker, *args: Any) -> Any:
+        events.append("answer")
+        return answer(worker, *args)
+
+    monkeypatch.setattr(images.PoolImage, "close", closing)
+    monkeypatch.setattr(workers.LibWorker, "answer", answering)
+    try:
+        result = check_log(Replay.of(parse_log(LOG)), checker)
+    finally:
+        checker.close()
+    assert result.images_checked == 2 and result.verdict == "consistent"
+    assert events[:2] == ["unmapped", "answer"], events

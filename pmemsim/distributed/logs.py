@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from ..pmlog.judging import Cand, Judge, PerFile, Verdicts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..explore.trace import CrashPoint
     from ..pmlog.images import PoolImage
     from ..pmlog.replay import Replay
@@ -171,12 +173,13 @@ class DaskJudge(Judge):
                     self.told.add(seq)
                     v.notice(cand, value)
 
-    def finish(self) -> None:
+    def finish(self, unneeded: Callable[[], object] = lambda: None) -> None:
         self._send()
         while self.waiting:
             self._collect(next(iter(self.waiting)))
         ex = self.executor
         ex.sent, ex.log_replayed, ex.log_replays = self.sent, self.replayed, self.replays
+        unneeded()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -1038,7 +1038,7 @@ def check_log(
                 trace: Any = replay.record(crash_points, on_point=on_point, lint=lint)
             else:
                 trace = record_log(replay, img, crash_points, on_point, lint=lint, twin=twin)
-            judge.finish()
+            judge.finish(img.close)
     except KeyboardInterrupt:
         if interrupted is not None:
             _settle(result, replay, verdicts, checker, check)

@@ -226,6 +226,7 @@ class PoolImage:
         return sum(b.key for b in pools) & _MASK
 
     def close(self) -> None:
+        """Unmap the buffers (closing again does nothing)."""
         for b in self._pools:
             b.close()
 

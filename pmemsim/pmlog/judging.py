@@ -177,8 +177,10 @@ class Judge:
         for an inconsistent image)."""
         raise NotImplementedError
 
-    def finish(self) -> None:
-        """Wait for every verdict."""
+    def finish(self, unneeded: Callable[[], object] = lambda: None) -> None:
+        """Wait for every verdict. ``unneeded()`` is called once the judge reads the image
+        buffers no more: before the wait by a judge whose images left in copies."""
+        unneeded()
 
     def close(self) -> None:
         """Release what the judge holds (after finish, or on the way out of an error)."""
@@ -455,9 +457,10 @@ class Programs(Judge):
         fut = self.ex.submit(self._judge, slot, runs, cand.markers)
         self.window.append((cand, slot, fut, time.monotonic()))
 
-    def finish(self) -> None:
+    def finish(self, unneeded: Callable[[], object] = lambda: None) -> None:
         self._settle(0)
         self.ex.shutdown(wait=True)
+        unneeded()
 
     def close(self) -> None:
         if self.window:  # an error or Ctrl-C: end the running checkers now

@@ -843,12 +843,15 @@ class Workers(Judge):
             slot.worker.send(later)
         return answers
 
-    def finish(self) -> None:
+    def finish(self, unneeded: Callable[[], object] = lambda: None) -> None:
         self._flush()
         if not self.python:
             # Told now, it removes its files as soon as it answered, while this process
             # waits for the answer (a worker that is not kept after all is killed).
             self.slots[0].worker.release()
+        # Every image is in a batch sent, its lines copied (a restart sends them again from
+        # there): the buffers go while the workers judge, not after.
+        unneeded()
         for slot in self.slots:
             slot.worker.ready()  # a checker that does not load, even where no image came
         for slot in self.slots:
