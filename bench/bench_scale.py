@@ -72,7 +72,10 @@ are not counted (hashing every state would slow its timed run).
 only those tools (with ``--baseline CHECKOUT``, each pmemsim tool also as ``base:TOOL``
 from that checkout, the code before a change, in the same run); ``--interleave`` runs a
 shape's tools in turn, one run each per round, so that a burst of load on the shared VM
-falls on every tool alike.
+falls on every tool alike; with it, ``--budget SECONDS`` adds rounds past ``--repeat``
+while a shape's rounds fit in SECONDS, so that a shape whose runs take milliseconds (which
+this VM runs at either of two speeds) is measured dozens of times and a long one
+``--repeat`` times.
 
 The scaling exponents are least-squares slopes in log-log space of the after-start-up times:
 time against epochs (1 is linear), seconds per crash point against the pool size (0 is
@@ -567,6 +570,17 @@ def measure(job: Job, res: Result, repeat: int, timeout: float) -> None:
         res.repeats += 1
 
 
+def another_round(done: int, least: int, spent: float, budget: float) -> bool:
+    """Whether a shape's tools run another round: ``least`` rounds, then more while one
+    more (as long as the rounds so far on average) ends within ``budget`` seconds of the
+    first's start. Short shapes get many rounds: on this VM a run of a few milliseconds
+    can come out at either of two speeds, and a best of few may catch one tool only at
+    the slow one."""
+    if done < least:
+        return True
+    return budget > 0 and done > 0 and spent * (done + 1) / done <= budget
+
+
 def baseline_path(checkout: str, folder: Path) -> str:
     """A PYTHONPATH that imports ``pmemsim`` and ``pmemsim_backends`` from another
     checkout (the editable install maps ``pmemsim_backends`` to this one's backends/)."""
@@ -681,6 +695,7 @@ def run_grid(
     only: list[str] | None = None,
     repeat: int = 1,
     interleave: bool = False,
+    budget: float = 0.0,
 ) -> list[Result]:
     pmreorder = next((p for p in PMREORDER_CANDIDATES if p and Path(p).is_file()), None)
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -728,9 +743,13 @@ def run_grid(
                 results.append(res)
             # Interleaved, each round runs every tool once: a burst of load on this shared
             # VM then falls on all of them, not on one tool's runs.
-            for _ in range(repeat if interleave else 1):
+            rounds, began = 0, time.perf_counter()
+            while pending and another_round(
+                rounds, repeat if interleave else 1, time.perf_counter() - began, budget
+            ):
                 for job, res, limit in pending:
                     measure(job, res, 1 if interleave else repeat, limit)
+                rounds += 1
             for job, res, _ in pending:
                 print(f"  {shape.name:<32} {job.tool:<20}{_summary(res)}", flush=True)
             for leftover in folder.glob("pmreorder*"):
@@ -927,7 +946,7 @@ def print_table(results: list[Result]) -> None:
             print(f"  {r.shape}, {r.tool}, after start-up: {r.status}")
 
 
-def print_comparisons(info: dict[str, list[dict[str, Any]]], repeat: int) -> None:
+def print_comparisons(info: dict[str, list[dict[str, Any]]], runs: str) -> None:
     """One table per measure: a row per shape, a column per pmemsim tool (against its
     pmreorder counterpart), pmreorder's time over pmemsim's in each cell."""
     pairs = [
@@ -937,7 +956,7 @@ def print_comparisons(info: dict[str, list[dict[str, Any]]], repeat: int) -> Non
         return
     print()
     print(
-        f"pmreorder's time / pmemsim's, per shape (> 1: pmemsim faster; best of {repeat}; "
+        f"pmreorder's time / pmemsim's, per shape (> 1: pmemsim faster; best of {runs}; "
         "'A/B': pmemsim's and\npmreorder's status where not both finished; blank: not run).\n"
         "columns: pmemsim's tools, against "
         + "; ".join(
@@ -1006,6 +1025,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run each shape's tools in turn, once per round, --repeat rounds (instead of each "
         "tool's runs in a row): fairer comparisons on a loaded machine",
     )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --interleave, more rounds than --repeat while they fit in SECONDS per "
+        "shape: short shapes measured many times",
+    )
     ap.add_argument("--json-out", metavar="FILE", help="also write the JSON object to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -1023,16 +1050,27 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
         ap.error("--repeat: at least 1")
+    if args.budget < 0 or (args.budget and not args.interleave):
+        ap.error("--budget: seconds >= 0, with --interleave")
+    runs = f"{repeat}" + (f" or more within {args.budget:g} s a shape" if args.budget else "")
     timeout = args.timeout or (60.0 if args.quick else 900.0)
     full_timeout = args.full_timeout or (20.0 if args.quick else 120.0)
     started = time.perf_counter()
     print(
         f"check-log scaling ({'quick' if args.quick else 'full'} grid; a fresh child per run; "
-        f"best of {repeat} run(s) of each measure per configuration, as this shared VM is "
+        f"best of {runs} run(s) of each measure per configuration, as this shared VM is "
         "noisy)"
     )
     results = run_grid(
-        args.quick, timeout, full_timeout, args.baseline, args.shape, only, repeat, args.interleave
+        args.quick,
+        timeout,
+        full_timeout,
+        args.baseline,
+        args.shape,
+        only,
+        repeat,
+        args.interleave,
+        args.budget,
     )
     print()
     print_table(results)
@@ -1043,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {e['tool']:<15} {e['of']:<24} ~ {e['against']}^{e['exponent']:.2f}")
     checks = targets(results)
     info = {m: compare(results, PAIRS + INFO_PAIRS, m) for m, _ in MEASURES}
-    print_comparisons(info, repeat)
+    print_comparisons(info, runs)
     print()
     labels = dict(MEASURES)
     for t in checks:
@@ -1056,6 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": SCHEMA,
         "quick": args.quick,
         "repeat": repeat,
+        "budget": args.budget,
         "measures": labels,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -231,3 +231,31 @@ def test_lazy_names_every_module_a_check_imports_on_first_use(tmp_path: Path) ->
     assert unnamed == {}, "bench_scale.LAZY misses what these checks imported"
     if library is None:
         pytest.skip("no C compiler: the library checker's imports were not looked at")
+
+
+def test_a_budget_adds_rounds_while_they_fit() -> None:
+    assert bench_scale.another_round(0, 3, 0.0, 0.0)
+    assert bench_scale.another_round(2, 3, 50.0, 0.0)  # the least, whatever the time
+    assert not bench_scale.another_round(3, 3, 1.0, 0.0)  # no budget: --repeat rounds
+    assert bench_scale.another_round(3, 3, 3.0, 4.0)  # a fourth ends near 4 s
+    assert not bench_scale.another_round(3, 3, 3.3, 4.0)  # one would end past it
+    assert not bench_scale.another_round(0, 0, 0.0, 4.0)  # (none made: none to go by)
+
+
+def test_a_budget_measures_a_short_shape_more_than_repeat_times(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--shape", "1x1@4K", "--tools", "py-acc", "--repeat", "2", "--interleave"]
+    assert bench_scale.main([*argv, "--budget", "4"]) == 0
+    data = json.loads(capsys.readouterr().out.rsplit("BENCH_JSON ", 1)[1])
+    assert data["budget"] == 4
+    (row,) = data["results"]
+    # A round of py-acc (its two children) takes well under a second here.
+    assert row["repeats"] > 2 and row["status"] == "ok"
+
+
+def test_a_budget_without_interleaving_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_scale.main(["--shape", "1x1@4K", "--budget", "4"])
+    assert exc.value.code == 2
+    assert "--budget" in capsys.readouterr().err
