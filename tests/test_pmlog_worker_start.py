@@ -137,11 +137,7 @@ def test_a_checks_first_images_are_judged_while_its_replay_goes_on(
         finish(judge, *args)
 
     monkeypatch.setattr(workers.Workers, "finish", finishing)
-    try:
-        result = check_log(Replay.of(parse_log(LOG)), checker)
-    finally:
-        checker.close()
-    assert result.images_checked == 2 and result.verdict == "consistent"
+    _check_consistent(checker)
     assert seen == [True]
     assert calls.read_text().count("called") == 2
 
@@ -168,9 +164,14 @@ def test_the_image_buffers_are_unmapped_while_the_worker_judges_the_last_images(
 
     monkeypatch.setattr(images.PoolImage, "close", closing)
     monkeypatch.setattr(workers.LibWorker, "answer", answering)
+    _check_consistent(checker)
+    assert events[:2] == ["unmapped", "answer"], events
+
+
+def _check_consistent(checker: LibChecker) -> None:
+    """LOG checked with ``checker`` (closed after): its two images consistent."""
     try:
         result = check_log(Replay.of(parse_log(LOG)), checker)
     finally:
         checker.close()
     assert result.images_checked == 2 and result.verdict == "consistent"
-    assert events[:2] == ["unmapped", "answer"], events
