@@ -30,8 +30,15 @@ def _spread(pages: int) -> str:
     return f"START|REGISTER_FILE;/nonexistent-pmemsim-test/p;0x{BASE:x};0x{size:x};0x0|{ops}STOP\n"
 
 
-def _faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def _replayed(replay: Replay) -> tuple[int, int]:
+    """The page faults of a replay of ``replay`` into a new image, and its crash points."""
+    img = _image(replay)
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        trace = fast.record_log(replay, img, twin=False)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, trace.point_count
+    finally:
+        img.close()
 
 
 def _pages_of_4k() -> bool:
@@ -40,17 +47,13 @@ def _pages_of_4k() -> bool:
     return thp.exists() and "[always]" not in thp.read_text()
 
 
-@pytest.mark.skipif(not _pages_of_4k(), reason="faults counted per 4 KiB page (Linux, no THP)")
+@pytest.mark.skipif(
+    not _pages_of_4k(), reason="faults counted per 4 KiB page (Linux, huge pages not always on)"
+)
 def test_a_spread_logs_replay_faults_each_page_it_writes_once() -> None:
     replay = Replay.of(parse_log(_spread(PAGES)))
-    fast.record_log(replay, _image(replay), twin=False)  # (this process's heap grown first)
-    img = _image(replay)
-    try:
-        before = _faults()
-        trace = fast.record_log(replay, img, twin=False)
-        faulted = _faults() - before
-    finally:
-        img.close()
-    assert trace.point_count == PAGES + 1
+    _replayed(replay)  # (this process's heap grown first)
+    faulted, points = _replayed(replay)
+    assert points == PAGES + 1
     # Each page's write, and a little of the heap's (twice per page before: at least 4,000).
     assert PAGES <= faulted < 1.5 * PAGES, faulted
