@@ -295,7 +295,13 @@ class _Pool:
         self.stale: set[int] = set()
 
     def line_bytes(self, line: int) -> bytes:
-        """The buffer's content of a line (an mmap's slice: bytes; a pool is whole pages)."""
+        """The buffer's content of a line (an mmap's slice: bytes; a pool is whole pages).
+        Zeros in a page no store wrote of a pool with no initial content are not read: the
+        first read of a page of the buffer maps the zero page, and the store's write then
+        faults a second time (1.7 us more a page, and a log spread over a pool touches
+        every page)."""
+        if self.blank and line >> 12 not in self.written:
+            return _ZERO_LINE
         got: bytes = self.buf[line : line + LINE]
         return got
 
@@ -634,11 +640,7 @@ class _Machine:
             key = (pool, line)
             page = off >> 12  # (one atom: inside one page)
             if atoms is None:
-                # (_Pool.line_bytes and _key_of, inline: this runs once per store. A pool
-                # is whole pages, so the buffer holds the whole line.) Zeros are not read:
-                # the first read of a page of the buffer maps the zero page, and the store's
-                # write below then faults a second time (1.7 us more a page, and a log
-                # spread over a pool touches every page).
+                # (_Pool.line_bytes and _key_of, inline: this runs once per store.)
                 p.bases[line] = (
                     _ZERO_LINE if p.blank and page not in p.written else p.buf[line : line + LINE]
                 )
